@@ -1,0 +1,142 @@
+"""ONNX Runtime on the CPU execution provider."""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import Artifact, Availability, Runtime, RuntimeFailure, missing_package
+
+# Node types that compute in integer arithmetic after ORT's graph optimisation.
+INTEGER_OPS = {
+    "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool",
+    "QLinearAveragePool", "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu", "QGemm",
+    "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QLinearSoftmax",
+    "QAttention", "QLinearReduceMean", "QLinearWhere",
+}
+# Float compute ops: if these survive optimisation in an "int8" model, they ran in float.
+FLOAT_COMPUTE_OPS = {"Conv", "MatMul", "Gemm", "FusedConv", "FusedMatMul", "FusedGemm", "ConvTranspose",
+                     "NhwcFusedConv"}
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+
+
+def summarize_optimized_graph(path: Path) -> dict[str, Any]:
+    """Count integer vs float compute nodes in an ORT-optimised ONNX graph."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    ops = Counter(n.op_type for n in model.graph.node)
+    n_int = sum(c for op, c in ops.items() if op in INTEGER_OPS)
+    n_float = sum(c for op, c in ops.items() if op in FLOAT_COMPUTE_OPS)
+    n_qdq = sum(c for op, c in ops.items() if op in QDQ_OPS)
+    total = n_int + n_float
+    share = (n_int / total) if total else 0.0
+    if total == 0:
+        precision = "unknown"
+    elif n_int == 0:
+        precision = "float"
+    elif n_float == 0:
+        precision = "int8"
+    else:
+        precision = "mixed"
+    return {
+        "int8_op_share": round(share, 4),
+        "exec_precision": precision,
+        "op_precisions": {"int8": n_int, "float": n_float, "qdq_unfused": n_qdq},
+        "audit_note": f"ORT optimized graph: {n_int} integer compute nodes, {n_float} float compute "
+                      f"nodes, {n_qdq} Q/DQ nodes left",
+    }
+
+
+class OrtCpuRuntime(Runtime):
+    """ONNX Runtime, CPUExecutionProvider. Options: threads, inter_threads, graph_optimization."""
+
+    name = "ort-cpu"
+    extra = "ort"
+    tox_env = "ort-cpu"
+
+    @classmethod
+    def availability(cls) -> Availability:
+        missing = missing_package("onnxruntime", cls.extra, cls.tox_env)
+        if missing:
+            return missing
+        import onnxruntime as ort
+
+        if "CPUExecutionProvider" not in ort.get_available_providers():
+            return Availability(False, "onnxruntime has no CPUExecutionProvider", "pip install .[ort]")
+        return Availability(True)
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        import onnxruntime as ort
+
+        return {"onnxruntime": ort.__version__}
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        return ("threads", "inter_threads", "graph_optimization")
+
+    def _session_options(self) -> Any:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        threads = self.options.get("threads")
+        if threads:
+            so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = int(self.options.get("inter_threads", 1))
+        level = str(self.options.get("graph_optimization", "all")).lower()
+        levels = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }
+        if level not in levels:
+            raise RuntimeFailure(f"ort-cpu: graph_optimization must be one of {sorted(levels)}, not '{level}'")
+        so.graph_optimization_level = levels[level]
+        self._tmpdir = tempfile.TemporaryDirectory(prefix="qb-ort-")
+        # Ask ORT to write the graph it will really execute: the audit reads it.
+        so.optimized_model_filepath = os.path.join(self._tmpdir.name, "optimized.onnx")
+        return so
+
+    def _activate_impl(self, artifact: Artifact) -> None:
+        import onnxruntime as ort
+
+        if self.device != "cpu":
+            raise RuntimeFailure(f"ort-cpu runs on device 'cpu', not '{self.device}'")
+        so = self._session_options()
+        try:
+            self.session = ort.InferenceSession(str(artifact.path), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises several exception types; keep one line
+            raise RuntimeFailure(f"ort-cpu could not load {artifact.path}: {str(exc).splitlines()[0]}") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self._applied = {
+            "threads": so.intra_op_num_threads or "default",
+            "inter_threads": so.inter_op_num_threads,
+            "graph_optimization": str(self.options.get("graph_optimization", "all")),
+            "providers": self.session.get_providers(),
+        }
+
+    def _infer_impl(self, staged: np.ndarray) -> Any:
+        try:
+            return self.session.run([self.output_name], {self.input_name: staged})[0]
+        except Exception as exc:
+            raise RuntimeFailure(f"ort-cpu inference failed: {str(exc).splitlines()[0]}") from None
+
+    def settings_used(self) -> dict[str, Any]:
+        return dict(getattr(self, "_applied", self.options))
+
+    def execution_report(self) -> dict[str, Any]:
+        path = Path(self._tmpdir.name) / "optimized.onnx"
+        if not path.exists():
+            return {"audit_note": "ORT did not write its optimized graph"}
+        return summarize_optimized_graph(path)
+
+    def _deactivate_impl(self) -> None:
+        self.session = None
+        self._tmpdir.cleanup()
