@@ -54,8 +54,10 @@ def missing_package(module: str, extra: str, tox_env: str | None = None) -> Avai
 class Artifact:
     """Something a runtime can load: an ONNX file, or a torch model recipe.
 
-    ``format`` is ``"onnx"`` (``path`` is the .onnx file) or ``"torch"`` (``source`` holds the
-    recipe understood by :func:`exporters.torch_models.build_module`). ``precision`` is the label
+    ``format`` is ``"onnx"`` (``path`` is the .onnx file), ``"torch"`` (``source`` holds the
+    recipe understood by :func:`exporters.torch_models.build_module`) or ``"trt-calibrate"``
+    (``path`` is the fp32 ONNX, the runtime quantizes it itself with ``settings["calibrator"]``
+    fed by ``calibration()``; only TensorRT 10.x accepts it). ``precision`` is the label
     the user asked for (``fp32``, ``fp16``, ``int8``); runtimes report what actually ran through
     :meth:`Runtime.execution_report`.
     """
@@ -67,7 +69,8 @@ class Artifact:
     input_name: str = "input"
     input_shape: tuple[int, ...] = ()  # without the batch axis, e.g. (1, 28, 28)
     settings: Mapping[str, Any] = field(default_factory=dict)  # variant settings (e.g. TRT int8)
-    calibration: Any = None  # a calibration reader factory for runtimes that calibrate themselves
+    reference_path: Path | None = None  # the fp32 ONNX this variant was derived from
+    calibration: Any = None  # zero-arg callable -> fresh calibration reader (runtime-side calibration)
 
 
 class Clock:

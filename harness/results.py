@@ -1,0 +1,148 @@
+"""Results: one tidy row per cell, appended to a JSON Lines file and flushed as each cell ends.
+
+Schema (``SCHEMA_VERSION`` 1). Every row has:
+
+identity   schema_version, run_id, cell_id, timestamp (ISO-8601 UTC), status ("ok" | "failed" | "skipped"),
+           error (one line: why it failed or was skipped; "" when ok), duration_s (wall time of the whole cell)
+cell       model, variant, precision ("fp32" | "fp16" | "int8"), runtime, device, batch,
+           variant_settings (dict: calibration method, per_channel, symmetric, op types, ...),
+           runtime_settings (dict, as applied: threads, hints, providers)
+model      weights ("trained:<path>" | "random-init" | "onnx:<path>"), size_bytes, param_count,
+           artifact_sha256, artifact_path, dataset (dict: name, source, eval_samples, calib_samples)
+quant      quant_time_s, quant_peak_mem_mb, identical_to (variant name whose artifact is
+           byte-identical to this one, or "")
+timing     load_ms, first_infer_ms, iterations, clock ("host-perf_counter_ns" | "cuda-events");
+           for each phase P in io, h2d, compute, d2h, e2e:
+               P_mean_ms, P_std_ms, P_min_ms, P_p50_ms, P_p90_ms, P_p95_ms, P_p99_ms, P_max_ms
+               and P_raw_ms (list of floats: every timed iteration)
+           throughput_ips (images per second from the e2e mean), load_avg (1-min, at start)
+accuracy   top1, top5 (fractions 0..1 or null when labels don't apply), eval_samples,
+           agreement_top1 (vs the fp32 reference), max_abs_err, mean_abs_err (vs that reference)
+audit      exec_precision, int8_op_share, op_precisions (dict), audit_note, audit_warning ("" or a
+           one-line warning when what ran does not match the label)
+env        env (dict fingerprint: host, cpu_model, cpu_flags_subset, cores, memory_gb, gpu, os,
+           python, versions {pkg: ver}, git_rev)
+
+Missing values are ``null``. Readers accept older schema versions or say clearly they do not.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+SCHEMA_VERSION = 1
+PHASES = ("io", "h2d", "compute", "d2h", "e2e")
+STATS = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max")
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be read (missing, empty, unknown schema)."""
+
+
+@dataclass
+class LoadReport:
+    """What :func:`read_rows` found besides rows: problems worth telling the user."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append one row and fsync, repairing a line left truncated by an earlier kill."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(row, default=_json_default, allow_nan=False) + "\n"
+    with open(path, "a+b") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
+        fh.write(line.encode())
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for no, line in enumerate(fh, 1):
+            if line.strip():
+                yield no, line
+
+
+def read_rows(path: Path | str, latest_per_cell: bool = True) -> LoadReport:
+    """Read a results file. Truncated or corrupt lines are skipped with a warning, never fatal.
+
+    With ``latest_per_cell`` only the last row of each ``cell_id`` is kept (a retried cell).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ResultsError(f"results file not found: {path}")
+    report = LoadReport()
+    rows: dict[str, dict[str, Any]] = {}
+    order: list[dict[str, Any]] = []
+    for no, line in iter_lines(path):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            report.warnings.append(f"{path}:{no}: truncated or corrupt line skipped")
+            continue
+        if not isinstance(row, dict):
+            report.warnings.append(f"{path}:{no}: not a result row, skipped")
+            continue
+        version = row.get("schema_version")
+        if version != SCHEMA_VERSION:
+            report.warnings.append(
+                f"{path}:{no}: schema version {version!r} is not supported (this quantbench reads "
+                f"{SCHEMA_VERSION}); row skipped")
+            continue
+        order.append(row)
+        rows[row.get("cell_id", f"line{no}")] = row
+    report.rows = list(rows.values()) if latest_per_cell else order
+    if not report.rows and not report.warnings:
+        report.warnings.append(f"{path}: no result rows")
+    return report
+
+
+def measured_cell_ids(path: Path, include_failed: bool = True) -> set[str]:
+    """Cell ids already in ``path`` (to skip on rerun)."""
+    if not path.exists():
+        return set()
+    done = set()
+    for row in read_rows(path).rows:
+        if include_failed or row.get("status") == "ok":
+            done.add(row["cell_id"])
+    return done
+
+
+def to_dataframe(rows: Iterable[dict[str, Any]]):  # -> pandas.DataFrame
+    """Rows as a pandas DataFrame (pandas imported lazily)."""
+    import pandas as pd
+
+    return pd.DataFrame(list(rows))
+
+
+def export_table(rows: list[dict[str, Any]], out: Path) -> None:
+    """Write rows to CSV or Parquet by file extension; list/dict columns are JSON-encoded."""
+    df = to_dataframe(rows)
+    for col in df.columns:
+        if df[col].map(lambda v: isinstance(v, (list, dict))).any():
+            df[col] = df[col].map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
+    if out.suffix == ".parquet":
+        df.to_parquet(out, index=False)
+    elif out.suffix == ".csv":
+        df.to_csv(out, index=False)
+    else:
+        raise ResultsError(f"cannot export to '{out.suffix}': use .csv or .parquet")
