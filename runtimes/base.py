@@ -103,6 +103,7 @@ class Runtime(ABC):
         self.options: dict[str, Any] = dict(options or {})
         self._active = False
         self.artifact: Artifact | None = None
+        self.batch: int | None = None
 
     # ---- discovery -------------------------------------------------------------------------
     @classmethod
@@ -132,14 +133,19 @@ class Runtime(ABC):
         return None
 
     # ---- life cycle --------------------------------------------------------------------------
-    def activate(self, artifact: Artifact) -> None:
-        """Load/compile ``artifact`` on this runtime's device."""
+    def activate(self, artifact: Artifact, batch: int | None = None) -> None:
+        """Load/compile ``artifact`` on this runtime's device.
+
+        ``batch`` is the batch size the harness will stage (adapters that build static shapes or
+        optimisation profiles, e.g. TensorRT or OpenVINO, use it; others may ignore it).
+        """
         if self._active:
             raise RuntimeFailure(f"{self.name}: already active")
         reason = self.supports(artifact)
         if reason:
             raise RuntimeFailure(reason)
         self.artifact = artifact
+        self.batch = batch
         self._activate_impl(artifact)
         self._active = True
 

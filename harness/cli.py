@@ -1,0 +1,270 @@
+"""``quantbench``: run sweeps, list devices and runtimes, render reports, export results.
+
+Every expected error (bad config, missing file, unknown runtime …) is printed as one line and
+exits non-zero; rows already written are never touched.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED_CELLS, EXIT_USAGE = 0, 1, 2
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _error(msg: str) -> int:
+    _console(stderr=True).print(f"[bold red]error:[/bold red] {msg}", markup=True, soft_wrap=True)
+    return EXIT_USAGE
+
+
+def _apply_overrides(cfg: Any, args: argparse.Namespace) -> None:
+    from .config import ModelConfig
+
+    if args.output:
+        cfg.run.output = args.output
+    if args.runtimes:
+        cfg.run.runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    if args.device:
+        cfg.run.devices = [d.strip() for d in args.device.split(",") if d.strip()]
+    if args.batch_sizes:
+        try:
+            cfg.run.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+        except ValueError:
+            from .config import ConfigError
+
+            raise ConfigError(f"--batch-sizes must be integers separated by commas, not '{args.batch_sizes}'") from None
+    if args.models:
+        cfg.models = [ModelConfig(name=m.strip()) for m in args.models.split(",") if m.strip()]
+    if args.variants:
+        wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
+        known = {v.name: v for v in cfg.variants}
+        missing = [w for w in wanted if w not in known]
+        if missing:
+            from .config import ConfigError
+
+            raise ConfigError(f"unknown variant(s) {', '.join(missing)}; this config has {', '.join(known)}")
+        cfg.variants = [known[w] for w in wanted]
+    if args.weights is not None:
+        for m in cfg.models:
+            m.weights = args.weights
+    if args.eval_samples is not None:
+        cfg.run.eval_samples = args.eval_samples
+        for m in cfg.models:
+            m.eval_samples = None
+    if args.min_time is not None:
+        cfg.run.min_time_s = args.min_time
+    if args.threads is not None:
+        cfg.run.threads = args.threads
+    if args.no_report:
+        cfg.run.report = False
+    cfg.run.validate()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .config import dump_toml, load_config
+    from .results import read_rows
+    from .runner import run_sweep
+    from .table import render_console
+
+    cfg = load_config(args.config)
+    _apply_overrides(cfg, args)
+    if args.dump_config:
+        sys.stdout.write(dump_toml(cfg))
+        return EXIT_OK
+    console = _console()
+    out = Path(cfg.run.output)
+    t0 = time.perf_counter()
+    console.print(f"quantbench: sweep from {cfg.source} → {out}/")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("cells", total=None)
+        ticks = {"n": 0}
+
+        def on_row(row: dict[str, Any]) -> None:
+            status = row["status"]
+            what = f"{row['model']}/{row['variant']} on {row.get('runtime_label') or row['runtime']} ({row['device']}, batch {row['batch']})"
+            if status == "ok":
+                progress.console.print(f"  [green]ok[/green]      {what}: p50 {row.get('compute_p50_ms', 0):.3f} ms"
+                                       + (f", top-1 {row['top1'] * 100:.2f}%" if row.get("top1") is not None else ""))
+            elif status == "failed":
+                progress.console.print(f"  [red]failed[/red]  {what}: {row['error']}")
+            else:
+                progress.console.print(f"  [dim]skipped {what}: {row['error']}[/dim]")
+            ticks["n"] += 1
+
+        def log(msg: str) -> None:
+            progress.console.print(msg)
+
+        summary = run_sweep(cfg, out, retry_failed=args.retry_failed, log=log,
+                            progress=lambda n: progress.advance(task, n), on_row=on_row)
+    loaded = read_rows(summary.results_path)
+    rows = [r for r in loaded.rows if r.get("schema_version")]
+    render_console(rows, console)
+    for r in rows:
+        if r.get("status") == "ok" and r.get("audit_warning"):
+            console.print(f"[yellow]warning:[/yellow] {r['model']}/{r['variant']} on "
+                          f"{r.get('runtime_label') or r['runtime']} batch {r['batch']}: {r['audit_warning']}")
+        if r.get("status") == "ok" and r.get("weights") == "random-init" and r.get("variant") == "fp32":
+            pass
+    if any(r.get("weights") == "random-init" for r in rows):
+        console.print("[yellow]note:[/yellow] random-init weights: accuracy is not meaningful; compare agreement with FP32")
+    wall = time.perf_counter() - t0
+    console.print(f"{summary.ran} cell(s) measured, {summary.failed} failed, {summary.skipped} skipped, "
+                  f"{summary.already} already done — {wall:.0f} s; results: {summary.results_path}")
+    if cfg.run.report:
+        _write_report([summary.results_path], out / "report.html", console)
+    return EXIT_FAILED_CELLS if summary.failed else EXIT_OK
+
+
+def _write_report(paths: list[Path], out: Path, console: Any) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("plotly") is None or importlib.util.find_spec("reports.html") is None:
+        console.print("[dim]HTML report skipped: pip install .[report][/dim]")
+        return
+    from reports import build_report, render_html
+
+    try:
+        render_html(build_report(paths), out)
+        console.print(f"report: {out}")
+    except Exception as exc:  # noqa: BLE001 - a report problem must not fail a finished sweep
+        console.print(f"[yellow]report not written: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}[/yellow]")
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from runtimes import get_runtime_class, list_runtimes
+
+    from .environment import fingerprint
+
+    env = fingerprint()
+    console = _console()
+    flags = ", ".join(env["cpu_flags"]) or "none of interest"
+    console.print(f"cpu: {env['cpu_model']} — {env['cores_physical']} cores / {env['cores_logical']} threads, "
+                  f"{env['memory_gb']} GiB; flags: {flags}")
+    if env["gpu"]:
+        for g in env["gpu"]:
+            console.print(f"gpu: {g['name']} (driver {g['driver']}, {g['memory']})")
+    else:
+        console.print("gpu: none found (no nvidia-smi / NVIDIA driver)")
+    table = Table(title="runtimes")
+    for col in ("runtime", "status", "devices", "versions / how to get it"):
+        table.add_column(col)
+    for name in list_runtimes():
+        cls = get_runtime_class(name)
+        avail = cls.availability()
+        if avail.ok:
+            try:
+                devs, vers = ", ".join(cls.devices()), ", ".join(f"{k} {v}" for k, v in cls.versions().items())
+            except Exception as exc:  # noqa: BLE001 - a broken install is reported, not raised
+                devs, vers = "?", f"error: {str(exc).splitlines()[0]}"
+            table.add_row(name, "[green]available[/green]", devs, vers)
+        else:
+            table.add_row(name, "[red]unavailable[/red]", "—", f"{avail.reason}; {avail.hint}" if avail.hint else avail.reason)
+    console.print(table)
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports import main_report
+
+    return main_report([Path(p) for p in args.results], Path(args.output) if args.output else None, args.format)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .results import export_table, read_rows
+
+    report = read_rows(args.results)
+    for w in report.warnings:
+        _console(stderr=True).print(f"[yellow]warning:[/yellow] {w}")
+    export_table(report.rows, Path(args.output))
+    _console().print(f"{len(report.rows)} row(s) → {args.output}")
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from exporters.registry import list_models
+
+    for name in list_models(args.pattern):
+        print(name)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="quantbench",
+        description="Benchmark CNN precisions (FP32/FP16/INT8) across runtimes: accuracy on real data, "
+                    "latency split into I/O, host→device, compute and device→host, and model size.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a sweep (the embedded default when no CONFIG is given)",
+                         description="Run models × variants × runtimes × devices × batch sizes. Rows are appended "
+                                     "to OUTPUT/results.jsonl as each cell ends; a rerun skips cells already there.")
+    run.add_argument("config", nargs="?", help="sweep TOML file (default: the embedded Fashion-MNIST CNN sweep)")
+    run.add_argument("-o", "--output", help="output directory (results.jsonl, report.html, cell logs)")
+    run.add_argument("--runtimes", help="comma-separated runtime names, or 'auto' for every available one")
+    run.add_argument("--device", help="comma-separated devices, e.g. cpu or cuda:0 (default: every device each runtime sees)")
+    run.add_argument("--batch-sizes", help="comma-separated batch sizes, e.g. 1,32")
+    run.add_argument("--models", help="comma-separated models: registry names, torchvision:NAME, module:pkg.mod:fn or .onnx paths")
+    run.add_argument("--variants", help="comma-separated variant names from the config to run")
+    run.add_argument("--weights", help="weights for every model: a state_dict path, or 'random' (explicit random init)")
+    run.add_argument("--eval-samples", type=int, help="number of evaluation images per model")
+    run.add_argument("--min-time", type=float, help="minimum timed seconds per cell")
+    run.add_argument("--threads", type=int, help="threads per runtime (0 = physical cores)")
+    run.add_argument("--retry-failed", action="store_true", help="measure again cells that failed before")
+    run.add_argument("--no-report", action="store_true", help="do not write OUTPUT/report.html")
+    run.add_argument("--dump-config", action="store_true", help="print the fully resolved config as TOML and exit")
+    run.set_defaults(func=cmd_run)
+
+    dev = sub.add_parser("devices", help="list this machine's devices and which runtimes can serve them")
+    dev.set_defaults(func=cmd_devices)
+
+    rep = sub.add_parser("report", help="render results files (from one or many devices) into one report")
+    rep.add_argument("results", nargs="+", help="results.jsonl files")
+    rep.add_argument("-o", "--output", help="output file (default: report.html, or stdout for md/csv)")
+    rep.add_argument("--format", choices=("html", "md", "csv"), default="html", help="report format (default html)")
+    rep.set_defaults(func=cmd_report)
+
+    exp = sub.add_parser("export", help="export a results file to CSV or Parquet")
+    exp.add_argument("results", help="results.jsonl")
+    exp.add_argument("-o", "--output", required=True, help="output .csv or .parquet")
+    exp.set_defaults(func=cmd_export)
+
+    mod = sub.add_parser("models", help="list the models the registry knows")
+    mod.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. 'resnet*'")
+    mod.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``quantbench`` command."""
+    args = build_parser().parse_args(argv)
+    from calibration_data import DataError
+    from runtimes import RuntimeFailure, RuntimeUnavailable
+
+    from .config import ConfigError
+    from .results import ResultsError
+    from .runner import RunError
+
+    try:
+        return args.func(args)
+    except (ConfigError, RunError, ResultsError, DataError, RuntimeFailure, RuntimeUnavailable,
+            OSError, ValueError) as exc:
+        return _error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except KeyboardInterrupt:
+        return _error("interrupted: rows already written are kept; rerun to finish the remaining cells")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

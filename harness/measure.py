@@ -1,0 +1,198 @@
+"""Measurement of one cell: load, first inference, warm-up, timed loop, I/O, accuracy.
+
+Runs inside the cell's own subprocess (:mod:`harness.worker`). The harness times; the runtime
+only does work, through the clock it hands out (host ``perf_counter_ns`` or CUDA events). The
+timed loop is identical for every runtime: no runtime-specific branches here.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .stats import summarize
+
+
+@dataclass
+class MeasureSettings:
+    """How long and how often to measure (from ``[run]``)."""
+
+    warmup_iters: int = 10
+    min_iters: int = 50
+    min_time_s: float = 1.0
+    max_iters: int = 20000
+    max_time_s: float = 20.0
+    io_batches: int = 20
+    eval_batch: int = 0
+
+
+@dataclass
+class CellSpec:
+    """Everything the worker needs, JSON-serialisable (it crosses a process boundary)."""
+
+    cell_id: str
+    runtime: str
+    device: str
+    batch: int
+    runtime_options: dict[str, Any]
+    artifact: dict[str, Any]
+    data: dict[str, Any]
+    measure: dict[str, Any]
+    reference_logits: str | None = None
+    labels_meaningful: bool = True
+    calibration: dict[str, Any] | None = None  # for runtime-side calibration (TensorRT 10)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_artifact(spec: CellSpec) -> Any:
+    """Rebuild the :class:`runtimes.Artifact` (and its calibration reader factory) in the worker."""
+    from runtimes import Artifact
+
+    a = dict(spec.artifact)
+    calibration = None
+    if spec.calibration:
+        calibration = _calibration_factory(spec.calibration, a.get("input_name", "input"))
+    return Artifact(
+        format=a["format"], precision=a["precision"], path=Path(a["path"]) if a.get("path") else None,
+        source=a.get("source") or {}, input_name=a.get("input_name", "input"),
+        input_shape=tuple(a.get("input_shape") or ()), settings=a.get("settings") or {},
+        reference_path=Path(a["reference_path"]) if a.get("reference_path") else None,
+        calibration=calibration)
+
+
+def _calibration_factory(cal: dict[str, Any], input_name: str):
+    from calibration_data import BatchReader, Preprocess, open_source
+
+    def factory():
+        source = open_source(cal["dataset"])
+        split = source.calibration
+        idx = split.select(cal["samples"], seed=cal.get("seed", 0), classes=cal.get("classes"))
+        return BatchReader(split, Preprocess.from_dict(cal["preprocess"]), idx, cal["batch"], input_name)
+
+    return factory
+
+
+def _eval_reader(spec: CellSpec, batch: int):
+    from calibration_data import BatchReader, Preprocess, open_source
+
+    d = spec.data
+    source = open_source(d["dataset"])
+    split = source.evaluation
+    n = min(int(d["eval_samples"]), len(split)) if d.get("eval_samples") else len(split)
+    idx = split.select(n, seed=int(d.get("seed", 0)))
+    return BatchReader(split, Preprocess.from_dict(d["preprocess"]), idx, batch,
+                       spec.artifact.get("input_name", "input"), pad_last=True)
+
+
+def _time_io(reader: Any, n_batches: int) -> tuple[list[int], np.ndarray]:
+    """Time reading + preprocessing whole batches from the dataset (the I/O phase)."""
+    samples, first = [], None
+    for i in range(min(n_batches, len(reader))):
+        t0 = time.perf_counter_ns()
+        x, _, _ = reader.load_batch(i)
+        samples.append(time.perf_counter_ns() - t0)
+        if first is None:
+            first = x
+    return samples, first
+
+
+def _timed_loop(rt: Any, x: np.ndarray, m: MeasureSettings) -> dict[str, Any]:
+    clock = rt.clock()
+    for _ in range(m.warmup_iters):
+        rt.fetch(rt.infer(rt.stage(x)))
+    h2d, comp, d2h, e2e = [], [], [], []
+    start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter_ns()
+        staged, t_h2d = clock.time(rt.stage, x)
+        out, t_comp = clock.time(rt.infer, staged)
+        _, t_d2h = clock.time(rt.fetch, out)
+        e2e.append(time.perf_counter_ns() - t0)
+        h2d.append(t_h2d)
+        comp.append(t_comp)
+        d2h.append(t_d2h)
+        n, elapsed = len(comp), time.perf_counter() - start
+        if (n >= m.min_iters and elapsed >= m.min_time_s) or n >= m.max_iters or (
+                elapsed >= m.max_time_s and n >= 5):
+            break
+    row: dict[str, Any] = {"iterations": len(comp), "clock": getattr(clock, "kind", "host")}
+    for name, vals in (("h2d", h2d), ("compute", comp), ("d2h", d2h), ("e2e", e2e)):
+        row.update(summarize(name, vals))
+    if row["e2e_mean_ms"]:
+        row["throughput_ips"] = round(x.shape[0] * 1000.0 / row["e2e_mean_ms"], 3)
+    return row
+
+
+def _accuracy(rt: Any, reader: Any, reference: np.ndarray | None, labels_meaningful: bool) -> dict[str, Any]:
+    logits, labels = [], []
+    for x, y, n_valid in reader:
+        out = rt.fetch(rt.infer(rt.stage(x)))
+        out = np.asarray(out).reshape(out.shape[0], -1)
+        logits.append(out[:n_valid])
+        labels.append(y[:n_valid])
+    lg = np.concatenate(logits).astype(np.float32)
+    lb = np.concatenate(labels)
+    row: dict[str, Any] = {"eval_samples": int(lg.shape[0])}
+    if not np.all(np.isfinite(lg)):
+        row["nonfinite_outputs"] = int((~np.isfinite(lg)).sum())
+    pred = lg.argmax(axis=1)
+    if labels_meaningful:
+        row["top1"] = round(float((pred == lb).mean()), 6)
+        k = min(5, lg.shape[1])
+        topk = np.argpartition(-lg, k - 1, axis=1)[:, :k]
+        row["top5"] = round(float((topk == lb[:, None]).any(axis=1).mean()), 6)
+    else:
+        row["top1"] = row["top5"] = None
+    if reference is not None and reference.shape == lg.shape:
+        row["agreement_top1"] = round(float((reference.argmax(axis=1) == pred).mean()), 6)
+        err = np.abs(reference - lg)
+        row["max_abs_err"] = round(float(np.nanmax(err)), 6)
+        row["mean_abs_err"] = round(float(np.nanmean(err)), 6)
+    elif reference is not None:
+        row["audit_note_ref"] = f"reference shape {reference.shape} != outputs {lg.shape}"
+    return row
+
+
+def measure_cell(spec: CellSpec) -> dict[str, Any]:
+    """Measure one cell; returns the measured part of its result row. Raises on failure."""
+    from runtimes import create_runtime, get_runtime_class
+
+    from runtimes.audit import audit_warning
+
+    m = MeasureSettings(**spec.measure)
+    row: dict[str, Any] = {"load_avg": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+    artifact = build_artifact(spec)
+    rt = create_runtime(spec.runtime, spec.device, spec.runtime_options)
+    row["runtime_versions"] = get_runtime_class(spec.runtime).versions()
+    reason = rt.supports(artifact)
+    if reason:
+        from runtimes import RuntimeFailure
+
+        raise RuntimeFailure(reason)
+
+    reader = _eval_reader(spec, spec.batch)
+    io_ns, x = _time_io(reader, m.io_batches)
+    row.update(summarize("io", io_ns))
+
+    t0 = time.perf_counter_ns()
+    rt.activate(artifact, batch=spec.batch)
+    row["load_ms"] = round((time.perf_counter_ns() - t0) / 1e6, 3)
+    try:
+        t0 = time.perf_counter_ns()
+        rt.fetch(rt.infer(rt.stage(x)))
+        row["first_infer_ms"] = round((time.perf_counter_ns() - t0) / 1e6, 3)
+        row.update(_timed_loop(rt, x, m))
+        eval_reader = reader if not m.eval_batch or m.eval_batch == spec.batch else _eval_reader(spec, m.eval_batch)
+        reference = np.load(spec.reference_logits) if spec.reference_logits else None
+        row.update(_accuracy(rt, eval_reader, reference, spec.labels_meaningful))
+        row["runtime_settings"] = rt.settings_used()
+        audit = rt.execution_report()
+        row.update({k: audit.get(k) for k in ("exec_precision", "int8_op_share", "op_precisions", "audit_note")})
+        row["audit_warning"] = audit_warning(artifact.precision, audit)
+    finally:
+        rt.deactivate()
+    return row

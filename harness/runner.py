@@ -1,0 +1,404 @@
+"""Run a sweep: build artifacts, measure each cell in its own subprocess, append rows as they end.
+
+Nothing measured is lost: each row is appended and fsynced as its cell ends, a crashing or hanging
+runtime fails only its own cell, and a rerun skips cells already in the results file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .config import ConfigError, ModelConfig, SweepConfig, VariantConfig
+from .environment import fingerprint
+from .measure import CellSpec, MeasureSettings
+from .results import SCHEMA_VERSION, append_row, measured_cell_ids
+from .sweep import Cell, expand, resolve_runtimes
+
+RESULTS_FILE = "results.jsonl"
+
+
+class RunError(RuntimeError):
+    """A problem that stops the whole sweep before any cell runs (one line)."""
+
+
+@dataclass
+class PreparedModel:
+    """A model resolved, exported and checked against its data, with its variants' artifacts."""
+
+    config: ModelConfig
+    source: Any  # exporters.registry.ModelSource
+    label: str
+    dataset: str
+    preprocess: dict[str, Any]
+    eval_samples: int
+    labels_meaningful: bool
+    fp32: Any = None  # BuiltArtifact
+    error: str = ""
+    artifacts: dict[str, Any] = field(default_factory=dict)  # variant name -> BuiltArtifact
+    artifact_errors: dict[str, str] = field(default_factory=dict)
+    identical: dict[str, str] = field(default_factory=dict)
+    reference: str | None = None
+    dataset_info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SweepSummary:
+    """What happened, for the CLI's closing lines."""
+
+    results_path: Path
+    ran: int = 0
+    failed: int = 0
+    skipped: int = 0
+    already: int = 0
+    notes: list[str] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    run_id: str = ""
+
+
+def cache_dir(cfg: SweepConfig) -> Path:
+    """Where artifacts and reference outputs are cached."""
+    if cfg.run.cache_dir:
+        return Path(cfg.run.cache_dir).expanduser()
+    return Path(os.environ.get("QUANTBENCH_CACHE", Path.home() / ".cache" / "quantbench"))
+
+
+def check_output_dir(out: Path) -> None:
+    """Fail early, in one line, when results cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RunError(f"output directory {out} is not writable: {exc.strerror or exc}") from None
+
+
+def resolve_models(cfg: SweepConfig) -> list[PreparedModel]:
+    """Resolve every model name (unknown names are a config error, raised before anything runs)."""
+    from exporters.registry import resolve_model
+
+    prepared = []
+    for m in cfg.models:
+        overrides: dict[str, Any] = {}
+        for key in ("weights", "dataset", "num_classes", "preprocess"):
+            if getattr(m, key) is not None:
+                overrides[key] = getattr(m, key)
+        if m.input_shape is not None:
+            overrides["input_shape"] = tuple(m.input_shape)
+        try:
+            source = resolve_model(m.name, **overrides)
+        except (ValueError, FileNotFoundError) as exc:
+            raise ConfigError(str(exc).splitlines()[0]) from None
+        label = m.label or source.name
+        prepared.append(PreparedModel(
+            config=m, source=source, label=label, dataset=source.dataset,
+            preprocess=dict(source.preprocess), eval_samples=m.eval_samples or cfg.run.eval_samples,
+            labels_meaningful=True))
+    return prepared
+
+
+def _model_key(pm: PreparedModel) -> dict[str, Any]:
+    return {"source": pm.source.to_dict(), "label": pm.label, "eval_samples": pm.eval_samples}
+
+
+def _variant_spec(v: VariantConfig) -> Any:
+    from exporters.artifacts import VariantSpec
+    from exporters.quantize import QuantSettings
+
+    quant = QuantSettings.from_dict(v.quant) if v.precision == "int8" and v.builder == "onnx" else None
+    return VariantSpec(name=v.name, precision=v.precision, quant=quant, builder=v.builder, calibrator=v.calibrator)
+
+
+def _check_shapes(pm: PreparedModel) -> None:
+    """The model's input must match the data after preprocessing; say how to fix it if not."""
+    from calibration_data import Preprocess, open_source
+    from exporters.artifacts import onnx_input_info
+
+    source = open_source(pm.dataset)
+    pm.dataset_info = source.describe()
+    pre = Preprocess.from_dict(pm.preprocess)
+    data_shape = tuple(pre.output_shape(tuple(source.evaluation.image_shape)))
+    name, shape, _ = onnx_input_info(pm.fp32.path)
+    fixed = [d for d in shape]
+    if len(fixed) != len(data_shape) or any(isinstance(a, int) and a > 0 and a != b for a, b in zip(fixed, data_shape)):
+        raise ValueError(
+            f"model '{pm.label}' expects input {tuple(shape)} per sample but dataset '{pm.dataset}' gives "
+            f"{data_shape} after preprocessing: set preprocess (resize, channels) for this model")
+    n_out = getattr(pm.source, "num_classes", None)
+    pm.labels_meaningful = (not str(pm.fp32.weights).startswith("random")) and n_out == source.num_classes
+
+
+def _reference_logits(pm: PreparedModel, cache: Path) -> str | None:
+    """FP32 outputs on the evaluation set from ONNX Runtime CPU, the reference every row is compared to."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    from calibration_data import BatchReader, Preprocess, open_source
+
+    key = hashlib.sha256(json.dumps([pm.fp32.sha256, pm.dataset_info, pm.preprocess, pm.eval_samples],
+                                    sort_keys=True, default=str).encode()).hexdigest()[:20]
+    path = cache / "reference" / f"{key}.npy"
+    if path.exists():
+        return str(path)
+    import onnxruntime as ort
+
+    split = open_source(pm.dataset).evaluation
+    idx = split.select(min(pm.eval_samples, len(split)), seed=0)
+    sess = ort.InferenceSession(str(pm.fp32.path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    reader = BatchReader(split, Preprocess.from_dict(pm.preprocess), idx, 64, name, pad_last=True)
+    outs = [sess.run(None, {name: x})[0].reshape(len(x), -1)[:n] for x, _, n in reader]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, np.concatenate(outs).astype(np.float32))
+    tmp.replace(path)
+    return str(path)
+
+
+def prepare_artifacts(pm: PreparedModel, variants: list[VariantConfig], cache: Path,
+                      log: Callable[[str], None]) -> None:
+    """Export the fp32 model, check it against its data, and build each variant (errors kept per variant)."""
+    from exporters.artifacts import ArtifactStore, identical_groups
+
+    store = ArtifactStore(cache / "artifacts")
+    try:
+        pm.fp32 = store.fp32(pm.source)
+        _check_shapes(pm)
+        pm.reference = _reference_logits(pm, cache)
+    except Exception as exc:  # noqa: BLE001 - any failure here fails this model's cells, in one line
+        pm.error = _one_line(exc)
+        log(f"[red]model {pm.label}: {pm.error}[/red]")
+        return
+    for v in variants:
+        try:
+            if v.builder == "trt-calibrate" or v.precision == "fp32":
+                pm.artifacts[v.name] = pm.fp32
+                continue
+            log(f"building {pm.label}/{v.name} …")
+            built = store.build(pm.source, _variant_spec(v), pm.dataset, pm.preprocess)
+            pm.artifacts[v.name] = built
+            if built.quant_time_s is not None:
+                log(f"  {v.name}: {built.size_bytes / 1e3:.0f} kB, quantized in {built.quant_time_s:.1f} s, "
+                    f"peak {built.quant_peak_mem_mb or 0:.0f} MB")
+        except Exception as exc:  # noqa: BLE001
+            pm.artifact_errors[v.name] = _one_line(exc)
+            log(f"[red]{pm.label}/{v.name}: {pm.artifact_errors[v.name]}[/red]")
+    onnx_built = {n: a for n, a in pm.artifacts.items()
+                  if next(v for v in variants if v.name == n).builder == "onnx"}
+    pm.identical = identical_groups(list(onnx_built.values()))
+    for name, same in pm.identical.items():
+        log(f"[yellow]warning: {pm.label}/{name} is byte-identical to {same}: its rows measure the same model[/yellow]")
+
+
+def _one_line(exc: BaseException) -> str:
+    from .worker import one_line
+
+    return one_line(exc)
+
+
+def _artifact_payload(pm: PreparedModel, v: VariantConfig, formats: tuple[str, ...]) -> dict[str, Any] | str:
+    """The artifact a runtime with ``formats`` should load for variant ``v``, or why there is none."""
+    built = pm.artifacts[v.name]
+    base = {"precision": v.precision, "input_name": "input",
+            "reference_path": str(pm.fp32.path), "settings": {}}
+    if v.builder == "trt-calibrate":
+        return {**base, "format": "trt-calibrate", "path": str(pm.fp32.path),
+                "settings": {"calibrator": v.calibrator}}
+    if "onnx" in formats:
+        from exporters.artifacts import onnx_input_info
+
+        name, shape, _ = onnx_input_info(built.path)
+        return {**base, "format": "onnx", "path": str(built.path), "input_name": name,
+                "input_shape": [d if isinstance(d, int) else -1 for d in shape]}
+    if "torch" in formats:
+        if pm.source.kind == "onnx":
+            return "the model is a user ONNX file: no PyTorch source to run"
+        return {**base, "format": "torch", "source": pm.source.to_dict(), "input_shape": list(pm.source.input_shape)}
+    return f"runtime takes {'/'.join(formats)} artifacts"
+
+
+def _base_row(run_id: str, cell: Cell, pm: PreparedModel, env: dict[str, Any]) -> dict[str, Any]:
+    built = pm.artifacts.get(cell.variant.name)
+    settings = dict(cell.variant.quant)
+    if cell.variant.precision == "int8" and cell.variant.builder == "onnx":
+        try:
+            settings = _variant_spec(cell.variant).quant.to_dict()
+        except Exception:  # noqa: BLE001 - keep the raw settings if they don't parse
+            pass
+    if cell.variant.builder != "onnx":
+        settings.update({"builder": cell.variant.builder, "calibrator": cell.variant.calibrator})
+    return {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "cell_id": cell.cell_id,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": pm.label, "variant": cell.variant.name, "precision": cell.variant.precision,
+        "runtime": cell.runtime.name, "runtime_label": cell.runtime.label, "device": cell.device,
+        "batch": cell.batch, "variant_settings": settings, "runtime_settings": dict(cell.runtime.options),
+        "weights": getattr(pm.fp32, "weights", None) if pm.fp32 else None,
+        "size_bytes": getattr(built, "size_bytes", None), "param_count": getattr(built, "param_count", None),
+        "artifact_sha256": getattr(built, "sha256", None), "artifact_path": str(built.path) if built else None,
+        "dataset": {**pm.dataset_info, "eval_samples": pm.eval_samples},
+        "quant_time_s": getattr(built, "quant_time_s", None),
+        "quant_peak_mem_mb": getattr(built, "quant_peak_mem_mb", None),
+        "artifact_notes": list(getattr(built, "notes", []) or []),
+        "identical_to": pm.identical.get(cell.variant.name, ""),
+        "env": env,
+    }
+
+
+def _run_worker(spec: CellSpec, workdir: Path, timeout_s: float) -> dict[str, Any]:
+    """Measure one cell in a fresh Python process; turn crashes and timeouts into a failed result."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec_path, out_path = workdir / f"{spec.cell_id}.spec.json", workdir / f"{spec.cell_id}.out.json"
+    log_path = workdir / f"{spec.cell_id}.log"
+    spec_path.write_text(json.dumps(asdict(spec), default=str))
+    out_path.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "harness.worker", str(spec_path), str(out_path)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")])
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return {"status": "failed", "error": f"timed out after {timeout_s:.0f} s (log: {log_path})"}
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    if out_path.exists():
+        try:
+            result = json.loads(out_path.read_text())
+        except json.JSONDecodeError:
+            result = {"status": "failed", "error": f"worker wrote an unreadable result (log: {log_path})"}
+        tb = result.pop("traceback", None)
+        if tb:
+            with open(log_path, "a") as log:
+                log.write(tb)
+        return result
+    if rc < 0:
+        try:
+            sig = signal.Signals(-rc).name
+        except ValueError:
+            sig = str(-rc)
+        reason = f"worker crashed with {sig}" + (" (out of memory?)" if sig == "SIGKILL" else "")
+    else:
+        reason = f"worker exited with status {rc}"
+    tail = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()][-1:] if log_path.exists() else []
+    return {"status": "failed", "error": reason + (f": {tail[0][:200]}" if tail else "") + f" (log: {log_path})"}
+
+
+def run_sweep(cfg: SweepConfig, output: Path, retry_failed: bool = False,
+              log: Callable[[str], None] = print, progress: Callable[[int], Any] | None = None,
+              on_row: Callable[[dict[str, Any]], None] | None = None) -> SweepSummary:
+    """Run every cell of ``cfg`` not already in ``output/results.jsonl``."""
+    check_output_dir(output)
+    results = output / RESULTS_FILE
+    summary = SweepSummary(results_path=results)
+    resolution = resolve_runtimes(cfg.run.runtimes)
+    summary.unavailable = resolution.unavailable
+    for name, reason in resolution.unavailable.items():
+        log(f"[dim]runtime {name} unavailable: {reason}[/dim]" if not resolution.explicit
+            else f"[yellow]runtime {name} unavailable: {reason}[/yellow]")
+    models = resolve_models(cfg)
+    cells, notes = expand(cfg, resolution.usable, [_model_key(pm) for pm in models])
+    summary.notes.extend(notes)
+    for note in notes:
+        log(f"[yellow]{note}[/yellow]")
+    done = measured_cell_ids(results, include_failed=not retry_failed)
+    todo = [c for c in cells if c.cell_id not in done]
+    summary.already = len(cells) - len(todo)
+    if summary.already:
+        log(f"{summary.already} cell(s) already in {results}: skipped (delete the file to measure again)")
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(3).hex()
+    summary.run_id = run_id
+    env = fingerprint()
+
+    # Explicitly requested but unavailable runtimes get rows, so reports show why they are missing.
+    if resolution.explicit:
+        for name, reason in resolution.unavailable.items():
+            row = {"schema_version": SCHEMA_VERSION, "run_id": run_id,
+                   "cell_id": hashlib.sha256(f"unavailable:{name}:{run_id}".encode()).hexdigest()[:16],
+                   "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "status": "skipped", "error": f"runtime unavailable: {reason}", "runtime": name,
+                   "runtime_label": name, "model": "*", "variant": "*", "precision": None,
+                   "device": "*", "batch": None, "env": env}
+            append_row(results, row)
+            summary.skipped += 1
+
+    needed = {c.model_index for c in todo}
+    cache = cache_dir(cfg)
+    for mi in sorted(needed):
+        variants = sorted({c.variant.name for c in todo if c.model_index == mi})
+        prepare_artifacts(models[mi], [v for v in cfg.variants if v.name in variants], cache, log)
+
+    measure = asdict(MeasureSettings(
+        warmup_iters=cfg.run.warmup_iters, min_iters=cfg.run.min_iters, min_time_s=cfg.run.min_time_s,
+        max_iters=cfg.run.max_iters, max_time_s=cfg.run.max_time_s, io_batches=cfg.run.io_batches,
+        eval_batch=cfg.run.eval_batch))
+    from runtimes import get_runtime_class
+
+    workdir = output / "cells"
+    for cell in todo:
+        pm = models[cell.model_index]
+        row = _base_row(run_id, cell, pm, env)
+        t0 = time.perf_counter()
+        error = pm.error or pm.artifact_errors.get(cell.variant.name, "")
+        skipped = ""
+        if not error:
+            payload = _artifact_payload(pm, cell.variant, get_runtime_class(cell.runtime.name).formats)
+            if isinstance(payload, str):
+                skipped = payload
+            else:
+                from runtimes import Artifact
+
+                probe = get_runtime_class(cell.runtime.name)(cell.device, cell.runtime.options)
+                reason = probe.supports(Artifact(format=payload["format"], precision=payload["precision"]))
+                if reason:
+                    skipped = reason
+        if error:
+            row.update({"status": "failed", "error": error})
+        elif skipped:
+            row.update({"status": "skipped", "error": skipped})
+        else:
+            calibration = None
+            if payload["format"] == "trt-calibrate":
+                from exporters.quantize import QuantSettings
+
+                qs = QuantSettings.from_dict(cell.variant.quant)
+                calibration = {"dataset": pm.dataset, "preprocess": pm.preprocess, "samples": qs.calib_samples,
+                               "seed": qs.calib_seed, "batch": qs.calib_batch,
+                               "classes": list(qs.calib_classes) if qs.calib_classes else None}
+            spec = CellSpec(
+                cell_id=cell.cell_id, runtime=cell.runtime.name, device=cell.device, batch=cell.batch,
+                runtime_options=dict(cell.runtime.options),
+                artifact=payload,
+                data={"dataset": pm.dataset, "preprocess": pm.preprocess, "eval_samples": pm.eval_samples, "seed": 0},
+                measure=measure, reference_logits=pm.reference, labels_meaningful=pm.labels_meaningful,
+                calibration=calibration)
+            row.update(_run_worker(spec, workdir, cfg.run.timeout_s))
+        row["duration_s"] = round(time.perf_counter() - t0, 3)
+        append_row(results, row)
+        if row["status"] == "ok":
+            summary.ran += 1
+        elif row["status"] == "failed":
+            summary.failed += 1
+        else:
+            summary.skipped += 1
+        if on_row:
+            on_row(row)
+        if progress:
+            progress(1)
+    return summary
