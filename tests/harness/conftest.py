@@ -1,0 +1,43 @@
+"""Helpers for end-to-end CLI tests: a tiny, fast sweep on the shipped model and real data."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+FAST_RUN = """
+[run]
+output = "{out}"
+runtimes = ["ort-cpu"]
+batch_sizes = {batches}
+eval_samples = {eval_samples}
+warmup_iters = 2
+min_iters = 10
+min_time_s = 0.05
+max_time_s = 2.0
+io_batches = 3
+report = false
+"""
+
+
+def write_config(path: Path, out: Path, variants: str, batches: str = "[1]", eval_samples: int = 200,
+                 models: str = '[[models]]\nname = "fashion_cnn"\n') -> Path:
+    path.write_text(FAST_RUN.format(out=out, batches=batches, eval_samples=eval_samples) + "\n" + models + "\n" + variants)
+    return path
+
+
+def run_cli(*args: str, cache: Path, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, QUANTBENCH_CACHE=str(cache), PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=kw.get("cwd", ROOT))
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One artifact cache for the session, so variants are quantized once across tests."""
+    return tmp_path_factory.mktemp("qb-cache")

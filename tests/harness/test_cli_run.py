@@ -1,0 +1,84 @@
+"""End to end: the CLI on the shipped Fashion-MNIST CNN with real data and ONNX Runtime CPU."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness.results import read_rows
+
+from .conftest import ROOT, run_cli, write_config
+
+VARIANTS = """
+[[variants]]
+name = "fp32"
+precision = "fp32"
+
+[[variants]]
+name = "int8-minmax"
+calibration = "minmax"
+calib_samples = 64
+"""
+
+pytestmark = pytest.mark.ort_cpu
+
+
+def test_run_prints_table_and_writes_complete_rows(tmp_path, shared_cache):
+    cfg = write_config(tmp_path / "c.toml", tmp_path / "out", VARIANTS)
+    proc = run_cli("run", str(cfg), cache=shared_cache)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "quantbench results" in proc.stdout and "int8-minmax" in proc.stdout
+    rows = read_rows(tmp_path / "out" / "results.jsonl").rows
+    ok = {r["variant"]: r for r in rows if r["status"] == "ok"}
+    assert set(ok) == {"fp32", "int8-minmax"}
+    fp32, int8 = ok["fp32"], ok["int8-minmax"]
+    for r in (fp32, int8):
+        assert r["eval_samples"] == 200
+        assert 0.8 < r["top1"] <= 1.0  # the shipped CNN is trained: ~90% on Fashion-MNIST
+        assert r["compute_p50_ms"] > 0 and len(r["compute_raw_ms"]) == r["iterations"] >= 10
+        assert r["io_p50_ms"] > 0 and r["e2e_p50_ms"] >= r["compute_p50_ms"] * 0.5
+        assert r["env"]["cpu_model"] and r["env"]["versions"]["onnxruntime"]
+        assert r["runtime_settings"]["threads"]
+    assert fp32["agreement_top1"] == 1.0 and fp32["max_abs_err"] < 1e-3
+    assert int8["agreement_top1"] > 0.95
+    assert abs(int8["top1"] - fp32["top1"]) < 0.02
+    assert int8["size_bytes"] < 0.3 * fp32["size_bytes"]
+    assert int8["exec_precision"] in ("int8", "mixed") and int8["int8_op_share"] > 0.5
+    assert fp32["exec_precision"] == "float"
+
+    again = run_cli("run", str(cfg), cache=shared_cache)
+    assert again.returncode == 0
+    assert "2 cell(s) already in" in again.stdout
+    assert len(read_rows(tmp_path / "out" / "results.jsonl", latest_per_cell=False).rows) == 2
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_without_duplicates_or_losses(tmp_path, shared_cache):
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "c.toml", out, VARIANTS, batches="[1, 2, 4]", eval_samples=100)
+    env = dict(os.environ, QUANTBENCH_CACHE=str(shared_cache), PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(cfg)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    results = out / "results.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if results.exists() and results.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # parent and the running worker, mid-sweep
+    proc.wait()
+    before = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    assert 2 <= len(before) < 6, "the kill should land mid-sweep"
+
+    proc2 = run_cli("run", str(cfg), cache=shared_cache)
+    assert proc2.returncode == 0, proc2.stderr
+    rows = read_rows(results, latest_per_cell=False).rows
+    ids = [r["cell_id"] for r in rows]
+    assert len(ids) == 6 and len(set(ids)) == 6
+    assert rows[: len(before)] == before  # nothing already written was touched
+    assert all(r["status"] == "ok" for r in rows)
