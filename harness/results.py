@@ -28,6 +28,7 @@ Missing values are ``null``. Readers accept older schema versions or say clearly
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,7 @@ class LoadReport:
 def append_row(path: Path, row: dict[str, Any]) -> None:
     """Append one row and fsync, repairing a line left truncated by an earlier kill."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(row, default=_json_default, allow_nan=False) + "\n"
+    line = json.dumps(clean_floats(row), default=_json_default, allow_nan=False) + "\n"
     with open(path, "a+b") as fh:
         fh.seek(0, os.SEEK_END)
         if fh.tell() > 0:
@@ -63,6 +64,17 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
         fh.write(line.encode())
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def clean_floats(obj: Any) -> Any:
+    """Replace NaN/inf (not valid JSON) by None, recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: clean_floats(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_floats(v) for v in obj]
+    return obj
 
 
 def _json_default(obj: Any) -> Any:

@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         result = {"status": "ok", "error": "", **measure_cell(spec)}
     except Exception as exc:  # every failure becomes a row, never a lost cell
         result = {"status": "failed", "error": one_line(exc), "traceback": traceback.format_exc(limit=8)}
-    out_path.write_text(json.dumps(result, default=_default, allow_nan=False))
+    from .results import clean_floats
+
+    out_path.write_text(json.dumps(clean_floats(result), default=_default, allow_nan=False))
     return 0
 
 
