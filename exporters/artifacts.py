@@ -1,0 +1,177 @@
+"""Content-addressed artifact cache: fp32 export, fp16 and int8 QDQ variants.
+
+An artifact's directory name is a hash of everything that determines its bytes (source model,
+weights, settings, calibration data, tool versions), so a rerun reuses it and a change rebuilds it.
+Quantization runs in a subprocess so its wall time and peak memory are measured cleanly.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .onnx_info import count_params, load_checked, onnx_input_info
+from .quantize import QuantSettings
+from .registry import ASSETS, ModelSource
+
+__all__ = ["ArtifactStore", "BuiltArtifact", "VariantSpec", "identical_groups", "onnx_input_info", "sha256_file"]
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """What to make from the fp32 model."""
+
+    name: str
+    precision: str  # fp32 | fp16 | int8
+    quant: QuantSettings | None = None
+    builder: str = "onnx"  # onnx | trt-calibrate (TensorRT 10 calibrates the fp32 ONNX itself)
+    calibrator: str | None = None
+
+
+@dataclass
+class BuiltArtifact:
+    """A built (or cached) artifact and what it cost to make."""
+
+    variant: str
+    precision: str
+    path: Path
+    sha256: str
+    size_bytes: int
+    param_count: int
+    quant_time_s: float | None
+    quant_peak_mem_mb: float | None
+    notes: list[str] = field(default_factory=list)
+    weights: str = ""
+    reference_path: Path | None = None
+    quant_mem_delta_mb: float | None = None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _version(pkg: str) -> str:
+    try:
+        return md.version(pkg)
+    except md.PackageNotFoundError:
+        return "-"
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+class ArtifactStore:
+    """Builds artifacts into ``cache_dir/<hash>/`` and returns them from there when present."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.root = Path(cache_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _describe(self, path: Path, variant: str, precision: str, weights: str, reference: Path | None,
+                  meta: dict[str, Any] | None = None) -> BuiltArtifact:
+        meta = meta or {}
+        return BuiltArtifact(variant=variant, precision=precision, path=path, sha256=sha256_file(path),
+                             size_bytes=path.stat().st_size, param_count=count_params(path),
+                             quant_time_s=meta.get("time_s"), quant_peak_mem_mb=meta.get("peak_rss_mb"),
+                             quant_mem_delta_mb=meta.get("delta_rss_mb"), notes=list(meta.get("notes", [])),
+                             weights=weights, reference_path=reference or path)
+
+    def fp32(self, source: ModelSource) -> BuiltArtifact:
+        """The fp32 ONNX of ``source``: the user's file, the shipped default, or a fresh export."""
+        if source.kind == "onnx":
+            path = Path(source.target)
+            load_checked(path)
+            return self._describe(path, "fp32", "fp32", source.weights_label(), None)
+        wf = source.weights_file()
+        weights_hash = sha256_file(wf) if wf else "random"
+        shipped = ASSETS / "fashion_cnn.onnx"
+        if (source.kind == "builtin" and source.target == "fashion_cnn" and source.weights is None
+                and tuple(source.input_shape) == (1, 28, 28) and source.num_classes == 10 and shipped.exists()):
+            # The embedded default ships its ONNX, so benchmark environments need no torch.
+            return self._describe(shipped, "fp32", "fp32", source.weights_label(), None)
+        if importlib.util.find_spec("torch") is None:
+            raise ValueError(f"exporting {source.name} to ONNX needs torch: pip install .[torch] (or pass a .onnx file)")
+        key = _key("fp32", source.kind, source.target, list(source.input_shape), source.num_classes, weights_hash,
+                   _version("torch"), _version("torchvision"), 17)
+        out = self.root / key / "model.onnx"
+        if not out.exists():
+            from .torch_export import export_onnx
+
+            export_onnx(source, out)
+        return self._describe(out, "fp32", "fp32", source.weights_label(), None)
+
+    def build(self, source: ModelSource, variant: VariantSpec, data_spec: str, preprocess: dict[str, Any],
+              fp32: BuiltArtifact | None = None) -> BuiltArtifact:
+        """Make (or reuse) ``variant`` of ``source``."""
+        fp32 = fp32 or self.fp32(source)
+        if variant.precision == "fp32" or variant.builder == "trt-calibrate":
+            return fp32
+        if variant.precision == "fp16":
+            key = _key("fp16", fp32.sha256, _version("onnxconverter-common"), _version("onnx"))
+            out = self.root / key / "model.onnx"
+            if not out.exists():
+                from .fp16 import convert_fp16
+
+                out.parent.mkdir(parents=True, exist_ok=True)
+                tmp = out.with_suffix(".tmp.onnx")
+                convert_fp16(fp32.path, tmp)
+                tmp.replace(out)
+            return self._describe(out, variant.name, "fp16", fp32.weights, fp32.path)
+        if variant.precision != "int8" or variant.quant is None:
+            raise ValueError(f"variant '{variant.name}': cannot build precision {variant.precision}")
+        from calibration_data import open_source
+
+        data = open_source(data_spec).describe()
+        key = _key("int8", fp32.sha256, variant.quant.to_dict(), data, preprocess, _version("onnxruntime"))
+        out = self.root / key / "model.onnx"
+        meta_path = out.with_name("build.json")
+        if not (out.exists() and meta_path.exists()):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            meta = run_quantize_worker(fp32.path, out, variant.quant, data_spec, preprocess)
+            meta_path.write_text(json.dumps(meta))
+        meta = json.loads(meta_path.read_text())
+        return self._describe(out, variant.name, "int8", fp32.weights, fp32.path, meta)
+
+
+def run_quantize_worker(fp32_path: Path, out: Path, settings: QuantSettings, data_spec: str,
+                        preprocess: dict[str, Any]) -> dict[str, Any]:
+    """Quantize in a subprocess; returns its time, peak RSS and notes. Raises ValueError on failure."""
+    job = {"fp32": str(fp32_path), "out": str(out), "settings": settings.to_dict(), "data": data_spec,
+           "preprocess": preprocess}
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "exporters.quantize_worker", json.dumps(job)],
+                          capture_output=True, text=True, cwd=root)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        err = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        if proc.returncode < 0:
+            raise ValueError(f"quantization crashed (signal {-proc.returncode}; out of memory?)")
+        raise ValueError(f"quantization failed: {err[-1] if err else f'exit {proc.returncode}'}")
+    result = json.loads(lines[-1])
+    if "error" in result:
+        raise ValueError(f"quantization failed: {result['error']}")
+    return result
+
+
+def identical_groups(artifacts: list[BuiltArtifact]) -> dict[str, str]:
+    """Map each variant whose file is byte-identical to an earlier one onto that earlier variant."""
+    first: dict[str, str] = {}
+    same: dict[str, str] = {}
+    for a in artifacts:
+        if a.sha256 in first and first[a.sha256] != a.variant:
+            same[a.variant] = first[a.sha256]
+        else:
+            first.setdefault(a.sha256, a.variant)
+    return same

@@ -1,0 +1,150 @@
+"""Model registry (timm-style ``list_models`` / ``is_model`` / ``resolve_model``)."""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+IMAGENET = {"resize": [224, 224], "channels": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+FASHION = {"channels": 1, "mean": [0.2860], "std": [0.3530]}
+
+BUILTINS = {"fashion_cnn": "FashionNormalCNN", "mnist_cnn": "TwoConvCNN"}
+TORCHVISION = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "vgg16",
+               "squeezenet1_0", "shufflenet_v2_x1_0", "efficientnet_b0", "googlenet", "densenet121", "alexnet")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from and what data it expects."""
+
+    name: str
+    kind: str  # builtin | torchvision | callable | onnx
+    target: str
+    weights: str | None = None  # state_dict path, "random", or None (builtin default weights)
+    input_shape: tuple[int, int, int] = (1, 28, 28)
+    num_classes: int = 10
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "fashion-mnist"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSource":
+        d = dict(d)
+        d["input_shape"] = tuple(d.get("input_shape", (1, 28, 28)))
+        return cls(**d)
+
+    def weights_file(self) -> Path | None:
+        """The state_dict to load, or None for random init / ONNX models."""
+        if self.kind == "onnx" or self.weights == "random":
+            return None
+        if self.weights is None and self.kind == "builtin" and self.target == "fashion_cnn":
+            return ASSETS / "fashion_cnn.pt"
+        return Path(self.weights).expanduser() if self.weights else None
+
+    def weights_label(self) -> str:
+        """How results describe the weights: trained:<file>, random-init or onnx:<file>."""
+        if self.kind == "onnx":
+            return f"onnx:{self.target}"
+        if self.weights == "random":
+            return "random-init"
+        wf = self.weights_file()
+        return f"trained:{wf.name}" if wf else "random-init"
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registry names matching a wildcard pattern."""
+    names = list(BUILTINS) + list(TORCHVISION)
+    return [n for n in names if fnmatch.fnmatch(n, pattern)]
+
+
+def is_model(name: str) -> bool:
+    return name in BUILTINS or name in TORCHVISION
+
+
+def resolve_model(name: str, **overrides: Any) -> ModelSource:
+    """Turn a name or spec into a :class:`ModelSource`; unknown names raise ValueError naming the closest."""
+    kind, target = _classify(name)
+    if kind == "builtin":
+        defaults: dict[str, Any] = {"input_shape": (1, 28, 28), "num_classes": 10, "preprocess": dict(FASHION),
+                                    "dataset": "fashion-mnist"}
+    elif kind == "torchvision":
+        defaults = {"input_shape": (3, 224, 224), "num_classes": 1000, "preprocess": dict(IMAGENET),
+                    "dataset": "fashion-mnist"}
+    elif kind == "onnx":
+        defaults = _onnx_defaults(Path(target))
+    else:
+        defaults = {"input_shape": (1, 28, 28), "num_classes": 10, "preprocess": dict(FASHION), "dataset": "fashion-mnist"}
+    if "input_shape" in overrides and "preprocess" not in overrides and kind != "onnx":
+        c, h, w = overrides["input_shape"]
+        pre = dict(defaults["preprocess"])
+        pre["channels"] = c
+        if (h, w) != tuple(defaults["input_shape"][1:]):
+            pre["resize"] = [h, w]
+        if len(pre.get("mean", [0])) not in (1, c):
+            pre["mean"], pre["std"] = [0.5] * c, [0.5] * c
+        defaults["preprocess"] = pre
+    defaults.update({k: v for k, v in overrides.items() if v is not None})
+    src = ModelSource(name=target if kind != "onnx" else Path(target).stem, kind=kind, target=target, **defaults)
+    if kind == "torchvision" and src.weights is None:
+        raise ValueError(f"torchvision:{target} has no local weights: pass weights=PATH to a state_dict, or "
+                         f"weights='random' to benchmark a randomly initialised model (accuracy is then meaningless)")
+    wf = src.weights_file()
+    if wf is not None and not wf.is_file():
+        raise ValueError(f"weights file not found: {wf}")
+    return src
+
+
+def _classify(name: str) -> tuple[str, str]:
+    if name.endswith(".onnx") or Path(name).suffix == ".onnx":
+        if not Path(name).expanduser().is_file():
+            raise ValueError(f"ONNX file not found: {name}")
+        return "onnx", str(Path(name).expanduser().resolve())
+    if name.startswith("torchvision:"):
+        tv = name.split(":", 1)[1]
+        if tv not in TORCHVISION:
+            _unknown(tv, TORCHVISION)
+        return "torchvision", tv
+    if name.startswith("module:"):
+        target = name.split(":", 1)[1]
+        if ":" not in target:
+            raise ValueError(f"'{name}' must look like module:package.module:callable")
+        return "callable", target
+    if name in BUILTINS:
+        return "builtin", name
+    if name in TORCHVISION:
+        return "torchvision", name
+    _unknown(name, list(BUILTINS) + list(TORCHVISION))
+    raise AssertionError  # unreachable
+
+
+def _unknown(name: str, known: Any) -> None:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ValueError(f"unknown model '{name}'{hint} (known: {', '.join(known)}; or a .onnx path, "
+                     f"torchvision:NAME, module:pkg.mod:fn)")
+
+
+def _onnx_defaults(path: Path) -> dict[str, Any]:
+    """Guess input shape and preprocessing from a user's ONNX file (grey 1-channel or ImageNet 3-channel)."""
+    from .onnx_info import onnx_input_info
+
+    try:
+        _, shape, _ = onnx_input_info(path)
+    except ValueError:
+        # Errors surface when the artifact is built, as a failed cell with the reason.
+        return {"input_shape": (1, 28, 28), "num_classes": 10, "preprocess": dict(FASHION), "dataset": "fashion-mnist"}
+    dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    c = dims[0] if len(dims) == 3 and dims[0] else 1
+    h = dims[1] if len(dims) == 3 and dims[1] else 28
+    w = dims[2] if len(dims) == 3 and dims[2] else 28
+    pre = dict(IMAGENET) if c == 3 else dict(FASHION)
+    pre["channels"] = c
+    pre["resize"] = [h, w]
+    return {"input_shape": (c, h, w), "num_classes": 10, "preprocess": pre, "dataset": "fashion-mnist"}

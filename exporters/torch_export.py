@@ -1,0 +1,40 @@
+"""PyTorch → ONNX export (opset 17, dynamic batch, checked and shape-inferred)."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+from .registry import ModelSource
+
+OPSET = 17
+
+
+def export_onnx(source: Mapping[str, Any] | ModelSource, out_path: Path, opset: int = OPSET) -> Path:
+    """Export ``source`` to ``out_path`` with input ``input``, output ``logits`` and a dynamic batch axis.
+
+    Uses the TorchScript exporter (``dynamo=False``): at opset 17 it writes one self-contained file
+    for the torchvision CNNs, where the dynamo exporter moves to opset 18 with external data.
+    """
+    import onnx
+    import torch
+
+    from .torch_models import build_module
+
+    src = source if isinstance(source, ModelSource) else ModelSource.from_dict(dict(source))
+    module = build_module(src)
+    dummy = torch.zeros((1, *src.input_shape), dtype=torch.float32)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".tmp.onnx")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (dummy,), str(tmp), input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
+                          do_constant_folding=True, dynamo=False)
+    model = onnx.load(str(tmp))
+    onnx.checker.check_model(model)
+    model = onnx.shape_inference.infer_shapes(model)
+    onnx.save(model, str(out_path))
+    tmp.unlink()
+    return out_path

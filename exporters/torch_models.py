@@ -1,0 +1,45 @@
+"""Build the PyTorch module a :class:`~exporters.registry.ModelSource` describes (needs torch)."""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Mapping
+
+from .registry import BUILTINS, ModelSource
+
+
+def build_module(source: Mapping[str, Any] | ModelSource):
+    """An eval-mode ``torch.nn.Module`` with the source's weights (or explicit random init)."""
+    import torch
+
+    src = source if isinstance(source, ModelSource) else ModelSource.from_dict(dict(source))
+    c, h, _ = src.input_shape
+    if src.kind == "builtin":
+        from . import small_cnns
+
+        module = getattr(small_cnns, BUILTINS[src.target])(in_channels=c, num_classes=src.num_classes, image_size=h)
+    elif src.kind == "torchvision":
+        import torchvision
+
+        module = getattr(torchvision.models, src.target)(weights=None, num_classes=src.num_classes,
+                                                         **({"aux_logits": False, "init_weights": True}
+                                                            if src.target == "googlenet" else {}))
+    elif src.kind == "callable":
+        mod_name, fn_name = src.target.rsplit(":", 1)
+        try:
+            fn = getattr(importlib.import_module(mod_name), fn_name)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"cannot import '{src.target}': {exc}") from None
+        module = fn()
+        if not isinstance(module, torch.nn.Module):
+            raise ValueError(f"'{src.target}' returned {type(module).__name__}, not a torch.nn.Module")
+    else:
+        raise ValueError(f"model '{src.name}' is an ONNX file: there is no PyTorch module to build")
+    wf = src.weights_file()
+    if wf is not None:
+        state = torch.load(wf, map_location="cpu", weights_only=True)
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as exc:
+            first = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][1:2] or [str(exc).splitlines()[0]]
+            raise ValueError(f"weights {wf.name} do not fit {src.name}: {first[0]}") from None
+    return module.eval()
