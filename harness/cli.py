@@ -17,7 +17,10 @@ EXIT_OK, EXIT_FAILED_CELLS, EXIT_USAGE = 0, 1, 2
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:  # pipes and CI logs: don't squeeze the table into 80 columns
+        console = Console(stderr=stderr, highlight=False, width=200)
+    return console
 
 
 def _error(msg: str) -> int:
@@ -69,6 +72,7 @@ def _apply_overrides(cfg: Any, args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .config import dump_toml, load_config
@@ -92,14 +96,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         def on_row(row: dict[str, Any]) -> None:
             status = row["status"]
-            what = f"{row['model']}/{row['variant']} on {row.get('runtime_label') or row['runtime']} ({row['device']}, batch {row['batch']})"
+            what = escape(f"{row['model']}/{row['variant']} on {row.get('runtime_label') or row['runtime']} "
+                          f"({row['device']}, batch {row['batch']})")
             if status == "ok":
                 progress.console.print(f"  [green]ok[/green]      {what}: p50 {row.get('compute_p50_ms', 0):.3f} ms"
                                        + (f", top-1 {row['top1'] * 100:.2f}%" if row.get("top1") is not None else ""))
             elif status == "failed":
-                progress.console.print(f"  [red]failed[/red]  {what}: {row['error']}")
+                progress.console.print(f"  [red]failed[/red]  {what}: {escape(row['error'])}")
             else:
-                progress.console.print(f"  [dim]skipped {what}: {row['error']}[/dim]")
+                progress.console.print(f"  [dim]skipped {what}: {escape(row['error'])}[/dim]")
             ticks["n"] += 1
 
         def log(msg: str) -> None:
@@ -112,10 +117,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     render_console(rows, console)
     for r in rows:
         if r.get("status") == "ok" and r.get("audit_warning"):
-            console.print(f"[yellow]warning:[/yellow] {r['model']}/{r['variant']} on "
-                          f"{r.get('runtime_label') or r['runtime']} batch {r['batch']}: {r['audit_warning']}")
-        if r.get("status") == "ok" and r.get("weights") == "random-init" and r.get("variant") == "fp32":
-            pass
+            console.print("[yellow]warning:[/yellow] " + escape(
+                f"{r['model']}/{r['variant']} on {r.get('runtime_label') or r['runtime']} batch {r['batch']}: "
+                f"{r['audit_warning']}"))
     if any(r.get("weights") == "random-init" for r in rows):
         console.print("[yellow]note:[/yellow] random-init weights: accuracy is not meaningful; compare agreement with FP32")
     wall = time.perf_counter() - t0

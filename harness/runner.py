@@ -179,7 +179,7 @@ def prepare_artifacts(pm: PreparedModel, variants: list[VariantConfig], cache: P
         pm.reference = _reference_logits(pm, cache)
     except Exception as exc:  # noqa: BLE001 - any failure here fails this model's cells, in one line
         pm.error = _one_line(exc)
-        log(f"[red]model {pm.label}: {pm.error}[/red]")
+        log(f"[red]model {_esc(pm.label)}: {_esc(pm.error)}[/red]")
         return
     for v in variants:
         try:
@@ -194,12 +194,17 @@ def prepare_artifacts(pm: PreparedModel, variants: list[VariantConfig], cache: P
                     f"peak {built.quant_peak_mem_mb or 0:.0f} MB")
         except Exception as exc:  # noqa: BLE001
             pm.artifact_errors[v.name] = _one_line(exc)
-            log(f"[red]{pm.label}/{v.name}: {pm.artifact_errors[v.name]}[/red]")
+            log(f"[red]{_esc(pm.label)}/{_esc(v.name)}: {_esc(pm.artifact_errors[v.name])}[/red]")
     onnx_built = {n: a for n, a in pm.artifacts.items()
                   if next(v for v in variants if v.name == n).builder == "onnx"}
     pm.identical = identical_groups(list(onnx_built.values()))
     for name, same in pm.identical.items():
         log(f"[yellow]warning: {pm.label}/{name} is byte-identical to {same}: its rows measure the same model[/yellow]")
+
+
+def _esc(text: str) -> str:
+    """Escape rich markup in text that came from users or runtimes."""
+    return str(text).replace("[", "\\[")
 
 
 def _one_line(exc: BaseException) -> str:

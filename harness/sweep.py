@@ -117,11 +117,15 @@ def default_threads(cfg: SweepConfig) -> int:
 
 def expand(cfg: SweepConfig, usable: list[str], model_keys: list[dict[str, Any]]) -> tuple[list[Cell], list[str]]:
     """All cells of the sweep, and notes on requested devices no runtime can serve."""
-    from runtimes import get_runtime_class
+    from runtimes import get_runtime_class, list_runtimes
 
     threads = default_threads(cfg)
     for name in cfg.runtime_options:
-        get_runtime_class(name)  # unknown runtime in [runtime_options.X] -> error early
+        if name not in list_runtimes():  # a typo in [runtime_options.X] must not pass silently
+            import difflib
+
+            close = difflib.get_close_matches(name, list_runtimes(), n=1)
+            raise ConfigError(f"[runtime_options.{name}]: unknown runtime" + (f"; did you mean '{close[0]}'?" if close else ""))
     choices = [c for name in usable for c in runtime_choices(name, cfg.runtime_options.get(name, {}), threads)]
     notes: list[str] = []
     served: set[str] = set()

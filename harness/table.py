@@ -44,6 +44,7 @@ def _fmt(v: Any, spec: str, suffix: str = "") -> str:
 
 def render_console(rows: list[dict[str, Any]], console: Any) -> None:
     """Print the comparison table with rich."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="quantbench results (compute latency; speedup vs the same runtime's FP32)", show_lines=False)
@@ -58,9 +59,9 @@ def render_console(rows: list[dict[str, Any]], console: Any) -> None:
             ran += f" ({s['int8_share']:.0%} int8)"
         if s["warning"]:
             ran = f"[yellow]{ran} ⚠[/yellow]"
-        variant = s["variant"] + (f" [dim](= {s['identical_to']})[/dim]" if s["identical_to"] else "")
+        variant = escape(str(s["variant"])) + (f" [dim](= {escape(s['identical_to'])})[/dim]" if s["identical_to"] else "")
         table.add_row(
-            str(s["model"]), variant, str(s["runtime"]), str(s["device"]), str(s["batch"]),
+            escape(str(s["model"])), variant, escape(str(s["runtime"])), escape(str(s["device"])), str(s["batch"]),
             _fmt(s["top1"] and s["top1"] * 100, ".2f", "%"), _fmt(s["delta_pts"], "+.2f"),
             _fmt(s["agreement"] and s["agreement"] * 100, ".1f", "%"), _fmt(s["p50"], ".3f"), _fmt(s["p99"], ".3f"),
             _fmt(s["io_p50"], ".3f"), _fmt(s["size_kb"], ".0f"), _fmt(s["speedup"], ".2f", "×"), ran)
