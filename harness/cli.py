@@ -166,7 +166,11 @@ def cmd_devices(args: argparse.Namespace) -> int:
     for col in ("runtime", "status", "devices", "versions / how to get it"):
         table.add_column(col)
     for name in list_runtimes():
-        cls = get_runtime_class(name)
+        try:
+            cls = get_runtime_class(name)
+        except ImportError as exc:
+            table.add_row(name, "[red]broken[/red]", "—", f"adapter failed to import: {exc}")
+            continue
         avail = cls.availability()
         if avail.ok:
             try:
@@ -268,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
         return _error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except KeyboardInterrupt:
         return _error("interrupted: rows already written are kept; rerun to finish the remaining cells")
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, the traceback only on request
+        import os
+
+        if os.environ.get("QUANTBENCH_DEBUG"):
+            raise
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        return _error(f"internal error: {type(exc).__name__}: {msg} (set QUANTBENCH_DEBUG=1 for the traceback)")
 
 
 if __name__ == "__main__":

@@ -71,6 +71,9 @@ def resolve_runtimes(requested: list[str]) -> RuntimeResolution:
             cls = get_runtime_class(name)
         except UnknownRuntime as exc:
             raise ConfigError(str(exc)) from None
+        except ImportError as exc:  # a broken adapter module is one unavailable runtime, not a crash
+            unavailable[name] = f"adapter failed to import: {exc}"
+            continue
         avail = cls.availability()
         if avail.ok:
             usable.append(name)
