@@ -1,0 +1,57 @@
+"""Render quantbench results (from one or many devices) as HTML, Markdown or CSV."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .model import Report, ReportError, build_report
+
+
+def render_html(report: Report, out: Path) -> Path:
+    """One self-contained HTML file (plotly imported lazily)."""
+    from .html import render_html as _render
+
+    return _render(report, out)
+
+
+def render_markdown(report: Report) -> str:
+    from .text import render_markdown as _render
+
+    return _render(report)
+
+
+def render_csv(report: Report, out: Path | None = None) -> str:
+    from .text import render_csv as _render
+
+    return _render(report, out)
+
+
+def main_report(paths: list[Path], out: Path | None, fmt: str = "html") -> int:
+    """Load ``paths``, render ``fmt`` to ``out`` (stdout for md/csv without ``out``); returns an exit code."""
+    try:
+        report = build_report(paths)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if fmt == "html":
+        target = render_html(report, out or Path("report.html"))
+        print(f"report: {target} ({target.stat().st_size / 1e6:.1f} MB, {len(report.rows)} rows)", file=sys.stderr)
+    elif fmt == "md":
+        text = render_markdown(report)
+        if out:
+            Path(out).write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+    elif fmt == "csv":
+        text = render_csv(report, out)
+        if not out:
+            sys.stdout.write(text)
+    else:
+        print(f"error: unknown report format '{fmt}' (html, md, csv)", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["Report", "ReportError", "build_report", "main_report", "render_csv", "render_html", "render_markdown"]

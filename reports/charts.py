@@ -1,0 +1,112 @@
+"""Plotly figures for the report (bar, box and scatter only: the cartesian bundle we embed)."""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from .model import Report, device_key, fp32_reference, runtime_label
+
+PHASES = [("io", "I/O (read + preprocess)", "#9e9e9e"), ("h2d", "host→device", "#f28e2b"),
+          ("compute", "compute", "#4e79a7"), ("d2h", "device→host", "#e15759")]
+MAX_RAW = 400  # raw samples per box: enough for the shape, small enough for the file
+
+
+def _label(r: dict[str, Any], with_device: bool = False) -> str:
+    text = f"{r.get('variant')} · {runtime_label(r)} · b{r.get('batch')}"
+    return f"{text} · {r.get('device')}" if with_device else text
+
+
+def _layout(fig: Any, title: str, height: int) -> None:
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=50, b=40),
+                      template="plotly_white", legend=dict(orientation="h", y=-0.25))
+
+
+def latency_breakdown(rows: list[dict[str, Any]], title: str) -> Any:
+    """Stacked horizontal bars of the median of each phase per row."""
+    import plotly.graph_objects as go
+
+    labels = [_label(r) for r in rows]
+    fig = go.Figure()
+    for key, name, colour in PHASES:
+        fig.add_bar(y=labels, x=[r.get(f"{key}_p50_ms") or 0 for r in rows], name=name, orientation="h",
+                    marker_color=colour, hovertemplate="%{y}<br>" + name + ": %{x:.4f} ms<extra></extra>")
+    fig.update_layout(barmode="stack", xaxis_title="median ms per batch", yaxis=dict(autorange="reversed"))
+    _layout(fig, title, max(260, 26 * len(rows) + 120))
+    return fig
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not beaten on both lower latency and higher accuracy, sorted by latency."""
+    front, best_acc = [], float("-inf")
+    for lat, acc in sorted(points, key=lambda p: (p[0], -p[1])):
+        if acc > best_acc:
+            front.append((lat, acc))
+            best_acc = acc
+    return front
+
+
+def accuracy_vs_latency(rows: list[dict[str, Any]], title: str) -> Any:
+    """One point per variant × runtime × device; the Pareto front drawn as a step line."""
+    import plotly.graph_objects as go
+
+    use_top1 = any(r.get("top1") is not None for r in rows)
+    metric = "top1" if use_top1 else "agreement_top1"
+    pts = [r for r in rows if r.get(metric) is not None and r.get("compute_p50_ms")]
+    fig = go.Figure()
+    by_rt: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in pts:
+        by_rt[f"{runtime_label(r)} · b{r.get('batch')}"].append(r)
+    for name, rs in by_rt.items():
+        fig.add_scatter(x=[r["compute_p50_ms"] for r in rs], y=[r[metric] * 100 for r in rs], mode="markers+text",
+                        name=name, text=[str(r.get("variant")) for r in rs], textposition="top center",
+                        marker=dict(size=10),
+                        hovertemplate="%{text}<br>p50 %{x:.4f} ms<br>%{y:.2f}%<extra>" + name + "</extra>")
+    front = pareto_front([(r["compute_p50_ms"], r[metric] * 100) for r in pts])
+    if front:
+        fig.add_scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines", name="Pareto front",
+                        line=dict(dash="dash", color="#555", shape="hv"), hoverinfo="skip")
+    fig.update_layout(xaxis_title="compute p50 ms (log)", xaxis_type="log",
+                      yaxis_title=("top-1 accuracy %" if use_top1 else "top-1 agreement with FP32 %"))
+    _layout(fig, title, 460)
+    return fig
+
+
+def latency_distribution(rows: list[dict[str, Any]], title: str) -> Any:
+    """Box plot of raw compute latencies per row (downsampled evenly when long)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for r in rows:
+        raw = r.get("compute_raw_ms") or []
+        if len(raw) > MAX_RAW:
+            step = len(raw) / MAX_RAW
+            raw = [raw[int(i * step)] for i in range(MAX_RAW)]
+        fig.add_box(x=raw, name=_label(r), boxpoints="outliers", orientation="h", showlegend=False,
+                    marker=dict(size=3))
+    fig.update_layout(xaxis_title="compute ms per batch (log)", xaxis_type="log", yaxis=dict(autorange="reversed"))
+    _layout(fig, title, max(260, 26 * len(rows) + 120))
+    return fig
+
+
+def cross_device(report: Report) -> Any | None:
+    """Speedup of each variant vs its own device's FP32 on the same runtime and batch; None if one device."""
+    import plotly.graph_objects as go
+
+    devices = sorted({device_key(r) for r in report.ok})
+    if len(devices) < 2:
+        return None
+    ref = fp32_reference(report.ok)
+    fig = go.Figure()
+    for dev in devices:
+        xs, ys = [], []
+        for r in report.ok:
+            if device_key(r) != dev:
+                continue
+            base = ref.get((r.get("model"), dev, runtime_label(r), r.get("batch")))
+            if base and r.get("compute_p50_ms") and base.get("compute_p50_ms"):
+                xs.append(f"{r.get('model')} · {r.get('variant')} · {runtime_label(r)} · b{r.get('batch')}")
+                ys.append(base["compute_p50_ms"] / r["compute_p50_ms"])
+        fig.add_bar(x=xs, y=ys, name=dev, hovertemplate="%{x}<br>%{y:.2f}× vs FP32<extra>" + dev + "</extra>")
+    fig.update_layout(barmode="group", yaxis_title="speedup vs the device's own FP32 (×)")
+    _layout(fig, "Cross-device: speedup of each variant over FP32 on the same device and runtime", 480)
+    return fig

@@ -1,0 +1,153 @@
+"""One self-contained HTML file: tables, charts (plotly, embedded once), failures. No CDN, no server."""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from . import charts
+from .model import Report, device_key
+from .tables import COLUMNS, best_values, comparison_groups, fmt
+
+TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>quantbench report</title>
+<style>
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1500px}
+h1{margin-bottom:4px} h2{margin-top:36px;border-bottom:2px solid #4e79a7;padding-bottom:4px}
+h3{margin-top:24px} .muted{color:#666} .warn{color:#9a6700} .bad{color:#b42318}
+table{border-collapse:collapse;font-size:13px;margin:8px 0 16px} th,td{border:1px solid #ddd;padding:4px 7px;text-align:right}
+th{background:#f3f5f9;position:sticky;top:0} td.l,th.l{text-align:left} tr.flag td{background:#fff4e0}
+td.best{font-weight:700;background:#e7f5ea} .pill{display:inline-block;padding:1px 6px;border-radius:8px;background:#eef;margin-right:4px}
+.chart{margin:8px 0 24px} code{background:#f5f5f5;padding:0 3px}
+</style>
+<script>{{ plotly_js | safe }}</script>
+</head><body>
+<h1>quantbench report</h1>
+<p class="muted">generated {{ generated }} from {{ sources|length }} results file(s): {% for s in sources %}<code>{{ s }}</code> {% endfor %}</p>
+<p><span class="pill">{{ counts.ok }} ok</span><span class="pill">{{ counts.failed }} failed</span><span class="pill">{{ counts.skipped }} skipped</span></p>
+{% if warnings %}<div class="warn"><b>While loading:</b><ul>{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul></div>{% endif %}
+
+<h2>Devices and software</h2>
+<table><tr><th class="l">device</th><th class="l">CPU flags</th><th class="l">GPU</th><th class="l">OS · Python</th><th class="l">versions</th><th class="l">git</th></tr>
+{% for d in devices %}<tr><td class="l">{{ d.key }}</td><td class="l">{{ d.flags }}</td><td class="l">{{ d.gpu }}</td><td class="l">{{ d.os }}</td><td class="l">{{ d.versions }}</td><td class="l">{{ d.git }}</td></tr>{% endfor %}
+</table>
+
+{% for g in groups %}
+<h2>{{ g.model }} <span class="muted">on {{ g.device }}</span></h2>
+{% if g.random %}<p class="warn">Weights are randomly initialised: accuracy is meaningless here; read the agreement with FP32.</p>{% endif %}
+<p class="muted">Dataset: {{ g.dataset }}. Latencies are compute time per batch. Best value per column and batch size in <b>bold green</b>; rows whose execution did not match their label are shaded.</p>
+<table><tr>{% for c in columns %}<th class="{{ 'l' if loop.index <= 3 or c[0]=='ran_as' else '' }}">{{ c[1] }}</th>{% endfor %}</tr>
+{% for r in g.rows %}<tr class="{{ 'flag' if r.warning else '' }}">{% for c in r.cells %}<td class="{{ c.cls }}" title="{{ c.title }}">{{ c.text }}</td>{% endfor %}</tr>{% endfor %}
+</table>
+{% for r in g.rows if r.warning %}<div class="warn">⚠ {{ r.name }}: {{ r.warning }}</div>{% endfor %}
+{% for r in g.rows if r.identical_to %}<div class="warn">≡ {{ r.name }} is byte-identical to {{ r.identical_to }}</div>{% endfor %}
+<h3>Latency breakdown</h3><div class="chart">{{ g.breakdown | safe }}</div>
+<h3>Accuracy vs latency</h3><div class="chart">{{ g.scatter | safe }}</div>
+<h3>Latency distributions</h3><div class="chart">{{ g.boxes | safe }}</div>
+{% endfor %}
+
+<h2>Cross-device view</h2>
+{% if cross %}<div class="chart">{{ cross | safe }}</div>{% else %}<p class="muted">Only one device in these results: add results files from other devices to compare.</p>{% endif %}
+
+<h2>Failed and skipped cells</h2>
+{% if problems %}<table><tr><th class="l">status</th><th class="l">model</th><th class="l">variant</th><th class="l">runtime</th><th class="l">device</th><th>batch</th><th class="l">reason</th></tr>
+{% for r in problems %}<tr><td class="l {{ 'bad' if r.status == 'failed' else 'muted' }}">{{ r.status }}</td><td class="l">{{ r.model }}</td><td class="l">{{ r.variant }}</td><td class="l">{{ r.runtime }}</td><td class="l">{{ r.device }}</td><td>{{ r.batch }}</td><td class="l">{{ r.error }}</td></tr>{% endfor %}
+</table>{% else %}<p class="muted">None.</p>{% endif %}
+</body></html>
+"""
+
+
+def _plotly_js() -> str:
+    vendored = resources.files("reports").joinpath("vendor/plotly-cartesian.min.js")
+    if vendored.is_file():
+        return vendored.read_text(encoding="utf-8")
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def _div(fig: Any) -> str:
+    if fig is None:
+        return ""
+    # Plotly's own JSON encoder escapes "<", ">" and "/" inside strings, so text from results cannot
+    # close the <script> block it lives in.
+    return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False, "responsive": True})
+
+
+def _devices(report: Report) -> list[dict[str, str]]:
+    seen: dict[str, dict[str, str]] = {}
+    for r in report.rows:
+        env = r.get("env") or {}
+        if not env:
+            continue
+        key = device_key(r)
+        if key in seen:
+            continue
+        seen[key] = {
+            "key": key, "flags": ", ".join(env.get("cpu_flags") or []) or "—",
+            "gpu": "; ".join(f"{g.get('name')} (driver {g.get('driver')})" for g in env.get("gpu") or []) or "—",
+            "os": f"{env.get('os', '?')} · Python {env.get('python', '?')}",
+            "versions": ", ".join(f"{k} {v}" for k, v in sorted((env.get("versions") or {}).items())),
+            "git": env.get("git_rev") or "—",
+        }
+    return list(seen.values())
+
+
+def _cells(row: dict[str, Any], best: dict[tuple[str, Any], Any]) -> list[dict[str, str]]:
+    cells = []
+    for key, _, spec, better in COLUMNS:
+        value = row.get(key)
+        text = fmt(value, spec)
+        if key == "variant" and row.get("identical_to"):
+            text += f" (≡ {row['identical_to']})"
+        is_best = better and value is not None and best.get((key, row["batch"])) == value
+        cls = ("l " if key in ("variant", "settings", "runtime", "ran_as") else "") + ("best" if is_best else "")
+        cells.append({"text": text, "cls": cls.strip(), "title": row["warning"] if key == "ran_as" else ""})
+    return cells
+
+
+def render_html(report: Report, out: Path) -> Path:
+    """Write the report to ``out`` (one file, opens offline) and return its path."""
+    import jinja2
+
+    groups = []
+    for (model, device), rows in sorted(comparison_groups(report).items()):
+        best: dict[tuple[str, Any], Any] = {}
+        by_batch: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+        for r in rows:
+            by_batch[r["batch"]].append(r)
+        for batch, rs in by_batch.items():
+            for key, value in best_values(rs).items():
+                best[(key, batch)] = value
+        raw_rows = [r["row"] for r in rows]
+        first = raw_rows[0]
+        ds = first.get("dataset") or {}
+        groups.append({
+            "model": model, "device": device,
+            "random": any(r.get("weights") == "random-init" for r in raw_rows),
+            "dataset": f"{ds.get('name', '?')} ({ds.get('variant', '?')}), {first.get('eval_samples', '?')} evaluation images",
+            "rows": [{"cells": _cells(r, best), "warning": r["warning"], "identical_to": r["identical_to"],
+                      "name": f"{r['variant']} on {r['runtime']} (batch {r['batch']})"} for r in rows],
+            "breakdown": _div(charts.latency_breakdown(raw_rows, f"{model}: where the time goes (median per phase)")),
+            "scatter": _div(charts.accuracy_vs_latency(raw_rows, f"{model}: accuracy vs compute latency")),
+            "boxes": _div(charts.latency_distribution(raw_rows, f"{model}: compute latency distribution")),
+        })
+    counts = Counter(r.get("status") for r in report.rows)
+    problems = [{"status": r.get("status"), "model": r.get("model"), "variant": r.get("variant"),
+                 "runtime": r.get("runtime_label") or r.get("runtime"), "device": r.get("device"),
+                 "batch": r.get("batch"), "error": r.get("error")} for r in report.not_ok]
+    env = jinja2.Environment(autoescape=True)
+    html = env.from_string(TEMPLATE).render(
+        plotly_js=_plotly_js().replace("</script", "<\\/script"),
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), sources=report.sources,
+        counts={"ok": counts.get("ok", 0), "failed": counts.get("failed", 0), "skipped": counts.get("skipped", 0)},
+        warnings=report.warnings, devices=_devices(report), groups=groups, columns=COLUMNS,
+        cross=_div(charts.cross_device(report)), problems=problems)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html, encoding="utf-8")
+    return out

@@ -1,0 +1,60 @@
+"""Markdown (terminals, pull requests) and CSV (spreadsheets) renderings of a report."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from .model import Report
+from .tables import COLUMNS, comparison_groups, fmt
+
+SCALAR_SKIP = {"env", "variant_settings", "runtime_settings", "dataset", "op_precisions", "runtime_versions",
+               "artifact_notes"}
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+
+
+def render_markdown(report: Report) -> str:
+    """GitHub-flavoured tables per model and device, then failures and warnings."""
+    out = ["# quantbench report", ""]
+    for w in report.warnings:
+        out.append(f"> warning: {_md_escape(w)}")
+    for (model, device), rows in sorted(comparison_groups(report).items()):
+        out += ["", f"## {_md_escape(model)} on {_md_escape(device)}", ""]
+        out.append("| " + " | ".join(c[1] for c in COLUMNS) + " |")
+        out.append("|" + "|".join("---" if i < 3 else "---:" for i in range(len(COLUMNS))) + "|")
+        for r in rows:
+            cells = [_md_escape(fmt(r.get(k), spec)) for k, _, spec, _ in COLUMNS]
+            if r["warning"]:
+                cells[-1] += " ⚠"
+            out.append("| " + " | ".join(cells) + " |")
+        for r in rows:
+            if r["warning"]:
+                out.append(f"\n⚠ {_md_escape(r['variant'])} on {_md_escape(r['runtime'])}: {_md_escape(r['warning'])}")
+    bad = report.not_ok
+    if bad:
+        out += ["", "## Failed and skipped cells", "", "| status | model | variant | runtime | device | reason |",
+                "|---|---|---|---|---|---|"]
+        for r in bad:
+            out.append("| " + " | ".join(_md_escape(r.get(k, "")) for k in ("status", "model", "variant", "runtime", "device", "error")) + " |")
+    return "\n".join(out) + "\n"
+
+
+def render_csv(report: Report, out: Path | None = None) -> str:
+    """One line per row with every scalar column (raw latency lists and nested dicts left out)."""
+    keys: list[str] = []
+    for r in report.rows:
+        for k, v in r.items():
+            if k not in keys and k not in SCALAR_SKIP and not isinstance(v, (list, dict)) and not k.startswith("_"):
+                keys.append(k)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    writer.writeheader()
+    for r in report.rows:
+        writer.writerow({k: r.get(k) for k in keys})
+    text = buf.getvalue()
+    if out is not None:
+        Path(out).write_text(text, encoding="utf-8")
+    return text

@@ -1,0 +1,47 @@
+"""The generated report opens offline in a real headless Chromium, renders its charts, raises no JS errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reports import build_report, render_html
+
+from .conftest import make_row, write_rows
+
+pytestmark = [pytest.mark.browser, pytest.mark.report]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def test_report_renders_in_chromium(tmp_path, real_results):
+    from playwright.sync_api import sync_playwright
+
+    other = make_row(99, model="fashion_cnn", host="edge-box", variant="fp32")
+    evil = make_row(98, model="<script>window.__pwned=1</script>", variant="<img src=x onerror=window.__pwned=2>")
+    failed = make_row(97, status="failed")
+    extra = write_rows(tmp_path / "other.jsonl", [other, evil, failed])
+    out = render_html(build_report([real_results, extra]), tmp_path / "report.html")
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.route("**/*", lambda route: route.abort() if not route.request.url.startswith("file:") else route.continue_())
+        page.goto(out.as_uri())
+        page.wait_for_selector(".js-plotly-plot .main-svg")
+        charts = page.locator(".js-plotly-plot")
+        n_charts = charts.count()
+        rendered = page.locator(".js-plotly-plot .main-svg").count()
+        pwned = page.evaluate("window.__pwned")
+        text = page.inner_text("body")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        browser.close()
+    assert not errors, errors
+    assert pwned is None, "text from results ran as script"
+    assert n_charts >= 7 and rendered >= n_charts  # 3 per (model, device) + cross-device
+    assert "<script>window.__pwned=1</script>" in text  # shown as text
+    assert "Cross-device" in text and "int8-minmax" in text and "boom <b>x</b>" in text
