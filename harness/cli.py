@@ -146,6 +146,7 @@ def _write_report(paths: list[Path], out: Path, console: Any) -> None:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from runtimes import get_runtime_class, list_runtimes
@@ -169,7 +170,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
         try:
             cls = get_runtime_class(name)
         except ImportError as exc:
-            table.add_row(name, "[red]broken[/red]", "—", f"adapter failed to import: {exc}")
+            table.add_row(name, "[red]broken[/red]", "—", escape(f"adapter failed to import: {exc}"))
             continue
         avail = cls.availability()
         if avail.ok:
@@ -177,9 +178,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
                 devs, vers = ", ".join(cls.devices()), ", ".join(f"{k} {v}" for k, v in cls.versions().items())
             except Exception as exc:  # noqa: BLE001 - a broken install is reported, not raised
                 devs, vers = "?", f"error: {str(exc).splitlines()[0]}"
-            table.add_row(name, "[green]available[/green]", devs, vers)
+            table.add_row(name, "[green]available[/green]", escape(devs), escape(vers))
         else:
-            table.add_row(name, "[red]unavailable[/red]", "—", f"{avail.reason}; {avail.hint}" if avail.hint else avail.reason)
+            table.add_row(name, "[red]unavailable[/red]", "—",
+                          escape(f"{avail.reason}; {avail.hint}" if avail.hint else avail.reason))
     console.print(table)
     return EXIT_OK
 

@@ -1,0 +1,265 @@
+"""Device memory, streams and events for the GPU adapters, over NVIDIA's ``cuda-python`` or pycuda.
+
+One small module, so an adapter does not care which package is installed: ``cuda.bindings``
+(cuda-python 12.6+/13), the older ``cuda.cudart`` layout, or ``pycuda`` where that is what the
+machine has. Everything is imported lazily; :func:`cuda_availability` says in one line why CUDA
+cannot be used here.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import importlib.util
+from typing import Any, Callable
+
+import numpy as np
+
+from .base import Availability, Clock, RuntimeFailure, RuntimeUnavailable
+
+
+def driver_present() -> bool:
+    """Whether the NVIDIA driver library (libcuda) can be loaded."""
+    for name in ("libcuda.so.1", ctypes.util.find_library("cuda") or ""):
+        if not name:
+            continue
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def _binding_module() -> str | None:
+    if importlib.util.find_spec("cuda") is not None:
+        try:
+            if importlib.util.find_spec("cuda.bindings") is not None:
+                return "cuda.bindings"
+        except ModuleNotFoundError:
+            pass
+        try:
+            if importlib.util.find_spec("cuda.cudart") is not None:
+                return "cuda.cudart"
+        except ModuleNotFoundError:
+            pass
+    if importlib.util.find_spec("pycuda") is not None:
+        return "pycuda"
+    return None
+
+
+def cuda_availability(extra: str, tox_env: str) -> Availability:
+    """Why CUDA cannot be used from Python here, or ok."""
+    if _binding_module() is None:
+        return Availability(False, "neither cuda-python nor pycuda is installed", f"pip install .[{extra}] / tox -e {tox_env}")
+    if not driver_present():
+        return Availability(False, "no NVIDIA driver/GPU found (libcuda.so.1 cannot be loaded)",
+                            "run on a machine with an NVIDIA GPU and driver")
+    try:
+        if load_backend().device_count() < 1:
+            return Availability(False, "the NVIDIA driver reports no CUDA device", "check nvidia-smi")
+    except RuntimeFailure as exc:
+        return Availability(False, f"CUDA initialisation failed: {exc}", "check the driver and CUDA versions")
+    return Availability(True)
+
+
+class CudaBackend:
+    """The handful of CUDA runtime calls the adapters need."""
+
+    name = "?"
+
+    def device_count(self) -> int: ...
+    def set_device(self, index: int) -> None: ...
+    def device_name(self, index: int) -> str: ...
+    def compute_capability(self, index: int) -> tuple[int, int]: ...
+    def malloc(self, nbytes: int) -> int: ...
+    def free(self, ptr: int) -> None: ...
+    def pinned_empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray: ...
+    def htod_async(self, dptr: int, host: np.ndarray, stream: Any) -> None: ...
+    def dtoh_async(self, host: np.ndarray, dptr: int, stream: Any) -> None: ...
+    def stream_create(self) -> Any: ...
+    def stream_handle(self, stream: Any) -> int: ...
+    def stream_sync(self, stream: Any) -> None: ...
+    def event_create(self) -> Any: ...
+    def event_record(self, event: Any, stream: Any) -> None: ...
+    def event_elapsed_ms(self, start: Any, end: Any) -> float: ...
+    def release_pinned(self) -> None: ...
+
+
+class _CudaPython(CudaBackend):
+    """cuda-python: every call returns ``(error, *values)``."""
+
+    name = "cuda-python"
+
+    def __init__(self, layout: str) -> None:
+        if layout == "cuda.bindings":
+            from cuda.bindings import runtime as cudart
+        else:
+            from cuda import cudart  # type: ignore[no-redef]
+        self.rt = cudart
+        self._pinned: list[tuple[int, np.ndarray]] = []
+
+    def _check(self, result: Any) -> Any:
+        err, *values = result if isinstance(result, tuple) else (result,)
+        if int(err) != 0:
+            _, msg = self.rt.cudaGetErrorString(err)
+            raise RuntimeFailure(f"CUDA error {int(err)}: {msg.decode() if isinstance(msg, bytes) else msg}")
+        return values[0] if len(values) == 1 else values
+
+    def device_count(self) -> int:
+        return int(self._check(self.rt.cudaGetDeviceCount()))
+
+    def set_device(self, index: int) -> None:
+        self._check(self.rt.cudaSetDevice(index))
+
+    def device_name(self, index: int) -> str:
+        props = self._check(self.rt.cudaGetDeviceProperties(index))
+        name = props.name
+        return (name.decode() if isinstance(name, bytes) else str(name)).rstrip("\x00")
+
+    def compute_capability(self, index: int) -> tuple[int, int]:
+        props = self._check(self.rt.cudaGetDeviceProperties(index))
+        return int(props.major), int(props.minor)
+
+    def malloc(self, nbytes: int) -> int:
+        return int(self._check(self.rt.cudaMalloc(max(1, nbytes))))
+
+    def free(self, ptr: int) -> None:
+        self._check(self.rt.cudaFree(ptr))
+
+    def pinned_empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        ptr = int(self._check(self.rt.cudaMallocHost(max(1, nbytes))))
+        buf = (ctypes.c_byte * max(1, nbytes)).from_address(ptr)
+        arr = np.frombuffer(buf, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+        self._pinned.append((ptr, arr))
+        return arr
+
+    def release_pinned(self) -> None:
+        """Free every pinned host buffer this backend handed out."""
+        for ptr, _ in self._pinned:
+            self.rt.cudaFreeHost(ptr)
+        self._pinned.clear()
+
+    def htod_async(self, dptr: int, host: np.ndarray, stream: Any) -> None:
+        self._check(self.rt.cudaMemcpyAsync(dptr, host.ctypes.data, host.nbytes,
+                                            self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))
+
+    def dtoh_async(self, host: np.ndarray, dptr: int, stream: Any) -> None:
+        self._check(self.rt.cudaMemcpyAsync(host.ctypes.data, dptr, host.nbytes,
+                                            self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream))
+
+    def stream_create(self) -> Any:
+        return self._check(self.rt.cudaStreamCreate())
+
+    def stream_handle(self, stream: Any) -> int:
+        return int(stream)
+
+    def stream_sync(self, stream: Any) -> None:
+        self._check(self.rt.cudaStreamSynchronize(stream))
+
+    def event_create(self) -> Any:
+        return self._check(self.rt.cudaEventCreate())
+
+    def event_record(self, event: Any, stream: Any) -> None:
+        self._check(self.rt.cudaEventRecord(event, stream))
+
+    def event_elapsed_ms(self, start: Any, end: Any) -> float:
+        self._check(self.rt.cudaEventSynchronize(end))
+        return float(self._check(self.rt.cudaEventElapsedTime(start, end)))
+
+
+class _PyCuda(CudaBackend):
+    """pycuda with its primary context."""
+
+    name = "pycuda"
+
+    def __init__(self) -> None:
+        import pycuda.autoinit  # noqa: F401 - creates the context
+        import pycuda.driver as drv
+
+        self.drv = drv
+        self._allocs: dict[int, Any] = {}
+
+    def device_count(self) -> int:
+        return self.drv.Device.count()
+
+    def set_device(self, index: int) -> None:
+        if index != 0:
+            raise RuntimeFailure("the pycuda backend uses device 0 (pycuda.autoinit); install cuda-python for others")
+
+    def device_name(self, index: int) -> str:
+        return self.drv.Device(index).name()
+
+    def compute_capability(self, index: int) -> tuple[int, int]:
+        return self.drv.Device(index).compute_capability()
+
+    def malloc(self, nbytes: int) -> int:
+        alloc = self.drv.mem_alloc(max(1, nbytes))
+        self._allocs[int(alloc)] = alloc
+        return int(alloc)
+
+    def free(self, ptr: int) -> None:
+        alloc = self._allocs.pop(ptr, None)
+        if alloc is not None:
+            alloc.free()
+
+    def pinned_empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        return self.drv.pagelocked_empty(shape, dtype)
+
+    def htod_async(self, dptr: int, host: np.ndarray, stream: Any) -> None:
+        self.drv.memcpy_htod_async(dptr, host, stream)
+
+    def dtoh_async(self, host: np.ndarray, dptr: int, stream: Any) -> None:
+        self.drv.memcpy_dtoh_async(host, dptr, stream)
+
+    def stream_create(self) -> Any:
+        return self.drv.Stream()
+
+    def stream_handle(self, stream: Any) -> int:
+        return int(stream.handle)
+
+    def stream_sync(self, stream: Any) -> None:
+        stream.synchronize()
+
+    def event_create(self) -> Any:
+        return self.drv.Event()
+
+    def event_record(self, event: Any, stream: Any) -> None:
+        event.record(stream)
+
+    def event_elapsed_ms(self, start: Any, end: Any) -> float:
+        end.synchronize()
+        return float(start.time_till(end))
+
+
+_BACKEND: CudaBackend | None = None
+
+
+def load_backend() -> CudaBackend:
+    """The process-wide CUDA backend; raises RuntimeUnavailable when none can be loaded."""
+    global _BACKEND
+    if _BACKEND is None:
+        layout = _binding_module()
+        if layout is None:
+            raise RuntimeUnavailable("neither cuda-python nor pycuda is installed")
+        try:
+            _BACKEND = _PyCuda() if layout == "pycuda" else _CudaPython(layout)
+        except ImportError as exc:
+            raise RuntimeUnavailable(f"{layout} failed to import: {exc}") from None
+    return _BACKEND
+
+
+class CudaEventClock(Clock):
+    """Times a call with CUDA events recorded on the adapter's stream (trtexec's H2D / compute / D2H)."""
+
+    kind = "cuda-events"
+
+    def __init__(self, backend: CudaBackend, stream: Any) -> None:
+        self.backend, self.stream = backend, stream
+        self.start, self.end = backend.event_create(), backend.event_create()
+
+    def time(self, fn: Callable[..., Any], *args: Any) -> tuple[Any, int]:
+        self.backend.event_record(self.start, self.stream)
+        out = fn(*args)
+        self.backend.event_record(self.end, self.stream)
+        return out, int(self.backend.event_elapsed_ms(self.start, self.end) * 1e6)
