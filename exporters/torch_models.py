@@ -6,12 +6,32 @@ from typing import Any, Mapping
 
 from .registry import BUILTINS, ModelSource
 
+RANDOM_INIT_SEED = 0
+
 
 def build_module(source: Mapping[str, Any] | ModelSource):
     """An eval-mode ``torch.nn.Module`` with the source's weights (or explicit random init)."""
     import torch
 
     src = source if isinstance(source, ModelSource) else ModelSource.from_dict(dict(source))
+    # Random init is seeded, so the ONNX export and the torch baseline get the same weights.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        module = _construct(src)
+    wf = src.weights_file()
+    if wf is not None:
+        state = torch.load(wf, map_location="cpu", weights_only=True)
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as exc:
+            first = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][1:2] or [str(exc).splitlines()[0]]
+            raise ValueError(f"weights {wf.name} do not fit {src.name}: {first[0]}") from None
+    return module.eval()
+
+
+def _construct(src: ModelSource):
+    import torch
+
     c, h, _ = src.input_shape
     if src.kind == "builtin":
         from . import small_cnns
@@ -34,12 +54,4 @@ def build_module(source: Mapping[str, Any] | ModelSource):
             raise ValueError(f"'{src.target}' returned {type(module).__name__}, not a torch.nn.Module")
     else:
         raise ValueError(f"model '{src.name}' is an ONNX file: there is no PyTorch module to build")
-    wf = src.weights_file()
-    if wf is not None:
-        state = torch.load(wf, map_location="cpu", weights_only=True)
-        try:
-            module.load_state_dict(state)
-        except RuntimeError as exc:
-            first = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][1:2] or [str(exc).splitlines()[0]]
-            raise ValueError(f"weights {wf.name} do not fit {src.name}: {first[0]}") from None
-    return module.eval()
+    return module

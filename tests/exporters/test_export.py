@@ -1,0 +1,71 @@
+"""PyTorch export and FP16 conversion (torch-dependent parts are marked)."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from exporters.artifacts import ArtifactStore, VariantSpec
+from exporters.registry import list_models, resolve_model
+
+
+def test_registry_lists_the_zoo():
+    assert {"fashion_cnn", "mnist_cnn", "resnet50", "mobilenet_v2", "vgg16"} <= set(list_models())
+    assert list_models("resnet*") == ["resnet18", "resnet50"]
+
+
+@pytest.mark.ort_cpu
+def test_fp16_keeps_float32_io_and_matches(tmp_path):
+    import onnxruntime as ort
+
+    source = resolve_model("fashion_cnn")
+    store = ArtifactStore(tmp_path)
+    fp32, fp16 = store.fp32(source), store.build(source, VariantSpec("fp16", "fp16"), "fashion-mnist", source.preprocess)
+    model = onnx.load(str(fp16.path))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert 0.45 < fp16.size_bytes / fp32.size_bytes < 0.55
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]  # noqa: E731
+    np.testing.assert_allclose(run(fp16.path), run(fp32.path), atol=0.05)
+
+
+@pytest.mark.torch
+@pytest.mark.ort_cpu
+def test_export_dynamic_batch_matches_torch(tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from exporters.torch_export import export_onnx
+    from exporters.torch_models import build_module
+
+    source = resolve_model("mnist_cnn", weights="random", input_shape=(3, 32, 32))
+    path = export_onnx(source, tmp_path / "m.onnx")
+    onnx.checker.check_model(onnx.load(str(path)))
+    module = build_module(source)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 4):
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            ref = module(x).numpy()
+        np.testing.assert_allclose(sess.run(None, {"input": x.numpy()})[0], ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.torch
+def test_shipped_default_matches_its_weights_and_bad_weights_fail(tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from exporters.torch_models import build_module
+
+    source = resolve_model("fashion_cnn")
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        ref = build_module(source)(x).numpy()
+    shipped = ArtifactStore(tmp_path).fp32(source).path
+    out = ort.InferenceSession(str(shipped), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"nope": torch.zeros(1)}, wrong)
+    with pytest.raises(ValueError, match="do not fit"):
+        build_module(resolve_model("fashion_cnn", weights=str(wrong)))
