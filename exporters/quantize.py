@@ -41,6 +41,7 @@ class QuantSettings:
     calib_batch: int = 32
     num_bins: int | None = None
     percentile: float | None = None
+    calib_memory_mb: int = 1024  # activations held per calibration step (the batch is split to fit)
 
     def __post_init__(self) -> None:
         if self.calibration not in METHODS:
@@ -50,8 +51,8 @@ class QuantSettings:
         for key in ("activation_type", "weight_type"):
             if getattr(self, key) not in ("QUInt8", "QInt8"):
                 raise ValueError(f"{key} must be QUInt8 or QInt8, not '{getattr(self, key)}'")
-        if self.calib_samples < 1 or self.calib_batch < 1:
-            raise ValueError("calib_samples and calib_batch must be >= 1")
+        if self.calib_samples < 1 or self.calib_batch < 1 or self.calib_memory_mb < 1:
+            raise ValueError("calib_samples, calib_batch and calib_memory_mb must be >= 1")
         if self.percentile is not None and not 50 < self.percentile <= 100:
             raise ValueError("percentile must be in (50, 100]")
 
@@ -106,9 +107,13 @@ def _calibrate(model_path: Path, settings: QuantSettings, reader: Any, tmp: Path
                                    calibrate_method=method[settings.calibration],
                                    providers=["CPUExecutionProvider"], extra_options=extra)
     reader.rewind()
-    n = 0
+    n, micro = 0, None
     while (batch := reader.get_next()) is not None:
-        calibrator.collect_data(_OneBatch(batch))
+        if micro is None:
+            micro = _micro_batch(calibrator, batch, settings.calib_memory_mb)
+        name, x = next(iter(batch.items()))
+        for start in range(0, len(x), micro):
+            calibrator.collect_data(_OneBatch({name: x[start:start + micro]}))
         n += 1
     if n == 0:
         raise ValueError("calibration reader produced no batches")
@@ -117,6 +122,18 @@ def _calibrate(model_path: Path, settings: QuantSettings, reader: Any, tmp: Path
     save_tensors_data(ranges, cache)
     del calibrator
     return cache
+
+
+def _micro_batch(calibrator: Any, batch: dict, budget_mb: int) -> int:
+    """Samples per ``collect_data`` call so that one call's activations fit in ``budget_mb``.
+
+    Every calibrated tensor of a batch is materialised at once (ResNet-50 at 224×224 needs about
+    75 MB per image), so the batch is split into micro-batches sized from a one-sample probe.
+    """
+    name, x = next(iter(batch.items()))
+    outputs = calibrator.infer_session.run(None, {name: x[:1]})
+    per_sample = max(1, sum(o.nbytes for o in outputs))
+    return int(max(1, min(len(x), budget_mb * 2**20 // per_sample)))
 
 
 class _OneBatch:

@@ -95,7 +95,7 @@ class ModelConfig:
 QUANT_KEYS = {
     "calibration", "per_channel", "activation_type", "weight_type", "symmetric_activation",
     "symmetric_weight", "reduce_range", "op_types", "exclude_nodes", "calib_samples", "calib_seed",
-    "calib_classes", "calib_batch", "num_bins", "percentile",
+    "calib_classes", "calib_batch", "num_bins", "percentile", "calib_memory_mb",
 }
 
 

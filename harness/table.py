@@ -55,7 +55,7 @@ def render_console(rows: list[dict[str, Any]], console: Any) -> None:
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for s in sorted(summary_rows(rows), key=lambda s: (s["model"], s["device"], s["runtime"], s["batch"], s["variant"])):
         ran = s["ran_as"] or "?"
-        if s["int8_share"] is not None and s["ran_as"] not in ("fp32", "f32", "float"):
+        if s["int8_share"] is not None and s["ran_as"] in ("int8", "mixed"):
             ran += f" ({s['int8_share']:.0%} int8)"
         if s["warning"]:
             ran = f"[yellow]{ran} ⚠[/yellow]"

@@ -37,7 +37,7 @@ def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, An
         top1 = r.get("top1")
         share = r.get("int8_op_share")
         ran = r.get("exec_precision") or "?"
-        if share is not None and ran not in ("fp32", "float"):
+        if share is not None and ran in ("int8", "mixed"):
             ran += f" ({share:.0%} int8)"
         groups[(str(r.get("model")), device_key(r))].append({
             "variant": r.get("variant"), "settings": settings_summary(r), "runtime": runtime_label(r),

@@ -41,7 +41,7 @@ def test_runs_and_matches_numpy(tmp_path):
         assert rt.settings_used()["threads"] == 1
         report = rt.execution_report()
     np.testing.assert_allclose(y, reference(x, w, g), rtol=1e-4, atol=1e-4)
-    assert report["exec_precision"] == "float" and report["int8_op_share"] == 0.0
+    assert report["exec_precision"] == "fp32" and report["int8_op_share"] == 0.0
 
 
 def test_life_cycle_and_bad_input(tmp_path):
