@@ -113,8 +113,9 @@ class TensorRTRuntime(Runtime):
         trt = self.trt
         builder = trt.Builder(self.logger)
         flags = 0
-        if self.plan.strongly_typed:
-            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+        if self.plan.strongly_typed and strongly_typed is not None and int(trt.__version__.split(".")[0]) < 11:
+            flags |= 1 << int(strongly_typed)  # TensorRT 11 is always strongly typed
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, self.logger)
         if not parser.parse_from_file(str(onnx_path)):
@@ -230,7 +231,8 @@ class TensorRTRuntime(Runtime):
             if not isinstance(layer, dict) or layer.get("LayerType") in ("Reformat", "NoOp", "Shuffle"):
                 continue
             outputs = layer.get("Outputs") or []
-            fmt = str(outputs[0].get("Format/Datatype", "")) if outputs else ""
+            # TensorRT 10 reports "Format/Datatype"; 11 split it into separate fields: read them all.
+            fmt = json.dumps(outputs[0]) if outputs else ""
             prec = "int8" if "Int8" in fmt else "fp16" if "Half" in fmt else "fp32" if "Float" in fmt else "other"
             counts[prec] += 1
         total = sum(v for k, v in counts.items() if k != "other")
