@@ -3,7 +3,7 @@
 In one run, interleaved over several rounds, the same ONNX model with the same settings (latency
 hint, thread count, inference precision, static shape, synchronous API) is timed by:
   * quantbench's OpenVINO adapter inside the harness's timing loop (compute phase median), and
-  * ``benchmark_app -api sync -hint latency`` (its reported median latency),
+  * ``benchmark_app -api sync -hint none -nstreams 1 -nthreads N`` (its reported median latency),
 then the ratio of medians is printed. The harness should be within 5% of benchmark_app.
 
     python benchmarks/openvino_vs_benchmark_app.py --model resnet50.onnx --threads 2 --precision f32
@@ -46,7 +46,9 @@ def benchmark_app_median(model: Path, batch: int, threads: int, precision: str, 
     shape = _input_shape(model, batch)
     with tempfile.TemporaryDirectory() as tmp:
         stats = Path(tmp)
-        cmd = [exe, "-m", str(model), "-d", "CPU", "-api", "sync", "-hint", "latency", "-nthreads", str(threads),
+        # benchmark_app only takes -nthreads with -hint none; one stream is what the latency hint picks.
+        cmd = [exe, "-m", str(model), "-d", "CPU", "-api", "sync", "-hint", "none", "-nstreams", "1",
+               "-nthreads", str(threads),
                "-t", str(int(max(1, seconds))), "-shape", f"[{','.join(map(str, shape))}]",
                "-report_type", "no_counters", "-report_folder", str(stats), "-json_stats"]
         if precision != "default":

@@ -103,9 +103,14 @@ class OpenVinoRuntime(Runtime):
         self._Tensor = ov.Tensor
 
     def _stage_impl(self, inputs: np.ndarray) -> Any:
-        # Wrapping shares the numpy buffer: on the CPU there is no host->device copy.
-        tensor = self._Tensor(inputs, shared_memory=True)
-        self.request.set_input_tensor(tensor)
+        # Copy into the request's own (plugin-allocated, aligned) input tensor, as a deployment
+        # would; wrapping the numpy buffer instead measured 1-2% slower compute on ResNet-50.
+        tensor = self.request.get_input_tensor()
+        if tuple(tensor.shape) == inputs.shape:
+            np.copyto(tensor.data, inputs)
+        else:
+            tensor = self._Tensor(inputs, shared_memory=False)
+            self.request.set_input_tensor(tensor)
         return tensor
 
     def _infer_impl(self, staged: Any) -> Any:
