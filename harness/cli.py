@@ -111,7 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress.console.print(msg)
 
         summary = run_sweep(cfg, out, retry_failed=args.retry_failed, log=log,
-                            progress=lambda n: progress.advance(task, n), on_row=on_row)
+                            progress=lambda n: progress.advance(task, n), on_row=on_row,
+                            on_plan=lambda total: progress.update(task, total=total))
     loaded = read_rows(summary.results_path)
     rows = [r for r in loaded.rows if r.get("schema_version")]
     render_console(rows, console)

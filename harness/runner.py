@@ -307,7 +307,8 @@ def _run_worker(spec: CellSpec, workdir: Path, timeout_s: float) -> dict[str, An
 
 def run_sweep(cfg: SweepConfig, output: Path, retry_failed: bool = False,
               log: Callable[[str], None] = print, progress: Callable[[int], Any] | None = None,
-              on_row: Callable[[dict[str, Any]], None] | None = None) -> SweepSummary:
+              on_row: Callable[[dict[str, Any]], None] | None = None,
+              on_plan: Callable[[int], None] | None = None) -> SweepSummary:
     """Run every cell of ``cfg`` not already in ``output/results.jsonl``."""
     check_output_dir(output)
     results = output / RESULTS_FILE
@@ -327,6 +328,8 @@ def run_sweep(cfg: SweepConfig, output: Path, retry_failed: bool = False,
     summary.already = len(cells) - len(todo)
     if summary.already:
         log(f"{summary.already} cell(s) already in {results}: skipped (delete the file to measure again)")
+    if on_plan:
+        on_plan(len(todo))
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(3).hex()
     summary.run_id = run_id
     env = fingerprint()

@@ -1,0 +1,79 @@
+"""The other CLI commands: --dump-config, devices, export, models, report; module:callable models."""
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from harness.config import load_config
+
+from .conftest import run_cli, write_config
+
+
+def test_dump_config_is_loadable_toml(tmp_path, shared_cache):
+    proc = run_cli("run", "--dump-config", "--batch-sizes", "4", "--runtimes", "ort-cpu", cache=shared_cache)
+    assert proc.returncode == 0
+    dumped = tmp_path / "dumped.toml"
+    dumped.write_text(proc.stdout)
+    cfg = load_config(dumped)
+    assert cfg.run.batch_sizes == [4] and cfg.run.runtimes == ["ort-cpu"]
+    assert [v.name for v in cfg.variants][:2] == ["fp32", "fp16"]
+
+
+def test_devices_explains_every_runtime(shared_cache):
+    proc = run_cli("devices", cache=shared_cache)
+    assert proc.returncode == 0
+    for name in ("ort-cpu", "ort-cuda", "ort-trt", "openvino", "tensorrt", "torch"):
+        assert name in proc.stdout
+    assert "cpu:" in proc.stdout and "gpu:" in proc.stdout
+    if "unavailable" in proc.stdout:
+        assert "pip install .[" in proc.stdout  # the exact install hint, not swallowed as markup
+
+
+def test_models_lists_registry(shared_cache):
+    proc = run_cli("models", "resnet*", cache=shared_cache)
+    assert proc.stdout.split() == ["resnet18", "resnet50"]
+
+
+@pytest.mark.torch
+@pytest.mark.ort_cpu
+def test_module_callable_model_runs_and_exports(tmp_path, shared_cache):
+    pkg = tmp_path / "mymodels.py"
+    pkg.write_text(textwrap.dedent("""
+        import torch
+        def tiny():
+            return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                       torch.nn.Linear(4 * 26 * 26, 10))
+    """))
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "c.toml", out, '[[variants]]\nname = "fp32"\nprecision = "fp32"\n',
+                       eval_samples=50, models='[[models]]\nname = "module:mymodels:tiny"\nweights = "random"\n')
+    env_path = f"{tmp_path}"
+    import os
+
+    os.environ["PYTHONPATH"] = env_path + os.pathsep + os.environ.get("PYTHONPATH", "")
+    try:
+        proc = run_cli("run", str(cfg), cache=shared_cache)
+    finally:
+        os.environ["PYTHONPATH"] = os.environ["PYTHONPATH"].split(os.pathsep, 1)[1]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    from harness.results import read_rows
+
+    row = read_rows(out / "results.jsonl").rows[0]
+    assert row["status"] == "ok" and row["weights"] == "random-init"
+    assert row["top1"] is None and row["agreement_top1"] == 1.0  # random weights: no accuracy claim
+    assert row["param_count"] == 4 * 9 + 4 + 4 * 26 * 26 * 10 + 10
+
+
+@pytest.mark.ort_cpu
+def test_export_csv_and_report_from_a_real_run(tmp_path, shared_cache):
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "c.toml", out, '[[variants]]\nname = "fp32"\nprecision = "fp32"\n', eval_samples=50)
+    assert run_cli("run", str(cfg), cache=shared_cache).returncode == 0
+    assert run_cli("export", str(out / "results.jsonl"), "-o", str(tmp_path / "r.csv"), cache=shared_cache).returncode == 0
+    assert "compute_p50_ms" in (tmp_path / "r.csv").read_text().splitlines()[0]
+    bad = run_cli("export", str(out / "results.jsonl"), "-o", str(tmp_path / "r.xlsx"), cache=shared_cache)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    md = run_cli("report", str(out / "results.jsonl"), "--format", "md", cache=shared_cache)
+    assert md.returncode == 0 and "| fp32 |" in md.stdout
