@@ -109,10 +109,11 @@ def _calibrate(model_path: Path, settings: QuantSettings, reader: Any, tmp: Path
                                    calibrate_method=method[settings.calibration],
                                    providers=["CPUExecutionProvider"], extra_options=extra)
     reader.rewind()
+    per_sample = activation_bytes_per_sample(model_path)
     n, micro = 0, None
     while (batch := reader.get_next()) is not None:
         if micro is None:
-            micro = _micro_batch(calibrator, batch, settings.calib_memory_mb)
+            micro = _micro_batch(calibrator, batch, settings.calib_memory_mb, per_sample)
         name, x = next(iter(batch.items()))
         for start in range(0, len(x), micro):
             calibrator.collect_data(_OneBatch({name: x[start:start + micro]}))
@@ -135,15 +136,34 @@ def _calibrated_op_types(settings: QuantSettings) -> list[str]:
     return sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
 
 
-def _micro_batch(calibrator: Any, batch: dict, budget_mb: int) -> int:
+def activation_bytes_per_sample(model_path: Path) -> int:
+    """Bytes of every intermediate tensor of one sample (from shape inference): an upper bound on
+    what a calibration run keeps alive per sample."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(model_path)))
+    total = 0
+    for vi in list(model.graph.value_info) + list(model.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if not dims:
+            continue
+        n = 1
+        for d in dims[1:]:  # the first axis is the batch
+            n *= d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
+        total += n * 4
+    return max(total, 1)
+
+
+def _micro_batch(calibrator: Any, batch: dict, budget_mb: int, per_sample: int) -> int:
     """Samples per ``collect_data`` call so that one call's activations fit in ``budget_mb``.
 
-    Every calibrated tensor of a batch is materialised at once (ResNet-50 at 224×224 needs about
-    75 MB per image), so the batch is split into micro-batches sized from a one-sample probe.
+    ORT materialises a whole batch's activations (and, for histogram methods, returns every
+    calibrated tensor), so each batch is split into micro-batches: ResNet-50 at 224×224 needs
+    about 100 MB of activations per image, MinMax on 32 images peaked at 7.7 GB otherwise.
     """
     name, x = next(iter(batch.items()))
     outputs = calibrator.infer_session.run(None, {name: x[:1]})
-    per_sample = max(1, sum(o.nbytes for o in outputs))
+    per_sample = max(per_sample, sum(o.nbytes for o in outputs))
     return int(max(1, min(len(x), budget_mb * 2**20 // per_sample)))
 
 

@@ -90,12 +90,3 @@ def fingerprint() -> dict[str, Any]:
         "versions": package_versions(),
         "git_rev": git_revision(),
     }
-
-
-def device_label(env: dict[str, Any], device: str) -> str:
-    """A short human label for a (machine, device) pair, e.g. 'Intel Xeon … (cpu)'."""
-    if device.startswith("cuda") and env.get("gpu"):
-        idx = int(device.split(":")[1]) if ":" in device else 0
-        gpus = env["gpu"]
-        return gpus[min(idx, len(gpus) - 1)]["name"]
-    return f"{env.get('cpu_model', '?')}"

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -352,10 +352,7 @@ def run_sweep(cfg: SweepConfig, output: Path, retry_failed: bool = False,
         variants = sorted({c.variant.name for c in todo if c.model_index == mi})
         prepare_artifacts(models[mi], [v for v in cfg.variants if v.name in variants], cache, log)
 
-    measure = asdict(MeasureSettings(
-        warmup_iters=cfg.run.warmup_iters, min_iters=cfg.run.min_iters, min_time_s=cfg.run.min_time_s,
-        max_iters=cfg.run.max_iters, max_time_s=cfg.run.max_time_s, io_batches=cfg.run.io_batches,
-        eval_batch=cfg.run.eval_batch))
+    measure = {f.name: getattr(cfg.run, f.name) for f in fields(MeasureSettings)}
     from runtimes import get_runtime_class
 
     workdir = output / "cells"

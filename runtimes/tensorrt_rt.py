@@ -16,7 +16,9 @@ import numpy as np
 
 from .base import Artifact, Availability, Clock, Runtime, RuntimeFailure, missing_package
 from .cuda_mem import CudaEventClock, cuda_availability, load_backend
-from .trt_plan import choose_precision_path, engine_cache_key, sha256_file
+from exporters.artifacts import sha256_file
+
+from .trt_plan import choose_precision_path, engine_cache_key
 
 
 def _default_cache_dir() -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .base import Artifact
@@ -62,11 +61,3 @@ def engine_cache_key(model_bytes_sha256: str, plan: PrecisionPlan, options: dict
                "gpu": gpu_name, "cc": list(compute_capability), "batch": batch}
     payload["plan"].pop("onnx_path", None)  # the content hash covers it; the path may move
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
