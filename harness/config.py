@@ -12,6 +12,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .measure import MeasureSettings
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -44,8 +46,8 @@ def _expect(value: Any, typ: type | tuple[type, ...], key: str, where: str) -> A
 
 
 @dataclass
-class RunConfig:
-    """``[run]``: what to sweep over and how long to measure."""
+class RunConfig(MeasureSettings):
+    """``[run]``: what to sweep over, plus how long to measure (the :class:`MeasureSettings` fields)."""
 
     output: str = "quantbench-results"
     cache_dir: str = ""  # "" -> $QUANTBENCH_CACHE or ~/.cache/quantbench
@@ -54,14 +56,7 @@ class RunConfig:
     batch_sizes: list[int] = field(default_factory=lambda: [1])
     threads: int = 0  # 0 -> number of CPU cores; applied to every runtime unless overridden
     timeout_s: float = 900.0
-    warmup_iters: int = 10
-    min_iters: int = 50
-    min_time_s: float = 1.0
-    max_iters: int = 20000
-    max_time_s: float = 20.0
-    io_batches: int = 20
     eval_samples: int = 2000
-    eval_batch: int = 0  # 0 -> evaluate with the cell's own batch size
     report: bool = True
 
     def validate(self) -> None:

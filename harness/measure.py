@@ -27,7 +27,7 @@ class MeasureSettings:
     max_iters: int = 20000
     max_time_s: float = 20.0
     io_batches: int = 20
-    eval_batch: int = 0
+    eval_batch: int = 0  # 0 -> evaluate with the cell's own batch size
 
 
 @dataclass

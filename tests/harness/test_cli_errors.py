@@ -86,3 +86,17 @@ def test_model_input_that_does_not_match_the_data(tmp_path, shared_cache):
     assert proc.returncode != 0
     row = read_rows(tmp_path / "out" / "results.jsonl").rows[0]
     assert row["status"] == "failed" and "after preprocessing" in row["error"]
+
+
+@pytest.mark.ort_cpu
+def test_a_hanging_cell_times_out_and_the_sweep_goes_on(tmp_path, shared_cache):
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "c.toml", out, FP32, batches="[1, 2]", eval_samples=50)
+    cfg.write_text(cfg.read_text().replace("report = false", "report = false\ntimeout_s = 0.05"))
+    proc = run_cli("run", str(cfg), cache=shared_cache)
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
+    rows = read_rows(out / "results.jsonl").rows
+    assert len(rows) == 2 and all(r["status"] == "failed" and "timed out" in r["error"] for r in rows)
+    retry = run_cli("run", str(cfg).replace("c.toml", "c.toml"), "--retry-failed", cache=shared_cache)
+    assert retry.returncode == 1  # still too short, but retried: the latest row per cell is kept
+    assert len(read_rows(out / "results.jsonl", latest_per_cell=False).rows) == 4
