@@ -1,93 +1,128 @@
-"""Cross-check the harness's OpenVINO compute timing against OpenVINO's own ``benchmark_app``.
+"""Cross-check quantbench's OpenVINO compute timing against OpenVINO's own ``benchmark_app``.
 
-In one run, interleaved over several rounds, the same ONNX model with the same settings (latency
-hint, thread count, inference precision, static shape, synchronous API) is timed by:
-  * quantbench's OpenVINO adapter inside the harness's timing loop (compute phase median), and
-  * ``benchmark_app -api sync -hint none -nstreams 1 -nthreads N`` (its reported median latency),
-then the ratio of medians is printed. The harness should be within 5% of benchmark_app.
+In one run, interleaved over a few rounds (alternating which goes first, so drift in the load
+from other processes hits both alike), the same ONNX model with the same compile properties
+(PERFORMANCE_HINT=LATENCY, INFERENCE_NUM_THREADS, inference precision, static input shape,
+synchronous inference) is timed by:
 
-    python benchmarks/openvino_vs_benchmark_app.py --model resnet50.onnx --threads 2 --precision f32
+* the quantbench OpenVINO adapter in the harness's way: stage once, warm up, then
+  ``perf_counter_ns`` around ``runtime.infer`` (the "compute" phase), median of the samples;
+* ``benchmark_app -hint latency -api sync`` (threads through ``-load_config``, because its UI
+  only takes ``-nthreads`` with ``-hint none``), its reported median latency.
+
+The ratio of medians should be within 5% of 1. Exit status 0 when it is, 1 when not.
+
+    python benchmarks/openvino_vs_benchmark_app.py --model /tmp/resnet50.onnx --threads 2 --precision f32
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.measure import MeasureSettings, _timed_loop  # noqa: E402
 from runtimes import Artifact, create_runtime  # noqa: E402
 
+TOLERANCE = 0.05
 
-def harness_median(model: Path, batch: int, threads: int, precision: str, seconds: float) -> float:
-    """Median compute ms measured by the harness's own timing loop."""
-    shape = _input_shape(model, batch)
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    with create_runtime("openvino", "cpu", {"threads": threads, "hint": "latency", "precision": precision}) as rt:
+
+def input_shape(model: Path, batch: int) -> tuple[int, ...]:
+    """The model's input shape with the batch axis set to ``batch``."""
+    import onnx
+
+    dims = onnx.load(str(model), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return (batch, *[int(d.dim_value) for d in dims[1:]])
+
+
+def adapter_median(model: Path, batch: int, threads: int, precision: str, seconds: float) -> tuple[float, str]:
+    """Median compute ms of ``runtime.infer`` timed as the harness does; also the precision that ran."""
+    x = np.random.default_rng(0).standard_normal(input_shape(model, batch)).astype(np.float32)
+    options = {"threads": threads, "hint": "latency", "precision": precision}
+    with create_runtime("openvino", "cpu", options) as rt:
         rt.activate(Artifact("onnx", "fp32", model), batch=batch)
-        row = _timed_loop(rt, x, MeasureSettings(warmup_iters=10, min_iters=20, min_time_s=seconds,
-                                                 max_time_s=seconds * 3))
-    return float(row["compute_p50_ms"])
+        clock = rt.clock()
+        staged = rt.stage(x)
+        for _ in range(10):  # warm-up, untimed
+            rt.fetch(rt.infer(staged))
+        samples: list[int] = []
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end or len(samples) < 20:
+            out, ns = clock.time(rt.infer, staged)
+            samples.append(ns)
+        rt.fetch(out)
+        ran = rt.execution_report().get("exec_precision", "?")
+    return statistics.median(samples) / 1e6, ran
 
 
 def benchmark_app_median(model: Path, batch: int, threads: int, precision: str, seconds: float) -> float:
-    """Median latency ms reported by benchmark_app (sync API, latency hint)."""
+    """Median latency ms that ``benchmark_app`` reports for the same settings."""
     exe = shutil.which("benchmark_app")
     if exe is None:
-        raise SystemExit("benchmark_app not found: pip install .[openvino]")
-    shape = _input_shape(model, batch)
-    with tempfile.TemporaryDirectory() as tmp:
-        stats = Path(tmp)
-        # benchmark_app only takes -nthreads with -hint none; one stream is what the latency hint picks.
-        cmd = [exe, "-m", str(model), "-d", "CPU", "-api", "sync", "-hint", "none", "-nstreams", "1",
-               "-nthreads", str(threads),
-               "-t", str(int(max(1, seconds))), "-shape", f"[{','.join(map(str, shape))}]",
-               "-report_type", "no_counters", "-report_folder", str(stats), "-json_stats"]
+        raise SystemExit("benchmark_app not found: pip install .[openvino] (it ships with the openvino package)")
+    shape = input_shape(model, batch)
+    with tempfile.TemporaryDirectory(prefix="qb-bapp-") as tmp:
+        config = Path(tmp) / "config.json"
+        config.write_text(json.dumps({"CPU": {"INFERENCE_NUM_THREADS": str(threads)}}))
+        cmd = [exe, "-m", str(model), "-d", "CPU", "-hint", "latency", "-api", "sync",
+               "-load_config", str(config), "-shape", f"[{','.join(map(str, shape))}]",
+               "-t", str(max(1, round(seconds))), "-report_type", "no_counters", "-report_folder", tmp,
+               "-json_stats"]
         if precision != "default":
             cmd += ["-infer_precision", precision]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            raise SystemExit(f"benchmark_app failed: {(out.stderr or out.stdout).strip().splitlines()[-1]}")
-        for line in out.stdout.splitlines():
-            if "Median:" in line and "ms" in line:
-                return float(line.split("Median:")[1].split("ms")[0])
-        report = json.loads(next(stats.glob("*.json")).read_text())
-        return float(report["execution_results"]["latency_median"])
-
-
-def _input_shape(model: Path, batch: int) -> tuple[int, ...]:
-    from exporters.onnx_info import onnx_input_info
-
-    _, dims, _ = onnx_input_info(model)
-    return (batch, *[int(d) for d in dims])
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
+            raise SystemExit(f"benchmark_app failed: {lines[-1] if lines else proc.returncode}")
+        match = re.search(r"Median:\s+([0-9.]+)\s*ms", proc.stdout)
+        if match:
+            return float(match.group(1))
+        for report in Path(tmp).glob("*.json"):
+            stats = json.loads(report.read_text()).get("execution_results", {})
+            if "latency_median" in stats:
+                return float(stats["latency_median"])
+    raise SystemExit("could not find the median latency in benchmark_app's output")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, type=Path, help="ONNX file (fp32 or QDQ int8)")
+    ap.add_argument("--model", required=True, type=Path, help="ONNX file (fp32 or ORT QDQ int8)")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--precision", default="f32", help="f32, bf16, f16 or default")
+    ap.add_argument("--precision", default="f32", choices=("f32", "bf16", "f16", "default"))
     ap.add_argument("--time", type=float, default=5.0, help="seconds per measurement")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    ours, theirs = [], []
-    for r in range(args.rounds):  # interleaved, so drift in machine load hits both alike
-        ours.append(harness_median(args.model, args.batch, args.threads, args.precision, args.time))
-        theirs.append(benchmark_app_median(args.model, args.batch, args.threads, args.precision, args.time))
-        print(f"round {r + 1}: harness {ours[-1]:.3f} ms, benchmark_app {theirs[-1]:.3f} ms")
-    h, b = statistics.median(ours), statistics.median(theirs)
-    ratio = h / b
-    verdict = "OK" if abs(ratio - 1) <= 0.05 else "OUTSIDE 5%"
-    print(f"{args.model.name}: harness median {h:.3f} ms, benchmark_app median {b:.3f} ms, ratio {ratio:.3f} ({verdict})")
+    if not args.model.is_file():
+        raise SystemExit(f"model not found: {args.model}")
+    ours: list[float] = []
+    theirs: list[float] = []
+    for r in range(args.rounds):
+        load = os.getloadavg()[0]
+        steps = [("adapter", ours), ("benchmark_app", theirs)]
+        for who, into in steps if r % 2 == 0 else steps[::-1]:
+            if who == "adapter":
+                ms, ran = adapter_median(args.model, args.batch, args.threads, args.precision, args.time)
+            else:
+                ms = benchmark_app_median(args.model, args.batch, args.threads, args.precision, args.time)
+            into.append(ms)
+        print(f"round {r + 1}: adapter {ours[-1]:.3f} ms (ran {ran}), benchmark_app {theirs[-1]:.3f} ms, "
+              f"ratio {ours[-1] / theirs[-1]:.3f}, load avg {load:.2f}", flush=True)
+    ratio = statistics.median(ours) / statistics.median(theirs)
+    verdict = "OK" if abs(ratio - 1) <= TOLERANCE else f"OUTSIDE {TOLERANCE:.0%}"
+    print(f"{args.model.name} batch {args.batch} threads {args.threads} precision {args.precision}: "
+          f"adapter median {statistics.median(ours):.3f} ms, benchmark_app median {statistics.median(theirs):.3f} ms, "
+          f"ratio {ratio:.3f} ({verdict})")
     return 0 if verdict == "OK" else 1
 
 

@@ -128,6 +128,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"{summary.already} already done — {wall:.0f} s; results: {summary.results_path}")
     if cfg.run.report:
         _write_report([summary.results_path], out / "report.html", console)
+    if summary.ran == 0 and not summary.already:
+        _console(stderr=True).print("[bold red]error:[/bold red] no cell was measured: " + escape(
+            "; ".join(f"{n}: {r}" for n, r in summary.unavailable.items()) or "every cell failed or was skipped"))
+        return EXIT_FAILED_CELLS
     return EXIT_FAILED_CELLS if summary.failed else EXIT_OK
 
 

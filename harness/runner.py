@@ -316,13 +316,16 @@ def run_sweep(cfg: SweepConfig, output: Path, retry_failed: bool = False,
     resolution = resolve_runtimes(cfg.run.runtimes)
     summary.unavailable = resolution.unavailable
     for name, reason in resolution.unavailable.items():
-        log(f"[dim]runtime {name} unavailable: {reason}[/dim]" if not resolution.explicit
-            else f"[yellow]runtime {name} unavailable: {reason}[/yellow]")
+        log(f"[dim]runtime {name} unavailable: {_esc(reason)}[/dim]" if not resolution.explicit
+            else f"[yellow]runtime {name} unavailable: {_esc(reason)}[/yellow]")
     models = resolve_models(cfg)
     cells, notes = expand(cfg, resolution.usable, [_model_key(pm) for pm in models])
     summary.notes.extend(notes)
     for note in notes:
-        log(f"[yellow]{note}[/yellow]")
+        log(f"[yellow]{_esc(note)}[/yellow]")
+    if not cells and not (resolution.explicit and resolution.unavailable):
+        why = "; ".join(notes) or "no runtime is available"
+        raise RunError(f"nothing to run: {why} (see `quantbench devices`)")
     done = measured_cell_ids(results, include_failed=not retry_failed)
     todo = [c for c in cells if c.cell_id not in done]
     summary.already = len(cells) - len(todo)

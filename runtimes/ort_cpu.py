@@ -11,23 +11,30 @@ import numpy as np
 
 from .base import Artifact, Availability, Runtime, RuntimeFailure, missing_package
 
-# Node types that compute in integer arithmetic after ORT's graph optimisation.
+# Compute nodes (convolutions, matrix products) as they appear in ORT 1.32 optimized CPU graphs.
+# Integer kernels come from the QDQ fusions (com.microsoft QLinearConv, QGemm, ...); float ones may
+# be renamed by fusions (FusedConv) or the NCHWc layout pass (domain com.microsoft.nchwc, op "Conv").
 INTEGER_OPS = {
-    "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool",
-    "QLinearAveragePool", "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu", "QGemm",
-    "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QLinearSoftmax",
-    "QAttention", "QLinearReduceMean", "QLinearWhere",
+    "QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat",
+    "DynamicQuantizeMatMul", "QAttention", "QLinearConvTranspose",
 }
-# Float compute ops: if these survive optimisation in an "int8" model, they ran in float.
 FLOAT_COMPUTE_OPS = {"Conv", "MatMul", "Gemm", "FusedConv", "FusedMatMul", "FusedGemm", "ConvTranspose",
-                     "NhwcFusedConv"}
+                     "NhwcFusedConv", "NhwcConv", "Attention"}
+# Integer element-wise / pooling ops: reported in the note, not counted as compute layers (the share
+# compares like with like across runtimes: convolutions and matrix products only).
+INTEGER_OTHER_OPS = {
+    "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat",
+    "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere",
+}
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
 
 def summarize_optimized_graph(path: Path) -> dict[str, Any]:
     """Count integer vs float (fp32/fp16) compute nodes in an ORT-optimised ONNX graph.
 
-    A float compute node counts as fp16 when its weight initializer is float16; ORT CPU has few
+    Only convolutions and matrix products count. A float compute node left between Q/DQ pairs (ORT
+    found no integer kernel for it, e.g. many signed-int8-activation convolutions on x86) counts as
+    float: that is what ran. A float node counts as fp16 when its weight is float16; ORT CPU has few
     fp16 kernels and inserts Casts to run the rest in fp32, which then shows here as fp32.
     """
     import onnx
@@ -35,28 +42,35 @@ def summarize_optimized_graph(path: Path) -> dict[str, Any]:
     model = onnx.load(str(path), load_external_data=False)
     weight_types = {i.name: i.data_type for i in model.graph.initializer}
     counts: Counter[str] = Counter()
+    other_int = qdq = 0
     for node in model.graph.node:
-        if node.op_type in INTEGER_OPS:
+        op = node.op_type
+        if op in INTEGER_OPS:
             counts["int8"] += 1
-        elif node.op_type in FLOAT_COMPUTE_OPS:
+        elif op in FLOAT_COMPUTE_OPS:
             wtype = weight_types.get(node.input[1]) if len(node.input) > 1 else None
             counts["fp16" if wtype == onnx.TensorProto.FLOAT16 else "fp32"] += 1
-        elif node.op_type in QDQ_OPS:
-            counts["qdq_unfused"] += 1
-    compute = {k: v for k, v in counts.items() if k != "qdq_unfused"}
-    total = sum(compute.values())
+        elif op in INTEGER_OTHER_OPS:
+            other_int += 1
+        elif op in QDQ_OPS:
+            qdq += 1
+    total = sum(counts.values())
     if total == 0:
         precision = "unknown"
-    elif len(compute) == 1:
-        precision = next(iter(compute))
+    elif len(counts) == 1:
+        precision = next(iter(counts))
     else:
         precision = "mixed"
+    floats = counts["fp32"] + counts["fp16"]
+    note = (f"ORT optimized graph, compute nodes: {counts['int8']} integer, {counts['fp32']} fp32, "
+            f"{counts['fp16']} fp16; {other_int} other integer nodes; {qdq} Q/DQ nodes left unfused")
+    if counts["int8"] and floats and qdq:
+        note += f" ({floats} compute nodes stayed float between Q/DQ pairs)"
     return {
         "int8_op_share": round(counts["int8"] / total, 4) if total else 0.0,
         "exec_precision": precision,
-        "op_precisions": dict(counts),
-        "audit_note": f"ORT optimized graph: {counts['int8']} integer compute nodes, {counts['fp32']} fp32 and "
-                      f"{counts['fp16']} fp16 float compute nodes, {counts['qdq_unfused']} Q/DQ nodes left unfused",
+        "op_precisions": {k: v for k, v in counts.items() if v},
+        "audit_note": note,
     }
 
 
