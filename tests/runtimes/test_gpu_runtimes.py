@@ -132,3 +132,16 @@ def test_tensorrt_builds_caches_and_matches_cpu(tmp_path):
         np.testing.assert_allclose(host, ref, rtol=1e-2, atol=1e-2)
     with pytest.raises(RuntimeFailure):
         create_runtime("tensorrt", "cpu").activate(art)
+
+
+def test_cuda_python_backend_without_a_driver_says_so():
+    """Runs where cuda-python is installed on a machine without an NVIDIA driver."""
+    pytest.importorskip("cuda.bindings", reason="cuda-python is not installed (pip install .[tensorrt])")
+    from runtimes.cuda_mem import cuda_availability, driver_present, load_backend
+
+    if driver_present():
+        pytest.skip("an NVIDIA driver is present")
+    avail = cuda_availability("tensorrt", "tensorrt")
+    assert not avail.ok and "no NVIDIA driver" in avail.reason
+    with pytest.raises(RuntimeFailure, match="CUDA error"):
+        load_backend().device_count()
