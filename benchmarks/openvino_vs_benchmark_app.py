@@ -45,24 +45,27 @@ def input_shape(model: Path, batch: int) -> tuple[int, ...]:
     return (batch, *[int(d.dim_value) for d in dims[1:]])
 
 
-def adapter_median(model: Path, batch: int, threads: int, precision: str, seconds: float) -> tuple[float, str]:
-    """Median compute ms of ``runtime.infer`` timed as the harness does; also the precision that ran."""
-    x = np.random.default_rng(0).standard_normal(input_shape(model, batch)).astype(np.float32)
-    options = {"threads": threads, "hint": "latency", "precision": precision}
-    with create_runtime("openvino", "cpu", options) as rt:
-        rt.activate(Artifact("onnx", "fp32", model), batch=batch)
-        clock = rt.clock()
-        staged = rt.stage(x)
+class AdapterTimer:
+    """The OpenVINO adapter, compiled once, timed the harness's way: stage once, time ``infer``."""
+
+    def __init__(self, model: Path, batch: int, threads: int, precision: str) -> None:
+        x = np.random.default_rng(0).standard_normal(input_shape(model, batch)).astype(np.float32)
+        self.rt = create_runtime("openvino", "cpu", {"threads": threads, "hint": "latency", "precision": precision})
+        self.rt.activate(Artifact("onnx", "fp32", model), batch=batch)
+        self.clock = self.rt.clock()
+        self.staged = self.rt.stage(x)
         for _ in range(10):  # warm-up, untimed
-            rt.fetch(rt.infer(staged))
+            self.rt.fetch(self.rt.infer(self.staged))
+        self.ran = self.rt.execution_report().get("exec_precision", "?")
+
+    def median_ms(self, seconds: float) -> float:
+        """Median compute ms over ``seconds`` (at least 20 samples)."""
         samples: list[int] = []
         end = time.perf_counter() + seconds
         while time.perf_counter() < end or len(samples) < 20:
-            out, ns = clock.time(rt.infer, staged)
+            _, ns = self.clock.time(self.rt.infer, self.staged)
             samples.append(ns)
-        rt.fetch(out)
-        ran = rt.execution_report().get("exec_precision", "?")
-    return statistics.median(samples) / 1e6, ran
+        return statistics.median(samples) / 1e6
 
 
 def benchmark_app_median(model: Path, batch: int, threads: int, precision: str, seconds: float) -> float:
@@ -105,24 +108,31 @@ def main() -> int:
     args = ap.parse_args()
     if not args.model.is_file():
         raise SystemExit(f"model not found: {args.model}")
+    adapter = AdapterTimer(args.model, args.batch, args.threads, args.precision)
     ours: list[float] = []
     theirs: list[float] = []
-    for r in range(args.rounds):
-        load = os.getloadavg()[0]
-        steps = [("adapter", ours), ("benchmark_app", theirs)]
-        for who, into in steps if r % 2 == 0 else steps[::-1]:
-            if who == "adapter":
-                ms, ran = adapter_median(args.model, args.batch, args.threads, args.precision, args.time)
-            else:
-                ms = benchmark_app_median(args.model, args.batch, args.threads, args.precision, args.time)
-            into.append(ms)
-        print(f"round {r + 1}: adapter {ours[-1]:.3f} ms (ran {ran}), benchmark_app {theirs[-1]:.3f} ms, "
-              f"ratio {ours[-1] / theirs[-1]:.3f}, load avg {load:.2f}", flush=True)
+    try:
+        for r in range(args.rounds):
+            load = os.getloadavg()[0]
+            if r % 2 == 0:
+                ours.append(adapter.median_ms(args.time))
+            theirs.append(benchmark_app_median(args.model, args.batch, args.threads, args.precision, args.time))
+            if r % 2 == 1:
+                ours.append(adapter.median_ms(args.time))
+            print(f"round {r + 1}: adapter {ours[-1]:.3f} ms, benchmark_app {theirs[-1]:.3f} ms, "
+                  f"ratio {ours[-1] / theirs[-1]:.3f}, load avg {load:.2f}", flush=True)
+    finally:
+        adapter.rt.deactivate()
     ratio = statistics.median(ours) / statistics.median(theirs)
-    verdict = "OK" if abs(ratio - 1) <= TOLERANCE else f"OUTSIDE {TOLERANCE:.0%}"
-    print(f"{args.model.name} batch {args.batch} threads {args.threads} precision {args.precision}: "
-          f"adapter median {statistics.median(ours):.3f} ms, benchmark_app median {statistics.median(theirs):.3f} ms, "
-          f"ratio {ratio:.3f} ({verdict})")
+    paired = statistics.median(o / t for o, t in zip(ours, theirs))
+    best = min(ours) / min(theirs)
+    # Other tenants of this machine switch it between fast and slow phases for seconds at a time;
+    # the median of per-round (adjacent) ratios cancels that best, so the verdict uses it.
+    verdict = "OK" if abs(paired - 1) <= TOLERANCE else f"OUTSIDE {TOLERANCE:.0%}"
+    print(f"{args.model.name} batch {args.batch} threads {args.threads} precision {args.precision} "
+          f"(ran {adapter.ran}): adapter median {statistics.median(ours):.3f} ms, benchmark_app median "
+          f"{statistics.median(theirs):.3f} ms; ratio of medians {ratio:.3f}, median paired ratio {paired:.3f}, "
+          f"ratio of best rounds {best:.3f} ({verdict})")
     return 0 if verdict == "OK" else 1
 
 

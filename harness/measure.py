@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ class CellSpec:
     reference_logits: str | None = None
     labels_meaningful: bool = True
     calibration: dict[str, Any] | None = None  # for runtime-side calibration (TensorRT 10)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def build_artifact(spec: CellSpec) -> Any:
