@@ -28,6 +28,8 @@ class MeasureSettings:
     max_time_s: float = 20.0
     io_batches: int = 20
     eval_batch: int = 0  # 0 -> evaluate with the cell's own batch size
+    interleave_rounds: int = 5  # rounds of alternating blocks against FP32 on the same runtime (0: off)
+    interleave_iters: int = 20  # timed iterations per block
 
 
 @dataclass
@@ -45,15 +47,16 @@ class CellSpec:
     reference_logits: str | None = None
     labels_meaningful: bool = True
     calibration: dict[str, Any] | None = None  # for runtime-side calibration (TensorRT 10)
+    interleave_with: dict[str, Any] | None = None  # FP32 artifact timed alternately with this one
 
 
-def build_artifact(spec: CellSpec) -> Any:
+def build_artifact(spec: CellSpec, payload: dict[str, Any] | None = None) -> Any:
     """Rebuild the :class:`runtimes.Artifact` (and its calibration reader factory) in the worker."""
     from runtimes import Artifact
 
-    a = dict(spec.artifact)
+    a = dict(payload or spec.artifact)
     calibration = None
-    if spec.calibration:
+    if spec.calibration and payload is None:
         calibration = _calibration_factory(spec.calibration, a.get("input_name", "input"))
     return Artifact(
         format=a["format"], precision=a["precision"], path=Path(a["path"]) if a.get("path") else None,
@@ -126,6 +129,33 @@ def _timed_loop(rt: Any, x: np.ndarray, m: MeasureSettings) -> dict[str, Any]:
     return row
 
 
+def _block_median_ns(rt: Any, x: np.ndarray, iters: int) -> float:
+    clock = rt.clock()
+    samples = []
+    for _ in range(iters):
+        staged = rt.stage(x)
+        out, ns = clock.time(rt.infer, staged)
+        rt.fetch(out)
+        samples.append(ns)
+    return float(np.median(samples))
+
+
+def interleaved_speedup(rt: Any, reference: Any, x: np.ndarray, rounds: int, iters: int) -> dict[str, Any]:
+    """Time ``rt`` and an FP32 ``reference`` in alternating blocks; the FP32/variant compute ratio.
+
+    Both models are loaded in one process and measured turn by turn, so load from other processes
+    hits both alike: the ratio is steadier than one from two separately timed cells.
+    """
+    for _ in range(3):  # warm the reference too
+        reference.fetch(reference.infer(reference.stage(x)))
+    ratios = []
+    for _ in range(rounds):
+        variant_ns = _block_median_ns(rt, x, iters)
+        reference_ns = _block_median_ns(reference, x, iters)
+        ratios.append(round(reference_ns / variant_ns, 4))
+    return {"speedup_interleaved": float(np.median(ratios)), "speedup_interleaved_rounds": ratios}
+
+
 def _accuracy(rt: Any, reader: Any, reference: np.ndarray | None, labels_meaningful: bool) -> dict[str, Any]:
     logits, labels = [], []
     for x, y, n_valid in reader:
@@ -185,6 +215,13 @@ def measure_cell(spec: CellSpec) -> dict[str, Any]:
         rt.fetch(rt.infer(rt.stage(x)))
         row["first_infer_ms"] = round((time.perf_counter_ns() - t0) / 1e6, 3)
         row.update(_timed_loop(rt, x, m))
+        if spec.interleave_with and m.interleave_rounds:
+            reference = create_runtime(spec.runtime, spec.device, spec.runtime_options)
+            reference.activate(build_artifact(spec, spec.interleave_with), batch=spec.batch)
+            try:
+                row.update(interleaved_speedup(rt, reference, x, m.interleave_rounds, m.interleave_iters))
+            finally:
+                reference.deactivate()
         eval_reader = reader if not m.eval_batch or m.eval_batch == spec.batch else _eval_reader(spec, m.eval_batch)
         reference = np.load(spec.reference_logits) if spec.reference_logits else None
         row.update(_accuracy(rt, eval_reader, reference, spec.labels_meaningful))

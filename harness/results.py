@@ -15,7 +15,10 @@ timing     load_ms, first_infer_ms, iterations, clock ("host-perf_counter_ns" | 
            for each phase P in io, h2d, compute, d2h, e2e:
                P_mean_ms, P_std_ms, P_min_ms, P_p50_ms, P_p90_ms, P_p95_ms, P_p99_ms, P_max_ms
                and P_raw_ms (list of floats: every timed iteration)
-           throughput_ips (images per second from the e2e mean), load_avg (1-min, at start)
+           throughput_ips (images per second from the e2e mean), load_avg (1-min, at start),
+           speedup_interleaved (non-FP32 cells: FP32 compute median / this variant's, timed in
+           alternating blocks in one process on the same runtime; median over rounds) and
+           speedup_interleaved_rounds (the per-round ratios)
 accuracy   top1, top5 (fractions 0..1 or null when labels don't apply), eval_samples,
            agreement_top1 (vs the fp32 reference), max_abs_err, mean_abs_err (vs that reference)
 audit      exec_precision, int8_op_share, op_precisions (dict), audit_note, audit_warning ("" or a

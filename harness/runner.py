@@ -213,9 +213,12 @@ def _one_line(exc: BaseException) -> str:
     return one_line(exc)
 
 
+FP32_REFERENCE = VariantConfig(name="fp32", precision="fp32")
+
+
 def _artifact_payload(pm: PreparedModel, v: VariantConfig, formats: tuple[str, ...]) -> dict[str, Any] | str:
     """The artifact a runtime with ``formats`` should load for variant ``v``, or why there is none."""
-    built = pm.artifacts[v.name]
+    built = pm.fp32 if v is FP32_REFERENCE else pm.artifacts[v.name]
     base = {"precision": v.precision, "input_name": "input",
             "reference_path": str(pm.fp32.path), "settings": {}}
     if v.builder == "trt-calibrate":
@@ -232,6 +235,16 @@ def _artifact_payload(pm: PreparedModel, v: VariantConfig, formats: tuple[str, .
             return "the model is a user ONNX file: no PyTorch source to run"
         return {**base, "format": "torch", "source": pm.source.to_dict(), "input_shape": list(pm.source.input_shape)}
     return f"runtime takes {'/'.join(formats)} artifacts"
+
+
+def _interleave_payload(pm: PreparedModel, cell: Cell, cfg: SweepConfig) -> dict[str, Any] | None:
+    """The same runtime's FP32 artifact, to time alternately with a non-FP32 cell (or None)."""
+    from runtimes import get_runtime_class
+
+    if cell.variant.precision == "fp32" or not cfg.run.interleave_rounds:
+        return None
+    payload = _artifact_payload(pm, FP32_REFERENCE, get_runtime_class(cell.runtime.name).formats)
+    return payload if isinstance(payload, dict) else None
 
 
 def _base_row(run_id: str, cell: Cell, pm: PreparedModel, env: dict[str, Any]) -> dict[str, Any]:
@@ -393,6 +406,7 @@ def run_sweep(cfg: SweepConfig, output: Path, retry_failed: bool = False,
                 cell_id=cell.cell_id, runtime=cell.runtime.name, device=cell.device, batch=cell.batch,
                 runtime_options=dict(cell.runtime.options),
                 artifact=payload,
+                interleave_with=_interleave_payload(pm, cell, cfg),
                 data={"dataset": pm.dataset, "preprocess": pm.preprocess, "eval_samples": pm.eval_samples, "seed": 0},
                 measure=measure, reference_logits=pm.reference, labels_meaningful=pm.labels_meaningful,
                 calibration=calibration)

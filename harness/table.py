@@ -23,7 +23,9 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         ref = base.get(_key(r))
         p50 = r.get("compute_p50_ms")
-        speedup = (ref["compute_p50_ms"] / p50) if ref and p50 and ref.get("compute_p50_ms") else None
+        speedup = r.get("speedup_interleaved")
+        if speedup is None and ref and p50 and ref.get("compute_p50_ms"):
+            speedup = ref["compute_p50_ms"] / p50
         top1 = r.get("top1")
         delta = (top1 - ref["top1"]) * 100 if ref and top1 is not None and ref.get("top1") is not None else None
         out.append({
@@ -47,7 +49,8 @@ def render_console(rows: list[dict[str, Any]], console: Any) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="quantbench results (compute latency; speedup vs the same runtime's FP32)", show_lines=False)
+    table = Table(title="quantbench results (compute latency; speedup vs the same runtime's FP32, "
+                        "timed alternately with it in one process)", show_lines=False)
     for col, just in (("model", "left"), ("variant", "left"), ("runtime", "left"), ("dev", "left"), ("batch", "right"),
                       ("top-1", "right"), ("Δ pts", "right"), ("agree", "right"), ("p50 ms", "right"),
                       ("p99 ms", "right"), ("I/O p50 ms", "right"), ("size kB", "right"), ("speedup", "right"),

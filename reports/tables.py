@@ -18,6 +18,7 @@ COLUMNS = [
     ("p50", "p50 ms", "{:.3f}", "min"),
     ("p99", "p99 ms", "{:.3f}", "min"),
     ("p50_pct", "p50 % of FP32", "{:.0f}", "min"),
+    ("speedup", "speedup vs FP32 (interleaved)", "{:.2f}×", "max"),
     ("throughput", "images/s", "{:,.0f}", "max"),
     ("size_mb", "size MB", "{:.3f}", "min"),
     ("size_pct", "size % of FP32", "{:.0f}", "min"),
@@ -47,6 +48,8 @@ def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, An
             "agreement": r["agreement_top1"] * 100 if r.get("agreement_top1") is not None else None,
             "p50": p50, "p99": r.get("compute_p99_ms"),
             "p50_pct": 100 * p50 / base["compute_p50_ms"] if base and p50 and base.get("compute_p50_ms") else None,
+            "speedup": r.get("speedup_interleaved") if r.get("speedup_interleaved") is not None
+            else (100 / (100 * p50 / base["compute_p50_ms"]) if base and p50 and base.get("compute_p50_ms") else None),
             "throughput": r.get("throughput_ips"),
             "size_mb": r["size_bytes"] / 1e6 if r.get("size_bytes") else None,
             "size_pct": 100 * r["size_bytes"] / base["size_bytes"] if base and r.get("size_bytes") and base.get("size_bytes") else None,

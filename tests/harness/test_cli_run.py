@@ -49,6 +49,8 @@ def test_run_prints_table_and_writes_complete_rows(tmp_path, shared_cache):
     assert abs(int8["top1"] - fp32["top1"]) < 0.02
     assert int8["size_bytes"] < 0.3 * fp32["size_bytes"]
     assert int8["exec_precision"] in ("int8", "mixed") and int8["int8_op_share"] > 0.5
+    assert len(int8["speedup_interleaved_rounds"]) == 5 and int8["speedup_interleaved"] > 0
+    assert "speedup_interleaved" not in fp32
     assert fp32["exec_precision"] == "fp32"
 
     again = run_cli("run", str(cfg), cache=shared_cache)
