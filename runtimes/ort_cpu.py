@@ -106,6 +106,7 @@ class OrtCpuRuntime(Runtime):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
+        so.log_severity_level = 3  # errors only: saving the optimized graph warns about NCHWc every time
         threads = self.options.get("threads")
         if threads:
             so.intra_op_num_threads = int(threads)
