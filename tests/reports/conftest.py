@@ -1,54 +1,29 @@
 """Rows for renderer tests.
 
-``real_rows`` come from a real (small) sweep of the shipped CNN on ONNX Runtime CPU, run once per
+``real_results`` comes from a real (small) sweep of the shipped CNN on ONNX Runtime CPU, run once per
 session. Renderer-only tests also use ``make_row``: schema-valid rows whose numbers are made up,
 used only to exercise rendering (escaping, size limits), never as results.
 """
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from harness.results import SCHEMA_VERSION
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="session")
 def real_results(tmp_path_factory) -> Path:
     """results.jsonl from a real sweep: fp32 + int8 on ort-cpu, batch 1 and 8."""
     pytest.importorskip("onnxruntime")
+    from tests.harness.conftest import run_cli, write_config
+    from tests.harness.test_cli_run import VARIANTS
+
     out = tmp_path_factory.mktemp("real")
-    cfg = out / "c.toml"
-    cfg.write_text(f"""
-[run]
-output = "{out}"
-runtimes = ["ort-cpu"]
-batch_sizes = [1, 8]
-eval_samples = 200
-warmup_iters = 2
-min_iters = 20
-min_time_s = 0.05
-io_batches = 3
-report = false
-[[models]]
-name = "fashion_cnn"
-[[variants]]
-name = "fp32"
-precision = "fp32"
-[[variants]]
-name = "int8-minmax"
-calibration = "minmax"
-calib_samples = 64
-""")
-    env = dict(os.environ, QUANTBENCH_CACHE=str(out / "cache"), PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(cfg)], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=600)
+    cfg = write_config(out / "c.toml", out, VARIANTS, batches="[1, 8]", eval_samples=200)
+    proc = run_cli("run", str(cfg), cache=out / "cache")
     assert proc.returncode == 0, proc.stderr + proc.stdout
     return out / "results.jsonl"
 
