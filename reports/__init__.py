@@ -9,6 +9,11 @@ from .model import Report, ReportError, build_report
 
 def render_html(report: Report, out: Path) -> Path:
     """One self-contained HTML file (plotly imported lazily)."""
+    try:
+        import jinja2  # noqa: F401
+        import plotly  # noqa: F401
+    except ImportError as exc:
+        raise ReportError(f"HTML reports need {exc.name}: pip install .[report] / tox -e report") from None
     from .html import render_html as _render
 
     return _render(report, out)
@@ -36,7 +41,11 @@ def main_report(paths: list[Path], out: Path | None, fmt: str = "html") -> int:
     for w in report.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if fmt == "html":
-        target = render_html(report, out or Path("report.html"))
+        try:
+            target = render_html(report, out or Path("report.html"))
+        except (ReportError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(f"report: {target} ({target.stat().st_size / 1e6:.1f} MB, {len(report.rows)} rows)", file=sys.stderr)
     elif fmt == "md":
         text = render_markdown(report)
