@@ -29,7 +29,8 @@ class MeasureSettings:
     io_batches: int = 20
     eval_batch: int = 0  # 0 -> evaluate with the cell's own batch size
     interleave_rounds: int = 5  # rounds of alternating blocks against FP32 on the same runtime (0: off)
-    interleave_iters: int = 20  # timed iterations per block
+    interleave_iters: int = 20  # timed iterations per block, at least ...
+    interleave_block_s: float = 0.1  # ... and at least this long (tiny models need many iterations)
 
 
 @dataclass
@@ -129,10 +130,11 @@ def _timed_loop(rt: Any, x: np.ndarray, m: MeasureSettings) -> dict[str, Any]:
     return row
 
 
-def _block_median_ns(rt: Any, x: np.ndarray, iters: int) -> float:
+def _block_median_ns(rt: Any, x: np.ndarray, iters: int, min_s: float) -> float:
     clock = rt.clock()
-    samples = []
-    for _ in range(iters):
+    samples: list[int] = []
+    end = time.perf_counter() + min_s
+    while len(samples) < iters or time.perf_counter() < end:
         staged = rt.stage(x)
         out, ns = clock.time(rt.infer, staged)
         rt.fetch(out)
@@ -140,7 +142,8 @@ def _block_median_ns(rt: Any, x: np.ndarray, iters: int) -> float:
     return float(np.median(samples))
 
 
-def interleaved_speedup(rt: Any, reference: Any, x: np.ndarray, rounds: int, iters: int) -> dict[str, Any]:
+def interleaved_speedup(rt: Any, reference: Any, x: np.ndarray, rounds: int, iters: int,
+                        min_block_s: float = 0.1) -> dict[str, Any]:
     """Time ``rt`` and an FP32 ``reference`` in alternating blocks; the FP32/variant compute ratio.
 
     Both models are loaded in one process and measured turn by turn, so load from other processes
@@ -150,8 +153,8 @@ def interleaved_speedup(rt: Any, reference: Any, x: np.ndarray, rounds: int, ite
         reference.fetch(reference.infer(reference.stage(x)))
     ratios = []
     for _ in range(rounds):
-        variant_ns = _block_median_ns(rt, x, iters)
-        reference_ns = _block_median_ns(reference, x, iters)
+        variant_ns = _block_median_ns(rt, x, iters, min_block_s)
+        reference_ns = _block_median_ns(reference, x, iters, min_block_s)
         ratios.append(round(reference_ns / variant_ns, 4))
     return {"speedup_interleaved": float(np.median(ratios)), "speedup_interleaved_rounds": ratios}
 
@@ -219,7 +222,8 @@ def measure_cell(spec: CellSpec) -> dict[str, Any]:
             reference = create_runtime(spec.runtime, spec.device, spec.runtime_options)
             reference.activate(build_artifact(spec, spec.interleave_with), batch=spec.batch)
             try:
-                row.update(interleaved_speedup(rt, reference, x, m.interleave_rounds, m.interleave_iters))
+                row.update(interleaved_speedup(rt, reference, x, m.interleave_rounds, m.interleave_iters,
+                                               m.interleave_block_s))
             finally:
                 reference.deactivate()
         eval_reader = reader if not m.eval_batch or m.eval_batch == spec.batch else _eval_reader(spec, m.eval_batch)
