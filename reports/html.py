@@ -29,6 +29,7 @@ td.best{font-weight:700;background:#e7f5ea} .pill{display:inline-block;padding:1
 <h1>quantbench report</h1>
 <p class="muted">generated {{ generated }} from {{ sources|length }} results file(s): {% for s in sources %}<code>{{ s }}</code> {% endfor %}</p>
 <p><span class="pill">{{ counts.ok }} ok</span><span class="pill">{{ counts.failed }} failed</span><span class="pill">{{ counts.skipped }} skipped</span></p>
+{% if reasons %}<ul class="muted">{% for (status, why), n in reasons %}<li>{{ n }} {{ status }}: {{ why }}</li>{% endfor %}</ul>{% endif %}
 {% if warnings %}<div class="warn"><b>While loading:</b><ul>{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul></div>{% endif %}
 
 <h2>Devices and software</h2>
@@ -146,7 +147,8 @@ def render_html(report: Report, out: Path) -> Path:
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), sources=report.sources,
         counts={"ok": counts.get("ok", 0), "failed": counts.get("failed", 0), "skipped": counts.get("skipped", 0)},
         warnings=report.warnings, devices=_devices(report), groups=groups, columns=COLUMNS,
-        cross=_div(charts.cross_device(report)), problems=problems)
+        cross=_div(charts.cross_device(report)), problems=problems,
+        reasons=Counter((p["status"], p["error"]) for p in problems).most_common())
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")
