@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from .model import Report, device_key, fp32_reference, runtime_label
+from .model import runtime_label
 
 PHASES = [("io", "I/O (read + preprocess)", "#9e9e9e"), ("h2d", "host→device", "#f28e2b"),
           ("compute", "compute", "#4e79a7"), ("d2h", "device→host", "#e15759")]
@@ -30,7 +30,8 @@ def latency_breakdown(rows: list[dict[str, Any]], title: str) -> Any:
     for key, name, colour in PHASES:
         fig.add_bar(y=labels, x=[r.get(f"{key}_p50_ms") or 0 for r in rows], name=name, orientation="h",
                     marker_color=colour, hovertemplate="%{y}<br>" + name + ": %{x:.4f} ms<extra></extra>")
-    fig.update_layout(barmode="stack", xaxis_title="median ms per batch", yaxis=dict(autorange="reversed"))
+    fig.update_layout(barmode="stack", xaxis_title="median ms per batch", yaxis=dict(autorange="reversed"),
+                      legend_traceorder="normal")
     _layout(fig, title, max(260, 26 * len(rows) + 120))
     return fig
 
@@ -45,8 +46,11 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def accuracy_vs_latency(rows: list[dict[str, Any]], title: str) -> Any:
-    """One point per variant × runtime × device; the Pareto front drawn as a step line."""
+def accuracy_vs_latency(rows: list[dict[str, Any]], title: str, by_device: bool = False) -> Any:
+    """One point per variant × runtime (× device); the Pareto front drawn as a step line.
+
+    Accuracy is top-1 when any row has it, else the top-1 agreement with FP32 (random weights, no labels).
+    """
     import plotly.graph_objects as go
 
     use_top1 = any(r.get("top1") is not None for r in rows)
@@ -55,7 +59,8 @@ def accuracy_vs_latency(rows: list[dict[str, Any]], title: str) -> Any:
     fig = go.Figure()
     by_rt: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in pts:
-        by_rt[f"{runtime_label(r)} · b{r.get('batch')}"].append(r)
+        name = f"{runtime_label(r)} · b{r.get('batch')}"
+        by_rt[f"{_host(r)} · {name}" if by_device else name].append(r)
     for name, rs in by_rt.items():
         fig.add_scatter(x=[r["compute_p50_ms"] for r in rs], y=[r[metric] * 100 for r in rs], mode="markers+text",
                         name=name, text=[str(r.get("variant")) for r in rs], textposition="top center",
@@ -63,8 +68,9 @@ def accuracy_vs_latency(rows: list[dict[str, Any]], title: str) -> Any:
                         hovertemplate="%{text}<br>p50 %{x:.4f} ms<br>%{y:.2f}%<extra>" + name + "</extra>")
     front = pareto_front([(r["compute_p50_ms"], r[metric] * 100) for r in pts])
     if front:
-        fig.add_scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines", name="Pareto front",
-                        line=dict(dash="dash", color="#555", shape="hv"), hoverinfo="skip")
+        fig.add_scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines+markers", name="Pareto front",
+                        line=dict(dash="dash", color="#555", shape="hv"), hoverinfo="skip",
+                        marker=dict(symbol="circle-open", size=16, color="#555"))
     fig.update_layout(xaxis_title="compute p50 ms (log)", xaxis_type="log",
                       yaxis_title=("top-1 accuracy %" if use_top1 else "top-1 agreement with FP32 %"))
     _layout(fig, title, 460)
@@ -88,25 +94,25 @@ def latency_distribution(rows: list[dict[str, Any]], title: str) -> Any:
     return fig
 
 
-def cross_device(report: Report) -> Any | None:
-    """Speedup of each variant vs its own device's FP32 on the same runtime and batch; None if one device."""
+def _host(r: dict[str, Any]) -> str:
+    return f"{(r.get('env') or {}).get('host', '?')}/{r.get('device')}"
+
+
+def cross_device_speedups(model: str, devices: list[str], lines: list[dict[str, Any]]) -> Any | None:
+    """Horizontal grouped bars: each non-FP32 variant's speedup over its own device's FP32, one colour per device."""
     import plotly.graph_objects as go
 
-    devices = sorted({device_key(r) for r in report.ok})
-    if len(devices) < 2:
+    lines = [ln for ln in lines if any(not v["ref"] and v["speedup"] for v in ln["devices"].values())]
+    if not lines:
         return None
-    ref = fp32_reference(report.ok)
+    labels = [f"{ln['variant']} · {ln['runtime']} · b{ln['batch']}" for ln in lines]
     fig = go.Figure()
     for dev in devices:
-        xs, ys = [], []
-        for r in report.ok:
-            if device_key(r) != dev:
-                continue
-            base = ref.get((r.get("model"), dev, runtime_label(r), r.get("batch")))
-            if base and r.get("compute_p50_ms") and base.get("compute_p50_ms"):
-                xs.append(f"{r.get('model')} · {r.get('variant')} · {runtime_label(r)} · b{r.get('batch')}")
-                ys.append(base["compute_p50_ms"] / r["compute_p50_ms"])
-        fig.add_bar(x=xs, y=ys, name=dev, hovertemplate="%{x}<br>%{y:.2f}× vs FP32<extra>" + dev + "</extra>")
-    fig.update_layout(barmode="group", yaxis_title="speedup vs the device's own FP32 (×)")
-    _layout(fig, "Cross-device: speedup of each variant over FP32 on the same device and runtime", 480)
+        xs = [(ln["devices"].get(dev) or {}).get("speedup") for ln in lines]
+        fig.add_bar(y=labels, x=xs, name=dev, orientation="h",
+                    hovertemplate="%{y}<br>%{x:.2f}× vs FP32<extra>" + dev.replace("<", "&lt;") + "</extra>")
+    fig.add_vline(x=1, line_dash="dot", line_color="#555")
+    fig.update_layout(barmode="group", xaxis_title="speedup vs the same device's FP32, same runtime and batch (×)",
+                      yaxis=dict(autorange="reversed"), legend_traceorder="normal")
+    _layout(fig, f"{model}: speedup over FP32 on each device", max(280, 22 * len(lines) * len(devices) + 140))
     return fig

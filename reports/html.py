@@ -9,7 +9,7 @@ from typing import Any
 
 from . import charts
 from .model import Report, device_key
-from .tables import COLUMNS, best_values, comparison_groups, fmt
+from .tables import COLUMNS, best_values, cell_text, comparison_groups, cross_cell, cross_device_table
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -21,20 +21,20 @@ h1{margin-bottom:4px} h2{margin-top:36px;border-bottom:2px solid #4e79a7;padding
 h3{margin-top:24px} .muted{color:#666} .warn{color:#9a6700} .bad{color:#b42318}
 table{border-collapse:collapse;font-size:13px;margin:8px 0 16px} th,td{border:1px solid #ddd;padding:4px 7px;text-align:right}
 th{background:#f3f5f9;position:sticky;top:0} td.l,th.l{text-align:left} tr.flag td{background:#fff4e0}
-td.best{font-weight:700;background:#e7f5ea} .pill{display:inline-block;padding:1px 6px;border-radius:8px;background:#eef;margin-right:4px}
+td.best{font-weight:700;background:#e7f5ea} .pill{display:inline-block;padding:1px 6px;border-radius:8px;background:#eef;margin-right:4px} .pill-bad{background:#fde2e1;color:#b42318}
 .chart{margin:8px 0 24px} code{background:#f5f5f5;padding:0 3px}
 </style>
 <script>{{ plotly_js | safe }}</script>
 </head><body>
 <h1>quantbench report</h1>
 <p class="muted">generated {{ generated }} from {{ sources|length }} results file(s): {% for s in sources %}<code>{{ s }}</code> {% endfor %}</p>
-<p><span class="pill">{{ counts.ok }} ok</span><span class="pill">{{ counts.failed }} failed</span><span class="pill">{{ counts.skipped }} skipped</span></p>
+<p><span class="pill">{{ counts.ok }} ok</span><span class="pill {{ 'pill-bad' if counts.failed else '' }}">{{ counts.failed }} failed</span><span class="pill">{{ counts.skipped }} skipped</span></p>
 {% if reasons %}<ul class="muted">{% for (status, why), n in reasons %}<li>{{ n }} {{ status }}: {{ why }}</li>{% endfor %}</ul>{% endif %}
 {% if warnings %}<div class="warn"><b>While loading:</b><ul>{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul></div>{% endif %}
 
 <h2>Devices and software</h2>
-<table><tr><th class="l">device</th><th class="l">CPU flags</th><th class="l">GPU</th><th class="l">OS · Python</th><th class="l">versions</th><th class="l">git</th></tr>
-{% for d in devices %}<tr><td class="l">{{ d.key }}</td><td class="l">{{ d.flags }}</td><td class="l">{{ d.gpu }}</td><td class="l">{{ d.os }}</td><td class="l">{{ d.versions }}</td><td class="l">{{ d.git }}</td></tr>{% endfor %}
+<table><tr><th class="l">device</th><th class="l">cores, memory</th><th class="l">CPU flags</th><th class="l">GPU</th><th class="l">OS · Python</th><th class="l">versions</th><th class="l">git</th></tr>
+{% for d in devices %}<tr><td class="l">{{ d.key }}</td><td class="l">{{ d.hw }}</td><td class="l">{{ d.flags }}</td><td class="l">{{ d.gpu }}</td><td class="l">{{ d.os }}</td><td class="l">{{ d.versions }}</td><td class="l">{{ d.git }}</td></tr>{% endfor %}
 </table>
 
 {% for g in groups %}
@@ -52,7 +52,15 @@ td.best{font-weight:700;background:#e7f5ea} .pill{display:inline-block;padding:1
 {% endfor %}
 
 <h2>Cross-device view</h2>
-{% if cross %}<div class="chart">{{ cross | safe }}</div>{% else %}<p class="muted">Only one device in these results: add results files from other devices to compare.</p>{% endif %}
+{% for c in cross %}
+<h3>{{ c.model }}</h3>
+<p class="muted">Compute p50 ms and, in brackets, speedup over the same device's FP32 on the same runtime and batch (interleaved ratio where measured).</p>
+<table><tr><th class="l">variant</th><th class="l">runtime</th><th>batch</th>{% for d in c.devices %}<th>{{ d }}</th>{% endfor %}</tr>
+{% for ln in c.lines %}<tr><td class="l">{{ ln.variant }}</td><td class="l">{{ ln.runtime }}</td><td>{{ ln.batch }}</td>{% for t in ln.cells %}<td>{{ t }}</td>{% endfor %}</tr>{% endfor %}
+</table>
+<div class="chart">{{ c.bars | safe }}</div>
+<div class="chart">{{ c.scatter | safe }}</div>
+{% else %}<p class="muted">No model was measured on more than one device: add results files from other devices to compare.</p>{% endfor %}
 
 <h2>Failed and skipped cells</h2>
 {% if problems %}<table><tr><th class="l">status</th><th class="l">model</th><th class="l">variant</th><th class="l">runtime</th><th class="l">device</th><th>batch</th><th class="l">reason</th></tr>
@@ -92,6 +100,9 @@ def _devices(report: Report) -> list[dict[str, str]]:
             "key": key, "flags": ", ".join(env.get("cpu_flags") or []) or "—",
             "gpu": "; ".join(f"{g.get('name')} (driver {g.get('driver')})" for g in env.get("gpu") or []) or "—",
             "os": f"{env.get('os', '?')} · Python {env.get('python', '?')}",
+            "hw": ", ".join(filter(None, [
+                f"{env['cores_physical']} cores" if env.get("cores_physical") else "",
+                f"{env['memory_gb']} GB" if env.get("memory_gb") else ""])) or "—",
             "versions": ", ".join(f"{k} {v}" for k, v in sorted((env.get("versions") or {}).items())),
             "git": env.get("git_rev") or "—",
         }
@@ -102,13 +113,29 @@ def _cells(row: dict[str, Any], best: dict[tuple[str, Any], Any]) -> list[dict[s
     cells = []
     for key, _, spec, better in COLUMNS:
         value = row.get(key)
-        text = fmt(value, spec)
+        text = cell_text(row, key, spec)
         if key == "variant" and row.get("identical_to"):
             text += f" (≡ {row['identical_to']})"
+        if key == "ran_as" and row["warning"]:
+            text += " ⚠"
         is_best = better and value is not None and best.get((key, row["batch"])) == value
         cls = ("l " if key in ("variant", "settings", "runtime", "ran_as") else "") + ("best" if is_best else "")
         cells.append({"text": text, "cls": cls.strip(), "title": row["warning"] if key == "ran_as" else ""})
     return cells
+
+
+def _cross(report: Report) -> list[dict[str, Any]]:
+    sections = []
+    for model, (devices, lines) in cross_device_table(report).items():
+        rows = [r for r in report.ok if str(r.get("model")) == model]
+        sections.append({
+            "model": model, "devices": devices,
+            "lines": [dict(ln, cells=[cross_cell(ln["devices"].get(d)) for d in devices]) for ln in lines],
+            "bars": _div(charts.cross_device_speedups(model, devices, lines)),
+            "scatter": _div(charts.accuracy_vs_latency(rows, f"{model}: accuracy vs compute latency, all devices",
+                                                       by_device=True)),
+        })
+    return sections
 
 
 def render_html(report: Report, out: Path) -> Path:
@@ -147,7 +174,7 @@ def render_html(report: Report, out: Path) -> Path:
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), sources=report.sources,
         counts={"ok": counts.get("ok", 0), "failed": counts.get("failed", 0), "skipped": counts.get("skipped", 0)},
         warnings=report.warnings, devices=_devices(report), groups=groups, columns=COLUMNS,
-        cross=_div(charts.cross_device(report)), problems=problems,
+        cross=_cross(report), problems=problems,
         reasons=Counter((p["status"], p["error"]) for p in problems).most_common())
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from .model import Report, device_key, fp32_reference, runtime_label, settings_summary
+from .model import Report, device_key, fp32_reference, runtime_label, settings_summary, speedup_vs
 
 # (key, header, format, better): better is "max", "min" or None (not ranked).
 COLUMNS = [
@@ -26,6 +26,7 @@ COLUMNS = [
     ("quant_mem", "calib peak MB", "{:.0f}", None),
     ("ran_as", "ran as", "{}", None),
 ]
+RELATIVE = {"delta", "p50_pct", "speedup", "size_pct"}
 
 
 def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -34,6 +35,8 @@ def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, An
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in report.ok:
         base = ref.get((r.get("model"), device_key(r), runtime_label(r), r.get("batch")))
+        is_ref = base is r
+        rel = base if base is not None and not is_ref else None  # relative columns stay empty on the reference
         p50 = r.get("compute_p50_ms")
         top1 = r.get("top1")
         share = r.get("int8_op_share")
@@ -44,18 +47,17 @@ def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, An
             "variant": r.get("variant"), "settings": settings_summary(r), "runtime": runtime_label(r),
             "batch": r.get("batch"),
             "top1": top1 * 100 if top1 is not None else None,
-            "delta": (top1 - base["top1"]) * 100 if base and top1 is not None and base.get("top1") is not None else None,
+            "delta": (top1 - rel["top1"]) * 100 if rel and top1 is not None and rel.get("top1") is not None else None,
             "agreement": r["agreement_top1"] * 100 if r.get("agreement_top1") is not None else None,
             "p50": p50, "p99": r.get("compute_p99_ms"),
-            "p50_pct": 100 * p50 / base["compute_p50_ms"] if base and p50 and base.get("compute_p50_ms") else None,
-            "speedup": r.get("speedup_interleaved") if r.get("speedup_interleaved") is not None
-            else (100 / (100 * p50 / base["compute_p50_ms"]) if base and p50 and base.get("compute_p50_ms") else None),
+            "p50_pct": 100 * p50 / rel["compute_p50_ms"] if rel and p50 and rel.get("compute_p50_ms") else None,
+            "speedup": speedup_vs(r, rel),
             "throughput": r.get("throughput_ips"),
             "size_mb": r["size_bytes"] / 1e6 if r.get("size_bytes") else None,
-            "size_pct": 100 * r["size_bytes"] / base["size_bytes"] if base and r.get("size_bytes") and base.get("size_bytes") else None,
+            "size_pct": 100 * r["size_bytes"] / rel["size_bytes"] if rel and r.get("size_bytes") and rel.get("size_bytes") else None,
             "quant_time": r.get("quant_time_s"), "quant_mem": r.get("quant_peak_mem_mb"),
             "ran_as": ran, "warning": r.get("audit_warning") or "", "identical_to": r.get("identical_to") or "",
-            "weights": r.get("weights") or "", "row": r,
+            "weights": r.get("weights") or "", "ref": is_ref, "row": r,
         })
     for rows in groups.values():
         rows.sort(key=lambda x: (str(x["runtime"]), x["batch"] or 0, {"fp32": 0, "fp16": 1}.get(str(x["row"].get("precision")), 2), str(x["variant"])))
@@ -63,15 +65,58 @@ def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, An
 
 
 def best_values(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Best value of each ranked column within one table (per batch size for latency columns)."""
+    """Best value of each ranked column within ``rows``; a column whose values are all equal has no best."""
     best: dict[str, Any] = {}
     for key, _, _, better in COLUMNS:
         if not better:
             continue
         vals = [r[key] for r in rows if r.get(key) is not None]
-        if vals:
+        if len(set(vals)) > 1:
             best[key] = max(vals) if better == "max" else min(vals)
     return best
+
+
+def cell_text(row: dict[str, Any], key: str, spec: str) -> str:
+    """A formatted table cell; the FP32 reference row reads "ref" in the columns relative to it."""
+    if row.get("ref") and key in RELATIVE:
+        return "ref"
+    return fmt(row.get(key), spec)
+
+
+def cross_device_table(report: Report) -> dict[str, tuple[list[str], list[dict[str, Any]]]]:
+    """Per model: the devices, and one line per (variant, runtime, batch) with each device's p50 and speedup.
+
+    Speedups are relative to each device's own FP32 on the same runtime and batch; only models measured on
+    two or more devices are listed.
+    """
+    ref = fp32_reference(report.ok)
+    out: dict[str, tuple[list[str], list[dict[str, Any]]]] = {}
+    by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in report.ok:
+        by_model[str(r.get("model"))].append(r)
+    for model, rows in sorted(by_model.items()):
+        devices = sorted({device_key(r) for r in rows})
+        if len(devices) < 2:
+            continue
+        lines: dict[tuple, dict[str, Any]] = {}
+        for r in rows:
+            key = (runtime_label(r), r.get("batch") or 0, str(r.get("precision")), str(r.get("variant")))
+            line = lines.setdefault(key, {"variant": r.get("variant"), "runtime": runtime_label(r),
+                                          "batch": r.get("batch"), "devices": {}})
+            base = ref.get((r.get("model"), device_key(r), runtime_label(r), r.get("batch")))
+            line["devices"][device_key(r)] = {"p50": r.get("compute_p50_ms"), "speedup": speedup_vs(r, base),
+                                              "ref": base is r}
+        order = sorted(lines, key=lambda k: (k[0], k[1], {"fp32": 0, "fp16": 1}.get(k[2], 2), k[3]))
+        out[model] = (devices, [lines[k] for k in order])
+    return out
+
+
+def cross_cell(v: dict[str, Any] | None) -> str:
+    """The "p50 (speedup×)" text for one device in the cross-device table."""
+    if v is None:
+        return "—"
+    ratio = "ref" if v["ref"] else fmt(v["speedup"], "{:.2f}×")
+    return f"{fmt(v['p50'], '{:.3f}')} ({ratio})"
 
 
 def fmt(value: Any, spec: str) -> str:

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from pathlib import Path
 
 from .model import Report
-from .tables import COLUMNS, comparison_groups, fmt
+from .tables import COLUMNS, cell_text, comparison_groups, cross_cell, cross_device_table, fmt
 
+TEXT_COLUMNS = {"variant", "settings", "runtime", "ran_as"}
 SCALAR_SKIP = {"env", "variant_settings", "runtime_settings", "dataset", "op_precisions", "runtime_versions",
                "artifact_notes"}
 
@@ -18,27 +20,41 @@ def _md_escape(text: str) -> str:
 
 def render_markdown(report: Report) -> str:
     """GitHub-flavoured tables per model and device, then failures and warnings."""
-    out = ["# quantbench report", ""]
+    counts = Counter(str(r.get("status")) for r in report.rows)
+    out = ["# quantbench report", "",
+           f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped cells from "
+           f"{len(report.sources)} results file(s).", ""]
     for w in report.warnings:
         out.append(f"> warning: {_md_escape(w)}")
     for (model, device), rows in sorted(comparison_groups(report).items()):
         out += ["", f"## {_md_escape(model)} on {_md_escape(device)}", ""]
         out.append("| " + " | ".join(c[1] for c in COLUMNS) + " |")
-        out.append("|" + "|".join("---" if i < 3 else "---:" for i in range(len(COLUMNS))) + "|")
+        out.append("|" + "|".join("---" if c[0] in TEXT_COLUMNS else "---:" for c in COLUMNS) + "|")
         for r in rows:
-            cells = [_md_escape(fmt(r.get(k), spec)) for k, _, spec, _ in COLUMNS]
+            cells = [_md_escape(cell_text(r, k, spec)) for k, _, spec, _ in COLUMNS]
             if r["warning"]:
                 cells[-1] += " ⚠"
             out.append("| " + " | ".join(cells) + " |")
         for r in rows:
             if r["warning"]:
                 out.append(f"\n⚠ {_md_escape(r['variant'])} on {_md_escape(r['runtime'])}: {_md_escape(r['warning'])}")
+    for model, (devices, lines) in cross_device_table(report).items():
+        out += ["", f"## {_md_escape(model)} across devices", "",
+                "Compute p50 ms (speedup vs the same device's FP32 on the same runtime and batch).", "",
+                "| variant | runtime | batch | " + " | ".join(_md_escape(d) for d in devices) + " |",
+                "|---|---|---:|" + "---:|" * len(devices)]
+        for line in lines:
+            cells = [_md_escape(fmt(line["variant"], "{}")), _md_escape(line["runtime"]), fmt(line["batch"], "{}")]
+            for d in devices:
+                v = line["devices"].get(d)
+                cells.append(cross_cell(v))
+            out.append("| " + " | ".join(cells) + " |")
     bad = report.not_ok
     if bad:
         out += ["", "## Failed and skipped cells", "", "| status | model | variant | runtime | device | reason |",
                 "|---|---|---|---|---|---|"]
         for r in bad:
-            out.append("| " + " | ".join(_md_escape(r.get(k, "")) for k in ("status", "model", "variant", "runtime", "device", "error")) + " |")
+            out.append("| " + " | ".join(_md_escape(fmt(r.get(k), "{}")) for k in ("status", "model", "variant", "runtime", "device", "error")) + " |")
     return "\n".join(out) + "\n"
 
 

@@ -30,6 +30,16 @@ def driver_present() -> bool:
     return False
 
 
+def parse_cuda_device(device: str, runtime: str) -> int:
+    """The index N of ``cuda`` / ``cuda:N``; raise RuntimeFailure (one line) for anything else."""
+    if device == "cuda":
+        return 0
+    head, _, index = device.partition(":")
+    if head != "cuda" or not index.isdigit():
+        raise RuntimeFailure(f"{runtime} runs on cuda devices ('cuda:0', 'cuda:1', ...), not '{device}'")
+    return int(index)
+
+
 def _binding_module() -> str | None:
     if importlib.util.find_spec("cuda") is not None:
         try:
@@ -74,6 +84,7 @@ class CudaBackend:
     def malloc(self, nbytes: int) -> int: ...
     def free(self, ptr: int) -> None: ...
     def pinned_empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray: ...
+    def free_pinned(self, array: np.ndarray) -> None: ...
     def htod_async(self, dptr: int, host: np.ndarray, stream: Any) -> None: ...
     def dtoh_async(self, host: np.ndarray, dptr: int, stream: Any) -> None: ...
     def stream_create(self) -> Any: ...
@@ -82,7 +93,9 @@ class CudaBackend:
     def event_create(self) -> Any: ...
     def event_record(self, event: Any, stream: Any) -> None: ...
     def event_elapsed_ms(self, start: Any, end: Any) -> float: ...
-    def release_pinned(self) -> None: ...
+    def stream_destroy(self, stream: Any) -> None: ...
+    def event_destroy(self, event: Any) -> None: ...
+    def driver_version(self) -> str: ...
 
 
 class _CudaPython(CudaBackend):
@@ -96,7 +109,7 @@ class _CudaPython(CudaBackend):
         else:
             from cuda import cudart  # type: ignore[no-redef]
         self.rt = cudart
-        self._pinned: list[tuple[int, np.ndarray]] = []
+        self._pinned: dict[int, int] = {}  # array data address -> cudaMallocHost pointer
 
     def _check(self, result: Any) -> Any:
         err, *values = result if isinstance(result, tuple) else (result,)
@@ -131,14 +144,14 @@ class _CudaPython(CudaBackend):
         ptr = int(self._check(self.rt.cudaMallocHost(max(1, nbytes))))
         buf = (ctypes.c_byte * max(1, nbytes)).from_address(ptr)
         arr = np.frombuffer(buf, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
-        self._pinned.append((ptr, arr))
+        self._pinned[arr.ctypes.data] = ptr
         return arr
 
-    def release_pinned(self) -> None:
-        """Free every pinned host buffer this backend handed out."""
-        for ptr, _ in self._pinned:
-            self.rt.cudaFreeHost(ptr)
-        self._pinned.clear()
+    def free_pinned(self, array: np.ndarray) -> None:
+        """Free one buffer from :meth:`pinned_empty` (the array must not be used afterwards)."""
+        ptr = self._pinned.pop(array.ctypes.data, None)
+        if ptr is not None:
+            self._check(self.rt.cudaFreeHost(ptr))
 
     def htod_async(self, dptr: int, host: np.ndarray, stream: Any) -> None:
         self._check(self.rt.cudaMemcpyAsync(dptr, host.ctypes.data, host.nbytes,
@@ -166,6 +179,16 @@ class _CudaPython(CudaBackend):
     def event_elapsed_ms(self, start: Any, end: Any) -> float:
         self._check(self.rt.cudaEventSynchronize(end))
         return float(self._check(self.rt.cudaEventElapsedTime(start, end)))
+
+    def stream_destroy(self, stream: Any) -> None:
+        self._check(self.rt.cudaStreamDestroy(stream))
+
+    def event_destroy(self, event: Any) -> None:
+        self._check(self.rt.cudaEventDestroy(event))
+
+    def driver_version(self) -> str:
+        v = int(self._check(self.rt.cudaDriverGetVersion()))
+        return f"{v // 1000}.{v % 1000 // 10}"
 
 
 class _PyCuda(CudaBackend):
@@ -206,6 +229,11 @@ class _PyCuda(CudaBackend):
     def pinned_empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         return self.drv.pagelocked_empty(shape, dtype)
 
+    def free_pinned(self, array: np.ndarray) -> None:
+        base = getattr(array, "base", None)
+        if base is not None and hasattr(base, "free"):
+            base.free()
+
     def htod_async(self, dptr: int, host: np.ndarray, stream: Any) -> None:
         self.drv.memcpy_htod_async(dptr, host, stream)
 
@@ -230,6 +258,16 @@ class _PyCuda(CudaBackend):
     def event_elapsed_ms(self, start: Any, end: Any) -> float:
         end.synchronize()
         return float(start.time_till(end))
+
+    def stream_destroy(self, stream: Any) -> None:
+        pass  # pycuda frees streams and events when they are garbage-collected
+
+    def event_destroy(self, event: Any) -> None:
+        pass
+
+    def driver_version(self) -> str:
+        v = self.drv.get_driver_version()
+        return f"{v // 1000}.{v % 1000 // 10}"
 
 
 _BACKEND: CudaBackend | None = None
@@ -257,6 +295,11 @@ class CudaEventClock(Clock):
     def __init__(self, backend: CudaBackend, stream: Any) -> None:
         self.backend, self.stream = backend, stream
         self.start, self.end = backend.event_create(), backend.event_create()
+
+    def close(self) -> None:
+        """Destroy the two events (the adapter calls this when it deactivates)."""
+        for event in (self.start, self.end):
+            self.backend.event_destroy(event)
 
     def time(self, fn: Callable[..., Any], *args: Any) -> tuple[Any, int]:
         self.backend.event_record(self.start, self.stream)

@@ -5,28 +5,54 @@ The precision path depends on the TensorRT generation (see :mod:`runtimes.trt_pl
 """
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .base import Artifact, Availability, Clock, Runtime, RuntimeFailure, missing_package
-from .cuda_mem import CudaEventClock, cuda_availability, load_backend
-from exporters.artifacts import sha256_file
-
-from .trt_plan import choose_precision_path, engine_cache_key
+from .cuda_mem import CudaEventClock, cuda_availability, load_backend, parse_cuda_device
+from .trt_plan import calibration_cache_key, choose_precision_path, engine_cache_key, qdq_problem
 
 
-def _default_cache_dir() -> Path:
+def default_cache_dir() -> Path:
+    """``$QUANTBENCH_CACHE/trt`` or ``~/.cache/quantbench/trt``."""
     return Path(os.environ.get("QUANTBENCH_CACHE", Path.home() / ".cache" / "quantbench")) / "trt"
 
 
+def _sha256(path: Path) -> str:
+    from exporters.artifacts import sha256_file
+
+    return sha256_file(path)
+
+
+def _make_logger(trt: Any) -> Any:
+    """A TensorRT logger that keeps error messages, so a failed build can say why in one line."""
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
+                self.errors.append(" ".join(str(msg).split()))
+            if int(severity) <= int(trt.ILogger.Severity.WARNING):
+                print(f"[TensorRT] {msg}", flush=True)  # the cell log
+
+    return _Logger()
+
+
 class TensorRTRuntime(Runtime):
-    """TensorRT 10.x or 11.x. Options: workspace_mb, cache_dir, builder_optimization_level."""
+    """TensorRT 10.x or 11.x.
+
+    Options: ``workspace_mb`` (default 2048), ``cache_dir`` (engine cache, default
+    ``~/.cache/quantbench/trt``), ``builder_optimization_level``, ``strongly_typed`` (TensorRT 10:
+    build fp16/int8 from the typed ONNX instead of precision flags), ``tf32`` (default true, as
+    TensorRT's), ``batch`` (profile max when the harness gives none).
+    """
 
     name = "tensorrt"
     formats = ("onnx", "trt-calibrate")
@@ -35,7 +61,7 @@ class TensorRTRuntime(Runtime):
 
     @classmethod
     def availability(cls) -> Availability:
-        missing = missing_package("tensorrt", cls.extra, "tensorrt / tox -e tensorrt10")
+        missing = missing_package("tensorrt", cls.extra, "tensorrt (11.x) / tox -e tensorrt10 (10.x)")
         if missing:
             return missing
         cuda = cuda_availability(cls.extra, cls.tox_env)
@@ -50,205 +76,279 @@ class TensorRTRuntime(Runtime):
 
     @classmethod
     def devices(cls) -> list[str]:
-        return [f"cuda:{i}" for i in range(load_backend().device_count())]
+        try:
+            return [f"cuda:{i}" for i in range(load_backend().device_count())]
+        except Exception:  # noqa: BLE001 - discovery must not fail on a broken driver
+            return []
 
     @classmethod
     def versions(cls) -> dict[str, str]:
         import tensorrt as trt
 
-        return {"tensorrt": trt.__version__, "cuda_backend": load_backend().name}
+        v = {"tensorrt": trt.__version__}
+        try:
+            backend = load_backend()
+            v.update({"cuda_backend": backend.name, "cuda_driver": backend.driver_version(),
+                      "gpu": backend.device_name(0)})
+        except Exception:  # noqa: BLE001
+            pass
+        return v
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
-        return ("threads", "workspace_mb", "cache_dir", "builder_optimization_level")
+        return ("workspace_mb", "cache_dir", "builder_optimization_level", "strongly_typed", "tf32", "batch")
+
+    def supports(self, artifact: Artifact) -> str | None:
+        reason = super().supports(artifact)
+        if reason:
+            return reason
+        if artifact.format == "onnx" and artifact.precision == "int8" and artifact.path and Path(artifact.path).is_file():
+            return qdq_problem(Path(artifact.path))
+        return None
 
     # ---- build -----------------------------------------------------------------------------------
     def _activate_impl(self, artifact: Artifact) -> None:
         import tensorrt as trt
 
-        if not self.device.startswith("cuda"):
-            raise RuntimeFailure(f"tensorrt runs on cuda devices, not '{self.device}'")
+        self.device_index = parse_cuda_device(self.device, self.name)
         self.trt = trt
         self.cuda = load_backend()
-        self.device_index = int(self.device.split(":")[1]) if ":" in self.device else 0
         self.cuda.set_device(self.device_index)
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        major = int(trt.__version__.split(".")[0])
+        self.trt_major = int(trt.__version__.split(".")[0])
         try:
-            self.plan = choose_precision_path(major, artifact)
+            self.plan = choose_precision_path(self.trt_major, artifact, bool(self.options.get("strongly_typed")))
         except ValueError as exc:
             raise RuntimeFailure(str(exc)) from None
-        self._build_info: dict[str, Any] = {"trt_version": trt.__version__, "precision_path": self.plan.note}
-        self.engine = self._load_or_build(artifact)
-        self.context = self.engine.create_execution_context()
+        self.logger = _make_logger(trt)
+        self._build_info: dict[str, Any] = {"trt_version": trt.__version__, "precision_path": self.plan.note,
+                                            "builder_flags": list(self.plan.flags),
+                                            "strongly_typed": self.plan.strongly_typed or self.trt_major >= 11}
         self.stream = self.cuda.stream_create()
-        self.input_name, self.output_name = self._io_names()
+        self._clock: CudaEventClock | None = None
         self._buffers: dict[str, int] = {}
+        self._pinned: list[np.ndarray] = []
         self._shape: tuple[int, ...] | None = None
+        self.engine = self.context = self.runtime_trt = None
+        self.profile_max = self.batch or (int(self.options["batch"]) if self.options.get("batch") else None)
+        if self.profile_max is not None:
+            try:
+                self._load_engine(artifact, self.profile_max)
+            except BaseException:
+                self._deactivate_impl()  # activate failed: deactivate() will not be called
+                raise
+        # else: the engine is built for the first staged batch (no batch given by the harness or options)
 
-    def _load_or_build(self, artifact: Artifact) -> Any:
+    def _load_engine(self, artifact: Artifact, batch: int) -> None:
         trt = self.trt
         onnx_path = Path(self.plan.onnx_path)
-        cache_dir = Path(self.options.get("cache_dir") or _default_cache_dir())
-        key = engine_cache_key(sha256_file(onnx_path), self.plan,
-                               {k: self.options.get(k) for k in ("workspace_mb", "builder_optimization_level")},
-                               trt.__version__, self.cuda.device_name(self.device_index),
-                               self.cuda.compute_capability(self.device_index), self.batch)
+        if not onnx_path.is_file():
+            raise RuntimeFailure(f"tensorrt: ONNX file not found: {onnx_path}")
+        cache_dir = Path(self.options.get("cache_dir") or default_cache_dir())
+        model_sha = _sha256(onnx_path)
+        key_options = {k: self.options.get(k) for k in ("workspace_mb", "builder_optimization_level", "tf32")}
+        key = engine_cache_key(model_sha, self.plan, key_options, trt.__version__,
+                               self.cuda.device_name(self.device_index),
+                               self.cuda.compute_capability(self.device_index), batch, dict(artifact.settings))
         engine_path = cache_dir / f"{key}.engine"
-        runtime = trt.Runtime(self.logger)
-        self.runtime_trt = runtime
+        self.runtime_trt = trt.Runtime(self.logger)
         if engine_path.is_file():
             self._build_info.update({"engine_cache": "hit", "build_s": 0.0})
         else:
+            calib_path = None
+            if self.plan.calibrator:
+                calib_path = cache_dir / (calibration_cache_key(model_sha, self.plan.calibrator, trt.__version__,
+                                                                dict(artifact.settings)) + ".calib")
             t0 = time.perf_counter()
-            serialized = self._build(onnx_path, artifact, cache_dir / f"{key}.calib")
+            serialized = self._build(onnx_path, artifact, batch, calib_path)
             self._build_info.update({"engine_cache": "miss", "build_s": round(time.perf_counter() - t0, 3)})
             cache_dir.mkdir(parents=True, exist_ok=True)
-            engine_path.write_bytes(bytes(serialized))
-        self._build_info["engine_bytes"] = engine_path.stat().st_size
-        engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+            tmp = engine_path.with_name(f"{engine_path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(bytes(serialized))
+            tmp.replace(engine_path)  # atomic: parallel cells never read a half-written engine
+        self._build_info.update({"engine_bytes": engine_path.stat().st_size, "engine_key": key,
+                                 "profile_batch": [1, batch, batch]})
+        engine = self.runtime_trt.deserialize_cuda_engine(engine_path.read_bytes())
         if engine is None:
-            raise RuntimeFailure(f"tensorrt could not deserialize {engine_path} (built by another TensorRT/GPU?)")
-        return engine
+            why = self.logger.errors[-1] if self.logger.errors else "built by another TensorRT version or GPU?"
+            raise RuntimeFailure(f"tensorrt could not deserialize {engine_path.name}: {why}")
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        if self.context is None:
+            raise RuntimeFailure("tensorrt could not create an execution context (out of GPU memory?)")
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or not outputs:
+            raise RuntimeFailure(f"tensorrt adapter runs single-input models; this engine has inputs {inputs}")
+        self.input_name, self.output_name = inputs[0], outputs[0]
+        self.input_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.input_name)))
+        self.output_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.output_name)))
 
-    def _build(self, onnx_path: Path, artifact: Artifact, calib_cache: Path) -> Any:
+    def _build(self, onnx_path: Path, artifact: Artifact, batch: int, calib_path: Path | None) -> Any:
         trt = self.trt
         builder = trt.Builder(self.logger)
         flags = 0
-        strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-        if self.plan.strongly_typed and strongly_typed is not None and int(trt.__version__.split(".")[0]) < 11:
-            flags |= 1 << int(strongly_typed)  # TensorRT 11 is always strongly typed
+        strongly = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+        if self.plan.strongly_typed and strongly is not None:
+            flags |= 1 << int(strongly)  # required on 10.x, accepted and ignored on 11.x
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, self.logger)
         if not parser.parse_from_file(str(onnx_path)):
-            errors = "; ".join(str(parser.get_error(i)).splitlines()[0] for i in range(parser.num_errors))
+            errors = "; ".join(" ".join(str(parser.get_error(i)).split()) for i in range(parser.num_errors))
             raise RuntimeFailure(f"tensorrt could not parse {onnx_path.name}: {errors or 'unknown error'}")
+        if network.num_inputs != 1:
+            raise RuntimeFailure(f"tensorrt adapter runs single-input models; {onnx_path.name} has {network.num_inputs}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(self.options.get("workspace_mb", 2048)) << 20)
         if self.options.get("builder_optimization_level") is not None:
             config.builder_optimization_level = int(self.options["builder_optimization_level"])
-        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the inspector's per-layer precisions
+        if self.options.get("tf32") is False and hasattr(trt.BuilderFlag, "TF32"):
+            config.clear_flag(trt.BuilderFlag.TF32)
         for flag in self.plan.flags:
+            if not hasattr(trt.BuilderFlag, flag):
+                raise RuntimeFailure(f"TensorRT {trt.__version__} has no {flag} builder flag (strongly typed only)")
             config.set_flag(getattr(trt.BuilderFlag, flag))
         inp = network.get_input(0)
         sample = tuple(int(d) for d in inp.shape[1:])
         if any(d < 0 for d in sample):
             raise RuntimeFailure(f"tensorrt needs static non-batch dimensions, {onnx_path.name} has {tuple(inp.shape)}")
-        batch = self.batch or 1
+        static_batch = int(inp.shape[0])
+        if static_batch > 0 and static_batch != batch:
+            raise RuntimeFailure(f"{onnx_path.name} has a fixed batch of {static_batch}, cannot run batch {batch}")
         profile = builder.create_optimization_profile()
         profile.set_shape(inp.name, (1, *sample), (batch, *sample), (batch, *sample))
         config.add_optimization_profile(profile)
-        self._calib_buffers: list[int] = []
+        feed, device_buffer = None, None
         if self.plan.calibrator:
-            config.int8_calibrator = self._calibrator(artifact, inp.name, sample, calib_cache, builder, config)
-        serialized = builder.build_serialized_network(network, config)
-        for ptr in self._calib_buffers:
-            self.cuda.free(ptr)
+            feed, device_buffer, calibrator = self._calibrator(artifact, inp.name, sample, calib_path, builder, config)
+            config.int8_calibrator = calibrator
+        try:
+            serialized = builder.build_serialized_network(network, config)
+        finally:
+            if device_buffer is not None:
+                self.cuda.free(device_buffer)
+        if feed is not None:
+            if feed.error is not None:
+                raise RuntimeFailure(f"tensorrt calibration failed: {feed.error}")
+            self._build_info.update({"calibrator": self.plan.calibrator, "calibration_batches": feed.batches_fed,
+                                     "calibration_samples": feed.samples_fed,
+                                     "calibration_cache": "hit" if feed.cache_read else "miss"})
         if serialized is None:
-            raise RuntimeFailure(f"tensorrt failed to build an engine for {onnx_path.name} (see the cell log)")
+            why = self.logger.errors[-1] if self.logger.errors else "no error message from TensorRT"
+            raise RuntimeFailure(f"tensorrt failed to build an engine for {onnx_path.name}: {why}")
         return serialized
 
-    def _calibrator(self, artifact: Artifact, input_name: str, sample: tuple[int, ...], cache: Path,
-                    builder: Any, config: Any) -> Any:
+    def _calibrator(self, artifact: Artifact, input_name: str, sample: tuple[int, ...], cache: Path | None,
+                    builder: Any, config: Any) -> tuple[Any, int, Any]:
         from .trt_calibrator import CalibrationFeed, make_calibrator
 
         if artifact.calibration is None:
             raise RuntimeFailure("tensorrt calibration needs calibration data (artifact.calibration)")
         reader = artifact.calibration()
-        batch_size = reader.batch_size
-        calib_profile = builder.create_optimization_profile()
+        batch_size = int(getattr(reader, "batch_size", 0) or self.profile_max or 1)
         shape = (batch_size, *sample)
+        calib_profile = builder.create_optimization_profile()
         calib_profile.set_shape(input_name, shape, shape, shape)
         config.set_calibration_profile(calib_profile)
-        nbytes = int(np.prod(shape)) * 4
-        device_buffer = self.cuda.malloc(nbytes)
-        self._calib_buffers.append(device_buffer)
-        stream = self.cuda.stream_create()
+        device_buffer = self.cuda.malloc(int(np.prod(shape)) * 4)
+        stream = self.stream
 
         def to_device(x: np.ndarray) -> int:
             self.cuda.htod_async(device_buffer, x, stream)
             self.cuda.stream_sync(stream)
             return device_buffer
 
-        feed = CalibrationFeed(reader, batch_size, cache, to_device)
-        self._build_info["calibrator"] = self.plan.calibrator
-        return make_calibrator(self.trt, self.plan.calibrator or "entropy", feed)
-
-    def _io_names(self) -> tuple[str, str]:
-        trt = self.trt
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        return inputs[0], outputs[0]
+        assert cache is not None
+        feed = CalibrationFeed(reader, batch_size, cache, to_device, sample_shape=sample)
+        self._calibrator_obj = make_calibrator(self.trt, self.plan.calibrator or "entropy", feed)  # keep alive
+        return feed, device_buffer, self._calibrator_obj
 
     def _bind(self, shape: tuple[int, ...]) -> None:
         """(Re)allocate device and pinned buffers for a batch shape."""
-        for ptr in self._buffers.values():
-            self.cuda.free(ptr)
-        self.context.set_input_shape(self.input_name, shape)
+        self._free_buffers()
+        if not self.context.set_input_shape(self.input_name, shape):
+            raise RuntimeFailure(f"tensorrt: input shape {shape} is outside the engine's profile "
+                                 f"(batch 1..{self.profile_max})")
         out_shape = tuple(self.context.get_tensor_shape(self.output_name))
-        self.host_in = self.cuda.pinned_empty(shape, np.float32)
-        self.host_out = self.cuda.pinned_empty(out_shape, np.float32)
+        self.host_in = self.cuda.pinned_empty(shape, self.input_dtype)
+        self.host_out = self.cuda.pinned_empty(out_shape, self.output_dtype)
+        self._pinned = [self.host_in, self.host_out]
         self._buffers = {self.input_name: self.cuda.malloc(self.host_in.nbytes),
                          self.output_name: self.cuda.malloc(self.host_out.nbytes)}
         for name, ptr in self._buffers.items():
             self.context.set_tensor_address(name, ptr)
         self._shape = shape
 
+    def _free_buffers(self) -> None:
+        for ptr in self._buffers.values():
+            self.cuda.free(ptr)
+        for arr in self._pinned:
+            self.cuda.free_pinned(arr)
+        self._buffers, self._pinned, self._shape = {}, [], None
+
     # ---- run -------------------------------------------------------------------------------------
     def _stage_impl(self, inputs: np.ndarray) -> Any:
+        if self.engine is None:  # no batch known at activate: build for this one
+            self.profile_max = int(inputs.shape[0])
+            self._load_engine(self.artifact, self.profile_max)
         if inputs.shape != self._shape:
+            if inputs.shape[0] > (self.profile_max or 0):
+                raise RuntimeFailure(f"tensorrt engine was built for batch <= {self.profile_max}, got {inputs.shape[0]}")
             self._bind(tuple(inputs.shape))
-        np.copyto(self.host_in, inputs)
+        np.copyto(self.host_in, inputs, casting="same_kind")
         self.cuda.htod_async(self._buffers[self.input_name], self.host_in, self.stream)
         self.cuda.stream_sync(self.stream)
         return self._buffers[self.input_name]
 
     def _infer_impl(self, staged: Any) -> Any:
         if not self.context.execute_async_v3(self.cuda.stream_handle(self.stream)):
-            raise RuntimeFailure("tensorrt execute_async_v3 failed")
+            why = self.logger.errors[-1] if self.logger.errors else "no error message"
+            raise RuntimeFailure(f"tensorrt execute_async_v3 failed: {why}")
         self.cuda.stream_sync(self.stream)
         return self._buffers[self.output_name]
 
     def _fetch_impl(self, outputs: Any) -> np.ndarray:
         self.cuda.dtoh_async(self.host_out, outputs, self.stream)
         self.cuda.stream_sync(self.stream)
-        return np.array(self.host_out, copy=True)
+        return np.array(self.host_out, dtype=np.float32, copy=True)
 
     def clock(self) -> Clock:
-        return CudaEventClock(self.cuda, self.stream)
+        if self._clock is None:
+            self._clock = CudaEventClock(self.cuda, self.stream)
+        return self._clock
 
     def settings_used(self) -> dict[str, Any]:
-        return {**{k: v for k, v in self.options.items() if k != "cache_dir"}, **self._build_info}
+        applied = {k: v for k, v in self.options.items() if k != "cache_dir"}
+        applied.setdefault("workspace_mb", 2048)
+        applied.setdefault("tf32", True)
+        return {**applied, **self._build_info}
 
     def execution_report(self) -> dict[str, Any]:
-        """Layer output precisions from TensorRT's engine inspector (detailed profiling verbosity)."""
+        """Layer precisions from TensorRT's engine inspector (detailed profiling verbosity)."""
+        from .trt_inspect import summarize_engine_layers
+
+        requested = self.artifact.precision if self.artifact else ""
+        if self.engine is None:
+            return {"audit_note": "no engine was built"}
         try:
             inspector = self.engine.create_engine_inspector()
-            info = json.loads(inspector.get_engine_information(self.trt.LayerInformationFormat.JSON))
+            if self.context is not None:
+                inspector.execution_context = self.context  # full format strings
+            info = inspector.get_engine_information(self.trt.LayerInformationFormat.JSON)
+            report = summarize_engine_layers(info, requested)
         except Exception as exc:  # noqa: BLE001 - the inspector is best effort
-            return {"audit_note": f"engine inspector unavailable: {exc}"}
-        counts: Counter[str] = Counter()
-        for layer in info.get("Layers", []):
-            if not isinstance(layer, dict) or layer.get("LayerType") in ("Reformat", "NoOp", "Shuffle"):
-                continue
-            outputs = layer.get("Outputs") or []
-            # TensorRT 10 reports "Format/Datatype"; 11 split it into separate fields: read them all.
-            fmt = json.dumps(outputs[0]) if outputs else ""
-            prec = "int8" if "Int8" in fmt else "fp16" if "Half" in fmt else "fp32" if "Float" in fmt else "other"
-            counts[prec] += 1
-        total = sum(v for k, v in counts.items() if k != "other")
-        if not total:
-            return {"audit_note": "engine inspector reported no layer precisions", **self._build_info}
-        dominant, n = counts.most_common(1)[0]
-        return {"exec_precision": dominant if n == sum(counts.values()) else "mixed",
-                "int8_op_share": round(counts.get("int8", 0) / total, 4), "op_precisions": dict(counts),
-                "audit_note": f"{self.plan.note}; engine layers: " + ", ".join(f"{k} {v}" for k, v in counts.items())}
+            return {"exec_precision": requested or None,
+                    "audit_note": f"{self.plan.note}; engine inspector unavailable ({str(exc).splitlines()[0]})"}
+        report["audit_note"] = f"{self.plan.note}; {report.get('audit_note', '')}"
+        return report
 
     def _deactivate_impl(self) -> None:
-        for ptr in getattr(self, "_buffers", {}).values():
-            self.cuda.free(ptr)
-        self._buffers = {}
-        self.cuda.release_pinned()
-        self.context = None
+        self._free_buffers()
+        if self._clock is not None:
+            self._clock.close()
+            self._clock = None
+        self.context = None  # context before engine before runtime: TensorRT's destruction order
         self.engine = None
+        self.runtime_trt = None
+        self.cuda.stream_destroy(self.stream)

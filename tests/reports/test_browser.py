@@ -18,10 +18,14 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 def test_report_renders_in_chromium(tmp_path, real_results):
     from playwright.sync_api import sync_playwright
 
-    other = make_row(99, model="fashion_cnn", host="edge-box", variant="fp32")
+    # A second device (made-up numbers: this exercises the renderer, not a measurement).
+    other = [make_row(99, model="fashion_cnn", host="edge-box", variant="fp32"),
+             dict(make_row(96, model="fashion_cnn", host="edge-box", variant="int8-minmax", precision="int8"),
+                  compute_p50_ms=0.4, exec_precision="mixed", int8_op_share=0.6,
+                  audit_warning="2 of 5 compute nodes ran in fp32")]
     evil = make_row(98, model="<script>window.__pwned=1</script>", variant="<img src=x onerror=window.__pwned=2>")
     failed = make_row(97, status="failed")
-    extra = write_rows(tmp_path / "other.jsonl", [other, evil, failed])
+    extra = write_rows(tmp_path / "other.jsonl", [*other, evil, failed])
     out = render_html(build_report([real_results, extra]), tmp_path / "report.html")
     errors: list[str] = []
     with sync_playwright() as p:

@@ -1,0 +1,344 @@
+"""TensorRT adapter: build decisions, cache keys, calibration feeding and Q/DQ checks run everywhere;
+engine build/run tests run where TensorRT and a GPU exist (marker ``tensorrt``)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from calibration_data import BatchReader, Preprocess, open_source
+from runtimes import Artifact, RuntimeFailure, create_runtime, get_runtime_class
+from runtimes.trt_calibrator import CalibrationFeed
+from runtimes.trt_inspect import summarize_engine_layers
+from runtimes.trt_plan import (
+    TRT11_CALIBRATOR_REMOVED, PrecisionPlan, calibration_cache_key, choose_precision_path, engine_cache_key,
+    qdq_problem,
+)
+
+FP32 = Artifact("onnx", "fp32", Path("/m/fp32.onnx"))
+FP16 = Artifact("onnx", "fp16", Path("/m/fp16.onnx"), reference_path=Path("/m/fp32.onnx"))
+INT8 = Artifact("onnx", "int8", Path("/m/int8.onnx"), reference_path=Path("/m/fp32.onnx"))
+ENTROPY = Artifact("trt-calibrate", "int8", Path("/m/fp32.onnx"), settings={"calibrator": "entropy"})
+MINMAX = Artifact("trt-calibrate", "int8", Path("/m/fp32.onnx"), settings={"calibrator": "minmax"})
+
+
+# ---- helpers shared with test_ort_cuda ---------------------------------------------------------------
+def fashion_model(path: Path, seed: int = 0) -> Path:
+    """A tiny Conv-Relu-Gemm classifier for 1x28x28 Fashion-MNIST inputs, dynamic batch."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((4, 1, 3, 3)) * 0.5).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32) * 0.1
+    g = (rng.standard_normal((10, 4 * 13 * 13)) * 0.05).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["c"], strides=[2, 2]),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Flatten", ["r"], ["f"]),
+             helper.make_node("Gemm", ["f", "g"], ["logits"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "fashion_tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        [onnx.numpy_helper.from_array(a, n) for a, n in ((w, "w"), (b, "b"), (g, "g"))])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def fashion_reader(n: int = 40, batch: int = 16) -> BatchReader:
+    """Real Fashion-MNIST samples (the shipped subset), scaled to [0, 1]."""
+    split = open_source("fashion-mnist-subset").calibration
+    return BatchReader(split, Preprocess(), split.select(n, seed=0), batch, "input")
+
+
+def quantize(fp32: Path, out: Path, **settings) -> Path:
+    from exporters.quantize import QuantSettings, quantize_qdq
+
+    qs = QuantSettings(calib_samples=32, calib_batch=16, **settings)
+    quantize_qdq(fp32, out, qs, fashion_reader(32, 16))
+    return out
+
+
+def host_reference(path: Path, x: np.ndarray) -> np.ndarray:
+    with create_runtime("ort-cpu") as cpu:
+        cpu.activate(Artifact("onnx", "fp32", path), batch=x.shape[0])
+        return cpu.fetch(cpu.infer(cpu.stage(x)))
+
+
+# ---- precision paths ---------------------------------------------------------------------------------------
+def test_tensorrt10_paths_use_flags_or_calibrators():
+    fp32 = choose_precision_path(10, FP32)
+    assert fp32.flags == () and fp32.onnx_path == "/m/fp32.onnx" and fp32.calibrator is None
+    fp16 = choose_precision_path(10, FP16)
+    assert (fp16.flags, fp16.onnx_path, fp16.strongly_typed) == (("FP16",), "/m/fp32.onnx", False)
+    typed16 = choose_precision_path(10, FP16, strongly_typed=True)
+    assert (typed16.flags, typed16.onnx_path, typed16.strongly_typed) == ((), "/m/fp16.onnx", True)
+    int8 = choose_precision_path(10, INT8)
+    assert (int8.flags, int8.onnx_path, int8.calibrator) == (("INT8",), "/m/int8.onnx", None)
+    for art, kind in ((ENTROPY, "entropy"), (MINMAX, "minmax")):
+        cal = choose_precision_path(10, art)
+        assert (cal.flags, cal.onnx_path, cal.calibrator, cal.strongly_typed) == (("INT8",), "/m/fp32.onnx", kind, False)
+    with pytest.raises(ValueError, match="unknown TensorRT calibrator 'percentile'"):
+        choose_precision_path(10, Artifact("trt-calibrate", "int8", Path("x"), settings={"calibrator": "percentile"}))
+    with pytest.raises(ValueError, match="cannot build a 'torch' artifact"):
+        choose_precision_path(10, Artifact("torch", "fp32"))
+
+
+def test_tensorrt11_is_strongly_typed_from_the_file_and_refuses_calibrators():
+    for art in (FP32, FP16, INT8):
+        plan = choose_precision_path(11, art)
+        assert plan.strongly_typed and plan.flags == () and plan.calibrator is None
+        assert plan.onnx_path == str(art.path)  # fp16 from the fp16 ONNX, int8 from the QDQ ONNX
+    for art in (ENTROPY, MINMAX):
+        with pytest.raises(ValueError) as err:
+            choose_precision_path(11, art)
+        assert str(err.value) == TRT11_CALIBRATOR_REMOVED
+    assert "IInt8EntropyCalibrator2" in TRT11_CALIBRATOR_REMOVED and "tox -e tensorrt10" in TRT11_CALIBRATOR_REMOVED
+
+
+def test_only_tensorrt_accepts_trt_calibrate_artifacts():
+    rt = get_runtime_class("tensorrt")("cuda:0")
+    assert rt.supports(ENTROPY) is None  # the format is accepted; the TensorRT version decides at activate
+    assert "tensorrt runs onnx/trt-calibrate artifacts, not torch" == rt.supports(Artifact("torch", "fp32"))
+    for other in ("ort-cpu", "openvino", "ort-cuda"):
+        assert "not trt-calibrate" in get_runtime_class(other)("cpu").supports(ENTROPY)
+
+
+# ---- cache keys --------------------------------------------------------------------------------------------
+def test_engine_cache_key_is_stable_and_changes_with_everything_that_changes_the_engine():
+    plan = PrecisionPlan("/a.onnx", False, ("FP16",))
+    base = dict(model_bytes_sha256="abc", plan=plan, options={"workspace_mb": 1024}, trt_version="10.9.0",
+                gpu_name="NVIDIA H100", compute_capability=(9, 0), batch=1, artifact_settings={})
+    key = engine_cache_key(**base)
+    assert key == engine_cache_key(**base) and len(key) == 32
+    assert key == engine_cache_key(**{**base, "plan": PrecisionPlan("/moved/a.onnx", False, ("FP16",))})
+    changes = ({"model_bytes_sha256": "abd"}, {"plan": PrecisionPlan("/a.onnx", False, ())},
+               {"plan": PrecisionPlan("/a.onnx", True, ("FP16",))},
+               {"plan": PrecisionPlan("/a.onnx", False, ("INT8",), "minmax")},
+               {"options": {"workspace_mb": 2048}}, {"trt_version": "10.9.1"}, {"gpu_name": "NVIDIA H200"},
+               {"compute_capability": (8, 9)}, {"batch": 8}, {"artifact_settings": {"calibrator": "minmax"}})
+    keys = {engine_cache_key(**{**base, **change}) for change in changes}
+    assert key not in keys and len(keys) == len(changes)
+
+
+def test_calibration_cache_key_ignores_gpu_and_batch_but_not_model_data_or_version():
+    key = calibration_cache_key("abc", "entropy", "10.9.0", {"calibrator": "entropy"})
+    assert key == calibration_cache_key("abc", "entropy", "10.9.0", {"calibrator": "entropy"})
+    others = {calibration_cache_key("abd", "entropy", "10.9.0", {"calibrator": "entropy"}),
+              calibration_cache_key("abc", "minmax", "10.9.0", {"calibrator": "entropy"}),
+              calibration_cache_key("abc", "entropy", "10.10.0", {"calibrator": "entropy"}),
+              calibration_cache_key("abc", "entropy", "10.9.0", {"calibrator": "entropy", "samples": 512})}
+    assert key not in others and len(others) == 4
+
+
+# ---- calibration feed ----------------------------------------------------------------------------------------
+def test_calibration_feed_batches_pads_and_counts_real_samples(tmp_path):
+    reader = fashion_reader(40, 16)  # 16 + 16 + 8 real samples
+    reader.get_next()  # the feed must rewind a reader that was used before
+    expected = [x for x, _, _ in reader]
+    copied: list[np.ndarray] = []
+
+    def to_device(arr: np.ndarray) -> int:
+        copied.append(arr.copy())
+        return 0x1000 * len(copied)
+
+    feed = CalibrationFeed(reader, 16, tmp_path / "c.calib", to_device, sample_shape=(1, 28, 28))
+    ptrs = []
+    while (p := feed.get_batch(["input"])) is not None:
+        ptrs.append(p)
+    assert ptrs == [[0x1000], [0x2000], [0x3000]]
+    assert (feed.batches_fed, feed.samples_fed) == (3, 40)
+    assert all(c.shape == (16, 1, 28, 28) and c.dtype == np.float32 and c.flags.c_contiguous for c in copied)
+    np.testing.assert_array_equal(copied[0], expected[0])
+    np.testing.assert_array_equal(copied[2][:8], expected[2])
+    np.testing.assert_array_equal(copied[2][8:], np.repeat(expected[2][-1:], 8, axis=0))
+    assert 0.0 <= copied[0].min() and copied[0].max() <= 1.0 and copied[0].std() > 0.1  # real images
+
+
+def test_calibration_feed_cuts_long_batches_and_rejects_wrong_shapes(tmp_path):
+    feed = CalibrationFeed(fashion_reader(32, 16), 8, tmp_path / "c.calib", lambda a: a.shape[0])
+    assert feed.get_batch(["input"]) == [8] and feed.samples_fed == 8
+    wrong = CalibrationFeed(fashion_reader(32, 16), 16, tmp_path / "c.calib", lambda a: 1, sample_shape=(3, 28, 28))
+    with pytest.raises(RuntimeFailure, match=r"shape \(1, 28, 28\), the model takes \(3, 28, 28\)"):
+        wrong.get_batch(["input"])
+    renamed = CalibrationFeed(fashion_reader(16, 16), 16, tmp_path / "c.calib", lambda a: 7)
+    assert renamed.get_batch(["images"]) == [7]  # single input under another name: still fed
+
+    class TwoInputs:
+        def get_next(self):
+            return {"a": np.zeros((2, 3)), "b": np.zeros((2, 3))}
+
+    with pytest.raises(RuntimeFailure, match="has no input 'c' \\(it has a, b\\)"):
+        CalibrationFeed(TwoInputs(), 2, tmp_path / "c.calib", lambda a: 1).get_batch(["c"])
+
+
+def test_calibration_cache_is_written_atomically_and_reused(tmp_path):
+    cache = tmp_path / "engines" / "k.calib"
+    feed = CalibrationFeed(fashion_reader(16, 16), 16, cache, lambda a: 1)
+    assert feed.read_cache() is None and not feed.cache_read
+    table = b"TRT-1001-EntropyCalibration2\ninput: 3c010a14\n"
+    feed.write_cache(memoryview(table))  # TensorRT hands the table over as a buffer
+    assert cache.read_bytes() == table and feed.cache_written
+    assert list(cache.parent.iterdir()) == [cache]  # no temporary file left behind
+    again = CalibrationFeed(fashion_reader(16, 16), 16, cache, lambda a: 1)
+    assert again.read_cache() == table and again.cache_read
+
+
+# ---- Q/DQ compatibility ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def qdq_models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("qdq")
+    fp32 = fashion_model(d / "fp32.onnx")
+    return {"fp32": fp32, "uint8": quantize(fp32, d / "u8.onnx"),
+            "int8": quantize(fp32, d / "s8.onnx", activation_type="QInt8", symmetric_activation=True)}
+
+
+@pytest.mark.ort_cpu
+def test_qdq_check_rejects_ort_default_uint8_and_accepts_symmetric_int8(qdq_models):
+    problem = qdq_problem(qdq_models["uint8"])
+    assert problem and "uint8" in problem and "activation_type = 'QInt8'" in problem and "\n" not in problem
+    assert qdq_problem(qdq_models["int8"]) is None
+    assert qdq_problem(qdq_models["fp32"]) is None
+    rt = get_runtime_class("tensorrt")("cuda:0")
+    assert rt.supports(Artifact("onnx", "int8", qdq_models["uint8"])) == problem
+    assert rt.supports(Artifact("onnx", "int8", qdq_models["int8"])) is None
+    assert rt.supports(Artifact("onnx", "int8")) is None  # the harness probes without a path
+
+
+# ---- engine inspector -----------------------------------------------------------------------------------------
+def _layer(ltype, inputs, outputs, name="L", **extra):
+    return {"Name": name, "LayerType": ltype, "Inputs": [{"Name": "i", "Format/Datatype": f} for f in inputs],
+            "Outputs": [{"Name": "o", "Format/Datatype": f} for f in outputs], **extra}
+
+
+def test_engine_layer_precisions_from_short_and_long_format_strings():
+    info = {"Layers": [
+        _layer("Reformat", ["Row major linear FP32"], ["Thirty-two wide channel vectorized row major Int8 format"]),
+        _layer("CaskConvolution", ["Int8"], ["Int8"], name="conv1", TacticName="sm90_xmma_fprop_i8i8_i8i32_f32"),
+        _layer("CaskConvolution", ["Thirty-two wide channel vectorized row major Int8 format"],
+               ["Row major linear FP32"], name="conv2"),
+        _layer("CaskPooling", ["Half"], ["Half"], name="pool"),
+        _layer("CaskGemmMatrixMultiply", ["Float"], ["Float"], name="fc"),
+    ], "Bindings": ["input", "logits"]}
+    report = summarize_engine_layers(json.dumps(info), "int8")
+    assert report["op_precisions"] == {"int8": 2, "fp16": 1, "fp32": 1}
+    assert report["exec_precision"] == "mixed"
+    assert report["int8_op_share"] == pytest.approx(2 / 3, abs=1e-4)  # 2 of 3 convolutions/matrix products
+    assert "convolutions/matrix products: int8 2, fp32 1" in report["audit_note"]
+    fp16 = summarize_engine_layers({"Layers": [_layer("CaskConvolution", ["Channel major FP16 format where channel % 8 == 0"],
+                                                      ["Half"], name="c")]}, "fp16")
+    assert fp16["exec_precision"] == "fp16" and fp16["int8_op_share"] == 0.0
+
+
+def test_engine_without_detailed_verbosity_reports_what_was_requested():
+    report = summarize_engine_layers({"Layers": ["conv1 + relu", "fc"], "Bindings": ["input", "logits"]}, "fp16")
+    assert report["exec_precision"] == "fp16" and "int8_op_share" not in report
+    assert "no layer precisions" in report["audit_note"]
+
+
+def test_tensorrt_unavailable_here_says_why():
+    avail = get_runtime_class("tensorrt").availability()
+    if avail.ok:
+        pytest.skip("tensorrt is available here")
+    assert "\n" not in str(avail) and avail.reason
+    assert ("tensorrt" in avail.reason and "pip install .[tensorrt]" in avail.hint) or "driver" in avail.reason \
+        or "CUDA" in avail.reason
+
+
+# ---- on a GPU -------------------------------------------------------------------------------------------------
+def _run(rt, x):
+    clock = rt.clock()
+    staged, h2d = clock.time(rt.stage, x)
+    out, compute = clock.time(rt.infer, staged)
+    host, d2h = clock.time(rt.fetch, out)
+    assert clock.kind == "cuda-events" and min(h2d, compute, d2h) > 0
+    return host
+
+
+@pytest.mark.tensorrt
+def test_fp32_engine_builds_caches_and_matches_ort_cpu(tmp_path):
+    path = fashion_model(tmp_path / "m.onnx")
+    x = next(iter(fashion_reader(8, 8)))[0]
+    ref = host_reference(path, x)
+    opts = {"cache_dir": str(tmp_path / "engines"), "tf32": False}
+    for expected in ("miss", "hit"):
+        with create_runtime("tensorrt", "cuda:0", opts) as rt:
+            rt.activate(Artifact("onnx", "fp32", path), batch=8)
+            out = _run(rt, x)
+            used = rt.settings_used()
+            assert used["engine_cache"] == expected and used["engine_bytes"] > 0
+            assert (used["build_s"] > 0) == (expected == "miss")
+            small = rt.fetch(rt.infer(rt.stage(x[:3])))  # profile covers batch 1..8
+            report = rt.execution_report()
+        np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(small, ref[:3], rtol=1e-3, atol=1e-3)
+        assert report["exec_precision"] == "fp32" and report["int8_op_share"] == 0.0
+    assert len(list((tmp_path / "engines").glob("*.engine"))) == 1
+    with create_runtime("tensorrt", "cuda:0", opts) as rt:
+        rt.activate(Artifact("onnx", "fp32", path), batch=4)
+        with pytest.raises(RuntimeFailure, match="built for batch <= 4"):
+            rt.stage(x)
+    with pytest.raises(RuntimeFailure, match="runs on cuda devices"):
+        create_runtime("tensorrt", "cpu").activate(Artifact("onnx", "fp32", path))
+
+
+@pytest.mark.tensorrt
+def test_engine_is_built_for_the_first_staged_batch_without_a_batch(tmp_path):
+    path = fashion_model(tmp_path / "m.onnx")
+    x = next(iter(fashion_reader(4, 4)))[0]
+    with create_runtime("tensorrt", "cuda:0", {"cache_dir": str(tmp_path)}) as rt:
+        rt.activate(Artifact("onnx", "fp32", path))
+        out = rt.fetch(rt.infer(rt.stage(x)))
+        assert rt.settings_used()["profile_batch"] == [1, 4, 4]
+    np.testing.assert_allclose(out, host_reference(path, x), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.tensorrt
+def test_fp16_and_explicit_int8_engines_report_their_precision(tmp_path, qdq_models):
+    from exporters.fp16 import convert_fp16
+
+    fp32 = qdq_models["fp32"]
+    x = next(iter(fashion_reader(16, 16)))[0]
+    ref = host_reference(fp32, x)
+    fp16 = convert_fp16(fp32, tmp_path / "fp16.onnx")
+    cases = [(Artifact("onnx", "fp16", fp16, reference_path=fp32), "fp16"),
+             (Artifact("onnx", "int8", qdq_models["int8"], reference_path=fp32), "int8")]
+    for art, precision in cases:
+        with create_runtime("tensorrt", "cuda:0", {"cache_dir": str(tmp_path / "engines")}) as rt:
+            rt.activate(art, batch=16)
+            out = _run(rt, x)
+            report = rt.execution_report()
+        assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.9, precision
+        assert np.abs(out - ref).max() < 0.25 * np.abs(ref).max(), precision
+        assert precision in report["op_precisions"], report
+        if precision == "int8":
+            assert report["int8_op_share"] > 0
+    with create_runtime("tensorrt", "cuda:0", {"cache_dir": str(tmp_path / "engines")}) as rt:
+        with pytest.raises(RuntimeFailure, match="symmetric signed INT8"):
+            rt.activate(Artifact("onnx", "int8", qdq_models["uint8"]), batch=16)
+
+
+@pytest.mark.tensorrt
+def test_calibrators_on_tensorrt10_and_their_removal_on_11(tmp_path):
+    import tensorrt as trt
+
+    path = fashion_model(tmp_path / "m.onnx")
+    x = next(iter(fashion_reader(16, 16)))[0]
+    ref = host_reference(path, x)
+    for kind in ("entropy", "minmax"):
+        art = Artifact("trt-calibrate", "int8", path, settings={"calibrator": kind},
+                       calibration=lambda: fashion_reader(64, 16))
+        rt = create_runtime("tensorrt", "cuda:0", {"cache_dir": str(tmp_path / "engines")})
+        if int(trt.__version__.split(".")[0]) >= 11:
+            with pytest.raises(RuntimeFailure) as err:
+                rt.activate(art, batch=16)
+            assert str(err.value) == TRT11_CALIBRATOR_REMOVED
+            continue
+        with rt:
+            rt.activate(art, batch=16)
+            out = rt.fetch(rt.infer(rt.stage(x)))
+            used = rt.settings_used()
+            report = rt.execution_report()
+        assert used["calibrator"] == kind and used["calibration_samples"] == 64 and used["calibration_cache"] == "miss"
+        assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.8
+        assert report["int8_op_share"] > 0
+        assert len(list((tmp_path / "engines").glob("*.calib"))) == (1 if kind == "entropy" else 2)
