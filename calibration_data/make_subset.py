@@ -1,6 +1,6 @@
 """Regenerate the small real Fashion-MNIST subset shipped in ``calibration_data/data``.
 
-``python -m calibration_data.make_subset [--source /usr/share/datasets/fashion-mnist]``:
+``python -m quantbench.calibration_data.make_subset [--source /usr/share/datasets/fashion-mnist]``:
 2000 training images (calibration) and 2000 test images (evaluation), class-balanced and seeded,
 as gzipped IDX files plus MANIFEST.json (source, license, indices, checksums).
 """

@@ -131,7 +131,7 @@ class ArtifactStore:
             return self._describe(out, variant.name, "fp16", fp32.weights, fp32.path)
         if variant.precision != "int8" or variant.quant is None:
             raise ValueError(f"variant '{variant.name}': cannot build precision {variant.precision}")
-        from calibration_data import open_source
+        from quantbench.calibration_data import open_source
 
         data = open_source(data_spec).describe()
         key = _key("int8", fp32.sha256, variant.quant.to_dict(), data, preprocess, _version("onnxruntime"))
@@ -151,7 +151,7 @@ def run_quantize_worker(fp32_path: Path, out: Path, settings: QuantSettings, dat
     job = {"fp32": str(fp32_path), "out": str(out), "settings": settings.to_dict(), "data": data_spec,
            "preprocess": preprocess}
     root = Path(__file__).resolve().parent.parent
-    proc = subprocess.run([sys.executable, "-m", "exporters.quantize_worker", json.dumps(job)],
+    proc = subprocess.run([sys.executable, "-m", "quantbench.exporters.quantize_worker", json.dumps(job)],
                           capture_output=True, text=True, cwd=root)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:

@@ -21,7 +21,7 @@ def main() -> int:
     try:
         import onnxruntime  # noqa: F401 - import before the baseline so it is not counted
 
-        from calibration_data import BatchReader, Preprocess, open_source
+        from quantbench.calibration_data import BatchReader, Preprocess, open_source
 
         from .quantize import QuantSettings, quantize_qdq
 

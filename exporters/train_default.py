@@ -1,6 +1,6 @@
 """Train the embedded default model: the Fashion-MNIST "Normal CNN", on the full Fashion-MNIST.
 
-``python -m exporters.train_default`` writes ``exporters/assets/fashion_cnn.pt`` (state_dict),
+``python -m quantbench.exporters.train_default`` writes ``exporters/assets/fashion_cnn.pt`` (state_dict),
 ``fashion_cnn.onnx`` (FP32, opset 17) and ``fashion_cnn.json`` (recipe, accuracy, checksums).
 Needs the Debian package ``dataset-fashion-mnist`` and torch.
 """
@@ -21,7 +21,7 @@ def main() -> int:
     import torch
     from torch import nn
 
-    from calibration_data import Preprocess, open_source
+    from quantbench.calibration_data import Preprocess, open_source
 
     from .small_cnns import FashionNormalCNN
     from .torch_export import export_onnx

@@ -138,10 +138,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _write_report(paths: list[Path], out: Path, console: Any) -> None:
     import importlib.util
 
-    if importlib.util.find_spec("plotly") is None or importlib.util.find_spec("reports.html") is None:
+    if importlib.util.find_spec("plotly") is None or importlib.util.find_spec("quantbench.reports.html") is None:
         console.print("[dim]HTML report skipped: pip install .[report][/dim]")
         return
-    from reports import build_report, render_html
+    from quantbench.reports import build_report, render_html
 
     try:
         render_html(build_report(paths), out)
@@ -154,7 +154,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from runtimes import get_runtime_class, list_runtimes
+    from quantbench.runtimes import get_runtime_class, list_runtimes
 
     from .environment import fingerprint
 
@@ -192,7 +192,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from reports import main_report
+    from quantbench.reports import main_report
 
     return main_report([Path(p) for p in args.results], Path(args.output) if args.output else None, args.format)
 
@@ -209,7 +209,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from exporters.registry import list_models
+    from quantbench.exporters.registry import list_models
 
     for name in list_models(args.pattern):
         print(name)
@@ -265,8 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``quantbench`` command."""
     args = build_parser().parse_args(argv)
-    from calibration_data import DataError
-    from runtimes import RuntimeFailure, RuntimeUnavailable
+    from quantbench.calibration_data import DataError
+    from quantbench.runtimes import RuntimeFailure, RuntimeUnavailable
 
     from .config import ConfigError
     from .results import ResultsError

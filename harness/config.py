@@ -210,7 +210,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> SweepConfig:
 def load_config(path: str | os.PathLike | None) -> SweepConfig:
     """Load ``path``, or the embedded default sweep when ``path`` is None."""
     if path is None:
-        text = resources.files("harness").joinpath("default.toml").read_text()
+        text = resources.files("quantbench.harness").joinpath("default.toml").read_text()
         return parse_config(tomllib.loads(text), "<embedded default>")
     p = Path(path)
     if not p.is_file():

@@ -53,7 +53,7 @@ class CellSpec:
 
 def build_artifact(spec: CellSpec, payload: dict[str, Any] | None = None) -> Any:
     """Rebuild the :class:`runtimes.Artifact` (and its calibration reader factory) in the worker."""
-    from runtimes import Artifact
+    from quantbench.runtimes import Artifact
 
     a = dict(payload or spec.artifact)
     calibration = None
@@ -68,7 +68,7 @@ def build_artifact(spec: CellSpec, payload: dict[str, Any] | None = None) -> Any
 
 
 def _calibration_factory(cal: dict[str, Any], input_name: str):
-    from calibration_data import BatchReader, Preprocess, open_source
+    from quantbench.calibration_data import BatchReader, Preprocess, open_source
 
     def factory():
         source = open_source(cal["dataset"])
@@ -80,7 +80,7 @@ def _calibration_factory(cal: dict[str, Any], input_name: str):
 
 
 def _eval_reader(spec: CellSpec, batch: int):
-    from calibration_data import BatchReader, Preprocess, open_source
+    from quantbench.calibration_data import BatchReader, Preprocess, open_source
 
     d = spec.data
     source = open_source(d["dataset"])
@@ -191,9 +191,9 @@ def _accuracy(rt: Any, reader: Any, reference: np.ndarray | None, labels_meaning
 
 def measure_cell(spec: CellSpec) -> dict[str, Any]:
     """Measure one cell; returns the measured part of its result row. Raises on failure."""
-    from runtimes import create_runtime, get_runtime_class
+    from quantbench.runtimes import create_runtime, get_runtime_class
 
-    from runtimes.audit import audit_warning
+    from quantbench.runtimes.audit import audit_warning
 
     m = MeasureSettings(**spec.measure)
     row: dict[str, Any] = {"load_avg": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
@@ -202,7 +202,7 @@ def measure_cell(spec: CellSpec) -> dict[str, Any]:
     row["runtime_versions"] = get_runtime_class(spec.runtime).versions()
     reason = rt.supports(artifact)
     if reason:
-        from runtimes import RuntimeFailure
+        from quantbench.runtimes import RuntimeFailure
 
         raise RuntimeFailure(reason)
 

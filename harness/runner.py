@@ -86,7 +86,7 @@ def check_output_dir(out: Path) -> None:
 
 def resolve_models(cfg: SweepConfig) -> list[PreparedModel]:
     """Resolve every model name (unknown names are a config error, raised before anything runs)."""
-    from exporters.registry import resolve_model
+    from quantbench.exporters.registry import resolve_model
 
     prepared = []
     for m in cfg.models:
@@ -113,8 +113,8 @@ def _model_key(pm: PreparedModel) -> dict[str, Any]:
 
 
 def _variant_spec(v: VariantConfig) -> Any:
-    from exporters.artifacts import VariantSpec
-    from exporters.quantize import QuantSettings
+    from quantbench.exporters.artifacts import VariantSpec
+    from quantbench.exporters.quantize import QuantSettings
 
     quant = QuantSettings.from_dict(v.quant) if v.precision == "int8" and v.builder == "onnx" else None
     return VariantSpec(name=v.name, precision=v.precision, quant=quant, builder=v.builder, calibrator=v.calibrator)
@@ -122,8 +122,8 @@ def _variant_spec(v: VariantConfig) -> Any:
 
 def _check_shapes(pm: PreparedModel) -> None:
     """The model's input must match the data after preprocessing; say how to fix it if not."""
-    from calibration_data import Preprocess, open_source
-    from exporters.artifacts import onnx_input_info
+    from quantbench.calibration_data import Preprocess, open_source
+    from quantbench.exporters.artifacts import onnx_input_info
 
     source = open_source(pm.dataset)
     pm.dataset_info = source.describe()
@@ -145,7 +145,7 @@ def _reference_logits(pm: PreparedModel, cache: Path) -> str | None:
 
     if importlib.util.find_spec("onnxruntime") is None:
         return None
-    from calibration_data import BatchReader, Preprocess, open_source
+    from quantbench.calibration_data import BatchReader, Preprocess, open_source
 
     key = hashlib.sha256(json.dumps([pm.fp32.sha256, pm.dataset_info, pm.preprocess, pm.eval_samples],
                                     sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -170,7 +170,7 @@ def _reference_logits(pm: PreparedModel, cache: Path) -> str | None:
 def prepare_artifacts(pm: PreparedModel, variants: list[VariantConfig], cache: Path,
                       log: Callable[[str], None]) -> None:
     """Export the fp32 model, check it against its data, and build each variant (errors kept per variant)."""
-    from exporters.artifacts import ArtifactStore, identical_groups
+    from quantbench.exporters.artifacts import ArtifactStore, identical_groups
 
     store = ArtifactStore(cache / "artifacts")
     try:
@@ -225,7 +225,7 @@ def _artifact_payload(pm: PreparedModel, v: VariantConfig, formats: tuple[str, .
         return {**base, "format": "trt-calibrate", "path": str(pm.fp32.path),
                 "settings": {"calibrator": v.calibrator}}
     if "onnx" in formats:
-        from exporters.artifacts import onnx_input_info
+        from quantbench.exporters.artifacts import onnx_input_info
 
         name, shape, _ = onnx_input_info(built.path)
         return {**base, "format": "onnx", "path": str(built.path), "input_name": name,
@@ -239,7 +239,7 @@ def _artifact_payload(pm: PreparedModel, v: VariantConfig, formats: tuple[str, .
 
 def _interleave_payload(pm: PreparedModel, cell: Cell, cfg: SweepConfig) -> dict[str, Any] | None:
     """The same runtime's FP32 artifact, to time alternately with a non-FP32 cell (or None)."""
-    from runtimes import get_runtime_class
+    from quantbench.runtimes import get_runtime_class
 
     if cell.variant.precision == "fp32" or not cfg.run.interleave_rounds:
         return None
@@ -282,7 +282,7 @@ def _run_worker(spec: CellSpec, workdir: Path, timeout_s: float) -> dict[str, An
     log_path = workdir / f"{spec.cell_id}.log"
     spec_path.write_text(json.dumps(asdict(spec), default=str))
     out_path.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "harness.worker", str(spec_path), str(out_path)]
+    cmd = [sys.executable, "-m", "quantbench.harness.worker", str(spec_path), str(out_path)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")])
     with open(log_path, "w") as log:
@@ -369,7 +369,7 @@ def run_sweep(cfg: SweepConfig, output: Path, retry_failed: bool = False,
         prepare_artifacts(models[mi], [v for v in cfg.variants if v.name in variants], cache, log)
 
     measure = {f.name: getattr(cfg.run, f.name) for f in fields(MeasureSettings)}
-    from runtimes import get_runtime_class
+    from quantbench.runtimes import get_runtime_class
 
     workdir = output / "cells"
     for cell in todo:
@@ -383,7 +383,7 @@ def run_sweep(cfg: SweepConfig, output: Path, retry_failed: bool = False,
             if isinstance(payload, str):
                 skipped = payload
             else:
-                from runtimes import Artifact
+                from quantbench.runtimes import Artifact
 
                 probe = get_runtime_class(cell.runtime.name)(cell.device, cell.runtime.options)
                 reason = probe.supports(Artifact(format=payload["format"], precision=payload["precision"]))
@@ -396,7 +396,7 @@ def run_sweep(cfg: SweepConfig, output: Path, retry_failed: bool = False,
         else:
             calibration = None
             if payload["format"] == "trt-calibrate":
-                from exporters.quantize import QuantSettings
+                from quantbench.exporters.quantize import QuantSettings
 
                 qs = QuantSettings.from_dict(cell.variant.quant)
                 calibration = {"dataset": pm.dataset, "preprocess": pm.preprocess, "samples": qs.calib_samples,

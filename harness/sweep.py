@@ -59,7 +59,7 @@ class RuntimeResolution:
 
 def resolve_runtimes(requested: list[str]) -> RuntimeResolution:
     """Expand ``auto`` and check availability; unknown names raise :class:`ConfigError`."""
-    from runtimes import UnknownRuntime, get_runtime_class, list_runtimes
+    from quantbench.runtimes import UnknownRuntime, get_runtime_class, list_runtimes
 
     explicit = requested != ["auto"]
     names = list_runtimes() if not explicit else requested
@@ -84,7 +84,7 @@ def resolve_runtimes(requested: list[str]) -> RuntimeResolution:
 
 def runtime_choices(name: str, options: dict[str, Any], default_threads: int) -> list[RuntimeChoice]:
     """Expand list-valued options of one runtime into one :class:`RuntimeChoice` each."""
-    from runtimes import get_runtime_class
+    from quantbench.runtimes import get_runtime_class
 
     allowed = set(get_runtime_class(name).option_names())
     for key in options:
@@ -120,7 +120,7 @@ def default_threads(cfg: SweepConfig) -> int:
 
 def expand(cfg: SweepConfig, usable: list[str], model_keys: list[dict[str, Any]]) -> tuple[list[Cell], list[str]]:
     """All cells of the sweep, and notes on requested devices no runtime can serve."""
-    from runtimes import get_runtime_class, list_runtimes
+    from quantbench.runtimes import get_runtime_class, list_runtimes
 
     threads = default_threads(cfg)
     for name in cfg.runtime_options:

@@ -1,6 +1,6 @@
 """Subprocess entry point: measure one cell and write its result as JSON.
 
-``python -m harness.worker SPEC.json OUT.json``. Whatever happens, OUT.json gets either the
+``python -m quantbench.harness.worker SPEC.json OUT.json``. Whatever happens, OUT.json gets either the
 measured fields or a one-line error, so the parent can always write a row. A crash the worker
 cannot catch (segfault, OOM kill, timeout) is reported by the parent from the exit status.
 """

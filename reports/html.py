@@ -71,7 +71,7 @@ td.best{font-weight:700;background:#e7f5ea} .pill{display:inline-block;padding:1
 
 
 def _plotly_js() -> str:
-    vendored = resources.files("reports").joinpath("vendor/plotly-cartesian.min.js")
+    vendored = resources.files("quantbench.reports").joinpath("vendor/plotly-cartesian.min.js")
     if vendored.is_file():
         return vendored.read_text(encoding="utf-8")
     from plotly.offline import get_plotlyjs

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.results import ResultsError, read_rows
+from quantbench.harness.results import ResultsError, read_rows
 
 
 class ReportError(ValueError):

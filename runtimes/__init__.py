@@ -11,12 +11,12 @@ import importlib
 from .base import Artifact, Availability, Clock, Runtime, RuntimeFailure, RuntimeUnavailable
 
 _REGISTRY: dict[str, str] = {
-    "ort-cpu": "runtimes.ort_cpu:OrtCpuRuntime",
-    "ort-cuda": "runtimes.ort_cuda:OrtCudaRuntime",
-    "ort-trt": "runtimes.ort_cuda:OrtTensorRTRuntime",
-    "openvino": "runtimes.openvino_rt:OpenVinoRuntime",
-    "tensorrt": "runtimes.tensorrt_rt:TensorRTRuntime",
-    "torch": "runtimes.torch_rt:TorchRuntime",
+    "ort-cpu": "quantbench.runtimes.ort_cpu:OrtCpuRuntime",
+    "ort-cuda": "quantbench.runtimes.ort_cuda:OrtCudaRuntime",
+    "ort-trt": "quantbench.runtimes.ort_cuda:OrtTensorRTRuntime",
+    "openvino": "quantbench.runtimes.openvino_rt:OpenVinoRuntime",
+    "tensorrt": "quantbench.runtimes.tensorrt_rt:TensorRTRuntime",
+    "torch": "quantbench.runtimes.torch_rt:TorchRuntime",
 }
 
 

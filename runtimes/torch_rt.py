@@ -75,7 +75,7 @@ class TorchRuntime(Runtime):
     def _activate_impl(self, artifact: Artifact) -> None:
         import torch
 
-        from exporters.torch_models import build_module
+        from quantbench.exporters.torch_models import build_module
 
         threads = self.options.get("threads")
         if threads:

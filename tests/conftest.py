@@ -13,7 +13,7 @@ import pytest
 
 
 def _ort_cpu() -> str | None:
-    from runtimes import get_runtime_class
+    from quantbench.runtimes import get_runtime_class
 
     a = get_runtime_class("ort-cpu").availability()
     return None if a.ok else str(a)
@@ -21,7 +21,7 @@ def _ort_cpu() -> str | None:
 
 def _runtime(name: str):
     def probe() -> str | None:
-        from runtimes import get_runtime_class
+        from quantbench.runtimes import get_runtime_class
 
         a = get_runtime_class(name).availability()
         return None if a.ok else str(a)

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from calibration_data import BatchReader, DataError, Preprocess, open_source, read_idx, write_idx
-from calibration_data.sources import DEBIAN_FASHION_MNIST, SHIPPED
+from quantbench.calibration_data import BatchReader, DataError, Preprocess, open_source, read_idx, write_idx
+from quantbench.calibration_data.sources import DEBIAN_FASHION_MNIST, SHIPPED
 
 
 def test_shipped_subset_is_real_balanced_and_checksummed():

@@ -5,8 +5,8 @@ import numpy as np
 import onnx
 import pytest
 
-from exporters.artifacts import ArtifactStore, VariantSpec
-from exporters.registry import list_models, resolve_model
+from quantbench.exporters.artifacts import ArtifactStore, VariantSpec
+from quantbench.exporters.registry import list_models, resolve_model
 
 
 def test_registry_lists_the_zoo():
@@ -36,8 +36,8 @@ def test_export_dynamic_batch_matches_torch(tmp_path):
     import onnxruntime as ort
     import torch
 
-    from exporters.torch_export import export_onnx
-    from exporters.torch_models import build_module
+    from quantbench.exporters.torch_export import export_onnx
+    from quantbench.exporters.torch_models import build_module
 
     source = resolve_model("mnist_cnn", weights="random", input_shape=(3, 32, 32))
     path = export_onnx(source, tmp_path / "m.onnx")
@@ -56,7 +56,7 @@ def test_shipped_default_matches_its_weights_and_bad_weights_fail(tmp_path):
     import onnxruntime as ort
     import torch
 
-    from exporters.torch_models import build_module
+    from quantbench.exporters.torch_models import build_module
 
     source = resolve_model("fashion_cnn")
     x = torch.randn(2, 1, 28, 28)

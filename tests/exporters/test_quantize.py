@@ -5,10 +5,10 @@ import numpy as np
 import onnx
 import pytest
 
-from calibration_data import BatchReader, Preprocess, open_source
-from exporters.artifacts import ArtifactStore, VariantSpec, identical_groups
-from exporters.quantize import QuantSettings
-from exporters.registry import resolve_model
+from quantbench.calibration_data import BatchReader, Preprocess, open_source
+from quantbench.exporters.artifacts import ArtifactStore, VariantSpec, identical_groups
+from quantbench.exporters.quantize import QuantSettings
+from quantbench.exporters.registry import resolve_model
 
 pytestmark = pytest.mark.ort_cpu
 

@@ -34,7 +34,7 @@ def write_config(path: Path, out: Path, variants: str, batches: str = "[1]", eva
 def run_cli(*args: str, cache: Path, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
     env = dict(os.environ, QUANTBENCH_CACHE=str(cache),
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "quantbench.harness.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=kw.get("cwd", ROOT))
 
 

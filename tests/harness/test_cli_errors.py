@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from harness.results import read_rows
+from quantbench.harness.results import read_rows
 
 from .conftest import run_cli, write_config
 

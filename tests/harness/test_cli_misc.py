@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from harness.config import load_config
+from quantbench.harness.config import load_config
 
 from .conftest import run_cli, write_config
 
@@ -58,7 +58,7 @@ def test_module_callable_model_runs_and_exports(tmp_path, shared_cache):
     finally:
         os.environ["PYTHONPATH"] = os.environ["PYTHONPATH"].split(os.pathsep, 1)[1]
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    from harness.results import read_rows
+    from quantbench.harness.results import read_rows
 
     row = read_rows(out / "results.jsonl").rows[0]
     assert row["status"] == "ok" and row["weights"] == "random-init"

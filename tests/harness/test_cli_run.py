@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from harness.results import read_rows
+from quantbench.harness.results import read_rows
 
 from .conftest import ROOT, run_cli, write_config
 
@@ -64,7 +64,7 @@ def test_killed_sweep_resumes_without_duplicates_or_losses(tmp_path, shared_cach
     out = tmp_path / "out"
     cfg = write_config(tmp_path / "c.toml", out, VARIANTS, batches="[1, 2, 4]", eval_samples=100)
     env = dict(os.environ, QUANTBENCH_CACHE=str(shared_cache), PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(cfg)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "quantbench.harness.cli", "run", str(cfg)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     results = out / "results.jsonl"
     deadline = time.time() + 300

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.config import ConfigError, dump_toml, load_config, parse_config
+from quantbench.harness.config import ConfigError, dump_toml, load_config, parse_config
 
 try:
     import tomllib

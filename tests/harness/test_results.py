@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from harness.results import SCHEMA_VERSION, ResultsError, append_row, export_table, measured_cell_ids, read_rows
+from quantbench.harness.results import SCHEMA_VERSION, ResultsError, append_row, export_table, measured_cell_ids, read_rows
 
 
 def _row(cell: str, status: str = "ok", **kw):

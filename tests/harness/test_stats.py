@@ -1,7 +1,7 @@
 """Latency statistics."""
 import numpy as np
 
-from harness.stats import summarize
+from quantbench.harness.stats import summarize
 
 
 def test_summarize_matches_numpy_and_keeps_raw():

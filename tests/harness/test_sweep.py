@@ -1,8 +1,8 @@
 """Sweep expansion and runtime resolution."""
 import pytest
 
-from harness.config import ConfigError, parse_config
-from harness.sweep import expand, resolve_runtimes, runtime_choices
+from quantbench.harness.config import ConfigError, parse_config
+from quantbench.harness.sweep import expand, resolve_runtimes, runtime_choices
 
 
 def test_unknown_runtime_suggests_closest():

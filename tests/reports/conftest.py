@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.results import SCHEMA_VERSION
+from quantbench.harness.results import SCHEMA_VERSION
 
 
 @pytest.fixture(scope="session")

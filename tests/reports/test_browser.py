@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from reports import build_report, render_html
+from quantbench.reports import build_report, render_html
 
 from .conftest import make_row, write_rows
 

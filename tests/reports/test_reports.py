@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from reports import ReportError, build_report, main_report, render_csv, render_html, render_markdown
-from reports.charts import pareto_front
+from quantbench.reports import ReportError, build_report, main_report, render_csv, render_html, render_markdown
+from quantbench.reports.charts import pareto_front
 
 from .conftest import make_row, write_rows
 

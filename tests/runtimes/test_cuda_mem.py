@@ -6,8 +6,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from runtimes import RuntimeFailure
-from runtimes.cuda_mem import CudaEventClock, cuda_availability, driver_present, load_backend, parse_cuda_device
+from quantbench.runtimes import RuntimeFailure
+from quantbench.runtimes.cuda_mem import CudaEventClock, cuda_availability, driver_present, load_backend, parse_cuda_device
 
 HAS_CUDA_PYTHON = importlib.util.find_spec("cuda") is not None and importlib.util.find_spec("cuda.bindings") is not None
 

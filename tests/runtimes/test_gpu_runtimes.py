@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtimes import Artifact, RuntimeFailure, create_runtime, get_runtime_class
-from runtimes.trt_calibrator import CalibrationFeed
-from runtimes.trt_plan import TRT11_CALIBRATOR_REMOVED, PrecisionPlan, choose_precision_path, engine_cache_key
+from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime, get_runtime_class
+from quantbench.runtimes.trt_calibrator import CalibrationFeed
+from quantbench.runtimes.trt_plan import TRT11_CALIBRATOR_REMOVED, PrecisionPlan, choose_precision_path, engine_cache_key
 
 from .test_ort_cpu import tiny_model
 
@@ -137,7 +137,7 @@ def test_tensorrt_builds_caches_and_matches_cpu(tmp_path):
 def test_cuda_python_backend_without_a_driver_says_so():
     """Runs where cuda-python is installed on a machine without an NVIDIA driver."""
     pytest.importorskip("cuda.bindings", reason="cuda-python is not installed (pip install .[tensorrt])")
-    from runtimes.cuda_mem import cuda_availability, driver_present, load_backend
+    from quantbench.runtimes.cuda_mem import cuda_availability, driver_present, load_backend
 
     if driver_present():
         pytest.skip("an NVIDIA driver is present")

@@ -6,8 +6,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from runtimes import Artifact, RuntimeFailure, create_runtime
-from runtimes.audit import audit_warning
+from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime
+from quantbench.runtimes.audit import audit_warning
 
 SHAPE = (3, 16, 16)
 
@@ -170,7 +170,7 @@ def test_bad_precision_option_and_model(tmp_path):
 
 @pytest.mark.openvino
 def test_availability_and_devices():
-    from runtimes.openvino_rt import OpenVinoRuntime
+    from quantbench.runtimes.openvino_rt import OpenVinoRuntime
 
     assert OpenVinoRuntime.availability().ok
     assert "cpu" in OpenVinoRuntime.devices()
@@ -178,7 +178,7 @@ def test_availability_and_devices():
 
 
 def test_device_names_map_to_openvino():
-    from runtimes.openvino_rt import ov_device
+    from quantbench.runtimes.openvino_rt import ov_device
 
     assert ov_device("cpu", ["CPU", "GPU"]) == "CPU"
     assert ov_device("gpu.0", ["CPU", "GPU"]) == "GPU"  # one GPU is listed without an index
@@ -191,7 +191,7 @@ def test_device_names_map_to_openvino():
 def test_missing_package_hint(monkeypatch):
     import importlib.util
 
-    from runtimes.openvino_rt import OpenVinoRuntime
+    from quantbench.runtimes.openvino_rt import OpenVinoRuntime
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))

@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from runtimes import Artifact, RuntimeFailure, create_runtime
+from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime
 
 pytestmark = pytest.mark.ort_cpu
 

@@ -6,9 +6,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from runtimes import Artifact, create_runtime
-from runtimes.audit import audit_warning
-from runtimes.ort_cpu import summarize_optimized_graph
+from quantbench.runtimes import Artifact, create_runtime
+from quantbench.runtimes.audit import audit_warning
+from quantbench.runtimes.ort_cpu import summarize_optimized_graph
 
 from .test_openvino import batch, conv_model, quantized
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtimes import Artifact, RuntimeFailure, create_runtime, get_runtime_class
-from runtimes.ort_cuda import OrtCudaRuntime, OrtTensorRTRuntime, summarize_ort_profile
+from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime, get_runtime_class
+from quantbench.runtimes.ort_cuda import OrtCudaRuntime, OrtTensorRTRuntime, summarize_ort_profile
 
 from .test_tensorrt import fashion_model, fashion_reader, host_reference, quantize
 
@@ -35,7 +35,7 @@ def test_unavailable_reason_names_the_cpu_build_and_the_fix(name, provider):
         assert avail.hint == "pip uninstall -y onnxruntime && pip install .[ort-gpu] / tox -e ort-cuda"
     if _installed("onnxruntime") and _installed("onnxruntime-gpu"):
         assert "shadows" in avail.reason
-    from runtimes.ort_cuda import nvidia_driver_found
+    from quantbench.runtimes.ort_cuda import nvidia_driver_found
 
     if not nvidia_driver_found():
         assert "no NVIDIA driver/GPU found" in avail.reason

@@ -10,11 +10,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from calibration_data import BatchReader, Preprocess, open_source
-from runtimes import Artifact, RuntimeFailure, create_runtime, get_runtime_class
-from runtimes.trt_calibrator import CalibrationFeed
-from runtimes.trt_inspect import summarize_engine_layers
-from runtimes.trt_plan import (
+from quantbench.calibration_data import BatchReader, Preprocess, open_source
+from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime, get_runtime_class
+from quantbench.runtimes.trt_calibrator import CalibrationFeed
+from quantbench.runtimes.trt_inspect import summarize_engine_layers
+from quantbench.runtimes.trt_plan import (
     TRT11_CALIBRATOR_REMOVED, PrecisionPlan, calibration_cache_key, choose_precision_path, engine_cache_key,
     qdq_problem,
 )
@@ -51,7 +51,7 @@ def fashion_reader(n: int = 40, batch: int = 16) -> BatchReader:
 
 
 def quantize(fp32: Path, out: Path, **settings) -> Path:
-    from exporters.quantize import QuantSettings, quantize_qdq
+    from quantbench.exporters.quantize import QuantSettings, quantize_qdq
 
     qs = QuantSettings(calib_samples=32, calib_batch=16, **settings)
     quantize_qdq(fp32, out, qs, fashion_reader(32, 16))
@@ -294,7 +294,7 @@ def test_engine_is_built_for_the_first_staged_batch_without_a_batch(tmp_path):
 
 @pytest.mark.tensorrt
 def test_fp16_and_explicit_int8_engines_report_their_precision(tmp_path, qdq_models):
-    from exporters.fp16 import convert_fp16
+    from quantbench.exporters.fp16 import convert_fp16
 
     fp32 = qdq_models["fp32"]
     x = next(iter(fashion_reader(16, 16)))[0]

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exporters.registry import resolve_model
-from runtimes import Artifact, RuntimeFailure, create_runtime
+from quantbench.exporters.registry import resolve_model
+from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime
 
 pytestmark = pytest.mark.torch
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.torch
 def test_torch_baseline_matches_the_shipped_onnx():
     import onnxruntime as ort
 
-    from exporters.registry import ASSETS
+    from quantbench.exporters.registry import ASSETS
 
     source = resolve_model("fashion_cnn")
     x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
