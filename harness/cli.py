@@ -28,6 +28,16 @@ def _error(msg: str) -> int:
     return EXIT_USAGE
 
 
+def _styled(msg: str) -> str:
+    """Colour a plain-text library message by its prefix; user/runtime text is escaped, never markup."""
+    from rich.markup import escape
+
+    for prefix, style in (("error: ", "red"), ("warning: ", "yellow")):
+        if msg.startswith(prefix):
+            return f"[{style}]{escape(msg)}[/{style}]"
+    return escape(msg)
+
+
 def _apply_overrides(cfg: Any, args: argparse.Namespace) -> None:
     from .config import ModelConfig
 
@@ -108,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             ticks["n"] += 1
 
         def log(msg: str) -> None:
-            progress.console.print(msg)
+            progress.console.print(_styled(msg))
 
         summary = run_sweep(cfg, out, retry_failed=args.retry_failed, log=log,
                             progress=lambda n: progress.advance(task, n), on_row=on_row,

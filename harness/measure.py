@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .accuracy import evaluate_outputs
 from .stats import summarize
 
 
@@ -159,36 +160,6 @@ def interleaved_speedup(rt: Any, reference: Any, x: np.ndarray, rounds: int, ite
     return {"speedup_interleaved": float(np.median(ratios)), "speedup_interleaved_rounds": ratios}
 
 
-def _accuracy(rt: Any, reader: Any, reference: np.ndarray | None, labels_meaningful: bool) -> dict[str, Any]:
-    logits, labels = [], []
-    for x, y, n_valid in reader:
-        out = rt.fetch(rt.infer(rt.stage(x)))
-        out = np.asarray(out).reshape(out.shape[0], -1)
-        logits.append(out[:n_valid])
-        labels.append(y[:n_valid])
-    lg = np.concatenate(logits).astype(np.float32)
-    lb = np.concatenate(labels)
-    row: dict[str, Any] = {"eval_samples": int(lg.shape[0])}
-    if not np.all(np.isfinite(lg)):
-        row["nonfinite_outputs"] = int((~np.isfinite(lg)).sum())
-    pred = lg.argmax(axis=1)
-    if labels_meaningful:
-        row["top1"] = round(float((pred == lb).mean()), 6)
-        k = min(5, lg.shape[1])
-        topk = np.argpartition(-lg, k - 1, axis=1)[:, :k]
-        row["top5"] = round(float((topk == lb[:, None]).any(axis=1).mean()), 6)
-    else:
-        row["top1"] = row["top5"] = None
-    if reference is not None and reference.shape == lg.shape:
-        row["agreement_top1"] = round(float((reference.argmax(axis=1) == pred).mean()), 6)
-        err = np.abs(reference - lg)
-        row["max_abs_err"] = round(float(np.nanmax(err)), 6)
-        row["mean_abs_err"] = round(float(np.nanmean(err)), 6)
-    elif reference is not None:
-        row["audit_note_ref"] = f"reference shape {reference.shape} != outputs {lg.shape}"
-    return row
-
-
 def measure_cell(spec: CellSpec) -> dict[str, Any]:
     """Measure one cell; returns the measured part of its result row. Raises on failure."""
     from quantbench.runtimes import create_runtime, get_runtime_class
@@ -228,7 +199,7 @@ def measure_cell(spec: CellSpec) -> dict[str, Any]:
                 reference.deactivate()
         eval_reader = reader if not m.eval_batch or m.eval_batch == spec.batch else _eval_reader(spec, m.eval_batch)
         reference = np.load(spec.reference_logits) if spec.reference_logits else None
-        row.update(_accuracy(rt, eval_reader, reference, spec.labels_meaningful))
+        row.update(evaluate_outputs(rt, eval_reader, reference, spec.labels_meaningful))
         row["runtime_settings"] = rt.settings_used()
         audit = rt.execution_report()
         row.update({k: audit.get(k) for k in ("exec_precision", "int8_op_share", "op_precisions", "audit_note")})
