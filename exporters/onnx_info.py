@@ -41,6 +41,19 @@ def onnx_input_info(path: Path) -> tuple[str, list[int | str], str]:
     return inp.name, dims[1:], elem
 
 
+def onnx_output_info(path: Path) -> list[tuple[str, list[int | str], str]]:
+    """(name, shape without the batch axis, element type) of every graph output, in order."""
+    import onnx
+
+    model = load_checked(path)
+    out = []
+    for o in model.graph.output:
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in o.type.tensor_type.shape.dim]
+        elem = onnx.helper.tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type).name
+        out.append((o.name, dims[1:], elem))
+    return out
+
+
 def count_params(path: Path) -> int:
     """Number of weight elements: initializers, not counting Q/DQ scales and zero points."""
     import onnx

@@ -85,6 +85,9 @@ class ModelConfig:
     preprocess: dict[str, Any] | None = None
     eval_samples: int | None = None
     label: str | None = None  # display name in results
+    calib_dataset: str | None = None  # a separate calibration source (default: the dataset's calibration split)
+    classes: list[str] | None = None  # class names in output-index order (image folders)
+    labels: str | None = None  # file with one class name per line, line number = output index
 
 
 QUANT_KEYS = {
