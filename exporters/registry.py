@@ -10,8 +10,10 @@ from typing import Any
 ASSETS = Path(__file__).resolve().parent / "assets"
 IMAGENET = {"resize": [224, 224], "channels": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 FASHION = {"channels": 1, "mean": [0.2860], "std": [0.3530]}
+CIFAR10 = {"channels": 3, "mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]}
 
-BUILTINS = {"fashion_cnn": "FashionNormalCNN", "mnist_cnn": "TwoConvCNN"}
+BUILTINS = {"fashion_cnn": "FashionNormalCNN", "mnist_cnn": "TwoConvCNN", "cifar10_cnn": "Cifar10CNN"}
+SHIPPED = ("fashion_cnn", "cifar10_cnn")  # builtins whose trained weights and FP32 ONNX ship in ASSETS
 TORCHVISION = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "vgg16",
                "squeezenet1_0", "shufflenet_v2_x1_0", "efficientnet_b0", "googlenet", "densenet121", "alexnet")
 
@@ -44,8 +46,8 @@ class ModelSource:
         """The state_dict to load, or None for random init / ONNX models."""
         if self.kind == "onnx" or self.weights == "random":
             return None
-        if self.weights is None and self.kind == "builtin" and self.target == "fashion_cnn":
-            return ASSETS / "fashion_cnn.pt"
+        if self.weights is None and self.kind == "builtin" and self.target in SHIPPED:
+            return ASSETS / f"{self.target}.pt"
         return Path(self.weights).expanduser() if self.weights else None
 
     def weights_label(self) -> str:
@@ -74,6 +76,9 @@ def resolve_model(name: str, **overrides: Any) -> ModelSource:
     if kind == "builtin":
         defaults: dict[str, Any] = {"input_shape": (1, 28, 28), "num_classes": 10, "preprocess": dict(FASHION),
                                     "dataset": "fashion-mnist"}
+        if target == "cifar10_cnn":
+            defaults = {"input_shape": (3, 32, 32), "num_classes": 10, "preprocess": dict(CIFAR10),
+                        "dataset": "folder:$CIFAR10_DIR"}
     elif kind == "torchvision":
         defaults = {"input_shape": (3, 224, 224), "num_classes": 1000, "preprocess": dict(IMAGENET),
                     "dataset": "fashion-mnist"}

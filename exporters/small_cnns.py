@@ -37,3 +37,28 @@ class TwoConvCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+class Cifar10CNN(nn.Module):
+    """A small CIFAR-10 CNN: 4 × (conv 3×3 + BN + ReLU), the first three followed by max-pool 2, then dense 10.
+
+    BatchNorm folds into the convolutions on ONNX export, so the exported graph is Conv/Relu/MaxPool/Gemm.
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        self.features = nn.Sequential(
+            *block(in_channels, 32), nn.MaxPool2d(2),
+            *block(32, 64), nn.MaxPool2d(2),
+            *block(64, 128), nn.MaxPool2d(2),
+            *block(128, 128),
+        )
+        side = image_size // 8
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(128 * side * side, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
