@@ -19,7 +19,7 @@ from typing import Any
 
 from .onnx_info import count_params, load_checked, onnx_input_info
 from .quantize import QuantSettings
-from .registry import ASSETS, ModelSource
+from .registry import ASSETS, SHIPPED, ModelSource, resolve_model
 
 __all__ = ["ArtifactStore", "BuiltArtifact", "VariantSpec", "identical_groups", "onnx_input_info", "sha256_file"]
 
@@ -96,10 +96,10 @@ class ArtifactStore:
             return self._describe(path, "fp32", "fp32", source.weights_label(), None)
         wf = source.weights_file()
         weights_hash = sha256_file(wf) if wf else "random"
-        shipped = ASSETS / "fashion_cnn.onnx"
-        if (source.kind == "builtin" and source.target == "fashion_cnn" and source.weights is None
-                and tuple(source.input_shape) == (1, 28, 28) and source.num_classes == 10 and shipped.exists()):
-            # The embedded default ships its ONNX, so benchmark environments need no torch.
+        shipped = ASSETS / f"{source.target}.onnx"
+        if (source.kind == "builtin" and source.target in SHIPPED and source.weights is None and shipped.exists()
+                and _shape_of(source) == _shape_of(resolve_model(source.target))):
+            # The trained builtins ship their ONNX, so benchmark environments need no torch.
             return self._describe(shipped, "fp32", "fp32", source.weights_label(), None)
         if importlib.util.find_spec("torch") is None:
             raise ValueError(f"exporting {source.name} to ONNX needs torch: pip install .[torch] (or pass a .onnx file)")
@@ -143,6 +143,10 @@ class ArtifactStore:
             meta_path.write_text(json.dumps(meta))
         meta = json.loads(meta_path.read_text())
         return self._describe(out, variant.name, "int8", fp32.weights, fp32.path, meta)
+
+
+def _shape_of(source: ModelSource) -> tuple[tuple[int, ...], int]:
+    return tuple(source.input_shape), source.num_classes
 
 
 def run_quantize_worker(fp32_path: Path, out: Path, settings: QuantSettings, data_spec: str,
