@@ -24,8 +24,19 @@ def _console(stderr: bool = False):
 
 
 def _error(msg: str) -> int:
-    _console(stderr=True).print(f"[bold red]error:[/bold red] {msg}", markup=True, soft_wrap=True)
+    """Print one ``error:`` line on stderr; the message is text, never markup (``[run]`` stays)."""
+    from rich.markup import escape
+
+    _console(stderr=True).print(f"[bold red]error:[/bold red] {escape(msg)}", markup=True, soft_wrap=True)
     return EXIT_USAGE
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (not usage text plus a message)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        _error(f"{message} (see `{self.prog} --help`)")
+        sys.exit(EXIT_USAGE)
 
 
 def _styled(msg: str) -> str:
@@ -38,47 +49,65 @@ def _styled(msg: str) -> str:
     return escape(msg)
 
 
-def _apply_overrides(cfg: Any, args: argparse.Namespace) -> None:
-    from .config import ModelConfig
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
-    if args.output:
-        cfg.run.output = args.output
-    if args.runtimes:
-        cfg.run.runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
-    if args.device:
-        cfg.run.devices = [d.strip() for d in args.device.split(",") if d.strip()]
-    if args.batch_sizes:
+
+def _apply_overrides(cfg: Any, args: argparse.Namespace) -> None:
+    """Apply the command-line overrides, then check the whole config again (errors name the flag)."""
+    from .config import ConfigError, ModelConfig
+
+    given: dict[str, str] = {}
+    if args.output is not None:
+        cfg.run.output, given["output"] = args.output, "--output"
+    if args.runtimes is not None:
+        cfg.run.runtimes, given["runtimes"] = _split(args.runtimes), "--runtimes"
+    if args.device is not None:
+        cfg.run.devices, given["devices"] = _split(args.device), "--device"
+    if args.batch_sizes is not None:
         try:
             cfg.run.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
         except ValueError:
-            from .config import ConfigError
-
             raise ConfigError(f"--batch-sizes must be integers separated by commas, not '{args.batch_sizes}'") from None
-    if args.models:
-        cfg.models = [ModelConfig(name=m.strip()) for m in args.models.split(",") if m.strip()]
-    if args.variants:
-        wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
+        given["batch_sizes"] = "--batch-sizes"
+    if args.models is not None:
+        cfg.models = [ModelConfig(name=m) for m in _split(args.models)]
+        if not cfg.models:
+            raise ConfigError("--models is empty: name at least one model")
+    if args.variants is not None:
+        wanted = _split(args.variants)
         known = {v.name: v for v in cfg.variants}
         missing = [w for w in wanted if w not in known]
-        if missing:
-            from .config import ConfigError
-
-            raise ConfigError(f"unknown variant(s) {', '.join(missing)}; this config has {', '.join(known)}")
+        if missing or not wanted:
+            raise ConfigError(f"--variants: unknown variant(s) {', '.join(missing) or '(none given)'}; "
+                              f"this config has {', '.join(known)}")
         cfg.variants = [known[w] for w in wanted]
     if args.weights is not None:
         for m in cfg.models:
             m.weights = args.weights
+    for key, attr, flag in (("eval_samples", "eval_samples", "--eval-samples"), ("min_time_s", "min_time", "--min-time"),
+                            ("max_time_s", "max_time", "--max-time"), ("threads", "threads", "--threads")):
+        value = getattr(args, attr)
+        if value is not None:
+            setattr(cfg.run, key, value)
+            given[key] = flag
     if args.eval_samples is not None:
-        cfg.run.eval_samples = args.eval_samples
         for m in cfg.models:
             m.eval_samples = None
-    if args.min_time is not None:
-        cfg.run.min_time_s = args.min_time
-    if args.threads is not None:
-        cfg.run.threads = args.threads
     if args.no_report:
         cfg.run.report = False
-    cfg.run.validate()
+    try:
+        cfg.validate()
+    except ConfigError as exc:
+        msg = str(exc)
+        for key, flag in given.items():
+            if msg.startswith(f"run.{key} ") or msg.startswith(f"run.{key}:"):
+                raise ConfigError(f"{flag}: {msg}") from None
+        if "min_time_s" in given and msg.startswith("run.max_time_s ("):
+            raise ConfigError(f"--min-time: {msg} (raise it with --max-time)") from None
+        if args.weights is not None and "weights" in msg:
+            raise ConfigError(f"--weights: {msg}") from None
+        raise
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -98,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = _console()
     out = Path(cfg.run.output)
     t0 = time.perf_counter()
-    console.print(f"quantbench: sweep from {cfg.source} → {out}/")
+    console.print(f"quantbench: sweep from {cfg.source} → {out}/", markup=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("cells", total=None)
@@ -109,12 +138,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             what = escape(f"{row['model']}/{row['variant']} on {row.get('runtime_label') or row['runtime']} "
                           f"({row['device']}, batch {row['batch']})")
             if status == "ok":
-                progress.console.print(f"  [green]ok[/green]      {what}: p50 {row.get('compute_p50_ms', 0):.3f} ms"
+                p50 = row.get("compute_p50_ms")
+                progress.console.print(f"  [green]ok[/green]      {what}: p50 "
+                                       + (f"{p50:.3f} ms" if isinstance(p50, (int, float)) else "—")
                                        + (f", top-1 {row['top1'] * 100:.2f}%" if row.get("top1") is not None else ""))
             elif status == "failed":
-                progress.console.print(f"  [red]failed[/red]  {what}: {escape(row['error'])}")
+                progress.console.print(f"  [red]failed[/red]  {what}: {escape(str(row.get('error')))}")
             else:
-                progress.console.print(f"  [dim]skipped {what}: {escape(row['error'])}[/dim]")
+                progress.console.print(f"  [dim]skipped {what}: {escape(str(row.get('error')))}[/dim]")
             ticks["n"] += 1
 
         def log(msg: str) -> None:
@@ -135,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print("[yellow]note:[/yellow] random-init weights: accuracy is not meaningful; compare agreement with FP32")
     wall = time.perf_counter() - t0
     console.print(f"{summary.ran} cell(s) measured, {summary.failed} failed, {summary.skipped} skipped, "
-                  f"{summary.already} already done — {wall:.0f} s; results: {summary.results_path}")
+                  f"{summary.already} already done — {wall:.0f} s; results: {summary.results_path}", markup=False)
     if cfg.run.report:
         _write_report([summary.results_path], out / "report.html", console)
     if summary.ran == 0 and not summary.already:
@@ -149,15 +180,16 @@ def _write_report(paths: list[Path], out: Path, console: Any) -> None:
     import importlib.util
 
     if importlib.util.find_spec("plotly") is None or importlib.util.find_spec("quantbench.reports.html") is None:
-        console.print("[dim]HTML report skipped: pip install .[report][/dim]")
+        console.print("HTML report skipped: pip install .[report]", style="dim", markup=False)
         return
     from quantbench.reports import build_report, render_html
 
     try:
         render_html(build_report(paths), out)
-        console.print(f"report: {out}")
+        console.print(f"report: {out}", markup=False)
     except Exception as exc:  # noqa: BLE001 - a report problem must not fail a finished sweep
-        console.print(f"[yellow]report not written: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}[/yellow]")
+        console.print(f"report not written: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                      style="yellow", markup=False)
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -212,9 +244,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     report = read_rows(args.results)
     for w in report.warnings:
-        _console(stderr=True).print(f"[yellow]warning:[/yellow] {w}")
+        _console(stderr=True).print(_styled(f"warning: {w}"))
     export_table(report.rows, Path(args.output))
-    _console().print(f"{len(report.rows)} row(s) → {args.output}")
+    _console().print(f"{len(report.rows)} row(s) → {args.output}", markup=False)
     return EXIT_OK
 
 
@@ -226,11 +258,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("quantbench")
+    except PackageNotFoundError:  # a source checkout that is not installed
+        from quantbench import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="quantbench",
         description="Benchmark CNN precisions (FP32/FP16/INT8) across runtimes: accuracy on real data, "
                     "latency split into I/O, host→device, compute and device→host, and model size.")
+    parser.add_argument("--version", action="version", version=f"quantbench {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a sweep (the embedded default when no CONFIG is given)",
@@ -243,10 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-sizes", help="comma-separated batch sizes, e.g. 1,32")
     run.add_argument("--models", help="comma-separated models: registry names, torchvision:NAME, module:pkg.mod:fn or .onnx paths")
     run.add_argument("--variants", help="comma-separated variant names from the config to run")
-    run.add_argument("--weights", help="weights for every model: a state_dict path, or 'random' (explicit random init)")
-    run.add_argument("--eval-samples", type=int, help="number of evaluation images per model")
-    run.add_argument("--min-time", type=float, help="minimum timed seconds per cell")
-    run.add_argument("--threads", type=int, help="threads per runtime (0 = physical cores)")
+    run.add_argument("--weights", help="weights for every model: a state_dict path, 'random' (explicit random "
+                                       "init) or 'builtin' (the model loads its own)")
+    run.add_argument("--eval-samples", type=int, help="number of evaluation images per model (run.eval_samples, >= 1)")
+    run.add_argument("--min-time", type=float, help="minimum timed seconds per cell (run.min_time_s, >= 0)")
+    run.add_argument("--max-time", type=float, help="timed seconds after which a cell stops even below min_iters "
+                                                    "(run.max_time_s, >= --min-time)")
+    run.add_argument("--threads", type=int, help="threads per runtime (run.threads; 0 = physical cores)")
     run.add_argument("--retry-failed", action="store_true", help="measure again cells that failed before")
     run.add_argument("--no-report", action="store_true", help="do not write OUTPUT/report.html")
     run.add_argument("--dump-config", action="store_true", help="print the fully resolved config as TOML and exit")

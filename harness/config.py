@@ -6,7 +6,11 @@ silently falls back to a default.
 from __future__ import annotations
 
 import difflib
+import json
+import math
 import os
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -24,10 +28,113 @@ class ConfigError(ValueError):
     """A configuration problem, described in one line."""
 
 
+# ---- value checks ------------------------------------------------------------------------------
+def toml_repr(value: Any, limit: int = 60) -> str:
+    """How ``value`` reads in TOML (``"false"`` vs ``false``), shortened, for error messages."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, float) and not math.isfinite(value):
+        text = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    elif isinstance(value, (list, tuple)):
+        text = "[" + ", ".join(toml_repr(v, limit) for v in value) + "]"
+    elif isinstance(value, dict):
+        text = "{ " + ", ".join(f"{k} = {toml_repr(v, limit)}" for k, v in value.items()) + " }"
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def conforms(value: Any, hint: Any) -> bool:
+    """Whether a TOML value fits a dataclass field's type hint (lists stand for tuples; floats are finite)."""
+    if hint is Any:
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(conforms(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return _is_number(value) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(conforms(v, a) for v, a in zip(value, args))
+        return all(conforms(v, args[0] if args else Any) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+_SINGULAR = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+_PLURAL = {bool: "true/false values", int: "integers", float: "finite numbers", str: "strings"}
+
+
+def describe(hint: Any) -> str:
+    """``list[int]`` -> "a list of integers", for messages."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        parts = [describe(a) for a in args if a is not type(None)]
+        return " or ".join(parts) if parts else "nothing"
+    if hint in _SINGULAR:
+        return _SINGULAR[hint]
+    if origin in (list, tuple) or hint in (list, tuple):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} {_PLURAL.get(args[0], 'values')}"
+        return f"a list of {_PLURAL.get(args[0], 'values')}" if args else "a list"
+    if origin is dict or hint is dict:
+        return "a table"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _bad(where: str, key: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"{where}{key} must be {expected}, not {toml_repr(value)}")
+
+
+def check_fields(obj: Any, where: str, minimum: dict[str, float] | None = None,
+                 positive: set[str] = frozenset(), keys: set[str] | None = None) -> None:
+    """Check each dataclass field of ``obj`` against its type hint and a lower bound.
+
+    Numbers must be >= 0 unless ``minimum`` gives another bound (or the key is in ``positive``:
+    > 0); ``where`` prefixes the key in messages (``"run."``, ``"model 'x': "``).
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        if keys is not None and f.name not in keys:
+            continue
+        value = getattr(obj, f.name)
+        check_value(value, hints[f.name], f.name, where, (minimum or {}).get(f.name, 0), f.name in positive)
+
+
+def check_value(value: Any, hint: Any, key: str, where: str, low: float = 0, strict: bool = False) -> None:
+    """One value against a type hint and a lower bound (numbers, and every number in a list)."""
+    if not conforms(value, hint):
+        raise _bad(where, key, describe(hint), value)
+    is_list = isinstance(value, (list, tuple))
+    for v in (value if is_list else [value]):
+        if _is_number(v) and (v < low or (strict and v <= low)):
+            whole = "int" in describe(hint).split()[-1] or describe(hint).startswith("an integer")
+            kind = ("a list of integers" if whole else "a list of numbers") if is_list else (
+                "an integer" if whole else "a number")
+            raise _bad(where, key, f"{kind} {'>' if strict else '>='} {low:g}", value)
+
+
 def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
     for key in table:
         if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f" (valid: {', '.join(sorted(allowed))})"
             raise ConfigError(f"unknown key '{key}' in {where}{hint}")
 
@@ -36,13 +143,24 @@ def _field_names(cls: type) -> set[str]:
     return {f.name for f in fields(cls)}
 
 
-def _expect(value: Any, typ: type | tuple[type, ...], key: str, where: str) -> Any:
-    if isinstance(value, bool) and typ in (int, float, (int, float)):
-        raise ConfigError(f"{where}.{key} must be a number, not {value!r}")
-    if not isinstance(value, typ):
-        name = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
-        raise ConfigError(f"{where}.{key} must be {name}, not {value!r}")
-    return value
+def _no_duplicates(values: list[Any], what: str) -> None:
+    seen: set[Any] = set()
+    for v in values:
+        marker = json.dumps(v, sort_keys=True, default=str)
+        if marker in seen:
+            raise ConfigError(f"{what} lists {toml_repr(v)} twice")
+        seen.add(marker)
+
+
+def _expand_path(path: str) -> Path:
+    return Path(os.path.expandvars(path)).expanduser()
+
+
+# ---- tables ------------------------------------------------------------------------------------
+# Lower bounds of [run] numbers (all others: >= 0); POSITIVE ones must be > 0.
+RUN_MINIMUM = {"batch_sizes": 1, "min_iters": 1, "max_iters": 1, "io_batches": 1, "interleave_iters": 1, "eval_samples": 1}
+RUN_POSITIVE = {"timeout_s", "max_time_s"}
+MAX_BATCH = 65536
 
 
 @dataclass
@@ -60,17 +178,40 @@ class RunConfig(MeasureSettings):
     report: bool = True
 
     def validate(self) -> None:
-        for key in ("min_iters", "warmup_iters", "max_iters", "io_batches", "eval_samples"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"run.{key} must be >= 0")
-        if self.min_iters < 1:
-            raise ConfigError("run.min_iters must be >= 1")
-        if not self.batch_sizes or any((not isinstance(b, int)) or b < 1 for b in self.batch_sizes):
-            raise ConfigError(f"run.batch_sizes must be positive integers, not {self.batch_sizes!r}")
-        if self.timeout_s <= 0:
-            raise ConfigError("run.timeout_s must be > 0")
+        """Types and ranges of every key, with the key named; raises :class:`ConfigError`."""
+        check_fields(self, "run.", RUN_MINIMUM, RUN_POSITIVE)
+        if not self.output.strip():
+            raise ConfigError("run.output is empty: name an output directory")
+        if self.max_iters < self.min_iters:
+            raise ConfigError(f"run.max_iters ({self.max_iters}) is below run.min_iters ({self.min_iters})")
+        if self.max_time_s < self.min_time_s:
+            raise ConfigError(f"run.max_time_s ({self.max_time_s:g}) is below run.min_time_s ({self.min_time_s:g}): "
+                              "the minimum time could never be met")
+        if not self.batch_sizes:
+            raise ConfigError("run.batch_sizes is empty: give at least one batch size, e.g. [1]")
+        if any(b < 1 or b > MAX_BATCH for b in self.batch_sizes):
+            raise _bad("run.", "batch_sizes", f"a list of integers from 1 to {MAX_BATCH}", self.batch_sizes)
+        _no_duplicates(self.batch_sizes, "run.batch_sizes")
         if not self.runtimes:
             raise ConfigError("run.runtimes is empty: name runtimes or use [\"auto\"]")
+        if not self.devices:
+            raise ConfigError("run.devices is empty: name devices (e.g. [\"cpu\"]) or use [\"auto\"]")
+        for key in ("runtimes", "devices"):
+            values = getattr(self, key)
+            if any(not v.strip() for v in values):
+                raise ConfigError(f"run.{key} contains an empty name")
+            if "auto" in values and len(values) > 1:
+                raise ConfigError(f"run.{key}: 'auto' cannot be combined with names")
+            _no_duplicates(values, f"run.{key}")
+        if self.runtimes != ["auto"]:
+            from quantbench.runtimes import get_runtime_class, list_runtimes
+
+            for name in self.runtimes:
+                if name not in list_runtimes():
+                    try:
+                        get_runtime_class(name)
+                    except ValueError as exc:  # UnknownRuntime: names the closest
+                        raise ConfigError(f"run.runtimes: {_first_line(exc)}") from None
 
 
 @dataclass
@@ -78,23 +219,88 @@ class ModelConfig:
     """``[[models]]``: a registry name, ``torchvision:NAME``, ``module:pkg.mod:fn`` or a path to .onnx."""
 
     name: str
-    weights: str | None = None
-    dataset: str | None = None
-    input_shape: list[int] | None = None
+    weights: str | None = None  # a state_dict path, "random" (explicit random init) or "builtin"
+    dataset: str | dict[str, Any] | None = None  # a data source spec, or {spec, classes, labels}
+    input_shape: list[int] | None = None  # [channels, height, width]
     num_classes: int | None = None
     preprocess: dict[str, Any] | None = None
     eval_samples: int | None = None
     label: str | None = None  # display name in results
-    calib_dataset: str | None = None  # a separate calibration source (default: the dataset's calibration split)
+    calib_dataset: str | dict[str, Any] | None = None  # a separate calibration source (default: the dataset's calibration split)
     classes: list[str] | None = None  # class names in output-index order (image folders)
     labels: str | None = None  # file with one class name per line, line number = output index
 
+    def validate(self, where: str = "") -> None:
+        """Types and ranges of every key; paths that must exist do. Raises :class:`ConfigError`."""
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise _bad(where or "model ", "name", "a non-empty string", self.name)
+        where = f"model '{self.name}': "
+        check_fields(self, where, {"eval_samples": 1, "num_classes": 1})
+        if self.input_shape is not None and (len(self.input_shape) != 3 or min(self.input_shape) < 1):
+            raise _bad(where, "input_shape", "[channels, height, width] (3 integers >= 1)", self.input_shape)
+        for key in ("label", "weights", "labels"):
+            if getattr(self, key) is not None and not getattr(self, key).strip():
+                raise ConfigError(f"{where}{key} is empty")
+        if self.weights is not None and self.weights not in ("random", "builtin"):
+            wf = _expand_path(self.weights)
+            if not wf.is_file():
+                raise ConfigError(f"{where}weights file not found: {self.weights} "
+                                  "(a state_dict path, 'random' or 'builtin')")
+        if self.labels is not None and not _expand_path(self.labels).is_file():
+            raise ConfigError(f"{where}labels file not found: {self.labels}")
+        for key in ("dataset", "calib_dataset"):
+            _check_data_spec(getattr(self, key), key, where)
+        if self.preprocess is not None:
+            _check_preprocess(self.preprocess, where)
 
-QUANT_KEYS = {
-    "calibration", "per_channel", "activation_type", "weight_type", "symmetric_activation",
-    "symmetric_weight", "reduce_range", "op_types", "exclude_nodes", "calib_samples", "calib_seed",
-    "calib_classes", "calib_batch", "num_bins", "percentile", "calib_memory_mb",
-}
+
+DATA_SPEC_KEYS = {"spec", "classes", "labels"}
+
+
+def _check_data_spec(spec: Any, key: str, where: str) -> None:
+    what = f"{where}{key}"
+    if spec is None:
+        return
+    if isinstance(spec, str):
+        if not spec.strip():
+            raise ConfigError(f"{what} is empty")
+        return
+    _check_keys(spec, DATA_SPEC_KEYS, f"the {key} table of {where.rstrip(': ')}")
+    if not isinstance(spec.get("spec"), str) or not spec["spec"].strip():
+        raise ConfigError(f"{what} needs 'spec', a data source such as \"folder:DIR\"")
+    if "classes" in spec and not conforms(spec["classes"], list[str]):
+        raise _bad(f"{what}.", "classes", "a list of strings", spec["classes"])
+    if "labels" in spec and not isinstance(spec["labels"], str):
+        raise _bad(f"{what}.", "labels", "a string (a file path)", spec["labels"])
+
+
+def _check_preprocess(table: dict[str, Any], where: str) -> None:
+    from quantbench.calibration_data import Preprocess
+
+    _check_keys(table, _field_names(Preprocess), f"the preprocess table of {where.rstrip(': ')}")
+    hints = typing.get_type_hints(Preprocess)
+    for key, value in table.items():
+        hint = hints[key]
+        if typing.get_args(hint)[-1:] == (Ellipsis,) and _is_number(value):
+            value = [value]  # mean = 0.5 means [0.5]
+        low = {"resize": 1, "crop": 1, "mean": -math.inf}.get(key, 0)
+        check_value(value, hint, key, f"{where}preprocess.", low, key in ("std", "scale"))
+    try:
+        Preprocess.from_dict(table)
+    except (ValueError, TypeError) as exc:  # DataError is a ValueError
+        raise ConfigError(f"{where}{_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def quant_keys() -> set[str]:
+    """The quantization keys a ``[[variants]]`` table may hold (the fields of ``QuantSettings``)."""
+    from quantbench.exporters.quantize import QuantSettings
+
+    return _field_names(QuantSettings)
 
 
 @dataclass
@@ -108,14 +314,79 @@ class VariantConfig:
     quant: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Names, precision, builder and every quantization key (through ``QuantSettings.from_dict``)."""
+        if not isinstance(self.name, str) or not self.name.strip() or any(ord(c) < 32 for c in self.name):
+            raise _bad("variant ", "name", "a non-empty one-line string", self.name)
+        where = f"variant '{self.name}': "
+        check_fields(self, where, keys={"precision", "builder", "calibrator", "quant"})
         if self.precision not in ("fp32", "fp16", "int8"):
-            raise ConfigError(f"variant '{self.name}': precision must be fp32, fp16 or int8, not '{self.precision}'")
+            raise ConfigError(f"{where}precision must be fp32, fp16 or int8, not '{self.precision}'")
         if self.builder not in ("onnx", "trt-calibrate"):
-            raise ConfigError(f"variant '{self.name}': builder must be 'onnx' or 'trt-calibrate', not '{self.builder}'")
+            raise ConfigError(f"{where}builder must be 'onnx' or 'trt-calibrate', not '{self.builder}'")
         if self.builder == "trt-calibrate" and self.calibrator not in ("entropy", "minmax"):
-            raise ConfigError(f"variant '{self.name}': trt-calibrate needs calibrator = 'entropy' or 'minmax'")
+            raise ConfigError(f"{where}trt-calibrate needs calibrator = 'entropy' or 'minmax'")
+        if self.builder != "trt-calibrate" and self.calibrator is not None:
+            raise ConfigError(f"{where}calibrator applies only to builder = 'trt-calibrate'")
         if self.quant and self.precision != "int8":
-            raise ConfigError(f"variant '{self.name}': quantization keys given for a {self.precision} variant")
+            raise ConfigError(f"{where}quantization keys given for a {self.precision} variant")
+        if self.precision == "int8":
+            self.quant_settings()
+
+    def quant_settings(self) -> Any:
+        """The variant's :class:`QuantSettings` (int8 only); wrong keys, types or ranges raise ConfigError."""
+        from quantbench.exporters.quantize import QuantSettings
+
+        where = f"variant '{self.name}': "
+        _check_keys(self.quant, _field_names(QuantSettings), f"variant '{self.name}'")
+        hints = typing.get_type_hints(QuantSettings)
+        for key, value in self.quant.items():
+            check_value(value, hints[key], key, where)
+        try:
+            return QuantSettings.from_dict(self.quant)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{where}{_first_line(exc)}") from None
+
+
+def check_runtime_options(options: Any) -> None:
+    """``[runtime_options.<runtime>]``: known runtimes and option names; values are scalars or lists
+    (swept) of scalars, of the type the runtime declares (``option_types()``) where it declares one."""
+    from quantbench.runtimes import get_runtime_class, list_runtimes
+
+    if not isinstance(options, dict) or any(not isinstance(v, dict) for v in options.values()):
+        raise ConfigError("[runtime_options] must hold one table per runtime, e.g. [runtime_options.ort-cpu]")
+    for name, table in options.items():
+        where = f"[runtime_options.{name}]"
+        if name not in list_runtimes():
+            close = difflib.get_close_matches(name, list_runtimes(), n=1)
+            raise ConfigError(f"{where}: unknown runtime" + (f"; did you mean '{close[0]}'?" if close
+                                                              else f" (known: {', '.join(list_runtimes())})"))
+        try:
+            cls = get_runtime_class(name)
+        except ImportError:  # a broken adapter is reported when the sweep resolves runtimes
+            cls = None
+        if cls is not None:
+            allowed = set(cls.option_names())
+            for key in table:
+                if key not in allowed:
+                    close = difflib.get_close_matches(key, sorted(allowed), n=1)
+                    hint = f"; did you mean '{close[0]}'?" if close else f" (valid: {', '.join(sorted(allowed))})"
+                    raise ConfigError(f"unknown option '{key}' in {where}{hint}")
+        declared = dict(getattr(cls, "option_types", lambda: {})() or {}) if cls is not None else {}
+        for key, value in table.items():
+            values = value if isinstance(value, list) else [value]
+            if isinstance(value, list):
+                if not value:
+                    raise ConfigError(f"{where} {key} is an empty list (a list is swept: give at least one value)")
+                _no_duplicates(value, f"{where} {key}")
+            for v in values:
+                if not isinstance(v, (bool, int, float, str)):
+                    raise ConfigError(f"{where} {key} must be a string, number, true/false or a list of those "
+                                      f"(swept), not {toml_repr(value)}")
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise _bad(f"{where} ", key, "a finite number", value)
+                typ = int if key == "threads" else declared.get(key)
+                if typ is not None:
+                    check_value(v, typ if not isinstance(typ, tuple) else typing.Union[typ], key, f"{where} ")
 
 
 @dataclass
@@ -127,6 +398,28 @@ class SweepConfig:
     variants: list[VariantConfig]
     runtime_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = "<embedded default>"
+
+    def validate(self) -> None:
+        """Check every value (again after overrides); raises :class:`ConfigError` naming the key."""
+        self.run.validate()
+        if not self.models:
+            raise ConfigError("config has no [[models]]")
+        if not self.variants:
+            raise ConfigError("config has no [[variants]]")
+        for i, m in enumerate(self.models):
+            m.validate(f"models[{i}].")
+        shown = [m.label or m.name for m in self.models]
+        for i, name in enumerate(shown):
+            if name in shown[:i]:
+                raise ConfigError(f"models[{shown.index(name)}] and models[{i}] are both shown as '{name}': "
+                                  "give one a distinct label")
+        for v in self.variants:
+            v.validate()
+        names = [v.name for v in self.variants]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ConfigError(f"duplicate variant name(s): {', '.join(sorted(dupes))}")
+        check_runtime_options(self.runtime_options)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"run": asdict(self.run)}
@@ -150,7 +443,7 @@ def _parse_model(raw: Any, i: int) -> ModelConfig:
     if isinstance(raw, str):
         return ModelConfig(name=raw)
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a table or a model name")
+        raise ConfigError(f"{where} must be a table or a model name, not {toml_repr(raw)}")
     _check_keys(raw, _field_names(ModelConfig), where)
     if "name" not in raw:
         raise ConfigError(f"{where} needs a 'name'")
@@ -162,52 +455,37 @@ def _parse_variant(raw: Any, i: int) -> VariantConfig:
     if not isinstance(raw, dict) or "name" not in raw:
         raise ConfigError(f"{where} must be a table with a 'name'")
     base = {"name", "precision", "builder", "calibrator"}
-    _check_keys(raw, base | QUANT_KEYS, where)
-    quant = {k: v for k, v in raw.items() if k in QUANT_KEYS}
-    variant = VariantConfig(
-        name=str(raw["name"]), precision=str(raw.get("precision", "int8" if quant else "fp32")),
-        builder=str(raw.get("builder", "onnx")), calibrator=raw.get("calibrator"), quant=quant)
-    variant.validate()
-    return variant
+    qkeys = quant_keys()
+    _check_keys(raw, base | qkeys, where)
+    quant = {k: v for k, v in raw.items() if k in qkeys}
+    return VariantConfig(
+        name=raw["name"], precision=raw.get("precision", "int8" if quant else "fp32"),
+        builder=raw.get("builder", "onnx"), calibrator=raw.get("calibrator"), quant=quant)
 
 
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> SweepConfig:
-    """Validate a parsed TOML document into a :class:`SweepConfig`."""
+    """Validate a parsed TOML document into a :class:`SweepConfig` (every value checked)."""
+    if not isinstance(data, dict):
+        raise ConfigError("a config must be a table (a TOML document or a dict)")
     _check_keys(data, {"run", "models", "variants", "runtime_options"}, "config")
     run_raw = data.get("run", {})
     if not isinstance(run_raw, dict):
         raise ConfigError("[run] must be a table")
     _check_keys(run_raw, _field_names(RunConfig), "[run]")
-    defaults = RunConfig()
-    for key, value in run_raw.items():
-        default = getattr(defaults, key)
-        if isinstance(default, list):
-            if isinstance(value, (str, int)):
-                value = [value]
-            _expect(value, list, key, "run")
-        elif isinstance(default, bool):
-            _expect(value, bool, key, "run")
-        elif isinstance(default, (int, float)):
-            _expect(value, (int, float), key, "run")
-        elif isinstance(default, str):
-            _expect(value, str, key, "run")
-        run_raw[key] = value
+    run_raw = dict(run_raw)
+    for key in ("runtimes", "devices", "batch_sizes"):  # a single value stands for a one-item list
+        if isinstance(run_raw.get(key), (str, int)) and not isinstance(run_raw.get(key), bool):
+            run_raw[key] = [run_raw[key]]
     run = RunConfig(**run_raw)
-    run.validate()
+    for key, raw_list in (("models", data.get("models", [])), ("variants", data.get("variants", []))):
+        if not isinstance(raw_list, list):
+            raise ConfigError(f"'{key}' must be an array of tables ([[{key}]])")
     models = [_parse_model(m, i) for i, m in enumerate(data.get("models", []))]
     variants = [_parse_variant(v, i) for i, v in enumerate(data.get("variants", []))]
-    if not models:
-        raise ConfigError("config has no [[models]]")
-    if not variants:
-        raise ConfigError("config has no [[variants]]")
-    names = [v.name for v in variants]
-    dupes = {n for n in names if names.count(n) > 1}
-    if dupes:
-        raise ConfigError(f"duplicate variant name(s): {', '.join(sorted(dupes))}")
-    opts = data.get("runtime_options", {})
-    if not isinstance(opts, dict) or any(not isinstance(v, dict) for v in opts.values()):
-        raise ConfigError("[runtime_options] must hold one table per runtime, e.g. [runtime_options.ort-cpu]")
-    return SweepConfig(run=run, models=models, variants=variants, runtime_options=opts, source=source)
+    cfg = SweepConfig(run=run, models=models, variants=variants,
+                      runtime_options=data.get("runtime_options", {}), source=source)
+    cfg.validate()
+    return cfg
 
 
 def load_config(path: str | os.PathLike | None) -> SweepConfig:

@@ -33,7 +33,7 @@ def test_dump_config_round_trips():
     ({"models": ["m"], "variants": [{"name": "a"}, {"name": "a"}]}, "duplicate variant"),
     ({"models": [], "variants": [{"name": "a"}]}, "no [[models]]"),
     ({"run": {"min_iters": "ten"}, "models": ["m"], "variants": [{"name": "a"}]}, "run.min_iters must be"),
-    ({"run": {"batch_sizes": [0]}, "models": ["m"], "variants": [{"name": "a"}]}, "batch_sizes must be positive"),
+    ({"run": {"batch_sizes": [0]}, "models": ["m"], "variants": [{"name": "a"}]}, "run.batch_sizes must be a list of integers >= 1"),
     ({"models": ["m"], "variants": [{"name": "a", "builder": "trt-calibrate"}]}, "needs calibrator"),
 ])
 def test_bad_configs_name_the_problem(doc, expected):
