@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ CIFAR10 = {"channels": 3, "mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.24
 
 BUILTINS = {"fashion_cnn": "FashionNormalCNN", "mnist_cnn": "TwoConvCNN", "cifar10_cnn": "Cifar10CNN"}
 SHIPPED = ("fashion_cnn", "cifar10_cnn")  # builtins whose trained weights and FP32 ONNX ship in ASSETS
+DEFAULT_DATASET = "fashion-mnist"  # what a model is evaluated on when its [[models]] table names no dataset
 TORCHVISION = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "vgg16",
                "squeezenet1_0", "shufflenet_v2_x1_0", "efficientnet_b0", "googlenet", "densenet121", "alexnet")
 
@@ -25,9 +27,12 @@ class ModelSource:
     name: str
     kind: str  # builtin | torchvision | callable | onnx
     target: str
-    weights: str | None = None  # state_dict path, "random", or None (builtin default weights)
+    # A state_dict path; "random" (explicit random init: the only thing that hides accuracy);
+    # "builtin" (the model's own weights: a module: function's, a shipped builtin's); None = the default.
+    weights: str | None = None
     input_shape: tuple[int, int, int] = (1, 28, 28)
-    num_classes: int = 10
+    # Classes the model predicts; None = read from the exported model's first output.
+    num_classes: int | None = None
     preprocess: dict[str, Any] = field(default_factory=dict)
     dataset: str = "fashion-mnist"
 
@@ -43,21 +48,36 @@ class ModelSource:
         return cls(**d)
 
     def weights_file(self) -> Path | None:
-        """The state_dict to load, or None for random init / ONNX models."""
+        """The state_dict to load, or None (random init, ONNX files, a module: function's own weights)."""
         if self.kind == "onnx" or self.weights == "random":
             return None
-        if self.weights is None and self.kind == "builtin" and self.target in SHIPPED:
+        if self.weights in (None, "builtin") and self.kind == "builtin" and self.target in SHIPPED:
             return ASSETS / f"{self.target}.pt"
-        return Path(self.weights).expanduser() if self.weights else None
+        if self.weights in (None, "builtin"):
+            return None
+        return Path(os.path.expandvars(self.weights)).expanduser()
+
+    @property
+    def is_random(self) -> bool:
+        """True when the weights are a random initialisation: accuracy is then not meaningful."""
+        if self.weights == "random":
+            return True
+        return self.kind == "builtin" and self.weights_file() is None
 
     def weights_label(self) -> str:
-        """How results describe the weights: trained:<file>, random-init or onnx:<file>."""
+        """How results describe the weights.
+
+        ``random-init``, ``trained:<file>`` (a state_dict), ``builtin:module:<pkg.mod:fn>`` (the
+        function's own weights) or ``onnx:<file>`` (the weights inside a user's ONNX file).
+        """
+        if self.is_random:
+            return "random-init"
         if self.kind == "onnx":
             return f"onnx:{self.target}"
-        if self.weights == "random":
-            return "random-init"
         wf = self.weights_file()
-        return f"trained:{wf.name}" if wf else "random-init"
+        if wf is not None:
+            return f"trained:{wf.name}"
+        return f"builtin:module:{self.target}"
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -81,11 +101,12 @@ def resolve_model(name: str, **overrides: Any) -> ModelSource:
                         "dataset": "folder:$CIFAR10_DIR"}
     elif kind == "torchvision":
         defaults = {"input_shape": (3, 224, 224), "num_classes": 1000, "preprocess": dict(IMAGENET),
-                    "dataset": "fashion-mnist"}
+                    "dataset": DEFAULT_DATASET}
     elif kind == "onnx":
         defaults = _onnx_defaults(Path(target))
-    else:
-        defaults = {"input_shape": (1, 28, 28), "num_classes": 10, "preprocess": dict(FASHION), "dataset": "fashion-mnist"}
+    else:  # a module: function: its class count comes from its output once exported
+        defaults = {"input_shape": (1, 28, 28), "num_classes": None, "preprocess": dict(FASHION),
+                    "dataset": DEFAULT_DATASET, "weights": "builtin"}
     if "input_shape" in overrides and "preprocess" not in overrides and kind != "onnx":
         c, h, w = overrides["input_shape"]
         pre = dict(defaults["preprocess"])
@@ -97,9 +118,17 @@ def resolve_model(name: str, **overrides: Any) -> ModelSource:
         defaults["preprocess"] = pre
     defaults.update({k: v for k, v in overrides.items() if v is not None})
     src = ModelSource(name=target if kind != "onnx" else Path(target).stem, kind=kind, target=target, **defaults)
-    if kind == "torchvision" and src.weights is None:
+    if kind == "torchvision" and src.weights in (None, "builtin"):
         raise ValueError(f"torchvision:{target} has no local weights: pass weights=PATH to a state_dict, or "
                          f"weights='random' to benchmark a randomly initialised model (accuracy is then meaningless)")
+    if kind == "builtin" and src.weights == "builtin" and target not in SHIPPED:
+        raise ValueError(f"{target} ships no trained weights: pass weights=PATH to a state_dict, or weights='random'")
+    if kind == "onnx" and src.weights not in (None, "builtin", "random"):
+        raise ValueError(f"weights = '{src.weights}' does not apply to {Path(target).name}: an ONNX file carries "
+                         f"its own weights (use weights = 'random' only to say they are untrained)")
+    if src.num_classes is not None and (isinstance(src.num_classes, bool) or not isinstance(src.num_classes, int)
+                                        or src.num_classes < 1):
+        raise ValueError(f"num_classes must be a positive integer, not {src.num_classes!r}")
     wf = src.weights_file()
     if wf is not None and not wf.is_file():
         raise ValueError(f"weights file not found: {wf}")
@@ -137,19 +166,29 @@ def _unknown(name: str, known: Any) -> None:
 
 
 def _onnx_defaults(path: Path) -> dict[str, Any]:
-    """Guess input shape and preprocessing from a user's ONNX file (grey 1-channel or ImageNet 3-channel)."""
+    """Guess input shape and preprocessing from a user's ONNX file (grey 1-channel or ImageNet 3-channel).
+
+    The class count is left to the model's output (read when the model is prepared).
+    """
     from .onnx_info import onnx_input_info
 
     try:
         _, shape, _ = onnx_input_info(path)
     except ValueError:
-        # Errors surface when the artifact is built, as a failed cell with the reason.
-        return {"input_shape": (1, 28, 28), "num_classes": 10, "preprocess": dict(FASHION), "dataset": "fashion-mnist"}
+        # Errors surface when the model is prepared, as failed cells with the reason.
+        return {"input_shape": (1, 28, 28), "num_classes": None, "preprocess": dict(FASHION),
+                "dataset": DEFAULT_DATASET}
     dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    layout = "NCHW"
+    if len(dims) == 3 and dims[2] in (1, 3) and dims[0] not in (1, 3):  # NHWC, as TensorFlow exports write
+        dims = [dims[2], dims[0], dims[1]]
+        layout = "NHWC"
     c = dims[0] if len(dims) == 3 and dims[0] else 1
     h = dims[1] if len(dims) == 3 and dims[1] else 28
     w = dims[2] if len(dims) == 3 and dims[2] else 28
     pre = dict(IMAGENET) if c == 3 else dict(FASHION)
     pre["channels"] = c
     pre["resize"] = [h, w]
-    return {"input_shape": (c, h, w), "num_classes": 10, "preprocess": pre, "dataset": "fashion-mnist"}
+    if layout != "NCHW":
+        pre["layout"] = layout
+    return {"input_shape": (c, h, w), "num_classes": None, "preprocess": pre, "dataset": DEFAULT_DATASET}

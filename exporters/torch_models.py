@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any, Mapping
 
 from .registry import BUILTINS, ModelSource
@@ -20,13 +21,31 @@ def build_module(source: Mapping[str, Any] | ModelSource):
         module = _construct(src)
     wf = src.weights_file()
     if wf is not None:
-        state = torch.load(wf, map_location="cpu", weights_only=True)
+        state = load_state_dict(wf)
         try:
             module.load_state_dict(state)
         except RuntimeError as exc:
             first = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][1:2] or [str(exc).splitlines()[0]]
             raise ValueError(f"weights {wf.name} do not fit {src.name}: {first[0]}") from None
     return module.eval()
+
+
+def load_state_dict(path: Path) -> Mapping[str, Any]:
+    """A state_dict from ``path`` (tensors only: ``weights_only``), or a one-line ValueError saying why not."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises pickle, zip and runtime errors for foreign files
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"weights file {path} is not a PyTorch state_dict readable with weights_only=True "
+                         f"({why[:160]})") from None
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]  # the usual training-checkpoint wrapper
+    if not isinstance(state, Mapping) or not state or not all(isinstance(k, str) for k in state):
+        raise ValueError(f"weights file {path} holds a {type(state).__name__}, not a state_dict "
+                         f"(a mapping of parameter names to tensors, as torch.save(model.state_dict(), path) writes)")
+    return state
 
 
 def _construct(src: ModelSource):
@@ -49,6 +68,8 @@ def _construct(src: ModelSource):
             fn = getattr(importlib.import_module(mod_name), fn_name)
         except (ImportError, AttributeError) as exc:
             raise ValueError(f"cannot import '{src.target}': {exc}") from None
+        # The function builds the network with its own weights (weights = "builtin"), or a
+        # state_dict given as weights is loaded on top of it.
         module = fn()
         if not isinstance(module, torch.nn.Module):
             raise ValueError(f"'{src.target}' returned {type(module).__name__}, not a torch.nn.Module")

@@ -1,20 +1,24 @@
 """Prepare a sweep's models: resolve, export, check against their data, FP32 reference, variant artifacts.
 
 Everything here happens once per model before any cell runs; a problem fails that model's cells
-(with the reason, reported once), never the sweep.
+(with the reason, reported once), never the sweep. Export, the data and shape checks and the FP32
+reference run the user's code and a runtime, so they run in a contained subprocess
+(:mod:`quantbench.harness.prepare_worker`) under ``run.timeout_s``: a segfault or a hang there
+fails that model only.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from .config import ConfigError, ModelConfig, SweepConfig, VariantConfig
+
+DataSpec = Any  # "fashion-mnist", "folder:DIR", … or {"spec": ..., "classes": [...], "labels": FILE}
 
 
 @dataclass
@@ -24,17 +28,26 @@ class PreparedModel:
     config: ModelConfig
     source: Any  # exporters.registry.ModelSource
     label: str
-    dataset: str
+    dataset: DataSpec  # what it is evaluated on
     preprocess: dict[str, Any]
     eval_samples: int
-    labels_meaningful: bool
+    calib_data: DataSpec = None  # what it is calibrated on (its own calib_dataset, else ``dataset``)
+    dataset_named: bool = True  # False: no dataset in its [[models]] table, the registry's default is used
+    timeout_s: float | None = None  # for the preparation subprocess (run.timeout_s)
+    # num_classes, top_k (bool: top-1/top-5 apply), note (why not); see prepare_worker.accuracy_plan
+    accuracy: dict[str, Any] = field(default_factory=lambda: {"num_classes": None, "top_k": False, "note": ""})
     fp32: Any = None  # BuiltArtifact
     error: str = ""
     artifacts: dict[str, Any] = field(default_factory=dict)  # variant name -> BuiltArtifact
     artifact_errors: dict[str, str] = field(default_factory=dict)
     identical: dict[str, str] = field(default_factory=dict)
     reference: str | None = None
-    dataset_info: dict[str, Any] = field(default_factory=dict)
+    dataset_info: dict[str, Any] = field(default_factory=dict)  # describe() of both sources, for rows
+
+    @property
+    def labels_meaningful(self) -> bool:
+        """Whether top-1/top-5 are computed for this model's cells."""
+        return bool(self.accuracy.get("top_k"))
 
 
 def cache_dir(cfg: SweepConfig) -> Path:
@@ -42,6 +55,16 @@ def cache_dir(cfg: SweepConfig) -> Path:
     if cfg.run.cache_dir:
         return Path(cfg.run.cache_dir).expanduser()
     return Path(os.environ.get("QUANTBENCH_CACHE", Path.home() / ".cache" / "quantbench"))
+
+
+def data_spec(spec: str, m: ModelConfig) -> DataSpec:
+    """The data source spec for a model: a string, or a dict when its ``classes``/``labels`` travel with it."""
+    extra: dict[str, Any] = {}
+    if m.classes is not None:
+        extra["classes"] = list(m.classes)
+    if m.labels is not None:
+        extra["labels"] = m.labels
+    return {"spec": spec, **extra} if extra else spec
 
 
 def resolve_models(cfg: SweepConfig) -> list[PreparedModel]:
@@ -61,15 +84,23 @@ def resolve_models(cfg: SweepConfig) -> list[PreparedModel]:
         except (ValueError, FileNotFoundError) as exc:
             raise ConfigError(str(exc).splitlines()[0]) from None
         label = m.label or source.name
+        dataset = data_spec(source.dataset, m)
         prepared.append(PreparedModel(
-            config=m, source=source, label=label, dataset=source.dataset,
-            preprocess=dict(source.preprocess), eval_samples=m.eval_samples or cfg.run.eval_samples,
-            labels_meaningful=True))
+            config=m, source=source, label=label, dataset=dataset, preprocess=dict(source.preprocess),
+            eval_samples=m.eval_samples if m.eval_samples is not None else cfg.run.eval_samples,
+            calib_data=data_spec(m.calib_dataset, m) if m.calib_dataset else dataset,
+            dataset_named=m.dataset is not None, timeout_s=cfg.run.timeout_s))
     return prepared
 
 
 def model_key(pm: PreparedModel) -> dict[str, Any]:
-    return {"source": pm.source.to_dict(), "label": pm.label, "eval_samples": pm.eval_samples}
+    """What identifies a model's cells (before anything is built)."""
+    key: dict[str, Any] = {"source": pm.source.to_dict(), "label": pm.label, "eval_samples": pm.eval_samples}
+    if pm.calib_data != pm.dataset:
+        key["calib_data"] = pm.calib_data
+    if not isinstance(pm.dataset, str):
+        key["data"] = pm.dataset
+    return key
 
 
 def variant_spec(v: VariantConfig) -> Any:
@@ -80,74 +111,88 @@ def variant_spec(v: VariantConfig) -> Any:
     return VariantSpec(name=v.name, precision=v.precision, quant=quant, builder=v.builder, calibrator=v.calibrator)
 
 
-def _check_shapes(pm: PreparedModel) -> None:
-    """The model's input must match the data after preprocessing; say how to fix it if not."""
-    from quantbench.calibration_data import Preprocess, open_source
-    from quantbench.exporters.artifacts import onnx_input_info
-
-    source = open_source(pm.dataset)
-    pm.dataset_info = source.describe()
-    pre = Preprocess.from_dict(pm.preprocess)
-    data_shape = tuple(pre.output_shape(tuple(source.evaluation.image_shape)))
-    name, shape, _ = onnx_input_info(pm.fp32.path)
-    fixed = [d for d in shape]
-    if len(fixed) != len(data_shape) or any(isinstance(a, int) and a > 0 and a != b for a, b in zip(fixed, data_shape)):
-        raise ValueError(
-            f"model '{pm.label}' expects input {tuple(shape)} per sample but dataset '{pm.dataset}' gives "
-            f"{data_shape} after preprocessing: set preprocess (resize, channels) for this model")
-    n_out = getattr(pm.source, "num_classes", None)
-    pm.labels_meaningful = (not str(pm.fp32.weights).startswith("random")) and n_out == source.num_classes
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [root, env.get("PYTHONPATH", "")] if p)
+    return env
 
 
-def _reference_logits(pm: PreparedModel, cache: Path) -> str | None:
-    """FP32 outputs on the evaluation set from ONNX Runtime CPU, the reference every row is compared to."""
-    import importlib.util
+def prepare_model(pm: PreparedModel, cache: Path, log: Callable[[str], None]) -> None:
+    """Export, data/shape checks and FP32 reference of one model, in a contained subprocess.
 
-    if importlib.util.find_spec("onnxruntime") is None:
-        return None
-    from quantbench.calibration_data import BatchReader, Preprocess, open_source
+    Fills ``pm.fp32``, ``pm.dataset_info``, ``pm.reference`` and ``pm.accuracy``; raises ValueError
+    (one line) when the model cannot be prepared.
+    """
+    from quantbench.exporters.artifacts import BuiltArtifact
 
-    key = hashlib.sha256(json.dumps([pm.fp32.sha256, pm.dataset_info, pm.preprocess, pm.eval_samples],
-                                    sort_keys=True, default=str).encode()).hexdigest()[:20]
-    path = cache / "reference" / f"{key}.npy"
-    if path.exists():
-        return str(path)
-    import onnxruntime as ort
+    from .prepare_worker import STAGES
+    from .subproc import run_contained
 
-    split = open_source(pm.dataset).evaluation
-    idx = split.select(min(pm.eval_samples, len(split)), seed=0)
-    sess = ort.InferenceSession(str(pm.fp32.path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    reader = BatchReader(split, Preprocess.from_dict(pm.preprocess), idx, 64, name, pad_last=True)
-    outs = [sess.run(None, {name: x})[0].reshape(len(x), -1)[:n] for x, _, n in reader]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, np.concatenate(outs).astype(np.float32))
-    tmp.replace(path)
-    return str(path)
+    job = {"source": pm.source.to_dict(), "label": pm.label, "store": str(cache / "artifacts"),
+           "reference_dir": str(cache / "reference"), "dataset": pm.dataset, "dataset_named": pm.dataset_named,
+           "calib_dataset": pm.calib_data if pm.calib_data != pm.dataset else None,
+           "preprocess": pm.preprocess, "eval_samples": pm.eval_samples}
+    (cache / "artifacts").mkdir(parents=True, exist_ok=True)
+    workdir = cache / "prepare" / f"{os.getpid()}-{os.urandom(4).hex()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    job_path, out_path, log_path = workdir / "job.json", workdir / "out.json", workdir / "prepare.log"
+    job_path.write_text(json.dumps(job, default=str))
+    res = run_contained([sys.executable, "-m", "quantbench.harness.prepare_worker", str(job_path), str(out_path)],
+                        timeout_s=pm.timeout_s, log_path=log_path, env=_worker_env())
+    result: dict[str, Any] = {}
+    if out_path.exists():
+        try:
+            result = json.loads(out_path.read_text())
+        except json.JSONDecodeError:
+            result = {}
+    if res.ok and result and "error" not in result:
+        shutil.rmtree(workdir, ignore_errors=True)
+    elif result.get("error"):
+        raise ValueError(result["error"])
+    else:
+        stages = [ln.split(":", 1)[1].strip() for ln in log_path.read_text(errors="replace").splitlines()
+                  if ln.startswith("stage: ")] if log_path.exists() else []
+        where = STAGES.get(stages[-1], stages[-1]) if stages else "start-up"
+        why = res.describe(pm.timeout_s) or "ended without a result"
+        last = res.last_line()
+        detail = f": {last[:160]}" if last and not last.startswith("stage: ") and not res.timed_out else ""
+        raise ValueError(f"preparation ({where}) {why}{detail} (log: {log_path})")
+    fp32 = dict(result["fp32"])
+    for key in ("path", "reference_path"):
+        if fp32.get(key):
+            fp32[key] = Path(fp32[key])
+    pm.fp32 = BuiltArtifact(**fp32)
+    pm.reference = result["reference"]
+    pm.accuracy = dict(result["accuracy"])
+    pm.dataset_info = {**result["dataset_info"], "calibration": result["calibration_info"]}
+    if result.get("default_data"):
+        log(f"model {pm.label}: no dataset named; evaluating on the default {pm.dataset_info.get('spec')} "
+            f"(it fits the model's input and classes)")
 
 
 def prepare_artifacts(pm: PreparedModel, variants: list[VariantConfig], cache: Path,
                       log: Callable[[str], None]) -> None:
-    """Export the fp32 model, check it against its data, and build each variant (errors kept per variant)."""
+    """Prepare the model (subprocess), then build each variant (errors kept per variant, reported once)."""
     from quantbench.exporters.artifacts import ArtifactStore, identical_groups
 
-    store = ArtifactStore(cache / "artifacts")
     try:
-        pm.fp32 = store.fp32(pm.source)
-        _check_shapes(pm)
-        pm.reference = _reference_logits(pm, cache)
+        prepare_model(pm, cache, log)
     except Exception as exc:  # noqa: BLE001 - any failure here fails this model's cells, in one line
         pm.error = _one_line(exc)
         log(f"error: model {pm.label}: {pm.error}")
         return
+    note = pm.accuracy.get("note")
+    if note and not pm.source.is_random:  # random weights get their own note from the CLI
+        log(f"warning: model {pm.label}: {note}")
+    store = ArtifactStore(cache / "artifacts")
     for v in variants:
         try:
             if v.builder == "trt-calibrate" or v.precision == "fp32":
                 pm.artifacts[v.name] = pm.fp32
                 continue
             log(f"building {pm.label}/{v.name} …")
-            built = store.build(pm.source, variant_spec(v), pm.dataset, pm.preprocess)
+            built = store.build(pm.source, variant_spec(v), pm.calib_data, pm.preprocess, fp32=pm.fp32)
             pm.artifacts[v.name] = built
             if built.quant_time_s is not None:
                 log(f"  {v.name}: {built.size_bytes / 1e3:.0f} kB, quantized in {built.quant_time_s:.1f} s, "
@@ -166,5 +211,3 @@ def _one_line(exc: BaseException) -> str:
     from .worker import one_line
 
     return one_line(exc)
-
-
