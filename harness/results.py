@@ -1,30 +1,55 @@
 """Results: one tidy row per cell, appended to a JSON Lines file and flushed as each cell ends.
 
-Schema (``SCHEMA_VERSION`` 1). Every row has:
+Schema (``SCHEMA_VERSION`` 2; rows of version 1 are still read, their version-2 fields set to null).
+Every row has:
 
-identity   schema_version, run_id, cell_id, timestamp (ISO-8601 UTC), status ("ok" | "failed" | "skipped"),
-           error (one line: why it failed or was skipped; "" when ok), duration_s (wall time of the whole cell)
-cell       model, variant, precision ("fp32" | "fp16" | "int8"), runtime, device, batch,
-           variant_settings (dict: calibration method, per_channel, symmetric, op types, ...),
+identity   schema_version, run_id, cell_id (the cell: model source, label, eval_samples, variant table,
+           runtime and options, device, batch), timestamp (ISO-8601 UTC), status ("ok" | "failed" |
+           "skipped"), error (one line: why it failed or was skipped; "" when ok), duration_s (wall time
+           of the whole cell)
+resume     fingerprint (hash of every input that changes a number: timing settings, the data actually
+           used, the fp32 model's and the variant artifact's content, resolved quantization settings,
+           runtime options, package versions, machine) and fingerprint_parts ({group: hash}, groups
+           "timing", "data", "model", "variant", "quant", "runtime", "versions", "machine"). A rerun
+           reuses a stored row only when its fingerprint is unchanged; otherwise it measures the cell
+           again and says which groups changed. measure_settings (dict: the timing settings used)
+cell       model, variant, precision ("fp32" | "fp16" | "int8"), runtime, runtime_label, device, batch,
+           variant_settings (dict: resolved calibration method, per_channel, symmetric, op types, ...),
            runtime_settings (dict, as applied: threads, hints, providers)
 model      weights ("trained:<path>" | "random-init" | "onnx:<path>"), size_bytes, param_count,
-           artifact_sha256, artifact_path, dataset (dict: name, source, eval_samples, calib_samples)
+           artifact_sha256, artifact_path, dataset (dict: DataSource.describe() incl. fingerprint, plus
+           eval_samples)
 quant      quant_time_s, quant_peak_mem_mb, identical_to (variant name whose artifact is
            byte-identical to this one, or "")
 timing     load_ms, first_infer_ms, iterations, clock ("host-perf_counter_ns" | "cuda-events");
+           stop_reason: why the timed loop ended, "min_iters_and_time" (both minimums met),
+           "max_iters" or "max_time" (a cap hit first); timing_valid: False when the loop stopped
+           before min_iters iterations (the numbers then rest on fewer samples than asked for);
+           host_memory: True when the runtime's inputs and outputs stay in host memory (CPU
+           devices; OpenVINO, whose device copies happen inside infer), so there is no separate
+           host→device / device→host copy to time;
            for each phase P in io, h2d, compute, d2h, e2e:
                P_mean_ms, P_std_ms, P_min_ms, P_p50_ms, P_p90_ms, P_p95_ms, P_p99_ms, P_max_ms
-               and P_raw_ms (list of floats: every timed iteration)
+               and P_raw_ms (list of floats: every timed iteration).
+           h2d_* and d2h_* are null when host_memory is True (stage/fetch are still called, and are
+           inside e2e). A statistic is null when fewer samples were taken than it needs
+           (MIN_SAMPLES): std needs 2, p90 10, p95 20, p99 100; mean/min/p50/max need 1.
+           io_* time reading one whole batch from the dataset; io_scope says what that covers:
+           "read+decode+preprocess" (file-backed data: files opened, decoded and preprocessed in the
+           timed region; the OS page cache may serve the bytes) or "index+preprocess" (data held in
+           memory since the source was opened: the file read is not timed).
            throughput_ips (images per second from the e2e mean), load_avg (1-min, at start),
            speedup_interleaved (non-FP32 cells: FP32 compute median / this variant's, timed in
-           alternating blocks in one process on the same runtime; median over rounds) and
-           speedup_interleaved_rounds (the per-round ratios)
+           alternating blocks in one process on the same runtime, rounds in A-B-B-A order: variant
+           first in odd rounds, FP32 first in even ones; median over rounds; the only speedup
+           estimator), speedup_interleaved_rounds (the per-round ratios), speedup_error (one line: why
+           speedup_interleaved is null on a non-FP32 row, e.g. the interleave failed; "" otherwise)
 accuracy   top1, top5 (fractions 0..1 or null when labels don't apply), eval_samples,
            agreement_top1 (vs the fp32 reference), max_abs_err, mean_abs_err (vs that reference)
 audit      exec_precision, int8_op_share, op_precisions (dict), audit_note, audit_warning ("" or a
            one-line warning when what ran does not match the label)
 env        env (dict fingerprint: host, cpu_model, cpu_flags_subset, cores, memory_gb, gpu, os,
-           python, versions {pkg: ver}, git_rev)
+           python, versions {pkg: ver}, git_rev), runtime_versions (dict)
 
 Missing values are ``null``. Readers accept older schema versions or say clearly they do not.
 """
@@ -37,9 +62,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 PHASES = ("io", "h2d", "compute", "d2h", "e2e")
 STATS = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max")
+# Fewest samples for which a statistic means what its name says (p99 of 50 samples is their maximum).
+MIN_SAMPLES = {"std": 2, "p90": 10, "p95": 20, "p99": 100}
+STOP_REASONS = ("min_iters_and_time", "max_iters", "max_time")
+# Fields added in schema 2; version-1 rows are read with these set to None.
+V2_FIELDS = ("fingerprint", "fingerprint_parts", "measure_settings", "stop_reason", "timing_valid",
+             "host_memory", "io_scope", "speedup_error")
 
 
 class ResultsError(ValueError):
@@ -118,11 +150,14 @@ def read_rows(path: Path | str, latest_per_cell: bool = True) -> LoadReport:
             report.warnings.append(f"{path}:{no}: not a result row, skipped")
             continue
         version = row.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS or isinstance(version, bool):
             report.warnings.append(
                 f"{path}:{no}: schema version {version!r} is not supported (this quantbench reads "
-                f"{SCHEMA_VERSION}); row skipped")
+                f"{', '.join(map(str, READABLE_VERSIONS))}); row skipped")
             continue
+        if version < SCHEMA_VERSION:
+            for key in V2_FIELDS:
+                row.setdefault(key, None)
         order.append(row)
         rows[row.get("cell_id", f"line{no}")] = row
     report.rows = list(rows.values()) if latest_per_cell else order
@@ -131,15 +166,16 @@ def read_rows(path: Path | str, latest_per_cell: bool = True) -> LoadReport:
     return report
 
 
-def measured_cell_ids(path: Path, include_failed: bool = True) -> set[str]:
-    """Cell ids already in ``path`` (to skip on rerun)."""
+def stored_rows(path: Path) -> dict[str, dict[str, Any]]:
+    """The latest row of each cell already in ``path`` (empty when there is no file), by cell_id."""
     if not path.exists():
-        return set()
-    done = set()
-    for row in read_rows(path).rows:
-        if include_failed or row.get("status") == "ok":
-            done.add(row["cell_id"])
-    return done
+        return {}
+    return {row["cell_id"]: row for row in read_rows(path).rows if isinstance(row.get("cell_id"), str)}
+
+
+def measured_cell_ids(path: Path, include_failed: bool = True) -> set[str]:
+    """Cell ids already in ``path`` (with ``include_failed=False`` only those whose latest row is ok)."""
+    return {cid for cid, row in stored_rows(path).items() if include_failed or row.get("status") == "ok"}
 
 
 def to_dataframe(rows: Iterable[dict[str, Any]]):  # -> pandas.DataFrame

@@ -1,7 +1,9 @@
 """Run a sweep: build artifacts, measure each cell in its own subprocess, append rows as they end.
 
 Nothing measured is lost: each row is appended and fsynced as its cell ends, a crashing or hanging
-runtime fails only its own cell, and a rerun skips cells already in the results file.
+runtime fails only its own cell (the worker is contained: killed on timeout, with the sweep, or on
+SIGTERM/SIGINT), and a rerun skips cells whose stored row was measured under the same inputs
+(:mod:`harness.resume`). One run at a time per output directory (a lock file).
 """
 from __future__ import annotations
 
@@ -9,24 +11,27 @@ import hashlib
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 from .config import SweepConfig, VariantConfig
 from .environment import fingerprint
 from .prepare import PreparedModel, model_key, variant_spec, cache_dir, prepare_artifacts, resolve_models
 from .measure import CellSpec, MeasureSettings
-from .results import SCHEMA_VERSION, append_row, measured_cell_ids
+from .results import SCHEMA_VERSION, append_row, stored_rows
+from .resume import combine, fingerprint_parts, model_content, reuse_decision
+from .subproc import run_contained, signal_guard
 from .sweep import Cell, expand, resolve_runtimes
 
 RESULTS_FILE = "results.jsonl"
+LOCK_FILE = ".quantbench.lock"
+MAX_REASON_LINES = 10  # per-cell "re-measured" warnings before they are summarised
 logger = logging.getLogger("quantbench")
 
 
@@ -43,6 +48,7 @@ class SweepSummary:
     failed: int = 0
     skipped: int = 0
     already: int = 0
+    remeasured: int = 0
     notes: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)
     run_id: str = ""
@@ -122,7 +128,7 @@ def _base_row(run_id: str, cell: Cell, pm: PreparedModel, env: dict[str, Any]) -
 
 
 def _run_worker(spec: CellSpec, workdir: Path, timeout_s: float) -> dict[str, Any]:
-    """Measure one cell in a fresh Python process; turn crashes and timeouts into a failed result."""
+    """Measure one cell in a fresh, contained Python process; turn crashes and timeouts into a failed result."""
     workdir.mkdir(parents=True, exist_ok=True)
     spec_path, out_path = workdir / f"{spec.cell_id}.spec.json", workdir / f"{spec.cell_id}.out.json"
     log_path = workdir / f"{spec.cell_id}.log"
@@ -131,18 +137,8 @@ def _run_worker(spec: CellSpec, workdir: Path, timeout_s: float) -> dict[str, An
     cmd = [sys.executable, "-m", "quantbench.harness.worker", str(spec_path), str(out_path)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")])
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return {"status": "failed", "error": f"timed out after {timeout_s:.0f} s (log: {log_path})"}
-        except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
-    if out_path.exists():
+    res = run_contained(cmd, timeout_s=timeout_s, log_path=log_path, env=env)
+    if out_path.exists():  # written before any hang at exit: the measurement stands
         try:
             result = json.loads(out_path.read_text())
         except json.JSONDecodeError:
@@ -152,16 +148,52 @@ def _run_worker(spec: CellSpec, workdir: Path, timeout_s: float) -> dict[str, An
             with open(log_path, "a") as log:
                 log.write(tb)
         return result
-    if rc < 0:
+    if res.timed_out:
+        return {"status": "failed", "error": f"timed out after {timeout_s:.0f} s (log: {log_path})"}
+    tail = res.last_line()
+    return {"status": "failed", "error": f"worker {res.describe()}" + (f": {tail[:200]}" if tail else "")
+            + f" (log: {log_path})"}
+
+
+@contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` for one run; a second run on it fails at once, in one line."""
+    import fcntl
+
+    path = out / LOCK_FILE
+    fh = open(path, "a+")
+    try:
         try:
-            sig = signal.Signals(-rc).name
-        except ValueError:
-            sig = str(-rc)
-        reason = f"worker crashed with {sig}" + (" (out of memory?)" if sig == "SIGKILL" else "")
-    else:
-        reason = f"worker exited with status {rc}"
-    tail = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()][-1:] if log_path.exists() else []
-    return {"status": "failed", "error": reason + (f": {tail[0][:200]}" if tail else "") + f" (log: {log_path})"}
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip()
+            raise RunError(f"output directory {out} is in use by another quantbench run"
+                           + (f" (pid {holder})" if holder.isdigit() else "")
+                           + ": wait for it to finish or choose another --output") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        fh.close()  # closing releases the lock; the file stays (removing it would race a waiting run)
+
+
+def _calibration(cell: Cell, pm: PreparedModel) -> dict[str, Any] | None:
+    """Runtime-side calibration settings (TensorRT 10 ``trt-calibrate`` variants), else None."""
+    if cell.variant.builder != "trt-calibrate":
+        return None
+    from quantbench.exporters.quantize import QuantSettings
+
+    qs = QuantSettings.from_dict(cell.variant.quant)
+    return {"dataset": pm.calib_data, "preprocess": pm.preprocess, "samples": qs.calib_samples,
+            "seed": qs.calib_seed, "batch": qs.calib_batch,
+            "classes": list(qs.calib_classes) if qs.calib_classes else None}
+
+
+def _what(cell: Cell, pm: PreparedModel) -> str:
+    return f"{pm.label}/{cell.variant.name} on {cell.runtime.label} ({cell.device}) batch {cell.batch}"
 
 
 def _default_log(msg: str) -> None:
@@ -173,8 +205,19 @@ def run_sweep(cfg: SweepConfig, output: Path, retry_failed: bool = False,
               log: Callable[[str], None] = _default_log, progress: Callable[[int], Any] | None = None,
               on_row: Callable[[dict[str, Any]], None] | None = None,
               on_plan: Callable[[int], None] | None = None) -> SweepSummary:
-    """Run every cell of ``cfg`` not already in ``output/results.jsonl``."""
+    """Run every cell of ``cfg`` whose stored row in ``output/results.jsonl`` is missing or out of date.
+
+    One run at a time per output directory (a lock file); SIGTERM/SIGINT kill the running worker
+    and raise (``KeyboardInterrupt``); rows already written stay.
+    """
     check_output_dir(output)
+    with output_lock(output), signal_guard():
+        return _run_locked(cfg, output, retry_failed, log, progress, on_row, on_plan)
+
+
+def _run_locked(cfg: SweepConfig, output: Path, retry_failed: bool, log: Callable[[str], None],
+                progress: Callable[[int], Any] | None, on_row: Callable[[dict[str, Any]], None] | None,
+                on_plan: Callable[[int], None] | None) -> SweepSummary:
     results = output / RESULTS_FILE
     summary = SweepSummary(results_path=results)
     resolution = resolve_runtimes(cfg.run.runtimes)
@@ -190,13 +233,7 @@ def run_sweep(cfg: SweepConfig, output: Path, retry_failed: bool = False,
     if not cells and not (resolution.explicit and resolution.unavailable):
         why = "; ".join(notes) or "no runtime is available"
         raise RunError(f"nothing to run: {why} (see `quantbench devices`)")
-    done = measured_cell_ids(results, include_failed=not retry_failed)
-    todo = [c for c in cells if c.cell_id not in done]
-    summary.already = len(cells) - len(todo)
-    if summary.already:
-        log(f"{summary.already} cell(s) already in {results}: skipped (delete the file to measure again)")
-    if on_plan:
-        on_plan(len(todo))
+    stored = stored_rows(results)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(3).hex()
     summary.run_id = run_id
     env = fingerprint()
@@ -213,19 +250,62 @@ def run_sweep(cfg: SweepConfig, output: Path, retry_failed: bool = False,
             append_row(results, row)
             summary.skipped += 1
 
-    needed = {c.model_index for c in todo}
+    # Artifacts are built (or found in the cache) for every cell, stored or not: their content is
+    # part of the fingerprint that decides whether a stored row still holds.
     cache = cache_dir(cfg)
-    for mi in sorted(needed):
-        variants = sorted({c.variant.name for c in todo if c.model_index == mi})
+    for mi in sorted({c.model_index for c in cells}):
+        variants = {c.variant.name for c in cells if c.model_index == mi}
         prepare_artifacts(models[mi], [v for v in cfg.variants if v.name in variants], cache, log)
 
     measure = {f.name: getattr(cfg.run, f.name) for f in fields(MeasureSettings)}
+    contents = {mi: model_content(models[mi]) for mi in {c.model_index for c in cells}}
+    todo: list[tuple[Cell, dict[str, Any]]] = []
+    reasons: list[tuple[str, str]] = []
+    unchecked: dict[str, str] = {}
+    for cell in cells:
+        pm = models[cell.model_index]
+        previous = stored.get(cell.cell_id)
+        prep_error = pm.error or pm.artifact_errors.get(cell.variant.name, "")
+        if prep_error and previous is not None and previous.get("status") == "ok":
+            # Nothing to compare with and nothing better to offer: a good row is not replaced by a failure.
+            unchecked.setdefault(f"{pm.label}/{cell.variant.name}", prep_error)
+            summary.already += 1
+            continue
+        row = _base_row(run_id, cell, pm, env)
+        parts = fingerprint_parts(
+            measure=measure, pm=pm, artifact_sha256=row["artifact_sha256"], variant_settings=row["variant_settings"],
+            runtime=cell.runtime.name, runtime_options=dict(cell.runtime.options), device=cell.device, env=env,
+            model=contents[cell.model_index], calibration=_calibration(cell, pm))
+        row.update({"fingerprint": combine(parts), "fingerprint_parts": parts, "measure_settings": measure})
+        reuse, why = reuse_decision(previous, parts, env, retry_failed)
+        if reuse:
+            summary.already += 1
+            continue
+        if why:
+            summary.remeasured += 1
+            reasons.append((_what(cell, pm), why))
+        todo.append((cell, row))
+    for what, error in unchecked.items():
+        log(f"warning: {what}: stored rows kept without checking them: {error}")
+    if summary.already:
+        log(f"{summary.already} cell(s) already in {results} with unchanged inputs: skipped "
+            f"(delete the file to measure again)")
+    for what, why in reasons[:MAX_REASON_LINES]:
+        log(f"warning: {what}: re-measured, {why}")
+    if len(reasons) > MAX_REASON_LINES:
+        rest: dict[str, int] = {}
+        for _, why in reasons[MAX_REASON_LINES:]:
+            rest[why] = rest.get(why, 0) + 1
+        for why, n in rest.items():
+            log(f"warning: {n} more cell(s) re-measured, {why}")
+    if on_plan:
+        on_plan(len(todo))
+
     from quantbench.runtimes import get_runtime_class
 
-    workdir = output / "cells"
-    for cell in todo:
+    workdir = output / "cells" / run_id  # private to this run
+    for cell, row in todo:
         pm = models[cell.model_index]
-        row = _base_row(run_id, cell, pm, env)
         t0 = time.perf_counter()
         error = pm.error or pm.artifact_errors.get(cell.variant.name, "")
         skipped = ""
@@ -245,22 +325,14 @@ def run_sweep(cfg: SweepConfig, output: Path, retry_failed: bool = False,
         elif skipped:
             row.update({"status": "skipped", "error": skipped})
         else:
-            calibration = None
-            if payload["format"] == "trt-calibrate":
-                from quantbench.exporters.quantize import QuantSettings
-
-                qs = QuantSettings.from_dict(cell.variant.quant)
-                calibration = {"dataset": pm.dataset, "preprocess": pm.preprocess, "samples": qs.calib_samples,
-                               "seed": qs.calib_seed, "batch": qs.calib_batch,
-                               "classes": list(qs.calib_classes) if qs.calib_classes else None}
             spec = CellSpec(
                 cell_id=cell.cell_id, runtime=cell.runtime.name, device=cell.device, batch=cell.batch,
                 runtime_options=dict(cell.runtime.options),
                 artifact=payload,
                 interleave_with=_interleave_payload(pm, cell, cfg),
                 data={"dataset": pm.dataset, "preprocess": pm.preprocess, "eval_samples": pm.eval_samples, "seed": 0},
-                measure=measure, reference_logits=pm.reference, labels_meaningful=pm.labels_meaningful,
-                calibration=calibration)
+                measure=measure, reference_logits=pm.reference, accuracy=pm.accuracy,
+                calibration=_calibration(cell, pm) if payload["format"] == "trt-calibrate" else None)
             row.update(_run_worker(spec, workdir, cfg.run.timeout_s))
         row["duration_s"] = round(time.perf_counter() - t0, 3)
         append_row(results, row)

@@ -157,6 +157,15 @@ class _SignalGuard:
             signal.signal(sig, previous)
 
 
+def signal_guard() -> _SignalGuard:
+    """``with signal_guard():`` SIGTERM/SIGINT kill every contained child, then raise as usual.
+
+    SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``) unless a handler was set before;
+    nested guards (e.g. a sweep around :func:`run_contained`) leave the outer one in place.
+    """
+    return _SignalGuard()
+
+
 def _tail(path: Path) -> str:
     try:
         with open(path, "rb") as fh:

@@ -23,6 +23,9 @@ def one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec_path, out_path = Path(argv[0]), Path(argv[1])
+    from .subproc import watch_parent
+
+    watch_parent()  # die with the sweep even where the parent-death signal is not available
     from .measure import CellSpec, measure_cell
 
     spec = CellSpec(**json.loads(spec_path.read_text()))

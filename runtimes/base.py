@@ -174,6 +174,13 @@ class Runtime(ABC):
         """The clock the harness should time this runtime's calls with."""
         return Clock()
 
+    @property
+    def host_memory(self) -> bool:
+        """True when inputs and outputs stay in host memory, so ``stage``/``fetch`` copy nothing to or
+        from a device and there is no host→device / device→host time to report (the harness then
+        records h2d/d2h as null). The default: the device is the host CPU."""
+        return self.device.lower().split(":")[0] == "cpu"
+
     def settings_used(self) -> dict[str, Any]:
         """The settings that change the numbers (threads, hints, providers), as actually applied."""
         return {k: v for k, v in self.options.items()}

@@ -50,8 +50,20 @@ def test_run_prints_table_and_writes_complete_rows(tmp_path, shared_cache):
     assert int8["size_bytes"] < 0.3 * fp32["size_bytes"]
     assert int8["exec_precision"] in ("int8", "mixed") and int8["int8_op_share"] > 0.5
     assert len(int8["speedup_interleaved_rounds"]) == 5 and int8["speedup_interleaved"] > 0
-    assert "speedup_interleaved" not in fp32
+    assert int8["speedup_error"] == ""
+    assert fp32["speedup_interleaved"] is None and fp32["speedup_error"] == ""  # fp32 is the reference
     assert fp32["exec_precision"] == "fp32"
+    for r in (fp32, int8):
+        assert r["schema_version"] == 2 and r["fingerprint"] and set(r["fingerprint_parts"]) >= {"timing", "data"}
+        assert r["stop_reason"] in ("min_iters_and_time", "max_iters", "max_time")
+        assert r["timing_valid"] is (r["iterations"] >= 10)
+        assert r["host_memory"] is True and r["h2d_p50_ms"] is None and r["d2h_raw_ms"] is None
+        assert r["io_scope"] in ("index+preprocess", "read+decode+preprocess")
+        assert r["measure_settings"]["min_iters"] == 10
+        # 10+ iterations but p99 needs 100 samples: null rather than the maximum in disguise
+        assert (r["compute_p99_ms"] is None) is (r["iterations"] < 100)
+    assert not list((tmp_path / "out" / "cells").glob("*.json")), "worker files live in cells/<run_id>/"
+    assert len({p.name for p in (tmp_path / "out" / "cells").iterdir()}) == 1
 
     again = run_cli("run", str(cfg), cache=shared_cache)
     assert again.returncode == 0
