@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sources import DEBIAN_FASHION_MNIST, SHIPPED, open_idx, write_idx
+from .idx import DEBIAN_FASHION_MNIST, SHIPPED, open_idx, write_idx
 
 PER_SPLIT = 2000
 SEED = 20261122

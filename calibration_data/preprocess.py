@@ -1,18 +1,32 @@
-"""Per-model preprocessing: resize, centre crop, channels, scale, normalise, layout."""
+"""Per-model preprocessing: resize (exact, or shorter side + centre crop), channels, scale, normalise, layout."""
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from .sources import DataError
+from .base import DataError
+
+INTERPOLATIONS = ("bilinear", "bicubic")
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """How raw uint8 images become the model's float32 input."""
+    """How raw images become the model's float32 input.
+
+    Per image: ``resize = [H, W]`` (exact, aspect ratio not kept) or ``resize_shorter = S``
+    (shorter side to S, aspect kept, the longer side truncated as torchvision does), then
+    ``crop = [H, W]`` (centre, torchvision's offsets; no-op on an axis already smaller), with
+    PIL's ``interpolation`` (antialiased, like torchvision on PIL images). uint8 images are
+    resized as uint8 (rounded, as PIL does), float images per channel in float32.
+
+    Then per batch: ``channels`` (grey repeated to 3, or RGB averaged to 1), ``scale`` (applied
+    to uint8/integer pixels only: float images are taken as already scaled), ``mean``/``std``
+    and ``layout``.
+    """
 
     resize: tuple[int, int] | None = None
     crop: tuple[int, int] | None = None
@@ -21,10 +35,12 @@ class Preprocess:
     std: tuple[float, ...] = (1.0,)
     scale: float = 1 / 255
     layout: str = "NCHW"
+    resize_shorter: int | None = None
+    interpolation: str = "bilinear"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "Preprocess":
-        """Build from a config table; unknown keys raise :class:`DataError` naming the closest."""
+        """Build from a config table; unknown keys or bad values raise :class:`DataError` naming the key."""
         d = dict(d or {})
         names = [f.name for f in fields(cls)]
         for key in d:
@@ -34,15 +50,24 @@ class Preprocess:
                 raise DataError(f"unknown preprocess key '{key}'{hint}")
         for key in ("resize", "crop"):
             if d.get(key) is not None:
-                d[key] = tuple(int(v) for v in d[key])
-                if len(d[key]) != 2 or min(d[key]) < 1:
-                    raise DataError(f"preprocess.{key} must be [height, width]")
+                d[key] = _size(d[key], key, square_ok=(key == "crop"))
+        if d.get("resize_shorter") is not None:
+            d["resize_shorter"] = _positive_int(d["resize_shorter"], "resize_shorter")
+        if d.get("resize") is not None and d.get("resize_shorter") is not None:
+            raise DataError("preprocess: give resize (exact [height, width]) or resize_shorter, not both")
         for key in ("mean", "std"):
             if key in d:
-                d[key] = tuple(float(v) for v in (d[key] if isinstance(d[key], (list, tuple)) else [d[key]]))
+                values = d[key] if isinstance(d[key], (list, tuple)) else [d[key]]
+                d[key] = tuple(_number(v, key) for v in values)
+        if "scale" in d:
+            d["scale"] = _number(d["scale"], "scale")
+        if "channels" in d and (isinstance(d["channels"], bool) or not isinstance(d["channels"], int)
+                                or d["channels"] not in (1, 3)):
+            raise DataError(f"preprocess.channels must be 1 or 3, not {d['channels']!r}")
+        if "interpolation" in d and d["interpolation"] not in INTERPOLATIONS:
+            raise DataError(f"preprocess.interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                            f"not {d['interpolation']!r}")
         pre = cls(**d)
-        if pre.channels not in (1, 3):
-            raise DataError(f"preprocess.channels must be 1 or 3, not {pre.channels}")
         if pre.layout not in ("NCHW", "NHWC"):
             raise DataError(f"preprocess.layout must be NCHW or NHWC, not {pre.layout}")
         for key in ("mean", "std"):
@@ -55,27 +80,73 @@ class Preprocess:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
 
-    def output_shape(self, raw_shape: tuple[int, ...]) -> tuple[int, int, int]:
-        """Per-sample shape after :meth:`apply`, e.g. (1, 28, 28)."""
-        h, w = raw_shape[:2]
+    def _resized_hw(self, h: int, w: int) -> tuple[int, int]:
         if self.resize:
-            h, w = self.resize
+            return self.resize
+        if self.resize_shorter:
+            return shorter_side_size(h, w, self.resize_shorter)
+        return h, w
+
+    def output_shape(self, raw_shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """Per-sample shape after :meth:`apply` for a raw image of ``raw_shape``, e.g. (1, 28, 28)."""
+        h, w = self._resized_hw(int(raw_shape[0]), int(raw_shape[1]))
         if self.crop:
             h, w = min(h, self.crop[0]), min(w, self.crop[1])
         return (self.channels, h, w) if self.layout == "NCHW" else (h, w, self.channels)
 
-    def apply(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (N,H,W) or (N,H,W,C) -> contiguous float32 batch in ``layout``."""
-        x = images.astype(np.float32)
+    def apply(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Raw images -> contiguous float32 batch in ``layout``.
+
+        ``images`` is an (N, H, W[, C]) array or a list of (H, W[, C]) arrays of any sizes; after
+        resizing and cropping they must agree in size (else :class:`DataError`).
+        """
+        if isinstance(images, np.ndarray) and not self.resize_shorter and (
+                not self.resize or tuple(images.shape[1:3]) == tuple(self.resize)):
+            x = images.astype(np.float32)
+            if self.crop:
+                top, left = crop_offsets(x.shape[1], x.shape[2], self.crop)
+                x = x[:, top:top + self.crop[0], left:left + self.crop[1]]
+            return self._finish(x, _is_pixels(images))
+        per_image = [self._geometry(np.asarray(im)) for im in images]
+        if not per_image:
+            raise DataError("preprocess: empty batch")
+        shapes = {im.shape for im in per_image}
+        if len(shapes) > 1:
+            sizes = sorted({s[:2] for s in shapes})
+            raise DataError(f"images have different sizes after preprocessing ({sizes[0]} and {sizes[-1]}): "
+                            "set preprocess.crop (or an exact resize)")
+        pixels = [_is_pixels(im) for im in images]
+        x = np.stack([im.astype(np.float32) for im in per_image])
+        if all(pixels) or not any(pixels):
+            return self._finish(x, pixels[0])
+        for i, p in enumerate(pixels):  # mixed pixel/float batch: scale only the pixel images
+            if p:
+                x[i] *= np.float32(self.scale)
+        return self._finish(x, False)
+
+    def _geometry(self, im: np.ndarray) -> np.ndarray:
+        """Resize then centre-crop one (H, W[, C]) image, keeping its dtype family."""
+        if im.ndim not in (2, 3):
+            raise DataError(f"preprocess: an image must be (H, W) or (H, W, C), got shape {im.shape}")
+        size = self._resized_hw(im.shape[0], im.shape[1])
+        if size != im.shape[:2]:
+            im = resize_image(im, size, self.interpolation)
+        if self.crop:
+            im = center_crop(im, self.crop)
+        return im
+
+    def _finish(self, x: np.ndarray, pixels: bool) -> np.ndarray:
+        """Float32 (N, H, W[, C]) after geometry -> channels, scale, mean/std, layout."""
         if x.ndim == 3:
             x = x[..., None]
-        if self.resize and tuple(x.shape[1:3]) != tuple(self.resize):
-            x = resize_bilinear(x, self.resize)
-        if self.crop:
-            x = center_crop(x, self.crop)
+        if x.shape[-1] == 4:  # RGBA: drop alpha
+            x = x[..., :3]
+        if x.shape[-1] not in (1, 3):
+            raise DataError(f"preprocess: images with {x.shape[-1]} channels are not supported (1, 3 or 4)")
         if x.shape[-1] != self.channels:
             x = np.repeat(x, self.channels, axis=-1) if x.shape[-1] == 1 else x.mean(axis=-1, keepdims=True)
-        x *= self.scale
+        if pixels:
+            x *= np.float32(self.scale)
         x -= np.asarray(self.mean, np.float32)
         x /= np.asarray(self.std, np.float32)
         if self.layout == "NCHW":
@@ -83,24 +154,67 @@ class Preprocess:
         return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    # Half-pixel centres, as PIL/OpenCV/torchvision bilinear (without antialias) do.
-    pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, n_in - 1)
-    return lo, hi, (pos - lo).astype(np.float32)
+def _is_pixels(images: np.ndarray) -> bool:
+    return bool(np.issubdtype(np.asarray(images).dtype, np.integer))
 
 
-def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Vectorised bilinear resize of an (N, H, W, C) float batch."""
-    lo_h, hi_h, wh = _axis_weights(x.shape[1], size[0])
-    lo_w, hi_w, ww = _axis_weights(x.shape[2], size[1])
-    rows = x[:, lo_h] * (1 - wh)[None, :, None, None] + x[:, hi_h] * wh[None, :, None, None]
-    return rows[:, :, lo_w] * (1 - ww)[None, None, :, None] + rows[:, :, hi_w] * ww[None, None, :, None]
+def _number(v: Any, key: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise DataError(f"preprocess.{key} must be finite numbers, not {v!r}")
+    return float(v)
+
+
+def _positive_int(v: Any, key: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise DataError(f"preprocess.{key} must be a positive integer, not {v!r}")
+    return v
+
+
+def _size(v: Any, key: str, square_ok: bool) -> tuple[int, int]:
+    if square_ok and isinstance(v, int) and not isinstance(v, bool):
+        v = [v, v]
+    if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) or len(v) != 2:
+        raise DataError(f"preprocess.{key} must be [height, width]{' or one integer' if square_ok else ''}, not {v!r}")
+    return (_positive_int(v[0], key), _positive_int(v[1], key))
+
+
+def shorter_side_size(h: int, w: int, size: int) -> tuple[int, int]:
+    """(H, W) with the shorter side ``size`` and the longer one scaled and truncated (torchvision's rule)."""
+    if w <= h:
+        return int(size * h / w), size
+    return size, int(size * w / h)
+
+
+def resize_image(im: np.ndarray, size: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
+    """Resize one (H, W[, C]) image to ``size`` = (H, W) with PIL (antialiased).
+
+    uint8 grey/RGB images go through PIL as they are (the result is rounded to uint8, as
+    torchvision on PIL images does); anything else is resized per channel in float32 (mode "F").
+    """
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DataError("resizing images needs Pillow: pip install .[data]") from None
+    resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[interpolation]
+    target = (int(size[1]), int(size[0]))
+    if im.dtype == np.uint8 and (im.ndim == 2 or im.shape[2] in (1, 3)):
+        squeeze = im.ndim == 3 and im.shape[2] == 1
+        out = np.asarray(Image.fromarray(im[..., 0] if squeeze else im).resize(target, resample))
+        return out[..., None] if squeeze else out
+    planes = im[..., None] if im.ndim == 2 else im
+    out = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(planes[..., c], dtype=np.float32))
+                               .resize(target, resample)) for c in range(planes.shape[2])], axis=-1)
+    return out[..., 0] if im.ndim == 2 else out
+
+
+def crop_offsets(h: int, w: int, size: tuple[int, int]) -> tuple[int, int]:
+    """(top, left) of a centre crop, as torchvision computes them (0 on an axis already smaller)."""
+    top = int(round((h - size[0]) / 2.0)) if h > size[0] else 0
+    left = int(round((w - size[1]) / 2.0)) if w > size[1] else 0
+    return top, left
 
 
 def center_crop(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Centre crop an (N, H, W, C) batch to ``size`` (no-op on a smaller axis)."""
-    h, w = x.shape[1:3]
-    top, left = max(0, (h - size[0]) // 2), max(0, (w - size[1]) // 2)
-    return x[:, top:top + size[0], left:left + size[1]]
+    """Centre crop one (H, W[, C]) image to ``size`` (no-op on an axis already smaller)."""
+    top, left = crop_offsets(x.shape[0], x.shape[1], size)
+    return x[top:top + size[0], left:left + size[1]]

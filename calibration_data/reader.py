@@ -6,7 +6,7 @@ from typing import Iterator
 import numpy as np
 
 from .preprocess import Preprocess
-from .sources import DataError, Split
+from .base import DataError, Split
 
 
 class BatchReader:
