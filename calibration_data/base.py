@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ class Split:
         """Raw images for ``indices``: an (N, H, W[, C]) array, or a list when their sizes differ."""
         raise NotImplementedError
 
-    def subset(self, indices: np.ndarray, name: str) -> "Split":
+    def subset(self, indices: np.ndarray, name: str) -> Split:
         """A split made of the images at ``indices`` (views or paths, no copies of other images)."""
         raise NotImplementedError
 
@@ -122,7 +123,7 @@ class ArraySplit(Split):
     def read(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         return self.images[np.asarray(indices, dtype=np.int64)]
 
-    def subset(self, indices: np.ndarray, name: str) -> "ArraySplit":
+    def subset(self, indices: np.ndarray, name: str) -> ArraySplit:
         return ArraySplit(self.images[indices], self.labels[indices], name)
 
 
@@ -137,7 +138,7 @@ def _rank_within_class(labels: np.ndarray) -> np.ndarray:
 def partition(n: int, seed: int, eval_fraction: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of ``range(n)`` into (calibration, evaluation) index arrays."""
     perm = np.random.default_rng(seed).permutation(n)
-    n_eval = max(1, int(round(n * eval_fraction)))
+    n_eval = max(1, round(n * eval_fraction))
     return np.sort(perm[n_eval:]), np.sort(perm[:n_eval])
 
 
@@ -211,7 +212,7 @@ class DataSource:
             "n_calibration": len(self.calibration), "n_evaluation": len(self.evaluation),
             "image_shape": list(self.evaluation.image_shape),
             "max_label": int(labels.max()) if labels.size else None,
-            "n_classes_present": int(len(np.unique(labels))),
+            "n_classes_present": len(np.unique(labels)),
             "class_index": self.class_index,
         }
         if self.class_map is not None:

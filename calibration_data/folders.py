@@ -4,8 +4,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -61,7 +61,7 @@ class FileSplit(Split):
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise DataError(f"cannot read image {path}: {reason}") from None
 
-    def subset(self, indices: np.ndarray, name: str) -> "FileSplit":
+    def subset(self, indices: np.ndarray, name: str) -> FileSplit:
         return FileSplit(self.root, self.files[indices], self.labels[indices], name, self.mode, self._first_shape)
 
 

@@ -22,7 +22,11 @@ def read_idx(path: Path) -> np.ndarray:
     if not path.exists():
         raise DataError(f"IDX file not found: {path}")
     try:
-        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                raw = fh.read()
+        else:
+            raw = path.read_bytes()
     except (OSError, EOFError) as exc:
         raise DataError(f"{path} cannot be read: {exc}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:

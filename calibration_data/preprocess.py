@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class Preprocess:
     interpolation: str = "bilinear"
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "Preprocess":
+    def from_dict(cls, d: dict[str, Any] | None) -> Preprocess:
         """Build from a config table; unknown keys or bad values raise :class:`DataError` naming the key."""
         d = dict(d or {})
         names = [f.name for f in fields(cls)]
@@ -209,8 +210,8 @@ def resize_image(im: np.ndarray, size: tuple[int, int], interpolation: str = "bi
 
 def crop_offsets(h: int, w: int, size: tuple[int, int]) -> tuple[int, int]:
     """(top, left) of a centre crop, as torchvision computes them (0 on an axis already smaller)."""
-    top = int(round((h - size[0]) / 2.0)) if h > size[0] else 0
-    left = int(round((w - size[1]) / 2.0)) if w > size[1] else 0
+    top = round((h - size[0]) / 2.0) if h > size[0] else 0
+    left = round((w - size[1]) / 2.0) if w > size[1] else 0
     return top, left
 
 

@@ -1,12 +1,12 @@
 """One batch reader for ORT's quantize_static, TensorRT calibrators and the evaluation loop."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
-from .preprocess import Preprocess
 from .base import DataError, Split
+from .preprocess import Preprocess
 
 
 class BatchReader:

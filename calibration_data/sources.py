@@ -10,8 +10,9 @@ import difflib
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -20,8 +21,8 @@ from .folders import IMAGE_SUFFIXES, FileSplit, open_folder
 from .idx import DEBIAN_FASHION_MNIST, SHIPPED, open_fashion_mnist, open_idx, read_idx, write_idx
 from .npz import open_npz
 
-__all__ = ["ArraySplit", "DEBIAN_FASHION_MNIST", "DataError", "DataSource", "FileSplit", "IMAGE_SUFFIXES", "KINDS",
-           "SHIPPED", "Split", "expand_path", "open_digits", "open_folder", "open_idx", "open_npz", "open_source",
+__all__ = ["DEBIAN_FASHION_MNIST", "IMAGE_SUFFIXES", "KINDS", "SHIPPED", "ArraySplit", "DataError", "DataSource",
+           "FileSplit", "Split", "expand_path", "open_digits", "open_folder", "open_idx", "open_npz", "open_source",
            "read_idx", "write_idx"]
 
 KINDS = ("fashion-mnist", "fashion-mnist-subset", "idx:DIR", "digits", "folder:DIR", "npz:FILE")
