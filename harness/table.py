@@ -1,7 +1,77 @@
-"""The results table printed at the end of ``quantbench run``."""
+"""The results table printed at the end of ``quantbench run``, and what a row's fields mean on screen.
+
+The helpers here (``is_host_device``, ``transfer_ms``, ``timing_flag``, ``speedup_text``) are shared with
+``quantbench.reports`` so that the console, HTML, Markdown and CSV say the same thing about a row.
+"""
 from __future__ import annotations
 
 from typing import Any
+
+NA = "n/a"  # a phase that does not exist on this device (host→device on a CPU)
+MISSING = "—"  # a value that was not measured or could not be computed
+TIMING_SETTINGS_KEYS = ("measure_settings", "timing_settings", "measure")
+
+
+def is_host_device(row: dict[str, Any]) -> bool:
+    """True when the cell ran on the host CPU, where host→device and device→host copies do not exist."""
+    return str(row.get("device") or "").lower().split(":")[0] == "cpu"
+
+
+def transfer_ms(row: dict[str, Any], phase: str, stat: str = "p50") -> float | str | None:
+    """``{phase}_{stat}_ms`` for h2d/d2h: the number, ``NA`` where no copy exists, or None when not measured.
+
+    No copy exists when the row says ``host_memory`` (schema 2), or, for rows that do not say, on a CPU
+    device: schema-1 rows timed a no-op there, which is not shown as a copy either.
+    """
+    value = row.get(f"{phase}_{stat}_ms")
+    host = row.get("host_memory")
+    if host is True or (host is None and is_host_device(row)
+                        and (value is None or (row.get("schema_version") or 0) < 2)):
+        return NA
+    return value
+
+
+def _min_iters(row: dict[str, Any]) -> Any:
+    if row.get("min_iters") is not None:
+        return row["min_iters"]
+    for key in TIMING_SETTINGS_KEYS:
+        settings = row.get(key)
+        if isinstance(settings, dict) and settings.get("min_iters") is not None:
+            return settings["min_iters"]
+    return None
+
+
+def timing_flag(row: dict[str, Any]) -> str:
+    """"" when the timing is valid (or the row predates ``timing_valid``), else why it is not.
+
+    e.g. "timing not valid: stopped at max_time after 7 of 100 iterations".
+    """
+    if row.get("timing_valid") is not False:
+        return ""
+    reason = row.get("stop_reason") or "an unknown limit"
+    n, want = row.get("iterations"), _min_iters(row)
+    if n is not None and want is not None:
+        return f"timing not valid: stopped at {reason} after {n} of {want} iterations"
+    if n is not None:
+        return f"timing not valid: stopped at {reason} after {n} iterations"
+    return f"timing not valid: stopped at {reason}"
+
+
+def speedup_of(row: dict[str, Any], is_reference: bool = False) -> float | None:
+    """The interleaved speedup over FP32 (the only estimator shown); 1.0 for the FP32 reference itself."""
+    if is_reference:
+        return 1.0
+    value = row.get("speedup_interleaved")
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def missing_note(row: dict[str, Any], key: str) -> str:
+    """Why a shown value is missing: ``speedup_error`` for the speedup, ``accuracy_note`` for top-1."""
+    if key == "speedup" and speedup_of(row) is None:
+        return str(row.get("speedup_error") or "")
+    if key == "top1" and row.get("top1") is None:
+        return str(row.get("accuracy_note") or "")
+    return ""
 
 
 def _key(row: dict[str, Any]) -> tuple:
@@ -9,63 +79,101 @@ def _key(row: dict[str, Any]) -> tuple:
 
 
 def fp32_baselines(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
-    """The fp32 row of each (model, runtime label, device, batch), for speedups and deltas."""
+    """The fp32 row of each (model, runtime label, device, batch), for deltas and the "ref" mark."""
     return {_key(r): r for r in rows if r.get("status") == "ok" and r.get("precision") == "fp32"
-            and r.get("variant_settings", {}).get("builder") is None}
+            and (r.get("variant_settings") or {}).get("builder") is None}
 
 
 def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One display dict per ok row: accuracy, Δ vs fp32, latency, I/O, size, speedup, audit."""
+    """One display dict per ok row: accuracy, Δ vs fp32, latency, I/O, copies, size, speedup, audit, notes."""
     base = fp32_baselines(rows)
     out = []
     for r in rows:
         if r.get("status") != "ok":
             continue
         ref = base.get(_key(r))
-        p50 = r.get("compute_p50_ms")
-        speedup = r.get("speedup_interleaved")
-        if speedup is None and ref and p50 and ref.get("compute_p50_ms"):
-            speedup = ref["compute_p50_ms"] / p50
+        is_ref = ref is r
         top1 = r.get("top1")
         delta = (top1 - ref["top1"]) * 100 if ref and top1 is not None and ref.get("top1") is not None else None
         out.append({
             "model": r.get("model"), "variant": r.get("variant"), "runtime": r.get("runtime_label") or r.get("runtime"),
             "device": r.get("device"), "batch": r.get("batch"),
             "top1": top1, "delta_pts": delta, "agreement": r.get("agreement_top1"),
-            "p50": p50, "p99": r.get("compute_p99_ms"), "io_p50": r.get("io_p50_ms"),
-            "size_kb": (r.get("size_bytes") or 0) / 1024 if r.get("size_bytes") else None,
-            "speedup": speedup, "ran_as": r.get("exec_precision"), "int8_share": r.get("int8_op_share"),
+            "p50": r.get("compute_p50_ms"), "p99": r.get("compute_p99_ms"), "io_p50": r.get("io_p50_ms"),
+            "h2d_p50": transfer_ms(r, "h2d"), "d2h_p50": transfer_ms(r, "d2h"),
+            "size_kb": r["size_bytes"] / 1024 if r.get("size_bytes") else None,
+            "speedup": speedup_of(r, is_ref), "ref": is_ref,
+            "ran_as": r.get("exec_precision"), "int8_share": r.get("int8_op_share"),
             "warning": r.get("audit_warning") or "", "identical_to": r.get("identical_to") or "",
+            "timing": timing_flag(r), "speedup_note": "" if is_ref else missing_note(r, "speedup"),
+            "top1_note": missing_note(r, "top1"),
         })
     return out
 
 
 def _fmt(v: Any, spec: str, suffix: str = "") -> str:
-    return "—" if v is None else f"{v:{spec}}{suffix}"
+    if v is None:
+        return MISSING
+    if isinstance(v, str):
+        return v
+    return f"{v:{spec}}{suffix}"
+
+
+def _copies(h2d: Any, d2h: Any) -> str:
+    if h2d == NA and d2h == NA:
+        return NA
+    return f"{_fmt(h2d, '.3f')} / {_fmt(d2h, '.3f')}"
+
+
+class Footnotes:
+    """Numbered notes under a table: the same text gets the same number."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def mark(self, text: str) -> str:
+        """" [n]" for ``text`` ("" for no text)."""
+        if not text:
+            return ""
+        if text not in self.texts:
+            self.texts.append(text)
+        return f" [{self.texts.index(text) + 1}]"
 
 
 def render_console(rows: list[dict[str, Any]], console: Any) -> None:
-    """Print the comparison table with rich."""
+    """Print the comparison table with rich, then its footnotes (missing speedups and top-1, invalid timing)."""
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="quantbench results (compute latency; speedup vs the same runtime's FP32, "
+    table = Table(title="quantbench results (compute latency per batch; speedup vs the same runtime's FP32, "
                         "timed alternately with it in one process)", show_lines=False)
     for col, just in (("model", "left"), ("variant", "left"), ("runtime", "left"), ("dev", "left"), ("batch", "right"),
                       ("top-1", "right"), ("Δ pts", "right"), ("agree", "right"), ("p50 ms", "right"),
-                      ("p99 ms", "right"), ("I/O p50 ms", "right"), ("size kB", "right"), ("speedup", "right"),
-                      ("ran as", "left")):
+                      ("p99 ms", "right"), ("I/O p50 ms", "right"), ("h2d / d2h p50 ms", "right"),
+                      ("size kB", "right"), ("speedup", "right"), ("ran as", "left")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
-    for s in sorted(summary_rows(rows), key=lambda s: (s["model"], s["device"], s["runtime"], s["batch"], s["variant"])):
+    notes = Footnotes()
+    key = lambda s: tuple(str(s[k]) if not isinstance(s[k], (int, float)) else s[k]  # noqa: E731
+                          for k in ("model", "device", "runtime", "batch", "variant"))
+    for s in sorted(summary_rows(rows), key=key):
         ran = s["ran_as"] or "?"
         if s["int8_share"] is not None and s["ran_as"] in ("int8", "mixed"):
             ran += f" ({s['int8_share']:.0%} int8)"
+        ran = escape(ran)
         if s["warning"]:
             ran = f"[yellow]{ran} ⚠[/yellow]"
         variant = escape(str(s["variant"])) + (f" [dim](= {escape(s['identical_to'])})[/dim]" if s["identical_to"] else "")
+        p50 = _fmt(s["p50"], ".3f")
+        if s["timing"]:
+            p50 = f"[yellow]{p50} ⚠{notes.mark(s['timing'])}[/yellow]"
+        top1 = _fmt(s["top1"] * 100 if s["top1"] is not None else None, ".2f", "%") + notes.mark(s["top1_note"])
+        speedup = "ref" if s["ref"] else _fmt(s["speedup"], ".2f", "×") + notes.mark(s["speedup_note"])
         table.add_row(
             escape(str(s["model"])), variant, escape(str(s["runtime"])), escape(str(s["device"])), str(s["batch"]),
-            _fmt(s["top1"] and s["top1"] * 100, ".2f", "%"), _fmt(s["delta_pts"], "+.2f"),
-            _fmt(s["agreement"] and s["agreement"] * 100, ".1f", "%"), _fmt(s["p50"], ".3f"), _fmt(s["p99"], ".3f"),
-            _fmt(s["io_p50"], ".3f"), _fmt(s["size_kb"], ".0f"), _fmt(s["speedup"], ".2f", "×"), ran)
+            escape(top1), _fmt(s["delta_pts"], "+.2f"),
+            _fmt(s["agreement"] * 100 if s["agreement"] is not None else None, ".1f", "%"), p50,
+            _fmt(s["p99"], ".3f"), _fmt(s["io_p50"], ".3f"), _copies(s["h2d_p50"], s["d2h_p50"]),
+            _fmt(s["size_kb"], ".0f"), escape(speedup), ran)
     console.print(table)
+    for i, text in enumerate(notes.texts, 1):
+        console.print(f"  \\[{i}] {escape(text)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .atomic import write_atomic
 from .model import Report, ReportError, build_report
 
 
@@ -36,6 +37,8 @@ def main_report(paths: list[Path], out: Path | None, fmt: str = "html") -> int:
     try:
         report = build_report(paths)
     except ReportError as exc:
+        for w in exc.warnings:
+            print(f"warning: {w}", file=sys.stderr)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for w in report.warnings:
@@ -47,20 +50,21 @@ def main_report(paths: list[Path], out: Path | None, fmt: str = "html") -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"report: {target} ({target.stat().st_size / 1e6:.1f} MB, {len(report.rows)} rows)", file=sys.stderr)
-    elif fmt == "md":
-        text = render_markdown(report)
-        if out:
-            Path(out).write_text(text, encoding="utf-8")
-        else:
-            sys.stdout.write(text)
-    elif fmt == "csv":
-        text = render_csv(report, out)
+    elif fmt in ("md", "csv"):
+        text = render_markdown(report) if fmt == "md" else render_csv(report)
         if not out:
             sys.stdout.write(text)
+            return 0
+        try:
+            write_atomic(Path(out), text)
+        except OSError as exc:
+            print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     else:
         print(f"error: unknown report format '{fmt}' (html, md, csv)", file=sys.stderr)
         return 2
     return 0
 
 
-__all__ = ["Report", "ReportError", "build_report", "main_report", "render_csv", "render_html", "render_markdown"]
+__all__ = ["Report", "ReportError", "build_report", "main_report", "render_csv", "render_html", "render_markdown",
+           "write_atomic"]

@@ -1,35 +1,56 @@
 """Plotly figures for the report (bar, box and scatter only: the cartesian bundle we embed)."""
 from __future__ import annotations
 
+import html
 from collections import defaultdict
 from typing import Any
 
+from quantbench.harness.table import timing_flag, transfer_ms
+
 from .model import runtime_label
+from .rows import is_number
 
 PHASES = [("io", "I/O (read + preprocess)", "#9e9e9e"), ("h2d", "host→device", "#f28e2b"),
           ("compute", "compute", "#4e79a7"), ("d2h", "device→host", "#e15759")]
 MAX_RAW = 400  # raw samples per box: enough for the shape, small enough for the file
 
 
+def esc(text: Any) -> str:
+    """Text for a Plotly label: Plotly reads <a href>, <span style>, <b> … in names, titles, tick and hover
+    labels as markup, and decodes entities, so escaping "&", "<" and ">" shows any string literally."""
+    return html.escape(str(text), quote=False)
+
+
 def _label(r: dict[str, Any], with_device: bool = False) -> str:
+    """Escaped row label for an axis; ⚠ marks a row whose timing is not valid."""
     text = f"{r.get('variant')} · {runtime_label(r)} · b{r.get('batch')}"
-    return f"{text} · {r.get('device')}" if with_device else text
+    text = f"{text} · {r.get('device')}" if with_device else text
+    return esc(text + (" ⚠" if timing_flag(r) else ""))
 
 
 def _layout(fig: Any, title: str, height: int) -> None:
-    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=50, b=40),
+    """``title`` is raw text (escaped here); axis titles set by callers are fixed text."""
+    fig.update_layout(title=esc(title), height=height, margin=dict(l=10, r=10, t=50, b=40),
                       template="plotly_white", legend=dict(orientation="h", y=-0.25))
 
 
 def latency_breakdown(rows: list[dict[str, Any]], title: str) -> Any:
-    """Stacked horizontal bars of the median of each phase per row."""
+    """Stacked horizontal bars of the median of each phase per row.
+
+    A phase that does not exist on the row's device (h2d/d2h on a CPU) or was not measured has no bar
+    segment (not a zero one); a phase missing from every row has no legend entry either.
+    """
     import plotly.graph_objects as go
 
     labels = [_label(r) for r in rows]
     fig = go.Figure()
     for key, name, colour in PHASES:
-        fig.add_bar(y=labels, x=[r.get(f"{key}_p50_ms") or 0 for r in rows], name=name, orientation="h",
-                    marker_color=colour, hovertemplate="%{y}<br>" + name + ": %{x:.4f} ms<extra></extra>")
+        xs = [transfer_ms(r, key) if key in ("h2d", "d2h") else r.get(f"{key}_p50_ms") for r in rows]
+        xs = [x if is_number(x) else None for x in xs]
+        if all(x is None for x in xs):
+            continue
+        fig.add_bar(y=labels, x=xs, name=esc(name), orientation="h", marker_color=colour,
+                    hovertemplate="%{y}<br>" + esc(name) + ": %{x:.4f} ms<extra></extra>")
     fig.update_layout(barmode="stack", xaxis_title="median ms per batch", yaxis=dict(autorange="reversed"),
                       legend_traceorder="normal")
     _layout(fig, title, max(260, 26 * len(rows) + 120))
@@ -62,10 +83,10 @@ def accuracy_vs_latency(rows: list[dict[str, Any]], title: str, by_device: bool 
         name = f"{runtime_label(r)} · b{r.get('batch')}"
         by_rt[f"{_host(r)} · {name}" if by_device else name].append(r)
     for name, rs in by_rt.items():
+        # No result text in the hovertemplate itself: "%{…}" in a name would be read as a placeholder.
         fig.add_scatter(x=[r["compute_p50_ms"] for r in rs], y=[r[metric] * 100 for r in rs], mode="markers+text",
-                        name=name, text=[str(r.get("variant")) for r in rs], textposition="top center",
-                        marker=dict(size=10),
-                        hovertemplate="%{text}<br>p50 %{x:.4f} ms<br>%{y:.2f}%<extra>" + name + "</extra>")
+                        name=esc(name), text=[esc(r.get("variant")) for r in rs], textposition="top center",
+                        marker=dict(size=10), hovertemplate="%{text}<br>p50 %{x:.4f} ms<br>%{y:.2f}%")
     front = pareto_front([(r["compute_p50_ms"], r[metric] * 100) for r in pts])
     if front:
         fig.add_scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines+markers", name="Pareto front",
@@ -105,12 +126,11 @@ def cross_device_speedups(model: str, devices: list[str], lines: list[dict[str, 
     lines = [ln for ln in lines if any(not v["ref"] and v["speedup"] for v in ln["devices"].values())]
     if not lines:
         return None
-    labels = [f"{ln['variant']} · {ln['runtime']} · b{ln['batch']}" for ln in lines]
+    labels = [esc(f"{ln['variant']} · {ln['runtime']} · b{ln['batch']}") for ln in lines]
     fig = go.Figure()
     for dev in devices:
         xs = [(ln["devices"].get(dev) or {}).get("speedup") for ln in lines]
-        fig.add_bar(y=labels, x=xs, name=dev, orientation="h",
-                    hovertemplate="%{y}<br>%{x:.2f}× vs FP32<extra>" + dev.replace("<", "&lt;") + "</extra>")
+        fig.add_bar(y=labels, x=xs, name=esc(dev), orientation="h", hovertemplate="%{y}<br>%{x:.2f}× vs FP32")
     fig.add_vline(x=1, line_dash="dot", line_color="#555")
     fig.update_layout(barmode="group", xaxis_title="speedup vs the same device's FP32, same runtime and batch (×)",
                       yaxis=dict(autorange="reversed"), legend_traceorder="normal")

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from . import charts
+from .atomic import write_atomic
+from .method import timing_method
 from .model import Report, device_key
-from .tables import COLUMNS, best_values, cell_text, comparison_groups, cross_cell, cross_device_table
+from .tables import COLUMNS, NOTED, Footnotes, best_values, cell_text, comparison_groups, cross_cell, cross_device_table
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -22,7 +24,7 @@ h3{margin-top:24px} .muted{color:#666} .warn{color:#9a6700} .bad{color:#b42318}
 table{border-collapse:collapse;font-size:13px;margin:8px 0 16px} th,td{border:1px solid #ddd;padding:4px 7px;text-align:right}
 th{background:#f3f5f9;position:sticky;top:0} td.l,th.l{text-align:left} tr.flag td{background:#fff4e0}
 td.best{font-weight:700;background:#e7f5ea} .pill{display:inline-block;padding:1px 6px;border-radius:8px;background:#eef;margin-right:4px} .pill-bad{background:#fde2e1;color:#b42318}
-.chart{margin:8px 0 24px} code{background:#f5f5f5;padding:0 3px}
+.chart{margin:8px 0 24px} code{background:#f5f5f5;padding:0 3px} ol.notes{font-size:13px}
 </style>
 <script>{{ plotly_js | safe }}</script>
 </head><body>
@@ -30,6 +32,7 @@ td.best{font-weight:700;background:#e7f5ea} .pill{display:inline-block;padding:1
 <p class="muted">generated {{ generated }} from {{ sources|length }} results file(s): {% for s in sources %}<code>{{ s }}</code> {% endfor %}</p>
 <p><span class="pill">{{ counts.ok }} ok</span><span class="pill {{ 'pill-bad' if counts.failed else '' }}">{{ counts.failed }} failed</span><span class="pill">{{ counts.skipped }} skipped</span></p>
 {% if reasons %}<ul class="muted">{% for (status, why), n in reasons %}<li>{{ n }} {{ status }}: {{ why }}</li>{% endfor %}</ul>{% endif %}
+<details class="muted"><summary>How timing was measured</summary>{% for m in method %}<p>{{ m }}</p>{% endfor %}</details>
 {% if warnings %}<div class="warn"><b>While loading:</b><ul>{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul></div>{% endif %}
 
 <h2>Devices and software</h2>
@@ -40,11 +43,13 @@ td.best{font-weight:700;background:#e7f5ea} .pill{display:inline-block;padding:1
 {% for g in groups %}
 <h2>{{ g.model }} <span class="muted">on {{ g.device }}</span></h2>
 {% if g.random %}<p class="warn">Weights are randomly initialised: accuracy is meaningless here; read the agreement with FP32.</p>{% endif %}
-<p class="muted">Dataset: {{ g.dataset }}. Latencies are compute time per batch. Best value per column and batch size in <b>bold green</b>; rows whose execution did not match their label are shaded.</p>
+<p class="muted">Dataset: {{ g.dataset }}. Latencies are per batch; p50/p99 are compute time. Best value per column and batch size in <b>bold green</b>; rows whose execution did not match their label, or whose timing is not valid (⚠), are shaded.</p>
 <table><tr>{% for c in columns %}<th class="{{ 'l' if loop.index <= 3 or c[0]=='ran_as' else '' }}">{{ c[1] }}</th>{% endfor %}</tr>
-{% for r in g.rows %}<tr class="{{ 'flag' if r.warning else '' }}">{% for c in r.cells %}<td class="{{ c.cls }}" title="{{ c.title }}">{{ c.text }}</td>{% endfor %}</tr>{% endfor %}
+{% for r in g.rows %}<tr class="{{ 'flag' if r.warning or r.timing else '' }}">{% for c in r.cells %}<td class="{{ c.cls }}" title="{{ c.title }}">{{ c.text }}</td>{% endfor %}</tr>{% endfor %}
 </table>
+{% for r in g.rows if r.timing %}<div class="warn">⚠ {{ r.name }}: {{ r.timing }}</div>{% endfor %}
 {% for r in g.rows if r.warning %}<div class="warn">⚠ {{ r.name }}: {{ r.warning }}</div>{% endfor %}
+{% if g.notes %}<ol class="muted notes">{% for n in g.notes %}<li>{{ n }}</li>{% endfor %}</ol>{% endif %}
 {% for r in g.rows if r.identical_to %}<div class="warn">≡ {{ r.name }} is byte-identical to {{ r.identical_to }}</div>{% endfor %}
 <h3>Latency breakdown</h3><div class="chart">{{ g.breakdown | safe }}</div>
 <h3>Accuracy vs latency</h3><div class="chart">{{ g.scatter | safe }}</div>
@@ -54,9 +59,9 @@ td.best{font-weight:700;background:#e7f5ea} .pill{display:inline-block;padding:1
 <h2>Cross-device view</h2>
 {% for c in cross %}
 <h3>{{ c.model }}</h3>
-<p class="muted">Compute p50 ms and, in brackets, speedup over the same device's FP32 on the same runtime and batch (interleaved ratio where measured).</p>
+<p class="muted">Compute p50 ms and, in brackets, the interleaved speedup over the same device's FP32 on the same runtime and batch ("—" where it was not measured; hover for why).</p>
 <table><tr><th class="l">variant</th><th class="l">runtime</th><th>batch</th>{% for d in c.devices %}<th>{{ d }}</th>{% endfor %}</tr>
-{% for ln in c.lines %}<tr><td class="l">{{ ln.variant }}</td><td class="l">{{ ln.runtime }}</td><td>{{ ln.batch }}</td>{% for t in ln.cells %}<td>{{ t }}</td>{% endfor %}</tr>{% endfor %}
+{% for ln in c.lines %}<tr><td class="l">{{ ln.variant }}</td><td class="l">{{ ln.runtime }}</td><td>{{ ln.batch }}</td>{% for t in ln.cells %}<td title="{{ t.title }}">{{ t.text }}</td>{% endfor %}</tr>{% endfor %}
 </table>
 <div class="chart">{{ c.bars | safe }}</div>
 <div class="chart">{{ c.scatter | safe }}</div>
@@ -109,19 +114,31 @@ def _devices(report: Report) -> list[dict[str, str]]:
     return list(seen.values())
 
 
-def _cells(row: dict[str, Any], best: dict[tuple[str, Any], Any]) -> list[dict[str, str]]:
+def _cells(row: dict[str, Any], best: dict[tuple[str, Any], Any], notes: Footnotes) -> list[dict[str, str]]:
+    """One table row's cells: text (with footnote marks), CSS class and tooltip."""
     cells = []
     for key, _, spec, better in COLUMNS:
         value = row.get(key)
-        text = cell_text(row, key, spec)
+        text, title = cell_text(row, key, spec), ""
         if key == "variant" and row.get("identical_to"):
             text += f" (≡ {row['identical_to']})"
         if key == "ran_as" and row["warning"]:
+            text, title = text + " ⚠", row["warning"]
+        if key == "p50" and row["timing"]:
             text += " ⚠"
+        if key in NOTED and row["notes"].get(key):
+            title = row["notes"][key]
+            text += notes.mark(title)
         is_best = better and value is not None and best.get((key, row["batch"])) == value
         cls = ("l " if key in ("variant", "settings", "runtime", "ran_as") else "") + ("best" if is_best else "")
-        cells.append({"text": text, "cls": cls.strip(), "title": row["warning"] if key == "ran_as" else ""})
+        cells.append({"text": text, "cls": cls.strip(), "title": title})
     return cells
+
+
+def _cross_title(v: dict[str, Any] | None) -> str:
+    if not v:
+        return ""
+    return "; ".join(t for t in (v.get("timing"), f"speedup missing: {v['note']}" if v.get("note") else "") if t)
 
 
 def _cross(report: Report) -> list[dict[str, Any]]:
@@ -130,7 +147,9 @@ def _cross(report: Report) -> list[dict[str, Any]]:
         rows = [r for r in report.ok if str(r.get("model")) == model]
         sections.append({
             "model": model, "devices": devices,
-            "lines": [dict(ln, cells=[cross_cell(ln["devices"].get(d)) for d in devices]) for ln in lines],
+            "lines": [dict(ln, cells=[{"text": cross_cell(ln["devices"].get(d)),
+                                       "title": _cross_title(ln["devices"].get(d))} for d in devices])
+                      for ln in lines],
             "bars": _div(charts.cross_device_speedups(model, devices, lines)),
             "scatter": _div(charts.accuracy_vs_latency(rows, f"{model}: accuracy vs compute latency, all devices",
                                                        by_device=True)),
@@ -152,14 +171,17 @@ def render_html(report: Report, out: Path) -> Path:
             for key, value in best_values(rs).items():
                 best[(key, batch)] = value
         raw_rows = [r["row"] for r in rows]
+        notes = Footnotes()
+        table_rows = [{"cells": _cells(r, best, notes), "warning": r["warning"], "identical_to": r["identical_to"],
+                       "timing": r["timing"], "name": f"{r['variant']} on {r['runtime']} (batch {r['batch']})"}
+                      for r in rows]
         first = raw_rows[0]
         ds = first.get("dataset") or {}
         groups.append({
             "model": model, "device": device,
             "random": any(r.get("weights") == "random-init" for r in raw_rows),
             "dataset": f"{ds.get('name', '?')} ({ds.get('variant', '?')}), {first.get('eval_samples', '?')} evaluation images",
-            "rows": [{"cells": _cells(r, best), "warning": r["warning"], "identical_to": r["identical_to"],
-                      "name": f"{r['variant']} on {r['runtime']} (batch {r['batch']})"} for r in rows],
+            "rows": table_rows, "notes": notes.texts,
             "breakdown": _div(charts.latency_breakdown(raw_rows, f"{model}: where the time goes (median per phase)")),
             "scatter": _div(charts.accuracy_vs_latency(raw_rows, f"{model}: accuracy vs compute latency")),
             "boxes": _div(charts.latency_distribution(raw_rows, f"{model}: compute latency distribution")),
@@ -169,14 +191,11 @@ def render_html(report: Report, out: Path) -> Path:
                  "runtime": r.get("runtime_label") or r.get("runtime"), "device": r.get("device"),
                  "batch": r.get("batch"), "error": r.get("error")} for r in report.not_ok]
     env = jinja2.Environment(autoescape=True)
-    html = env.from_string(TEMPLATE).render(
+    chunks = env.from_string(TEMPLATE).generate(
         plotly_js=_plotly_js().replace("</script", "<\\/script"),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), sources=report.sources,
         counts={"ok": counts.get("ok", 0), "failed": counts.get("failed", 0), "skipped": counts.get("skipped", 0)},
-        warnings=report.warnings, devices=_devices(report), groups=groups, columns=COLUMNS,
-        cross=_cross(report), problems=problems,
+        warnings=report.warnings, method=timing_method(report.rows), devices=_devices(report), groups=groups,
+        columns=COLUMNS, cross=_cross(report), problems=problems,
         reasons=Counter((p["status"], p["error"]) for p in problems).most_common())
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(html, encoding="utf-8")
-    return out
+    return write_atomic(out, chunks)

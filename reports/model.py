@@ -6,11 +6,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantbench.harness.results import ResultsError, read_rows
+from quantbench.harness.table import speedup_of
+
+from .rows import load_file, sanitize_row  # noqa: F401 - sanitize_row is re-exported
 
 
 class ReportError(ValueError):
-    """Nothing usable could be loaded."""
+    """Nothing usable could be loaded (``warnings`` says why, file by file)."""
+
+    def __init__(self, message: str, warnings: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.warnings = list(warnings or [])
 
 
 @dataclass
@@ -34,12 +40,12 @@ def device_key(row: dict[str, Any]) -> str:
     """'host · CPU model (cpu)' or '… · GPU name (cuda:0)': one target device."""
     env = row.get("env") or {}
     dev = str(row.get("device") or "?")
-    what = env.get("cpu_model", "?")
+    what = env.get("cpu_model") or "?"
     if dev.startswith("cuda") and env.get("gpu"):
         idx = dev.partition(":")[2]
         idx = int(idx) if idx.isdigit() else 0
-        what = env["gpu"][min(idx, len(env["gpu"]) - 1)].get("name", "?")
-    return f"{env.get('host', '?')} · {what} ({dev})"
+        what = env["gpu"][min(idx, len(env["gpu"]) - 1)].get("name") or "?"
+    return f"{env.get('host') or '?'} · {what} ({dev})"
 
 
 def runtime_label(row: dict[str, Any]) -> str:
@@ -47,7 +53,7 @@ def runtime_label(row: dict[str, Any]) -> str:
 
 
 def build_report(paths: list[Path]) -> Report:
-    """Read every file; a missing, empty, truncated or old file is a warning, not a failure."""
+    """Read every file; a missing, empty, truncated or old file, or a malformed row, is a warning, not a failure."""
     rows: list[dict[str, Any]] = []
     warnings: list[str] = []
     sources: list[str] = []
@@ -58,63 +64,31 @@ def build_report(paths: list[Path]) -> Report:
             continue
         seen.add(Path(path).resolve())
         try:
-            loaded = read_rows(path)
-        except ResultsError as exc:
-            warnings.append(str(exc))
+            loaded = load_file(Path(path))
+        except FileNotFoundError:
+            warnings.append(f"results file not found: {path}")
             continue
         except OSError as exc:
             warnings.append(f"{path}: cannot read ({exc.strerror or exc})")
             continue
         warnings.extend(loaded.warnings)
-        bad_fields: set[str] = set()
-        for row in loaded.rows:
-            bad_fields |= sanitize_row(row)
-            row["_source"] = str(path)
-        if bad_fields:
-            warnings.append(f"{path}: field(s) of the wrong type ignored: {', '.join(sorted(bad_fields))}")
         rows.extend(loaded.rows)
         sources.append(str(path))
     if not rows:
-        raise ReportError("no result rows could be read from " + ", ".join(str(p) for p in paths))
+        raise ReportError(_nothing_read(paths, warnings), warnings)
     rows, dups = _dedupe(rows)
     warnings.extend(dups)
     warnings.extend(_incompatibilities(rows))
     return Report(rows, warnings, sources)
 
 
-_NUMERIC = {"batch", "size_bytes", "param_count", "quant_time_s", "quant_peak_mem_mb", "load_ms", "first_infer_ms",
-            "throughput_ips", "top1", "top5", "agreement_top1", "max_abs_err", "int8_op_share",
-            "speedup_interleaved", "eval_samples"}
-_DICTS = {"env", "variant_settings", "runtime_settings", "dataset", "op_precisions"}
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def sanitize_row(row: dict[str, Any]) -> set[str]:
-    """Reset fields whose type cannot be rendered (a hand-edited or foreign file); returns their names."""
-    bad = set()
-    for key, value in list(row.items()):
-        if value is None:
-            continue
-        if key.endswith("_raw_ms"):
-            ok, empty = isinstance(value, list) and all(_is_number(v) for v in value), []
-        elif key in _NUMERIC or key.endswith("_ms"):
-            ok, empty = _is_number(value), None
-        elif key in _DICTS:
-            ok, empty = isinstance(value, dict), {}
-        else:
-            continue
-        if not ok:
-            row[key] = empty
-            bad.add(key)
-    env = row.get("env") or {}
-    gpus = env.get("gpu")
-    if gpus is not None and not (isinstance(gpus, list) and all(isinstance(g, dict) for g in gpus)):
-        env["gpu"] = []
-        bad.add("env.gpu")
-    return bad
+def _nothing_read(paths: list[Path], warnings: list[str], shown: int = 3) -> str:
+    """One line: no rows, and the first reasons why (the rest are printed as warnings)."""
+    where = ", ".join(str(p) for p in paths) or "(no files given)"
+    if not warnings:
+        return f"no result rows could be read from {where}"
+    more = f"; and {len(warnings) - shown} more" if len(warnings) > shown else ""
+    return f"no result rows could be read from {where}: " + "; ".join(warnings[:shown]) + more
 
 
 def _dedupe(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -147,16 +121,9 @@ def _incompatibilities(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def speedup_vs(row: dict[str, Any], base: dict[str, Any] | None) -> float | None:
-    """FP32 time / this row's: the interleaved ratio when measured, else the ratio of compute medians."""
-    if base is None:
-        return None
-    if base is row:
-        return 1.0
-    if row.get("speedup_interleaved") is not None:
-        return row["speedup_interleaved"]
-    if row.get("compute_p50_ms") and base.get("compute_p50_ms"):
-        return base["compute_p50_ms"] / row["compute_p50_ms"]
-    return None
+    """The interleaved speedup over FP32 (1.0 for the FP32 reference itself). There is no fallback to a
+    ratio of separately timed medians: those differ by 20-30% from the interleaved estimate on a shared machine."""
+    return speedup_of(row, is_reference=base is row)
 
 
 def fp32_reference(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
@@ -182,7 +149,7 @@ def settings_summary(row: dict[str, Any]) -> str:
     if s.get("symmetric_activation"):
         parts.append("sym act")
     if s.get("op_types"):
-        parts.append("ops " + "+".join(s["op_types"]))
+        parts.append("ops " + "+".join(map(str, s["op_types"])))
     if s.get("exclude_nodes"):
         parts.append(f"{len(s['exclude_nodes'])} node(s) float")
     if s.get("calib_samples"):

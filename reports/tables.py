@@ -4,7 +4,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from .model import Report, device_key, fp32_reference, runtime_label, settings_summary, speedup_vs
+from quantbench.harness.table import MISSING, Footnotes, missing_note, speedup_of, timing_flag, transfer_ms
+
+from .model import Report, device_key, fp32_reference, runtime_label, settings_summary
+from .rows import is_number
 
 # (key, header, format, better): better is "max", "min" or None (not ranked).
 COLUMNS = [
@@ -17,6 +20,9 @@ COLUMNS = [
     ("agreement", "agree w/ FP32 %", "{:.1f}", "max"),
     ("p50", "p50 ms", "{:.3f}", "min"),
     ("p99", "p99 ms", "{:.3f}", "min"),
+    ("io_p50", "I/O p50 ms", "{:.3f}", None),
+    ("h2d_p50", "h2d p50 ms", "{:.3f}", None),
+    ("d2h_p50", "d2h p50 ms", "{:.3f}", None),
     ("p50_pct", "p50 % of FP32", "{:.0f}", "min"),
     ("speedup", "speedup vs FP32 (interleaved)", "{:.2f}×", "max"),
     ("throughput", "images/s", "{:,.0f}", "max"),
@@ -27,6 +33,7 @@ COLUMNS = [
     ("ran_as", "ran as", "{}", None),
 ]
 RELATIVE = {"delta", "p50_pct", "speedup", "size_pct"}
+NOTED = {"top1", "speedup", "p50"}  # columns whose cell can carry a footnote (why missing, why not valid)
 
 
 def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -49,15 +56,18 @@ def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, An
             "top1": top1 * 100 if top1 is not None else None,
             "delta": (top1 - rel["top1"]) * 100 if rel and top1 is not None and rel.get("top1") is not None else None,
             "agreement": r["agreement_top1"] * 100 if r.get("agreement_top1") is not None else None,
-            "p50": p50, "p99": r.get("compute_p99_ms"),
+            "p50": p50, "p99": r.get("compute_p99_ms"), "io_p50": r.get("io_p50_ms"),
+            "h2d_p50": transfer_ms(r, "h2d"), "d2h_p50": transfer_ms(r, "d2h"),
             "p50_pct": 100 * p50 / rel["compute_p50_ms"] if rel and p50 and rel.get("compute_p50_ms") else None,
-            "speedup": speedup_vs(r, rel),
+            "speedup": None if is_ref else speedup_of(r),  # the reference reads "ref", like the other relative columns
             "throughput": r.get("throughput_ips"),
             "size_mb": r["size_bytes"] / 1e6 if r.get("size_bytes") else None,
             "size_pct": 100 * r["size_bytes"] / rel["size_bytes"] if rel and r.get("size_bytes") and rel.get("size_bytes") else None,
             "quant_time": r.get("quant_time_s"), "quant_mem": r.get("quant_peak_mem_mb"),
             "ran_as": ran, "warning": r.get("audit_warning") or "", "identical_to": r.get("identical_to") or "",
-            "weights": r.get("weights") or "", "ref": is_ref, "row": r,
+            "weights": r.get("weights") or "", "ref": is_ref, "row": r, "timing": timing_flag(r),
+            "notes": {"top1": missing_note(r, "top1"), "speedup": "" if is_ref else missing_note(r, "speedup"),
+                      "p50": timing_flag(r)},
         })
     for rows in groups.values():
         rows.sort(key=lambda x: (str(x["runtime"]), x["batch"] or 0, {"fp32": 0, "fp16": 1}.get(str(x["row"].get("precision")), 2), str(x["variant"])))
@@ -70,7 +80,7 @@ def best_values(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for key, _, _, better in COLUMNS:
         if not better:
             continue
-        vals = [r[key] for r in rows if r.get(key) is not None]
+        vals = [r[key] for r in rows if is_number(r.get(key))]
         if len(set(vals)) > 1:
             best[key] = max(vals) if better == "max" else min(vals)
     return best
@@ -104,8 +114,9 @@ def cross_device_table(report: Report) -> dict[str, tuple[list[str], list[dict[s
             line = lines.setdefault(key, {"variant": r.get("variant"), "runtime": runtime_label(r),
                                           "batch": r.get("batch"), "devices": {}})
             base = ref.get((r.get("model"), device_key(r), runtime_label(r), r.get("batch")))
-            line["devices"][device_key(r)] = {"p50": r.get("compute_p50_ms"), "speedup": speedup_vs(r, base),
-                                              "ref": base is r}
+            line["devices"][device_key(r)] = {"p50": r.get("compute_p50_ms"), "speedup": speedup_of(r, base is r),
+                                              "ref": base is r, "note": missing_note(r, "speedup") if base is not r
+                                              else "", "timing": timing_flag(r)}
         order = sorted(lines, key=lambda k: (k[0], k[1], {"fp32": 0, "fp16": 1}.get(k[2], 2), k[3]))
         out[model] = (devices, [lines[k] for k in order])
     return out
@@ -116,12 +127,13 @@ def cross_cell(v: dict[str, Any] | None) -> str:
     if v is None:
         return "—"
     ratio = "ref" if v["ref"] else fmt(v["speedup"], "{:.2f}×")
-    return f"{fmt(v['p50'], '{:.3f}')} ({ratio})"
+    return f"{fmt(v['p50'], '{:.3f}')}{' ⚠' if v.get('timing') else ''} ({ratio})"
 
 
 def fmt(value: Any, spec: str) -> str:
+    """``value`` formatted with ``spec``; null is "—", text (such as "n/a") is shown as it is."""
     if value is None or value == "":
-        return "—"
+        return MISSING
     try:
         return spec.format(value)
     except (ValueError, TypeError):

@@ -6,8 +6,10 @@ import io
 from collections import Counter
 from pathlib import Path
 
+from .atomic import write_atomic
+from .method import timing_method
 from .model import Report
-from .tables import COLUMNS, cell_text, comparison_groups, cross_cell, cross_device_table, fmt
+from .tables import COLUMNS, NOTED, Footnotes, cell_text, comparison_groups, cross_cell, cross_device_table, fmt
 
 TEXT_COLUMNS = {"variant", "settings", "runtime", "ran_as"}
 SCALAR_SKIP = {"env", "variant_settings", "runtime_settings", "dataset", "op_precisions", "runtime_versions",
@@ -24,20 +26,30 @@ def render_markdown(report: Report) -> str:
     out = ["# quantbench report", "",
            f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped cells from "
            f"{len(report.sources)} results file(s).", ""]
+    out += ["**How timing was measured.** " + " ".join(_md_escape(m) for m in timing_method(report.rows)), ""]
     for w in report.warnings:
         out.append(f"> warning: {_md_escape(w)}")
     for (model, device), rows in sorted(comparison_groups(report).items()):
         out += ["", f"## {_md_escape(model)} on {_md_escape(device)}", ""]
         out.append("| " + " | ".join(c[1] for c in COLUMNS) + " |")
         out.append("|" + "|".join("---" if c[0] in TEXT_COLUMNS else "---:" for c in COLUMNS) + "|")
+        notes = Footnotes()
         for r in rows:
-            cells = [_md_escape(cell_text(r, k, spec)) for k, _, spec, _ in COLUMNS]
+            cells = []
+            for k, _, spec, _ in COLUMNS:
+                text = cell_text(r, k, spec) + (" ⚠" if k == "p50" and r["timing"] else "")
+                cells.append(_md_escape(text + (notes.mark(r["notes"].get(k, "")) if k in NOTED else "")))
             if r["warning"]:
                 cells[-1] += " ⚠"
             out.append("| " + " | ".join(cells) + " |")
+        if notes.texts:
+            out.append("")
+            out += [f"{i}. {_md_escape(t)}" for i, t in enumerate(notes.texts, 1)]
         for r in rows:
-            if r["warning"]:
-                out.append(f"\n⚠ {_md_escape(r['variant'])} on {_md_escape(r['runtime'])}: {_md_escape(r['warning'])}")
+            for flag in (r["timing"], r["warning"]):
+                if flag:
+                    out.append(f"\n⚠ {_md_escape(r['variant'])} on {_md_escape(r['runtime'])} "
+                               f"(batch {_md_escape(fmt(r['batch'], '{}'))}): {_md_escape(flag)}")
     for model, (devices, lines) in cross_device_table(report).items():
         out += ["", f"## {_md_escape(model)} across devices", "",
                 "Compute p50 ms (speedup vs the same device's FP32 on the same runtime and batch).", "",
@@ -72,5 +84,5 @@ def render_csv(report: Report, out: Path | None = None) -> str:
         writer.writerow({k: r.get(k) for k in keys})
     text = buf.getvalue()
     if out is not None:
-        Path(out).write_text(text, encoding="utf-8")
+        write_atomic(Path(out), text)
     return text

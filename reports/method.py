@@ -1,0 +1,63 @@
+"""The report header's account of how the numbers in it were measured."""
+from __future__ import annotations
+
+from typing import Any
+
+from quantbench.harness.table import TIMING_SETTINGS_KEYS, timing_flag
+
+from .rows import is_number
+
+CLOCKS = {"host-perf_counter_ns": "the host's perf_counter_ns", "host": "the host's perf_counter_ns",
+          "cuda-events": "CUDA events on the GPU"}
+
+
+def _settings(rows: list[dict[str, Any]]) -> dict[str, set]:
+    """Distinct timing settings recorded in the rows (min_iters, min_time_s, …), if the rows carry them."""
+    seen: dict[str, set] = {}
+    for r in rows:
+        for key in TIMING_SETTINGS_KEYS:
+            settings = r.get(key)
+            if isinstance(settings, dict):
+                for k, v in settings.items():
+                    if isinstance(v, (int, float, str)) and not isinstance(v, bool):
+                        seen.setdefault(k, set()).add(v)
+    return seen
+
+
+def timing_method(rows: list[dict[str, Any]]) -> list[str]:
+    """Plain-text sentences: the timing procedure, the clocks and iteration counts of these rows, the flags."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    lines = [
+        "Each cell loads the model, runs a first inference and untimed warm-up iterations, then times "
+        "iterations until both a minimum count (min_iters) and a minimum duration (min_time_s) are reached. "
+        "Every iteration times host→device, compute and device→host separately; latencies are per batch. "
+        "I/O (reading and preprocessing a batch) is timed in the data path, outside that loop. "
+        "h2d/d2h read \"n/a\" on host (CPU) devices, where no copy exists; a percentile that needs more "
+        "iterations than were taken reads \"—\".",
+        "A cell that stopped at max_time_s or max_iters before reaching its minimum is flagged ⚠ "
+        "(timing not valid).",
+        "Speedup vs FP32 is measured by timing the variant and the same runtime's FP32 model alternately in one "
+        "process (interleaved rounds, median of the per-round ratios); when that measurement is missing the "
+        "column reads \"—\" and a note says why. \"p50 % of FP32\" compares medians of separately timed cells.",
+    ]
+    clocks = sorted({CLOCKS.get(str(r.get("clock")), str(r.get("clock"))) for r in ok if r.get("clock")})
+    iters = [r["iterations"] for r in ok if is_number(r.get("iterations"))]
+    facts = []
+    if clocks:
+        facts.append("clock: " + ", ".join(clocks))
+    if iters:
+        low, high = min(iters), max(iters)
+        facts.append(f"timed iterations per cell: {low}" + (f"–{high}" if high != low else ""))
+    settings = _settings(ok)
+    for key in ("warmup_iters", "min_iters", "min_time_s", "max_iters", "max_time_s", "interleave_rounds"):
+        if key in settings:
+            facts.append(f"{key} " + "/".join(str(v) for v in sorted(settings[key], key=str)))
+    scopes = sorted({str(r["io_scope"]) for r in ok if r.get("io_scope")})
+    if scopes:
+        facts.append("I/O covers " + " / ".join(scopes))
+    invalid = sum(1 for r in ok if timing_flag(r))
+    if invalid:
+        facts.append(f"{invalid} cell(s) with timing not valid")
+    if facts:
+        lines.append("In these results: " + "; ".join(facts) + ".")
+    return lines
