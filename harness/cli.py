@@ -6,6 +6,7 @@ exits non-zero; rows already written are never touched.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,22 @@ def _styled(msg: str) -> str:
 
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+class _LogToConsole(logging.Handler):
+    """Library records on the ``quantbench`` logger, shown like the ``log`` messages (escaped, coloured)."""
+
+    def __init__(self, emit_line: Any) -> None:
+        super().__init__(logging.INFO)
+        self.emit_line = emit_line
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if record.levelno >= logging.ERROR and not msg.startswith("error: "):
+            msg = "error: " + msg
+        elif record.levelno >= logging.WARNING and not msg.startswith(("warning: ", "error: ")):
+            msg = "warning: " + msg
+        self.emit_line(msg)
 
 
 def _apply_overrides(cfg: Any, args: argparse.Namespace) -> None:
@@ -151,9 +168,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         def log(msg: str) -> None:
             progress.console.print(_styled(msg))
 
-        summary = run_sweep(cfg, out, retry_failed=args.retry_failed, log=log,
-                            progress=lambda n: progress.advance(task, n), on_row=on_row,
-                            on_plan=lambda total: progress.update(task, total=total))
+        library_logger = logging.getLogger("quantbench")
+        handler, level = _LogToConsole(log), library_logger.level
+        library_logger.addHandler(handler)
+        library_logger.setLevel(logging.INFO)
+        try:
+            summary = run_sweep(cfg, out, retry_failed=args.retry_failed, log=log,
+                                progress=lambda n: progress.advance(task, n), on_row=on_row,
+                                on_plan=lambda total: progress.update(task, total=total))
+        finally:
+            library_logger.removeHandler(handler)
+            library_logger.setLevel(level)
     loaded = read_rows(summary.results_path)
     rows = [r for r in loaded.rows if r.get("schema_version")]
     render_console(rows, console)

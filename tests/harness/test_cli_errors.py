@@ -20,6 +20,98 @@ def _one_line_error(proc, fragment: str) -> None:
     assert fragment in lines[0], lines[0]
 
 
+@pytest.fixture(scope="module")
+def measured_output(tmp_path_factory, shared_cache):
+    """An output folder holding rows of a real sweep, which bad runs into it must leave untouched."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("needs ONNX Runtime for the earlier rows")
+    root = tmp_path_factory.mktemp("bad-input")
+    out = root / "out"
+    good = write_config(root / "good.toml", out, FP32, eval_samples=100)
+    proc = run_cli("run", str(good), cache=shared_cache)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+# (what goes into the config, extra CLI arguments, a fragment the one error line must contain)
+BAD_INPUT = [
+    pytest.param({"variants": '[[variants]]\nname = "q"\nper_channel = "false"\n'}, [],
+                 "variant 'q': per_channel must be true or false, not \"false\"", id="per_channel-string"),
+    pytest.param({"variants": '[[variants]]\nname = "q"\nop_types = "Conv"\n'}, [],
+                 "variant 'q': op_types must be a list of strings", id="op_types-string"),
+    pytest.param({"variants": '[[variants]]\nname = "q"\ncalibration = "minmx"\n'}, [],
+                 "did you mean 'minmax'", id="calibration-typo"),
+    pytest.param({"model": "eval_samples = -10"}, [], "eval_samples must be an integer >= 1, not -10",
+                 id="model-eval_samples-negative"),
+    pytest.param({"model": "eval_samples = 200.5"}, [], "eval_samples must be an integer, not 200.5",
+                 id="model-eval_samples-float"),
+    pytest.param({"model": 'input_shape = "1,28,28"'}, [], "input_shape must be a list of integers",
+                 id="input_shape-string"),
+    pytest.param({"model": "input_shape = [1, 28]"}, [], "input_shape must be [channels, height, width]",
+                 id="input_shape-2d"),
+    pytest.param({"model": "preprocess = { chanels = 1 }"}, [], "unknown key 'chanels' in the preprocess table",
+                 id="preprocess-unknown-key"),
+    pytest.param({"model": "preprocess = { channels = 2 }"}, [], "preprocess.channels must be 1 or 3",
+                 id="preprocess-channels"),
+    pytest.param({"run": "threads = -3"}, [], "run.threads must be an integer >= 0, not -3", id="threads-negative"),
+    pytest.param({"run": "interleave_rounds = -2"}, [], "run.interleave_rounds must be an integer >= 0",
+                 id="interleave_rounds-negative"),
+    pytest.param({"run": "devices = []"}, [], "run.devices is empty", id="devices-empty"),
+    pytest.param({"run": 'min_time_s = "1"'}, [], "run.min_time_s must be a finite number", id="min_time-string"),
+    pytest.param({"run": "max_time_s = 0.01"}, [], "run.max_time_s (0.01) is below run.min_time_s (0.05)",
+                 id="max_time-below-min_time"),
+    pytest.param({"run": "report = 1"}, [], "run.report must be true or false", id="report-int"),
+    pytest.param({"batches": "[1, 1]"}, [], "run.batch_sizes lists 1 twice", id="batch-duplicate"),
+    pytest.param({"batches": "[0]"}, [], "run.batch_sizes must be a list of integers >= 1", id="batch-zero"),
+    pytest.param({"batches": "[2.5]"}, [], "run.batch_sizes must be a list of integers", id="batch-float"),
+    pytest.param({"run": "batch_size = [1]"}, [], "unknown key 'batch_size' in [run]; did you mean 'batch_sizes'?",
+                 id="run-key-typo-keeps-brackets"),
+    pytest.param({"options": "[runtime_options.ort-cpu]\nthread = 2\n"}, [],
+                 "unknown option 'thread' in [runtime_options.ort-cpu]; did you mean 'threads'?",
+                 id="option-typo-keeps-brackets"),
+    pytest.param({"options": "[runtime_options.ort-cpu]\nthreads = -1\n"}, [],
+                 "[runtime_options.ort-cpu] threads must be an integer >= 0", id="option-threads-negative"),
+    pytest.param({"options": "[runtime_options.openvino]\nprecision = []\n"}, [],
+                 "[runtime_options.openvino] precision is an empty list", id="option-empty-sweep"),
+    pytest.param({}, ["--min-time", "nan"], "--min-time: run.min_time_s must be a finite number, not nan",
+                 id="cli-min-time-nan"),
+    pytest.param({}, ["--min-time", "inf"], "--min-time: run.min_time_s must be a finite number, not inf",
+                 id="cli-min-time-inf"),
+    pytest.param({}, ["--min-time", "-1"], "--min-time: run.min_time_s must be a number >= 0", id="cli-min-time-negative"),
+    pytest.param({}, ["--threads", "-3"], "--threads: run.threads must be an integer >= 0", id="cli-threads-negative"),
+    pytest.param({}, ["--eval-samples", "0"], "--eval-samples: run.eval_samples must be an integer >= 1",
+                 id="cli-eval-samples-zero"),
+    pytest.param({}, ["--eval-samples", "ten"], "argument --eval-samples: invalid int value: 'ten'",
+                 id="cli-eval-samples-not-int"),
+    pytest.param({}, ["--weights", "/nonexistent/weights.pt"], "--weights: model 'fashion_cnn': weights file not found",
+                 id="cli-weights-missing"),
+    pytest.param({}, ["--device", ","], "--device: run.devices is empty", id="cli-devices-empty"),
+    pytest.param({}, ["--batch-sizes", "8,8"], "--batch-sizes: run.batch_sizes lists 8 twice", id="cli-batch-duplicate"),
+    pytest.param({}, ["--runtimes", "ort-cpo"], "did you mean 'ort-cpu'", id="cli-runtime-typo"),
+]
+
+
+@pytest.mark.ort_cpu
+@pytest.mark.parametrize("change, args, fragment", BAD_INPUT)
+def test_bad_input_is_one_line_before_anything_runs(change, args, fragment, measured_output, tmp_path, shared_cache):
+    results = measured_output / "results.jsonl"
+    before = results.read_bytes()
+    cfg = write_config(tmp_path / "bad.toml", measured_output,
+                       change.get("variants", FP32), batches=change.get("batches", "[1]"), eval_samples=100,
+                       models='[[models]]\nname = "fashion_cnn"\n' + change.get("model", "") + "\n")
+    lines = cfg.read_text().splitlines()
+    if change.get("run"):  # replace the [run] key if the fast config sets it, else add it
+        key = change["run"].split("=")[0].strip()
+        lines = [ln for ln in lines if ln.split("=")[0].strip() != key]
+        lines.insert(lines.index("[run]") + 1, change["run"])
+    cfg.write_text("\n".join(lines) + "\n" + change.get("options", ""))
+    proc = run_cli("run", str(cfg), *args, cache=shared_cache)
+    _one_line_error(proc, fragment)
+    assert results.read_bytes() == before
+
+
 def test_missing_config(tmp_path, shared_cache):
     _one_line_error(run_cli("run", str(tmp_path / "nope.toml"), cache=shared_cache), "config file not found")
 
