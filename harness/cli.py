@@ -238,6 +238,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     table = Table(title="runtimes")
     for col in ("runtime", "status", "devices", "versions / how to get it"):
         table.add_column(col)
+    drivers: list[str] = []  # GPU runtimes: the NVIDIA driver their installed (or installable) build needs
     for name in list_runtimes():
         try:
             cls = get_runtime_class(name)
@@ -245,6 +246,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
             table.add_row(name, "[red]broken[/red]", "—", escape(f"adapter failed to import: {exc}"))
             continue
         avail = cls.availability()
+        try:
+            req = cls.requirements() if hasattr(cls, "requirements") else ""
+        except Exception:  # noqa: BLE001 - a broken install must not break the listing
+            req = ""
+        if req:
+            drivers.append(f"{name}: {req}")
         if avail.ok:
             try:
                 devs, vers = ", ".join(cls.devices()), ", ".join(f"{k} {v}" for k, v in cls.versions().items())
@@ -255,6 +262,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
             table.add_row(name, "[red]unavailable[/red]", "—",
                           escape(f"{avail.reason}; {avail.hint}" if avail.hint else avail.reason))
     console.print(table)
+    for line in drivers:
+        console.print(f"driver — {escape(line)}")
     return EXIT_OK
 
 

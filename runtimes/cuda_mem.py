@@ -40,6 +40,32 @@ def parse_cuda_device(device: str, runtime: str) -> int:
     return int(index)
 
 
+# Oldest Linux driver branch each CUDA major runs on (CUDA minor-version compatibility).
+MIN_DRIVER = {12: "525", 13: "580"}
+
+
+def installed_cuda_major(dists: dict[int, tuple[str, ...]]) -> int | None:
+    """The CUDA major of the first installed distribution in ``dists`` ({major: names}), or None."""
+    import importlib.metadata as md
+
+    for major, names in sorted(dists.items()):
+        for name in names:
+            try:
+                md.version(name)
+                return major
+            except md.PackageNotFoundError:
+                continue
+    return None
+
+
+def driver_requirement(major: int | None, installs: dict[int, str]) -> str:
+    """One line: the NVIDIA driver the installed CUDA ``major`` build needs, or what each build needs."""
+    if major in MIN_DRIVER:
+        return f"CUDA {major} build installed: needs NVIDIA driver R{MIN_DRIVER[major]}+"
+    return "; ".join(f"CUDA {m}: NVIDIA driver R{MIN_DRIVER[m]}+ (pip install {installs[m]})"
+                     for m in sorted(installs) if m in MIN_DRIVER)
+
+
 def _binding_module() -> str | None:
     if importlib.util.find_spec("cuda") is not None:
         try:
@@ -110,6 +136,12 @@ class _CudaPython(CudaBackend):
             from cuda import cudart  # type: ignore[no-redef]
         self.rt = cudart
         self._pinned: dict[int, int] = {}  # array data address -> cudaMallocHost pointer
+        try:
+            from cuda.bindings.utils import get_cuda_native_handle
+
+            self._native_handle: Callable[[Any], int] | None = get_cuda_native_handle
+        except ImportError:
+            self._native_handle = None
 
     def _check(self, result: Any) -> Any:
         err, *values = result if isinstance(result, tuple) else (result,)
@@ -165,6 +197,9 @@ class _CudaPython(CudaBackend):
         return self._check(self.rt.cudaStreamCreate())
 
     def stream_handle(self, stream: Any) -> int:
+        # cuda-bindings 12.9+/13 deprecate int(handle) for get_cuda_native_handle; older ones only have int().
+        if self._native_handle is not None:
+            return int(self._native_handle(stream))
         return int(stream)
 
     def stream_sync(self, stream: Any) -> None:
@@ -288,21 +323,55 @@ def load_backend() -> CudaBackend:
 
 
 class CudaEventClock(Clock):
-    """Times a call with CUDA events recorded on the adapter's stream (trtexec's H2D / compute / D2H)."""
+    """Times GPU work with two CUDA events recorded on the adapter's stream (trtexec's H2D / compute / D2H).
+
+    The events must bracket only the enqueued work: an adapter calls :meth:`begin` right before it
+    enqueues and :meth:`end` right after, and only then waits for the stream (``complete``). An end
+    event recorded after the host has waited would time the wait and the Python overhead, not the
+    GPU. Outside :meth:`time` (warm-up, accuracy) ``begin``/``end`` do nothing, so the same adapter
+    code serves both. A function that marks nothing is timed from before to after the call.
+    """
 
     kind = "cuda-events"
 
     def __init__(self, backend: CudaBackend, stream: Any) -> None:
         self.backend, self.stream = backend, stream
-        self.start, self.end = backend.event_create(), backend.event_create()
+        self.start, self.stop = backend.event_create(), backend.event_create()
+        self._armed = self._began = self._ended = False
 
     def close(self) -> None:
         """Destroy the two events (the adapter calls this when it deactivates)."""
-        for event in (self.start, self.end):
+        for event in (self.start, self.stop):
             self.backend.event_destroy(event)
 
+    def begin(self) -> None:
+        """Record the start event now, right before the adapter enqueues its work (inside :meth:`time`)."""
+        if self._armed and not self._ended:
+            self.backend.event_record(self.start, self.stream)
+            self._began = True
+
+    def end(self) -> None:
+        """Record the end event now, right after the work is enqueued and before any host wait."""
+        if self._armed and not self._ended:
+            if not self._began:
+                self.begin()
+            self.backend.event_record(self.stop, self.stream)
+            self._ended = True
+
     def time(self, fn: Callable[..., Any], *args: Any) -> tuple[Any, int]:
-        self.backend.event_record(self.start, self.stream)
-        out = fn(*args)
-        self.backend.event_record(self.end, self.stream)
-        return out, int(self.backend.event_elapsed_ms(self.start, self.end) * 1e6)
+        self._armed, self._began, self._ended = True, False, False
+        self.backend.event_record(self.start, self.stream)  # re-recorded by begin() when the adapter marks it
+        try:
+            out = fn(*args)
+        finally:
+            self._armed = False
+        if not self._ended:
+            self.backend.event_record(self.stop, self.stream)
+        return out, int(self.backend.event_elapsed_ms(self.start, self.stop) * 1e6)
+
+
+def complete(backend: CudaBackend, stream: Any, clock: Clock | None) -> None:
+    """End the timed span (when ``clock`` is a :class:`CudaEventClock`), then wait for the stream."""
+    if isinstance(clock, CudaEventClock):
+        clock.end()
+    backend.stream_sync(stream)

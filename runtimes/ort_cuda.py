@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .base import Artifact, Availability, Clock, Runtime, RuntimeFailure, missing_package
-from .cuda_mem import driver_present, parse_cuda_device
+from .cuda_mem import complete, driver_present, driver_requirement, parse_cuda_device
 
 CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
@@ -106,8 +106,14 @@ class OrtCudaRuntime(Runtime):
     """ONNX Runtime, CUDAExecutionProvider.
 
     Options: ``threads`` (CPU fallback nodes), ``cudnn_conv_algo_search`` (EXHAUSTIVE | HEURISTIC |
-    DEFAULT), ``cuda_graph`` (capture once, replay with fixed I/O buffers), ``clock`` ("auto": CUDA
+    DEFAULT), ``cuda_graph`` (capture once, replay with fixed I/O buffers; every node must run on
+    CUDA), ``tf32`` (the CUDA EP's ``use_tf32``; default: ONNX Runtime's), ``clock`` ("auto": CUDA
     events on the session's stream when cuda-python/pycuda is present; "host": perf_counter).
+
+    Input and output live in device buffers allocated once per batch shape and bound once, so
+    every iteration copies into the same addresses. With cuda-python the copies and the run are
+    enqueued on the session's own stream and timed by CUDA events around the enqueued work; the
+    host batch is a pageable numpy array (TensorRT's adapter copies from pinned memory).
     """
 
     name = "ort-cuda"
@@ -119,6 +125,12 @@ class OrtCudaRuntime(Runtime):
     @classmethod
     def availability(cls) -> Availability:
         return provider_availability(cls.provider, cls.extra, cls.tox_env)
+
+    @classmethod
+    def requirements(cls) -> str:
+        """The NVIDIA driver the installed onnxruntime-gpu build needs (or each build's, when none is installed)."""
+        return driver_requirement(onnxruntime_gpu_cuda_major(), {12: ".[ort-gpu] / tox -e ort-cuda",
+                                                                13: ".[ort-gpu-cu13] / tox -e ort-cuda-cu13"})
 
     @classmethod
     def devices(cls) -> list[str]:
@@ -140,7 +152,7 @@ class OrtCudaRuntime(Runtime):
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
-        return ("threads", "cudnn_conv_algo_search", "cuda_graph", "clock")
+        return ("threads", "cudnn_conv_algo_search", "cuda_graph", "tf32", "clock")
 
     # ---- session -------------------------------------------------------------------------------
     def _provider_options(self) -> list[tuple[str, dict[str, Any]]]:
@@ -150,15 +162,25 @@ class OrtCudaRuntime(Runtime):
         opts: dict[str, Any] = {"device_id": str(self.device_index), "cudnn_conv_algo_search": algo}
         if self.options.get("cuda_graph"):
             opts["enable_cuda_graph"] = "1"
+        if self.options.get("tf32") is not None:
+            opts["use_tf32"] = "1" if self.options["tf32"] else "0"
         if self._stream is not None:
             opts["user_compute_stream"] = str(self._cuda.stream_handle(self._stream))
         return [(self.provider, opts)]
+
+    def _providers(self) -> list[tuple[str, dict[str, Any]]]:
+        """The providers in order; CPU is the fallback except under CUDA graphs, which need every node on CUDA."""
+        fallback = [] if self.options.get("cuda_graph") else [("CPUExecutionProvider", {})]
+        return self._provider_options() + fallback
 
     def _session_options(self, profile_dir: str | None = None) -> Any:
         so = self.ort.SessionOptions()
         so.log_severity_level = 3
         if self.options.get("threads"):
             so.intra_op_num_threads = int(self.options["threads"])
+        if self.options.get("cuda_graph") and not profile_dir:
+            # ORT adds the CPU EP implicitly; this makes a node CUDA cannot run an error at load time.
+            so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         if profile_dir:
             so.enable_profiling = True
             so.profile_file_prefix = os.path.join(profile_dir, "audit")
@@ -186,11 +208,15 @@ class OrtCudaRuntime(Runtime):
         self._stream = self._cuda.stream_create()
 
     def _preload_cuda_libraries(self) -> None:
-        """Let onnxruntime-gpu find CUDA/cuDNN from NVIDIA's pip packages (ORT >= 1.21)."""
+        """Load CUDA/cuDNN from NVIDIA's pip packages (onnxruntime-gpu[cuda,cudnn], ORT >= 1.21) before the session.
+
+        Without it a machine with only the driver finds no libcudart/libcudnn and the session falls
+        back to the CPU. Skipped when torch is already imported: it loaded its own copies.
+        """
         if hasattr(self.ort, "preload_dlls") and importlib.util.find_spec("nvidia") is not None \
                 and "torch" not in sys.modules:
             try:
-                self.ort.preload_dlls()
+                self.ort.preload_dlls(cuda=True, cudnn=True)
             except Exception:  # noqa: BLE001 - best effort; session creation reports what is missing
                 pass
 
@@ -202,14 +228,14 @@ class OrtCudaRuntime(Runtime):
         self._tmpdir = tempfile.TemporaryDirectory(prefix="qb-ortgpu-")
         self._clock: Clock | None = None
         self._last_shape: tuple[int, ...] | None = None
-        self._graph_in = self._graph_out = None
+        self._in = self._out = None
+        self._bound_shape: tuple[int, ...] | None = None
         self.session = self.binding = None
         try:
             self._open_events_stream()
             self._preload_cuda_libraries()
-            providers = self._provider_options() + [("CPUExecutionProvider", {})]
             try:
-                self.session = ort.InferenceSession(str(artifact.path), self._session_options(), providers=providers)
+                self.session = ort.InferenceSession(str(artifact.path), self._session_options(), providers=self._providers())
             except Exception as exc:  # noqa: BLE001 - ORT raises several types; keep one line
                 raise RuntimeFailure(f"{self.name} could not load {artifact.path}: {str(exc).splitlines()[0]}") from None
             if self.provider not in self.session.get_providers():
@@ -226,51 +252,79 @@ class OrtCudaRuntime(Runtime):
         self.output_dtype = np.dtype(_ORT_TYPES.get(out.type, np.float32))
         self._output_dims = list(out.shape)
         self.binding = self.session.io_binding()
+        self._run_options = None
+        if self._stream is not None:  # return after enqueueing; complete() waits, after the end event
+            self._run_options = ort.RunOptions()
+            self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
 
     # ---- run -------------------------------------------------------------------------------------
+    def _bind_buffers(self, shape: tuple[int, ...]) -> None:
+        """Allocate the device input/output for this batch shape and bind them once (fixed addresses)."""
+        ov = self.ort.OrtValue
+        self.binding.clear_binding_inputs()
+        self.binding.clear_binding_outputs()
+        self._in = ov.ortvalue_from_shape_and_type(list(shape), self.input_dtype.type, "cuda", self.device_index)
+        self.binding.bind_ortvalue_input(self.input_name, self._in)
+        out_shape = self._static_output_shape(shape[0])
+        if out_shape is None:
+            if self.options.get("cuda_graph"):
+                raise RuntimeFailure(f"{self.name}: cuda_graph needs a static output shape apart from the batch, "
+                                     f"'{self.output_name}' is {self._output_dims}")
+            self._out = None
+            self.binding.bind_output(self.output_name, "cuda", self.device_index)
+        else:
+            self._out = ov.ortvalue_from_shape_and_type(out_shape, self.output_dtype.type, "cuda", self.device_index)
+            self.binding.bind_ortvalue_output(self.output_name, self._out)
+        self._bound_shape = tuple(shape)
+
     def _stage_impl(self, inputs: np.ndarray) -> Any:
         x = np.ascontiguousarray(inputs, dtype=self.input_dtype)
-        ov = self.ort.OrtValue
-        if self.options.get("cuda_graph"):
-            # A captured CUDA graph replays fixed addresses: copy into the same device buffers every time.
-            if self._graph_in is None:
-                self._graph_in = ov.ortvalue_from_numpy(x, "cuda", self.device_index)
-                self._graph_out = ov.ortvalue_from_shape_and_type(self._graph_output_shape(x.shape[0]),
-                                                                  self.output_dtype.type, "cuda", self.device_index)
-                self.binding.bind_ortvalue_input(self.input_name, self._graph_in)
-                self.binding.bind_ortvalue_output(self.output_name, self._graph_out)
-            elif tuple(self._graph_in.shape()) != x.shape:
-                raise RuntimeFailure(f"{self.name}: cuda_graph captured batch shape {tuple(self._graph_in.shape())}, "
+        if x.shape != self._bound_shape:
+            if self._bound_shape is not None and self.options.get("cuda_graph"):
+                # A captured CUDA graph replays fixed addresses and shapes.
+                raise RuntimeFailure(f"{self.name}: cuda_graph captured batch shape {self._bound_shape}, "
                                      f"got {x.shape} (one shape per activation)")
-            else:
-                self._graph_in.update_inplace(x)
-            value = self._graph_in
+            self._bind_buffers(x.shape)
+        if self._stream is not None:
+            self._begin()
+            self._cuda.htod_async(self._in.data_ptr(), x, self._stream)
+            complete(self._cuda, self._stream, self._clock)
         else:
-            value = ov.ortvalue_from_numpy(x, "cuda", self.device_index)
-            self.binding.bind_ortvalue_input(self.input_name, value)
-            self.binding.bind_output(self.output_name, "cuda", self.device_index)
+            self._in.update_inplace(x)
         self._last_shape = x.shape
-        return value
+        return self._in
 
-    def _graph_output_shape(self, batch: int) -> list[int]:
+    def _static_output_shape(self, batch: int) -> list[int] | None:
         dims = [d if isinstance(d, int) and d > 0 else None for d in self._output_dims]
         if dims and dims[0] is None:
             dims[0] = batch
-        if any(d is None for d in dims):
-            raise RuntimeFailure(f"{self.name}: cuda_graph needs a static output shape apart from the batch, "
-                                 f"'{self.output_name}' is {self._output_dims}")
-        return dims  # type: ignore[return-value]
+        return None if not dims or any(d is None for d in dims) else dims  # type: ignore[return-value]
 
     def _infer_impl(self, staged: Any) -> Any:
+        self._begin()
         try:
-            self.session.run_with_iobinding(self.binding)
+            self.session.run_with_iobinding(self.binding, self._run_options)
         except Exception as exc:  # noqa: BLE001
             raise RuntimeFailure(f"{self.name} inference failed: {str(exc).splitlines()[0]}") from None
-        self.binding.synchronize_outputs()
-        return self._graph_out if self._graph_out is not None else self.binding.get_outputs()[0]
+        if self._stream is not None:
+            complete(self._cuda, self._stream, self._clock)
+        else:
+            self.binding.synchronize_outputs()
+        return self._out if self._out is not None else self.binding.get_outputs()[0]
 
     def _fetch_impl(self, outputs: Any) -> np.ndarray:
+        if self._stream is not None and outputs is self._out:
+            host = np.empty(tuple(outputs.shape()), self.output_dtype)
+            self._begin()
+            self._cuda.dtoh_async(host, outputs.data_ptr(), self._stream)
+            complete(self._cuda, self._stream, self._clock)
+            return host.astype(np.float32, copy=False)
         return np.asarray(outputs.numpy(), dtype=np.float32)
+
+    def _begin(self) -> None:
+        clock = self._clock
+        if clock is not None and hasattr(clock, "begin"):
+            clock.begin()
 
     def clock(self) -> Clock:
         if self._clock is None:
@@ -285,12 +339,20 @@ class OrtCudaRuntime(Runtime):
     # ---- reports ---------------------------------------------------------------------------------
     def settings_used(self) -> dict[str, Any]:
         opts = self.session.get_provider_options() if self.session is not None else {}
-        keep = ("device_id", "cudnn_conv_algo_search", "enable_cuda_graph", "trt_fp16_enable", "trt_int8_enable",
-                "trt_engine_cache_enable", "trt_engine_cache_path")
+        mine = opts.get(self.provider, {})
+        keep = ("device_id", "cudnn_conv_algo_search", "enable_cuda_graph", "use_tf32", "trt_fp16_enable",
+                "trt_int8_enable", "trt_engine_cache_enable", "trt_engine_cache_path")
         return {"threads": self.options.get("threads"), "providers": self.session.get_providers(),
-                "provider_options": {k: v for k, v in opts.get(self.provider, {}).items() if k in keep},
+                "provider_options": {k: v for k, v in mine.items() if k in keep},
                 "cuda_graph": bool(self.options.get("cuda_graph")),
+                "tf32": self._tf32_allowed(mine),
+                "h2d_host_memory": "pageable",  # numpy batch copied straight to the device (TensorRT: pinned)
                 "clock": "cuda-events" if self._stream is not None else "host-perf_counter_ns"}
+
+    def _tf32_allowed(self, provider_options: dict[str, Any]) -> bool | None:
+        """Whether "fp32" convolutions/GEMMs may run in TF32 (None: this ORT does not say)."""
+        value = provider_options.get("use_tf32")
+        return None if value is None else str(value) not in ("0", "False", "false")
 
     def execution_report(self) -> dict[str, Any]:
         report: dict[str, Any] = {}
@@ -321,7 +383,7 @@ class OrtCudaRuntime(Runtime):
         return summarize_ort_profile(events, self.provider)["note"]
 
     def _deactivate_impl(self) -> None:
-        self._graph_in = self._graph_out = None
+        self._in = self._out = None
         self.binding = None
         self.session = None
         clock = getattr(self, "_clock", None)
@@ -335,21 +397,66 @@ class OrtCudaRuntime(Runtime):
             self._tmpdir.cleanup()
 
 
+def onnxruntime_gpu_cuda_major() -> int | None:
+    """The CUDA major the installed onnxruntime-gpu was built for (its [cuda] extra's packages), or None."""
+    try:
+        requires = md.requires("onnxruntime-gpu") or []
+        version = md.version("onnxruntime-gpu")
+    except md.PackageNotFoundError:
+        return None
+    runtime = [r for r in requires if r.startswith("nvidia-cuda-runtime")]
+    if runtime:
+        return 12 if "cu12" in runtime[0] else 13
+    major, minor = (int(x) for x in version.split(".")[:2])
+    return 13 if (major, minor) >= (1, 28) else 12  # PyPI builds: CUDA 12 up to 1.26, CUDA 13 from 1.28
+
+
+def ort_trt_cache_dir(option: str | None) -> Path:
+    """The TensorRT EP engine cache folder: the option, else ``$QUANTBENCH_CACHE/ort-trt`` or ``~/.cache/quantbench/ort-trt``."""
+    if option:
+        return Path(os.path.expandvars(os.path.expanduser(str(option))))
+    return Path(os.environ.get("QUANTBENCH_CACHE") or Path.home() / ".cache" / "quantbench") / "ort-trt"
+
+
 class OrtTensorRTRuntime(OrtCudaRuntime):
     """ONNX Runtime with the TensorRT execution provider first (CUDA, then CPU, as fallbacks).
 
     Options: ``threads``, ``trt_fp16``, ``trt_int8`` (TensorRT EP precision flags; leave them off to
-    build fp16/QDQ files as typed), ``trt_engine_cache_dir`` (default ``~/.cache/quantbench/ort-trt``),
-    ``clock``. The optimisation profile covers batch 1..the harness's batch.
+    build fp16/QDQ files as typed), ``trt_engine_cache_dir`` (default ``$QUANTBENCH_CACHE/ort-trt``
+    or ``~/.cache/quantbench/ort-trt``), ``clock``. The optimisation profile covers batch 1..the
+    harness's batch (none for a static batch).
     """
 
     name = "ort-trt"
     provider = "TensorrtExecutionProvider"
-    save_optimized_graph = False
+    save_optimized_graph = False  # ORT cannot serialise a graph with TensorRT-compiled nodes
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
         return ("threads", "trt_fp16", "trt_int8", "trt_engine_cache_dir", "clock")
+
+    @classmethod
+    def requirements(cls) -> str:
+        from .cuda_mem import installed_cuda_major
+
+        trt = installed_cuda_major({12: ("tensorrt-cu12", "tensorrt-cu12-libs"), 13: ("tensorrt-cu13", "tensorrt-cu13-libs")})
+        ort_major = onnxruntime_gpu_cuda_major()
+        if trt and ort_major and trt != ort_major:
+            return (f"mismatch: onnxruntime-gpu is a CUDA {ort_major} build, TensorRT a CUDA {trt} build "
+                    "(install both for one CUDA major)")
+        return driver_requirement(trt or ort_major, {12: ".[tensorrt,ort-gpu] / tox -e tensorrt",
+                                                    13: ".[tensorrt-cu13,ort-gpu-cu13] / tox -e tensorrt-cu13"})
+
+    def supports(self, artifact: Artifact) -> str | None:
+        reason = super().supports(artifact)
+        if reason:
+            return reason
+        if artifact.format == "onnx" and artifact.precision == "int8" and artifact.path and Path(artifact.path).is_file():
+            from .trt_plan import qdq_problem
+
+            # Asymmetric uint8 Q/DQ would silently run on the CUDA EP, not in TensorRT.
+            return qdq_problem(Path(artifact.path), allow_int32_bias=True)
+        return None
 
     def _preload_cuda_libraries(self) -> None:
         super()._preload_cuda_libraries()
@@ -359,9 +466,13 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
             pass
 
     def _provider_options(self) -> list[tuple[str, dict[str, Any]]]:
-        cache = self.options.get("trt_engine_cache_dir") or os.path.expanduser("~/.cache/quantbench/ort-trt")
+        cache = ort_trt_cache_dir(self.options.get("trt_engine_cache_dir"))
+        try:
+            cache.mkdir(parents=True, exist_ok=True)  # the TensorRT EP does not create parent folders
+        except OSError as exc:
+            raise RuntimeFailure(f"{self.name}: cannot create the engine cache folder {cache}: {exc.strerror}") from None
         trt_opts: dict[str, Any] = {
-            "device_id": str(self.device_index), "trt_engine_cache_enable": "True", "trt_engine_cache_path": cache,
+            "device_id": str(self.device_index), "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
             "trt_fp16_enable": "True" if self.options.get("trt_fp16") else "False",
             "trt_int8_enable": "True" if self.options.get("trt_int8") else "False"}
         trt_opts.update(self._profile_shapes())
@@ -370,21 +481,29 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
             trt_opts["user_compute_stream"] = cuda_opts["user_compute_stream"] = str(self._cuda.stream_handle(self._stream))
         return [(self.provider, trt_opts), ("CUDAExecutionProvider", cuda_opts)]
 
+    def _tf32_allowed(self, provider_options: dict[str, Any]) -> bool | None:
+        return True  # the TensorRT EP has no TF32 switch: TensorRT's default allows TF32 for fp32 layers
+
     def _profile_shapes(self) -> dict[str, str]:
-        """TensorRT EP profile options for batch 1..self.batch (none when the input has other dynamic dims)."""
+        """TensorRT EP profile options for batch 1..self.batch (none for a static batch or other dynamic dims)."""
         if not self.batch or self.artifact is None or self.artifact.path is None:
             return {}
         import onnx
+
+        from .trt_plan import profile_shapes
 
         graph = onnx.load(str(self.artifact.path), load_external_data=False).graph
         inits = {i.name for i in graph.initializer}
         inputs = [i for i in graph.input if i.name not in inits]
         if len(inputs) != 1:
             return {}
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inputs[0].type.tensor_type.shape.dim]
-        if not dims or any(d <= 0 for d in dims[1:]):
+        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in inputs[0].type.tensor_type.shape.dim)
+        if not dims or dims[0] > 0:
+            return {}  # static shapes need no profile, and one from batch 1 would contradict a fixed batch
+        try:
+            lo, opt, hi = profile_shapes(dims, self.batch)
+        except ValueError:
             return {}
-        rest = "x".join(str(d) for d in dims[1:])
         name = inputs[0].name
-        return {"trt_profile_min_shapes": f"{name}:1x{rest}", "trt_profile_opt_shapes": f"{name}:{self.batch}x{rest}",
-                "trt_profile_max_shapes": f"{name}:{self.batch}x{rest}"}
+        fmt = lambda shape: f"{name}:" + "x".join(str(d) for d in shape)  # noqa: E731
+        return {"trt_profile_min_shapes": fmt(lo), "trt_profile_opt_shapes": fmt(opt), "trt_profile_max_shapes": fmt(hi)}

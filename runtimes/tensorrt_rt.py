@@ -13,8 +13,14 @@ from typing import Any
 import numpy as np
 
 from .base import Artifact, Availability, Clock, Runtime, RuntimeFailure, missing_package
-from .cuda_mem import CudaEventClock, cuda_availability, load_backend, parse_cuda_device
-from .trt_plan import calibration_cache_key, choose_precision_path, engine_cache_key, qdq_problem
+from .cuda_mem import (
+    CudaEventClock, complete, cuda_availability, driver_requirement, installed_cuda_major, load_backend,
+    parse_cuda_device,
+)
+from .trt_plan import (
+    calibration_cache_key, choose_precision_path, engine_cache_key, fold_int32_bias, profile_shapes, qdq_problem,
+    qdq_problems,
+)
 
 
 def default_cache_dir() -> Path:
@@ -98,12 +104,20 @@ class TensorRTRuntime(Runtime):
     def option_names(cls) -> tuple[str, ...]:
         return ("workspace_mb", "cache_dir", "builder_optimization_level", "strongly_typed", "tf32", "batch")
 
+    @classmethod
+    def requirements(cls) -> str:
+        """The NVIDIA driver the installed TensorRT wheel needs (or each build's, when none is installed)."""
+        major = installed_cuda_major({12: ("tensorrt-cu12", "tensorrt-cu12-libs"),
+                                      13: ("tensorrt-cu13", "tensorrt-cu13-libs")})
+        return driver_requirement(major, {12: ".[tensorrt] / tox -e tensorrt (10.x: tensorrt10)",
+                                          13: ".[tensorrt-cu13] / tox -e tensorrt-cu13 (10.x: tensorrt10-cu13)"})
+
     def supports(self, artifact: Artifact) -> str | None:
         reason = super().supports(artifact)
         if reason:
             return reason
         if artifact.format == "onnx" and artifact.precision == "int8" and artifact.path and Path(artifact.path).is_file():
-            return qdq_problem(Path(artifact.path))
+            return qdq_problem(Path(artifact.path), allow_int32_bias=True)  # int32 biases are folded at build
         return None
 
     # ---- build -----------------------------------------------------------------------------------
@@ -145,10 +159,28 @@ class TensorRTRuntime(Runtime):
             raise RuntimeFailure(f"tensorrt: ONNX file not found: {onnx_path}")
         cache_dir = Path(self.options.get("cache_dir") or default_cache_dir())
         model_sha = _sha256(onnx_path)
+        if artifact.format == "onnx" and artifact.precision == "int8" and qdq_problems(onnx_path).get("int32 bias"):
+            # TensorRT's DequantizeLinear takes no int32: use the same file with its biases dequantized (exact).
+            folded = cache_dir / f"{model_sha[:32]}-float-bias.onnx"
+            if not folded.is_file():
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                tmp = folded.with_name(f"{folded.name}.{os.getpid()}.tmp")
+                self._build_info["int32_bias_folded"] = fold_int32_bias(onnx_path, tmp)
+                tmp.replace(folded)
+            onnx_path = folded
         key_options = {k: self.options.get(k) for k in ("workspace_mb", "builder_optimization_level", "tf32")}
+        calib_data = None
+        if self.plan.calibrator:  # the engine and its table depend on the data the calibrator sees
+            from .trt_calibrator import calibration_fingerprint
+
+            if artifact.calibration is None:
+                raise RuntimeFailure("tensorrt calibration needs calibration data (artifact.calibration)")
+            calib_data = calibration_fingerprint(artifact.calibration())
+            self._build_info["calibration_data"] = calib_data
         key = engine_cache_key(model_sha, self.plan, key_options, trt.__version__,
                                self.cuda.device_name(self.device_index),
-                               self.cuda.compute_capability(self.device_index), batch, dict(artifact.settings))
+                               self.cuda.compute_capability(self.device_index), batch, dict(artifact.settings),
+                               calibration=calib_data)
         engine_path = cache_dir / f"{key}.engine"
         self.runtime_trt = trt.Runtime(self.logger)
         if engine_path.is_file():
@@ -157,7 +189,7 @@ class TensorRTRuntime(Runtime):
             calib_path = None
             if self.plan.calibrator:
                 calib_path = cache_dir / (calibration_cache_key(model_sha, self.plan.calibrator, trt.__version__,
-                                                                dict(artifact.settings)) + ".calib")
+                                                                dict(artifact.settings), calib_data) + ".calib")
             t0 = time.perf_counter()
             serialized = self._build(onnx_path, artifact, batch, calib_path)
             self._build_info.update({"engine_cache": "miss", "build_s": round(time.perf_counter() - t0, 3)})
@@ -165,8 +197,7 @@ class TensorRTRuntime(Runtime):
             tmp = engine_path.with_name(f"{engine_path.name}.{os.getpid()}.tmp")
             tmp.write_bytes(bytes(serialized))
             tmp.replace(engine_path)  # atomic: parallel cells never read a half-written engine
-        self._build_info.update({"engine_bytes": engine_path.stat().st_size, "engine_key": key,
-                                 "profile_batch": [1, batch, batch]})
+        self._build_info.update({"engine_bytes": engine_path.stat().st_size, "engine_key": key})
         engine = self.runtime_trt.deserialize_cuda_engine(engine_path.read_bytes())
         if engine is None:
             why = self.logger.errors[-1] if self.logger.errors else "built by another TensorRT version or GPU?"
@@ -181,8 +212,15 @@ class TensorRTRuntime(Runtime):
         if len(inputs) != 1 or not outputs:
             raise RuntimeFailure(f"tensorrt adapter runs single-input models; this engine has inputs {inputs}")
         self.input_name, self.output_name = inputs[0], outputs[0]
+        # The engine's I/O types, not float32: a model with fp16 (or int8) I/O needs host buffers of that type.
         self.input_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.input_name)))
         self.output_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.output_name)))
+        try:
+            lo, _, hi = engine.get_tensor_profile_shape(self.input_name, 0)
+            self.profile_min, self.profile_max = int(lo[0]), int(hi[0])
+        except Exception:  # noqa: BLE001 - a static engine may list no profile
+            self.profile_min = self.profile_max = batch
+        self._build_info["profile_batch"] = [self.profile_min, batch, self.profile_max]
 
     def _build(self, onnx_path: Path, artifact: Artifact, batch: int, calib_path: Path | None) -> Any:
         trt = self.trt
@@ -213,11 +251,12 @@ class TensorRTRuntime(Runtime):
         sample = tuple(int(d) for d in inp.shape[1:])
         if any(d < 0 for d in sample):
             raise RuntimeFailure(f"tensorrt needs static non-batch dimensions, {onnx_path.name} has {tuple(inp.shape)}")
-        static_batch = int(inp.shape[0])
-        if static_batch > 0 and static_batch != batch:
-            raise RuntimeFailure(f"{onnx_path.name} has a fixed batch of {static_batch}, cannot run batch {batch}")
+        try:
+            lo, opt, hi = profile_shapes(tuple(int(d) for d in inp.shape), batch)
+        except ValueError as exc:
+            raise RuntimeFailure(f"tensorrt: {onnx_path.name}: {exc}") from None
         profile = builder.create_optimization_profile()
-        profile.set_shape(inp.name, (1, *sample), (batch, *sample), (batch, *sample))
+        profile.set_shape(inp.name, lo, opt, hi)
         config.add_optimization_profile(profile)
         feed, device_buffer = None, None
         if self.plan.calibrator:
@@ -269,7 +308,7 @@ class TensorRTRuntime(Runtime):
         self._free_buffers()
         if not self.context.set_input_shape(self.input_name, shape):
             raise RuntimeFailure(f"tensorrt: input shape {shape} is outside the engine's profile "
-                                 f"(batch 1..{self.profile_max})")
+                                 f"(batch {getattr(self, 'profile_min', 1)}..{self.profile_max})")
         out_shape = tuple(self.context.get_tensor_shape(self.output_name))
         self.host_in = self.cuda.pinned_empty(shape, self.input_dtype)
         self.host_out = self.cuda.pinned_empty(out_shape, self.output_dtype)
@@ -296,22 +335,30 @@ class TensorRTRuntime(Runtime):
             if inputs.shape[0] > (self.profile_max or 0):
                 raise RuntimeFailure(f"tensorrt engine was built for batch <= {self.profile_max}, got {inputs.shape[0]}")
             self._bind(tuple(inputs.shape))
+        # numpy -> pinned staging buffer is host work; the events time only the DMA from pinned memory.
         np.copyto(self.host_in, inputs, casting="same_kind")
+        self._begin()
         self.cuda.htod_async(self._buffers[self.input_name], self.host_in, self.stream)
-        self.cuda.stream_sync(self.stream)
+        complete(self.cuda, self.stream, self._clock)
         return self._buffers[self.input_name]
 
     def _infer_impl(self, staged: Any) -> Any:
+        self._begin()
         if not self.context.execute_async_v3(self.cuda.stream_handle(self.stream)):
             why = self.logger.errors[-1] if self.logger.errors else "no error message"
             raise RuntimeFailure(f"tensorrt execute_async_v3 failed: {why}")
-        self.cuda.stream_sync(self.stream)
+        complete(self.cuda, self.stream, self._clock)
         return self._buffers[self.output_name]
 
     def _fetch_impl(self, outputs: Any) -> np.ndarray:
+        self._begin()
         self.cuda.dtoh_async(self.host_out, outputs, self.stream)
-        self.cuda.stream_sync(self.stream)
+        complete(self.cuda, self.stream, self._clock)
         return np.array(self.host_out, dtype=np.float32, copy=True)
+
+    def _begin(self) -> None:
+        if self._clock is not None:
+            self._clock.begin()
 
     def clock(self) -> Clock:
         if self._clock is None:
@@ -321,7 +368,8 @@ class TensorRTRuntime(Runtime):
     def settings_used(self) -> dict[str, Any]:
         applied = {k: v for k, v in self.options.items() if k != "cache_dir"}
         applied.setdefault("workspace_mb", 2048)
-        applied.setdefault("tf32", True)
+        applied["tf32"] = self.options.get("tf32", True) is not False  # TensorRT allows TF32 for fp32 layers by default
+        applied["h2d_host_memory"] = "pinned"  # pageable numpy copied into a pinned buffer first, outside the timing
         return {**applied, **self._build_info}
 
     def execution_report(self) -> dict[str, Any]:

@@ -9,19 +9,20 @@ from .base import Artifact, Availability, Clock, Runtime, RuntimeFailure, missin
 
 
 class CudaEventClock(Clock):
-    """Times a call with a pair of CUDA events on the current stream."""
+    """Times a call with a pair of CUDA events on ``device``'s current stream (not device 0's)."""
 
     kind = "cuda-events"
 
-    def __init__(self, torch_module: Any) -> None:
-        self.torch = torch_module
+    def __init__(self, torch_module: Any, device: Any = None) -> None:
+        self.torch, self.device = torch_module, device
 
     def time(self, fn, *args):  # type: ignore[override]
         torch = self.torch
+        stream = torch.cuda.current_stream(self.device)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+        start.record(stream)
         out = fn(*args)
-        end.record()
+        end.record(stream)
         end.synchronize()
         return out, int(start.elapsed_time(end) * 1e6)
 
@@ -54,6 +55,20 @@ class TorchRuntime(Runtime):
         return devs
 
     @classmethod
+    def requirements(cls) -> str:
+        """The NVIDIA driver the installed torch CUDA build needs ("" for a CPU-only build)."""
+        import importlib.util
+
+        from .cuda_mem import driver_requirement
+
+        if importlib.util.find_spec("torch") is None:
+            return ""
+        import torch
+
+        cuda = str(torch.version.cuda or "")
+        return driver_requirement(int(cuda.split(".")[0]), {}) if cuda else ""
+
+    @classmethod
     def versions(cls) -> dict[str, str]:
         import torch
 
@@ -84,6 +99,9 @@ class TorchRuntime(Runtime):
             raise RuntimeFailure("torch: CUDA requested but torch.cuda.is_available() is False")
         self.torch = torch
         self.dev = torch.device(self.device)
+        if self.dev.type == "cuda":
+            # Events, streams and synchronize() act on the current device: make it this one, not cuda:0.
+            torch.cuda.set_device(self.dev)
         module = build_module(artifact.source).eval().to(self.dev)
         self.dtype = torch.float16 if artifact.precision == "fp16" else torch.float32
         if self.dtype == torch.float16:
@@ -101,7 +119,7 @@ class TorchRuntime(Runtime):
         with self.torch.inference_mode():
             out = self.module(staged)
         if self.dev.type == "cuda":
-            self.torch.cuda.current_stream().synchronize()
+            self.torch.cuda.current_stream(self.dev).synchronize()
         return out
 
     def _fetch_impl(self, outputs: Any) -> np.ndarray:
@@ -109,11 +127,17 @@ class TorchRuntime(Runtime):
 
     def clock(self) -> Clock:
         if self.dev.type == "cuda":
-            return CudaEventClock(self.torch)
+            return CudaEventClock(self.torch, self.dev)
         return Clock()
 
     def settings_used(self) -> dict[str, Any]:
-        return {"threads": self.torch.get_num_threads(), "device": self.device}
+        used: dict[str, Any] = {"threads": self.torch.get_num_threads(), "device": self.device}
+        if self.dev.type == "cuda":
+            backends = self.torch.backends
+            # "fp32" convolutions may run in TF32 (cuDNN's default), matmuls not (torch's default).
+            used["tf32"] = {"conv": bool(backends.cudnn.allow_tf32), "matmul": bool(backends.cuda.matmul.allow_tf32)}
+            used["h2d_host_memory"] = "pinned"  # pin_memory() then a non-blocking copy
+        return used
 
     def execution_report(self) -> dict[str, Any]:
         prec = "fp16" if self.dtype == self.torch.float16 else "fp32"

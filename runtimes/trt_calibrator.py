@@ -6,6 +6,7 @@ GPU or TensorRT); :func:`make_calibrator` wraps it in TensorRT's ``IInt8EntropyC
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -73,6 +74,27 @@ class CalibrationFeed:
         tmp.write_bytes(bytes(cache))
         tmp.replace(self.cache_path)
         self.cache_written = True
+
+
+def calibration_fingerprint(reader: Any) -> str:
+    """A content hash of every batch ``reader`` yields, with the batch size: the calibration data as fed.
+
+    Hashing what the calibrator will see covers every knob behind it (data set, sample count,
+    seed, classes, preprocessing, batch) without knowing them. Costs one pass over the data.
+    """
+    digest = hashlib.sha256(f"batch={getattr(reader, 'batch_size', None)}".encode())
+    if hasattr(reader, "rewind"):
+        reader.rewind()
+    n = 0
+    while (batch := reader.get_next()) is not None:
+        for name in sorted(batch):
+            x = np.ascontiguousarray(batch[name])
+            digest.update(f"{name}:{x.dtype.str}:{x.shape}".encode())
+            digest.update(x.tobytes())
+        n += 1
+    if hasattr(reader, "rewind"):
+        reader.rewind()
+    return f"{digest.hexdigest()[:24]}/{n}"
 
 
 def make_calibrator(trt: Any, kind: str, feed: CalibrationFeed) -> Any:
