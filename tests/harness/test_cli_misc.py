@@ -77,3 +77,50 @@ def test_export_csv_and_report_from_a_real_run(tmp_path, shared_cache):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     md = run_cli("report", str(out / "results.jsonl"), "--format", "md", cache=shared_cache)
     assert md.returncode == 0 and "| fp32 |" in md.stdout
+
+
+def test_every_option_is_documented_in_help(shared_cache):
+    import argparse
+
+    from quantbench.harness.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in [("quantbench", parser), *subparsers.choices.items()]:
+        for action in sub._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            assert action.help and action.help != argparse.SUPPRESS, f"{name}: {action.option_strings or action.dest}"
+    proc = run_cli("run", "--help", cache=shared_cache)
+    assert proc.returncode == 0
+    for flag in ("--output", "--runtimes", "--device", "--batch-sizes", "--models", "--variants", "--weights",
+                 "--eval-samples", "--min-time", "--max-time", "--threads", "--retry-failed", "--no-report",
+                 "--dump-config"):
+        assert flag in proc.stdout
+    top = run_cli("--help", cache=shared_cache)
+    assert top.returncode == 0 and all(c in top.stdout for c in ("run", "devices", "report", "export", "models"))
+    version = run_cli("--version", cache=shared_cache)
+    assert version.returncode == 0 and version.stdout.startswith("quantbench ")
+
+
+def test_usage_errors_are_one_line(shared_cache):
+    for args in (["bogus"], ["run", "--eval-samples", "ten"], ["run", "--no-such-flag"]):
+        proc = run_cli(*args, cache=shared_cache)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+        assert "--help" in lines[0]
+
+
+def test_overrides_reach_the_dumped_config(shared_cache):
+    proc = run_cli("run", "--dump-config", "--min-time", "0.5", "--max-time", "3", "--threads", "2",
+                   "--eval-samples", "300", "--device", "cpu", cache=shared_cache)
+    assert proc.returncode == 0, proc.stderr
+    from quantbench.harness.config import parse_config
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # pragma: no cover
+        import tomli as tomllib
+    cfg = parse_config(tomllib.loads(proc.stdout))
+    assert (cfg.run.min_time_s, cfg.run.max_time_s, cfg.run.threads, cfg.run.eval_samples, cfg.run.devices) == (
+        0.5, 3.0, 2, 300, ["cpu"])
