@@ -120,10 +120,13 @@ def _name_map(names: list[str], what: str) -> dict[str, int]:
         if name in out:
             raise DataError(f"{what}: class '{name}' appears twice (index {out[name]} and {i})")
         out[name] = i
+    firsts: dict[str, int | None] = {}
     for i, name in enumerate(names):  # first token of a described line, unless it is a full name already
         first = name.split(maxsplit=1)[0] if name else ""
         if first and first != name and first not in out:
-            out[first] = i
+            firsts[first] = None if first in firsts else i  # None: two lines start with it
+    for first, i in firsts.items():
+        out[first] = -1 if i is None else i
     return out
 
 
@@ -143,6 +146,9 @@ def class_indices(folder_names: set[str], classes: list[str] | None, labels_file
             more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
             raise DataError(f"class folder(s) {', '.join(repr(u) for u in unknown[:3])}{more} not in the "
                             f"{what} ({len(names)} names)")
+        ambiguous = sorted(n for n in folder_names if table[n] < 0)
+        if ambiguous:
+            raise DataError(f"class folder '{ambiguous[0]}' matches the first word of several lines of the {what}")
         return {n: table[n] for n in sorted(folder_names)}, rule, len(names)
     if all(_INTEGER_NAME.match(n) for n in folder_names):
         mapping = {n: int(n) for n in sorted(folder_names)}

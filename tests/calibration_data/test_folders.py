@@ -57,6 +57,9 @@ def test_labels_file_maps_names_to_line_numbers(tmp_path):
     labels.write_text("n00\nn01\nn02\n")
     with pytest.raises(DataError, match=r"class folder\(s\) 'n05' not in the labels file .* \(3 names\)"):
         open_source({"spec": f"folder:{tmp_path}", "labels": str(labels)})
+    labels.write_text("n02 a\nn02 b\nn05 c\n")
+    with pytest.raises(DataError, match="'n02' matches the first word of several lines"):
+        open_source({"spec": f"folder:{tmp_path}", "labels": str(labels)})
     with pytest.raises(DataError, match="labels file not found"):
         open_source({"spec": f"folder:{tmp_path}", "labels": str(tmp_path / "none.txt")})
 
