@@ -46,18 +46,24 @@ def model_content(pm: Any) -> dict[str, Any]:
     return {"fp32_sha256": getattr(pm.fp32, "sha256", None), "weights_sha256": _file_sha(weights)}
 
 
+def _data_fingerprint(info: Any) -> Any:
+    if not isinstance(info, dict):
+        return info
+    return info.get("fingerprint") or {k: v for k, v in info.items() if k != "calibration"}
+
+
 def data_identity(pm: Any, calibration: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The data actually used: the source's content fingerprint, preprocessing, sample count, class map."""
+    """The data actually used: the sources' content fingerprints, preprocessing, sample count, class map."""
     info = dict(pm.dataset_info or {})
     cfg = getattr(pm, "config", None)
     labels = getattr(cfg, "labels", None)
     return {
-        "fingerprint": info.get("fingerprint") or info,
-        "preprocess": pm.preprocess, "eval_samples": pm.eval_samples,
-        "labels_meaningful": pm.labels_meaningful,
+        "evaluation": _data_fingerprint(info),
+        "calibration_data": _data_fingerprint(info.get("calibration")),
+        "dataset": pm.dataset, "preprocess": pm.preprocess, "eval_samples": pm.eval_samples,
+        "accuracy": getattr(pm, "accuracy", None), "labels_meaningful": pm.labels_meaningful,
         "classes": getattr(cfg, "classes", None),
         "labels_file": _file_sha(Path(labels).expanduser()) if labels else None,
-        "calib_dataset": getattr(cfg, "calib_dataset", None),
         "calibration": calibration,  # runtime-side calibration (TensorRT 10)
     }
 

@@ -66,3 +66,12 @@ def test_export_csv_and_parquet(tmp_path):
         assert list(pd.read_parquet(tmp_path / "r.parquet")["cell_id"]) == ["a", "b"]
     with pytest.raises(ResultsError):
         export_table(rows, tmp_path / "r.xlsx")
+
+
+def test_version1_rows_are_read_with_new_fields_null(tmp_path):
+    path = tmp_path / "r.jsonl"
+    append_row(path, {"schema_version": 1, "cell_id": "a", "status": "ok", "h2d_p50_ms": 0.001})
+    row = read_rows(path).rows[0]
+    for key in ("stop_reason", "timing_valid", "speedup_error", "io_scope", "host_memory", "fingerprint"):
+        assert key in row and row[key] is None
+    assert row["h2d_p50_ms"] == 0.001 and row["schema_version"] == 1

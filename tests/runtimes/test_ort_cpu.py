@@ -60,3 +60,17 @@ def test_life_cycle_and_bad_input(tmp_path):
     with pytest.raises(RuntimeFailure, match="inference failed"):
         rt.infer(np.zeros((1, 3, 8, 8), np.float32))  # wrong channel count
     rt.deactivate()
+
+
+def test_host_memory_means_no_device_copies():
+    """ORT CPU reads numpy buffers in place: the harness reports no host→device / device→host time."""
+    assert create_runtime("ort-cpu", "cpu").host_memory is True
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("device, host", [("cpu", True), ("cuda:0", False)])
+def test_host_memory_default_follows_the_device(device, host):
+    from quantbench.runtimes import get_runtime_class
+
+    # the base rule (torch does not override it); constructing an adapter touches no device
+    assert get_runtime_class("torch")(device).host_memory is host
