@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 STAGES = {
+    "load": "loading the ONNX file",
     "export": "export to ONNX",
     "data": "opening its data",
     "reference": "FP32 reference outputs",
@@ -38,7 +39,11 @@ class PrepareProblem(ValueError):
     """A problem with this model (its export, data, shapes or outputs), described in one line."""
 
 
+_current = {"stage": "start-up"}
+
+
 def _stage(name: str) -> None:
+    _current["stage"] = name
     print(f"stage: {name}", flush=True)
 
 
@@ -145,7 +150,7 @@ def prepare(job: dict[str, Any]) -> dict[str, Any]:
     label = job["label"]
     store = ArtifactStore(Path(job["store"]))
 
-    _stage("export")
+    _stage("load" if source.kind == "onnx" else "export")
     fp32 = export_fp32(source, store)
     input_name, in_dims, in_type = onnx_input_info(fp32.path)
     outputs = onnx_output_info(fp32.path)
@@ -169,7 +174,9 @@ def prepare(job: dict[str, Any]) -> dict[str, Any]:
     random = source.is_random
     default_data = not job["dataset_named"] and source.kind != "builtin"
     if default_data and not random and not _fits(model_chw, _raw_chw(split)):
-        raise PrepareProblem(_no_dataset_advice(label, model_chw, None, evaluation, split))
+        static = outputs[0][1]
+        classes = source.num_classes or (int(np.prod(static)) if all(isinstance(d, int) for d in static) else None)
+        raise PrepareProblem(_no_dataset_advice(label, model_chw, classes, evaluation, split))
     if job.get("calib_dataset") is not None:
         calibration = open_source(job["calib_dataset"])
         calib_split = calibration.calibration
@@ -283,6 +290,15 @@ def _artifact_dict(a: Any) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
+def describe_failure(exc: BaseException, stage: str) -> str:
+    """One line for a failure: our own problems as they are, anything else with the step it broke."""
+    from .worker import one_line
+
+    if isinstance(exc, PrepareProblem) or type(exc).__name__ == "DataError":
+        return one_line(exc) if type(exc).__name__ == "DataError" else str(exc).strip().splitlines()[0]
+    return f"{STAGES.get(stage, stage)} failed: {one_line(exc)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     job_path, out_path = Path(argv[0]), Path(argv[1])
@@ -293,10 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = prepare(job)
     except Exception as exc:  # noqa: BLE001 - every failure is this model's, reported in one line
-        from .worker import one_line
-
         traceback.print_exc()
-        result = {"error": one_line(exc)}
+        result = {"error": describe_failure(exc, _current["stage"])}
     out_path.write_text(json.dumps(result, default=str))
     return 0
 

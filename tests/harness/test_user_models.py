@@ -1,0 +1,192 @@
+"""A user's own model on their own data: accuracy whenever labels apply, the class count read from the model.
+
+The models are built in the test to read their label off the image (one bright pixel per class),
+so a correct pipeline scores exactly 100% and any label shift scores far less.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from quantbench.harness.config import parse_config
+from quantbench.harness.results import read_rows
+from quantbench.harness.runner import run_sweep
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+FP32 = '[[variants]]\nname = "fp32"\nprecision = "fp32"\n'
+SIDE = 4  # images are SIDE × SIDE, one bright pixel per class
+
+
+def label_reading_onnx(path: Path, positions: dict[int, int], n_out: int, side: int = SIDE,
+                       out_shape: list[Any] | None = None) -> Path:
+    """An ONNX model (input (N, 1, side, side)) whose logit ``c`` is the pixel at ``positions[c]``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    w = np.zeros((n_out, side * side), np.float32)
+    for cls, pos in positions.items():
+        w[cls, pos] = 1.0
+    nodes = [helper.make_node("Flatten", ["input"], ["f"]),
+             helper.make_node("Gemm", ["f", "w"], ["logits" if out_shape is None else "g"], transB=1)]
+    inits = [helper.make_tensor("w", TensorProto.FLOAT, list(w.shape), w.ravel())]
+    if out_shape is not None:  # e.g. (N, 2, n_out / 2): not logits-like
+        nodes.append(helper.make_node("Reshape", ["g", "shape"], ["logits"]))
+        inits.append(helper.make_tensor("shape", TensorProto.INT64, [len(out_shape) + 1], [-1, *out_shape]))
+    graph = helper.make_graph(nodes, "label_reader", [helper.make_tensor_value_info(
+        "input", TensorProto.FLOAT, ["N", 1, side, side])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", *(out_shape or [n_out])])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def label_images(labels: np.ndarray, positions: dict[int, int], side: int = SIDE) -> np.ndarray:
+    """uint8 images, black except for the pixel that encodes each label."""
+    x = np.zeros((len(labels), side * side), np.uint8)
+    x[np.arange(len(labels)), [positions[int(c)] for c in labels]] = 255
+    return x.reshape(len(labels), side, side)
+
+
+def label_npz(path: Path, classes: list[int], per_class: int = 12, test_only: bool = False) -> tuple[Path, dict]:
+    """An npz data set of label-encoding images for ``classes`` (positions 0, 1, 2, … in that order)."""
+    positions = {c: i for i, c in enumerate(classes)}
+    y = np.repeat(np.array(classes, np.int64), per_class)
+    arrays = {"x_test": label_images(y, positions), "y_test": y}
+    if not test_only:
+        arrays.update(x_train=label_images(y, positions), y_train=y)
+    np.savez(path, **arrays)
+    return path, positions
+
+
+FAST = """
+[run]
+output = "{out}"
+cache_dir = "{cache}"
+runtimes = ["ort-cpu"]
+batch_sizes = [2]
+eval_samples = {eval_samples}
+warmup_iters = 1
+min_iters = 3
+min_time_s = 0.01
+max_time_s = 1.0
+io_batches = 2
+interleave_rounds = 0
+timeout_s = {timeout_s}
+report = false
+"""
+
+
+def sweep(tmp_path: Path, cache: Path, models: str, variants: str = FP32, eval_samples: int = 100_000,
+          timeout_s: float = 300) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run a sweep in this process (workers are subprocesses); returns its rows and log messages."""
+    out = tmp_path / "out"
+    text = FAST.format(out=out, cache=cache, eval_samples=eval_samples, timeout_s=timeout_s) + models + variants
+    cfg = parse_config(tomllib.loads(text), "test")
+    logs: list[str] = []
+    run_sweep(cfg, out, log=logs.append)
+    return read_rows(out / "results.jsonl").rows, logs
+
+
+@pytest.mark.ort_cpu
+def test_a_1000_class_onnx_on_a_labelled_subset_gets_top1(tmp_path, shared_cache):
+    data, positions = label_npz(tmp_path / "subset.npz", [3, 17, 500, 998, 0, 42])
+    model = label_reading_onnx(tmp_path / "big.onnx", positions, n_out=1000)
+    rows, logs = sweep(tmp_path, shared_cache, f'[[models]]\nname = "{model}"\ndataset = "npz:{data}"\n')
+    assert [r["status"] for r in rows] == ["ok"], rows[0].get("error")
+    row = rows[0]
+    assert row["top1"] == 1.0 and row["top5"] == 1.0 and row["accuracy_note"] == ""
+    assert row["weights"] == f"onnx:{model}"
+    assert row["dataset"]["num_classes"] == 999  # the data's own count; the model's 1000 outputs decide
+    assert not [m for m in logs if m.startswith(("warning: model", "error: model"))]
+
+
+@pytest.mark.ort_cpu
+def test_num_classes_overrides_the_output_width_but_not_beyond_it(tmp_path, shared_cache):
+    data, positions = label_npz(tmp_path / "d.npz", [0, 1, 2, 7])
+    model = label_reading_onnx(tmp_path / "m.onnx", positions, n_out=10)
+    rows, logs = sweep(tmp_path, shared_cache,
+                       f'[[models]]\nname = "{model}"\ndataset = "npz:{data}"\nnum_classes = 5\nlabel = "five"\n'
+                       f'[[models]]\nname = "{model}"\ndataset = "npz:{data}"\nnum_classes = 11\nlabel = "eleven"\n')
+    five, eleven = (next(r for r in rows if r["model"] == m) for m in ("five", "eleven"))
+    # 5 classes declared, label 7 seen: not a valid class, so no top-1, and a note saying why
+    assert five["status"] == "ok" and five["top1"] is None and "outside the model's 5 classes" in five["accuracy_note"]
+    assert eleven["status"] == "failed" and "num_classes = 11" in eleven["error"]
+    assert sum("five" in m and m.startswith("warning: ") for m in logs) == 1
+
+
+@pytest.mark.ort_cpu
+def test_labels_outside_the_outputs_and_non_logits_outputs_get_a_note(tmp_path, shared_cache):
+    data, positions = label_npz(tmp_path / "d.npz", [0, 1, 15])
+    narrow = label_reading_onnx(tmp_path / "narrow.onnx", {0: 0, 1: 1}, n_out=10)
+    maps = label_reading_onnx(tmp_path / "maps.onnx", positions, n_out=16, out_shape=[2, 8])
+    rows, logs = sweep(tmp_path, shared_cache,
+                       f'[[models]]\nname = "{narrow}"\ndataset = "npz:{data}"\n'
+                       f'[[models]]\nname = "{maps}"\ndataset = "npz:{data}"\n')
+    by = {r["model"]: r for r in rows}
+    assert by["narrow"]["status"] == "ok" and by["narrow"]["top1"] is None
+    assert "labels 0..15 fall outside the model's 10 classes" in by["narrow"]["accuracy_note"]
+    assert by["maps"]["status"] == "ok" and by["maps"]["top1"] is None
+    assert "(N, 2, 8), not (N, classes) logits" in by["maps"]["accuracy_note"]
+    assert by["maps"]["agreement_top1"] == 1.0  # FP32 against itself: agreement still measured
+    warnings = [m for m in logs if m.startswith("warning: model")]
+    assert len(warnings) == 2 and all("\n" not in m for m in warnings)
+
+
+@pytest.mark.ort_cpu
+def test_a_user_model_that_does_not_fit_the_default_data_fails_once_with_advice(tmp_path, shared_cache):
+    big = label_reading_onnx(tmp_path / "imagenet_like.onnx", {c: c for c in range(16)}, n_out=1000, side=28)
+    fits = label_reading_onnx(tmp_path / "ten.onnx", {c: c for c in range(10)}, n_out=10, side=28)
+    variants = FP32 + '[[variants]]\nname = "fp16"\nprecision = "fp16"\n'
+    rows, logs = sweep(tmp_path, shared_cache,
+                       f'[[models]]\nname = "{big}"\n[[models]]\nname = "{fits}"\n[[models]]\nname = "fashion_cnn"\n',
+                       variants=variants, eval_samples=50)
+    big_rows = [r for r in rows if r["model"] == "imagenet_like"]
+    assert len(big_rows) == 2 and all(r["status"] == "failed" for r in big_rows)
+    assert "does not fit the default data" in big_rows[0]["error"] and 'set dataset = "folder:DIR"' in big_rows[0]["error"]
+    errors = [m for m in logs if m.startswith("error: ")]
+    assert len(errors) == 1 and "imagenet_like" in errors[0] and "1000 classes" in errors[0]
+    # A 10-class 1×28×28 user model fits Fashion-MNIST: used, and said so; the builtin keeps its data.
+    assert all(r["status"] == "ok" for r in rows if r["model"] in ("ten", "fashion_cnn"))
+    assert any("no dataset named" in m and "ten" in m for m in logs)
+    assert next(r for r in rows if r["model"] == "fashion_cnn")["top1"] > 0.8
+
+
+@pytest.mark.torch
+@pytest.mark.ort_cpu
+def test_a_module_model_with_its_own_weights_gets_accuracy(tmp_path, shared_cache, monkeypatch):
+    data, positions = label_npz(tmp_path / "d.npz", [0, 2, 5, 9])
+    mod = f"usernet_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{mod}.py").write_text(textwrap.dedent(f"""
+        import torch
+
+        def net():
+            # A trained network as a user's function would return it: weights already in place.
+            lin = torch.nn.Linear({SIDE * SIDE}, 10, bias=False)
+            with torch.no_grad():
+                lin.weight.zero_()
+                for cls, pos in {positions!r}.items():
+                    lin.weight[cls, pos] = 1.0
+            return torch.nn.Sequential(torch.nn.Flatten(), lin)
+    """))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    models = (f'[[models]]\nname = "module:{mod}:net"\ndataset = "npz:{data}"\ninput_shape = [1, {SIDE}, {SIDE}]\n'
+              f'[[models]]\nname = "module:{mod}:net"\ndataset = "npz:{data}"\ninput_shape = [1, {SIDE}, {SIDE}]\n'
+              f'weights = "random"\nlabel = "declared-random"\n')
+    rows, _ = sweep(tmp_path, shared_cache, models)
+    own = next(r for r in rows if r["model"] == f"{mod}:net")
+    assert own["status"] == "ok", own.get("error")
+    assert own["weights"] == f"builtin:module:{mod}:net"
+    assert own["top1"] == 1.0 and own["accuracy_note"] == ""
+    declared = next(r for r in rows if r["model"] == "declared-random")
+    assert declared["weights"] == "random-init" and declared["top1"] is None and declared["agreement_top1"] == 1.0
+    assert "random-init" in declared["accuracy_note"]
+    assert mod not in sys.modules  # the user's code ran in the preparation subprocess, not in the sweep
