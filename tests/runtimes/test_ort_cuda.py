@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime, get_runtime_class
@@ -148,3 +149,190 @@ def test_ort_trt_runs_when_the_tensorrt_ep_is_listed(tmp_path):
         report = rt.execution_report()
     np.testing.assert_allclose(out, host_reference(path, x), rtol=1e-2, atol=1e-2)
     assert "Tensorrt" in report["audit_note"]
+
+
+# ---- GPU-free checks of the fixes from issue 10: a fake onnxruntime-gpu over the real CPU build's options ----
+_REAL_ORT = pytest.importorskip("onnxruntime")
+
+
+class _FakeOrtValue:
+    def __init__(self, shape, dtype, cuda):
+        self._shape, self.dtype, self.cuda = list(shape), np.dtype(dtype), cuda
+        self.ptr = cuda.malloc(int(np.prod(shape)) * self.dtype.itemsize)
+
+    @classmethod
+    def ortvalue_from_shape_and_type(cls, shape, dtype, device, index):
+        assert device == "cuda"
+        return cls(shape, dtype, _FakeOrt.cuda)
+
+    def shape(self):
+        return self._shape
+
+    def data_ptr(self):
+        return self.ptr
+
+
+class _FakeBinding:
+    def __init__(self):
+        self.inputs, self.outputs, self.binds = {}, {}, 0
+
+    def clear_binding_inputs(self): self.inputs.clear()
+    def clear_binding_outputs(self): self.outputs.clear()
+
+    def bind_ortvalue_input(self, name, value):
+        self.inputs[name] = value
+        self.binds += 1
+
+    def bind_ortvalue_output(self, name, value): self.outputs[name] = value
+    def bind_output(self, name, device, index): raise AssertionError("outputs must be pre-allocated")
+
+
+class _FakeSession:
+    def __init__(self, path, so, providers):
+        _FakeOrt.created.append((so, providers))
+        self._meta = _REAL_ORT.InferenceSession(path, providers=["CPUExecutionProvider"])
+        self.providers = [p for p, _ in providers]
+
+    def get_providers(self): return self.providers
+    def get_provider_options(self): return {}
+    def get_inputs(self): return self._meta.get_inputs()
+    def get_outputs(self): return self._meta.get_outputs()
+
+    def io_binding(self):
+        self.binding = _FakeBinding()
+        return self.binding
+
+    def run_with_iobinding(self, binding, run_options=None):
+        _FakeOrt.cuda.timeline.append(("run", run_options.get_run_config_entry("disable_synchronize_execution_providers")))
+
+
+class _FakeOrt:
+    """onnxruntime-gpu as the adapter uses it; SessionOptions/RunOptions are the real CPU build's."""
+
+    cuda = None
+    created: list = []
+    __version__ = "1.31.1-fake"
+
+    def __init__(self, cuda):
+        _FakeOrt.cuda, _FakeOrt.created = cuda, []
+        self.SessionOptions, self.RunOptions, self.OrtValue = _REAL_ORT.SessionOptions, _REAL_ORT.RunOptions, _FakeOrtValue
+        self.preloaded = []
+
+    def InferenceSession(self, path, so, providers):  # noqa: N802 - onnxruntime's name
+        assert self.preloaded, "preload_dlls() must run before the session is created"
+        return _FakeSession(path, so, providers)
+
+    def preload_dlls(self, cuda=True, cudnn=True, msvc=True, directory=None):
+        self.preloaded.append((cuda, cudnn))
+
+
+@pytest.fixture
+def fake_ort_cuda(monkeypatch):
+    import importlib.util
+    import sys
+
+    from quantbench.runtimes import cuda_mem
+
+    from .test_cuda_mem import FakeCuda
+
+    cuda = FakeCuda()
+    fake = _FakeOrt(cuda)
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+    monkeypatch.setattr(cuda_mem, "cuda_availability", lambda *a: cuda_mem.Availability(True))
+    monkeypatch.setattr(cuda_mem, "load_backend", lambda: cuda)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == "nvidia" else real_find_spec(n, *a))
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    return fake, cuda
+
+
+def test_cuda_graph_session_has_no_cpu_fallback_and_fixed_io_buffers(tmp_path, fake_ort_cuda):
+    """Issue 10 item 8 (and item 4's preload_dlls): every node on CUDA, I/O allocated and bound once."""
+    fake, cuda = fake_ort_cuda
+    path = fashion_model(tmp_path / "m.onnx")
+    rt = OrtCudaRuntime("cuda:0", {"cuda_graph": True})
+    rt.activate(Artifact("onnx", "fp32", path), batch=4)
+    (so, providers), = fake.created
+    assert [p for p, _ in providers] == ["CUDAExecutionProvider"]
+    assert providers[0][1]["enable_cuda_graph"] == "1" and providers[0][1]["user_compute_stream"] == str(0xABC)
+    assert so.get_session_config_entry("session.disable_cpu_ep_fallback") == "1"
+    assert fake.preloaded == [(True, True)]
+    x = np.ones((4, 1, 28, 28), np.float32)
+    first = rt.stage(x)
+    in_ptr, out_ptr = first.data_ptr(), rt.infer(first).data_ptr()
+    for _ in range(3):
+        staged = rt.stage(x * 2)
+        assert staged.data_ptr() == in_ptr and rt.infer(staged).data_ptr() == out_ptr
+    assert rt.binding.binds == 1 and rt.binding.outputs["logits"].shape() == [4, 10]
+    with pytest.raises(RuntimeFailure, match=r"captured batch shape \(4, 1, 28, 28\)"):
+        rt.stage(x[:2])
+    rt.deactivate()
+    plain = OrtCudaRuntime("cuda:0")
+    plain.activate(Artifact("onnx", "fp32", path), batch=4)
+    so, providers = fake.created[-1]
+    assert [p for p, _ in providers] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        so.get_session_config_entry("session.disable_cpu_ep_fallback")
+    plain.deactivate()
+
+
+def test_ort_cuda_events_bracket_the_enqueued_work(tmp_path, fake_ort_cuda):
+    """Issue 10 item 6: copies on the session's stream, the run does not synchronise, events before the wait."""
+    from .test_cuda_mem import spans
+
+    fake, cuda = fake_ort_cuda
+    rt = OrtCudaRuntime("cuda:0")
+    rt.activate(Artifact("onnx", "fp32", fashion_model(tmp_path / "m.onnx")), batch=2)
+    clock = rt.clock()
+    staged, _ = clock.time(rt.stage, np.ones((2, 1, 28, 28), np.float32))
+    out, _ = clock.time(rt.infer, staged)
+    host, _ = clock.time(rt.fetch, out)
+    assert spans(cuda.timeline, clock) == [["htod"], ["run"], ["dtoh"]]
+    assert ("run", "1") in cuda.timeline  # disable_synchronize_execution_providers
+    assert host.shape == (2, 10) and clock.kind == "cuda-events"
+    used = rt.settings_used()
+    assert used["h2d_host_memory"] == "pageable" and used["clock"] == "cuda-events" and "tf32" in used
+    rt.deactivate()
+
+
+def test_ort_trt_session_never_saves_an_optimized_graph(tmp_path):
+    """Issue 10 item 1: ORT cannot serialise TensorRT-compiled nodes, so ort-trt must not ask it to."""
+    import onnxruntime as ort
+
+    for cls, saves in ((OrtCudaRuntime, True), (OrtTensorRTRuntime, False)):
+        rt = cls("cuda:0")
+        rt.ort, rt._tmpdir = ort, type("T", (), {"name": str(tmp_path)})()
+        assert bool(rt._session_options().optimized_model_filepath) == saves
+
+
+def test_ort_trt_cache_folder_is_created_and_follows_quantbench_cache(tmp_path, monkeypatch):
+    """Issue 10 item 10: the TensorRT EP does not create the folder (or its parents) itself."""
+    monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path / "qb"))
+    rt = OrtTensorRTRuntime("cuda:0")
+    rt.artifact, rt.batch, rt.device_index, rt._stream = None, None, 0, None
+    (_, trt), _ = rt._provider_options()
+    assert trt["trt_engine_cache_path"] == str(tmp_path / "qb" / "ort-trt") and (tmp_path / "qb" / "ort-trt").is_dir()
+    rt.options["trt_engine_cache_dir"] = str(tmp_path / "deep" / "er" / "cache")
+    (_, trt), _ = rt._provider_options()
+    assert (tmp_path / "deep" / "er" / "cache").is_dir()
+
+
+def test_ort_trt_static_batch_gets_no_conflicting_profile(tmp_path):
+    """Issue 10 item 10: a profile from batch 1 contradicts a model whose batch is fixed."""
+    path = fashion_model(tmp_path / "m.onnx")
+    model = onnx.load(path)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 8
+    onnx.save(model, tmp_path / "static.onnx")
+    rt = OrtTensorRTRuntime("cuda:0")
+    rt.artifact, rt.batch = Artifact("onnx", "fp32", tmp_path / "static.onnx"), 8
+    assert rt._profile_shapes() == {}
+    rt.artifact = Artifact("onnx", "fp32", path)
+    assert rt._profile_shapes()["trt_profile_min_shapes"] == "input:1x1x28x28"
+
+
+def test_gpu_runtimes_say_which_driver_they_need():
+    """For `quantbench devices`: one line per GPU runtime, naming the driver branch."""
+    for name in ("ort-cuda", "ort-trt", "tensorrt"):
+        line = get_runtime_class(name).requirements()
+        assert "R525+" in line or "R580+" in line or "mismatch" in line, (name, line)
+        assert "\n" not in line

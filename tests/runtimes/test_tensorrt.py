@@ -14,10 +14,16 @@ from quantbench.calibration_data import BatchReader, Preprocess, open_source
 from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime, get_runtime_class
 from quantbench.runtimes.trt_calibrator import CalibrationFeed
 from quantbench.runtimes.trt_inspect import summarize_engine_layers
+from quantbench.runtimes.trt_calibrator import calibration_fingerprint
+from quantbench.runtimes.trt_inspect import schema_version, tensor_precision
 from quantbench.runtimes.trt_plan import (
     TRT11_CALIBRATOR_REMOVED, PrecisionPlan, calibration_cache_key, choose_precision_path, engine_cache_key,
-    qdq_problem,
+    fold_int32_bias, profile_shapes, qdq_problem, qdq_problems,
 )
+
+from .test_cuda_mem import FakeCuda, spans
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 FP32 = Artifact("onnx", "fp32", Path("/m/fp32.onnx"))
 FP16 = Artifact("onnx", "fp16", Path("/m/fp16.onnx"), reference_path=Path("/m/fp32.onnx"))
@@ -193,15 +199,44 @@ def qdq_models(tmp_path_factory):
 
 
 @pytest.mark.ort_cpu
-def test_qdq_check_rejects_ort_default_uint8_and_accepts_symmetric_int8(qdq_models):
+def test_qdq_check_rejects_ort_default_uint8_and_int32_bias(qdq_models):
     problem = qdq_problem(qdq_models["uint8"])
     assert problem and "uint8" in problem and "activation_type = 'QInt8'" in problem and "\n" not in problem
-    assert qdq_problem(qdq_models["int8"]) is None
+    assert qdq_problems(qdq_models["uint8"])["uint8"] > 0
+    # symmetric QInt8 from the exporter: zero points fine, but ORT quantized the bias to int32
+    assert dict(qdq_problems(qdq_models["int8"])) == {"int32 bias": 1}
+    assert "QuantizeBias = False" in qdq_problem(qdq_models["int8"])
+    assert qdq_problem(qdq_models["int8"], allow_int32_bias=True) is None
     assert qdq_problem(qdq_models["fp32"]) is None
-    rt = get_runtime_class("tensorrt")("cuda:0")
-    assert rt.supports(Artifact("onnx", "int8", qdq_models["uint8"])) == problem
-    assert rt.supports(Artifact("onnx", "int8", qdq_models["int8"])) is None
-    assert rt.supports(Artifact("onnx", "int8")) is None  # the harness probes without a path
+    for name in ("tensorrt", "ort-trt"):
+        rt = get_runtime_class(name)("cuda:0")
+        assert rt.supports(Artifact("onnx", "int8", qdq_models["uint8"])) == qdq_problem(qdq_models["uint8"], True)
+        assert "activation_type = 'QInt8'" in rt.supports(Artifact("onnx", "int8", qdq_models["uint8"]))
+        assert rt.supports(Artifact("onnx", "int8", qdq_models["int8"])) is None  # tensorrt folds int32 biases
+        assert rt.supports(Artifact("onnx", "int8")) is None  # the harness probes without a path
+
+
+@pytest.mark.ort_cpu
+def test_qdq_check_catches_a_nonzero_int8_zero_point(tmp_path):
+    w = onnx.numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["d"]),
+             helper.make_node("MatMul", ["d", "w"], ["y"])]
+    inits = [w, onnx.numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+             onnx.numpy_helper.from_array(np.array(3, np.int8), "zp")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "zp.onnx")
+    assert dict(qdq_problems(tmp_path / "zp.onnx")) == {"non-zero zero point": 2}
+    assert "symmetric_activation = true" in qdq_problem(tmp_path / "zp.onnx")
+
+
+@pytest.mark.ort_cpu
+def test_int32_bias_folding_is_exact_and_leaves_nothing_tensorrt_rejects(qdq_models, tmp_path):
+    folded = tmp_path / "folded.onnx"
+    assert fold_int32_bias(qdq_models["int8"], folded) == 1
+    assert not qdq_problems(folded) and qdq_problem(folded) is None
+    x = next(iter(fashion_reader(16, 16)))[0]
+    np.testing.assert_allclose(host_reference(folded, x), host_reference(qdq_models["int8"], x), rtol=1e-5, atol=1e-5)
 
 
 # ---- engine inspector -----------------------------------------------------------------------------------------
@@ -342,3 +377,137 @@ def test_calibrators_on_tensorrt10_and_their_removal_on_11(tmp_path):
         assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.8
         assert report["int8_op_share"] > 0
         assert len(list((tmp_path / "engines").glob("*.calib"))) == (1 if kind == "entropy" else 2)
+
+
+# ---- GPU-free checks of the fixes from issue 10 -----------------------------------------------------------------
+@pytest.mark.parametrize("fixture, schema, counts, compute_int8, precision", [
+    ("trt10_int8_qdq", "10.x", {"int8": 3, "fp32": 2}, 2 / 3, "mixed"),
+    ("trt10_fp16_flag", "10.x", {"fp16": 4, "fp32": 1}, 0.0, "mixed"),
+    ("trt11_int8_qdq", "11.x", {"int8": 3, "fp32": 2}, 2 / 3, "mixed"),
+    ("trt11_fp16_typed", "11.x", {"fp16": 3}, 0.0, "fp16"),
+])
+def test_engine_inspector_fixtures_of_both_schemas(fixture, schema, counts, compute_int8, precision):
+    """Per-layer datatype fields of TensorRT 10.x ("Format/Datatype") and 11.x ("Datatype" + "Format")."""
+    text = (FIXTURES / f"{fixture}.json").read_text()
+    info = json.loads(text)
+    assert schema_version(info) == schema
+    report = summarize_engine_layers(text, "int8" if "int8" in fixture else "fp16")
+    assert report["op_precisions"] == counts
+    assert report["int8_op_share"] == pytest.approx(compute_int8, abs=1e-4)
+    assert report["exec_precision"] == precision and f"({schema} inspector)" in report["audit_note"]
+
+
+def test_tensor_precision_reads_the_datatype_word_not_substrings():
+    assert tensor_precision("Row major linear FP16 format") == "fp16"
+    assert tensor_precision("Thirty-two wide channel vectorized row major Int8 format") == "int8"
+    assert tensor_precision("Row major linear FP32 format (kLINEAR)") == "fp32"
+    assert tensor_precision("BFloat16") == "bf16" and tensor_precision("Half") == "fp16"
+    assert tensor_precision("Row major linear UInt8 format") is None  # not "int8"
+    assert tensor_precision("Row major linear Int32") is None and tensor_precision("Unknown format") is None
+
+
+def test_calibration_data_changes_the_engine_and_table_keys():
+    """Issue 10 item 7: a different calibration set (samples, seed, classes, preprocessing, batch) is another key."""
+    def fp(n=32, batch=16, seed=0, classes=None, scale=1.0):
+        split = open_source("fashion-mnist-subset").calibration
+        return calibration_fingerprint(BatchReader(split, Preprocess(scale=scale) if scale != 1.0 else Preprocess(),
+                                                   split.select(n, seed=seed, classes=classes), batch, "input"))
+
+    base = fp()
+    assert base == fp()  # deterministic
+    variants = {fp(n=48), fp(batch=8), fp(seed=1), fp(classes=[0, 1]), fp(scale=0.5)}
+    assert base not in variants and len(variants) == 5
+    plan = PrecisionPlan("/a.onnx", False, ("INT8",), "entropy")
+    args = ("abc", plan, {}, "10.13.0", "GPU", (9, 0), 16, {"calibrator": "entropy"})
+    assert engine_cache_key(*args, calibration=base) != engine_cache_key(*args, calibration=fp(seed=1))
+    assert calibration_cache_key("abc", "entropy", "10.13", {}, base) != calibration_cache_key("abc", "entropy", "10.13", {}, fp(n=48))
+
+
+def test_profile_shapes_for_dynamic_and_static_batches():
+    assert profile_shapes((-1, 1, 28, 28), 8) == ((1, 1, 28, 28), (8, 1, 28, 28), (8, 1, 28, 28))
+    assert profile_shapes((8, 1, 28, 28), 8) == ((8, 1, 28, 28),) * 3  # no profile from 1 for a fixed batch
+    with pytest.raises(ValueError, match="fixed batch of 8, cannot run batch 4"):
+        profile_shapes((8, 1, 28, 28), 4)
+    with pytest.raises(ValueError, match="static non-batch"):
+        profile_shapes((-1, 1, -1, 28), 4)
+
+
+class _FakeContext:
+    """The execution-context calls the adapter makes, over the fake CUDA backend."""
+
+    def __init__(self, cuda, accept_shape=True):
+        self.cuda, self.accept_shape, self.addresses, self.shape = cuda, accept_shape, {}, None
+
+    def set_input_shape(self, name, shape):
+        self.shape = shape
+        return self.accept_shape
+
+    def get_tensor_shape(self, name):
+        return (self.shape[0], 10) if name == "logits" else self.shape
+
+    def set_tensor_address(self, name, ptr):
+        self.addresses[name] = ptr
+
+    def execute_async_v3(self, stream):
+        self.cuda.timeline.append(("execute", stream))
+        return True
+
+
+def _fake_tensorrt(cuda, dtype=np.float32, accept_shape=True):
+    from quantbench.runtimes.tensorrt_rt import TensorRTRuntime
+
+    rt = TensorRTRuntime("cuda:0")
+    rt.cuda, rt.stream, rt.engine, rt.artifact = cuda, "stream", object(), Artifact("onnx", "fp32", Path("m.onnx"))
+    rt.context = _FakeContext(cuda, accept_shape)
+    rt.input_name, rt.output_name, rt.input_dtype, rt.output_dtype = "input", "logits", np.dtype(dtype), np.dtype(dtype)
+    rt.profile_min, rt.profile_max, rt._shape, rt._buffers, rt._pinned, rt._clock = 1, 8, None, {}, [], None
+    rt.logger = type("L", (), {"errors": []})()
+    rt._active = True
+    return rt
+
+
+def test_tensorrt_events_bracket_the_enqueued_work_not_the_host_wait():
+    """Issue 10 item 6: start/end events around each copy/execute, the stream wait after the end event."""
+    cuda = FakeCuda()
+    rt = _fake_tensorrt(cuda)
+    clock = rt.clock()
+    x = np.ones((4, 1, 28, 28), np.float32)
+    staged, _ = clock.time(rt.stage, x)
+    out, _ = clock.time(rt.infer, staged)
+    host, _ = clock.time(rt.fetch, out)
+    assert spans(cuda.timeline, clock) == [["htod"], ["execute"], ["dtoh"]]
+    for i, entry in enumerate(cuda.timeline):
+        if entry[0] == "sync":
+            assert cuda.timeline[i - 1] == ("record", clock.stop)  # every wait comes right after the end event
+    assert host.shape == (4, 10) and host.dtype == np.float32
+    cuda.timeline.clear()
+    rt.fetch(rt.infer(rt.stage(x)))  # outside the clock (warm-up, accuracy): still synchronised, no events
+    assert [e[0] for e in cuda.timeline] == ["htod", "sync", "execute", "sync", "dtoh", "sync"]
+
+
+def test_deactivating_one_engine_keeps_another_engines_pinned_buffers():
+    """Issue 10 item 2: the FP32 reference deactivating must not free the variant's host_in/host_out."""
+    cuda = FakeCuda()
+    variant, reference = _fake_tensorrt(cuda), _fake_tensorrt(cuda)
+    x = np.ones((2, 1, 28, 28), np.float32)
+    variant.stage(x)
+    reference.stage(x)
+    reference._free_buffers()
+    mine = {variant.host_in.ctypes.data, variant.host_out.ctypes.data}
+    assert mine.isdisjoint(cuda.freed_pinned) and len(cuda.freed_pinned) == 2
+    out = variant.fetch(variant.infer(variant.stage(x)))  # still usable
+    assert out.shape == (2, 10)
+
+
+def test_rejected_input_shape_and_engine_io_dtypes():
+    """Issue 10 item 10: set_input_shape's result is checked; host buffers take the engine's I/O dtype."""
+    rt = _fake_tensorrt(FakeCuda(), accept_shape=False)
+    with pytest.raises(RuntimeFailure, match=r"input shape \(2, 1, 28, 28\) is outside the engine's profile \(batch 1..8\)"):
+        rt.stage(np.ones((2, 1, 28, 28), np.float32))
+    half = _fake_tensorrt(FakeCuda(), dtype=np.float16)
+    half.stage(np.full((2, 1, 28, 28), 0.5, np.float32))
+    assert half.host_in.dtype == np.float16 and (half.host_in == 0.5).all()
+    assert half.fetch(half.infer(half._buffers["input"])).dtype == np.float32
+    used = {"tf32": True, "h2d_host_memory": "pinned"}
+    half._build_info = {}
+    assert {k: half.settings_used()[k] for k in used} == used
