@@ -190,3 +190,60 @@ def test_a_module_model_with_its_own_weights_gets_accuracy(tmp_path, shared_cach
     assert declared["weights"] == "random-init" and declared["top1"] is None and declared["agreement_top1"] == 1.0
     assert "random-init" in declared["accuracy_note"]
     assert mod not in sys.modules  # the user's code ran in the preparation subprocess, not in the sweep
+
+
+INT8 = '[[variants]]\nname = "int8"\nprecision = "int8"\ncalibration = "minmax"\ncalib_samples = 8\n'
+
+
+def _png_folders(root: Path, per_class: dict[str, int], n: int = 10) -> None:
+    """Class folders of grey PNGs; folder ``name`` holds images with the bright pixel at ``per_class[name]``."""
+    from PIL import Image
+
+    for name, pos in per_class.items():
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            img = np.zeros(SIDE * SIDE, np.uint8)
+            img[pos] = 255
+            Image.fromarray(img.reshape(SIDE, SIDE), mode="L").save(root / name / f"{i:03d}.png")
+
+
+@pytest.mark.ort_cpu
+def test_integer_class_folders_with_gaps_and_a_classes_list_score_their_real_indices(tmp_path, shared_cache):
+    ints = tmp_path / "ints"
+    _png_folders(ints, {"003": 0, "017": 1, "042": 2})
+    by_index = label_reading_onnx(tmp_path / "by_index.onnx", {3: 0, 17: 1, 42: 2}, n_out=50)
+    names = tmp_path / "names"
+    _png_folders(names, {"dog": 0, "zebra": 1})
+    classes = ["ant", "bee", "cat", "dog"] + [f"c{i}" for i in range(4, 25)] + ["zebra"]  # dog = 3, zebra = 25
+    by_name = label_reading_onnx(tmp_path / "by_name.onnx", {3: 0, 25: 1}, n_out=26)
+    models = (f'[[models]]\nname = "{by_index}"\ndataset = "folder:{ints}"\n'
+              f'[[models]]\nname = "{by_name}"\ndataset = "folder:{names}"\nclasses = {classes!r}\n'.replace("'", '"'))
+    rows, _ = sweep(tmp_path, shared_cache, models, variants=FP32 + INT8)
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
+    for r in rows:
+        assert r["top1"] == 1.0, (r["model"], r["variant"], r["top1"])
+    by = {(r["model"], r["variant"]): r for r in rows}
+    assert by[("by_index", "fp32")]["dataset"]["class_index"] == "integer-folder-names"
+    assert by[("by_name", "fp32")]["dataset"]["class_index"] == "classes-list"
+
+
+@pytest.mark.ort_cpu
+def test_a_test_only_idx_folder_runs_end_to_end(tmp_path, shared_cache):
+    from quantbench.calibration_data import write_idx
+
+    classes = [1, 4, 6, 9]
+    positions = {c: i for i, c in enumerate(classes)}
+    y = np.repeat(np.array(classes, np.uint8), 15)
+    idx = tmp_path / "t10k-only"
+    idx.mkdir()
+    write_idx(idx / "t10k-images-idx3-ubyte.gz", label_images(y, positions))
+    write_idx(idx / "t10k-labels-idx1-ubyte.gz", y)
+    model = label_reading_onnx(tmp_path / "m.onnx", positions, n_out=10)
+    rows, logs = sweep(tmp_path, shared_cache, f'[[models]]\nname = "{model}"\ndataset = "idx:{idx}"\n',
+                       variants=FP32 + INT8)
+    assert [r["status"] for r in rows] == ["ok", "ok"], [r.get("error") for r in rows]
+    assert all(r["top1"] == 1.0 for r in rows)
+    info = rows[0]["dataset"]
+    # calibration is a held-out slice of the test images; the rest is evaluated
+    assert info["n_calibration"] + info["n_evaluation"] == len(y) and rows[0]["eval_samples"] == info["n_evaluation"]
+    assert not [m for m in logs if m.startswith("error: ")]
