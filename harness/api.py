@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .config import ConfigError, ModelConfig, SweepConfig, VariantConfig, load_config, parse_config
+from .config import ConfigError, ModelConfig, SweepConfig, VariantConfig, first_line, load_config, parse_config
 
 logger = logging.getLogger("quantbench")
 
@@ -53,6 +53,8 @@ def benchmark(model: Any, *, runtimes: str | Sequence[str] = ("auto",), dataset:
     }
     if output is not None:
         return run(config, output, retry_failed=retry_failed, log=log)
+    if config["run"]["report"] is True:
+        raise ConfigError("report=True needs an output folder (output=None is a temporary one)")
     with tempfile.TemporaryDirectory(prefix="quantbench-") as tmp:
         df = run(config, tmp, retry_failed=retry_failed, log=log)
     df.attrs["quantbench"]["results"] = None  # the temporary folder is gone
@@ -65,8 +67,10 @@ def run(config: str | os.PathLike | Mapping[str, Any] | SweepConfig, output: str
 
     ``output`` overrides ``[run] output``. The result holds the latest row of every cell in
     ``OUTPUT/results.jsonl``, including cells measured by earlier runs into the same folder; failed
-    and skipped cells are rows too (``status``, ``error``). ``df.attrs["quantbench"]`` says how many
-    cells ran, failed, were skipped or were already there. Raises :class:`ConfigError` (a
+    and skipped cells are rows too (``status``, ``error``). With ``[run] report = true`` (the default
+    of a sweep file) ``OUTPUT/report.html`` is written too, as by ``quantbench run``.
+    ``df.attrs["quantbench"]`` says how many cells ran, failed, were skipped or were already there,
+    and where the results and the report are. Raises :class:`ConfigError` (a
     ``ValueError``) for a bad config and ``RunError`` when nothing can run.
     """
     from .results import read_rows, to_dataframe
@@ -76,14 +80,36 @@ def run(config: str | os.PathLike | Mapping[str, Any] | SweepConfig, output: str
     if output is not None:
         cfg.run.output = os.fspath(output)
         cfg.validate()
-    summary = run_sweep(cfg, Path(cfg.run.output), retry_failed=retry_failed, log=log or _log)
+    say = log or _log
+    summary = run_sweep(cfg, Path(cfg.run.output), retry_failed=retry_failed, log=say)
     loaded = read_rows(summary.results_path)
     for warning in loaded.warnings:
-        (log or _log)(f"warning: {warning}")
+        say(f"warning: {warning}")
+    report = _write_report(summary.results_path, say) if cfg.run.report else None
     df = to_dataframe(loaded.rows)
-    df.attrs["quantbench"] = {"results": str(summary.results_path), "ran": summary.ran, "failed": summary.failed,
-                              "skipped": summary.skipped, "already": summary.already, "run_id": summary.run_id}
+    df.attrs["quantbench"] = {"results": str(summary.results_path), "report": report, "ran": summary.ran,
+                              "failed": summary.failed, "skipped": summary.skipped, "already": summary.already,
+                              "run_id": summary.run_id}
     return df
+
+
+def _write_report(results: Path, say: Callable[[str], None]) -> str | None:
+    """``[run] report = true``: OUTPUT/report.html next to the results, as ``quantbench run`` writes it."""
+    import importlib.util
+
+    if importlib.util.find_spec("plotly") is None:
+        say("warning: report.html not written: pip install .[report]")
+        return None
+    from quantbench.reports import build_report, render_html
+
+    out = results.parent / "report.html"
+    try:
+        render_html(build_report([results]), out)
+    except Exception as exc:  # noqa: BLE001 - a report problem must not lose a finished sweep's rows
+        say(f"warning: report.html not written: {first_line(exc)}")
+        return None
+    say(f"report: {out}")
+    return str(out)
 
 
 def read_results(path: str | os.PathLike | Iterable[str | os.PathLike], latest_per_cell: bool = True):

@@ -211,7 +211,7 @@ class RunConfig(MeasureSettings):
                     try:
                         get_runtime_class(name)
                     except ValueError as exc:  # UnknownRuntime: names the closest
-                        raise ConfigError(f"run.runtimes: {_first_line(exc)}") from None
+                        raise ConfigError(f"run.runtimes: {first_line(exc)}") from None
 
 
 @dataclass
@@ -288,10 +288,11 @@ def _check_preprocess(table: dict[str, Any], where: str) -> None:
     try:
         Preprocess.from_dict(table)
     except (ValueError, TypeError) as exc:  # DataError is a ValueError
-        raise ConfigError(f"{where}{_first_line(exc)}") from None
+        raise ConfigError(f"{where}{first_line(exc)}") from None
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's text (or its type name)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -301,6 +302,10 @@ def quant_keys() -> set[str]:
     from quantbench.exporters.quantize import QuantSettings
 
     return _field_names(QuantSettings)
+
+
+# Lower bounds of quantization numbers (others: >= 0); num_bins = 0 would silently mean "the default".
+QUANT_MINIMUM = {"num_bins": 1, "calib_samples": 1, "calib_batch": 1, "calib_memory_mb": 1}
 
 
 @dataclass
@@ -340,11 +345,11 @@ class VariantConfig:
         _check_keys(self.quant, _field_names(QuantSettings), f"variant '{self.name}'")
         hints = typing.get_type_hints(QuantSettings)
         for key, value in self.quant.items():
-            check_value(value, hints[key], key, where)
+            check_value(value, hints[key], key, where, QUANT_MINIMUM.get(key, 0))
         try:
             return QuantSettings.from_dict(self.quant)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{where}{_first_line(exc)}") from None
+            raise ConfigError(f"{where}{first_line(exc)}") from None
 
 
 def check_runtime_options(options: Any) -> None:

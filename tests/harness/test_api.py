@@ -1,6 +1,7 @@
 """The Python API: ``import quantbench`` is light, benchmark/run/read_results return real rows."""
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -99,10 +100,17 @@ def test_run_dict_then_config_object_reuses_rows(tmp_path, shared_cache, caplog)
     first = quantbench.run(doc, out)
     assert list(first["status"]) == ["ok"] and first.attrs["quantbench"]["ran"] == 1
     assert first.attrs["quantbench"]["results"] == str(out / "results.jsonl")
+    assert first.attrs["quantbench"]["report"] is None and not (out / "report.html").exists()
+    doc["run"]["report"] = True
     cfg = quantbench.parse_config(doc)
     assert isinstance(cfg, quantbench.SweepConfig)
     again = quantbench.run(cfg, out)
     assert again.attrs["quantbench"]["ran"] == 0 and again.attrs["quantbench"]["already"] == 1
+    if importlib.util.find_spec("plotly"):  # report = true writes OUTPUT/report.html, as the CLI does
+        assert again.attrs["quantbench"]["report"] == str(out / "report.html")
+        assert "fashion_cnn" in (out / "report.html").read_text()
+    else:
+        assert again.attrs["quantbench"]["report"] is None
     assert list(again["cell_id"]) == list(first["cell_id"]) and list(again["run_id"]) == list(first["run_id"])
     assert list(quantbench.read_results(out)["cell_id"]) == list(first["cell_id"])
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("quantbench")]
