@@ -319,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runtimes", help="comma-separated runtime names, or 'auto' for every available one")
     run.add_argument("--device", help="comma-separated devices, e.g. cpu or cuda:0 (default: every device each runtime sees)")
     run.add_argument("--batch-sizes", help="comma-separated batch sizes, e.g. 1,32")
-    run.add_argument("--models", help="comma-separated models: registry names, torchvision:NAME, module:pkg.mod:fn or .onnx paths")
+    run.add_argument("--models", help="comma-separated models: registry names, torchvision:NAME, .onnx paths or "
+                                      "module:pkg.mod:fn (imports and runs that code, in subprocesses)")
     run.add_argument("--variants", help="comma-separated variant names from the config to run")
     run.add_argument("--weights", help="weights for every model: a state_dict path, 'random' (explicit random "
                                        "init) or 'builtin' (the model loads its own)")
