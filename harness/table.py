@@ -140,6 +140,11 @@ class Footnotes:
         return f" [{self.texts.index(text) + 1}]"
 
 
+def _order(s: dict[str, Any]) -> tuple:
+    return tuple(s[k] if isinstance(s[k], (int, float)) else str(s[k])
+                 for k in ("model", "device", "runtime", "batch", "variant"))
+
+
 def render_console(rows: list[dict[str, Any]], console: Any) -> None:
     """Print the comparison table with rich, then its footnotes (missing speedups and top-1, invalid timing)."""
     from rich.markup import escape
@@ -153,9 +158,7 @@ def render_console(rows: list[dict[str, Any]], console: Any) -> None:
                       ("size kB", "right"), ("speedup", "right"), ("ran as", "left")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     notes = Footnotes()
-    key = lambda s: tuple(str(s[k]) if not isinstance(s[k], (int, float)) else s[k]  # noqa: E731
-                          for k in ("model", "device", "runtime", "batch", "variant"))
-    for s in sorted(summary_rows(rows), key=key):
+    for s in sorted(summary_rows(rows), key=_order):
         ran = s["ran_as"] or "?"
         if s["int8_share"] is not None and s["ran_as"] in ("int8", "mixed"):
             ran += f" ({s['int8_share']:.0%} int8)"
@@ -163,10 +166,10 @@ def render_console(rows: list[dict[str, Any]], console: Any) -> None:
         if s["warning"]:
             ran = f"[yellow]{ran} ⚠[/yellow]"
         variant = escape(str(s["variant"])) + (f" [dim](= {escape(s['identical_to'])})[/dim]" if s["identical_to"] else "")
-        p50 = _fmt(s["p50"], ".3f")
-        if s["timing"]:
-            p50 = f"[yellow]{p50} ⚠{notes.mark(s['timing'])}[/yellow]"
         top1 = _fmt(s["top1"] * 100 if s["top1"] is not None else None, ".2f", "%") + notes.mark(s["top1_note"])
+        p50 = _fmt(s["p50"], ".3f")
+        if s["timing"]:  # notes are numbered in column order
+            p50 = f"[yellow]{p50} ⚠{notes.mark(s['timing'])}[/yellow]"
         speedup = "ref" if s["ref"] else _fmt(s["speedup"], ".2f", "×") + notes.mark(s["speedup_note"])
         table.add_row(
             escape(str(s["model"])), variant, escape(str(s["runtime"])), escape(str(s["device"])), str(s["batch"]),

@@ -5,8 +5,8 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 
 def _new_file_mode(path: Path) -> int:

@@ -30,8 +30,8 @@ def _label(r: dict[str, Any], with_device: bool = False) -> str:
 
 def _layout(fig: Any, title: str, height: int) -> None:
     """``title`` is raw text (escaped here); axis titles set by callers are fixed text."""
-    fig.update_layout(title=esc(title), height=height, margin=dict(l=10, r=10, t=50, b=40),
-                      template="plotly_white", legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(title=esc(title), height=height, margin={"l": 10, "r": 10, "t": 50, "b": 40},
+                      template="plotly_white", legend={"orientation": "h", "y": -0.25})
 
 
 def latency_breakdown(rows: list[dict[str, Any]], title: str) -> Any:
@@ -51,7 +51,7 @@ def latency_breakdown(rows: list[dict[str, Any]], title: str) -> Any:
             continue
         fig.add_bar(y=labels, x=xs, name=esc(name), orientation="h", marker_color=colour,
                     hovertemplate="%{y}<br>" + esc(name) + ": %{x:.4f} ms<extra></extra>")
-    fig.update_layout(barmode="stack", xaxis_title="median ms per batch", yaxis=dict(autorange="reversed"),
+    fig.update_layout(barmode="stack", xaxis_title="median ms per batch", yaxis={"autorange": "reversed"},
                       legend_traceorder="normal")
     _layout(fig, title, max(260, 26 * len(rows) + 120))
     return fig
@@ -86,12 +86,12 @@ def accuracy_vs_latency(rows: list[dict[str, Any]], title: str, by_device: bool 
         # No result text in the hovertemplate itself: "%{…}" in a name would be read as a placeholder.
         fig.add_scatter(x=[r["compute_p50_ms"] for r in rs], y=[r[metric] * 100 for r in rs], mode="markers+text",
                         name=esc(name), text=[esc(r.get("variant")) for r in rs], textposition="top center",
-                        marker=dict(size=10), hovertemplate="%{text}<br>p50 %{x:.4f} ms<br>%{y:.2f}%")
+                        marker={"size": 10}, hovertemplate="%{text}<br>p50 %{x:.4f} ms<br>%{y:.2f}%")
     front = pareto_front([(r["compute_p50_ms"], r[metric] * 100) for r in pts])
     if front:
         fig.add_scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines+markers", name="Pareto front",
-                        line=dict(dash="dash", color="#555", shape="hv"), hoverinfo="skip",
-                        marker=dict(symbol="circle-open", size=16, color="#555"))
+                        line={"dash": "dash", "color": "#555", "shape": "hv"}, hoverinfo="skip",
+                        marker={"symbol": "circle-open", "size": 16, "color": "#555"})
     fig.update_layout(xaxis_title="compute p50 ms (log)", xaxis_type="log",
                       yaxis_title=("top-1 accuracy %" if use_top1 else "top-1 agreement with FP32 %"))
     _layout(fig, title, 460)
@@ -109,8 +109,8 @@ def latency_distribution(rows: list[dict[str, Any]], title: str) -> Any:
             step = len(raw) / MAX_RAW
             raw = [raw[int(i * step)] for i in range(MAX_RAW)]
         fig.add_box(x=raw, name=_label(r), boxpoints="outliers", orientation="h", showlegend=False,
-                    marker=dict(size=3))
-    fig.update_layout(xaxis_title="compute ms per batch (log)", xaxis_type="log", yaxis=dict(autorange="reversed"))
+                    marker={"size": 3})
+    fig.update_layout(xaxis_title="compute ms per batch (log)", xaxis_type="log", yaxis={"autorange": "reversed"})
     _layout(fig, title, max(260, 26 * len(rows) + 120))
     return fig
 
@@ -133,6 +133,6 @@ def cross_device_speedups(model: str, devices: list[str], lines: list[dict[str, 
         fig.add_bar(y=labels, x=xs, name=esc(dev), orientation="h", hovertemplate="%{y}<br>%{x:.2f}× vs FP32")
     fig.add_vline(x=1, line_dash="dot", line_color="#555")
     fig.update_layout(barmode="group", xaxis_title="speedup vs the same device's FP32, same runtime and batch (×)",
-                      yaxis=dict(autorange="reversed"), legend_traceorder="normal")
+                      yaxis={"autorange": "reversed"}, legend_traceorder="normal")
     _layout(fig, f"{model}: speedup over FP32 on each device", max(280, 22 * len(lines) * len(devices) + 140))
     return fig

@@ -7,11 +7,21 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from quantbench.harness.table import Footnotes
+
 from . import charts
 from .atomic import write_atomic
 from .method import timing_method
 from .model import Report, device_key
-from .tables import COLUMNS, NOTED, Footnotes, best_values, cell_text, comparison_groups, cross_cell, cross_device_table
+from .tables import (
+    COLUMNS,
+    NOTED,
+    best_values,
+    cell_text,
+    comparison_groups,
+    cross_cell,
+    cross_device_table,
+)
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

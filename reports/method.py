@@ -28,17 +28,17 @@ def timing_method(rows: list[dict[str, Any]]) -> list[str]:
     """Plain-text sentences: the timing procedure, the clocks and iteration counts of these rows, the flags."""
     ok = [r for r in rows if r.get("status") == "ok"]
     lines = [
-        "Each cell loads the model, runs a first inference and untimed warm-up iterations, then times "
-        "iterations until both a minimum count (min_iters) and a minimum duration (min_time_s) are reached. "
-        "Every iteration times host→device, compute and device→host separately; latencies are per batch. "
-        "I/O (reading and preprocessing a batch) is timed in the data path, outside that loop. "
-        "h2d/d2h read \"n/a\" on host (CPU) devices, where no copy exists; a percentile that needs more "
-        "iterations than were taken reads \"—\".",
-        "A cell that stopped at max_time_s or max_iters before reaching its minimum is flagged ⚠ "
-        "(timing not valid).",
-        "Speedup vs FP32 is measured by timing the variant and the same runtime's FP32 model alternately in one "
-        "process (interleaved rounds, median of the per-round ratios); when that measurement is missing the "
-        "column reads \"—\" and a note says why. \"p50 % of FP32\" compares medians of separately timed cells.",
+        ("Each cell loads the model, runs a first inference and untimed warm-up iterations, then times "
+         "iterations until both a minimum count (min_iters) and a minimum duration (min_time_s) are reached. "
+         "Every iteration times host→device, compute and device→host separately; latencies are per batch. "
+         "I/O (getting one batch from the dataset) is timed in the data path, outside that loop. "
+         "h2d/d2h read \"n/a\" where the runtime keeps inputs and outputs in host memory (CPU devices), so "
+         "no copy exists; a percentile that needs more iterations than were taken reads \"—\"."),
+        ("A cell that stopped at max_time_s or max_iters before reaching min_iters is flagged ⚠ "
+         "(timing not valid)."),
+        ("Speedup vs FP32 is measured by timing the variant and the same runtime's FP32 model alternately in one "
+         "process (interleaved rounds, median of the per-round ratios); when that measurement is missing the "
+         "column reads \"—\" and a note says why. \"p50 % of FP32\" compares medians of separately timed cells."),
     ]
     clocks = sorted({CLOCKS.get(str(r.get("clock")), str(r.get("clock"))) for r in ok if r.get("clock")})
     iters = [r["iterations"] for r in ok if is_number(r.get("iterations"))]

@@ -76,7 +76,8 @@ def _parse(line: str) -> tuple[dict[str, Any] | None, str]:
     except (json.JSONDecodeError, RecursionError):
         return None, "truncated or corrupt line (not JSON)"
     if not isinstance(row, dict):
-        return None, f"not a result row (a JSON {type(row).__name__}, not an object)"
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(row), "a number")
+        return None, f"not a result row ({kind}, not a JSON object)"
     version = row.get("schema_version")
     if version not in READABLE_SCHEMAS or isinstance(version, bool):
         readable = ", ".join(map(str, READABLE_SCHEMAS))

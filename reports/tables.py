@@ -4,7 +4,13 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from quantbench.harness.table import MISSING, Footnotes, missing_note, speedup_of, timing_flag, transfer_ms
+from quantbench.harness.table import (
+    MISSING,
+    missing_note,
+    speedup_of,
+    timing_flag,
+    transfer_ms,
+)
 
 from .model import Report, device_key, fp32_reference, runtime_label, settings_summary
 from .rows import is_number

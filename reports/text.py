@@ -6,10 +6,20 @@ import io
 from collections import Counter
 from pathlib import Path
 
+from quantbench.harness.table import Footnotes
+
 from .atomic import write_atomic
 from .method import timing_method
 from .model import Report
-from .tables import COLUMNS, NOTED, Footnotes, cell_text, comparison_groups, cross_cell, cross_device_table, fmt
+from .tables import (
+    COLUMNS,
+    NOTED,
+    cell_text,
+    comparison_groups,
+    cross_cell,
+    cross_device_table,
+    fmt,
+)
 
 TEXT_COLUMNS = {"variant", "settings", "runtime", "ran_as"}
 SCALAR_SKIP = {"env", "variant_settings", "runtime_settings", "dataset", "op_precisions", "runtime_versions",
@@ -24,8 +34,8 @@ def render_markdown(report: Report) -> str:
     """GitHub-flavoured tables per model and device, then failures and warnings."""
     counts = Counter(str(r.get("status")) for r in report.rows)
     out = ["# quantbench report", "",
-           f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped cells from "
-           f"{len(report.sources)} results file(s).", ""]
+           (f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped cells from "
+            f"{len(report.sources)} results file(s)."), ""]
     out += ["**How timing was measured.** " + " ".join(_md_escape(m) for m in timing_method(report.rows)), ""]
     for w in report.warnings:
         out.append(f"> warning: {_md_escape(w)}")

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from quantbench.harness.results import SCHEMA_VERSION
 
 
