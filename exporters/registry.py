@@ -42,7 +42,7 @@ class ModelSource:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelSource":
+    def from_dict(cls, d: dict[str, Any]) -> ModelSource:
         d = dict(d)
         d["input_shape"] = tuple(d.get("input_shape", (1, 28, 28)))
         return cls(**d)

@@ -12,9 +12,10 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .config import ConfigError, ModelConfig, SweepConfig, VariantConfig
 

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from quantbench.harness.accuracy import NonFiniteOutputs, evaluate_outputs
 
 from .test_prepare import _onnx_28

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from quantbench.exporters.registry import resolve_model
 from quantbench.harness.prepare_worker import PrepareProblem, accuracy_plan
 from quantbench.harness.results import read_rows
-from quantbench.exporters.registry import resolve_model
 
 from .conftest import run_cli, write_config
 from .test_user_models import FP32, sweep

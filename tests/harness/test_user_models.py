@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from quantbench.harness.config import parse_config
 from quantbench.harness.results import read_rows
 from quantbench.harness.runner import run_sweep
