@@ -242,7 +242,8 @@ def _run_locked(cfg: SweepConfig, output: Path, retry_failed: bool, log: Callabl
     if resolution.explicit:
         for name, reason in resolution.unavailable.items():
             row = {"schema_version": SCHEMA_VERSION, "run_id": run_id,
-                   "cell_id": hashlib.sha256(f"unavailable:{name}:{run_id}".encode()).hexdigest()[:16],
+                   # one id per runtime: a rerun's row replaces the previous one instead of adding to it
+                   "cell_id": hashlib.sha256(f"unavailable:{name}".encode()).hexdigest()[:16],
                    "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "status": "skipped", "error": f"runtime unavailable: {reason}", "runtime": name,
                    "runtime_label": name, "model": "*", "variant": "*", "precision": None,
