@@ -13,17 +13,24 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
+from typing import Any
 
 from .config import SweepConfig, VariantConfig
 from .environment import fingerprint
-from .prepare import PreparedModel, model_key, variant_spec, cache_dir, prepare_artifacts, resolve_models
 from .measure import CellSpec, MeasureSettings
+from .prepare import (
+    PreparedModel,
+    cache_dir,
+    model_key,
+    prepare_artifacts,
+    resolve_models,
+    variant_spec,
+)
 from .results import SCHEMA_VERSION, append_row, stored_rows
 from .resume import combine, fingerprint_parts, model_content, reuse_decision
 from .subproc import run_contained, signal_guard
@@ -105,7 +112,7 @@ def _base_row(run_id: str, cell: Cell, pm: PreparedModel, env: dict[str, Any]) -
     if cell.variant.precision == "int8" and cell.variant.builder == "onnx":
         try:
             settings = variant_spec(cell.variant).quant.to_dict()
-        except Exception:  # noqa: BLE001 - keep the raw settings if they don't parse
+        except Exception:  # noqa: BLE001, S110 - keep the raw settings if they don't parse
             pass
     if cell.variant.builder != "onnx":
         settings.update({"builder": cell.variant.builder, "calibrator": cell.variant.calibrator})
@@ -161,7 +168,7 @@ def output_lock(out: Path) -> Iterator[None]:
     import fcntl
 
     path = out / LOCK_FILE
-    fh = open(path, "a+")
+    fh = open(path, "a+")  # noqa: SIM115 - held open for the whole run: the lock lives as long as the file handle
     try:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -20,9 +20,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 PARENT_ENV = "QUANTBENCH_PARENT_PID"
 _PR_SET_PDEATHSIG = 1
@@ -131,7 +132,7 @@ class _SignalGuard:
     signal still takes the child down if the parent is killed.
     """
 
-    def __enter__(self) -> "_SignalGuard":
+    def __enter__(self) -> _SignalGuard:  # noqa: PYI034 - Python 3.10 has no typing.Self
         self.saved: dict[int, Any] = {}
         if threading.current_thread() is not threading.main_thread():
             return self
@@ -205,7 +206,9 @@ def run_contained(cmd: Sequence[str], *, timeout_s: float | None, log_path: Path
     with open(log_path, "wb") as log, _SignalGuard():
         proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=child_env, cwd=cwd, start_new_session=True,
-                                preexec_fn=_make_preexec(os.getpid()))
+                                # The death signal must be armed in the child before exec; the hook only
+                                # calls a C function resolved beforehand, so it takes no lock a thread may hold.
+                                preexec_fn=_make_preexec(os.getpid()))  # noqa: PLW1509
         pgid = proc.pid  # a new session's leader: its pid is the group id
         with _live_lock:
             _live_groups.add(pgid)

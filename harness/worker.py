@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = CellSpec(**json.loads(spec_path.read_text()))
     try:
         result = {"status": "ok", "error": "", **measure_cell(spec)}
-    except Exception as exc:  # every failure becomes a row, never a lost cell
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a row, never a lost cell
         result = {"status": "failed", "error": one_line(exc), "traceback": traceback.format_exc(limit=8)}
     from .results import clean_floats
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import importlib.util
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -211,7 +212,7 @@ class Runtime(ABC):
     def _deactivate_impl(self) -> None:
         pass
 
-    def __enter__(self) -> "Runtime":
+    def __enter__(self) -> Runtime:  # noqa: PYI034 - Python 3.10 has no typing.Self
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -134,7 +134,7 @@ class OrtCpuRuntime(Runtime):
         so = self._session_options()
         try:
             self.session = ort.InferenceSession(str(artifact.path), so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises several exception types; keep one line
+        except Exception as exc:  # noqa: BLE001 - ORT raises several exception types; keep one line
             raise RuntimeFailure(f"ort-cpu could not load {artifact.path}: {str(exc).splitlines()[0]}") from None
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
@@ -152,7 +152,7 @@ class OrtCpuRuntime(Runtime):
     def _infer_impl(self, staged: np.ndarray) -> Any:
         try:
             return self.session.run([self.output_name], {self.input_name: staged})[0]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - as above
             raise RuntimeFailure(f"ort-cpu inference failed: {str(exc).splitlines()[0]}") from None
 
     def settings_used(self) -> dict[str, Any]:

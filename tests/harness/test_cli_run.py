@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-
 from quantbench.harness.results import read_rows
 
 from .conftest import ROOT, run_cli, write_config

@@ -4,8 +4,14 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from quantbench.harness.results import SCHEMA_VERSION, ResultsError, append_row, export_table, measured_cell_ids, read_rows
+from quantbench.harness.results import (
+    SCHEMA_VERSION,
+    ResultsError,
+    append_row,
+    export_table,
+    measured_cell_ids,
+    read_rows,
+)
 
 
 def _row(cell: str, status: str = "ok", **kw):

@@ -5,9 +5,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from quantbench.harness.measure import (CellSpec, MeasureSettings, _timed_loop, interleaved_speedup, io_scope,
-                                        measure_cell)
+from quantbench.harness.measure import (
+    CellSpec,
+    MeasureSettings,
+    _timed_loop,
+    interleaved_speedup,
+    io_scope,
+    measure_cell,
+)
 from quantbench.runtimes import Artifact, create_runtime
 
 from .test_runner_resume import SIDE, tiny_npz, tiny_onnx
@@ -27,9 +32,9 @@ X = np.zeros((2, 1, SIDE, SIDE), np.float32)
 
 
 @pytest.mark.parametrize("settings, reason, n, valid", [
-    (dict(min_iters=7, min_time_s=0.0, max_iters=1000, max_time_s=60.0), "min_iters_and_time", 7, True),
-    (dict(min_iters=50, min_time_s=0.0, max_iters=4, max_time_s=60.0), "max_iters", 4, False),
-    (dict(min_iters=1000, min_time_s=0.0, max_iters=10**6, max_time_s=0.0), "max_time", 1, False),
+    ({"min_iters": 7, "min_time_s": 0.0, "max_iters": 1000, "max_time_s": 60.0}, "min_iters_and_time", 7, True),
+    ({"min_iters": 50, "min_time_s": 0.0, "max_iters": 4, "max_time_s": 60.0}, "max_iters", 4, False),
+    ({"min_iters": 1000, "min_time_s": 0.0, "max_iters": 10**6, "max_time_s": 0.0}, "max_time", 1, False),
 ], ids=["minimums-met", "max-iters-first", "max-time-first"])
 def test_stop_reason_and_timing_valid(ort, settings, reason, n, valid):
     row = _timed_loop(ort, X, MeasureSettings(warmup_iters=0, **settings))

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from quantbench.harness import runner
 from quantbench.harness.config import parse_config
 from quantbench.harness.results import SCHEMA_VERSION, append_row, read_rows

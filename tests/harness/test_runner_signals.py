@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-
 from quantbench.harness.config import parse_config
 from quantbench.harness.results import read_rows
 from quantbench.harness.runner import RunError, output_lock, run_sweep

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from quantbench.harness.subproc import PARENT_ENV, run_contained
 
 ROOT = Path(__file__).resolve().parents[2]

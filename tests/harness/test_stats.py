@@ -1,7 +1,6 @@
 """Latency statistics: a percentile is only given when enough samples were taken to mean it."""
 import numpy as np
 import pytest
-
 from quantbench.harness.results import MIN_SAMPLES, STATS
 from quantbench.harness.stats import summarize
 

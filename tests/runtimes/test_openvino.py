@@ -5,7 +5,6 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-
 from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime
 from quantbench.runtimes.audit import audit_warning
 

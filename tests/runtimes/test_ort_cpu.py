@@ -5,13 +5,13 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-
 from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime
 
 pytestmark = pytest.mark.ort_cpu
 
 
-def tiny_model(path, rng=np.random.default_rng(0)):
+def tiny_model(path, rng=None):
+    rng = rng if rng is not None else np.random.default_rng(0)
     w = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
     g = rng.standard_normal((10, 4 * 6 * 6)).astype(np.float32)
     nodes = [helper.make_node("Conv", ["input", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
