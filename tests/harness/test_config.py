@@ -56,3 +56,102 @@ def test_int8_precision_inferred_from_quant_keys():
     cfg = parse_config({"models": ["m"], "variants": [{"name": "q", "calibration": "entropy", "num_bins": 512}]})
     assert cfg.variants[0].precision == "int8"
     assert cfg.variants[0].quant == {"calibration": "entropy", "num_bins": 512}
+
+
+def _doc(run=None, model=None, variant=None, options=None):
+    doc = {"run": run or {}, "models": [{"name": "fashion_cnn", **(model or {})}],
+           "variants": [variant or {"name": "fp32"}]}
+    if options is not None:
+        doc["runtime_options"] = options
+    return doc
+
+
+@pytest.mark.parametrize("doc, expected", [
+    (_doc(variant={"name": "q", "per_channel": "false"}), "variant 'q': per_channel must be true or false, not \"false\""),
+    (_doc(variant={"name": "q", "op_types": "Conv"}), "variant 'q': op_types must be a list of strings, not \"Conv\""),
+    (_doc(variant={"name": "q", "calib_classes": [0.5]}), "variant 'q': calib_classes must be a list of integers"),
+    (_doc(variant={"name": "q", "calib_samples": 0}), "variant 'q': calib_samples"),
+    (_doc(variant={"name": "q", "calibration": "percentile", "percentile": 20.0}), "variant 'q': percentile"),
+    (_doc(variant={"name": "f", "precision": "fp16", "calibrator": "entropy"}), "calibrator applies only to"),
+    (_doc(variant={"name": 3}), "variant name must be a non-empty one-line string, not 3"),
+    (_doc(model={"eval_samples": -10}), "model 'fashion_cnn': eval_samples must be an integer >= 1, not -10"),
+    (_doc(model={"eval_samples": 200.5}), "model 'fashion_cnn': eval_samples must be an integer, not 200.5"),
+    (_doc(model={"input_shape": "1,28,28"}), "input_shape must be a list of integers, not \"1,28,28\""),
+    (_doc(model={"input_shape": [1, 0, 28]}), "input_shape must be [channels, height, width]"),
+    (_doc(model={"num_classes": 0}), "num_classes must be an integer >= 1"),
+    (_doc(model={"weights": "/nonexistent/w.pt"}), "weights file not found: /nonexistent/w.pt"),
+    (_doc(model={"labels": "/nonexistent/labels.txt"}), "labels file not found"),
+    (_doc(model={"dataset": ""}), "dataset is empty"),
+    (_doc(model={"dataset": {"classes": ["a"]}}), "dataset needs 'spec'"),
+    (_doc(model={"preprocess": {"chanels": 1}}), "unknown key 'chanels' in the preprocess table of model 'fashion_cnn'"),
+    (_doc(model={"preprocess": {"resize": 224}}), "preprocess.resize must be a list of 2 integers, not 224"),
+    (_doc(model={"preprocess": {"std": [0.0]}}), "preprocess.std must be a list of numbers > 0"),
+    (_doc(model={"preprocess": {"layout": "CHW"}}), "preprocess.layout must be NCHW or NHWC"),
+    (_doc(run={"threads": -3}), "run.threads must be an integer >= 0, not -3"),
+    (_doc(run={"threads": 2.0}), "run.threads must be an integer, not 2.0"),
+    (_doc(run={"interleave_rounds": -2}), "run.interleave_rounds must be an integer >= 0, not -2"),
+    (_doc(run={"min_time_s": float("nan")}), "run.min_time_s must be a finite number, not nan"),
+    (_doc(run={"min_time_s": float("inf")}), "run.min_time_s must be a finite number, not inf"),
+    (_doc(run={"min_time_s": -0.5}), "run.min_time_s must be a number >= 0, not -0.5"),
+    (_doc(run={"timeout_s": 0}), "run.timeout_s must be a number > 0, not 0"),
+    (_doc(run={"min_iters": 100, "max_iters": 10}), "run.max_iters (10) is below run.min_iters (100)"),
+    (_doc(run={"devices": []}), "run.devices is empty"),
+    (_doc(run={"devices": ["auto", "cpu"]}), "'auto' cannot be combined"),
+    (_doc(run={"runtimes": ["ort-cpu", "ort-cpu"]}), "run.runtimes lists \"ort-cpu\" twice"),
+    (_doc(run={"runtimes": ["ort-cpo"]}), "did you mean 'ort-cpu'"),
+    (_doc(run={"batch_sizes": [8, 8]}), "run.batch_sizes lists 8 twice"),
+    (_doc(run={"batch_sizes": [True]}), "run.batch_sizes must be a list of integers, not [true]"),
+    (_doc(run={"batch_sizes": [1_000_000]}), "run.batch_sizes must be a list of integers from 1 to 65536"),
+    (_doc(run={"output": ""}), "run.output is empty"),
+    (_doc(run={"report": "yes"}), "run.report must be true or false, not \"yes\""),
+    (_doc(options={"ort-cpux": {}}), "[runtime_options.ort-cpux]: unknown runtime; did you mean 'ort-cpu'?"),
+    (_doc(options={"ort-cpu": {"thread": 1}}), "unknown option 'thread' in [runtime_options.ort-cpu]"),
+    (_doc(options={"ort-cpu": {"threads": -1}}), "[runtime_options.ort-cpu] threads must be an integer >= 0"),
+    (_doc(options={"ort-cpu": {"threads": [1, 1]}}), "[runtime_options.ort-cpu] threads lists 1 twice"),
+    (_doc(options={"openvino": {"precision": []}}), "[runtime_options.openvino] precision is an empty list"),
+    (_doc(options={"openvino": {"hint": {"a": 1}}}), "[runtime_options.openvino] hint must be a string, number"),
+    (_doc(options={"openvino": {"streams": float("nan")}}), "[runtime_options.openvino] streams must be a finite"),
+    ({"models": [{"name": "fashion_cnn"}, {"name": "fashion_cnn", "weights": "random"}], "variants": [{"name": "a"}]},
+     "models[0] and models[1] are both shown as 'fashion_cnn'"),
+])
+def test_values_are_type_and_range_checked_with_the_key_named(doc, expected):
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc)
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_good_values_pass_unchanged(tmp_path):
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"x")
+    cfg = parse_config({
+        "run": {"batch_sizes": 8, "runtimes": "ort-cpu", "min_time_s": 0, "interleave_rounds": 0},
+        "models": [{"name": "fashion_cnn", "weights": str(weights), "input_shape": [1, 28, 28],
+                    "preprocess": {"mean": 0.5, "std": [0.25]}, "dataset": {"spec": "fashion-mnist"}},
+                   {"name": "fashion_cnn", "weights": "random", "label": "random"},
+                   {"name": "mnist_cnn", "weights": "builtin"}],
+        "variants": [{"name": "q", "op_types": ["Conv"], "per_channel": False, "percentile": 99.9,
+                      "calibration": "percentile"}],
+        "runtime_options": {"openvino": {"precision": ["default", "f32"], "streams": 1}}})
+    assert cfg.run.batch_sizes == [8] and cfg.run.runtimes == ["ort-cpu"]
+    assert cfg.variants[0].quant["per_channel"] is False and cfg.variants[0].quant["op_types"] == ["Conv"]
+    assert cfg.variants[0].quant_settings().op_types == ("Conv",)
+    assert parse_config(tomllib.loads(dump_toml(cfg))).to_dict() == cfg.to_dict()
+
+
+def test_overrides_are_checked_again():
+    cfg = load_config(None)
+    cfg.run.threads = -1
+    with pytest.raises(ConfigError, match="run.threads must be an integer >= 0"):
+        cfg.validate()
+
+
+def test_declared_option_types_are_enforced(monkeypatch):
+    """A runtime that declares ``option_types()`` gets its option values checked by type."""
+    from quantbench.runtimes import get_runtime_class
+
+    cls = get_runtime_class("ort-cpu")
+    monkeypatch.setattr(cls, "option_types", classmethod(lambda c: {"graph_optimization": str}), raising=False)
+    with pytest.raises(ConfigError, match="graph_optimization must be a string, not 1"):
+        parse_config(_doc(options={"ort-cpu": {"graph_optimization": [1]}}))
+    assert parse_config(_doc(options={"ort-cpu": {"graph_optimization": ["all", "basic"]}}))
