@@ -51,7 +51,8 @@ audit      exec_precision, int8_op_share, op_precisions (dict), audit_note, audi
 env        env (dict fingerprint: host, cpu_model, cpu_flags_subset, cores, memory_gb, gpu, os,
            python, versions {pkg: ver}, git_rev), runtime_versions (dict)
 
-Missing values are ``null``. Readers accept older schema versions or say clearly they do not.
+Missing values are ``null``; on a failed or skipped row every measured field (timing, stop_reason,
+timing_valid, host_memory, io_scope, speedup_*, accuracy) is null or absent. Readers accept older schema versions or say clearly they do not.
 """
 from __future__ import annotations
 

@@ -131,6 +131,9 @@ def _base_row(run_id: str, cell: Cell, pm: PreparedModel, env: dict[str, Any]) -
         "artifact_notes": list(getattr(built, "notes", []) or []),
         "identical_to": pm.identical.get(cell.variant.name, ""),
         "env": env,
+        # Filled by the measurement; null on a failed or skipped cell (nothing was timed).
+        "stop_reason": None, "timing_valid": None, "host_memory": None, "io_scope": None,
+        "speedup_interleaved": None, "speedup_error": None,
     }
 
 

@@ -182,6 +182,7 @@ def test_hanging_cell_times_out_alone(tmp_path, shared_cache):
     summary = run_sweep(parse_config(tomllib.loads(cfg.read_text()), "test"), out, log=logs.append)
     rows = {r["batch"]: r for r in read_rows(out / "results.jsonl").rows}
     assert rows[1]["status"] == "failed" and rows[1]["error"].startswith("timed out after 15 s")
+    assert rows[1]["stop_reason"] is None and rows[1]["timing_valid"] is None  # nothing was timed
     assert rows[64]["status"] == "ok" and summary.ran == 1 and summary.failed == 1
     log_file = Path(rows[1]["error"].split("(log: ")[1].rstrip(")"))
     assert log_file.parent.parent == out / "cells" and log_file.parent.name == summary.run_id
