@@ -42,7 +42,7 @@ td.best{font-weight:700;background:#e7f5ea} .pill{display:inline-block;padding:1
 <p class="muted">generated {{ generated }} from {{ sources|length }} results file(s): {% for s in sources %}<code>{{ s }}</code> {% endfor %}</p>
 <p><span class="pill">{{ counts.ok }} ok</span><span class="pill {{ 'pill-bad' if counts.failed else '' }}">{{ counts.failed }} failed</span><span class="pill">{{ counts.skipped }} skipped</span></p>
 {% if reasons %}<ul class="muted">{% for (status, why), n in reasons %}<li>{{ n }} {{ status }}: {{ why }}</li>{% endfor %}</ul>{% endif %}
-<details class="muted"><summary>How timing was measured</summary>{% for m in method %}<p>{{ m }}</p>{% endfor %}</details>
+<details class="muted" open><summary>How timing was measured</summary>{% for m in method %}<p>{{ m }}</p>{% endfor %}</details>
 {% if warnings %}<div class="warn"><b>While loading:</b><ul>{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul></div>{% endif %}
 
 <h2>Devices and software</h2>
@@ -57,7 +57,6 @@ td.best{font-weight:700;background:#e7f5ea} .pill{display:inline-block;padding:1
 <table><tr>{% for c in columns %}<th class="{{ 'l' if loop.index <= 3 or c[0]=='ran_as' else '' }}">{{ c[1] }}</th>{% endfor %}</tr>
 {% for r in g.rows %}<tr class="{{ 'flag' if r.warning or r.timing else '' }}">{% for c in r.cells %}<td class="{{ c.cls }}" title="{{ c.title }}">{{ c.text }}</td>{% endfor %}</tr>{% endfor %}
 </table>
-{% for r in g.rows if r.timing %}<div class="warn">⚠ {{ r.name }}: {{ r.timing }}</div>{% endfor %}
 {% for r in g.rows if r.warning %}<div class="warn">⚠ {{ r.name }}: {{ r.warning }}</div>{% endfor %}
 {% if g.notes %}<ol class="muted notes">{% for n in g.notes %}<li>{{ n }}</li>{% endfor %}</ol>{% endif %}
 {% for r in g.rows if r.identical_to %}<div class="warn">≡ {{ r.name }} is byte-identical to {{ r.identical_to }}</div>{% endfor %}

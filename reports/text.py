@@ -55,11 +55,10 @@ def render_markdown(report: Report) -> str:
         if notes.texts:
             out.append("")
             out += [f"{i}. {_md_escape(t)}" for i, t in enumerate(notes.texts, 1)]
-        for r in rows:
-            for flag in (r["timing"], r["warning"]):
-                if flag:
-                    out.append(f"\n⚠ {_md_escape(r['variant'])} on {_md_escape(r['runtime'])} "
-                               f"(batch {_md_escape(fmt(r['batch'], '{}'))}): {_md_escape(flag)}")
+        for r in rows:  # invalid timing is a numbered note on the p50 cell above
+            if r["warning"]:
+                out.append(f"\n⚠ {_md_escape(r['variant'])} on {_md_escape(r['runtime'])} "
+                           f"(batch {_md_escape(fmt(r['batch'], '{}'))}): {_md_escape(r['warning'])}")
     for model, (devices, lines) in cross_device_table(report).items():
         out += ["", f"## {_md_escape(model)} across devices", "",
                 "Compute p50 ms (speedup vs the same device's FP32 on the same runtime and batch).", "",
@@ -83,10 +82,14 @@ def render_markdown(report: Report) -> str:
 def render_csv(report: Report, out: Path | None = None) -> str:
     """One line per row with every scalar column (raw latency lists and nested dicts left out)."""
     keys: list[str] = []
+    nested: set[str] = set()
     for r in report.rows:
         for k, v in r.items():
-            if k not in keys and k not in SCALAR_SKIP and not isinstance(v, (list, dict)) and not k.startswith("_"):
+            if isinstance(v, (list, dict)) or k.endswith("_raw_ms"):
+                nested.add(k)
+            elif k not in keys and k not in SCALAR_SKIP and not k.startswith("_"):
                 keys.append(k)
+    keys = [k for k in keys if k not in nested]  # null in one row, a list or dict in another: still left out
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     writer.writeheader()

@@ -312,8 +312,8 @@ def _gpu(row: dict, **over) -> dict:
 
 
 def test_schema_1_and_2_rows_render_side_by_side(tmp_path):
-    v1 = make_v1_row(0, variant="old-fp32", model="m1")
-    v2 = _row(1, variant="new-fp32", model="m2")
+    v1 = make_v1_row(0, variant="old-fp32", model="m1", measure_settings=None, h2d_raw_ms=None)
+    v2 = _row(1, variant="new-fp32", model="m2", measure_settings={"min_iters": 10}, h2d_raw_ms=None)
     report = build_report([write_rows(tmp_path / "r.jsonl", [v1, v2])])
     assert not report.warnings and len(report.rows) == 2
     md = render_markdown(report)
@@ -323,7 +323,9 @@ def test_schema_1_and_2_rows_render_side_by_side(tmp_path):
         h2d = [c[1] for c in COLUMNS].index("h2d p50 ms") + 1
         assert cells[h2d] == "n/a" and cells[h2d + 1] == "n/a", line  # schema 1 timed a no-op on the CPU
     render_html(report, tmp_path / "r.html")
-    assert len(render_csv(report).strip().splitlines()) == 3
+    csv_lines = render_csv(report).strip().splitlines()
+    assert len(csv_lines) == 3 and "stop_reason" in csv_lines[0] and "host_memory" in csv_lines[0]
+    assert "measure_settings" not in csv_lines[0] and "h2d_raw_ms" not in csv_lines[0]  # nested or raw: left out
 
 
 def test_host_copies_read_na_and_missing_values_read_a_dash(tmp_path):
