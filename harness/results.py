@@ -16,9 +16,10 @@ resume     fingerprint (hash of every input that changes a number: timing settin
 cell       model, variant, precision ("fp32" | "fp16" | "int8"), runtime, runtime_label, device, batch,
            variant_settings (dict: resolved calibration method, per_channel, symmetric, op types, ...),
            runtime_settings (dict, as applied: threads, hints, providers)
-model      weights ("trained:<path>" | "random-init" | "onnx:<path>"), size_bytes, param_count,
-           artifact_sha256, artifact_path, dataset (dict: DataSource.describe() incl. fingerprint, plus
-           eval_samples)
+model      weights ("trained:<file>" | "random-init" | "onnx:<path>" | "builtin:module:<pkg.mod:fn>"),
+           size_bytes, param_count, artifact_sha256, artifact_path, dataset (dict: the evaluation
+           source's DataSource.describe() incl. fingerprint, eval_samples, and "calibration": the
+           calibration source's identity and fingerprint)
 quant      quant_time_s, quant_peak_mem_mb, identical_to (variant name whose artifact is
            byte-identical to this one, or "")
 timing     load_ms, first_infer_ms, iterations, clock ("host-perf_counter_ns" | "cuda-events");
@@ -44,8 +45,10 @@ timing     load_ms, first_infer_ms, iterations, clock ("host-perf_counter_ns" | 
            first in odd rounds, FP32 first in even ones; median over rounds; the only speedup
            estimator), speedup_interleaved_rounds (the per-round ratios), speedup_error (one line: why
            speedup_interleaved is null on a non-FP32 row, e.g. the interleave failed; "" otherwise)
-accuracy   top1, top5 (fractions 0..1 or null when labels don't apply), eval_samples,
-           agreement_top1 (vs the fp32 reference), max_abs_err, mean_abs_err (vs that reference)
+accuracy   top1, top5 (fractions 0..1 or null when labels don't apply), accuracy_note ("" when top1
+           is given, else one line saying why not: random weights, output not (N, classes) logits,
+           labels outside the model's classes), eval_samples, agreement_top1 (vs the fp32
+           reference), max_abs_err, mean_abs_err (vs that reference). Non-finite outputs fail the cell.
 audit      exec_precision, int8_op_share, op_precisions (dict), audit_note, audit_warning ("" or a
            one-line warning when what ran does not match the label)
 env        env (dict fingerprint: host, cpu_model, cpu_flags_subset, cores, memory_gb, gpu, os,
