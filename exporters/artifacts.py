@@ -2,7 +2,9 @@
 
 An artifact's directory name is a hash of everything that determines its bytes (source model,
 weights, settings, calibration data, tool versions), so a rerun reuses it and a change rebuilds it.
-Quantization runs in a subprocess so its wall time and peak memory are measured cleanly.
+Quantization runs in a contained subprocess (own process group, killed on timeout) so its wall
+time and peak memory are measured cleanly and a hang cannot stall the sweep. An ONNX artifact's
+size and hash cover its external-data files too.
 """
 from __future__ import annotations
 
@@ -11,17 +13,18 @@ import importlib.metadata as md
 import importlib.util
 import json
 import shutil
-import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .onnx_info import count_params, load_checked, onnx_input_info
+from .onnx_info import count_params, load_checked, onnx_files, onnx_input_info
 from .quantize import QuantSettings
 from .registry import ASSETS, SHIPPED, ModelSource, resolve_model
 
-__all__ = ["ArtifactStore", "BuiltArtifact", "VariantSpec", "identical_groups", "onnx_input_info", "sha256_file"]
+__all__ = ["ArtifactStore", "BuiltArtifact", "VariantSpec", "artifact_sha256", "artifact_size", "identical_groups",
+           "onnx_input_info", "run_quantize_worker", "sha256_file"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,25 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def artifact_sha256(path: Path) -> str:
+    """sha256 of an ONNX model: of the file alone when it has no external data (so it equals
+    :func:`sha256_file`), else of the file and each external-data file with its name."""
+    files = onnx_files(path)
+    if len(files) == 1:
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in files:
+        if not f.is_file():
+            raise ValueError(f"{path}: external-data file {f.name} is missing")
+        h.update(f"{f.relative_to(files[0].parent)}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def artifact_size(path: Path) -> int:
+    """Bytes of an ONNX model including its external-data files."""
+    return sum(f.stat().st_size for f in onnx_files(path) if f.is_file())
+
+
 def _version(pkg: str) -> str:
     try:
         return md.version(pkg)
@@ -82,8 +104,8 @@ class ArtifactStore:
     def _describe(self, path: Path, variant: str, precision: str, weights: str, reference: Path | None,
                   meta: dict[str, Any] | None = None) -> BuiltArtifact:
         meta = meta or {}
-        return BuiltArtifact(variant=variant, precision=precision, path=path, sha256=sha256_file(path),
-                             size_bytes=path.stat().st_size, param_count=count_params(path),
+        return BuiltArtifact(variant=variant, precision=precision, path=path, sha256=artifact_sha256(path),
+                             size_bytes=artifact_size(path), param_count=count_params(path),
                              quant_time_s=meta.get("time_s"), quant_peak_mem_mb=meta.get("peak_rss_mb"),
                              quant_mem_delta_mb=meta.get("delta_rss_mb"), notes=list(meta.get("notes", [])),
                              weights=weights, reference_path=reference or path)
@@ -112,9 +134,13 @@ class ArtifactStore:
             export_onnx(source, out)
         return self._describe(out, "fp32", "fp32", source.weights_label(), None)
 
-    def build(self, source: ModelSource, variant: VariantSpec, data_spec: str, preprocess: dict[str, Any],
-              fp32: BuiltArtifact | None = None) -> BuiltArtifact:
-        """Make (or reuse) ``variant`` of ``source``."""
+    def build(self, source: ModelSource, variant: VariantSpec, data_spec: str | dict[str, Any],
+              preprocess: dict[str, Any], fp32: BuiltArtifact | None = None,
+              timeout_s: float | None = None) -> BuiltArtifact:
+        """Make (or reuse) ``variant`` of ``source``; quantization is killed after ``timeout_s`` (None: no limit).
+
+        ``data_spec`` is a data source spec string or dict, passed through to ``open_source`` as is.
+        """
         fp32 = fp32 or self.fp32(source)
         if variant.precision == "fp32" or variant.builder == "trt-calibrate":
             return fp32
@@ -134,12 +160,13 @@ class ArtifactStore:
         from quantbench.calibration_data import open_source
 
         data = open_source(data_spec).describe()
-        key = _key("int8", fp32.sha256, variant.quant.to_dict(), data, preprocess, _version("onnxruntime"))
+        # "calib-2": two-pass fixed-range calibration (exporters/calibrate.py); older caches used ORT's calibrators.
+        key = _key("int8", "calib-2", fp32.sha256, variant.quant.to_dict(), data, preprocess, _version("onnxruntime"))
         out = self.root / key / "model.onnx"
         meta_path = out.with_name("build.json")
         if not (out.exists() and meta_path.exists()):
             out.parent.mkdir(parents=True, exist_ok=True)
-            meta = run_quantize_worker(fp32.path, out, variant.quant, data_spec, preprocess)
+            meta = run_quantize_worker(fp32.path, out, variant.quant, data_spec, preprocess, timeout_s=timeout_s)
             meta_path.write_text(json.dumps(meta))
         meta = json.loads(meta_path.read_text())
         return self._describe(out, variant.name, "int8", fp32.weights, fp32.path, meta)
@@ -149,23 +176,35 @@ def _shape_of(source: ModelSource) -> tuple[tuple[int, ...], int]:
     return tuple(source.input_shape), source.num_classes
 
 
-def run_quantize_worker(fp32_path: Path, out: Path, settings: QuantSettings, data_spec: str,
-                        preprocess: dict[str, Any]) -> dict[str, Any]:
-    """Quantize in a subprocess; returns its time, peak RSS and notes. Raises ValueError on failure."""
-    job = {"fp32": str(fp32_path), "out": str(out), "settings": settings.to_dict(), "data": data_spec,
-           "preprocess": preprocess}
+def run_quantize_worker(fp32_path: Path, out: Path, settings: QuantSettings, data_spec: str | dict[str, Any],
+                        preprocess: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
+    """Quantize in a contained subprocess; returns its time, peak RSS and notes. Raises ValueError on
+    failure, and "quantization timed out after N s" when it runs past ``timeout_s`` (its whole process
+    group is killed)."""
+    from quantbench.harness.subproc import run_contained
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     root = Path(__file__).resolve().parent.parent
-    proc = subprocess.run([sys.executable, "-m", "quantbench.exporters.quantize_worker", json.dumps(job)],
-                          capture_output=True, text=True, cwd=root)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        err = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-        if proc.returncode < 0:
-            raise ValueError(f"quantization crashed (signal {-proc.returncode}; out of memory?)")
-        raise ValueError(f"quantization failed: {err[-1] if err else f'exit {proc.returncode}'}")
-    result = json.loads(lines[-1])
-    if "error" in result:
+    with tempfile.TemporaryDirectory(prefix="qb-qworker-") as tmpdir:
+        job_path, result_path = Path(tmpdir) / "job.json", Path(tmpdir) / "result.json"
+        job = {"fp32": str(fp32_path), "out": str(out), "settings": settings.to_config(), "data": data_spec,
+               "preprocess": preprocess, "result": str(result_path)}
+        job_path.write_text(json.dumps(job))
+        log_path = out.with_name("quantize.log")
+        res = run_contained([sys.executable, "-m", "quantbench.exporters.quantize_worker", str(job_path)],
+                            timeout_s=timeout_s, log_path=log_path, cwd=root)
+        if res.timed_out:
+            raise ValueError(f"quantization timed out after {timeout_s:g} s")
+        result = json.loads(result_path.read_text()) if result_path.is_file() else None
+    if result is not None and "error" in result:
         raise ValueError(f"quantization failed: {result['error']}")
+    if res.returncode != 0 or result is None:
+        if res.signal_name:
+            oom = "; out of memory?" if res.signal_name == "SIGKILL" else ""
+            raise ValueError(f"quantization crashed ({res.signal_name}{oom}; log: {log_path})")
+        last = res.last_line() or f"exit {res.returncode}"
+        raise ValueError(f"quantization failed: {last}")
     return result
 
 

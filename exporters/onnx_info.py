@@ -62,3 +62,21 @@ def count_params(path: Path) -> int:
     qparams = {name for node in model.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")
                for name in node.input[1:]}
     return sum(int(np.prod(i.dims)) if i.dims else 1 for i in model.graph.initializer if i.name not in qparams)
+
+
+def onnx_files(path: Path) -> list[Path]:
+    """The model file followed by every external-data file its tensors reference (sorted, each once)."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    graphs, locations = [model.graph], set()
+    while graphs:
+        g = graphs.pop()
+        tensors = list(g.initializer) + [a.t for n in g.node for a in n.attribute if a.HasField("t")]
+        tensors += [t for n in g.node for a in n.attribute for t in a.tensors]
+        graphs += [a.g for n in g.node for a in n.attribute if a.HasField("g")]
+        graphs += [sg for n in g.node for a in n.attribute for sg in a.graphs]
+        locations |= {ExternalDataInfo(t).location for t in tensors if uses_external_data(t)}
+    return [path] + [path.parent / loc for loc in sorted(locations)]

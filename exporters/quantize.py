@@ -1,38 +1,56 @@
 """ONNX Runtime static QDQ quantization with every knob the PTQ studies need.
 
-Calibration is driven here rather than inside ``quantize_static`` for two measured reasons:
-(a) ``quantize_static`` does not forward ``num_bins`` to the Entropy calibrator, whose default
-histogram (128 bins for 128 quantized bins) leaves a single candidate threshold, so "Entropy"
-wrote files byte-identical to MinMax; (b) the histogram calibrators keep every batch's
-activations until the end (ResNet-50, 64 images: 7.4 GiB). We feed one batch per
-``collect_data`` call, so histograms are merged batch by batch and memory stays bounded, then
-hand the ranges to ``quantize_static`` through its calibration cache.
+Calibration is ours (:mod:`.calibrate`), and ORT's ``quantize_static`` gets the ranges through
+its calibration cache, for measured reasons: ``quantize_static`` does not forward ``num_bins`` to
+the Entropy calibrator (whose default of 128 bins for 128 quantized bins made "Entropy" files
+byte-identical to MinMax); its histogram calibrators merged batches by growing the first batch's
+bins, so thresholds depended on the batch size and order; and it kept every batch's activations
+until the end (ResNet-50, 64 images: 7.4 GiB).
 """
 from __future__ import annotations
 
 import difflib
+import math
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 METHODS = ("minmax", "entropy", "percentile", "distribution")
+QTYPES = ("QUInt8", "QInt8")
 # Defaults that make each method do what its name says (see module docstring).
 # Entropy searches (bins - 128) / 2 thresholds per tensor in pure Python: 512 bins keeps ResNet-50
 # calibration to minutes (2048, TensorRT's choice, takes several times longer); set num_bins to change it.
 DEFAULT_BINS = {"entropy": 512, "percentile": 2048, "distribution": 2048}
+MIN_BINS = {"entropy": 128, "percentile": 2, "distribution": 512}  # ORT's algorithms need at least these
+MAX_BINS = 65535  # bin indices (0..num_bins) travel as uint16
 DEFAULT_PERCENTILE = 99.99
+# ORT's calibration-range symmetry when quantize_static is not told (create_calibrator's defaults).
+ORT_DEFAULT_RANGE_SYMMETRIC = {"minmax": False, "entropy": False, "percentile": True, "distribution": False}
+
+_BOOLS = ("per_channel", "symmetric_weight", "reduce_range")
+_INTS = {"calib_samples": 1, "calib_batch": 1, "calib_memory_mb": 1, "calib_seed": 0}  # key -> minimum
+_NAME_LISTS = ("op_types", "exclude_nodes")
+
+
+def _kind(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
 
 
 @dataclass(frozen=True)
 class QuantSettings:
-    """Static QDQ quantization settings (the keys of a ``[[variants]]`` table)."""
+    """Static QDQ quantization settings (the keys of a ``[[variants]]`` table).
+
+    ``symmetric_activation`` left unset follows ORT's defaults: Percentile calibrates a symmetric
+    range (|x| histogram), the other methods an asymmetric one, and activations are quantized
+    asymmetrically; set to true or false it forces both.
+    """
 
     calibration: str = "minmax"
     per_channel: bool = True
     activation_type: str = "QUInt8"  # QInt8 activations left most convs float on this CPU (slow)
     weight_type: str = "QInt8"
-    symmetric_activation: bool = False
+    symmetric_activation: bool | None = None
     symmetric_weight: bool = True
     reduce_range: bool = False
     op_types: tuple[str, ...] | None = None
@@ -43,88 +61,113 @@ class QuantSettings:
     calib_batch: int = 32
     num_bins: int | None = None
     percentile: float | None = None
-    calib_memory_mb: int = 1024  # activations held per calibration step (the batch is split to fit)
+    calib_memory_mb: int = 1024  # warn when one calibration sample's activations may exceed this
 
     def __post_init__(self) -> None:
-        if self.calibration not in METHODS:
-            close = difflib.get_close_matches(self.calibration, METHODS, n=1)
+        if not isinstance(self.calibration, str) or self.calibration not in METHODS:
+            close = difflib.get_close_matches(str(self.calibration), METHODS, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ValueError(f"unknown calibration method '{self.calibration}'{hint} (known: {', '.join(METHODS)})")
         for key in ("activation_type", "weight_type"):
-            if getattr(self, key) not in ("QUInt8", "QInt8"):
-                raise ValueError(f"{key} must be QUInt8 or QInt8, not '{getattr(self, key)}'")
-        if self.calib_samples < 1 or self.calib_batch < 1 or self.calib_memory_mb < 1:
-            raise ValueError("calib_samples, calib_batch and calib_memory_mb must be >= 1")
-        if self.percentile is not None and not 50 < self.percentile <= 100:
-            raise ValueError("percentile must be in (50, 100]")
+            value = getattr(self, key)
+            if value not in QTYPES:
+                close = difflib.get_close_matches(str(value), QTYPES, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"{key} must be QUInt8 or QInt8, not '{value}'{hint}")
+        for key in _BOOLS:
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key} must be true or false, not {_kind(getattr(self, key))}")
+        if self.symmetric_activation is not None and not isinstance(self.symmetric_activation, bool):
+            raise ValueError(f"symmetric_activation must be true or false, not {_kind(self.symmetric_activation)}")
+        for key, low in _INTS.items():
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{key} must be an integer, not {_kind(value)}")
+            if value < low:
+                raise ValueError(f"{key} must be >= {low}, not {value}")
+        for key in _NAME_LISTS:
+            value = getattr(self, key)
+            if value is None and key == "op_types":
+                continue
+            if not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value):
+                raise ValueError(f"{key} must be a list of names, e.g. ['Conv'], not {_kind(value)}")
+        if self.op_types is not None and not self.op_types:
+            raise ValueError("op_types must name at least one op type (leave it out to quantize every supported op)")
+        if self.calib_classes is not None and (
+                not isinstance(self.calib_classes, tuple)
+                or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in self.calib_classes)):
+            raise ValueError(f"calib_classes must be a list of class indices >= 0, not {_kind(self.calib_classes)}")
+        if self.num_bins is not None:
+            if isinstance(self.num_bins, bool) or not isinstance(self.num_bins, int):
+                raise ValueError(f"num_bins must be an integer, not {_kind(self.num_bins)}")
+            low = MIN_BINS.get(self.calibration, 2)
+            if not low <= self.num_bins <= MAX_BINS:
+                raise ValueError(f"num_bins must be in [{low}, {MAX_BINS}] for {self.calibration}, not {self.num_bins}")
+        if self.percentile is not None:
+            if isinstance(self.percentile, bool) or not isinstance(self.percentile, (int, float)):
+                raise ValueError(f"percentile must be a number, not {_kind(self.percentile)}")
+            if not (math.isfinite(self.percentile) and 50 < self.percentile <= 100):
+                raise ValueError(f"percentile must be in (50, 100], not {self.percentile}")
 
     @property
     def effective_bins(self) -> int | None:
-        return self.num_bins or DEFAULT_BINS.get(self.calibration)
+        """Histogram bins actually used (None for MinMax)."""
+        if self.calibration == "minmax":
+            return None
+        return self.num_bins or DEFAULT_BINS[self.calibration]
 
     @property
     def effective_percentile(self) -> float | None:
         if self.calibration != "percentile":
             return None
-        return self.percentile or DEFAULT_PERCENTILE
+        return float(self.percentile) if self.percentile is not None else DEFAULT_PERCENTILE
+
+    @property
+    def calib_symmetric(self) -> bool:
+        """Whether the calibrated range is symmetric around 0 (as run)."""
+        if self.symmetric_activation is not None:
+            return self.symmetric_activation
+        return ORT_DEFAULT_RANGE_SYMMETRIC[self.calibration]
+
+    @property
+    def activation_symmetric(self) -> bool:
+        """Whether activations are quantized with a symmetric scale (ORT's ActivationSymmetric, as run)."""
+        return bool(self.symmetric_activation)
+
+    def to_config(self) -> dict[str, Any]:
+        """The settings as given (JSON-able); ``from_dict(s.to_config()) == s``."""
+        d: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            d[f.name] = list(value) if isinstance(value, tuple) else value
+        return d
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for key in ("op_types", "exclude_nodes", "calib_classes"):
-            if d[key] is not None:
-                d[key] = list(d[key])
+        """What was run, for result rows and cache keys: defaults resolved (``num_bins``,
+        ``percentile``, ``symmetric_activation``) plus ``calib_symmetric`` (the range symmetry)."""
+        d = self.to_config()
         d["num_bins"] = self.effective_bins
         d["percentile"] = self.effective_percentile
+        d["symmetric_activation"] = self.activation_symmetric
+        d["calib_symmetric"] = self.calib_symmetric
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "QuantSettings":
+        """Build from a ``[[variants]]`` table; unknown keys and wrong types raise one-line ValueErrors."""
+        if d is not None and not isinstance(d, dict):
+            raise ValueError(f"quantization settings must be a table, not {_kind(d)}")
         d = dict(d or {})
         names = [f.name for f in fields(cls)]
         for key in d:
             if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
+                close = difflib.get_close_matches(str(key), names, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 raise ValueError(f"unknown quantization setting '{key}'{hint}")
         for key in ("op_types", "exclude_nodes", "calib_classes"):
-            if d.get(key) is not None:
+            if isinstance(d.get(key), list):
                 d[key] = tuple(d[key])
         return cls(**d)
-
-
-def _calibrate(model_path: Path, settings: QuantSettings, reader: Any, tmp: Path) -> Path:
-    """Collect activation ranges batch by batch and write ORT's calibration cache; returns its path."""
-    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
-
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile, "distribution": CalibrationMethod.Distribution}
-    extra: dict[str, Any] = {"symmetric": settings.symmetric_activation}
-    # MinMax reduces its ranges at the end of every collect_data call (we call it per batch);
-    # ORT's max_intermediate_outputs option drops the data it clears, so it is not used.
-    if settings.calibration != "minmax":
-        extra["num_bins"] = settings.effective_bins
-    if settings.calibration == "percentile":
-        extra["percentile"] = settings.effective_percentile
-    calibrator = create_calibrator(model_path, _calibrated_op_types(settings), augmented_model_path=str(tmp / "augmented.onnx"),
-                                   calibrate_method=method[settings.calibration],
-                                   providers=["CPUExecutionProvider"], extra_options=extra)
-    reader.rewind()
-    per_sample = activation_bytes_per_sample(model_path)
-    n, micro = 0, None
-    while (batch := reader.get_next()) is not None:
-        if micro is None:
-            micro = _micro_batch(calibrator, batch, settings.calib_memory_mb, per_sample)
-        name, x = next(iter(batch.items()))
-        for start in range(0, len(x), micro):
-            calibrator.collect_data(_OneBatch({name: x[start:start + micro]}))
-        n += 1
-    if n == 0:
-        raise ValueError("calibration reader produced no batches")
-    ranges = calibrator.compute_data()
-    cache = tmp / "calibration.json"
-    save_tensors_data(ranges, cache)
-    del calibrator
-    return cache
 
 
 def _calibrated_op_types(settings: QuantSettings) -> list[str]:
@@ -136,55 +179,33 @@ def _calibrated_op_types(settings: QuantSettings) -> list[str]:
     return sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
 
 
-def activation_bytes_per_sample(model_path: Path) -> int:
-    """Bytes of every intermediate tensor of one sample (from shape inference): an upper bound on
-    what a calibration run keeps alive per sample."""
+def check_exclude_nodes(model_path: Path, exclude: tuple[str, ...] | list[str]) -> None:
+    """Every name in ``exclude`` must be a node of the graph that is quantized; else one line naming close matches."""
     import onnx
 
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(model_path)))
-    total = 0
-    for vi in list(model.graph.value_info) + list(model.graph.output):
-        dims = vi.type.tensor_type.shape.dim
-        if not dims:
-            continue
-        n = 1
-        for d in dims[1:]:  # the first axis is the batch
-            n *= d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
-        total += n * 4
-    return max(total, 1)
+    if not exclude:
+        return
+    names = [n.name for n in onnx.load(str(model_path), load_external_data=False).graph.node]
+    known = set(names)
+    for name in exclude:
+        if name not in known:
+            close = difflib.get_close_matches(name, names, n=3)
+            hint = f"; close matches: {', '.join(close)}" if close else ""
+            raise ValueError(f"exclude_nodes: '{name}' is not a node of the graph being quantized "
+                             f"(after quant_pre_process){hint}")
 
 
-def _micro_batch(calibrator: Any, batch: dict, budget_mb: int, per_sample: int) -> int:
-    """Samples per ``collect_data`` call so that one call's activations fit in ``budget_mb``.
+def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reader: Any,
+                 stats: dict[str, Any] | None = None) -> list[str]:
+    """Quantize ``fp32_path`` to a QDQ model at ``out_path``; returns notes worth recording.
 
-    ORT materialises a whole batch's activations (and, for histogram methods, returns every
-    calibrated tensor), so each batch is split into micro-batches: ResNet-50 at 224×224 needs
-    about 100 MB of activations per image, MinMax on 32 images peaked at 7.7 GB otherwise.
+    ``stats`` (optional) receives what calibration cost: tensors, samples, MB per sample, pass seconds.
     """
-    name, x = next(iter(batch.items()))
-    outputs = calibrator.infer_session.run(None, {name: x[:1]})
-    per_sample = max(per_sample, sum(o.nbytes for o in outputs))
-    return int(max(1, min(len(x), budget_mb * 2**20 // per_sample)))
-
-
-class _OneBatch:
-    """A reader that yields one batch: lets us call ``collect_data`` per batch."""
-
-    def __init__(self, batch: dict) -> None:
-        self.batch = batch
-
-    def get_next(self):
-        batch, self.batch = self.batch, None
-        return batch
-
-    def rewind(self) -> None:  # pragma: no cover - ORT does not rewind here
-        pass
-
-
-def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reader: Any) -> list[str]:
-    """Quantize ``fp32_path`` to a QDQ model at ``out_path``; returns notes worth recording."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .calibrate import CalibrationConfig, calibrate
 
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="qb-quant-") as tmpdir:
@@ -195,7 +216,22 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
         except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation, not a requirement
             notes.append(f"quant_pre_process failed, quantizing the original graph: {str(exc).splitlines()[0]}")
             pre = Path(fp32_path)
-        cache = _calibrate(pre, settings, reader, tmp)
+        check_exclude_nodes(pre, settings.exclude_nodes)
+        config = CalibrationConfig(method=settings.calibration, symmetric=settings.calib_symmetric,
+                                   num_bins=settings.effective_bins, percentile=settings.effective_percentile,
+                                   op_types=tuple(_calibrated_op_types(settings)))
+        result = calibrate(pre, config, reader, tmp)
+        sample_mb = result.bytes_per_sample / 2**20
+        if sample_mb > settings.calib_memory_mb:
+            notes.append(f"calibration runs one sample at a time, whose activations may take {sample_mb:.0f} MB "
+                         f"(above calib_memory_mb = {settings.calib_memory_mb})")
+        if stats is not None:
+            stats.update({"tensors": result.tensors, "samples": result.samples,
+                          "activation_mb_per_sample": round(sample_mb, 1),
+                          "pass_s": [round(p, 3) for p in result.pass_s]})
+        cache = tmp / "calibration.json"
+        save_tensors_data(result.ranges, cache)
+        del result
         qtype = {"QUInt8": QuantType.QUInt8, "QInt8": QuantType.QInt8}
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile, "distribution": CalibrationMethod.Distribution}
@@ -206,13 +242,6 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
             reduce_range=settings.reduce_range, calibrate_method=method[settings.calibration],
             op_types_to_quantize=list(settings.op_types) if settings.op_types else None,
             nodes_to_exclude=list(settings.exclude_nodes),
-            extra_options={"ActivationSymmetric": settings.symmetric_activation,
+            extra_options={"ActivationSymmetric": settings.activation_symmetric,
                            "WeightSymmetric": settings.symmetric_weight})
-    if settings.exclude_nodes:
-        import onnx
-
-        names = {n.name for n in onnx.load(str(fp32_path)).graph.node}
-        missing = [n for n in settings.exclude_nodes if n not in names]
-        if missing:
-            notes.append(f"exclude_nodes not in the graph (ignored): {', '.join(missing)}")
     return notes

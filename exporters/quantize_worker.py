@@ -1,4 +1,7 @@
-"""Subprocess entry: quantize one model and print time, peak RSS and notes as one JSON line."""
+"""Subprocess entry: quantize one model; writes time, peak RSS and notes as JSON to the job's result file.
+
+Usage: ``python -m quantbench.exporters.quantize_worker JOB.json`` (or the job as a JSON string).
+"""
 from __future__ import annotations
 
 import json
@@ -6,6 +9,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def _rss_mb() -> float:
@@ -16,38 +20,61 @@ def _rss_mb() -> float:
     return 0.0
 
 
-def main() -> int:
-    job = json.loads(sys.argv[1])
+def _first_input(path: str) -> str:
+    import onnx
+
+    graph = onnx.load(path, load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    return next(i.name for i in graph.input if i.name not in initializers)
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    """Quantize as ``job`` says; returns the result record (raises on failure)."""
+    import onnxruntime  # noqa: F401 - import before the baseline so it is not counted
+
+    from quantbench.calibration_data import BatchReader, Preprocess, open_source
+
+    from .quantize import QuantSettings, quantize_qdq
+
+    settings = QuantSettings.from_dict(job["settings"])
+    split = open_source(job["data"]).calibration
+    idx = split.select(settings.calib_samples, seed=settings.calib_seed,
+                       classes=list(settings.calib_classes) if settings.calib_classes else None)
+    reader = BatchReader(split, Preprocess.from_dict(job["preprocess"]), idx, settings.calib_batch,
+                         _first_input(job["fp32"]))
+    base = _rss_mb()
+    t0 = time.perf_counter()
+    out = Path(job["out"])
+    tmp = out.with_suffix(".tmp.onnx")
+    stats: dict[str, Any] = {}
+    notes = quantize_qdq(Path(job["fp32"]), tmp, settings, reader, stats)
+    tmp.replace(out)
+    elapsed = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"time_s": round(elapsed, 3), "peak_rss_mb": round(peak, 1), "delta_rss_mb": round(peak - base, 1),
+            "notes": notes, "calib_samples": len(idx), "calibration": stats}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    arg = args[0] if args else "{}"
+    job = json.loads(Path(arg).read_text() if not arg.lstrip().startswith("{") else arg)
     try:
-        import onnxruntime  # noqa: F401 - import before the baseline so it is not counted
+        from quantbench.harness.subproc import watch_parent
 
-        from quantbench.calibration_data import BatchReader, Preprocess, open_source
-
-        from .quantize import QuantSettings, quantize_qdq
-
-        settings = QuantSettings.from_dict(job["settings"])
-        split = open_source(job["data"]).calibration
-        idx = split.select(settings.calib_samples, seed=settings.calib_seed,
-                           classes=list(settings.calib_classes) if settings.calib_classes else None)
-        reader = BatchReader(split, Preprocess.from_dict(job["preprocess"]), idx, settings.calib_batch, "input")
-        import onnx
-
-        reader.input_name = onnx.load(job["fp32"], load_external_data=False).graph.input[0].name
-        base = _rss_mb()
-        t0 = time.perf_counter()
-        out = Path(job["out"])
-        tmp = out.with_suffix(".tmp.onnx")
-        notes = quantize_qdq(Path(job["fp32"]), tmp, settings, reader)
-        tmp.replace(out)
-        elapsed = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(json.dumps({"time_s": round(elapsed, 3), "peak_rss_mb": round(peak, 1),
-                          "delta_rss_mb": round(peak - base, 1), "notes": notes, "calib_samples": len(idx)}))
+        watch_parent()
+    except ImportError:  # pragma: no cover - harness not installed (exporters used alone)
+        pass
+    try:
+        result = run(job)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(json.dumps({"error": msg}))
-        return 1
-    return 0
+        result = {"error": msg}
+    text = json.dumps(result)
+    if job.get("result"):
+        Path(job["result"]).write_text(text)
+    print(text, flush=True)
+    return 1 if "error" in result else 0
 
 
 if __name__ == "__main__":
