@@ -119,7 +119,8 @@ class ArtifactStore:
         wf = source.weights_file()
         weights_hash = sha256_file(wf) if wf else "random"
         shipped = ASSETS / f"{source.target}.onnx"
-        if (source.kind == "builtin" and source.target in SHIPPED and source.weights is None and shipped.exists()
+        if (source.kind == "builtin" and source.target in SHIPPED and source.weights in (None, "builtin")
+                and shipped.exists()
                 and _shape_of(source) == _shape_of(resolve_model(source.target))):
             # The trained builtins ship their ONNX, so benchmark environments need no torch.
             return self._describe(shipped, "fp32", "fp32", source.weights_label(), None)
