@@ -101,3 +101,75 @@ def test_corrupt_onnx_and_registry_errors(tmp_path, store):
     with pytest.raises(ValueError, match="weights='random'"):
         resolve_model("resnet18")
     assert resolve_model("resnet18", weights="random").weights_label() == "random-init"
+
+
+@pytest.mark.parametrize("settings, match", [
+    ({"per_channel": "false"}, "per_channel must be true or false, not str 'false'"),
+    ({"op_types": "Conv"}, "op_types must be a list of names"),
+    ({"exclude_nodes": "conv1"}, "exclude_nodes must be a list of names"),
+    ({"op_types": []}, "op_types must name at least one"),
+    ({"calib_samples": 12.5}, "calib_samples must be an integer, not float 12.5"),
+    ({"calib_samples": "256"}, "calib_samples must be an integer"),
+    ({"calib_batch": True}, "calib_batch must be an integer, not bool"),
+    ({"calib_samples": 0}, "calib_samples must be >= 1"),
+    ({"num_bins": 64.0, "calibration": "entropy"}, "num_bins must be an integer"),
+    ({"num_bins": 64, "calibration": "entropy"}, r"num_bins must be in \[128, 65535\] for entropy"),
+    ({"num_bins": 256, "calibration": "distribution"}, r"num_bins must be in \[512"),
+    ({"percentile": True}, "percentile must be a number, not bool"),
+    ({"percentile": "99.9"}, "percentile must be a number"),
+    ({"percentile": 40}, r"percentile must be in \(50, 100\]"),
+    ({"symmetric_activation": 1}, "symmetric_activation must be true or false"),
+    ({"activation_type": "qint8"}, "did you mean 'QInt8'"),
+    ({"weight_type": "int4"}, "weight_type must be QUInt8 or QInt8"),
+    ({"calib_classes": [0, "cat"]}, "calib_classes must be a list of class indices"),
+    ({"calibration": 3}, "unknown calibration method"),
+])
+def test_from_dict_rejects_wrong_types_naming_the_key(settings, match):
+    with pytest.raises(ValueError, match=match) as err:
+        QuantSettings.from_dict(settings)
+    assert "\n" not in str(err.value)
+
+
+def test_round_trip_and_recorded_settings():
+    s = QuantSettings.from_dict({"calibration": "percentile", "op_types": ["Conv"], "calib_classes": [1, 2]})
+    assert QuantSettings.from_dict(s.to_config()) == s
+    d = s.to_dict()
+    # ORT's own Percentile default: a symmetric calibrated range, asymmetric activation quantization.
+    assert (d["num_bins"], d["percentile"], d["calib_symmetric"], d["symmetric_activation"]) == (2048, 99.99, True, False)
+    d = QuantSettings(calibration="percentile", symmetric_activation=False, percentile=99.9).to_dict()
+    assert (d["calib_symmetric"], d["symmetric_activation"], d["percentile"]) == (False, False, 99.9)
+    d = QuantSettings(calibration="entropy", symmetric_activation=True).to_dict()
+    assert (d["num_bins"], d["percentile"], d["calib_symmetric"], d["symmetric_activation"]) == (512, None, True, True)
+    assert QuantSettings().to_dict()["num_bins"] is None
+
+
+def test_percentile_symmetry_changes_the_artifact(store, source):
+    default = _build(store, source, "p-default", calibration="percentile", calib_samples=64)
+    asym = _build(store, source, "p-asym", calibration="percentile", calib_samples=64, symmetric_activation=False)
+    assert default.sha256 != asym.sha256
+
+
+def test_exclude_nodes_are_checked_on_the_quantized_graph(store, source):
+    first_conv = next(n.name for n in onnx.load(str(store.fp32(source).path)).graph.node if n.op_type == "Conv")
+    with pytest.raises(ValueError) as err:
+        _build(store, source, "typo", exclude_nodes=(first_conv + "x",), calib_samples=16)
+    msg = str(err.value)
+    assert "after quant_pre_process" in msg and f"close matches: {first_conv}" in msg and "\n" not in msg
+
+
+def test_timeout_kills_the_quantization(tmp_path, store, source):
+    from quantbench.exporters.artifacts import run_quantize_worker
+
+    fp32 = store.fp32(source)
+    with pytest.raises(ValueError, match=r"^quantization timed out after 1 s$"):
+        run_quantize_worker(fp32.path, tmp_path / "slow.onnx", QuantSettings(calibration="entropy", calib_samples=20000),
+                            "fashion-mnist", source.preprocess, timeout_s=1)
+    assert not (tmp_path / "slow.onnx").exists()
+
+
+def test_dict_data_spec_is_passed_through(tmp_path, source):
+    store = ArtifactStore(tmp_path)
+    spec = {"spec": "fashion-mnist"}
+    built = store.build(source, VariantSpec("d", "int8", QuantSettings(calib_samples=32)), spec, source.preprocess,
+                        timeout_s=300)
+    assert built.quant_time_s > 0 and built.size_bytes > 0

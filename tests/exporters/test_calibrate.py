@@ -1,0 +1,121 @@
+"""Calibration thresholds depend on the data and the method, not on batching, order or memory."""
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import onnx
+import pytest
+
+from quantbench.calibration_data import BatchReader, Preprocess, open_source
+from quantbench.exporters.calibrate import CalibrationConfig, calibrate, tensors_to_calibrate
+from quantbench.exporters.registry import ASSETS, resolve_model
+
+pytestmark = pytest.mark.ort_cpu
+
+MODEL = ASSETS / "fashion_cnn.onnx"
+N = 256
+
+
+@pytest.fixture(scope="module")
+def data():
+    source = resolve_model("fashion_cnn")
+    split = open_source("fashion-mnist").calibration
+    return split, Preprocess.from_dict(source.preprocess), split.select(N, seed=0)
+
+
+def _run(data, tmp_path, config, batch, reverse=False):
+    split, pre, idx = data
+    reader = BatchReader(split, pre, idx[::-1] if reverse else idx, batch, "input")
+    out = tmp_path / f"{config.method}-{config.symmetric}-b{batch}{'r' if reverse else ''}"
+    out.mkdir()
+    result = calibrate(MODEL, config, reader, out)
+    assert result.samples == N
+    return result.ranges
+
+
+def _same(a, b):
+    assert sorted(a.keys()) == sorted(b.keys())
+    for name in a.keys():
+        assert a[name].range_value == b[name].range_value, name  # exact, not approx
+        if hasattr(a[name], "hist"):
+            assert np.array_equal(a[name].hist, b[name].hist), name
+
+
+CONFIGS = {
+    "minmax": CalibrationConfig("minmax"),
+    "entropy": CalibrationConfig("entropy", num_bins=512),
+    "percentile-symmetric": CalibrationConfig("percentile", symmetric=True, num_bins=2048, percentile=99.99),
+    "percentile": CalibrationConfig("percentile", symmetric=False, num_bins=2048, percentile=99.9),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_thresholds_do_not_depend_on_batch_size_or_order(data, tmp_path, name):
+    config = CONFIGS[name]
+    one_batch = _run(data, tmp_path, config, batch=N)
+    for batch, reverse in ((8, False), (32, True), (7, False), (1, True)):
+        _same(one_batch, _run(data, tmp_path, config, batch=batch, reverse=reverse))
+
+
+def _all_activations(data, tensors):
+    """Every calibrated tensor's values on the N samples, from a plain ORT run of the model."""
+    import onnxruntime as ort
+
+    split, pre, idx = data
+    model = onnx.load(str(MODEL))
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in tensors
+                              if t not in {o.name for o in model.graph.output} and t != "input")
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = pre.apply(split.read(idx))
+    values = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"input": x})))
+    values["input"] = x
+    return {t: values[t].reshape(-1) for t in tensors}
+
+
+def test_histogram_methods_are_orts_algorithms(data, tmp_path):
+    """Thresholds equal ORT's HistogramCollector fed with numpy histograms of all the data over the
+    same range (to within one bin: a value on a bin edge may fall on either side)."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    tensors, _ = tensors_to_calibrate(load_model_with_shape_infer(MODEL), None)
+    values = _all_activations(data, tensors)
+    for method, bins, pct in (("percentile", 2048, 99.9), ("entropy", 512, None)):
+        ours = _run(data, tmp_path, CalibrationConfig(method, num_bins=bins, percentile=pct), batch=32)
+        collector = HistogramCollector(method, False, bins, 128, pct or 99.99, "same")
+        for t, v in values.items():
+            top = np.float32(np.abs(v).max())
+            hist, edges = np.histogram(v, bins, range=(-top, top))
+            collector.histogram_dict[t] = (hist, edges, v.min(), v.max(), np.array(top, np.float32))
+        with contextlib.redirect_stdout(io.StringIO()):
+            ref = collector.compute_collection_result()
+        for t in tensors:
+            width = 2 * float(np.abs(values[t]).max()) / bins
+            lo, hi = (float(v) for v in ours[t].range_value)
+            assert lo == pytest.approx(float(ref[t][0]), abs=width * 1.01), (method, t)
+            assert hi == pytest.approx(float(ref[t][1]), abs=width * 1.01), (method, t)
+
+
+def test_methods_measure_different_things(data, tmp_path):
+    minmax = _run(data, tmp_path, CONFIGS["minmax"], batch=64)
+    entropy = _run(data, tmp_path, CONFIGS["entropy"], batch=64)
+    narrower = [t for t in minmax.keys() if entropy[t].range_value[1] < minmax[t].range_value[1]]
+    assert narrower, "Entropy should clip some activation ranges that MinMax keeps whole"
+
+
+def test_empty_reader_and_bad_bins(data, tmp_path):
+    split, pre, idx = data
+
+    class Empty:
+        def rewind(self):
+            pass
+
+        def get_next(self):
+            return None
+
+    with pytest.raises(ValueError, match="no batches"):
+        calibrate(MODEL, CONFIGS["minmax"], Empty(), tmp_path)
+    with pytest.raises(ValueError, match="num_bins"):
+        calibrate(MODEL, CalibrationConfig("entropy", num_bins=None), BatchReader(split, pre, idx[:4], 4), tmp_path)
