@@ -12,10 +12,9 @@ import hashlib
 import importlib.metadata as md
 import importlib.util
 import json
-import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 

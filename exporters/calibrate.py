@@ -25,9 +25,10 @@ import contextlib
 import sys
 import time
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -130,7 +131,7 @@ def write_range_model(model: Any, tensors: list[str], graph_inputs: set[str], pa
     return outputs
 
 
-def write_bin_model(model: Any, tensors: list[str], graph_inputs: set[str], hists: "_Histograms", path: Path) -> list[str]:
+def write_bin_model(model: Any, tensors: list[str], graph_inputs: set[str], hists: _Histograms, path: Path) -> list[str]:
     """Save a copy of ``model`` whose outputs are, per tensor, each value's bin index (uint16).
 
     ORT computes ``(x - lo) * bins / (hi - lo)`` (of ``|x|`` for absolute histograms) on all cores
@@ -141,7 +142,7 @@ def write_bin_model(model: Any, tensors: list[str], graph_inputs: set[str], hist
 
     prefix = "qb_bins"
     del model.graph.output[:]
-    f32 = lambda v, name: numpy_helper.from_array(np.array(v, np.float32), name)  # noqa: E731
+    f32 = lambda v, name: numpy_helper.from_array(np.array(v, np.float32), name)
     value_types = {vi.name: vi.type.tensor_type.elem_type for vi in
                    list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
     probes: dict[str, list[Any]] = {}
@@ -214,8 +215,8 @@ class _Histograms:
         self.counts: dict[str, np.ndarray] = {}
         self.lo_scale: dict[str, tuple[np.float32, np.float32]] = {}
         empty = np.zeros(0, np.float32)
-        for t in lows:
-            top = np.float32(max(abs(lows[t]), abs(highs[t])))
+        for t, low in lows.items():
+            top = np.float32(max(abs(low), abs(highs[t])))
             rng = (np.float32(0), top) if absolute else (-top, top)
             # The edges ORT's collector would use for this range (numpy widens an empty range to +-0.5).
             edges = np.histogram_bin_edges(empty, num_bins, range=rng).astype(np.float32)
@@ -309,7 +310,11 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
 
 def _thresholds(method: str, hists: _Histograms, lows: dict, highs: dict, config: CalibrationConfig) -> Any:
     """Run ORT's HistogramCollector algorithms on the fixed-range histograms."""
-    from onnxruntime.quantization.calibrate import CalibrationMethod, HistogramCollector, TensorsData
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        HistogramCollector,
+        TensorsData,
+    )
 
     collector = HistogramCollector(method=method, symmetric=config.symmetric, num_bins=hists.num_bins,
                                    num_quantized_bins=NUM_QUANTIZED_BINS,

@@ -76,13 +76,13 @@ class QuantSettings:
                 raise ValueError(f"{key} must be QUInt8 or QInt8, not '{value}'{hint}")
         for key in _BOOLS:
             if not isinstance(getattr(self, key), bool):
-                raise ValueError(f"{key} must be true or false, not {_kind(getattr(self, key))}")
+                raise ValueError(f"{key} must be true or false, not {_kind(getattr(self, key))}")  # noqa: TRY004
         if self.symmetric_activation is not None and not isinstance(self.symmetric_activation, bool):
             raise ValueError(f"symmetric_activation must be true or false, not {_kind(self.symmetric_activation)}")
         for key, low in _INTS.items():
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{key} must be an integer, not {_kind(value)}")
+                raise ValueError(f"{key} must be an integer, not {_kind(value)}")  # noqa: TRY004
             if value < low:
                 raise ValueError(f"{key} must be >= {low}, not {value}")
         for key in _NAME_LISTS:
@@ -153,7 +153,7 @@ class QuantSettings:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "QuantSettings":
+    def from_dict(cls, d: dict[str, Any] | None) -> QuantSettings:
         """Build from a ``[[variants]]`` table; unknown keys and wrong types raise one-line ValueErrors."""
         if d is not None and not isinstance(d, dict):
             raise ValueError(f"quantization settings must be a table, not {_kind(d)}")
@@ -201,7 +201,12 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
 
     ``stats`` (optional) receives what calibration cost: tensors, samples, MB per sample, pass seconds.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.calibrate import save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -5,7 +5,6 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-
 from quantbench.exporters.artifacts import artifact_sha256, artifact_size, sha256_file
 from quantbench.exporters.onnx_info import onnx_files
 

@@ -7,9 +7,12 @@ import io
 import numpy as np
 import onnx
 import pytest
-
 from quantbench.calibration_data import BatchReader, Preprocess, open_source
-from quantbench.exporters.calibrate import CalibrationConfig, calibrate, tensors_to_calibrate
+from quantbench.exporters.calibrate import (
+    CalibrationConfig,
+    calibrate,
+    tensors_to_calibrate,
+)
 from quantbench.exporters.registry import ASSETS, resolve_model
 
 pytestmark = pytest.mark.ort_cpu
@@ -36,8 +39,8 @@ def _run(data, tmp_path, config, batch, reverse=False):
 
 
 def _same(a, b):
-    assert sorted(a.keys()) == sorted(b.keys())
-    for name in a.keys():
+    assert sorted(a) == sorted(b)
+    for name in a:
         assert a[name].range_value == b[name].range_value, name  # exact, not approx
         if hasattr(a[name], "hist"):
             assert np.array_equal(a[name].hist, b[name].hist), name
@@ -101,7 +104,7 @@ def test_histogram_methods_are_orts_algorithms(data, tmp_path):
 def test_methods_measure_different_things(data, tmp_path):
     minmax = _run(data, tmp_path, CONFIGS["minmax"], batch=64)
     entropy = _run(data, tmp_path, CONFIGS["entropy"], batch=64)
-    narrower = [t for t in minmax.keys() if entropy[t].range_value[1] < minmax[t].range_value[1]]
+    narrower = [t for t in minmax if entropy[t].range_value[1] < minmax[t].range_value[1]]
     assert narrower, "Entropy should clip some activation ranges that MinMax keeps whole"
 
 

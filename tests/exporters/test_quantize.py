@@ -1,10 +1,8 @@
 """ORT static QDQ quantization of the shipped CNN with real Fashion-MNIST calibration data."""
 from __future__ import annotations
 
-import numpy as np
 import onnx
 import pytest
-
 from quantbench.calibration_data import BatchReader, Preprocess, open_source
 from quantbench.exporters.artifacts import ArtifactStore, VariantSpec, identical_groups
 from quantbench.exporters.quantize import QuantSettings
