@@ -113,6 +113,10 @@ def _apply_overrides(cfg: Any, args: argparse.Namespace) -> None:
             m.eval_samples = None
     if args.no_report:
         cfg.run.report = False
+    if args.ray is not None:
+        cfg.run.ray, given["ray"] = args.ray.strip(), "--ray"
+    if args.targets is not None:
+        cfg.run.targets, given["targets"] = _split(args.targets), "--targets"
     try:
         cfg.validate()
     except ConfigError as exc:
@@ -152,8 +156,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         def on_row(row: dict[str, Any]) -> None:
             status = row["status"]
+            fleet = row.get("fleet") or {}
+            where = f" on {fleet.get('host') or fleet.get('target')}" if fleet.get("target") else ""
             what = escape(f"{row['model']}/{row['variant']} on {row.get('runtime_label') or row['runtime']} "
-                          f"({row['device']}, batch {row['batch']})")
+                          f"({row['device']}, batch {row['batch']}){where}")
             if status == "ok":
                 p50 = row.get("compute_p50_ms")
                 progress.console.print(f"  [green]ok[/green]      {what}: p50 "
@@ -224,6 +230,18 @@ def cmd_devices(args: argparse.Namespace) -> int:
     from quantbench.runtimes import get_runtime_class, list_runtimes
 
     from .environment import fingerprint
+
+    if args.ray_resources:  # only the JSON on stdout: it is meant for `ray start --resources="$(...)"`
+        import json
+
+        from .resources import node_resources
+
+        if args.slots < 1:
+            return _error(f"--slots must be an integer >= 1, not {args.slots}")
+        sys.stdout.write(json.dumps(node_resources(args.slots)) + "\n")
+        return EXIT_OK
+    if args.slots != 1:
+        return _error("--slots applies to --ray-resources only")
 
     env = fingerprint()
     console = _console()
@@ -332,9 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true", help="measure again cells that failed before")
     run.add_argument("--no-report", action="store_true", help="do not write OUTPUT/report.html")
     run.add_argument("--dump-config", action="store_true", help="print the fully resolved config as TOML and exit")
+    run.add_argument("--ray", metavar="ADDRESS", help="run the cells on a Ray cluster: 'auto' (the cluster this "
+                                                      "machine belongs to) or its address (run.ray; '' runs here)")
+    run.add_argument("--targets", help="comma-separated Ray resources to run on, e.g. cpu-avx512-vnni,gpu-H100 "
+                                       "(run.targets; default: every device kind in the cluster)")
     run.set_defaults(func=cmd_run)
 
     dev = sub.add_parser("devices", help="list this machine's devices and which runtimes can serve them")
+    dev.add_argument("--ray-resources", action="store_true",
+                     help="print this machine's Ray resources as JSON, for ray start --resources=\"$(...)\"")
+    dev.add_argument("--slots", type=int, default=1, help="with --ray-resources: cells this machine runs at once "
+                                                          "(default 1: a cell has the machine to itself)")
     dev.set_defaults(func=cmd_devices)
 
     rep = sub.add_parser("report", help="render results files (from one or many devices) into one report")

@@ -158,7 +158,8 @@ def _expand_path(path: str) -> Path:
 
 # ---- tables ------------------------------------------------------------------------------------
 # Lower bounds of [run] numbers (all others: >= 0); POSITIVE ones must be > 0.
-RUN_MINIMUM = {"batch_sizes": 1, "min_iters": 1, "max_iters": 1, "io_batches": 1, "interleave_iters": 1, "eval_samples": 1}
+RUN_MINIMUM = {"batch_sizes": 1, "min_iters": 1, "max_iters": 1, "io_batches": 1, "interleave_iters": 1, "eval_samples": 1,
+               "cells_per_node": 1}
 RUN_POSITIVE = {"timeout_s", "max_time_s"}
 MAX_BATCH = 65536
 
@@ -176,6 +177,10 @@ class RunConfig(MeasureSettings):
     timeout_s: float = 900.0
     eval_samples: int = 2000
     report: bool = True
+    # Fleet (harness.fleet): "" runs here; "auto" or an address runs the cells on that Ray cluster.
+    ray: str = ""
+    targets: list[str] = field(default_factory=list)  # Ray resources to run on; [] = every device kind found
+    cells_per_node: int = 1  # cells a node runs at once (1: none shares a node's cores with another)
 
     def validate(self) -> None:
         """Types and ranges of every key, with the key named; raises :class:`ConfigError`."""
@@ -203,6 +208,7 @@ class RunConfig(MeasureSettings):
             if "auto" in values and len(values) > 1:
                 raise ConfigError(f"run.{key}: 'auto' cannot be combined with names")
             _no_duplicates(values, f"run.{key}")
+        self._validate_fleet()
         if self.runtimes != ["auto"]:
             from quantbench.runtimes import get_runtime_class, list_runtimes
 
@@ -212,6 +218,19 @@ class RunConfig(MeasureSettings):
                         get_runtime_class(name)
                     except ValueError as exc:  # UnknownRuntime: names the closest
                         raise ConfigError(f"run.runtimes: {first_line(exc)}") from None
+
+
+    def _validate_fleet(self) -> None:
+        if self.ray != self.ray.strip() or any(c.isspace() for c in self.ray):
+            raise _bad("run.", "ray", '"auto", a Ray address (host:port, ray://host:port) or "" (no cluster)', self.ray)
+        if any(not t.strip() or t != t.strip() for t in self.targets):
+            raise _bad("run.", "targets", "a list of Ray resource names (e.g. [\"cpu-avx512-vnni\", \"gpu-H100\"])",
+                       self.targets)
+        _no_duplicates(self.targets, "run.targets")
+        if not self.ray and (self.targets or self.cells_per_node != 1):
+            key = "targets" if self.targets else "cells_per_node"
+            raise ConfigError(f"run.{key} applies to a Ray cluster only: set run.ray (\"auto\" or an address) "
+                              "or pass --ray")
 
 
 @dataclass
@@ -478,7 +497,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> SweepConfig:
         raise ConfigError("[run] must be a table")
     _check_keys(run_raw, _field_names(RunConfig), "[run]")
     run_raw = dict(run_raw)
-    for key in ("runtimes", "devices", "batch_sizes"):  # a single value stands for a one-item list
+    for key in ("runtimes", "devices", "batch_sizes", "targets"):  # a single value stands for a one-item list
         if isinstance(run_raw.get(key), (str, int)) and not isinstance(run_raw.get(key), bool):
             run_raw[key] = [run_raw[key]]
     run = RunConfig(**run_raw)

@@ -218,8 +218,13 @@ def run_sweep(cfg: SweepConfig, output: Path, retry_failed: bool = False,
     """Run every cell of ``cfg`` whose stored row in ``output/results.jsonl`` is missing or out of date.
 
     One run at a time per output directory (a lock file); SIGTERM/SIGINT kill the running worker
-    and raise (``KeyboardInterrupt``); rows already written stay.
+    and raise (``KeyboardInterrupt``); rows already written stay. With ``run.ray`` set the cells run
+    on a Ray cluster (:func:`harness.fleet.run_fleet`).
     """
+    if cfg.run.ray:  # cells run as Ray tasks across a cluster (harness.fleet)
+        from .fleet import run_fleet
+
+        return run_fleet(cfg, output, retry_failed, log, progress, on_row, on_plan)
     check_output_dir(output)
     with output_lock(output), signal_guard():
         return _run_locked(cfg, output, retry_failed, log, progress, on_row, on_plan)
@@ -312,49 +317,58 @@ def _run_locked(cfg: SweepConfig, output: Path, retry_failed: bool, log: Callabl
     if on_plan:
         on_plan(len(todo))
 
-    from quantbench.runtimes import get_runtime_class
-
     workdir = output / "cells" / run_id  # private to this run
     for cell, row in todo:
         pm = models[cell.model_index]
         t0 = time.perf_counter()
-        error = pm.error or pm.artifact_errors.get(cell.variant.name, "")
-        skipped = ""
-        if not error:
-            payload = _artifact_payload(pm, cell.variant, get_runtime_class(cell.runtime.name).formats)
-            if isinstance(payload, str):
-                skipped = payload
-            else:
-                from quantbench.runtimes import Artifact
-
-                probe = get_runtime_class(cell.runtime.name)(cell.device, cell.runtime.options)
-                reason = probe.supports(Artifact(format=payload["format"], precision=payload["precision"]))
-                if reason:
-                    skipped = reason
+        spec, error, skipped = cell_job(cfg, cell, pm, measure)
         if error:
             row.update({"status": "failed", "error": error})
         elif skipped:
             row.update({"status": "skipped", "error": skipped})
         else:
-            spec = CellSpec(
-                cell_id=cell.cell_id, runtime=cell.runtime.name, device=cell.device, batch=cell.batch,
-                runtime_options=dict(cell.runtime.options),
-                artifact=payload,
-                interleave_with=_interleave_payload(pm, cell, cfg),
-                data={"dataset": pm.dataset, "preprocess": pm.preprocess, "eval_samples": pm.eval_samples, "seed": 0},
-                measure=measure, reference_logits=pm.reference, accuracy=pm.accuracy,
-                calibration=_calibration(cell, pm) if payload["format"] == "trt-calibrate" else None)
             row.update(_run_worker(spec, workdir, cfg.run.timeout_s))
         row["duration_s"] = round(time.perf_counter() - t0, 3)
         append_row(results, row)
-        if row["status"] == "ok":
-            summary.ran += 1
-        elif row["status"] == "failed":
-            summary.failed += 1
-        else:
-            summary.skipped += 1
+        count_row(summary, row)
         if on_row:
             on_row(row)
         if progress:
             progress(1)
     return summary
+
+
+def count_row(summary: SweepSummary, row: dict[str, Any]) -> None:
+    """Add a written row to the summary's counts."""
+    if row["status"] == "ok":
+        summary.ran += 1
+    elif row["status"] == "failed":
+        summary.failed += 1
+    else:
+        summary.skipped += 1
+
+
+def cell_job(cfg: SweepConfig, cell: Cell, pm: PreparedModel,
+             measure: dict[str, Any]) -> tuple[CellSpec | None, str, str]:
+    """(what the cell worker measures, why the cell fails, why it is skipped): one of the three is set."""
+    from quantbench.runtimes import Artifact, get_runtime_class
+
+    error = pm.error or pm.artifact_errors.get(cell.variant.name, "")
+    if error:
+        return None, error, ""
+    payload = _artifact_payload(pm, cell.variant, get_runtime_class(cell.runtime.name).formats)
+    if isinstance(payload, str):
+        return None, "", payload
+    probe = get_runtime_class(cell.runtime.name)(cell.device, cell.runtime.options)
+    reason = probe.supports(Artifact(format=payload["format"], precision=payload["precision"]))
+    if reason:
+        return None, "", reason
+    spec = CellSpec(
+        cell_id=cell.cell_id, runtime=cell.runtime.name, device=cell.device, batch=cell.batch,
+        runtime_options=dict(cell.runtime.options),
+        artifact=payload,
+        interleave_with=_interleave_payload(pm, cell, cfg),
+        data={"dataset": pm.dataset, "preprocess": pm.preprocess, "eval_samples": pm.eval_samples, "seed": 0},
+        measure=measure, reference_logits=pm.reference, accuracy=pm.accuracy,
+        calibration=_calibration(cell, pm) if payload["format"] == "trt-calibrate" else None)
+    return spec, "", ""

@@ -37,7 +37,7 @@ class Report:
 
 
 def device_key(row: dict[str, Any]) -> str:
-    """'host · CPU model (cpu)' or '… · GPU name (cuda:0)': one target device."""
+    """'host · CPU model (cpu)' or '… · GPU name (cuda:0)': one target device (fleet rows: their target, not the host)."""
     env = row.get("env") or {}
     dev = str(row.get("device") or "?")
     what = env.get("cpu_model") or "?"
@@ -45,6 +45,9 @@ def device_key(row: dict[str, Any]) -> str:
         idx = dev.partition(":")[2]
         idx = int(idx) if idx.isdigit() else 0
         what = env["gpu"][min(idx, len(env["gpu"]) - 1)].get("name") or "?"
+    target = (row.get("fleet") or {}).get("target")
+    if target:  # a fleet sweep's device kind (any of its nodes), not one host
+        return f"{target} · {what} ({dev})"
     return f"{env.get('host') or '?'} · {what} ({dev})"
 
 

@@ -50,6 +50,7 @@ PROBES = {
     "torch": _module("torch", "pip install .[torch] / tox -e export"),
     "report": _module("plotly", "pip install .[report] / tox -e report"),
     "browser": _browser,
+    "ray": _module("ray", "pip install .[ray] / tox -e ray"),
 }
 
 
