@@ -193,7 +193,7 @@ def prepare_artifacts(pm: PreparedModel, variants: list[VariantConfig], cache: P
                 pm.artifacts[v.name] = pm.fp32
                 continue
             log(f"building {pm.label}/{v.name} …")
-            built = store.build(pm.source, variant_spec(v), pm.calib_data, pm.preprocess, fp32=pm.fp32)
+            built = store.build(pm.source, variant_spec(v), pm.calib_data, pm.preprocess, fp32=pm.fp32, timeout_s=pm.timeout_s)
             pm.artifacts[v.name] = built
             if built.quant_time_s is not None:
                 log(f"  {v.name}: {built.size_bytes / 1e3:.0f} kB, quantized in {built.quant_time_s:.1f} s, "
