@@ -31,6 +31,24 @@ ORT_DEFAULT_RANGE_SYMMETRIC = {"minmax": False, "entropy": False, "percentile": 
 _BOOLS = ("per_channel", "symmetric_weight", "reduce_range")
 _INTS = {"calib_samples": 1, "calib_batch": 1, "calib_memory_mb": 1, "calib_seed": 0}  # key -> minimum
 _NAME_LISTS = ("op_types", "exclude_nodes")
+MODES = ("static", "dynamic")
+WEIGHT_BITS = (8, 4, 3)
+# "int8": ORT's own 8-bit weights; "int4": ORT's INT4 QDQ weights (opset 21) where it covers the op;
+# "simulated": weights rounded to the lower-bit grid but stored as INT8 (accuracy-only study).
+WEIGHT_STORAGES = ("int8", "int4", "simulated")
+# Keys that only mean something when calibrating (mode = "static"); recorded as None for dynamic.
+STATIC_ONLY = ("calibration", "activation_type", "symmetric_activation", "calib_samples", "calib_seed",
+               "calib_classes", "calib_batch", "num_bins", "percentile", "calib_memory_mb")
+
+
+def known_roundings() -> tuple[str, ...]:
+    """Weight-rounding methods: the registry of :mod:`.weight_rounding` when present, else round-to-nearest."""
+    try:
+        from . import weight_rounding
+    except ImportError:
+        return ("nearest",)
+    names = getattr(weight_rounding, "ROUNDINGS", None) or ("nearest",)
+    return tuple(names)
 
 
 def _kind(value: Any) -> str:
@@ -62,8 +80,13 @@ class QuantSettings:
     num_bins: int | None = None
     percentile: float | None = None
     calib_memory_mb: int = 1024  # warn when one calibration sample's activations may exceed this
+    mode: str = "static"  # "static" (calibrated QDQ) | "dynamic" (ORT quantize_dynamic, no calibration)
+    weight_bits: int = 8  # Conv/Gemm/MatMul weights; activations stay 8-bit
+    weight_rounding: str = "nearest"  # how weights land on the grid (see exporters/weight_rounding.py)
+    weight_storage: str | None = None  # None: "int8" at 8 bits, "int4" at 4, "simulated" at 3
 
     def __post_init__(self) -> None:
+        self._check_bits()
         if not isinstance(self.calibration, str) or self.calibration not in METHODS:
             close = difflib.get_close_matches(str(self.calibration), METHODS, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -109,10 +132,46 @@ class QuantSettings:
             if not (math.isfinite(self.percentile) and 50 < self.percentile <= 100):
                 raise ValueError(f"percentile must be in (50, 100], not {self.percentile}")
 
+    def _check_bits(self) -> None:
+        if not isinstance(self.mode, str) or self.mode not in MODES:
+            raise ValueError(f"mode must be 'static' or 'dynamic', not {_kind(self.mode)}")
+        if isinstance(self.weight_bits, bool) or self.weight_bits not in WEIGHT_BITS:
+            raise ValueError(f"weight_bits must be 8, 4 or 3, not {_kind(self.weight_bits)}")
+        known = known_roundings()
+        if not isinstance(self.weight_rounding, str) or self.weight_rounding not in known:
+            raise ValueError(f"unknown weight_rounding {_kind(self.weight_rounding)} (known: {', '.join(known)})")
+        if self.weight_storage is not None:
+            if self.weight_storage not in WEIGHT_STORAGES:
+                raise ValueError(f"weight_storage must be one of {', '.join(WEIGHT_STORAGES)}, "
+                                 f"not {_kind(self.weight_storage)}")
+            allowed = {8: ("int8",), 4: ("int4", "simulated"), 3: ("simulated",)}[self.weight_bits]
+            if self.weight_storage not in allowed:
+                raise ValueError(f"weight_storage '{self.weight_storage}' does not fit weight_bits = {self.weight_bits} "
+                                 f"(use {' or '.join(allowed)})")
+        if self.weight_bits < 8 and (self.weight_type != "QInt8" or not self.symmetric_weight):
+            raise ValueError(f"weight_bits = {self.weight_bits} uses a symmetric signed grid: "
+                             "needs weight_type = 'QInt8' and symmetric_weight = true")
+        if self.mode == "dynamic":
+            defaults = {f.name: f.default for f in fields(self)}
+            for key in STATIC_ONLY:
+                if getattr(self, key) != defaults[key]:
+                    raise ValueError(f"{key} does not apply to mode = 'dynamic' (no calibration; activations are "
+                                     "quantized at run time)")
+            if self.weight_bits != 8 or self.weight_rounding != "nearest":
+                raise ValueError("mode = 'dynamic' quantizes weights to 8 bits by rounding to nearest "
+                                 "(weight_bits and weight_rounding apply to mode = 'static')")
+
+    @property
+    def resolved_weight_storage(self) -> str:
+        """How the weights are stored (as run): ``int8``, ``int4`` or ``simulated``."""
+        if self.weight_storage is not None:
+            return self.weight_storage
+        return {8: "int8", 4: "int4", 3: "simulated"}[self.weight_bits]
+
     @property
     def effective_bins(self) -> int | None:
-        """Histogram bins actually used (None for MinMax)."""
-        if self.calibration == "minmax":
+        """Histogram bins actually used (None for MinMax and dynamic quantization)."""
+        if self.calibration == "minmax" or self.mode == "dynamic":
             return None
         return self.num_bins or DEFAULT_BINS[self.calibration]
 
@@ -135,9 +194,12 @@ class QuantSettings:
         return bool(self.symmetric_activation)
 
     def to_config(self) -> dict[str, Any]:
-        """The settings as given (JSON-able); ``from_dict(s.to_config()) == s``."""
+        """The settings as given (JSON-able); ``from_dict(s.to_config()) == s``. Dynamic settings leave
+        out the calibration keys (they do not apply)."""
         d: dict[str, Any] = {}
         for f in fields(self):
+            if self.mode == "dynamic" and f.name in STATIC_ONLY:
+                continue
             value = getattr(self, f.name)
             d[f.name] = list(value) if isinstance(value, tuple) else value
         return d
@@ -146,6 +208,11 @@ class QuantSettings:
         """What was run, for result rows and cache keys: defaults resolved (``num_bins``,
         ``percentile``, ``symmetric_activation``) plus ``calib_symmetric`` (the range symmetry)."""
         d = self.to_config()
+        d["weight_storage"] = self.resolved_weight_storage
+        if self.mode == "dynamic":  # nothing was calibrated: the calibration keys are null, not defaults
+            d.update({key: None for key in STATIC_ONLY})
+            d["calib_symmetric"] = None
+            return d
         d["num_bins"] = self.effective_bins
         d["percentile"] = self.effective_percentile
         d["symmetric_activation"] = self.activation_symmetric
@@ -164,6 +231,11 @@ class QuantSettings:
                 close = difflib.get_close_matches(str(key), names, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 raise ValueError(f"unknown quantization setting '{key}'{hint}")
+        if d.get("mode") == "dynamic":
+            for key in STATIC_ONLY:
+                if key in d:
+                    raise ValueError(f"{key} does not apply to mode = 'dynamic' (no calibration; activations are "
+                                     "quantized at run time)")
         for key in ("op_types", "exclude_nodes", "calib_classes"):
             if isinstance(d.get(key), list):
                 d[key] = tuple(d[key])
