@@ -53,6 +53,9 @@ class BuiltArtifact:
     weights: str = ""
     reference_path: Path | None = None
     quant_mem_delta_mb: float | None = None
+    # int8 artifacts: the file's size with the Conv/Gemm/MatMul weights packed at weight_bits bits
+    # (equals size_bytes for 8-bit and real INT4 weights; smaller for simulated ones). None otherwise.
+    packed_size_bytes: int | None = None
 
 
 def sha256_file(path: Path) -> str:
@@ -107,7 +110,8 @@ class ArtifactStore:
                              size_bytes=artifact_size(path), param_count=count_params(path),
                              quant_time_s=meta.get("time_s"), quant_peak_mem_mb=meta.get("peak_rss_mb"),
                              quant_mem_delta_mb=meta.get("delta_rss_mb"), notes=list(meta.get("notes", [])),
-                             weights=weights, reference_path=reference or path)
+                             weights=weights, reference_path=reference or path,
+                             packed_size_bytes=(meta.get("weights") or {}).get("packed_size_bytes"))
 
     def fp32(self, source: ModelSource) -> BuiltArtifact:
         """The fp32 ONNX of ``source``: the user's file, the shipped default, or a fresh export."""
@@ -157,16 +161,24 @@ class ArtifactStore:
             return self._describe(out, variant.name, "fp16", fp32.weights, fp32.path)
         if variant.precision != "int8" or variant.quant is None:
             raise ValueError(f"variant '{variant.name}': cannot build precision {variant.precision}")
-        from quantbench.calibration_data import open_source
+        if variant.quant.mode == "dynamic":  # no calibration: the data cannot change the file
+            key = _key("int8-dynamic", fp32.sha256, variant.quant.to_dict(), _version("onnxruntime"))
+        else:
+            from quantbench.calibration_data import open_source
 
-        data = open_source(data_spec).describe()
-        # "calib-2": two-pass fixed-range calibration (exporters/calibrate.py); older caches used ORT's calibrators.
-        key = _key("int8", "calib-2", fp32.sha256, variant.quant.to_dict(), data, preprocess, _version("onnxruntime"))
+            data = open_source(data_spec).describe()
+            # "calib-2": two-pass fixed-range calibration (exporters/calibrate.py); older caches used ORT's
+            # calibrators. "grid-1": weight_bits grids as explicit scales (exporters/bitwidth.py).
+            key = _key("int8", "calib-2", "grid-1", fp32.sha256, variant.quant.to_dict(), data, preprocess,
+                       _version("onnxruntime"))
         out = self.root / key / "model.onnx"
         meta_path = out.with_name("build.json")
         if not (out.exists() and meta_path.exists()):
+            from .bitwidth import weight_summary
+
             out.parent.mkdir(parents=True, exist_ok=True)
             meta = run_quantize_worker(fp32.path, out, variant.quant, data_spec, preprocess, timeout_s=timeout_s)
+            meta["weights"] = weight_summary(out, variant.quant, artifact_size(out))
             meta_path.write_text(json.dumps(meta))
         meta = json.loads(meta_path.read_text())
         return self._describe(out, variant.name, "int8", fp32.weights, fp32.path, meta)

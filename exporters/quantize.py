@@ -84,6 +84,9 @@ class QuantSettings:
     weight_bits: int = 8  # Conv/Gemm/MatMul weights; activations stay 8-bit
     weight_rounding: str = "nearest"  # how weights land on the grid (see exporters/weight_rounding.py)
     weight_storage: str | None = None  # None: "int8" at 8 bits, "int4" at 4, "simulated" at 3
+    # Points of top-1 the INT8 model may lose; set, quantbench searches nodes to keep in float
+    # (harness/mixed_precision.py, run by `quantbench sensitivity`).
+    accuracy_budget: float | None = None
 
     def __post_init__(self) -> None:
         self._check_bits()
@@ -131,6 +134,10 @@ class QuantSettings:
                 raise ValueError(f"percentile must be a number, not {_kind(self.percentile)}")
             if not (math.isfinite(self.percentile) and 50 < self.percentile <= 100):
                 raise ValueError(f"percentile must be in (50, 100], not {self.percentile}")
+        if self.accuracy_budget is not None and (
+                isinstance(self.accuracy_budget, bool) or not isinstance(self.accuracy_budget, (int, float))
+                or not math.isfinite(self.accuracy_budget) or self.accuracy_budget < 0):
+            raise ValueError(f"accuracy_budget must be a number of top-1 points >= 0, not {_kind(self.accuracy_budget)}")
 
     def _check_bits(self) -> None:
         if not isinstance(self.mode, str) or self.mode not in MODES:
@@ -282,6 +289,9 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
     from onnxruntime.quantization.calibrate import save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    import onnx
+
+    from .bitwidth import needs_opset21, plan_grids, tensor_overrides, upgrade_opset
     from .calibrate import CalibrationConfig, calibrate
 
     notes: list[str] = []
@@ -294,6 +304,15 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
             notes.append(f"quant_pre_process failed, quantizing the original graph: {str(exc).splitlines()[0]}")
             pre = Path(fp32_path)
         check_exclude_nodes(pre, settings.exclude_nodes)
+        grids = plan_grids(onnx.load(str(pre)), settings)
+        # Weight-rounding hook: a rounding other than "nearest" (exporters/weight_rounding.py) rewrites the
+        # float weights of `pre` onto `grids` (values scale * k) here; ORT then stores exactly those k.
+        if needs_opset21(grids):
+            upgraded = tmp / "pre21.onnx"
+            upgrade_opset(pre, upgraded)
+            pre = upgraded
+        if stats is not None and grids:
+            stats["weight_grids"] = {g.storage: sum(1 for h in grids if h.storage == g.storage) for g in grids}
         config = CalibrationConfig(method=settings.calibration, symmetric=settings.calib_symmetric,
                                    num_bins=settings.effective_bins, percentile=settings.effective_percentile,
                                    op_types=tuple(_calibrated_op_types(settings)))
@@ -320,5 +339,8 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
             op_types_to_quantize=list(settings.op_types) if settings.op_types else None,
             nodes_to_exclude=list(settings.exclude_nodes),
             extra_options={"ActivationSymmetric": settings.activation_symmetric,
-                           "WeightSymmetric": settings.symmetric_weight})
+                           "WeightSymmetric": settings.symmetric_weight,
+                           # The grids' scales are the weights' scales; ORT must not widen them for tiny biases.
+                           **({"TensorQuantOverrides": tensor_overrides(grids),
+                               "QDQDisableWeightAdjustForInt32Bias": True} if grids else {})})
     return notes

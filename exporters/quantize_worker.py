@@ -41,6 +41,8 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     from .quantize import QuantSettings, quantize_qdq
 
     settings = QuantSettings.from_dict(job["settings"])
+    if settings.mode == "dynamic":
+        return _run_dynamic(job, settings)
     split = open_source(job["data"]).calibration
     idx = split.select(settings.calib_samples, seed=settings.calib_seed,
                        classes=list(settings.calib_classes) if settings.calib_classes else None)
@@ -57,6 +59,22 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"time_s": round(elapsed, 3), "peak_rss_mb": round(peak, 1), "delta_rss_mb": round(peak - base, 1),
             "notes": notes, "calib_samples": len(idx), "calibration": stats}
+
+
+def _run_dynamic(job: dict[str, Any], settings: Any) -> dict[str, Any]:
+    """``mode = "dynamic"``: no calibration data is opened (none is used)."""
+    from .dynamic import integer_ops, quantize_dynamic_model
+
+    base = _rss_mb()
+    t0 = time.perf_counter()
+    out = Path(job["out"])
+    tmp = out.with_suffix(".tmp.onnx")
+    notes = quantize_dynamic_model(Path(job["fp32"]), tmp, settings)
+    tmp.replace(out)
+    elapsed = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"time_s": round(elapsed, 3), "peak_rss_mb": round(peak, 1), "delta_rss_mb": round(peak - base, 1),
+            "notes": notes, "calib_samples": 0, "dynamic_ops": integer_ops(out)}
 
 
 def main(argv: list[str] | None = None) -> int:

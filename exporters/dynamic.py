@@ -1,0 +1,55 @@
+"""ONNX Runtime dynamic quantization (``mode = "dynamic"``): weights quantized ahead of time,
+activations quantized at run time from each batch's own range, so no calibration data is read.
+
+ORT writes integer operators (``ConvInteger``/``MatMulInteger`` after ``DynamicQuantizeLinear``), not
+QDQ; which of them a runtime can execute is that runtime's business and is recorded per row (ORT's
+CPU ``ConvInteger`` takes only uint8 weights, for instance: ``weight_type = "QUInt8"``).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def quantize_dynamic_model(fp32_path: Path, out_path: Path, settings: Any) -> list[str]:
+    """Quantize ``fp32_path`` dynamically to ``out_path`` as ``settings`` (a dynamic QuantSettings) say;
+    returns notes worth recording."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .quantize import check_exclude_nodes
+
+    if settings.mode != "dynamic":
+        raise ValueError("quantize_dynamic_model needs mode = 'dynamic' settings")
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="qb-dyn-") as tmpdir:
+        pre = Path(tmpdir) / "pre.onnx"
+        try:
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+        except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation, not a requirement
+            notes.append(f"quant_pre_process failed, quantizing the original graph: {str(exc).splitlines()[0]}")
+            pre = Path(fp32_path)
+        check_exclude_nodes(pre, settings.exclude_nodes)
+        qtype = {"QUInt8": QuantType.QUInt8, "QInt8": QuantType.QInt8}[settings.weight_type]
+        quantize_dynamic(
+            str(pre), str(out_path), op_types_to_quantize=list(settings.op_types) if settings.op_types else None,
+            per_channel=settings.per_channel, reduce_range=settings.reduce_range, weight_type=qtype,
+            nodes_to_exclude=list(settings.exclude_nodes),
+            extra_options={"WeightSymmetric": settings.symmetric_weight})
+    if not integer_ops(out_path):
+        notes.append("dynamic quantization changed no operator (nothing ORT quantizes dynamically matched "
+                     f"op_types {list(settings.op_types) if settings.op_types else 'all'}): the model runs in float")
+    return notes
+
+
+def integer_ops(path: Path) -> dict[str, int]:
+    """Count of ORT's dynamic-quantization operators in a model (what ``quantize_dynamic`` really changed)."""
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        if node.op_type in ("ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul",
+                            "QAttention", "DynamicQuantizeLSTM"):
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
