@@ -72,7 +72,7 @@ class _LogToConsole(logging.Handler):
 
 def _apply_overrides(cfg: Any, args: argparse.Namespace) -> None:
     """Apply the command-line overrides, then check the whole config again (errors name the flag)."""
-    from .config import ConfigError, ModelConfig
+    from .config import ConfigError, ModelConfig, select_variants, split_names
 
     given: dict[str, str] = {}
     if args.output is not None:
@@ -92,13 +92,7 @@ def _apply_overrides(cfg: Any, args: argparse.Namespace) -> None:
         if not cfg.models:
             raise ConfigError("--models is empty: name at least one model")
     if args.variants is not None:
-        wanted = _split(args.variants)
-        known = {v.name: v for v in cfg.variants}
-        missing = [w for w in wanted if w not in known]
-        if missing or not wanted:
-            raise ConfigError(f"--variants: unknown variant(s) {', '.join(missing) or '(none given)'}; "
-                              f"this config has {', '.join(known)}")
-        cfg.variants = [known[w] for w in wanted]
+        cfg.variants = select_variants(cfg.variants, split_names(args.variants))
     if args.weights is not None:
         for m in cfg.models:
             m.weights = args.weights
@@ -302,6 +296,44 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .sensitivity import SensitivityOptions, run_study
+    from .sensitivity_table import render_console
+
+    cfg = load_config(args.config)
+    if args.output is not None:
+        cfg.run.output = args.output
+    if args.eval_samples is not None:
+        cfg.run.eval_samples = args.eval_samples
+        for m in cfg.models:
+            m.eval_samples = None
+    if args.threads is not None:
+        cfg.run.threads = args.threads
+    cfg.validate()
+    opts = SensitivityOptions(sqnr_samples=args.sqnr_samples, top=args.top, runtime=args.runtime, budget=args.budget,
+                              max_float=args.max_float, budget_batch=args.batch)
+    console = _console()
+    out = Path(cfg.run.output)
+    t0 = time.perf_counter()
+    results = run_study(cfg, out, opts, models=_split(args.model) if args.model else None,
+                        variants=_split(args.variant) if args.variant else None,
+                        log=lambda msg: console.print(_styled(msg)))
+    render_console(results, console, limit=args.show)
+    console.print(f"rows: {out / 'sensitivity.jsonl'} — {time.perf_counter() - t0:.0f} s", markup=False)
+    if cfg.run.report and not args.no_report:
+        import importlib.util
+
+        if importlib.util.find_spec("plotly") is None:
+            console.print("HTML report skipped: pip install .[report]", style="dim", markup=False)
+        else:
+            from quantbench.reports.sensitivity import write_sensitivity_report
+
+            console.print(f"report: {write_sensitivity_report([out / 'sensitivity.jsonl'], out / 'sensitivity.html')}",
+                          markup=False)
+    return EXIT_FAILED_CELLS if any(r.error for r in results) else EXIT_OK
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from quantbench.exporters.registry import list_models
 
@@ -373,6 +405,29 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("results", help="results.jsonl")
     exp.add_argument("-o", "--output", required=True, help="output .csv or .parquet")
     exp.set_defaults(func=cmd_export)
+
+    sen = sub.add_parser("sensitivity", help="per-node quantization sensitivity; with accuracy_budget, the "
+                                             "nodes to keep in float",
+                         description="For every node an INT8 variant quantizes: SQNR of the output vs FP32 with only "
+                                     "that node quantized and with only it in float (one calibration, reused), top-1 "
+                                     "for the most sensitive; with accuracy_budget (or --budget) a greedy search for "
+                                     "the nodes to keep in float, measured on the runtime. Rows go to "
+                                     "OUTPUT/sensitivity.jsonl.")
+    sen.add_argument("config", nargs="?", help="sweep TOML file (default: the embedded Fashion-MNIST CNN sweep)")
+    sen.add_argument("--model", help="comma-separated model names or labels from the config (default: all)")
+    sen.add_argument("--variant", help="comma-separated INT8 variant names from the config (default: every ONNX INT8 variant)")
+    sen.add_argument("-o", "--output", help="output directory (run.output)")
+    sen.add_argument("--sqnr-samples", type=int, default=256, help="evaluation images for each node's SQNR (default 256)")
+    sen.add_argument("--top", type=int, default=5, help="most sensitive nodes whose top-1 is also measured (default 5)")
+    sen.add_argument("--eval-samples", type=int, help="evaluation images for top-1 (run.eval_samples, >= 1)")
+    sen.add_argument("--threads", type=int, help="ONNX Runtime threads (run.threads; 0 = all cores)")
+    sen.add_argument("--budget", type=float, help="accuracy budget in top-1 points (overrides the variants' accuracy_budget)")
+    sen.add_argument("--runtime", default="ort-cpu", help="runtime the budget search measures on (default ort-cpu)")
+    sen.add_argument("--batch", type=int, help="batch size of the budget search's timing (default: first of run.batch_sizes)")
+    sen.add_argument("--max-float", type=int, help="most nodes the budget search keeps in float (default: all)")
+    sen.add_argument("--show", type=int, default=20, help="ranked nodes shown per study (default 20; all are in the rows)")
+    sen.add_argument("--no-report", action="store_true", help="do not write OUTPUT/sensitivity.html")
+    sen.set_defaults(func=cmd_sensitivity)
 
     mod = sub.add_parser("models", help="list the models the registry knows")
     mod.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. 'resnet*'")

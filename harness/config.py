@@ -6,6 +6,7 @@ silently falls back to a default.
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import math
 import os
@@ -336,6 +337,13 @@ class VariantConfig:
     builder: str = "onnx"  # "onnx" | "trt-calibrate"
     calibrator: str | None = None  # for trt-calibrate: "entropy" | "minmax"
     quant: dict[str, Any] = field(default_factory=dict)
+    # Set on the variants a swept table expands to: the table's name and {swept key: this variant's value}.
+    base_name: str | None = None
+    sweep: dict[str, Any] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the variant's cells (the sweep fields repeat the name and settings)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("base_name", "sweep")}
 
     def validate(self) -> None:
         """Names, precision, builder and every quantization key (through ``QuantSettings.from_dict``)."""
@@ -450,12 +458,15 @@ class SweepConfig:
         out["models"] = [{k: v for k, v in asdict(m).items() if v is not None} for m in self.models]
         variants = []
         for v in self.variants:
-            d = {"name": v.name, "precision": v.precision}
+            # A swept variant is written as its table with one value per swept key: it parses back to
+            # the same name and sweep.
+            d = {"name": v.base_name or v.name, "precision": v.precision}
             if v.builder != "onnx":
                 d["builder"] = v.builder
             if v.calibrator:
                 d["calibrator"] = v.calibrator
             d.update(v.quant)
+            d.update({k: [x] for k, x in v.sweep.items()})
             variants.append(d)
         out["variants"] = variants
         out["runtime_options"] = self.runtime_options
@@ -474,17 +485,100 @@ def _parse_model(raw: Any, i: int) -> ModelConfig:
     return ModelConfig(**raw)
 
 
-def _parse_variant(raw: Any, i: int) -> VariantConfig:
+# Quantization keys whose value is itself a list: they are swept only when given a list of lists.
+LIST_VALUED_KEYS = ("op_types", "exclude_nodes", "calib_classes")
+
+
+def sweep_label(value: Any) -> str:
+    """A swept value as it reads in a variant name: ``true``, ``64``, ``entropy``, ``Conv+Gemm``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "+".join(sweep_label(v) for v in value) if value else "none"
+    return str(value)
+
+
+def swept_name(name: str, sweep: dict[str, Any]) -> str:
+    """``int8[calibration=entropy,calib_samples=64]``: the table's name and its swept values, in the
+    table's key order (the form runtime options take, harness.sweep.RuntimeChoice.label)."""
+    return f"{name}[{','.join(f'{k}={sweep_label(v)}' for k, v in sweep.items())}]"
+
+
+def _swept_keys(raw: dict[str, Any], qkeys: set[str], where: str) -> list[str]:
+    """Keys of a [[variants]] table whose value is a list of alternatives (checked: non-empty, no repeats)."""
+    swept = []
+    for key, value in raw.items():
+        if key not in qkeys or not isinstance(value, list):
+            continue
+        if key in LIST_VALUED_KEYS:
+            if not value or not all(isinstance(v, list) for v in value):
+                if any(isinstance(v, list) for v in value):
+                    raise ConfigError(f"{where}: {key} mixes lists and names; to sweep it give a list of lists, "
+                                      f"e.g. {key} = [[\"Conv\"], [\"Conv\", \"Gemm\"]]")
+                continue  # a plain list of names: the value itself
+        elif not value:
+            raise ConfigError(f"{where}: {key} is an empty list (a list is swept: give at least one value)")
+        _no_duplicates(value, f"{where}: {key}")
+        swept.append(key)
+    return swept
+
+
+def _parse_variant(raw: Any, i: int) -> list[VariantConfig]:
+    """One [[variants]] table; a list value of a quantization key expands it into one variant per
+    combination of the listed values (in the order they are given)."""
     where = f"variants[{i}]"
     if not isinstance(raw, dict) or "name" not in raw:
         raise ConfigError(f"{where} must be a table with a 'name'")
     base = {"name", "precision", "builder", "calibrator"}
     qkeys = quant_keys()
     _check_keys(raw, base | qkeys, where)
+    for key in ("precision", "builder", "calibrator"):
+        if isinstance(raw.get(key), list):
+            raise ConfigError(f"{where}: {key} cannot be swept (only quantization keys can); "
+                              "write one [[variants]] table per value")
     quant = {k: v for k, v in raw.items() if k in qkeys}
-    return VariantConfig(
-        name=raw["name"], precision=raw.get("precision", "int8" if quant else "fp32"),
-        builder=raw.get("builder", "onnx"), calibrator=raw.get("calibrator"), quant=quant)
+    swept = _swept_keys(raw, qkeys, f"variant '{raw['name']}'" if isinstance(raw["name"], str) else where)
+    if swept and (not isinstance(raw["name"], str) or not raw["name"].strip()):
+        raise _bad("variant ", "name", "a non-empty one-line string", raw["name"])
+    combos = itertools.product(*[raw[k] for k in swept]) if swept else [()]
+    out = []
+    for combo in combos:
+        sweep = dict(zip(swept, combo))
+        q = {**quant, **sweep}
+        out.append(VariantConfig(
+            name=swept_name(raw["name"], sweep) if swept else raw["name"],
+            precision=raw.get("precision", "int8" if q else "fp32"), builder=raw.get("builder", "onnx"),
+            calibrator=raw.get("calibrator"), quant=q, base_name=raw["name"] if swept else None, sweep=sweep))
+    return out
+
+
+def split_names(text: str) -> list[str]:
+    """Comma-separated names, where commas inside ``[...]`` belong to a swept variant's name."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth <= 0:
+            parts.append(cur)
+            cur, depth = "", 0
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def select_variants(variants: list[VariantConfig], wanted: list[str]) -> list[VariantConfig]:
+    """The variants named in ``wanted`` (``--variants``): a variant's name, or a swept table's name for all
+    of its expansions; in config order, each once. Unknown names raise :class:`ConfigError`."""
+    names = {v.name for v in variants} | {v.base_name for v in variants if v.base_name}
+    missing = [w for w in wanted if w not in names]
+    if missing or not wanted:
+        shown = list(dict.fromkeys(v.base_name or v.name for v in variants))
+        close = difflib.get_close_matches(missing[0], sorted(names), n=1) if missing else []
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"--variants: unknown variant(s) {', '.join(missing) or '(none given)'}{hint}; "
+                          f"this config has {', '.join(shown)}")
+    chosen = set(wanted)
+    return [v for v in variants if v.name in chosen or (v.base_name is not None and v.base_name in chosen)]
 
 
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> SweepConfig:
@@ -505,7 +599,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> SweepConfig:
         if not isinstance(raw_list, list):
             raise ConfigError(f"'{key}' must be an array of tables ([[{key}]])")
     models = [_parse_model(m, i) for i, m in enumerate(data.get("models", []))]
-    variants = [_parse_variant(v, i) for i, v in enumerate(data.get("variants", []))]
+    variants = [v for i, raw in enumerate(data.get("variants", [])) for v in _parse_variant(raw, i)]
     cfg = SweepConfig(run=run, models=models, variants=variants,
                       runtime_options=data.get("runtime_options", {}), source=source)
     cfg.validate()
@@ -553,7 +647,10 @@ def dump_toml(cfg: SweepConfig) -> str:
     for m in d["models"]:
         lines.append("\n[[models]]")
         lines += [f"{k} = {value(v)}" for k, v in m.items()]
-    for v in d["variants"]:
-        lines.append("\n[[variants]]")
+    for v, variant in zip(d["variants"], cfg.variants):
+        lines.append("")
+        if variant.sweep:
+            lines.append(f"# {variant.name} (swept: {', '.join(variant.sweep)})")
+        lines.append("[[variants]]")
         lines += [f"{k} = {value(x)}" for k, x in v.items()]
     return "\n".join(lines) + "\n"

@@ -124,6 +124,8 @@ def _base_row(run_id: str, cell: Cell, pm: PreparedModel, env: dict[str, Any]) -
         "batch": cell.batch, "variant_settings": settings, "runtime_settings": dict(cell.runtime.options),
         "weights": getattr(pm.fp32, "weights", None) if pm.fp32 else None,
         "size_bytes": getattr(built, "size_bytes", None), "param_count": getattr(built, "param_count", None),
+        "packed_size_bytes": getattr(built, "packed_size_bytes", None) if cell.variant.precision == "int8" else None,
+        "sweep": dict(cell.variant.sweep), "sweep_base": cell.variant.base_name,
         "artifact_sha256": getattr(built, "sha256", None), "artifact_path": str(built.path) if built else None,
         "dataset": {**pm.dataset_info, "eval_samples": pm.eval_samples},
         "quant_time_s": getattr(built, "quant_time_s", None),

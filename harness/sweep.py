@@ -42,7 +42,7 @@ class Cell:
     @property
     def cell_id(self) -> str:
         key = {
-            "model": self.model_key, "variant": self.variant.__dict__, "runtime": self.runtime.name,
+            "model": self.model_key, "variant": self.variant.identity(), "runtime": self.runtime.name,
             "options": self.runtime.options, "device": self.device, "batch": self.batch,
         }
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
