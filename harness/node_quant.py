@@ -1,0 +1,178 @@
+"""Per-node static quantization from ONE calibration: the building blocks of sensitivity and mixed precision.
+
+The graph is pre-processed and calibrated once (:mod:`quantbench.exporters.calibrate`); every
+per-node model is then ORT's ``quantize_static`` fed the saved ranges through its calibration cache,
+with ``nodes_to_quantize`` (quantize only these) or ``nodes_to_exclude`` (keep these in float). So
+a model with 54 quantizable nodes costs one calibration plus 108 cheap ``quantize_static`` calls,
+and every per-node model uses exactly the ranges the whole-model variant uses.
+
+Runs ONNX Runtime: call it from a contained subprocess (:mod:`.sensitivity_worker`).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PRE_FILE = "pre.onnx"
+CACHE_FILE = "calibration.json"
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+# QuantSettings fields this module reproduces; any other field set away from its default is refused
+# (e.g. a lower weight bit width that quantize_qdq applies after quantize_static).
+SUPPORTED_KEYS = {"calibration", "per_channel", "activation_type", "weight_type", "symmetric_activation",
+                  "symmetric_weight", "reduce_range", "op_types", "exclude_nodes", "calib_samples", "calib_seed",
+                  "calib_classes", "calib_batch", "num_bins", "percentile", "calib_memory_mb", "accuracy_budget"}
+
+
+def unsupported_settings(settings: Any) -> list[str]:
+    """Keys of ``settings`` (a QuantSettings) set away from their default that per-node models cannot reproduce."""
+    out = []
+    for f in fields(settings):
+        if f.name in SUPPORTED_KEYS:
+            continue
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else None)
+        if getattr(settings, f.name) != default:
+            out.append(f.name)
+    return out
+
+
+def prepare_graph(fp32: Path, settings: Any, reader: Any, workdir: Path) -> dict[str, Any]:
+    """Pre-process ``fp32`` (as quantize_qdq does) and calibrate it once; writes ``pre.onnx`` and the
+    calibration cache into ``workdir``. Returns what it cost and any notes."""
+    from onnxruntime.quantization.calibrate import save_tensors_data
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from quantbench.exporters.calibrate import CalibrationConfig, calibrate
+    from quantbench.exporters.quantize import _calibrated_op_types, check_exclude_nodes
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    pre = workdir / PRE_FILE
+    t0 = time.perf_counter()
+    try:
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
+    except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation, as in quantize_qdq
+        notes.append(f"quant_pre_process failed, quantizing the original graph: {str(exc).splitlines()[0]}")
+        import shutil
+
+        shutil.copyfile(fp32, pre)
+    check_exclude_nodes(pre, settings.exclude_nodes)
+    config = CalibrationConfig(method=settings.calibration, symmetric=settings.calib_symmetric,
+                               num_bins=settings.effective_bins, percentile=settings.effective_percentile,
+                               op_types=tuple(_calibrated_op_types(settings)))
+    result = calibrate(pre, config, reader, workdir)
+    save_tensors_data(result.ranges, workdir / CACHE_FILE)
+    for leftover in ("calib_range.onnx", "calib_bins.onnx"):
+        (workdir / leftover).unlink(missing_ok=True)
+    return {"calibration_s": round(time.perf_counter() - t0, 3), "calib_tensors": result.tensors,
+            "calib_samples": result.samples, "notes": notes}
+
+
+def quantize(workdir: Path, settings: Any, out: Path, only: list[str] | None = None,
+             exclude: list[str] | tuple[str, ...] = ()) -> Path:
+    """``quantize_static`` of ``workdir/pre.onnx`` with the saved ranges.
+
+    ``only``: quantize just these nodes; ``exclude``: keep these in float (added to the variant's own
+    ``exclude_nodes``). Everything else follows ``settings`` exactly as the whole-model variant does.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    qtype = {"QUInt8": QuantType.QUInt8, "QInt8": QuantType.QInt8}
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile, "distribution": CalibrationMethod.Distribution}
+    quantize_static(
+        str(workdir / PRE_FILE), str(out), calibration_data_reader=None,
+        calibration_cache_path=str(workdir / CACHE_FILE), quant_format=QuantFormat.QDQ,
+        per_channel=settings.per_channel, activation_type=qtype[settings.activation_type],
+        weight_type=qtype[settings.weight_type], reduce_range=settings.reduce_range,
+        calibrate_method=method[settings.calibration],
+        op_types_to_quantize=list(settings.op_types) if settings.op_types else None,
+        nodes_to_quantize=list(only) if only else None,
+        nodes_to_exclude=list(settings.exclude_nodes) + [n for n in exclude if n not in settings.exclude_nodes],
+        extra_options={"ActivationSymmetric": settings.activation_symmetric,
+                       "WeightSymmetric": settings.symmetric_weight})
+    return out
+
+
+def quantized_nodes(path: Path) -> list[tuple[str, str]]:
+    """(name, op_type) of the nodes of a QDQ model that compute on dequantized inputs, in graph order."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    return [(n.name, n.op_type) for n in graph.node
+            if n.op_type not in QDQ_OPS and any(producer.get(i) == "DequantizeLinear" for i in n.input)]
+
+
+def has_qdq(path: Path) -> bool:
+    """Whether a model holds any QuantizeLinear node (i.e. something was quantized)."""
+    import onnx
+
+    return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def candidate_nodes(settings: Any, full_model: Path) -> list[tuple[str, str]]:
+    """The nodes the whole-model QDQ quantizer quantized whose op type it was asked to quantize.
+
+    Ops that ORT only wraps in Q/DQ because their neighbours are quantized (Add under the default op
+    list, for one) are left out; the caller also drops those that quantize to nothing on their own
+    (MaxPool, Flatten: 8-bit pass-through ops).
+    """
+    wanted = set(settings.op_types) if settings.op_types else set(_quantized_op_types())
+    skip = set(settings.exclude_nodes)
+    return [(name, op) for name, op in quantized_nodes(full_model) if op in wanted and name not in skip]
+
+
+def _quantized_op_types() -> list[str]:
+    """ORT's default op types for QDQ ``quantize_static`` (its QDQRegistry)."""
+    from onnxruntime.quantization.registry import QDQRegistry
+
+    return sorted(QDQRegistry)
+
+
+def session(path: Path, threads: int = 0) -> Any:
+    """An ONNX Runtime CPU session (default graph optimisations, as the ort-cpu runtime)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads > 0:
+        so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def run_outputs(path: Path, x: np.ndarray, batch: int, threads: int = 0) -> np.ndarray:
+    """The first output of ``path`` on every sample of ``x`` (float64, one row per sample), in batches of ``batch``."""
+    sess = session(path, threads)
+    name = sess.get_inputs()[0].name
+    outs = []
+    for start in range(0, len(x), batch):
+        out = np.asarray(sess.run(None, {name: x[start:start + batch]})[0])
+        outs.append(out.reshape(out.shape[0], -1).astype(np.float64))
+    del sess
+    return np.concatenate(outs)
+
+
+def sqnr_db(reference: np.ndarray, output: np.ndarray) -> float | None:
+    """Signal-to-quantization-noise ratio of ``output`` against ``reference`` in dB over all values.
+
+    None when the two are identical (no noise: the ratio is infinite).
+    """
+    ref = np.asarray(reference, np.float64)
+    noise = float(np.sum((ref - np.asarray(output, np.float64)) ** 2))
+    if noise == 0.0:
+        return None
+    signal = float(np.sum(ref ** 2))
+    if signal == 0.0:
+        return -math.inf
+    return round(10.0 * math.log10(signal / noise), 4)
+
+
+def top1(outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Share of samples whose arg-max is the label."""
+    return round(float((np.asarray(outputs).argmax(axis=1) == np.asarray(labels)).mean()), 6)

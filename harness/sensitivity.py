@@ -1,0 +1,328 @@
+"""Per-layer sensitivity of a model to INT8 quantization (``quantbench sensitivity``).
+
+For every node the variant's QDQ quantizer quantizes: SQNR of the model output against FP32 when
+ONLY that node is quantized and when ONLY that node stays float (on ``sqnr_samples`` evaluation
+images), then top-1 of both models for the ``top`` most sensitive nodes. The graph is calibrated
+once and every per-node model reuses those ranges (:mod:`.node_quant`). All ONNX Runtime work runs
+in contained subprocesses (:mod:`.sensitivity_worker`) under ``run.timeout_s``; a worker that runs
+out of time is restarted where it stopped, and a node that alone exhausts the timeout is recorded
+as failed. Rows go to ``OUTPUT/sensitivity.jsonl`` (``kind`` = ``sensitivity``, ``sensitivity_summary``;
+the budget search adds ``budget_step`` and ``budget``, see :mod:`.mixed_precision`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, SweepConfig, VariantConfig
+
+SENSITIVITY_FILE = "sensitivity.jsonl"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class SensitivityOptions:
+    """How much to measure (CLI flags; defaults suit a CNN on 2 cores)."""
+
+    sqnr_samples: int = 256  # evaluation images for the SQNR of every per-node model
+    top: int = 5  # most sensitive nodes whose per-node models also get top-1 on the evaluation set
+    batch: int = 32  # ONNX Runtime batch for the SQNR and top-1 passes
+    runtime: str = "ort-cpu"  # where the budget search measures accuracy and latency
+    device: str = "cpu"
+    budget: float | None = None  # overrides a variant's accuracy_budget (points of top-1)
+    max_float: int | None = None  # most nodes the budget search keeps in float (None: all candidates)
+    budget_batch: int | None = None  # batch of the search's timing (None: the first of run.batch_sizes)
+
+    def validate(self) -> None:
+        for key in ("sqnr_samples", "batch"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"--{key.replace('_', '-')} must be >= 1, not {getattr(self, key)}")
+        if self.top < 0:
+            raise ConfigError(f"--top must be >= 0, not {self.top}")
+        if self.budget is not None and not (self.budget >= 0 and self.budget != float("inf")):
+            raise ConfigError(f"--budget must be a number of top-1 points >= 0, not {self.budget}")
+        if self.max_float is not None and self.max_float < 0:
+            raise ConfigError(f"--max-float must be >= 0, not {self.max_float}")
+        if self.budget_batch is not None and self.budget_batch < 1:
+            raise ConfigError(f"--budget-batch must be >= 1, not {self.budget_batch}")
+
+
+@dataclass
+class StudyResult:
+    """One (model, variant) study: its ranked node rows, summary row and, with a budget, the search."""
+
+    model: str
+    variant: str
+    rows: list[dict[str, Any]] = field(default_factory=list)  # kind = sensitivity, ranked
+    summary: dict[str, Any] = field(default_factory=dict)  # kind = sensitivity_summary
+    budget_steps: list[dict[str, Any]] = field(default_factory=list)
+    budget: dict[str, Any] | None = None
+    error: str = ""
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [root, env.get("PYTHONPATH", "")] if p)
+    return env
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """The worker's progress lines (a truncated last line, from a kill mid-write, is ignored)."""
+    events = []
+    if not path.exists():
+        return events
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
+def run_worker_job(job: dict[str, Any], workdir: Path, name: str, timeout_s: float,
+                   log: Callable[[str], None], item_event: str) -> list[dict[str, Any]]:
+    """Run a sensitivity-worker job to completion, restarting it after a timeout or crash.
+
+    A restart skips the items already finished (``item_event`` events); an item the worker was on
+    when it died without finishing anything is recorded as failed (an ``item_event`` with
+    ``error``), so one hanging node costs one timeout, not the study. Returns every event.
+    """
+    from .subproc import run_contained
+
+    progress = workdir / f"{name}.progress.jsonl"
+    progress.unlink(missing_ok=True)
+    job = {**job, "progress": str(progress), "workdir": str(workdir)}
+    attempt = 0
+    while True:
+        attempt += 1
+        events = read_events(progress)
+        done = [e["node"] for e in events if e.get("event") == item_event]
+        skip = done + (["whole"] if any(e.get("event", "").startswith("whole") for e in events) else [])
+        job_path = workdir / f"{name}.job.json"
+        job_path.write_text(json.dumps({**job, "skip": skip}, default=str))
+        log_path = workdir / f"{name}.{attempt}.log"
+        before = len(events)
+        res = run_contained([sys.executable, "-m", "quantbench.harness.sensitivity_worker", str(job_path)],
+                            timeout_s=timeout_s, log_path=log_path, env=_worker_env())
+        events = read_events(progress)
+        if any(e.get("event") == "done" for e in events):
+            return events
+        errors = [e for e in events[before:] if e.get("event") == "error"]
+        if errors:
+            raise ValueError(f"{errors[-1]['error']} (log: {log_path})")
+        why = res.describe(timeout_s) or "ended without finishing"
+        new = events[before:]
+        finished_some = any(e.get("event") in (item_event, "setup") or e.get("event", "").startswith("whole")
+                            for e in new)
+        started = [e["node"] for e in new if e.get("event") == "start"]
+        if not finished_some:
+            if not started:
+                last = res.last_line()
+                raise ValueError(f"sensitivity worker {why}" + (f": {last[:160]}" if last and not res.timed_out else "")
+                                 + f" (log: {log_path})")
+            culprit = started[-1]
+            log(f"warning: node {culprit}: worker {why}; recorded as failed, continuing with the next node")
+            _append(progress, {"event": item_event, "node": culprit, "error": f"worker {why} (log: {log_path})"})
+        else:
+            log(f"sensitivity worker {why} after finishing some nodes: continuing where it stopped")
+
+
+def _append(path: Path, event: dict[str, Any]) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(event) + "\n")
+
+
+def rank_nodes(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Most sensitive first: lowest SQNR with only the node quantized; ties by highest SQNR with only it float.
+
+    Nodes whose per-node model failed come last (unranked); identical outputs (SQNR None) rank as least sensitive.
+    """
+    inf = float("inf")
+
+    def key(n: dict[str, Any]) -> tuple[int, float, float]:
+        if n.get("error"):
+            return (1, inf, 0.0)
+        q = n.get("sqnr_quant_only_db")
+        f = n.get("sqnr_float_only_db")
+        return (0, inf if q is None else q, -(inf if f is None else f))
+
+    ranked = sorted(nodes, key=key)
+    for i, n in enumerate(ranked, 1):
+        n["rank"] = i if not n.get("error") else None
+    return ranked
+
+
+def _select(cfg: SweepConfig, variant: list[str] | None) -> list[VariantConfig]:
+    candidates = [v for v in cfg.variants if v.precision == "int8" and v.builder == "onnx"]
+    if variant:
+        known = {v.name: v for v in cfg.variants}
+        missing = [w for w in variant if w not in known]
+        if missing:
+            raise ConfigError(f"--variant: unknown variant(s) {', '.join(missing)}; this config has {', '.join(known)}")
+        bad = [w for w in variant if known[w] not in candidates]
+        if bad:
+            raise ConfigError(f"--variant: {', '.join(bad)} is not an ONNX INT8 variant (sensitivity needs one)")
+        return [known[w] for w in variant]
+    if not candidates:
+        raise ConfigError("the config has no ONNX INT8 variant to study (add a [[variants]] with precision = \"int8\")")
+    return candidates
+
+
+def _settings(v: VariantConfig) -> Any:
+    from .node_quant import unsupported_settings
+
+    qs = v.quant_settings()
+    bad = unsupported_settings(qs)
+    if bad:
+        raise ConfigError(f"variant '{v.name}': sensitivity builds static QDQ models with 8-bit weights; "
+                          f"it cannot reproduce {', '.join(bad)} (leave {'it' if len(bad) == 1 else 'them'} at the default)")
+    return qs
+
+
+def run_study(cfg: SweepConfig, output: Path, opts: SensitivityOptions, *, models: list[str] | None = None,
+              variants: list[str] | None = None, log: Callable[[str], None] = print) -> list[StudyResult]:
+    """Sensitivity (and, where a budget is set, the mixed-precision search) for each model × INT8 variant.
+
+    Rows are appended to ``output/sensitivity.jsonl`` as each study ends. Raises ConfigError for bad
+    input (before anything runs); a model or variant that fails gets a StudyResult with ``error``.
+    """
+    from .environment import fingerprint
+    from .prepare import cache_dir, prepare_model, resolve_models
+    from .results import append_row
+    from .runner import check_output_dir, output_lock
+    from .subproc import signal_guard
+
+    opts.validate()
+    chosen = _select(cfg, variants)
+    settings = {v.name: _settings(v) for v in chosen}
+    if models:
+        labels = [m.label or m.name for m in cfg.models]
+        missing = [m for m in models if m not in labels]
+        if missing:
+            raise ConfigError(f"--model: unknown model(s) {', '.join(missing)}; this config has {', '.join(labels)}")
+        cfg.models = [m for m in cfg.models if (m.label or m.name) in models]
+    check_output_dir(output)
+    prepared = resolve_models(cfg)
+    cache = cache_dir(cfg)
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(3).hex()
+    env = fingerprint()
+    results: list[StudyResult] = []
+    with output_lock(output), signal_guard():
+        for pm in prepared:
+            try:
+                prepare_model(pm, cache, log)
+            except Exception as exc:  # noqa: BLE001 - fails this model's studies, in one line
+                from .worker import one_line
+
+                for v in chosen:
+                    results.append(StudyResult(pm.label, v.name, error=f"model {pm.label}: {one_line(exc)}"))
+                    log(f"error: {pm.label}/{v.name}: {results[-1].error}")
+                continue
+            for v in chosen:
+                base = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "model": pm.label, "variant": v.name,
+                        "variant_settings": settings[v.name].to_dict(), "weights": getattr(pm.fp32, "weights", None),
+                        "dataset": {**pm.dataset_info, "eval_samples": pm.eval_samples}, "env": env}
+                workdir = output / "sensitivity-work" / run_id / f"{len(results)}"
+                workdir.mkdir(parents=True, exist_ok=True)
+                study = StudyResult(pm.label, v.name)
+                results.append(study)
+                try:
+                    _one_study(cfg, pm, v, settings[v.name], opts, workdir, base, study, log)
+                except Exception as exc:  # noqa: BLE001 - one study's failure is its summary row
+                    from .worker import one_line
+
+                    study.error = one_line(exc)
+                    log(f"error: {pm.label}/{v.name}: {study.error}")
+                    study.summary = {**base, "kind": "sensitivity_summary", "status": "failed", "error": study.error,
+                                     "timestamp": _now()}
+                for row in [*study.rows, study.summary, *study.budget_steps, *([study.budget] if study.budget else [])]:
+                    if row:
+                        append_row(output / SENSITIVITY_FILE, row)
+                if not study.error:
+                    shutil.rmtree(workdir, ignore_errors=True)  # models and logs; kept when something failed
+        shutil.rmtree(output / "sensitivity-work" / run_id, ignore_errors=True) if all(
+            not r.error for r in results) else None
+    return results
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: SensitivityOptions, workdir: Path,
+               base: dict[str, Any], study: StudyResult, log: Callable[[str], None]) -> None:
+    from quantbench.exporters.artifacts import onnx_input_info
+
+    t_start = time.perf_counter()
+    input_name = onnx_input_info(pm.fp32.path)[0]
+    job = {"fp32": str(pm.fp32.path), "settings": qs.to_config(), "data": pm.dataset, "calib_data": pm.calib_data,
+           "preprocess": pm.preprocess, "input_name": input_name, "sqnr_samples": opts.sqnr_samples,
+           "eval_samples": pm.eval_samples, "batch": opts.batch, "threads": cfg.run.threads}
+    log(f"{pm.label}/{v.name}: calibrating once, then SQNR of each node's models on up to "
+        f"{opts.sqnr_samples} images …")
+    events = run_worker_job({**job, "mode": "sensitivity"}, workdir, "sqnr", cfg.run.timeout_s, log, "node")
+    setup = next((e for e in events if e.get("event") == "setup"), {})
+    whole = next((e for e in events if e.get("event") == "whole"), {})
+    nodes = [e for e in events if e.get("event") == "node"]
+    alone = [n for n in nodes if n.get("alone", True)]
+    followers = [n["node"] for n in nodes if not n.get("alone", True)]
+    ranked = rank_nodes([{k: e.get(k) for k in ("node", "op_type", "sqnr_quant_only_db", "sqnr_float_only_db",
+                                                "seconds", "error")} for e in alone])
+    t_sqnr = time.perf_counter() - t_start
+
+    top = [n["node"] for n in ranked if n.get("rank") and n["rank"] <= opts.top]
+    accuracy: dict[str, dict[str, Any]] = {}
+    whole_acc: dict[str, Any] = {}
+    plan_note = "" if pm.labels_meaningful else (pm.accuracy.get("note") or "top-1 not computed for this model")
+    if top and pm.labels_meaningful:
+        log(f"{pm.label}/{v.name}: top-1 of the {len(top)} most sensitive nodes on {pm.eval_samples} images …")
+        acc_events = run_worker_job({**job, "mode": "accuracy", "nodes": top}, workdir, "accuracy",
+                                    cfg.run.timeout_s, log, "accuracy")
+        whole_acc = next((e for e in acc_events if e.get("event") == "whole_accuracy"), {})
+        accuracy = {e["node"]: e for e in acc_events if e.get("event") == "accuracy"}
+    fp32_top1 = whole_acc.get("top1_fp32")
+    for n in ranked:
+        a = accuracy.get(n["node"], {})
+        q, f = a.get("top1_quant_only"), a.get("top1_float_only")
+        n.update({
+            **base, "kind": "sensitivity", "status": "failed" if n.get("error") else "ok", "error": n.get("error") or "",
+            "timestamp": _now(), "sqnr_samples": whole.get("sqnr_samples"),
+            "top1_quant_only": q, "top1_float_only": f, "top1_fp32": fp32_top1,
+            "top1_drop_quant_only_pts": _pts(fp32_top1, q), "top1_drop_float_only_pts": _pts(fp32_top1, f),
+            "accuracy_note": a.get("error") or ("" if a else plan_note if plan_note else
+                                                "top-1 measured for the top candidates only"),
+        })
+        n["quant_seconds"] = n.pop("seconds", None)
+    study.rows = ranked
+    study.summary = {
+        **base, "kind": "sensitivity_summary", "status": "ok", "error": "", "timestamp": _now(),
+        "nodes": len(ranked), "nodes_failed": sum(1 for n in ranked if n.get("error")),
+        "not_quantized_alone": followers, "sqnr_whole_int8_db": whole.get("sqnr_db"),
+        "sqnr_samples": whole.get("sqnr_samples"), "eval_samples": whole_acc.get("eval_samples"),
+        "top1_fp32": fp32_top1, "top1_int8": whole_acc.get("top1_int8"),
+        "top1_drop_int8_pts": _pts(fp32_top1, whole_acc.get("top1_int8")), "accuracy_note": plan_note,
+        "calibration_s": setup.get("calibration_s"), "sqnr_s": round(t_sqnr, 3),
+        "elapsed_s": round(time.perf_counter() - t_start, 3), "notes": setup.get("notes") or [],
+    }
+    budget = opts.budget if opts.budget is not None else qs.accuracy_budget
+    if budget is not None:
+        from .mixed_precision import search
+
+        search(cfg, pm, v, qs, budget, [n["node"] for n in ranked if n.get("rank")], opts, workdir, base, study, log)
+    study.summary["elapsed_s"] = round(time.perf_counter() - t_start, 3)
+
+
+def _pts(reference: float | None, value: float | None) -> float | None:
+    """Top-1 points lost from ``reference`` to ``value`` (None when either is missing)."""
+    if reference is None or value is None:
+        return None
+    return round((reference - value) * 100, 4)

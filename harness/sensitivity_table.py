@@ -1,0 +1,106 @@
+"""Console tables for ``quantbench sensitivity``: the ranked nodes and the budget search path."""
+from __future__ import annotations
+
+from typing import Any
+
+DASH = "—"
+
+
+def _num(value: Any, fmt: str) -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else DASH
+
+
+def _pct(value: Any) -> str:
+    return f"{value * 100:.2f}%" if isinstance(value, (int, float)) else DASH
+
+
+def _pts(value: Any) -> str:
+    return f"{-value + 0.0:+.2f}" if isinstance(value, (int, float)) else DASH
+
+
+def _sqnr(row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    if value is None and row.get("status") == "ok":
+        return "∞ (identical)"
+    return _num(value, ".2f")
+
+
+def node_lines(rows: list[dict[str, Any]], limit: int | None = None) -> list[list[str]]:
+    """One list of cell texts per ranked node (plain text; the caller escapes or renders)."""
+    out = []
+    for r in rows[:limit] if limit else rows:
+        if r.get("error"):
+            out.append([DASH, str(r.get("node")), str(r.get("op_type")), f"failed: {r['error']}", "", "", "", "", ""])
+            continue
+        out.append([str(r.get("rank")), str(r.get("node")), str(r.get("op_type")),
+                    _sqnr(r, "sqnr_quant_only_db"), _sqnr(r, "sqnr_float_only_db"),
+                    _pct(r.get("top1_quant_only")), _pts(r.get("top1_drop_quant_only_pts")),
+                    _pct(r.get("top1_float_only")), _pts(r.get("top1_drop_float_only_pts"))])
+    return out
+
+
+NODE_COLUMNS = ("rank", "node", "op", "SQNR only-quantized dB", "SQNR only-float dB", "top-1 only-quantized",
+                "Δ pts", "top-1 only-float", "Δ pts")
+STEP_COLUMNS = ("step", "float nodes", "added node", "top-1", "Δ pts", "p50 ms", "speedup", "within budget")
+
+
+def step_lines(steps: list[dict[str, Any]]) -> list[list[str]]:
+    out = []
+    for s in steps:
+        mark = ("yes" if s.get("meets_budget") else "no") + (" ← chosen" if s.get("chosen") else "")
+        if s.get("step") is None:
+            mark = "reference"
+        speed = s.get("speedup_interleaved")
+        out.append([str(s.get("label")), str(len(s["nodes_float"])) if s.get("nodes_float") is not None else DASH,
+                    str(s.get("added_node") or DASH),
+                    _pct(s.get("top1")) if s.get("status") == "ok" else f"failed: {s.get('error')}",
+                    _pts(s.get("drop_pts")) if s.get("step") is not None else DASH,
+                    _num(s.get("compute_p50_ms"), ".3f"), f"{speed:.2f}×" if isinstance(speed, (int, float)) else DASH,
+                    mark])
+    return out
+
+
+def render_console(results: list[Any], console: Any, limit: int | None = None) -> None:
+    """Print each study's ranked table, summary and budget path with rich (all text escaped)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    for st in results:
+        title = f"{st.model} / {st.variant}"
+        if st.error:
+            console.print(f"[red]error:[/red] {escape(title)}: {escape(st.error)}")
+            continue
+        s = st.summary
+        table = Table(title=escape(f"{title}: per-node sensitivity (most sensitive first)"))
+        for i, col in enumerate(NODE_COLUMNS):
+            table.add_column(col, justify="left" if i in (1, 2) else "right")
+        for line in node_lines(st.rows, limit):
+            table.add_row(*[escape(c) for c in line])
+        console.print(table)
+        if limit and len(st.rows) > limit:
+            console.print(f"… {len(st.rows) - limit} more node(s) in sensitivity.jsonl", markup=False)
+        console.print(
+            f"{s.get('nodes')} quantizable node(s); whole-model INT8 SQNR {_num(s.get('sqnr_whole_int8_db'), '.2f')} dB "
+            f"on {s.get('sqnr_samples')} images; top-1 FP32 {_pct(s.get('top1_fp32'))}, INT8 {_pct(s.get('top1_int8'))}"
+            f" on {s.get('eval_samples') or DASH} images; calibration {_num(s.get('calibration_s'), '.1f')} s, "
+            f"all nodes {_num(s.get('sqnr_s'), '.0f')} s, total {_num(s.get('elapsed_s'), '.0f')} s", markup=False)
+        if s.get("not_quantized_alone"):
+            console.print(f"not quantized on their own (ORT quantizes them only next to quantized neighbours): "
+                          f"{', '.join(s['not_quantized_alone'])}", markup=False, style="dim")
+        if s.get("accuracy_note"):
+            console.print(f"note: {s['accuracy_note']}", markup=False, style="yellow")
+        if st.budget_steps:
+            b = st.budget or {}
+            steps = Table(title=escape(f"{title}: keeping nodes in float, budget {b.get('budget_pts', 0):g} points, "
+                                       f"{b.get('runtime')} batch {b.get('batch')}"))
+            for i, col in enumerate(STEP_COLUMNS):
+                steps.add_column(col, justify="left" if i in (2, 7) else "right")
+            for line in step_lines(st.budget_steps):
+                steps.add_row(*[escape(c) for c in line])
+            console.print(steps)
+        if st.budget:
+            style = "green" if st.budget.get("met") else "yellow"
+            console.print(st.budget.get("message", ""), style=style, markup=False)
+            if st.budget.get("exclude_nodes"):
+                console.print("exclude_nodes = " + str(list(st.budget["exclude_nodes"])).replace("'", '"'),
+                              markup=False)

@@ -1,0 +1,191 @@
+"""Subprocess entry for per-node sensitivity: ``python -m quantbench.harness.sensitivity_worker JOB.json``.
+
+Modes (``job["mode"]``):
+
+- ``sensitivity``: pre-process and calibrate once (skipped when the job's workdir already holds
+  them), quantize the whole model, then for every quantizable node the model with only that node
+  quantized and the model with only that node in float, each scored by SQNR of the output against
+  FP32 on ``sqnr_samples`` evaluation images;
+- ``accuracy``: top-1 on the evaluation set of the FP32 and whole-INT8 models and of both per-node
+  models of ``job["nodes"]``;
+- ``quantize``: one model with ``job["exclude"]`` kept in float (a mixed-precision search step).
+
+Each finished item is one JSON line appended to ``job["progress"]`` as it ends (a ``start`` line
+before each node), so the parent can resume after a timeout or crash without redoing finished nodes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import node_quant as nq
+
+
+class _Progress:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def emit(self, **event: Any) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(event) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _one_line(exc: BaseException) -> str:
+    from .worker import one_line
+
+    return one_line(exc)
+
+
+def _settings(job: dict[str, Any]) -> Any:
+    from quantbench.exporters.quantize import QuantSettings
+
+    return QuantSettings.from_dict(job["settings"])
+
+
+def _images(job: dict[str, Any], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` evaluation images as the harness selects them (seed 0), preprocessed, with labels."""
+    from quantbench.calibration_data import BatchReader, Preprocess, open_source
+
+    split = open_source(job["data"]).evaluation
+    idx = split.select(min(n, len(split)), seed=0)
+    reader = BatchReader(split, Preprocess.from_dict(job["preprocess"]), idx, 256, job["input_name"])
+    xs, ys = [], []
+    for x, y, n_valid in reader:
+        xs.append(np.asarray(x[:n_valid], np.float32))
+        ys.append(np.asarray(y[:n_valid]))
+    return np.concatenate(xs), np.concatenate(ys).astype(np.int64)
+
+
+def _setup(job: dict[str, Any], settings: Any, progress: _Progress) -> Path:
+    """Pre-processed graph + calibration cache + whole-model QDQ model in the workdir (once per workdir)."""
+    from quantbench.calibration_data import BatchReader, Preprocess, open_source
+
+    workdir = Path(job["workdir"])
+    full = workdir / "full.onnx"
+    if (workdir / nq.PRE_FILE).exists() and (workdir / nq.CACHE_FILE).exists() and full.exists():
+        return full
+    split = open_source(job["calib_data"]).calibration
+    idx = split.select(settings.calib_samples, seed=settings.calib_seed,
+                       classes=list(settings.calib_classes) if settings.calib_classes else None)
+    reader = BatchReader(split, Preprocess.from_dict(job["preprocess"]), idx, settings.calib_batch, job["input_name"])
+    info = nq.prepare_graph(Path(job["fp32"]), settings, reader, workdir)
+    tmp = workdir / "full.tmp.onnx"
+    nq.quantize(workdir, settings, tmp)
+    tmp.replace(full)
+    progress.emit(event="setup", **info)
+    return full
+
+
+def run_sensitivity(job: dict[str, Any], progress: _Progress) -> None:
+    settings = _settings(job)
+    workdir = Path(job["workdir"])
+    full = _setup(job, settings, progress)
+    threads, batch = int(job.get("threads", 0)), int(job.get("batch", 32))
+    x, _ = _images(job, int(job["sqnr_samples"]))
+    ref_path = workdir / "ref_sqnr.npy"
+    if ref_path.exists():
+        ref = np.load(ref_path)
+    else:
+        ref = nq.run_outputs(Path(job["fp32"]), x, batch, threads)
+        np.save(ref_path, ref)
+    skip = set(job.get("skip") or [])
+    candidates = nq.candidate_nodes(settings, full)
+    if "whole" not in skip:
+        progress.emit(event="whole", sqnr_db=nq.sqnr_db(ref, nq.run_outputs(full, x, batch, threads)),
+                      candidates=[[n, op] for n, op in candidates], sqnr_samples=len(x))
+    tmp = workdir / "node.onnx"
+    for name, op in candidates:
+        if name in skip:
+            continue
+        progress.emit(event="start", node=name)
+        t0 = time.perf_counter()
+        try:
+            nq.quantize(workdir, settings, tmp, only=[name])
+            if not nq.has_qdq(tmp):  # an 8-bit pass-through op: ORT quantizes it only next to quantized neighbours
+                progress.emit(event="node", node=name, op_type=op, alone=False)
+                continue
+            q_only = nq.sqnr_db(ref, nq.run_outputs(tmp, x, batch, threads))
+            nq.quantize(workdir, settings, tmp, exclude=[name])
+            f_only = nq.sqnr_db(ref, nq.run_outputs(tmp, x, batch, threads))
+        except Exception as exc:  # noqa: BLE001 - one node's failure is its row, not the study's end
+            progress.emit(event="node", node=name, op_type=op, alone=True, error=_one_line(exc))
+            continue
+        progress.emit(event="node", node=name, op_type=op, alone=True, sqnr_quant_only_db=q_only,
+                      sqnr_float_only_db=f_only, seconds=round(time.perf_counter() - t0, 3))
+    tmp.unlink(missing_ok=True)
+
+
+def run_accuracy(job: dict[str, Any], progress: _Progress) -> None:
+    settings = _settings(job)
+    workdir = Path(job["workdir"])
+    full = _setup(job, settings, progress)
+    threads, batch = int(job.get("threads", 0)), int(job.get("batch", 32))
+    x, y = _images(job, int(job["eval_samples"]))
+    skip = set(job.get("skip") or [])
+    if "whole" not in skip:
+        progress.emit(event="whole_accuracy", eval_samples=len(x),
+                      top1_fp32=nq.top1(nq.run_outputs(Path(job["fp32"]), x, batch, threads), y),
+                      top1_int8=nq.top1(nq.run_outputs(full, x, batch, threads), y))
+    tmp = workdir / "node.onnx"
+    for name in job["nodes"]:
+        if name in skip:
+            continue
+        progress.emit(event="start", node=name)
+        try:
+            nq.quantize(workdir, settings, tmp, only=[name])
+            q_only = nq.top1(nq.run_outputs(tmp, x, batch, threads), y)
+            nq.quantize(workdir, settings, tmp, exclude=[name])
+            f_only = nq.top1(nq.run_outputs(tmp, x, batch, threads), y)
+        except Exception as exc:  # noqa: BLE001
+            progress.emit(event="accuracy", node=name, error=_one_line(exc))
+            continue
+        progress.emit(event="accuracy", node=name, top1_quant_only=q_only, top1_float_only=f_only)
+    tmp.unlink(missing_ok=True)
+
+
+def run_quantize(job: dict[str, Any], progress: _Progress) -> None:
+    settings = _settings(job)
+    _setup(job, settings, progress)
+    out = Path(job["out"])
+    tmp = out.with_suffix(".tmp.onnx")
+    t0 = time.perf_counter()
+    nq.quantize(Path(job["workdir"]), settings, tmp, exclude=list(job.get("exclude") or []))
+    tmp.replace(out)
+    progress.emit(event="quantized", out=str(out), seconds=round(time.perf_counter() - t0, 3))
+
+
+MODES = {"sensitivity": run_sensitivity, "accuracy": run_accuracy, "quantize": run_quantize}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    job = json.loads(Path(args[0]).read_text())
+    from .subproc import watch_parent
+
+    watch_parent()
+    # onnxruntime.tools (quant_pre_process) imports torch only to offer an export helper: +500 MB, never used here.
+    if "torch" not in sys.modules:
+        sys.modules["torch"] = None  # type: ignore[assignment]
+    progress = _Progress(Path(job["progress"]))
+    try:
+        MODES[job["mode"]](job, progress)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+        progress.emit(event="error", error=_one_line(exc))
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    progress.emit(event="done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
