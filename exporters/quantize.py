@@ -305,8 +305,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
             pre = Path(fp32_path)
         check_exclude_nodes(pre, settings.exclude_nodes)
         grids = plan_grids(onnx.load(str(pre)), settings)
-        # Weight-rounding hook: a rounding other than "nearest" (exporters/weight_rounding.py) rewrites the
-        # float weights of `pre` onto `grids` (values scale * k) here; ORT then stores exactly those k.
+        # A weight_rounding other than "nearest" rewrites the integers ORT stores on these grids (after quantize_static).
         if needs_opset21(grids):
             upgraded = tmp / "pre21.onnx"
             upgrade_opset(pre, upgraded)
@@ -343,4 +342,8 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
                            # The grids' scales are the weights' scales; ORT must not widen them for tiny biases.
                            **({"TensorQuantOverrides": tensor_overrides(grids),
                                "QDQDisableWeightAdjustForInt32Bias": True} if grids else {})})
+        if settings.weight_rounding != "nearest":  # same grid and graph, other integers (weight_rounding.py)
+            from .weight_rounding import round_qdq_weights
+
+            notes += round_qdq_weights(pre, out_path, reader, settings, tmp, stats)
     return notes
