@@ -42,10 +42,13 @@ def _runtime_options(cfg: Any, runtime: str, log: Callable[[str], None]) -> dict
     return options
 
 
-def _check_runtime(runtime: str, device: str, options: dict[str, Any]) -> None:
+def check_runtime(cfg: Any, runtime: str, device: str) -> None:
+    """The search's runtime exists, is available, runs ONNX INT8 on ``device``; else ConfigError (one line)."""
     from quantbench.runtimes import Artifact, get_runtime_class
 
     from .config import ConfigError
+
+    options = _runtime_options(cfg, runtime, lambda _msg: None)
 
     try:
         cls = get_runtime_class(runtime)
@@ -71,7 +74,6 @@ def search(cfg: Any, pm: Any, v: Any, qs: Any, budget: float, ranking: list[str]
     if not pm.labels_meaningful:
         raise ValueError(f"accuracy_budget needs top-1 on labelled data: {pm.accuracy.get('note') or 'no labels'}")
     options = _runtime_options(cfg, opts.runtime, log)
-    _check_runtime(opts.runtime, opts.device, options)
     batch = opts.budget_batch or cfg.run.batch_sizes[0]
     measure = {f.name: getattr(cfg.run, f.name) for f in fields(MeasureSettings)}
     fp32_payload = _payload(pm.fp32.path, "fp32", pm.fp32.path)
@@ -126,7 +128,7 @@ def search(cfg: Any, pm: Any, v: Any, qs: Any, budget: float, ranking: list[str]
         study.budget_steps.append(row)
         p50 = row.get("compute_p50_ms")
         log(f"  step {k} ({len(kept)} node(s) float{': + ' + kept[-1] if kept else ''}): "
-            + (f"top-1 {row['top1'] * 100:.2f}% ({-drop:+.2f} pts)" if row.get("top1") is not None
+            + (f"top-1 {row['top1'] * 100:.2f}% ({-drop + 0.0:+.2f} pts)" if row.get("top1") is not None
                else f"failed: {row.get('error')}")
             + (f", p50 {p50:.3f} ms" if isinstance(p50, (int, float)) else ""))
         if row["meets_budget"]:
@@ -158,7 +160,7 @@ def _message(met: bool, chosen: dict[str, Any] | None, budget: float, limit: int
     if chosen is None:
         return "budget search failed: no step could be measured"
     n = len(chosen["nodes_float"])
-    what = f"{n} node(s) in float, top-1 {chosen['top1'] * 100:.2f}% ({-chosen['drop_pts']:+.2f} pts vs FP32)"
+    what = f"{n} node(s) in float, top-1 {chosen['top1'] * 100:.2f}% ({-chosen['drop_pts'] + 0.0:+.2f} pts vs FP32)"
     if met:
         return f"budget of {budget:g} points met with {what}"
     tried = f"up to {limit} of {candidates} node(s) in float" if limit < candidates else f"all {candidates} node(s) tried"

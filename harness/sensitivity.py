@@ -210,6 +210,10 @@ def run_study(cfg: SweepConfig, output: Path, opts: SensitivityOptions, *, model
         if missing:
             raise ConfigError(f"--model: unknown model(s) {', '.join(missing)}; this config has {', '.join(labels)}")
         cfg.models = [m for m in cfg.models if (m.label or m.name) in models]
+    if opts.budget is not None or any(settings[v.name].accuracy_budget is not None for v in chosen):
+        from .mixed_precision import check_runtime
+
+        check_runtime(cfg, opts.runtime, opts.device)
     check_output_dir(output)
     prepared = resolve_models(cfg)
     cache = cache_dir(cfg)
