@@ -21,7 +21,11 @@ model      weights ("trained:<file>" | "random-init" | "onnx:<path>" | "builtin:
            source's DataSource.describe() incl. fingerprint, eval_samples, and "calibration": the
            calibration source's identity and fingerprint)
 quant      quant_time_s, quant_peak_mem_mb, identical_to (variant name whose artifact is
-           byte-identical to this one, or "")
+           byte-identical to this one, or ""), packed_size_bytes (int8 rows: the file's size with the
+           Conv/Gemm/MatMul weights packed at variant_settings.weight_bits bits; equals size_bytes
+           unless weight_storage is "simulated"; null otherwise), sweep ({swept key: value} of a
+           variant expanded from a [[variants]] table with list values, {} otherwise) and sweep_base
+           (that table's name, or null)
 timing     load_ms, first_infer_ms, iterations, clock ("host-perf_counter_ns" | "cuda-events");
            stop_reason: why the timed loop ended, "min_iters_and_time" (both minimums met),
            "max_iters" or "max_time" (a cap hit first); timing_valid: False when the loop stopped
