@@ -9,7 +9,12 @@ import pytest
 from onnx import TensorProto, numpy_helper
 from quantbench.calibration_data import BatchReader, Preprocess, open_source
 from quantbench.exporters.artifacts import ArtifactStore, VariantSpec
-from quantbench.exporters.bitwidth import grid_scale, qmax, round_nearest, weight_tensors
+from quantbench.exporters.bitwidth import (
+    grid_scale,
+    qmax,
+    round_nearest,
+    weight_tensors,
+)
 from quantbench.exporters.quantize import QuantSettings
 from quantbench.exporters.registry import resolve_model
 

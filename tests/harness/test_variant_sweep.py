@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import pytest
-from quantbench.harness.config import ConfigError, dump_toml, parse_config, select_variants, split_names
+from quantbench.harness.config import (
+    ConfigError,
+    dump_toml,
+    parse_config,
+    select_variants,
+    split_names,
+)
 from quantbench.harness.results import read_rows
 
 from .conftest import run_cli, write_config
