@@ -158,6 +158,8 @@ class QuantSettings:
         if self.weight_bits < 8 and (self.weight_type != "QInt8" or not self.symmetric_weight):
             raise ValueError(f"weight_bits = {self.weight_bits} uses a symmetric signed grid: "
                              "needs weight_type = 'QInt8' and symmetric_weight = true")
+        if self.weight_bits < 8 and self.reduce_range:
+            raise ValueError(f"reduce_range (7-bit weights) does not combine with weight_bits = {self.weight_bits}")
         if self.mode == "dynamic":
             defaults = {f.name: f.default for f in fields(self)}
             for key in STATIC_ONLY:

@@ -163,6 +163,7 @@ def test_settings_are_checked_and_recorded():
                        ({"weight_bits": 3, "weight_storage": "int4"}, "does not fit weight_bits = 3"),
                        ({"weight_bits": 4, "weight_type": "QUInt8"}, "needs weight_type = 'QInt8'"),
                        ({"weight_storage": "packed"}, "weight_storage must be one of"),
+                       ({"weight_bits": 4, "reduce_range": True}, "reduce_range .* does not combine"),
                        ({"weight_rounding": "nearst"}, r"unknown weight_rounding .*\(known: .*nearest")]:
         with pytest.raises(ValueError, match=match) as err:
             QuantSettings.from_dict(bad)
