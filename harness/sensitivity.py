@@ -232,7 +232,7 @@ def run_study(cfg: SweepConfig, output: Path, opts: SensitivityOptions, *, model
                     log(f"error: {pm.label}/{v.name}: {results[-1].error}")
                 continue
             for v in chosen:
-                base = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "model": pm.label, "variant": v.name,
+                base = {"sensitivity_schema": SCHEMA_VERSION, "run_id": run_id, "model": pm.label, "variant": v.name,
                         "variant_settings": settings[v.name].to_dict(), "weights": getattr(pm.fp32, "weights", None),
                         "dataset": {**pm.dataset_info, "eval_samples": pm.eval_samples}, "env": env}
                 workdir = output / "sensitivity-work" / run_id / f"{len(results)}"

@@ -34,6 +34,12 @@ def render_csv(report: Report, out: Path | None = None) -> str:
 
 def main_report(paths: list[Path], out: Path | None, fmt: str = "html") -> int:
     """Load ``paths``, render ``fmt`` to ``out`` (stdout for md/csv without ``out``); returns an exit code."""
+    if fmt == "html" and paths and all(Path(p).name == "sensitivity.jsonl" for p in paths):
+        from .sensitivity import write_sensitivity_report  # `quantbench sensitivity` rows: their own page
+
+        target = write_sensitivity_report(paths, out or Path("sensitivity.html"))
+        print(f"report: {target}", file=sys.stderr)
+        return 0
     try:
         report = build_report(paths)
     except ReportError as exc:

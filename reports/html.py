@@ -13,6 +13,7 @@ from . import charts
 from .atomic import write_atomic
 from .method import timing_method
 from .model import Report, device_key
+from .sensitivity import section_for_sources
 from .tables import (
     COLUMNS,
     NOTED,
@@ -75,6 +76,8 @@ td.best{font-weight:700;background:#e7f5ea} .pill{display:inline-block;padding:1
 <div class="chart">{{ c.bars | safe }}</div>
 <div class="chart">{{ c.scatter | safe }}</div>
 {% else %}<p class="muted">No model was measured on more than one device: add results files from other devices to compare.</p>{% endfor %}
+
+{{ sensitivity | safe }}
 
 <h2>Failed and skipped cells</h2>
 {% if problems %}<table><tr><th class="l">status</th><th class="l">model</th><th class="l">variant</th><th class="l">runtime</th><th class="l">device</th><th>batch</th><th class="l">reason</th></tr>
@@ -206,5 +209,6 @@ def render_html(report: Report, out: Path) -> Path:
         counts={"ok": counts.get("ok", 0), "failed": counts.get("failed", 0), "skipped": counts.get("skipped", 0)},
         warnings=report.warnings, method=timing_method(report.rows), devices=_devices(report), groups=groups,
         columns=COLUMNS, cross=_cross(report), problems=problems,
+        sensitivity=section_for_sources(report.sources),  # sensitivity.jsonl next to the results files
         reasons=Counter((p["status"], p["error"]) for p in problems).most_common())
     return write_atomic(out, chunks)
