@@ -66,6 +66,7 @@ MAX_RETRIES = 2  # Ray re-runs a cell whose node or worker process died, on any 
 POLL_S = 0.5
 NODE_CHECK_S = 2.0
 SURVEY_TIMEOUT_S = 120.0
+CONNECT_TIMEOUT_S = 10.0
 # A cell sees its node's GPUs as `quantbench devices` there does: Ray must not narrow CUDA_VISIBLE_DEVICES
 # for tasks that ask for no GPU (device "cuda:1" means the node's second GPU).
 TASK_ENV = {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}
@@ -121,10 +122,48 @@ def import_ray() -> Any:
     return ray
 
 
+def _bootstrap(address: str) -> tuple[str, int] | None:
+    """The host and port ``ray.init(address)`` will dial, when they can be known beforehand."""
+    if address.startswith("ray://"):
+        hostport = address[len("ray://"):]
+    elif address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            hostport = canonicalize_bootstrap_address("auto") or ""
+        except Exception:  # noqa: BLE001 - no cluster found: ray.init says so itself, at once
+            return None
+    else:
+        hostport = address
+    host, _, port = hostport.rpartition(":")
+    return (host.strip("[]"), int(port)) if host and port.isdigit() else None
+
+
+def unreachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str:
+    """Why nothing answers at the cluster's address ("" when something listens, or it cannot be told).
+
+    ``ray.init`` retries an address where nothing listens for minutes; a TCP probe fails in seconds.
+    """
+    import socket
+
+    target = _bootstrap(address)
+    if target is None:
+        return ""
+    try:
+        with socket.create_connection(target, timeout=timeout_s):
+            return ""
+    except OSError as exc:
+        return f"nothing answers at {target[0]}:{target[1]} ({exc.strerror or type(exc).__name__})"
+
+
 def connect(ray: Any, address: str) -> bool:
     """Connect to the cluster at ``address`` ("auto": the one this machine belongs to); True when we did."""
     if ray.is_initialized():  # already connected (a notebook, a test): use that cluster
         return False
+    why = unreachable(address)
+    if why:
+        raise RunError(f"cannot connect to the Ray cluster at '{address}': {why} (is `ray start --head` running "
+                       "there?)")
     try:
         ray.init(address=address, namespace="quantbench", log_to_driver=False, logging_level=logging.WARNING,
                  configure_logging=True)
@@ -146,9 +185,9 @@ def ray_messages_to(log: Callable[[str], None]) -> Iterator[None]:
         return
 
     def route(data: dict[str, Any], ignore_prefix: bool = False) -> None:
-        lines = [ln.strip() for ln in data.get("lines") or [] if ln.strip()]
+        lines = [ln.strip() for text in data.get("lines") or [] for ln in str(text).splitlines() if ln.strip()]
         if lines:
-            log(f"warning: ray ({data.get('pid') or 'cluster'}): {lines[0][:300]}")
+            log(f"warning: ray ({data.get('pid') or 'cluster'}): {lines[0][:240]}")
 
     ray_worker.print_to_stdstream = route
     try:

@@ -57,6 +57,11 @@ audit      exec_precision, int8_op_share, op_precisions (dict), audit_note, audi
            one-line warning when what ran does not match the label)
 env        env (dict fingerprint: host, cpu_model, cpu_flags_subset, cores, memory_gb, gpu, os,
            python, versions {pkg: ver}, git_rev), runtime_versions (dict)
+fleet      only on rows of a fleet sweep (harness.fleet): fleet (dict: target (the Ray resource the
+           cell was pinned to, part of its cell_id), demand (resources the task asked for), node_id,
+           node_ip, host, resources (the node's Ray resources), started/ended (UTC on the node);
+           node_id null when no node measured it; lost true when its node left the cluster). env is
+           then the node's environment.
 
 Missing values are ``null``; on a failed or skipped row every measured field (timing, stop_reason,
 timing_valid, host_memory, io_scope, speedup_*, accuracy) is null or absent. Readers accept older schema versions or say clearly they do not.

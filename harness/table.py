@@ -74,8 +74,14 @@ def missing_note(row: dict[str, Any], key: str) -> str:
     return ""
 
 
+def _device(row: dict[str, Any]) -> Any:
+    """The device, with the fleet target it ran on (``cpu @ gpu-H100``) for rows of a fleet sweep."""
+    target = (row.get("fleet") or {}).get("target")
+    return f"{row.get('device')} @ {target}" if target else row.get("device")
+
+
 def _key(row: dict[str, Any]) -> tuple:
-    return (row.get("model"), row.get("runtime_label") or row.get("runtime"), row.get("device"), row.get("batch"))
+    return (row.get("model"), row.get("runtime_label") or row.get("runtime"), _device(row), row.get("batch"))
 
 
 def fp32_baselines(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
@@ -97,7 +103,7 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         delta = (top1 - ref["top1"]) * 100 if ref and top1 is not None and ref.get("top1") is not None else None
         out.append({
             "model": r.get("model"), "variant": r.get("variant"), "runtime": r.get("runtime_label") or r.get("runtime"),
-            "device": r.get("device"), "batch": r.get("batch"),
+            "device": _device(r), "batch": r.get("batch"),
             "top1": top1, "delta_pts": delta, "agreement": r.get("agreement_top1"),
             "p50": r.get("compute_p50_ms"), "p99": r.get("compute_p99_ms"), "io_p50": r.get("io_p50_ms"),
             "h2d_p50": transfer_ms(r, "h2d"), "d2h_p50": transfer_ms(r, "d2h"),

@@ -229,3 +229,36 @@ def test_a_node_lost_mid_sweep(fleet):
         assert "no alive node has qb-test-d" in r["error"] and "left the cluster" in r["error"]
         assert r.get("compute_p50_ms") is None and r["timing_valid"] is None  # nothing was timed
     assert any("left the cluster" in m for m in logs)
+
+
+def test_cli_runs_a_sweep_on_the_cluster_address(fleet, tmp_path):
+    """`quantbench run CONFIG --ray ADDRESS` from another process: it connects, runs, and disconnects."""
+    from .conftest import run_cli
+
+    cfg_path = tmp_path / "sweep.toml"
+    out = tmp_path / "out"
+    text = SWEEP.format(out=out, cache=fleet.root / "driver-cache", targets="[]", batches="[1]")
+    cfg_path.write_text(text.replace('ray = "auto"\n', "").replace("targets = []\n", ""))
+    res = run_cli("run", str(cfg_path), "--ray", fleet.cluster.address, "--targets", "qb-test-b",
+                  "--variants", "fp32", cache=fleet.root / "driver-cache")
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "1 cell(s) measured, 0 failed" in res.stdout
+    (row,) = rows_of(out)
+    assert row["fleet"]["target"] == "qb-test-b" and row["fleet"]["node_id"] == fleet.node_id("b")
+
+
+def test_cli_unreachable_cluster_is_one_line(tmp_path):
+    import socket
+
+    from .conftest import run_cli
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = run_cli("run", "--ray", f"127.0.0.1:{port}", "-o", str(tmp_path / "out"), cache=tmp_path / "cache",
+                  timeout=120)
+    assert res.returncode == 2
+    expected = (f"error: cannot connect to the Ray cluster at '127.0.0.1:{port}': nothing answers at "
+                f"127.0.0.1:{port} (Connection refused) (is `ray start --head` running there?)")
+    assert res.stderr.strip().splitlines() == [expected]
+    assert not (tmp_path / "out" / "results.jsonl").exists()
