@@ -25,6 +25,7 @@ import numpy as np
 GPTQ_BLOCK = 128  # columns per lazy-update block (the paper's B)
 GPTQ_DAMP = 0.01  # λ = 1 % of the mean diagonal of H
 GRAM_BUDGET_MB = 512.0  # Gram matrices held at once; more layers take more passes over the data
+GRAM_CHUNK_BYTES = 16 << 20  # input rows buffered per layer before they are added to its Gram matrix
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
 
 
@@ -68,8 +69,7 @@ def round_gptq(w: np.ndarray, h: np.ndarray, grid: Grid, block: int = GPTQ_BLOCK
     dead = np.diag(h) == 0  # inputs that were always zero: any weight works, their error goes nowhere
     h[dead, dead] = 1.0
     h[np.diag_indices(cols)] += damp * float(np.mean(np.diag(h)))
-    hinv = np.linalg.inv(np.linalg.cholesky(h))  # L⁻¹ with H = L·Lᵀ
-    hinv = hinv.T @ hinv  # H⁻¹
+    hinv = np.linalg.inv(h)
     u = np.linalg.cholesky((hinv + hinv.T) / 2).T  # upper factor: H⁻¹ = Uᵀ·U
     q = np.empty_like(w)
     for b0 in range(0, cols, block):
@@ -339,22 +339,50 @@ def collect_grams(model_path: Path, layers: list[Layer], reader: Any, tmp: Path,
             onnx.save(model, str(path))
             session = _session(path, threads)
         del model
-        acc = {lay.node: np.zeros((lay.groups, lay.cols, lay.cols)) for lay in group}
-        rows = dict.fromkeys(acc, 0)
+        acc = {lay.node: _GramSum(lay.groups, lay.cols) for lay in group}
         samples = 0
         for feed in _samples(reader):
             values = dict(zip(names, session.run(names, feed))) if session else {}
             values.update(feed)
             for lay in group:
-                p = lay.patches(np.asarray(values[lay.x_name], np.float64))
-                acc[lay.node] += np.einsum("gnk,gnm->gkm", p, p)
-                rows[lay.node] += p.shape[1]
+                acc[lay.node].add(lay.patches(np.asarray(values[lay.x_name], np.float32)))
             samples += 1
         if samples == 0:
             raise ValueError("weight rounding: the calibration reader produced no samples")
         for lay in group:
-            grams[lay.node] = acc.pop(lay.node) * (2.0 / max(rows[lay.node], 1))
+            grams[lay.node] = acc.pop(lay.node).gram()
     return grams, samples
+
+
+class _GramSum:
+    """Σ XᵀX over samples' rows, summed in chunks of whole samples (one BLAS call per chunk, not per
+    sample); a chunk's size depends only on the layer's shapes, so the sums do not depend on batching."""
+
+    def __init__(self, groups: int, cols: int) -> None:
+        self.total = np.zeros((groups, cols, cols))
+        self.rows = 0
+        self.pending: list[np.ndarray] = []
+        self.pending_rows = 0
+        self.max_rows = max(1, GRAM_CHUNK_BYTES // (4 * groups * cols))
+
+    def add(self, patches: np.ndarray) -> None:
+        self.pending.append(patches)
+        self.pending_rows += patches.shape[1]
+        if self.pending_rows >= self.max_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            x = np.concatenate(self.pending, axis=1) if len(self.pending) > 1 else self.pending[0]
+            # float32 products over one chunk (at most a few thousand rows), float64 sums across chunks
+            self.total += np.matmul(x.transpose(0, 2, 1), x)
+            self.rows += x.shape[1]
+            self.pending, self.pending_rows = [], 0
+
+    def gram(self) -> np.ndarray:
+        """H = 2·XᵀX / n, (groups, cols, cols)."""
+        self._flush()
+        return self.total * (2.0 / max(self.rows, 1))
 
 
 # --- the whole model ----------------------------------------------------------------------------------
@@ -457,6 +485,8 @@ def summary(method: str, bits: int, reports: list[LayerReport], samples: int | N
     """One note line: layers rewritten and their output error against round-to-nearest's."""
     if not reports:
         return f"weight_rounding {method}: no quantized Conv/Gemm/MatMul weight to round"
+    if method == "gptq":
+        method = f"gptq (damping {GPTQ_DAMP:.0%} of mean diag H, blocks of {GPTQ_BLOCK})"
     err = float(np.mean([r.error for r in reports]))
     near = float(np.mean([r.error_nearest for r in reports]))
     better = sum(r.error < r.error_nearest for r in reports)
