@@ -599,7 +599,7 @@ class _Fleet:
             return
         result = dict(out["result"])
         error = str(result.get("error") or "")
-        if out.get("log"):
+        if out.get("log_path"):  # as a local sweep does: every cell's log under OUTPUT/cells/RUN_ID/
             log_path = self.output / "cells" / self.run_id / f"{job.fcell.cell_id}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_path.write_text(out["log"])

@@ -262,3 +262,29 @@ def test_cli_unreachable_cluster_is_one_line(tmp_path):
                 f"127.0.0.1:{port} (Connection refused) (is `ray start --head` running there?)")
     assert res.stderr.strip().splitlines() == [expected]
     assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_a_hanging_cell_fails_alone_on_its_node(fleet, tmp_path):
+    """A user ONNX model whose Loop runs practically forever at batch 1 (once at batch 64), shipped to
+    node a: the batch-1 cell is killed at the timeout there; the batch-64 cell is measured."""
+    from .test_runner_resume import tiny_npz
+    from .test_runner_signals import RUN, loop_onnx
+
+    out = tmp_path / "out"
+    text = RUN.format(out=out, cache=fleet.root / "driver-cache", batches="[1, 64]", timeout_s=15,
+                      model=loop_onnx(tmp_path / "loop.onnx"), data=tiny_npz(tmp_path / "d.npz"))
+    cfg = parse_config(tomllib.loads(text.replace("[run]\n", '[run]\nray = "auto"\ntargets = ["qb-test-a"]\n')), "t")
+    summary = run_sweep(cfg, out, log=lambda m: None)
+    rows = {r["batch"]: r for r in rows_of(out)}
+    assert (summary.ran, summary.failed) == (1, 1)
+    assert rows[64]["status"] == "ok" and rows[64]["fleet"]["node_id"] == fleet.node_id("a")
+    hung = rows[1]
+    assert hung["status"] == "failed" and hung["error"].startswith("timed out after 15 s (log: ")
+    assert hung["fleet"]["node_id"] == fleet.node_id("a")  # it ran (and was killed) there
+    # The node's log came back next to the results; the error names both copies.
+    driver_log = out / "cells" / hung["run_id"] / f"{hung['cell_id']}.log"
+    node_log = fleet.caches["a"] / "fleet" / "cells" / hung["run_id"] / f"{hung['cell_id']}.log"
+    assert f"(log: {driver_log}; on " in hung["error"] and str(node_log) in hung["error"]
+    assert driver_log.read_text() == node_log.read_text()
+    # The model travelled by content hash; the node ran its own copy.
+    assert (fleet.caches["a"] / "fleet" / "files" / rows[64]["artifact_sha256"] / "loop.onnx").is_file()
