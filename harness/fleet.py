@@ -39,7 +39,13 @@ from .prepare import (
     prepare_artifacts,
     resolve_models,
 )
-from .resources import SLOT, device_kind, runtime_resource, split_runtime_resource
+from .resources import (
+    SLOT,
+    device_kind,
+    runtime_resource,
+    split_runtime_resource,
+    target_covers,
+)
 from .results import SCHEMA_VERSION, append_row, stored_rows
 from .resume import combine, fingerprint_parts, model_content, reuse_decision
 from .runner import (
@@ -360,6 +366,8 @@ class _Fleet:
                 if kind is not None and self.kind_of(node)(res) != kind:
                     continue
                 runtime, device = split_runtime_resource(res, known) or ("", "")
+                if not target_covers(node.env, device, target):  # gpu-H100: its GPU cells, not its CPU ones
+                    continue
                 if runtime in usable and wanted_device(device) and (target, runtime, device) not in triples:
                     triples.append((target, runtime, device))
 

@@ -88,6 +88,27 @@ def device_kind(env: dict[str, Any], device: str) -> str:
     return cpu_kind(str(env.get("cpu_model") or "unknown"))
 
 
+def target_covers(env: dict[str, Any] | None, device: str, target: str) -> bool:
+    """Whether a cell on ``device`` belongs to ``target`` on a node described by ``env``.
+
+    ``gpu-…`` targets take the devices of a GPU of that name, ``cpu-…`` targets (a CPU model or ISA
+    flag) the devices that run on the CPU, any other resource (``rack-3``) every device of its nodes.
+    """
+    if not target.startswith(("cpu-", "gpu-")):
+        return True
+    if env is None:  # the node did not describe itself: go by the device's name
+        return is_host_device(device) == target.startswith("cpu-")
+    kind = device_kind(env, device)
+    if target.startswith("cpu-"):
+        return kind.startswith("cpu-")
+    if not kind.startswith("gpu-"):
+        return False
+    idx = device.partition(":")[2]
+    gpus = env.get("gpu") or []
+    name = str(gpus[min(int(idx) if idx.isdigit() else 0, len(gpus) - 1)].get("name") or "unknown")
+    return target in gpu_kinds(name)
+
+
 def node_resources(slots: int = 1) -> dict[str, float]:
     """The resources this machine should advertise: the JSON for ``ray start --resources``."""
     from quantbench.runtimes import get_runtime_class, list_runtimes

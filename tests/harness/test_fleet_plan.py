@@ -22,6 +22,7 @@ from quantbench.harness.resources import (
     node_resources,
     runtime_resource,
     split_runtime_resource,
+    target_covers,
 )
 
 from .conftest import ROOT
@@ -65,6 +66,17 @@ def test_device_kind_follows_the_device():
     assert device_kind(env, "cuda:0") == "gpu-A100-SXM4-40GB"
     assert device_kind(env, "cuda:1") == "gpu-H100-80GB-HBM3"
     assert device_kind({"cpu_model": "x", "gpu": []}, "GPU") == "cpu-x"  # no NVIDIA GPU behind it
+
+
+def test_a_target_takes_the_devices_of_its_kind():
+    """targets = ["cpu-avx512-vnni", "gpu-H100"]: CPU cells on VNNI machines, GPU cells on H100s."""
+    env = {"cpu_model": "Intel(R) Xeon(R) Platinum 8480+",
+           "gpu": [{"name": "NVIDIA A100-SXM4-40GB"}, {"name": "NVIDIA H100 80GB HBM3"}]}
+    assert target_covers(env, "cpu", "cpu-avx512-vnni") and not target_covers(env, "cuda:0", "cpu-avx512-vnni")
+    assert target_covers(env, "cuda:1", "gpu-H100") and target_covers(env, "cuda:1", "gpu-H100-80GB-HBM3")
+    assert not target_covers(env, "cuda:0", "gpu-H100") and not target_covers(env, "cpu", "gpu-H100")
+    assert target_covers(env, "cpu", "rack-3") and target_covers(env, "cuda:0", "rack-3")
+    assert target_covers(None, "cuda:0", "gpu-H100") and not target_covers(None, "cpu", "gpu-H100")
 
 
 @pytest.mark.ort_cpu
