@@ -297,7 +297,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from .config import ConfigError, load_config
     from .sensitivity import SensitivityOptions, run_study
     from .sensitivity_table import render_console
 
@@ -311,8 +311,10 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     if args.threads is not None:
         cfg.run.threads = args.threads
     cfg.validate()
+    if args.show < 0:
+        raise ConfigError(f"--show must be >= 0 (0: every node), not {args.show}")
     opts = SensitivityOptions(sqnr_samples=args.sqnr_samples, top=args.top, runtime=args.runtime, budget=args.budget,
-                              max_float=args.max_float, budget_batch=args.batch)
+                              max_float=args.max_float, budget_batch=args.batch, rank_by=args.rank_by)
     console = _console()
     out = Path(cfg.run.output)
     t0 = time.perf_counter()
@@ -418,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     sen.add_argument("--variant", help="comma-separated INT8 variant names from the config (default: every ONNX INT8 variant)")
     sen.add_argument("-o", "--output", help="output directory (run.output)")
     sen.add_argument("--sqnr-samples", type=int, default=256, help="evaluation images for each node's SQNR (default 256)")
+    sen.add_argument("--rank-by", default="float-only", help="ranking and search order: float-only (highest SQNR with "
+                                                             "only the node in float first; default) or quantized-only "
+                                                             "(lowest SQNR with only the node quantized first)")
     sen.add_argument("--top", type=int, default=5, help="most sensitive nodes whose top-1 is also measured (default 5)")
     sen.add_argument("--eval-samples", type=int, help="evaluation images for top-1 (run.eval_samples, >= 1)")
     sen.add_argument("--threads", type=int, help="ONNX Runtime threads (run.threads; 0 = all cores)")
@@ -425,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     sen.add_argument("--runtime", default="ort-cpu", help="runtime the budget search measures on (default ort-cpu)")
     sen.add_argument("--batch", type=int, help="batch size of the budget search's timing (default: first of run.batch_sizes)")
     sen.add_argument("--max-float", type=int, help="most nodes the budget search keeps in float (default: all)")
-    sen.add_argument("--show", type=int, default=20, help="ranked nodes shown per study (default 20; all are in the rows)")
+    sen.add_argument("--show", type=int, default=20, help="ranked nodes shown per study (default 20, 0: all; every node is in the rows)")
     sen.add_argument("--no-report", action="store_true", help="do not write OUTPUT/sensitivity.html")
     sen.set_defaults(func=cmd_sensitivity)
 

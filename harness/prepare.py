@@ -192,6 +192,9 @@ def prepare_artifacts(pm: PreparedModel, variants: list[VariantConfig], cache: P
             if v.builder == "trt-calibrate" or v.precision == "fp32":
                 pm.artifacts[v.name] = pm.fp32
                 continue
+            if v.quant.get("accuracy_budget") is not None:  # a search, not a build setting (harness/mixed_precision.py)
+                raise ValueError("accuracy_budget is searched by `quantbench sensitivity CONFIG --variant "
+                                 f"{v.name}`; it prints the exclude_nodes that meet the budget, for a variant here")
             log(f"building {pm.label}/{v.name} …")
             built = store.build(pm.source, variant_spec(v), pm.calib_data, pm.preprocess, fp32=pm.fp32, timeout_s=pm.timeout_s)
             pm.artifacts[v.name] = built

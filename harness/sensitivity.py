@@ -26,6 +26,7 @@ from .config import ConfigError, SweepConfig, VariantConfig
 
 SENSITIVITY_FILE = "sensitivity.jsonl"
 SCHEMA_VERSION = 1
+RANK_BY = ("float-only", "quantized-only")
 
 
 @dataclass
@@ -40,6 +41,7 @@ class SensitivityOptions:
     budget: float | None = None  # overrides a variant's accuracy_budget (points of top-1)
     max_float: int | None = None  # most nodes the budget search keeps in float (None: all candidates)
     budget_batch: int | None = None  # batch of the search's timing (None: the first of run.batch_sizes)
+    rank_by: str = "float-only"  # "float-only": highest SQNR with only the node in float first; "quantized-only"
 
     def validate(self) -> None:
         for key in ("sqnr_samples", "batch"):
@@ -51,6 +53,8 @@ class SensitivityOptions:
             raise ConfigError(f"--budget must be a number of top-1 points >= 0, not {self.budget}")
         if self.max_float is not None and self.max_float < 0:
             raise ConfigError(f"--max-float must be >= 0, not {self.max_float}")
+        if self.rank_by not in RANK_BY:
+            raise ConfigError(f"--rank-by must be one of {', '.join(RANK_BY)}, not '{self.rank_by}'")
         if self.budget_batch is not None and self.budget_batch < 1:
             raise ConfigError(f"--budget-batch must be >= 1, not {self.budget_batch}")
 
@@ -141,10 +145,14 @@ def _append(path: Path, event: dict[str, Any]) -> None:
         fh.write(json.dumps(event) + "\n")
 
 
-def rank_nodes(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Most sensitive first: lowest SQNR with only the node quantized; ties by highest SQNR with only it float.
+def rank_nodes(nodes: list[dict[str, Any]], by: str = "float-only") -> list[dict[str, Any]]:
+    """Most sensitive first.
 
-    Nodes whose per-node model failed come last (unranked); identical outputs (SQNR None) rank as least sensitive.
+    ``float-only`` (leave-one-out, the order accuracy-aware searches such as NNCF's revert layers in):
+    highest SQNR with only the node in float, i.e. the most the model gains from keeping that node
+    float; ``quantized-only``: lowest SQNR with only the node quantized. The other metric breaks ties.
+    Nodes whose per-node model failed come last (unranked); an SQNR of None (outputs identical to
+    FP32) counts as infinite.
     """
     inf = float("inf")
 
@@ -153,7 +161,8 @@ def rank_nodes(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return (1, inf, 0.0)
         q = n.get("sqnr_quant_only_db")
         f = n.get("sqnr_float_only_db")
-        return (0, inf if q is None else q, -(inf if f is None else f))
+        q, f = (inf if q is None else q), (inf if f is None else f)
+        return (0, -f, q) if by == "float-only" else (0, q, -f)
 
     ranked = sorted(nodes, key=key)
     for i, n in enumerate(ranked, 1):
@@ -280,7 +289,7 @@ def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: Sensi
     alone = [n for n in nodes if n.get("alone", True)]
     followers = [n["node"] for n in nodes if not n.get("alone", True)]
     ranked = rank_nodes([{k: e.get(k) for k in ("node", "op_type", "sqnr_quant_only_db", "sqnr_float_only_db",
-                                                "seconds", "error")} for e in alone])
+                                                "seconds", "infer_seconds", "error")} for e in alone], opts.rank_by)
     t_sqnr = time.perf_counter() - t_start
 
     top = [n["node"] for n in ranked if n.get("rank") and n["rank"] <= opts.top]
@@ -299,17 +308,18 @@ def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: Sensi
         q, f = a.get("top1_quant_only"), a.get("top1_float_only")
         n.update({
             **base, "kind": "sensitivity", "status": "failed" if n.get("error") else "ok", "error": n.get("error") or "",
-            "timestamp": _now(), "sqnr_samples": whole.get("sqnr_samples"),
+            "timestamp": _now(), "sqnr_samples": whole.get("sqnr_samples"), "rank_by": opts.rank_by,
             "top1_quant_only": q, "top1_float_only": f, "top1_fp32": fp32_top1,
             "top1_drop_quant_only_pts": _pts(fp32_top1, q), "top1_drop_float_only_pts": _pts(fp32_top1, f),
             "accuracy_note": a.get("error") or ("" if a else plan_note if plan_note else
                                                 "top-1 measured for the top candidates only"),
         })
-        n["quant_seconds"] = n.pop("seconds", None)
+        n["node_seconds"] = n.pop("seconds", None)  # both models: quantize_static + SQNR inference
+        n["infer_seconds"] = n.get("infer_seconds")  # of which running the two models
     study.rows = ranked
     study.summary = {
         **base, "kind": "sensitivity_summary", "status": "ok", "error": "", "timestamp": _now(),
-        "nodes": len(ranked), "nodes_failed": sum(1 for n in ranked if n.get("error")),
+        "nodes": len(ranked), "nodes_failed": sum(1 for n in ranked if n.get("error")), "rank_by": opts.rank_by,
         "not_quantized_alone": followers, "sqnr_whole_int8_db": whole.get("sqnr_db"),
         "sqnr_samples": whole.get("sqnr_samples"), "eval_samples": whole_acc.get("eval_samples"),
         "top1_fp32": fp32_top1, "top1_int8": whole_acc.get("top1_int8"),

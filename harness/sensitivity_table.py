@@ -39,6 +39,8 @@ def node_lines(rows: list[dict[str, Any]], limit: int | None = None) -> list[lis
     return out
 
 
+RANK_TEXT = {"float-only": "ranked by SQNR with only the node in float, highest first",
+             "quantized-only": "ranked by SQNR with only the node quantized, lowest first"}
 NODE_COLUMNS = ("rank", "node", "op", "SQNR only-quantized dB", "SQNR only-float dB", "top-1 only-quantized",
                 "Δ pts", "top-1 only-float", "Δ pts")
 STEP_COLUMNS = ("step", "float nodes", "added node", "top-1", "Δ pts", "p50 ms", "speedup", "within budget")
@@ -71,7 +73,8 @@ def render_console(results: list[Any], console: Any, limit: int | None = None) -
             console.print(f"[red]error:[/red] {escape(title)}: {escape(st.error)}")
             continue
         s = st.summary
-        table = Table(title=escape(f"{title}: per-node sensitivity (most sensitive first)"))
+        order = RANK_TEXT.get(s.get("rank_by"), "most sensitive first")
+        table = Table(title=escape(f"{title}: per-node sensitivity ({order})"))
         for i, col in enumerate(NODE_COLUMNS):
             table.add_column(col, justify="left" if i in (1, 2) else "right")
         for line in node_lines(st.rows, limit):

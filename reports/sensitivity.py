@@ -90,7 +90,9 @@ def sqnr_bars(study: dict[str, Any], limit: int = 40) -> Any | None:
     fig.update_layout(barmode="group", xaxis_title="SQNR of the output vs FP32, dB (dotted: whole model INT8)",
                       yaxis={"autorange": "reversed"})
     more = f" (first {limit} of {len(study['nodes'])})" if len(study["nodes"]) > limit else ""
-    _layout(fig, f"{study['model']} / {study['variant']}: per-node sensitivity, most sensitive first{more}",
+    order = {"float-only": "ranked by SQNR with only the node in float", "quantized-only":
+             "ranked by SQNR with only the node quantized"}.get(summary.get("rank_by"), "most sensitive first")
+    _layout(fig, f"{study['model']} / {study['variant']}: per-node sensitivity, {order}{more}",
             max(300, 34 * len(nodes) + 140))
     return fig
 

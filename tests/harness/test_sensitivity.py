@@ -122,6 +122,10 @@ def test_outlier_layer_ranks_first(budget_study) -> None:
     assert first["top1_fp32"] == 1.0
     assert first["top1_drop_quant_only_pts"] > 5
     assert first["top1_drop_float_only_pts"] <= 0.5
+    # The other order agrees on the outlier layer.
+    from quantbench.harness.sensitivity import rank_nodes
+
+    assert rank_nodes([dict(r) for r in study.rows], "quantized-only")[0]["node"] == SENSITIVE
     s = study.summary
     assert s["nodes"] == 3 and s["kind"] == "sensitivity_summary" and s["top1_drop_int8_pts"] > 5
     assert "flatten" not in ranked and "tanh" not in ranked  # not quantized (Tanh is not in ORT's QDQ op list)
@@ -185,6 +189,19 @@ def test_sqnr_does_not_depend_on_the_evaluation_batch(tiny, tmp_path) -> None:
             assert scores[batch][n] == pytest.approx(scores[1][n], abs=0.2)
 
 
+def test_rank_orders() -> None:
+    from quantbench.harness.sensitivity import rank_nodes
+
+    nodes = [{"node": "a", "sqnr_quant_only_db": 20.0, "sqnr_float_only_db": 30.0},
+             {"node": "b", "sqnr_quant_only_db": 30.0, "sqnr_float_only_db": 40.0},
+             {"node": "c", "sqnr_quant_only_db": None, "sqnr_float_only_db": 10.0},
+             {"node": "d", "error": "boom"}]
+    assert [n["node"] for n in rank_nodes([dict(n) for n in nodes], "float-only")] == ["b", "a", "c", "d"]
+    ranked = rank_nodes([dict(n) for n in nodes], "quantized-only")
+    assert [n["node"] for n in ranked] == ["a", "b", "c", "d"]
+    assert [n["rank"] for n in ranked] == [1, 2, 3, None]
+
+
 def test_sqnr_definition() -> None:
     from quantbench.harness.node_quant import sqnr_db
 
@@ -215,6 +232,7 @@ def test_cli_sensitivity_on_fashion_cnn(tmp_path, shared_cache) -> None:
 @pytest.mark.parametrize(("args", "expected"), [
     (["--variant", "nope"], "--variant: unknown variant(s) nope"),
     (["--sqnr-samples", "0"], "--sqnr-samples must be >= 1"),
+    (["--rank-by", "nope"], "--rank-by must be one of float-only, quantized-only"),
     (["--runtime", "nope", "--budget", "1"], "--runtime"),
 ])
 def test_cli_sensitivity_bad_input_is_one_line(tmp_path, shared_cache, args, expected) -> None:
@@ -224,3 +242,17 @@ def test_cli_sensitivity_bad_input_is_one_line(tmp_path, shared_cache, args, exp
     assert res.returncode != 0
     assert expected in res.stderr + res.stdout
     assert "Traceback" not in res.stderr
+
+
+def test_run_refuses_to_build_a_budget_variant_as_plain_int8(tmp_path, shared_cache) -> None:
+    """`quantbench run` must not measure a plain INT8 model under a variant that promises a budget."""
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "r.toml", out, '[[variants]]\nname = "fp32"\nprecision = "fp32"\n\n'
+                                                 '[[variants]]\nname = "int8-budget"\ncalib_samples = 16\n'
+                                                 'accuracy_budget = 0.5\n', eval_samples=50)
+    res = run_cli("run", str(cfg), cache=shared_cache)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    rows = [json.loads(ln) for ln in (out / "results.jsonl").read_text().splitlines()]
+    budget = [r for r in rows if r["variant"] == "int8-budget"]
+    assert budget and all(r["status"] == "failed" and "quantbench sensitivity" in r["error"] for r in budget)
+    assert all(r["status"] == "ok" for r in rows if r["variant"] == "fp32")
