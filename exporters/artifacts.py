@@ -169,7 +169,8 @@ class ArtifactStore:
             data = open_source(data_spec).describe()
             # "calib-2": two-pass fixed-range calibration (exporters/calibrate.py); older caches used ORT's
             # calibrators. "grid-1": weight_bits grids as explicit scales (exporters/bitwidth.py).
-            key = _key("int8", "calib-2", "grid-1", fp32.sha256, variant.quant.to_dict(), data, preprocess,
+            # "round-1": GPTQ/GPFQ weight rounding (exporters/weight_rounding.py); bump when it changes.
+            key = _key("int8", "calib-2", "grid-1", "round-1", fp32.sha256, variant.quant.to_dict(), data, preprocess,
                        _version("onnxruntime"))
         out = self.root / key / "model.onnx"
         meta_path = out.with_name("build.json")
