@@ -148,6 +148,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         task = progress.add_task("cells", total=None)
         ticks = {"n": 0}
 
+        seen_reasons: set[tuple[Any, str, str]] = set()
+
         def on_row(row: dict[str, Any]) -> None:
             status = row["status"]
             fleet = row.get("fleet") or {}
@@ -159,10 +161,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                 progress.console.print(f"  [green]ok[/green]      {what}: p50 "
                                        + (f"{p50:.3f} ms" if isinstance(p50, (int, float)) else "—")
                                        + (f", top-1 {row['top1'] * 100:.2f}%" if row.get("top1") is not None else ""))
-            elif status == "failed":
-                progress.console.print(f"  [red]failed[/red]  {what}: {escape(str(row.get('error')))}")
             else:
-                progress.console.print(f"  [dim]skipped {what}: {escape(str(row.get('error')))}[/dim]")
+                # A reason shared by many cells (a model that could not be prepared, an unset data path)
+                # is printed in full once; later cells refer back to it.
+                reason = str(row.get("error"))
+                said = (row.get("model"), status, reason) in seen_reasons
+                seen_reasons.add((row.get("model"), status, reason))
+                text = "same reason as above" if said else escape(reason)
+                if status == "failed":
+                    progress.console.print(f"  [red]failed[/red]  {what}: {text}")
+                else:
+                    progress.console.print(f"  [dim]skipped {what}: {text}[/dim]")
             ticks["n"] += 1
 
         def log(msg: str) -> None:
@@ -181,7 +190,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             library_logger.setLevel(level)
     loaded = read_rows(summary.results_path)
     rows = [r for r in loaded.rows if r.get("schema_version")]
-    render_console(rows, console)
+    if any(r.get("status") == "ok" for r in rows):
+        render_console(rows, console)
     for r in rows:
         if r.get("status") == "ok" and r.get("audit_warning"):
             console.print("[yellow]warning:[/yellow] " + escape(
