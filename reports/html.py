@@ -14,6 +14,7 @@ from .atomic import write_atomic
 from .method import timing_method
 from .model import Report, device_key
 from .sensitivity import section_for_sources
+from .studies import section_html as studies_section
 from .tables import (
     COLUMNS,
     NOTED,
@@ -76,6 +77,8 @@ td.best{font-weight:700;background:#e7f5ea} .pill{display:inline-block;padding:1
 <div class="chart">{{ c.bars | safe }}</div>
 <div class="chart">{{ c.scatter | safe }}</div>
 {% else %}<p class="muted">No model was measured on more than one device: add results files from other devices to compare.</p>{% endfor %}
+
+{{ studies | safe }}
 
 {{ sensitivity | safe }}
 
@@ -209,6 +212,7 @@ def render_html(report: Report, out: Path) -> Path:
         counts={"ok": counts.get("ok", 0), "failed": counts.get("failed", 0), "skipped": counts.get("skipped", 0)},
         warnings=report.warnings, method=timing_method(report.rows), devices=_devices(report), groups=groups,
         columns=COLUMNS, cross=_cross(report), problems=problems,
+        studies=studies_section(report.rows),  # charts over swept variant keys
         sensitivity=section_for_sources(report.sources),  # sensitivity.jsonl next to the results files
         reasons=Counter((p["status"], p["error"]) for p in problems).most_common())
     return write_atomic(out, chunks)
