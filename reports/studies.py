@@ -1,7 +1,8 @@
 """Studies section: charts over swept variant keys (rows carrying ``sweep``).
 
 * accuracy vs ``calib_samples``, one line per calibration method (and per other swept value);
-* a heat map of accuracy by ``weight_bits`` × ``weight_rounding``.
+* a heat map of accuracy by ``weight_bits`` × ``weight_rounding`` (or × the one other key swept next to
+  ``weight_bits``, e.g. ``per_channel``).
 
 One chart per model, device, runtime and batch. Values come from the row's ``sweep`` (what the table
 swept), else from its ``variant_settings`` (what ran). Every label is escaped with ``charts.esc``.
@@ -99,7 +100,9 @@ def calibration_curves(rows: list[dict[str, Any]], key: tuple[str, str, str, Any
     ref = _fp32(rows, metric)
     if ref is not None:
         fig.add_hline(y=ref * 100, line_dash="dot", line_color="#555", annotation_text="FP32")
-    fig.update_layout(xaxis_title="calibration images (calib_samples, log)", xaxis_type="log", yaxis_title=axis)
+    sizes = sorted({_setting(r, CURVE_X) for r in swept})
+    fig.update_layout(xaxis_title="calibration images (calib_samples, log)", yaxis_title=axis,
+                      xaxis={"type": "log", "tickvals": sizes, "ticktext": [str(s) for s in sizes]})
     _layout(fig, _title(key, "accuracy vs calibration-set size"), 440)
     return fig
 
@@ -112,14 +115,18 @@ def _order(values: list[Any]) -> list[Any]:
     return seen
 
 
-def bits_rounding_heatmap(rows: list[dict[str, Any]], key: tuple[str, str, str, Any], extra: str = "") -> Any | None:
-    """Heat map of accuracy: weight_bits (rows) × weight_rounding (columns), the value written in each cell."""
+def bits_rounding_heatmap(rows: list[dict[str, Any]], key: tuple[str, str, str, Any], extra: str = "",
+                          x_key: str = GRID_X) -> Any | None:
+    """Heat map of accuracy: weight_bits (rows) × weight_rounding (columns; or ``x_key``, another swept key such
+    as per_channel), the value written in each cell."""
     import plotly.graph_objects as go
 
     metric, axis = _accuracy(rows)
-    swept = [r for r in rows if (GRID_Y in _sweep(r) or GRID_X in _sweep(r)) and is_number(r.get(metric))]
+    swept = [r for r in rows if (GRID_Y in _sweep(r) or x_key in _sweep(r)) and is_number(r.get(metric))]
+    default_x = "nearest" if x_key == GRID_X else None
     cells = {(_setting(r, GRID_Y) if _setting(r, GRID_Y) is not None else 8,
-              _setting(r, GRID_X) or "nearest"): r[metric] * 100 for r in swept}
+              _label(_setting(r, x_key) if _setting(r, x_key) is not None else default_x)): r[metric] * 100
+             for r in swept}
     if not cells:
         return None
     ys, xs = _order([k[0] for k in cells]), _order([k[1] for k in cells])
@@ -130,23 +137,32 @@ def bits_rounding_heatmap(rows: list[dict[str, Any]], key: tuple[str, str, str, 
         texttemplate="%{text}", colorscale="Viridis", colorbar={"title": {"text": esc(axis)}},
         hovertemplate="%{y}, %{x}: %{z:.2f}%<extra></extra>"))
     ref = _fp32(rows, metric)
-    what = "accuracy by weight bits × rounding" + (f" (FP32 {ref * 100:.2f}%)" if ref is not None else "")
-    fig.update_layout(xaxis_title="weight_rounding", yaxis_title="weight_bits", yaxis={"type": "category"},
-                      xaxis={"type": "category"})
+    what = (f"accuracy by weight bits × {'rounding' if x_key == GRID_X else x_key}"
+            + (f" (FP32 {ref * 100:.2f}%)" if ref is not None else ""))
+    fig.update_layout(xaxis_title=esc(x_key), yaxis_title="weight_bits", xaxis={"type": "category"},
+                      yaxis={"type": "category", "autorange": "reversed"})  # most bits on top
     _layout(fig, _title(key, what + (f", {extra}" if extra else "")), 120 + 70 * len(ys))
     return fig
 
 
-def _heatmaps(rows: list[dict[str, Any]], key: tuple[str, str, str, Any]) -> list[Any]:
+def _x_key(rows: list[dict[str, Any]]) -> str:
+    """weight_rounding when swept; else the one other key swept next to weight_bits (e.g. per_channel)."""
+    swept = {k for r in rows for k in _sweep(r)}
+    others = sorted(swept - {GRID_Y, GRID_X})
+    return others[0] if GRID_X not in swept and GRID_Y in swept and len(others) == 1 else GRID_X
+
+
+def heatmaps(rows: list[dict[str, Any]], key: tuple[str, str, str, Any]) -> list[Any]:
     """One heat map per combination of the other swept keys (e.g. per calibration method)."""
+    x_key = _x_key([r for r in rows if GRID_Y in _sweep(r) or GRID_X in _sweep(r)])
     split: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         sweep = _sweep(r)
         if GRID_Y in sweep or GRID_X in sweep:
-            split[", ".join(f"{k}={_label(v)}" for k, v in sweep.items() if k not in (GRID_Y, GRID_X))].append(r)
+            split[", ".join(f"{k}={_label(v)}" for k, v in sweep.items() if k not in (GRID_Y, x_key))].append(r)
     fp32 = [r for r in rows if r.get("precision") == "fp32" and not _sweep(r)]
     return [fig for extra, rs in sorted(split.items())
-            if (fig := bits_rounding_heatmap(rs + fp32, key, extra)) is not None]
+            if (fig := bits_rounding_heatmap(rs + fp32, key, extra, x_key)) is not None]
 
 
 def section_html(rows: list[dict[str, Any]]) -> str:
@@ -156,7 +172,7 @@ def section_html(rows: list[dict[str, Any]]) -> str:
         return ""
     parts = []
     for key, rs in sorted(_groups(rows).items(), key=lambda kv: tuple(map(str, kv[0]))):
-        figs = [f for f in [calibration_curves(rs, key), *_heatmaps(rs, key)] if f is not None]
+        figs = [f for f in [calibration_curves(rs, key), *heatmaps(rs, key)] if f is not None]
         if figs:
             model, device, runtime, batch = key
             parts.append(f"<h3>{html.escape(model)} <span class='muted'>{html.escape(runtime)}, batch "
@@ -165,7 +181,8 @@ def section_html(rows: list[dict[str, Any]]) -> str:
     if not parts:
         return ""
     return ("<h2>Studies</h2><p class='muted'>Variants expanded from swept keys: accuracy against the calibration-set "
-            "size, one line per calibration method (dotted: FP32), and accuracy by weight bit width × weight rounding.</p>"
+            "size, one line per calibration method (dotted: FP32), and accuracy by weight bit width × weight rounding "
+            "(or × the other swept key).</p>"
             + "".join(parts))
 
 

@@ -10,6 +10,7 @@ from quantbench.reports.model import device_key
 from quantbench.reports.studies import (
     bits_rounding_heatmap,
     calibration_curves,
+    heatmaps,
     section_html,
 )
 
@@ -74,11 +75,23 @@ def test_heatmap_bits_by_rounding_with_missing_cell():
         rows.append(_swept(i, top1, base="w", weight_bits=bits, weight_rounding=rounding))
     fig = bits_rounding_heatmap(rows, _key(rows))
     hm = fig.data[0]
-    assert list(hm.y) == ["8 bits", "4 bits", "3 bits"]
+    assert list(hm.y) == ["8 bits", "4 bits", "3 bits"]  # drawn top to bottom (reversed axis)
+    assert fig.layout.yaxis.autorange == "reversed"
     assert list(hm.x) == ["nearest", "gptq"]
     assert [[None if v is None else round(v, 6) for v in line] for line in hm.z] == [[90.0, 91.0], [80.0, 87.0], [60.0, None]]
     assert hm.text[2][1] == "—"
     assert "FP32 90.00%" in fig.layout.title.text
+
+
+def test_bits_by_per_channel_when_rounding_not_swept():
+    rows = [_swept(i, 0.9 - 0.01 * i, weight_bits=b, per_channel=pc)
+            for i, (b, pc) in enumerate([(8, True), (8, False), (4, True), (4, False)])]
+    figs = heatmaps(rows, _key(rows))
+    assert len(figs) == 1
+    hm = figs[0].data[0]
+    assert list(hm.x) == ["true", "false"] and list(hm.y) == ["8 bits", "4 bits"]
+    assert [[round(v, 6) for v in line] for line in hm.z] == [[90.0, 89.0], [88.0, 87.0]]
+    assert figs[0].layout.xaxis.title.text == "per_channel"
 
 
 def test_heatmap_labels_escaped():
