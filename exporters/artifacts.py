@@ -12,13 +12,20 @@ import hashlib
 import importlib.metadata as md
 import importlib.util
 import json
+import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .onnx_info import count_params, load_checked, onnx_files, onnx_input_info
+from .onnx_info import (
+    count_params,
+    load_checked,
+    onnx_files,
+    onnx_input_info,
+    onnx_output_info,
+)
 from .quantize import QuantSettings
 from .registry import ASSETS, SHIPPED, ModelSource, resolve_model
 
@@ -138,6 +145,23 @@ class ArtifactStore:
             export_onnx(source, out)
         return self._describe(out, "fp32", "fp32", source.weights_label(), None)
 
+    def prebuilt(self, path: str | Path, variant: str, precision: str, fp32: BuiltArtifact) -> BuiltArtifact:
+        """A user's ready-made artifact of the model behind ``fp32`` (a QAT export, say), used as it is.
+
+        Raises a one-line ValueError when it is not a valid ONNX file or its input/outputs differ from
+        the FP32 model's (shapes without the batch axis, element types; symbolic dims match anything).
+        """
+        p = Path(os.path.expandvars(str(path))).expanduser()
+        load_checked(p)
+        mine = [onnx_input_info(p)[1:], *[o[1:] for o in onnx_output_info(p)]]
+        theirs = [onnx_input_info(fp32.path)[1:], *[o[1:] for o in onnx_output_info(fp32.path)]]
+        if len(mine) != len(theirs) or any(not _same_io(a, b) for a, b in zip(mine, theirs)):
+            raise ValueError(f"{path}: input/outputs {_io_text(mine)} differ from the model's {_io_text(theirs)}")
+        size = artifact_size(p)
+        meta = {"notes": [f"prebuilt artifact: {path}"],
+                "weights": {"packed_size_bytes": size if precision == "int8" else None}}
+        return self._describe(p, variant, precision, fp32.weights, fp32.path, meta)
+
     def build(self, source: ModelSource, variant: VariantSpec, data_spec: str | dict[str, Any],
               preprocess: dict[str, Any], fp32: BuiltArtifact | None = None,
               timeout_s: float | None = None) -> BuiltArtifact:
@@ -183,6 +207,16 @@ class ArtifactStore:
             meta_path.write_text(json.dumps(meta))
         meta = json.loads(meta_path.read_text())
         return self._describe(out, variant.name, "int8", fp32.weights, fp32.path, meta)
+
+
+def _same_io(a: tuple[list[Any], str], b: tuple[list[Any], str]) -> bool:
+    (da, ta), (db, tb) = a, b
+    return ta == tb and len(da) == len(db) and all(
+        not isinstance(x, int) or not isinstance(y, int) or x == y for x, y in zip(da, db))
+
+
+def _io_text(io: list[tuple[list[Any], str]]) -> str:
+    return ", ".join(f"{t}{list(d)}" for d, t in io)
 
 
 def _shape_of(source: ModelSource) -> tuple[tuple[int, ...], int]:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,7 +57,7 @@ def _fusable_pairs(module: Any) -> list[list[str]]:
         if not isinstance(seq, nn.Sequential):
             continue
         kids = list(seq.named_children())
-        for (a, ma), (b, mb) in zip(kids, kids[1:]):
+        for (a, ma), (b, mb) in itertools.pairwise(kids):
             if isinstance(ma, (nn.Conv2d, nn.Linear)) and isinstance(mb, nn.ReLU):
                 prefix = f"{name}." if name else ""
                 pairs.append([prefix + a, prefix + b])
@@ -73,7 +75,7 @@ def prepare_qat(model: Any) -> Any:
             super().__init__()
             self.quant, self.model, self.dequant = tq.QuantStub(), inner, tq.DeQuantStub()
 
-        def forward(self, x):  # noqa: ANN001, ANN202
+        def forward(self, x):
             return self.dequant(self.model(self.quant(x)))
 
     wrapped = QatWrapper(model)
@@ -82,7 +84,9 @@ def prepare_qat(model: Any) -> Any:
     if pairs:
         tq.fuse_modules_qat(wrapped, pairs, inplace=True)
     wrapped.qconfig = qat_qconfig()
-    tq.prepare_qat(wrapped, inplace=True)
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice (the API still works)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        tq.prepare_qat(wrapped, inplace=True)
     return wrapped
 
 
@@ -142,8 +146,6 @@ def fake_quant_accuracy(qat_model: Any, x: np.ndarray, y: np.ndarray, batch: int
 def export_qdq(qat_model: Any, out: Path, input_shape: tuple[int, ...], opset: int = OPSET) -> Path:
     """Export a trained QAT model to plain QDQ ONNX at ``out`` (input ``input``, output ``logits``,
     dynamic batch); raises ValueError when the graph cannot be made plain QDQ."""
-    import warnings
-
     import onnx
     import torch
     import torch.ao.quantization as tq
@@ -287,7 +289,6 @@ def run_fashion(out: Path, *, epochs: int = EPOCHS, max_batches: int | None = No
     """QAT fine-tune of the shipped Fashion-MNIST CNN from its FP32 weights; writes ``out`` (QDQ ONNX) and
     ``out`` with suffix ``.json`` (recipe, torch fake-quant accuracy, sha256). Returns the recipe."""
     import torch
-
     from quantbench.calibration_data import Preprocess, open_source
 
     from .registry import ASSETS, resolve_model

@@ -182,7 +182,8 @@ def _variant_table(variant: Any) -> dict[str, Any]:
     if isinstance(variant, VariantConfig):
         return {"name": variant.name, "precision": variant.precision, **variant.quant,
                 **({"builder": variant.builder} if variant.builder != "onnx" else {}),
-                **({"calibrator": variant.calibrator} if variant.calibrator else {})}
+                **({"calibrator": variant.calibrator} if variant.calibrator else {}),
+                **({"onnx": variant.onnx} if variant.onnx is not None else {})}
     if isinstance(variant, Mapping):
         return dict(variant)
     presets = preset_variants()

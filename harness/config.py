@@ -330,31 +330,37 @@ QUANT_MINIMUM = {"num_bins": 1, "calib_samples": 1, "calib_batch": 1, "calib_mem
 
 @dataclass
 class VariantConfig:
-    """``[[variants]]``: fp32, fp16, or int8 with quantization settings (keys of QuantSettings)."""
+    """``[[variants]]``: fp32, fp16, or int8 with quantization settings (keys of QuantSettings), or a
+    prebuilt artifact of the same model (``onnx = "qat.onnx"``, e.g. a QAT export; builder "prebuilt")."""
 
     name: str
     precision: str = "fp32"
-    builder: str = "onnx"  # "onnx" | "trt-calibrate"
+    builder: str = "onnx"  # "onnx" | "trt-calibrate" | "prebuilt"
     calibrator: str | None = None  # for trt-calibrate: "entropy" | "minmax"
     quant: dict[str, Any] = field(default_factory=dict)
+    onnx: str | None = None  # builder = "prebuilt": the variant's ONNX file (same input/output as the model)
     # Set on the variants a swept table expands to: the table's name and {swept key: this variant's value}.
     base_name: str | None = None
     sweep: dict[str, Any] = field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:
         """What identifies the variant's cells (the sweep fields repeat the name and settings)."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("base_name", "sweep")}
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("base_name", "sweep") and not (k == "onnx" and v is None)}
 
     def validate(self) -> None:
         """Names, precision, builder and every quantization key (through ``QuantSettings.from_dict``)."""
         if not isinstance(self.name, str) or not self.name.strip() or any(ord(c) < 32 for c in self.name):
             raise _bad("variant ", "name", "a non-empty one-line string", self.name)
         where = f"variant '{self.name}': "
-        check_fields(self, where, keys={"precision", "builder", "calibrator", "quant"})
+        check_fields(self, where, keys={"precision", "builder", "calibrator", "quant", "onnx"})
         if self.precision not in ("fp32", "fp16", "int8"):
             raise ConfigError(f"{where}precision must be fp32, fp16 or int8, not '{self.precision}'")
-        if self.builder not in ("onnx", "trt-calibrate"):
-            raise ConfigError(f"{where}builder must be 'onnx' or 'trt-calibrate', not '{self.builder}'")
+        if self.builder not in ("onnx", "trt-calibrate", "prebuilt"):
+            raise ConfigError(f"{where}builder must be 'onnx', 'trt-calibrate' or 'prebuilt', not '{self.builder}'")
+        if self.builder == "prebuilt" or self.onnx is not None:
+            self._validate_prebuilt(where)
+            return
         if self.builder == "trt-calibrate" and self.calibrator not in ("entropy", "minmax"):
             raise ConfigError(f"{where}trt-calibrate needs calibrator = 'entropy' or 'minmax'")
         if self.builder != "trt-calibrate" and self.calibrator is not None:
@@ -363,6 +369,20 @@ class VariantConfig:
             raise ConfigError(f"{where}quantization keys given for a {self.precision} variant")
         if self.precision == "int8":
             self.quant_settings()
+
+    def _validate_prebuilt(self, where: str) -> None:
+        if self.onnx is None or self.builder != "prebuilt":
+            raise ConfigError(f"{where}builder = 'prebuilt' goes with onnx = \"FILE\" (the variant's ONNX file)")
+        if not self.onnx.strip():
+            raise ConfigError(f"{where}onnx is empty")
+        if self.precision not in ("int8", "fp16"):
+            raise ConfigError(f"{where}a prebuilt onnx variant needs precision = 'int8' or 'fp16' (what the file "
+                              f"holds), not '{self.precision}'")
+        if self.quant or self.calibrator is not None:
+            key = next(iter(self.quant), "calibrator")
+            raise ConfigError(f"{where}{key} does not apply to a prebuilt onnx file (it is used as it is)")
+        if not _expand_path(self.onnx).is_file():
+            raise ConfigError(f"{where}onnx file not found: {self.onnx}")
 
     def quant_settings(self) -> Any:
         """The variant's :class:`QuantSettings` (int8 only); wrong keys, types or ranges raise ConfigError."""
@@ -465,6 +485,8 @@ class SweepConfig:
                 d["builder"] = v.builder
             if v.calibrator:
                 d["calibrator"] = v.calibrator
+            if v.onnx is not None:
+                d["onnx"] = v.onnx
             d.update(v.quant)
             d.update({k: [x] for k, x in v.sweep.items()})
             variants.append(d)
@@ -529,10 +551,10 @@ def _parse_variant(raw: Any, i: int) -> list[VariantConfig]:
     where = f"variants[{i}]"
     if not isinstance(raw, dict) or "name" not in raw:
         raise ConfigError(f"{where} must be a table with a 'name'")
-    base = {"name", "precision", "builder", "calibrator"}
+    base = {"name", "precision", "builder", "calibrator", "onnx"}
     qkeys = quant_keys()
     _check_keys(raw, base | qkeys, where)
-    for key in ("precision", "builder", "calibrator"):
+    for key in ("precision", "builder", "calibrator", "onnx"):
         if isinstance(raw.get(key), list):
             raise ConfigError(f"{where}: {key} cannot be swept (only quantization keys can); "
                               "write one [[variants]] table per value")
@@ -547,8 +569,9 @@ def _parse_variant(raw: Any, i: int) -> list[VariantConfig]:
         q = {**quant, **sweep}
         out.append(VariantConfig(
             name=swept_name(raw["name"], sweep) if swept else raw["name"],
-            precision=raw.get("precision", "int8" if q else "fp32"), builder=raw.get("builder", "onnx"),
-            calibrator=raw.get("calibrator"), quant=q, base_name=raw["name"] if swept else None, sweep=sweep))
+            precision=raw.get("precision", "int8" if q else "fp32"),
+            builder=raw.get("builder", "prebuilt" if "onnx" in raw else "onnx"),
+            calibrator=raw.get("calibrator"), quant=q, onnx=raw.get("onnx"), base_name=raw["name"] if swept else None, sweep=sweep))
     return out
 
 

@@ -195,6 +195,9 @@ def prepare_artifacts(pm: PreparedModel, variants: list[VariantConfig], cache: P
             if v.quant.get("accuracy_budget") is not None:  # a search, not a build setting (harness/mixed_precision.py)
                 raise ValueError("accuracy_budget is searched by `quantbench sensitivity CONFIG --variant "
                                  f"{v.name}`; it prints the exclude_nodes that meet the budget, for a variant here")
+            if v.builder == "prebuilt":  # the user's file (e.g. a QAT export), checked against the model
+                pm.artifacts[v.name] = store.prebuilt(v.onnx, v.name, v.precision, pm.fp32)
+                continue
             log(f"building {pm.label}/{v.name} …")
             built = store.build(pm.source, variant_spec(v), pm.calib_data, pm.preprocess, fp32=pm.fp32, timeout_s=pm.timeout_s)
             pm.artifacts[v.name] = built
@@ -205,7 +208,7 @@ def prepare_artifacts(pm: PreparedModel, variants: list[VariantConfig], cache: P
             pm.artifact_errors[v.name] = _one_line(exc)
             log(f"error: {pm.label}/{v.name}: {pm.artifact_errors[v.name]}")
     onnx_built = {n: a for n, a in pm.artifacts.items()
-                  if next(v for v in variants if v.name == n).builder == "onnx"}
+                  if next(v for v in variants if v.name == n).builder in ("onnx", "prebuilt")}
     pm.identical = identical_groups(list(onnx_built.values()))
     for name, same in pm.identical.items():
         log(f"warning: {pm.label}/{name} is byte-identical to {same}: its rows measure the same model")

@@ -90,6 +90,8 @@ def _artifact_payload(pm: PreparedModel, v: VariantConfig, formats: tuple[str, .
         return {**base, "format": "onnx", "path": str(built.path), "input_name": name,
                 "input_shape": [d if isinstance(d, int) else -1 for d in shape]}
     if "torch" in formats:
+        if v.builder == "prebuilt":
+            return "a prebuilt onnx variant runs on ONNX runtimes only"
         if pm.source.kind == "onnx":
             return "the model is a user ONNX file: no PyTorch source to run"
         return {**base, "format": "torch", "source": pm.source.to_dict(), "input_shape": list(pm.source.input_shape)}
@@ -114,7 +116,9 @@ def _base_row(run_id: str, cell: Cell, pm: PreparedModel, env: dict[str, Any]) -
             settings = variant_spec(cell.variant).quant.to_dict()
         except Exception:  # noqa: BLE001, S110 - keep the raw settings if they don't parse
             pass
-    if cell.variant.builder != "onnx":
+    if cell.variant.builder == "prebuilt":  # the user's file: its path here, its sha256 in artifact_sha256
+        settings = {"builder": "prebuilt", "onnx": cell.variant.onnx}
+    elif cell.variant.builder != "onnx":
         settings.update({"builder": cell.variant.builder, "calibrator": cell.variant.calibrator})
     return {
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "cell_id": cell.cell_id,

@@ -145,6 +145,8 @@ def settings_summary(row: dict[str, Any]) -> str:
         return ""
     if s.get("builder") == "trt-calibrate":
         return f"TensorRT {s.get('calibrator')} calibrator"
+    if s.get("builder") == "prebuilt":
+        return f"prebuilt file {str(s.get('onnx', '?')).replace(chr(92), '/').rsplit('/', 1)[-1]}"
     parts = [str(s.get("calibration", "?"))]
     parts.append("per-channel" if s.get("per_channel") else "per-tensor")
     if s.get("activation_type") or s.get("weight_type"):
