@@ -59,3 +59,68 @@ def test_onnx_path_expands_variables(qfile, monkeypatch):
     monkeypatch.setenv("QAT_DIR", str(qfile.parent))
     cfg = parse_config(_doc(precision="int8", onnx="$QAT_DIR/qat.onnx"))
     assert cfg.variants[1].onnx == "$QAT_DIR/qat.onnx"
+
+
+@pytest.mark.ort_cpu
+def test_a_prebuilt_int8_file_is_measured_like_the_built_one(tmp_path, shared_cache):
+    """The same QDQ bytes, built by the sweep and handed in as a file, give the same rows; a file of
+    another model fails its own variant in one line and nothing else."""
+    from quantbench.exporters.artifacts import ArtifactStore, VariantSpec, sha256_file
+    from quantbench.exporters.quantize import QuantSettings
+    from quantbench.exporters.registry import ASSETS, resolve_model
+    from quantbench.harness.results import read_rows
+    from quantbench.harness.runner import run_sweep
+
+    src = resolve_model("fashion_cnn")
+    settings = {"calibration": "minmax", "calib_samples": 64}
+    built = ArtifactStore(shared_cache / "artifacts").build(
+        src, VariantSpec("ptq", "int8", QuantSettings.from_dict(settings)), "fashion-mnist", src.preprocess,
+        timeout_s=300)
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(built.path.read_bytes())
+    out = tmp_path / "out"
+    text = f"""
+[run]
+output = "{out}"
+cache_dir = "{shared_cache}"
+runtimes = ["ort-cpu"]
+batch_sizes = [8]
+eval_samples = 300
+warmup_iters = 1
+min_iters = 3
+min_time_s = 0.01
+max_time_s = 1.0
+interleave_rounds = 0
+report = false
+
+[[models]]
+name = "fashion_cnn"
+dataset = "fashion-mnist"
+
+[[variants]]
+name = "ptq"
+calibration = "minmax"
+calib_samples = 64
+
+[[variants]]
+name = "given"
+precision = "int8"
+onnx = "{mine}"
+
+[[variants]]
+name = "wrong-model"
+precision = "int8"
+onnx = "{ASSETS / 'cifar10_cnn.onnx'}"
+"""
+    logs: list[str] = []
+    run_sweep(parse_config(tomllib.loads(text), "test"), out, log=logs.append)
+    rows = {r["variant"]: r for r in read_rows(out / "results.jsonl").rows}
+    ptq, given, wrong = rows["ptq"], rows["given"], rows["wrong-model"]
+    assert ptq["status"] == given["status"] == "ok"
+    assert given["variant_settings"] == {"builder": "prebuilt", "onnx": str(mine)}
+    assert given["artifact_sha256"] == sha256_file(mine) == ptq["artifact_sha256"]
+    assert given["size_bytes"] == mine.stat().st_size and given["artifact_path"] == str(mine)
+    assert given["identical_to"] == "ptq"  # byte-identical files are flagged like any two variants
+    assert given["top1"] == ptq["top1"] and given["exec_precision"] == "int8"
+    assert wrong["status"] == "failed" and "differ from the model's" in wrong["error"]
+    assert "\n" not in wrong["error"]
