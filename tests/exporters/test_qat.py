@@ -132,3 +132,20 @@ def test_prebuilt_artifact_is_described_and_checked(trained, tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="not a valid ONNX model"):
         store.prebuilt(bad, "int8-qat", "int8", fp32)
+
+
+@pytest.mark.openvino
+def test_openvino_runs_the_export_in_low_precision(trained, data):
+    import openvino as ov
+
+    _, path, _ = trained
+    _, _, x, y, _ = data
+    compiled = ov.Core().compile_model(str(path), "CPU")
+    logits = np.concatenate([compiled(x[i:i + 250])[0] for i in range(0, len(x), 250)])
+    assert abs(float((logits.argmax(1) == y).mean()) - float((_ort_logits(path, x).argmax(1) == y).mean())) <= 0.005
+    kinds = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if info["layerType"].astype(str) in ("Convolution", "FullyConnected"):
+            kinds[op.get_friendly_name()] = info["runtimePrecision"].astype(str)
+    assert kinds and all(p in ("u8", "i8") for p in kinds.values()), kinds
