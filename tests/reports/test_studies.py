@@ -130,3 +130,32 @@ def test_html_report_has_studies_section(tmp_path):
     assert "<h2>Studies</h2>" in text
     assert "accuracy vs calibration-set size" in text and "accuracy by weight bits" in text
     assert EVIL not in text
+
+
+@pytest.mark.browser
+def test_studies_charts_render_in_chromium_without_label_markup(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from .test_browser import CHROMIUM_ARGS, LINK, MARKUP_IN_PLOTS, STYLE
+
+    rows = [_fp32()] + [_swept(i, 0.8 + 0.01 * i, calibration=f"minmax {LINK}" if i % 2 else f"entropy {STYLE}",
+                               calib_samples=n) for i, n in enumerate([16, 64, 256, 1024])]
+    rows += [_swept(10 + i, 0.7 + 0.02 * i, base="w", weight_bits=b, weight_rounding=rd)
+             for i, (b, rd) in enumerate([(8, "nearest"), (8, f"gptq {STYLE}"), (4, "nearest"), (4, f"gptq {LINK}")])]
+    out = render_html(build_report([write_rows(tmp_path / "results.jsonl", rows)]), tmp_path / "r.html")
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.route("**/*", lambda route: route.abort() if not route.request.url.startswith("file:") else route.continue_())
+        page.goto(out.as_uri())
+        page.wait_for_selector(".js-plotly-plot .main-svg")
+        heat_cells = page.locator(".js-plotly-plot .heatmaplayer image, .js-plotly-plot .hm image").count()
+        heat_text = page.locator(".js-plotly-plot .heatmaplayer text, .js-plotly-plot .hm text").all_text_contents()
+        markup = page.evaluate(MARKUP_IN_PLOTS)
+        browser.close()
+    assert not errors, errors
+    assert heat_cells >= 1
+    assert {"70.00", "72.00", "74.00", "76.00"} <= set(heat_text)  # the value written in each cell
+    assert markup == []
