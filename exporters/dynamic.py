@@ -16,20 +16,14 @@ def quantize_dynamic_model(fp32_path: Path, out_path: Path, settings: Any) -> li
     """Quantize ``fp32_path`` dynamically to ``out_path`` as ``settings`` (a dynamic QuantSettings) say;
     returns notes worth recording."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .quantize import check_exclude_nodes
+    from .quantize import check_exclude_nodes, pre_processed
 
     if settings.mode != "dynamic":
         raise ValueError("quantize_dynamic_model needs mode = 'dynamic' settings")
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="qb-dyn-") as tmpdir:
-        pre = Path(tmpdir) / "pre.onnx"
-        try:
-            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
-        except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation, not a requirement
-            notes.append(f"quant_pre_process failed, quantizing the original graph: {str(exc).splitlines()[0]}")
-            pre = Path(fp32_path)
+        pre = pre_processed(Path(fp32_path), Path(tmpdir), notes)
         check_exclude_nodes(pre, settings.exclude_nodes)
         qtype = {"QUInt8": QuantType.QUInt8, "QInt8": QuantType.QInt8}[settings.weight_type]
         quantize_dynamic(

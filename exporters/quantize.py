@@ -276,6 +276,20 @@ def check_exclude_nodes(model_path: Path, exclude: tuple[str, ...] | list[str]) 
                              f"(after quant_pre_process){hint}")
 
 
+def pre_processed(fp32_path: Path, tmp: Path, notes: list[str]) -> Path:
+    """ORT's quant_pre_process of ``fp32_path`` into ``tmp`` (the graph that is quantized), or the
+    original file with a note when pre-processing fails (it is an optimisation, not a requirement)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = tmp / "pre.onnx"
+    try:
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+    except Exception as exc:  # noqa: BLE001
+        notes.append(f"quant_pre_process failed, quantizing the original graph: {str(exc).splitlines()[0]}")
+        return Path(fp32_path)
+    return pre
+
+
 def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reader: Any,
                  stats: dict[str, Any] | None = None) -> list[str]:
     """Quantize ``fp32_path`` to a QDQ model at ``out_path``; returns notes worth recording.
@@ -289,7 +303,6 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
         quantize_static,
     )
     from onnxruntime.quantization.calibrate import save_tensors_data
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     import onnx
 
@@ -299,12 +312,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="qb-quant-") as tmpdir:
         tmp = Path(tmpdir)
-        pre = tmp / "pre.onnx"
-        try:
-            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
-        except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation, not a requirement
-            notes.append(f"quant_pre_process failed, quantizing the original graph: {str(exc).splitlines()[0]}")
-            pre = Path(fp32_path)
+        pre = pre_processed(Path(fp32_path), tmp, notes)
         check_exclude_nodes(pre, settings.exclude_nodes)
         grids = plan_grids(onnx.load(str(pre)), settings)
         # A weight_rounding other than "nearest" rewrites the integers ORT stores on these grids (after quantize_static).

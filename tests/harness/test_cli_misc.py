@@ -1,7 +1,6 @@
 """The other CLI commands: --dump-config, devices, export, models, report; module:callable models."""
 from __future__ import annotations
 
-import sys
 import textwrap
 
 import pytest
