@@ -46,7 +46,6 @@ def prepare_graph(fp32: Path, settings: Any, reader: Any, workdir: Path) -> dict
     calibration cache into ``workdir``. Returns what it cost and any notes."""
     from onnxruntime.quantization.calibrate import save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
     from quantbench.exporters.calibrate import CalibrationConfig, calibrate
     from quantbench.exporters.quantize import _calibrated_op_types, check_exclude_nodes
 
@@ -80,7 +79,12 @@ def quantize(workdir: Path, settings: Any, out: Path, only: list[str] | None = N
     ``only``: quantize just these nodes; ``exclude``: keep these in float (added to the variant's own
     ``exclude_nodes``). Everything else follows ``settings`` exactly as the whole-model variant does.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     qtype = {"QUInt8": QuantType.QUInt8, "QInt8": QuantType.QInt8}
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,

@@ -262,8 +262,10 @@ def run_study(cfg: SweepConfig, output: Path, opts: SensitivityOptions, *, model
                         append_row(output / SENSITIVITY_FILE, row)
                 if not study.error:
                     shutil.rmtree(workdir, ignore_errors=True)  # models and logs; kept when something failed
-        shutil.rmtree(output / "sensitivity-work" / run_id, ignore_errors=True) if all(
-            not r.error for r in results) else None
+        if all(not r.error for r in results):
+            shutil.rmtree(output / "sensitivity-work" / run_id, ignore_errors=True)
+            if not any((output / "sensitivity-work").iterdir()):
+                (output / "sensitivity-work").rmdir()
     return results
 
 

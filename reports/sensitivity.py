@@ -177,7 +177,7 @@ def _steps_table(study: dict[str, Any]) -> str:
         body.append(f"<tr class='{'flag' if s.get('chosen') else ''}'><td class='l'>{e(str(s.get('label')))}</td>"
                     f"<td>{len(s['nodes_float']) if s.get('nodes_float') is not None else '—'}</td>"
                     f"<td class='l'>{e(str(s.get('added_node') or '—'))}</td><td>{e(top1)}</td>"
-                    f"<td>{_fmt(-s['drop_pts'], '+.2f') if is_number(s.get('drop_pts')) and s.get('step') is not None else '—'}</td>"
+                    f"<td>{_fmt(-s['drop_pts'] + 0.0, '+.2f') if is_number(s.get('drop_pts')) and s.get('step') is not None else '—'}</td>"
                     f"<td>{_fmt(s.get('compute_p50_ms'), '.3f')}</td><td>{_fmt(s.get('speedup_interleaved'), '.2f')}</td>"
                     f"<td class='l'>{e(within)}</td></tr>")
     return f"<table>{head}{''.join(body)}</table>"

@@ -132,7 +132,7 @@ def test_outlier_layer_ranks_first(budget_study) -> None:
 
 
 def test_budget_search_keeps_the_sensitive_layer_float(budget_study) -> None:
-    study, messages, out = budget_study
+    study, _, out = budget_study
     b = study.budget
     assert b["met"] is True, b["message"]
     assert b["exclude_nodes"] == [SENSITIVE]
