@@ -92,6 +92,13 @@ def _eval_reader(spec: CellSpec, batch: int):
                        spec.artifact.get("input_name", "input"), pad_last=True)
 
 
+def _rebatch(reader: Any, batch: int):
+    """The same images as ``reader`` in batches of ``batch``, without opening the data source again."""
+    from quantbench.calibration_data import BatchReader
+
+    return BatchReader(reader.split, reader.preprocess, reader.indices, batch, reader.input_name, pad_last=True)
+
+
 def io_scope(split: Any) -> str:
     """What timing ``load_batch`` covers for this split (stored as the row's ``io_scope``)."""
     if isinstance(getattr(split, "images", None), np.ndarray):
@@ -267,7 +274,7 @@ def measure_cell(spec: CellSpec) -> dict[str, Any]:
         row["first_infer_ms"] = round((time.perf_counter_ns() - t0) / 1e6, 3)
         row.update(_timed_loop(rt, x, m))
         row.update(_speedup(spec, rt, x, m))
-        eval_reader = reader if not m.eval_batch or m.eval_batch == spec.batch else _eval_reader(spec, m.eval_batch)
+        eval_reader = reader if not m.eval_batch or m.eval_batch == spec.batch else _rebatch(reader, m.eval_batch)
         reference = np.load(spec.reference_logits) if spec.reference_logits else None
         row.update(evaluate_outputs(rt, eval_reader, reference, spec.accuracy))
         row["runtime_settings"] = rt.settings_used()
