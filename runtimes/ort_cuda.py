@@ -438,8 +438,9 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
     @classmethod
     def requirements(cls) -> str:
         from .cuda_mem import installed_cuda_major
+        from .trt_plan import TENSORRT_DISTS
 
-        trt = installed_cuda_major({12: ("tensorrt-cu12", "tensorrt-cu12-libs"), 13: ("tensorrt-cu13", "tensorrt-cu13-libs")})
+        trt = installed_cuda_major(TENSORRT_DISTS)
         ort_major = onnxruntime_gpu_cuda_major()
         if trt and ort_major and trt != ort_major:
             return (f"mismatch: onnxruntime-gpu is a CUDA {ort_major} build, TensorRT a CUDA {trt} build "
@@ -448,15 +449,10 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
                                                     13: ".[tensorrt-cu13,ort-gpu-cu13] / tox -e tensorrt-cu13"})
 
     def supports(self, artifact: Artifact) -> str | None:
-        reason = super().supports(artifact)
-        if reason:
-            return reason
-        if artifact.format == "onnx" and artifact.precision == "int8" and artifact.path and Path(artifact.path).is_file():
-            from .trt_plan import qdq_problem
+        from .trt_plan import int8_qdq_problem
 
-            # Asymmetric uint8 Q/DQ would silently run on the CUDA EP, not in TensorRT.
-            return qdq_problem(Path(artifact.path), allow_int32_bias=True)
-        return None
+        # Asymmetric uint8 Q/DQ would silently run on the CUDA EP, not in TensorRT.
+        return super().supports(artifact) or int8_qdq_problem(artifact)
 
     def _preload_cuda_libraries(self) -> None:
         super()._preload_cuda_libraries()

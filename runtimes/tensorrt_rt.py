@@ -18,8 +18,8 @@ from .cuda_mem import (
     parse_cuda_device,
 )
 from .trt_plan import (
-    calibration_cache_key, choose_precision_path, engine_cache_key, fold_int32_bias, profile_shapes, qdq_problem,
-    qdq_problems,
+    TENSORRT_DISTS, calibration_cache_key, choose_precision_path, engine_cache_key, fold_int32_bias, int8_qdq_problem,
+    profile_shapes, qdq_problems,
 )
 
 
@@ -107,18 +107,12 @@ class TensorRTRuntime(Runtime):
     @classmethod
     def requirements(cls) -> str:
         """The NVIDIA driver the installed TensorRT wheel needs (or each build's, when none is installed)."""
-        major = installed_cuda_major({12: ("tensorrt-cu12", "tensorrt-cu12-libs"),
-                                      13: ("tensorrt-cu13", "tensorrt-cu13-libs")})
-        return driver_requirement(major, {12: ".[tensorrt] / tox -e tensorrt (10.x: tensorrt10)",
-                                          13: ".[tensorrt-cu13] / tox -e tensorrt-cu13 (10.x: tensorrt10-cu13)"})
+        return driver_requirement(installed_cuda_major(TENSORRT_DISTS),
+                                  {12: ".[tensorrt] / tox -e tensorrt (10.x: tensorrt10)",
+                                   13: ".[tensorrt-cu13] / tox -e tensorrt-cu13 (10.x: tensorrt10-cu13)"})
 
     def supports(self, artifact: Artifact) -> str | None:
-        reason = super().supports(artifact)
-        if reason:
-            return reason
-        if artifact.format == "onnx" and artifact.precision == "int8" and artifact.path and Path(artifact.path).is_file():
-            return qdq_problem(Path(artifact.path), allow_int32_bias=True)  # int32 biases are folded at build
-        return None
+        return super().supports(artifact) or int8_qdq_problem(artifact)  # int32 biases are folded at build
 
     # ---- build -----------------------------------------------------------------------------------
     def _activate_impl(self, artifact: Artifact) -> None:

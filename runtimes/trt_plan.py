@@ -16,6 +16,8 @@ TRT11_CALIBRATOR_REMOVED = (
     "TensorRT 11 removed implicit INT8 calibration (IInt8EntropyCalibrator2/IInt8MinMaxCalibrator): use an "
     "ONNX Runtime QDQ int8 variant (explicit quantization), or TensorRT 10.x (tox -e tensorrt10)")
 CALIBRATORS = ("entropy", "minmax")
+# The TensorRT wheels by the CUDA major they are built for (cuda_mem.installed_cuda_major's argument).
+TENSORRT_DISTS = {12: ("tensorrt-cu12", "tensorrt-cu12-libs"), 13: ("tensorrt-cu13", "tensorrt-cu13-libs")}
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,17 @@ def qdq_problem(path: Path, allow_int32_bias: bool = False) -> str | None:
              if any(k in problems for k in kinds)]
     return (f"TensorRT needs symmetric signed INT8 Q/DQ (zero point 0, no int32), {Path(path).name} has {found} "
             f"Q/DQ nodes: {' and '.join(fixes)}")
+
+
+def int8_qdq_problem(artifact: Artifact) -> str | None:
+    """:func:`qdq_problem` for an int8 ONNX artifact whose file exists (int32 biases allowed), else None.
+
+    Both TensorRT adapters accept int32 biases: TensorRT's is folded at build (:func:`fold_int32_bias`),
+    ONNX Runtime's TensorRT EP leaves those constants to the CUDA EP. The harness probes without a path.
+    """
+    if artifact.format == "onnx" and artifact.precision == "int8" and artifact.path and Path(artifact.path).is_file():
+        return qdq_problem(Path(artifact.path), allow_int32_bias=True)
+    return None
 
 
 def fold_int32_bias(src: Path, dst: Path) -> int:
