@@ -6,9 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantbench.harness.table import speedup_of
-
-from .rows import load_file, sanitize_row  # noqa: F401 - sanitize_row is re-exported
+from .rows import load_file
 
 
 class ReportError(ValueError):
@@ -121,12 +119,6 @@ def _incompatibilities(rows: list[dict[str, Any]]) -> list[str]:
             fp32[str(r.get("model"))].add(r["artifact_sha256"])
     return [f"model '{m}' has {len(s)} different FP32 artifacts across the results (different weights or export): "
             f"compare its rows per device only" for m, s in fp32.items() if len(s) > 1]
-
-
-def speedup_vs(row: dict[str, Any], base: dict[str, Any] | None) -> float | None:
-    """The interleaved speedup over FP32 (1.0 for the FP32 reference itself). There is no fallback to a
-    ratio of separately timed medians: those differ by 20-30% from the interleaved estimate on a shared machine."""
-    return speedup_of(row, is_reference=base is row)
 
 
 def fp32_reference(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
