@@ -370,6 +370,12 @@ class CudaEventClock(Clock):
         return out, int(self.backend.event_elapsed_ms(self.start, self.stop) * 1e6)
 
 
+def begin(clock: Clock | None) -> None:
+    """Start the timed span (when ``clock`` is a :class:`CudaEventClock`), right before the adapter enqueues."""
+    if isinstance(clock, CudaEventClock):
+        clock.begin()
+
+
 def complete(backend: CudaBackend, stream: Any, clock: Clock | None) -> None:
     """End the timed span (when ``clock`` is a :class:`CudaEventClock`), then wait for the stream."""
     if isinstance(clock, CudaEventClock):

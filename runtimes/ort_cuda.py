@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .base import Artifact, Availability, Clock, Runtime, RuntimeFailure, missing_package
-from .cuda_mem import complete, driver_present, driver_requirement, parse_cuda_device
+from .cuda_mem import begin, complete, driver_present, driver_requirement, parse_cuda_device
 
 CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
@@ -286,7 +286,7 @@ class OrtCudaRuntime(Runtime):
                                      f"got {x.shape} (one shape per activation)")
             self._bind_buffers(x.shape)
         if self._stream is not None:
-            self._begin()
+            begin(self._clock)
             self._cuda.htod_async(self._in.data_ptr(), x, self._stream)
             complete(self._cuda, self._stream, self._clock)
         else:
@@ -301,7 +301,7 @@ class OrtCudaRuntime(Runtime):
         return None if not dims or any(d is None for d in dims) else dims  # type: ignore[return-value]
 
     def _infer_impl(self, staged: Any) -> Any:
-        self._begin()
+        begin(self._clock)
         try:
             self.session.run_with_iobinding(self.binding, self._run_options)
         except Exception as exc:  # noqa: BLE001
@@ -315,16 +315,11 @@ class OrtCudaRuntime(Runtime):
     def _fetch_impl(self, outputs: Any) -> np.ndarray:
         if self._stream is not None and outputs is self._out:
             host = np.empty(tuple(outputs.shape()), self.output_dtype)
-            self._begin()
+            begin(self._clock)
             self._cuda.dtoh_async(host, outputs.data_ptr(), self._stream)
             complete(self._cuda, self._stream, self._clock)
             return host.astype(np.float32, copy=False)
         return np.asarray(outputs.numpy(), dtype=np.float32)
-
-    def _begin(self) -> None:
-        clock = self._clock
-        if clock is not None and hasattr(clock, "begin"):
-            clock.begin()
 
     def clock(self) -> Clock:
         if self._clock is None:

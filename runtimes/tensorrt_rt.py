@@ -14,7 +14,7 @@ import numpy as np
 
 from .base import Artifact, Availability, Clock, Runtime, RuntimeFailure, missing_package
 from .cuda_mem import (
-    CudaEventClock, complete, cuda_availability, driver_requirement, installed_cuda_major, load_backend,
+    CudaEventClock, begin, complete, cuda_availability, driver_requirement, installed_cuda_major, load_backend,
     parse_cuda_device,
 )
 from .trt_plan import (
@@ -331,13 +331,13 @@ class TensorRTRuntime(Runtime):
             self._bind(tuple(inputs.shape))
         # numpy -> pinned staging buffer is host work; the events time only the DMA from pinned memory.
         np.copyto(self.host_in, inputs, casting="same_kind")
-        self._begin()
+        begin(self._clock)
         self.cuda.htod_async(self._buffers[self.input_name], self.host_in, self.stream)
         complete(self.cuda, self.stream, self._clock)
         return self._buffers[self.input_name]
 
     def _infer_impl(self, staged: Any) -> Any:
-        self._begin()
+        begin(self._clock)
         if not self.context.execute_async_v3(self.cuda.stream_handle(self.stream)):
             why = self.logger.errors[-1] if self.logger.errors else "no error message"
             raise RuntimeFailure(f"tensorrt execute_async_v3 failed: {why}")
@@ -345,14 +345,10 @@ class TensorRTRuntime(Runtime):
         return self._buffers[self.output_name]
 
     def _fetch_impl(self, outputs: Any) -> np.ndarray:
-        self._begin()
+        begin(self._clock)
         self.cuda.dtoh_async(self.host_out, outputs, self.stream)
         complete(self.cuda, self.stream, self._clock)
         return np.array(self.host_out, dtype=np.float32, copy=True)
-
-    def _begin(self) -> None:
-        if self._clock is not None:
-            self._clock.begin()
 
     def clock(self) -> Clock:
         if self._clock is None:
