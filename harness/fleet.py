@@ -24,7 +24,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -116,7 +116,6 @@ class _Job:
     row: dict[str, Any]
     demand: dict[str, float]
     parts: dict[str, Any]  # fingerprint_parts keyword arguments, less env
-    envs: list[dict[str, Any]] = field(default_factory=list)  # surveyed nodes that serve the target
 
 
 def import_ray() -> Any:
@@ -499,7 +498,7 @@ class _Fleet:
                      "variant_settings": row["variant_settings"], "runtime": cell.runtime.name,
                      "runtime_options": dict(cell.runtime.options), "device": cell.device,
                      "model": contents[cell.model_index], "calibration": _calibration(cell, pm)}
-            job = _Job(fc, row, self.demand(fc), parts, envs)
+            job = _Job(fc, row, self.demand(fc), parts)
             row["fleet"] = {"target": fc.target, "demand": job.demand, "node_id": None}
             self._fingerprint(job, row["env"])
             row["measure_settings"] = measure
