@@ -290,18 +290,34 @@ def pre_processed(fp32_path: Path, tmp: Path, notes: list[str]) -> Path:
     return pre
 
 
+def static_quant_kwargs(settings: QuantSettings, cache: Path, only: list[str] | None = None,
+                        exclude: list[str] | tuple[str, ...] = (), extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``quantize_static``'s keyword arguments (all but the two paths) for ``settings``, with the ranges
+    from the calibration cache ``cache``. ``only``: quantize just these nodes; ``exclude``: keep these in
+    float too (added to ``settings.exclude_nodes``); ``extra``: more ``extra_options``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+
+    qtype = {"QUInt8": QuantType.QUInt8, "QInt8": QuantType.QInt8}
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile, "distribution": CalibrationMethod.Distribution}
+    return {"calibration_data_reader": None, "calibration_cache_path": str(cache), "quant_format": QuantFormat.QDQ,
+            "per_channel": settings.per_channel, "activation_type": qtype[settings.activation_type],
+            "weight_type": qtype[settings.weight_type], "reduce_range": settings.reduce_range,
+            "calibrate_method": method[settings.calibration],
+            "op_types_to_quantize": list(settings.op_types) if settings.op_types else None,
+            "nodes_to_quantize": list(only) if only else None,
+            "nodes_to_exclude": list(settings.exclude_nodes) + [n for n in exclude if n not in settings.exclude_nodes],
+            "extra_options": {"ActivationSymmetric": settings.activation_symmetric,
+                              "WeightSymmetric": settings.symmetric_weight, **(extra or {})}}
+
+
 def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reader: Any,
                  stats: dict[str, Any] | None = None) -> list[str]:
     """Quantize ``fp32_path`` to a QDQ model at ``out_path``; returns notes worth recording.
 
     ``stats`` (optional) receives what calibration cost: tensors, samples, MB per sample, pass seconds.
     """
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
     import onnx
@@ -337,21 +353,10 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
         cache = tmp / "calibration.json"
         save_tensors_data(result.ranges, cache)
         del result
-        qtype = {"QUInt8": QuantType.QUInt8, "QInt8": QuantType.QInt8}
-        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                  "percentile": CalibrationMethod.Percentile, "distribution": CalibrationMethod.Distribution}
-        quantize_static(
-            str(pre), str(out_path), calibration_data_reader=None, calibration_cache_path=str(cache),
-            quant_format=QuantFormat.QDQ, per_channel=settings.per_channel,
-            activation_type=qtype[settings.activation_type], weight_type=qtype[settings.weight_type],
-            reduce_range=settings.reduce_range, calibrate_method=method[settings.calibration],
-            op_types_to_quantize=list(settings.op_types) if settings.op_types else None,
-            nodes_to_exclude=list(settings.exclude_nodes),
-            extra_options={"ActivationSymmetric": settings.activation_symmetric,
-                           "WeightSymmetric": settings.symmetric_weight,
-                           # The grids' scales are the weights' scales; ORT must not widen them for tiny biases.
-                           **({"TensorQuantOverrides": tensor_overrides(grids),
-                               "QDQDisableWeightAdjustForInt32Bias": True} if grids else {})})
+        # The grids' scales are the weights' scales; ORT must not widen them for tiny biases.
+        extra = ({"TensorQuantOverrides": tensor_overrides(grids), "QDQDisableWeightAdjustForInt32Bias": True}
+                 if grids else None)
+        quantize_static(str(pre), str(out_path), **static_quant_kwargs(settings, cache, extra=extra))
         if settings.weight_rounding != "nearest":  # same grid and graph, other integers (weight_rounding.py)
             from .weight_rounding import round_qdq_weights
 

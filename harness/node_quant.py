@@ -79,27 +79,11 @@ def quantize(workdir: Path, settings: Any, out: Path, only: list[str] | None = N
     ``only``: quantize just these nodes; ``exclude``: keep these in float (added to the variant's own
     ``exclude_nodes``). Everything else follows ``settings`` exactly as the whole-model variant does.
     """
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import quantize_static
+    from quantbench.exporters.quantize import static_quant_kwargs
 
-    qtype = {"QUInt8": QuantType.QUInt8, "QInt8": QuantType.QInt8}
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile, "distribution": CalibrationMethod.Distribution}
-    quantize_static(
-        str(workdir / PRE_FILE), str(out), calibration_data_reader=None,
-        calibration_cache_path=str(workdir / CACHE_FILE), quant_format=QuantFormat.QDQ,
-        per_channel=settings.per_channel, activation_type=qtype[settings.activation_type],
-        weight_type=qtype[settings.weight_type], reduce_range=settings.reduce_range,
-        calibrate_method=method[settings.calibration],
-        op_types_to_quantize=list(settings.op_types) if settings.op_types else None,
-        nodes_to_quantize=list(only) if only else None,
-        nodes_to_exclude=list(settings.exclude_nodes) + [n for n in exclude if n not in settings.exclude_nodes],
-        extra_options={"ActivationSymmetric": settings.activation_symmetric,
-                       "WeightSymmetric": settings.symmetric_weight})
+    quantize_static(str(workdir / PRE_FILE), str(out),
+                    **static_quant_kwargs(settings, workdir / CACHE_FILE, only=only, exclude=exclude))
     return out
 
 
