@@ -275,6 +275,9 @@ class OrtCudaRuntime(Runtime):
         else:
             self._out = ov.ortvalue_from_shape_and_type(out_shape, self.output_dtype.type, "cuda", self.device_index)
             self.binding.bind_ortvalue_output(self.output_name, self._out)
+        # Device addresses read by the timed copies, looked up once per shape rather than between the events.
+        self._in_ptr = self._in.data_ptr()
+        self._out_ptr = self._out.data_ptr() if self._out is not None else None
         self._bound_shape = tuple(shape)
 
     def _stage_impl(self, inputs: np.ndarray) -> Any:
@@ -287,7 +290,7 @@ class OrtCudaRuntime(Runtime):
             self._bind_buffers(x.shape)
         if self._stream is not None:
             begin(self._clock)
-            self._cuda.htod_async(self._in.data_ptr(), x, self._stream)
+            self._cuda.htod_async(self._in_ptr, x, self._stream)
             complete(self._cuda, self._stream, self._clock)
         else:
             self._in.update_inplace(x)
@@ -316,7 +319,7 @@ class OrtCudaRuntime(Runtime):
         if self._stream is not None and outputs is self._out:
             host = np.empty(tuple(outputs.shape()), self.output_dtype)
             begin(self._clock)
-            self._cuda.dtoh_async(host, outputs.data_ptr(), self._stream)
+            self._cuda.dtoh_async(host, self._out_ptr, self._stream)
             complete(self._cuda, self._stream, self._clock)
             return host.astype(np.float32, copy=False)
         return np.asarray(outputs.numpy(), dtype=np.float32)
