@@ -21,6 +21,17 @@ def esc(text: Any) -> str:
     return html.escape(str(text), quote=False)
 
 
+def to_div(fig: Any | None) -> str:
+    """A figure as an HTML <div> for a page that embeds plotly.js once ("" for no figure).
+
+    Plotly's own JSON encoder escapes "<", ">" and "/" inside strings, so text from results cannot
+    close the <script> block it lives in.
+    """
+    if fig is None:
+        return ""
+    return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False, "responsive": True})
+
+
 def _label(r: dict[str, Any], with_device: bool = False) -> str:
     """Escaped row label for an axis; ⚠ marks a row whose timing is not valid."""
     text = f"{r.get('variant')} · {runtime_label(r)} · b{r.get('batch')}"

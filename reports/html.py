@@ -91,20 +91,15 @@ td.best{font-weight:700;background:#e7f5ea} .pill{display:inline-block;padding:1
 
 
 def _plotly_js() -> str:
+    """plotly.js (the vendored cartesian bundle, else plotly's own), safe to put inside a <script> block."""
     vendored = resources.files("quantbench.reports").joinpath("vendor/plotly-cartesian.min.js")
     if vendored.is_file():
-        return vendored.read_text(encoding="utf-8")
-    from plotly.offline import get_plotlyjs
+        js = vendored.read_text(encoding="utf-8")
+    else:
+        from plotly.offline import get_plotlyjs
 
-    return get_plotlyjs()
-
-
-def _div(fig: Any) -> str:
-    if fig is None:
-        return ""
-    # Plotly's own JSON encoder escapes "<", ">" and "/" inside strings, so text from results cannot
-    # close the <script> block it lives in.
-    return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False, "responsive": True})
+        js = get_plotlyjs()
+    return js.replace("</script", "<\\/script")
 
 
 def _devices(report: Report) -> list[dict[str, str]]:
@@ -165,8 +160,8 @@ def _cross(report: Report) -> list[dict[str, Any]]:
             "lines": [dict(ln, cells=[{"text": cross_cell(ln["devices"].get(d)),
                                        "title": _cross_title(ln["devices"].get(d))} for d in devices])
                       for ln in lines],
-            "bars": _div(charts.cross_device_speedups(model, devices, lines)),
-            "scatter": _div(charts.accuracy_vs_latency(rows, f"{model}: accuracy vs compute latency, all devices",
+            "bars": charts.to_div(charts.cross_device_speedups(model, devices, lines)),
+            "scatter": charts.to_div(charts.accuracy_vs_latency(rows, f"{model}: accuracy vs compute latency, all devices",
                                                        by_device=True)),
         })
     return sections
@@ -197,9 +192,9 @@ def render_html(report: Report, out: Path) -> Path:
             "random": any(r.get("weights") == "random-init" for r in raw_rows),
             "dataset": f"{ds.get('name', '?')} ({ds.get('variant', '?')}), {first.get('eval_samples', '?')} evaluation images",
             "rows": table_rows, "notes": notes.texts,
-            "breakdown": _div(charts.latency_breakdown(raw_rows, f"{model}: where the time goes (median per phase)")),
-            "scatter": _div(charts.accuracy_vs_latency(raw_rows, f"{model}: accuracy vs compute latency")),
-            "boxes": _div(charts.latency_distribution(raw_rows, f"{model}: compute latency distribution")),
+            "breakdown": charts.to_div(charts.latency_breakdown(raw_rows, f"{model}: where the time goes (median per phase)")),
+            "scatter": charts.to_div(charts.accuracy_vs_latency(raw_rows, f"{model}: accuracy vs compute latency")),
+            "boxes": charts.to_div(charts.latency_distribution(raw_rows, f"{model}: compute latency distribution")),
         })
     counts = Counter(r.get("status") for r in report.rows)
     problems = [{"status": r.get("status"), "model": r.get("model"), "variant": r.get("variant"),
@@ -207,7 +202,7 @@ def render_html(report: Report, out: Path) -> Path:
                  "batch": r.get("batch"), "error": r.get("error")} for r in report.not_ok]
     env = jinja2.Environment(autoescape=True)
     chunks = env.from_string(TEMPLATE).generate(
-        plotly_js=_plotly_js().replace("</script", "<\\/script"),
+        plotly_js=_plotly_js(),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), sources=report.sources,
         counts={"ok": counts.get("ok", 0), "failed": counts.get("failed", 0), "skipped": counts.get("skipped", 0)},
         warnings=report.warnings, method=timing_method(report.rows), devices=_devices(report), groups=groups,

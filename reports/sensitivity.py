@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .charts import _layout, esc
+from .charts import _layout, esc, to_div
 from .rows import is_number
 
 FILE = "sensitivity.jsonl"
@@ -135,12 +135,6 @@ def budget_path(study: dict[str, Any]) -> Any | None:
     return fig
 
 
-def _div(fig: Any) -> str:
-    if fig is None:
-        return ""
-    return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False, "responsive": True})
-
-
 def _fmt(value: Any, spec: str, scale: float = 1.0) -> str:
     return format(value * scale, spec) if is_number(value) else "—"
 
@@ -201,7 +195,7 @@ def section_html(rows: list[dict[str, Any]]) -> str:
         if s.get("accuracy_note"):
             parts.append(f"<p class='warn'>{e(str(s['accuracy_note']))}</p>")
         parts.append(_table(st))
-        parts.append(f"<div class='chart'>{_div(sqnr_bars(st))}</div>")
+        parts.append(f"<div class='chart'>{to_div(sqnr_bars(st))}</div>")
         b = st.get("budget")
         if b:
             parts.append(f"<h3>{e(st['model'])} / {e(st['variant'])}: mixed precision under a {b.get('budget_pts', 0):g}-point budget</h3>")
@@ -209,7 +203,7 @@ def section_html(rows: list[dict[str, Any]]) -> str:
             if b.get("exclude_nodes"):
                 parts.append(f"<p><code>exclude_nodes = {e(json.dumps(b['exclude_nodes']))}</code></p>")
             parts.append(_steps_table(st))
-            parts.append(f"<div class='chart'>{_div(budget_path(st))}</div>")
+            parts.append(f"<div class='chart'>{to_div(budget_path(st))}</div>")
     if not parts:
         return ""
     return ("<h2>Quantization sensitivity and mixed precision</h2>"
@@ -247,6 +241,6 @@ def write_sensitivity_report(paths: list[Path], out: Path) -> Path:
     rows, warnings = load_rows([Path(p) for p in paths])
     body = section_html(rows) or "<p class='muted'>No sensitivity rows.</p>"
     warn = "".join(f"<p class='warn'>{html.escape(w)}</p>" for w in warnings)
-    text = PAGE.format(js=_plotly_js().replace("</script", "<\\/script"), body=body, warnings=warn,
+    text = PAGE.format(js=_plotly_js(), body=body, warnings=warn,
                        sources=", ".join(html.escape(str(p)) for p in paths))
     return write_atomic(Path(out), text)

@@ -13,7 +13,7 @@ import html
 from collections import defaultdict
 from typing import Any
 
-from .charts import _layout, esc
+from .charts import _layout, esc, to_div
 from .model import device_key, runtime_label
 from .rows import is_number
 
@@ -177,7 +177,7 @@ def section_html(rows: list[dict[str, Any]]) -> str:
             model, device, runtime, batch = key
             parts.append(f"<h3>{html.escape(model)} <span class='muted'>{html.escape(runtime)}, batch "
                          f"{html.escape(str(batch))}, {html.escape(device)}</span></h3>")
-            parts.extend(f"<div class='chart'>{_div(f)}</div>" for f in figs)
+            parts.extend(f"<div class='chart'>{to_div(f)}</div>" for f in figs)
     if not parts:
         return ""
     return ("<h2>Studies</h2><p class='muted'>Variants expanded from swept keys: accuracy against the calibration-set "
@@ -185,7 +185,3 @@ def section_html(rows: list[dict[str, Any]]) -> str:
             "(or × the other swept key).</p>"
             + "".join(parts))
 
-
-def _div(fig: Any) -> str:
-    # Plotly's JSON encoder escapes "<", ">" and "/" in strings, so row text cannot close the <script> block.
-    return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False, "responsive": True})
