@@ -145,10 +145,6 @@ class OrtCpuRuntime(Runtime):
             "providers": self.session.get_providers(),
         }
 
-    @property
-    def host_memory(self) -> bool:
-        return True  # the CPU execution provider reads and writes numpy buffers in place
-
     def _infer_impl(self, staged: np.ndarray) -> Any:
         try:
             return self.session.run([self.output_name], {self.input_name: staged})[0]
