@@ -142,6 +142,13 @@ def partition(n: int, seed: int, eval_fraction: float = 0.3) -> tuple[np.ndarray
     return np.sort(perm[n_eval:]), np.sort(perm[:n_eval])
 
 
+def partitioned(whole: Split, base: str) -> tuple[Split, Split, str]:
+    """Calibration and evaluation from one labelled split: the seeded 70/30 :func:`partition` (disjoint)."""
+    cal_idx, ev_idx = partition(len(whole), seed=0)
+    return (whole.subset(cal_idx, f"{base}/calibration"), whole.subset(ev_idx, f"{base}/evaluation"),
+            "seeded 70/30 partition")
+
+
 def held_out_size(n: int) -> int:
     """Calibration images taken from a test-only split of ``n`` images: min(1000, 20%), at least 1."""
     return max(1, min(HELD_OUT_MAX, int(n * HELD_OUT_FRACTION)))

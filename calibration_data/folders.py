@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, DataSource, Split, held_out, partition
+from .base import DataError, DataSource, Split, held_out, partitioned
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -227,9 +227,7 @@ def open_folder(root: Path, spec: str | None = None, classes: list[str] | None =
         cal, ev, split = held_out(whole, base, f"{test_dir.name}/ images")
     else:
         whole, mode = _make_split(root, scanned[root], mapping, base, None)
-        cal_idx, ev_idx = partition(len(whole), seed=0)
-        cal, ev = whole.subset(cal_idx, f"{base}/calibration"), whole.subset(ev_idx, f"{base}/evaluation")
-        split = "seeded 70/30 partition"
+        cal, ev, split = partitioned(whole, base)
     info = {"path": str(root), "split": split, "color_mode": mode}
     if labels_file is not None:
         info["labels_file"] = str(labels_file)

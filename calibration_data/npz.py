@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ArraySplit, DataError, DataSource, as_pixels, held_out, partition, sha256_files
+from .base import ArraySplit, DataError, DataSource, as_pixels, held_out, partitioned, sha256_files
 
 
 def open_npz(path: Path, spec: str | None = None) -> DataSource:
@@ -31,10 +31,7 @@ def open_npz(path: Path, spec: str | None = None) -> DataSource:
     elif {"x_test", "y_test"} <= keys:
         cal, ev, rule = held_out(split("x_test", "y_test", "test"), path.name)
     elif {"x", "y"} <= keys:
-        whole = split("x", "y", "all")
-        cal_idx, ev_idx = partition(len(whole), seed=0)
-        cal, ev = whole.subset(cal_idx, f"{path.name}/calibration"), whole.subset(ev_idx, f"{path.name}/evaluation")
-        rule = "seeded 70/30 partition"
+        cal, ev, rule = partitioned(split("x", "y", "all"), path.name)
     else:
         raise DataError(f"{path} needs arrays x_train,y_train,x_test,y_test, or x_test,y_test, or x,y "
                         f"(has {', '.join(keys) or 'none'})")

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import ArraySplit, DataError, DataSource, Split, partition
+from .base import ArraySplit, DataError, DataSource, Split, partitioned
 from .folders import IMAGE_SUFFIXES, FileSplit, open_folder
 from .idx import DEBIAN_FASHION_MNIST, SHIPPED, open_fashion_mnist, open_idx, read_idx, write_idx
 from .npz import open_npz
@@ -47,15 +47,14 @@ def open_digits() -> DataSource:
         raise DataError("the 'digits' data set needs scikit-learn: pip install .[data]") from None
     d = load_digits()
     images = np.clip(d.images * (255.0 / 16.0), 0, 255).round().astype(np.uint8)
-    cal_idx, ev_idx = partition(len(images), seed=0)
+    cal, ev, split = partitioned(ArraySplit(images, d.target, "digits/all"), "digits")
 
     def content() -> str:
         return hashlib.sha256(images.tobytes() + d.target.astype(np.int64).tobytes()
                               + sklearn.__version__.encode()).hexdigest()
 
-    return DataSource("digits", "digits", ArraySplit(images[cal_idx], d.target[cal_idx], "digits/calibration"),
-                      ArraySplit(images[ev_idx], d.target[ev_idx], "digits/evaluation"), 10,
-                      {"variant": "full", "license": "CC BY 4.0 (UCI)", "split": "seeded 70/30 partition",
+    return DataSource("digits", "digits", cal, ev, 10,
+                      {"variant": "full", "license": "CC BY 4.0 (UCI)", "split": split,
                        "sklearn": sklearn.__version__},
                       content_hash=content, fingerprint_method="sha256 of the arrays and the scikit-learn version")
 
