@@ -97,15 +97,15 @@ def open_idx(root: Path, name: str, spec: str, info: dict[str, Any] | None = Non
                       content_hash=lambda: sha256_files(files), fingerprint_method="sha256 of the IDX files")
 
 
-def _verify_manifest(root: Path) -> str:
-    """Check the shipped files against MANIFEST.json; return the manifest's sha256 (the subset's identity)."""
+def _verify_manifest(root: Path) -> tuple[dict[str, Any], str]:
+    """Check the shipped files against MANIFEST.json; return the manifest and its sha256 (the subset's identity)."""
     raw = (root / "MANIFEST.json").read_bytes()
     manifest = json.loads(raw)
     for fname, digest in manifest["sha256"].items():
         actual = hashlib.sha256((root / fname).read_bytes()).hexdigest()
         if actual != digest:
             raise DataError(f"shipped data file {fname} does not match its checksum in MANIFEST.json")
-    return hashlib.sha256(raw).hexdigest()
+    return manifest, hashlib.sha256(raw).hexdigest()
 
 
 def open_fashion_mnist(prefer_full: bool = True) -> DataSource:
@@ -115,8 +115,8 @@ def open_fashion_mnist(prefer_full: bool = True) -> DataSource:
         return open_idx(full, "fashion-mnist", "fashion-mnist", {"variant": "full", "license": "MIT"})
     if not SHIPPED.is_dir():
         raise DataError(f"shipped Fashion-MNIST subset missing at {SHIPPED}")
-    digest = _verify_manifest(SHIPPED)
-    license_ = json.loads((SHIPPED / "MANIFEST.json").read_text()).get("license", "MIT")
-    src = open_idx(SHIPPED, "fashion-mnist", "fashion-mnist-subset", {"variant": "shipped-subset", "license": license_})
+    manifest, digest = _verify_manifest(SHIPPED)
+    src = open_idx(SHIPPED, "fashion-mnist", "fashion-mnist-subset",
+                   {"variant": "shipped-subset", "license": manifest.get("license", "MIT")})
     src.content_hash, src.fingerprint_method = (lambda: digest), "sha256 of the shipped subset's MANIFEST.json"
     return src
