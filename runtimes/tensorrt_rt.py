@@ -153,15 +153,6 @@ class TensorRTRuntime(Runtime):
             raise RuntimeFailure(f"tensorrt: ONNX file not found: {onnx_path}")
         cache_dir = Path(self.options.get("cache_dir") or default_cache_dir())
         model_sha = _sha256(onnx_path)
-        if artifact.format == "onnx" and artifact.precision == "int8" and qdq_problems(onnx_path).get("int32 bias"):
-            # TensorRT's DequantizeLinear takes no int32: use the same file with its biases dequantized (exact).
-            folded = cache_dir / f"{model_sha[:32]}-float-bias.onnx"
-            if not folded.is_file():
-                cache_dir.mkdir(parents=True, exist_ok=True)
-                tmp = folded.with_name(f"{folded.name}.{os.getpid()}.tmp")
-                self._build_info["int32_bias_folded"] = fold_int32_bias(onnx_path, tmp)
-                tmp.replace(folded)
-            onnx_path = folded
         key_options = {k: self.options.get(k) for k in ("workspace_mb", "builder_optimization_level", "tf32")}
         calib_data = None
         if self.plan.calibrator:  # the engine and its table depend on the data the calibrator sees
@@ -184,6 +175,8 @@ class TensorRTRuntime(Runtime):
             if self.plan.calibrator:
                 calib_path = cache_dir / (calibration_cache_key(model_sha, self.plan.calibrator, trt.__version__,
                                                                 dict(artifact.settings), calib_data) + ".calib")
+            if artifact.format == "onnx" and artifact.precision == "int8":  # only a build reads the ONNX file
+                onnx_path = self._float_bias_source(onnx_path, model_sha, cache_dir)
             t0 = time.perf_counter()
             serialized = self._build(onnx_path, artifact, batch, calib_path)
             self._build_info.update({"engine_cache": "miss", "build_s": round(time.perf_counter() - t0, 3)})
@@ -215,6 +208,19 @@ class TensorRTRuntime(Runtime):
         except Exception:  # noqa: BLE001 - a static engine may list no profile
             self.profile_min = self.profile_max = batch
         self._build_info["profile_batch"] = [self.profile_min, batch, self.profile_max]
+
+    def _float_bias_source(self, onnx_path: Path, model_sha: str, cache_dir: Path) -> Path:
+        """``onnx_path``, or when it has int32 bias Q/DQ, the same file with those biases dequantized (exact):
+        TensorRT's DequantizeLinear takes no int32."""
+        if not qdq_problems(onnx_path).get("int32 bias"):
+            return onnx_path
+        folded = cache_dir / f"{model_sha[:32]}-float-bias.onnx"
+        if not folded.is_file():
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = folded.with_name(f"{folded.name}.{os.getpid()}.tmp")
+            self._build_info["int32_bias_folded"] = fold_int32_bias(onnx_path, tmp)
+            tmp.replace(folded)
+        return folded
 
     def _build(self, onnx_path: Path, artifact: Artifact, batch: int, calib_path: Path | None) -> Any:
         trt = self.trt
