@@ -80,12 +80,16 @@ def device_kind(env: dict[str, Any], device: str) -> str:
     A GPU device ``cuda:N`` is the N-th GPU's full name; devices with no NVIDIA GPU behind them
     (OpenVINO's integrated ``GPU``) count as the CPU's kind.
     """
-    gpus = env.get("gpu") or []
-    if not is_host_device(device) and gpus:
-        idx = device.partition(":")[2]
-        i = int(idx) if idx.isdigit() else 0
-        return gpu_kinds(str(gpus[min(i, len(gpus) - 1)].get("name") or "unknown"))[0]
+    if not is_host_device(device) and env.get("gpu"):
+        return gpu_kinds(_gpu_name(env, device))[0]
     return cpu_kind(str(env.get("cpu_model") or "unknown"))
+
+
+def _gpu_name(env: dict[str, Any], device: str) -> str:
+    """The name of the GPU behind ``cuda:N`` (the N-th; the last when there are fewer) in ``env``."""
+    gpus = env["gpu"]
+    idx = device.partition(":")[2]
+    return str(gpus[min(int(idx) if idx.isdigit() else 0, len(gpus) - 1)].get("name") or "unknown")
 
 
 def target_covers(env: dict[str, Any] | None, device: str, target: str) -> bool:
@@ -103,10 +107,7 @@ def target_covers(env: dict[str, Any] | None, device: str, target: str) -> bool:
         return kind.startswith("cpu-")
     if not kind.startswith("gpu-"):
         return False
-    idx = device.partition(":")[2]
-    gpus = env.get("gpu") or []
-    name = str(gpus[min(int(idx) if idx.isdigit() else 0, len(gpus) - 1)].get("name") or "unknown")
-    return target in gpu_kinds(name)
+    return target in gpu_kinds(_gpu_name(env, device))
 
 
 def node_resources(slots: int = 1) -> dict[str, float]:
