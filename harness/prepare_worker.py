@@ -103,9 +103,10 @@ def _fmt_shape(dims: Any) -> str:
 
 
 def _reference(fp32_path: Path, split: Any, preprocess: Any, idx: np.ndarray, path: Path,
-               input_name: str, batch: int) -> np.ndarray:
+               input_name: str) -> np.ndarray:
     """FP32 first-output values on the evaluation images (ONNX Runtime CPU), cached at ``path``.
 
+    Batches follow the model's batch dimension when it is fixed, else :data:`REFERENCE_BATCH`.
     Kept in the output's own per-sample shape, (N, ...), so its structure can be judged.
     """
     if path.exists():
@@ -116,6 +117,8 @@ def _reference(fp32_path: Path, split: Any, preprocess: Any, idx: np.ndarray, pa
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(fp32_path), opts, providers=["CPUExecutionProvider"])
+    dims = next(i.shape for i in sess.get_inputs() if i.name == input_name)
+    batch = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else REFERENCE_BATCH
     reader = BatchReader(split, preprocess, idx, batch, input_name, pad_last=True)
     outs = []
     for x, _, n in reader:
@@ -205,9 +208,7 @@ def prepare(job: dict[str, Any]) -> dict[str, Any]:
         key = hashlib.sha256(json.dumps(["v2", fp32.sha256, dataset_info, pre.to_dict(), int(job["eval_samples"])],
                                         sort_keys=True, default=str).encode()).hexdigest()[:20]
         path = Path(job["reference_dir"]) / f"{key}.npy"
-        batch = onnx_batch_dim(fp32.path)
-        values = _reference(fp32.path, split, pre, idx, path, input_name,
-                            batch if isinstance(batch, int) and batch > 0 else REFERENCE_BATCH)
+        values = _reference(fp32.path, split, pre, idx, path, input_name)
         if values.dtype.kind == "f":
             bad = ~np.all(np.isfinite(values.reshape(len(values), -1)), axis=1)
             if bad.any():
@@ -221,19 +222,6 @@ def prepare(job: dict[str, Any]) -> dict[str, Any]:
     return {"fp32": _artifact_dict(fp32), "dataset_info": dataset_info, "calibration_info": calib_info,
             "reference": reference_path, "accuracy": plan, "input_name": input_name,
             "default_data": default_data}
-
-
-def onnx_batch_dim(path: Path) -> int | str:
-    """The first input's batch dimension: an int when fixed, else its symbolic name."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    inits = {i.name for i in model.graph.initializer}
-    inp = next(i for i in model.graph.input if i.name not in inits)
-    dims = inp.type.tensor_type.shape.dim
-    if not dims:
-        return "?"
-    return dims[0].dim_value if dims[0].HasField("dim_value") else (dims[0].dim_param or "?")
 
 
 def accuracy_plan(out_name: str, per_sample: list[Any], float_out: bool, source: Any,
