@@ -103,11 +103,11 @@ class Preprocess:
         """
         if isinstance(images, np.ndarray) and not self.resize_shorter and (
                 not self.resize or tuple(images.shape[1:3]) == tuple(self.resize)):
-            x = images.astype(np.float32)
-            if self.crop:
+            x = images
+            if self.crop:  # crop before converting: only the kept pixels become float32
                 top, left = crop_offsets(x.shape[1], x.shape[2], self.crop)
                 x = x[:, top:top + self.crop[0], left:left + self.crop[1]]
-            return self._finish(x, _is_pixels(images))
+            return self._finish(x.astype(np.float32), _is_pixels(images))
         per_image = [self._geometry(np.asarray(im)) for im in images]
         if not per_image:
             raise DataError("preprocess: empty batch")
@@ -117,7 +117,9 @@ class Preprocess:
             raise DataError(f"images have different sizes after preprocessing ({sizes[0]} and {sizes[-1]}): "
                             "set preprocess.crop (or an exact resize)")
         pixels = [_is_pixels(im) for im in images]
-        x = np.stack([im.astype(np.float32) for im in per_image])
+        x = np.empty((len(per_image), *per_image[0].shape), dtype=np.float32)
+        for i, im in enumerate(per_image):  # converted while copied into the batch (no per-image float copy)
+            x[i] = im
         if all(pixels) or not any(pixels):
             return self._finish(x, pixels[0])
         for i, p in enumerate(pixels):  # mixed pixel/float batch: scale only the pixel images
