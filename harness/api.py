@@ -74,13 +74,13 @@ def run(config: str | os.PathLike | Mapping[str, Any] | SweepConfig, output: str
     ``ValueError``) for a bad config and ``RunError`` when nothing can run.
     """
     from .results import read_rows, to_dataframe
-    from .runner import run_sweep
+    from .runner import _default_log, run_sweep
 
     cfg = _sweep_config(config)
     if output is not None:
         cfg.run.output = os.fspath(output)
         cfg.validate()
-    say = log or _log
+    say = log or _default_log
     summary = run_sweep(cfg, Path(cfg.run.output), retry_failed=retry_failed, log=say)
     loaded = read_rows(summary.results_path)
     for warning in loaded.warnings:
@@ -137,12 +137,6 @@ def preset_variants() -> dict[str, dict[str, Any]]:
 
 
 # ---- helpers -----------------------------------------------------------------------------------
-def _log(msg: str) -> None:
-    level = logging.ERROR if msg.startswith("error: ") else logging.WARNING if msg.startswith("warning: ") \
-        else logging.INFO
-    logger.log(level, msg)
-
-
 def _as_list(value: Any) -> list[Any]:
     if isinstance(value, (str, int, Mapping)) and not isinstance(value, bool):
         return [value]
