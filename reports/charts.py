@@ -16,8 +16,9 @@ MAX_RAW = 400  # raw samples per box: enough for the shape, small enough for the
 
 
 def esc(text: Any) -> str:
-    """Text for a Plotly label: Plotly reads <a href>, <span style>, <b> … in names, titles, tick and hover
-    labels as markup, and decodes entities, so escaping "&", "<" and ">" shows any string literally."""
+    """Text for a Plotly label or HTML element content (never an attribute value): Plotly reads <a href>,
+    <span style>, <b> … in names, titles, tick and hover labels as markup, and decodes entities, so
+    escaping "&", "<" and ">" shows any string literally, as it does in the report's own HTML."""
     return html.escape(str(text), quote=False)
 
 

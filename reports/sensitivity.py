@@ -5,7 +5,6 @@ Reads ``sensitivity.jsonl`` rows (``quantbench sensitivity``): given directly, o
 """
 from __future__ import annotations
 
-import html
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -140,24 +139,22 @@ def _fmt(value: Any, spec: str, scale: float = 1.0) -> str:
 
 
 def _table(study: dict[str, Any], limit: int = 15) -> str:
-    e = html.escape
     head = ("<tr><th>rank</th><th class='l'>node</th><th class='l'>op</th><th>SQNR only-quantized dB</th>"
             "<th>SQNR only-float dB</th><th>top-1 only-quantized</th><th>top-1 only-float</th></tr>")
     body = []
     for n in study["nodes"][:limit]:
         if n.get("error"):
-            body.append(f"<tr><td>—</td><td class='l'>{e(str(n.get('node')))}</td><td class='l'>{e(str(n.get('op_type')))}</td>"
-                        f"<td class='l bad' colspan='4'>failed: {e(str(n['error']))}</td></tr>")
+            body.append(f"<tr><td>—</td><td class='l'>{esc(str(n.get('node')))}</td><td class='l'>{esc(str(n.get('op_type')))}</td>"
+                        f"<td class='l bad' colspan='4'>failed: {esc(str(n['error']))}</td></tr>")
             continue
-        body.append(f"<tr><td>{n.get('rank')}</td><td class='l'>{e(str(n.get('node')))}</td>"
-                    f"<td class='l'>{e(str(n.get('op_type')))}</td><td>{_fmt(n.get('sqnr_quant_only_db'), '.2f')}</td>"
+        body.append(f"<tr><td>{n.get('rank')}</td><td class='l'>{esc(str(n.get('node')))}</td>"
+                    f"<td class='l'>{esc(str(n.get('op_type')))}</td><td>{_fmt(n.get('sqnr_quant_only_db'), '.2f')}</td>"
                     f"<td>{_fmt(n.get('sqnr_float_only_db'), '.2f')}</td><td>{_fmt(n.get('top1_quant_only'), '.2f', 100)}</td>"
                     f"<td>{_fmt(n.get('top1_float_only'), '.2f', 100)}</td></tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
 
 def _steps_table(study: dict[str, Any]) -> str:
-    e = html.escape
     if not study["steps"]:
         return ""
     head = ("<tr><th class='l'>step</th><th>nodes float</th><th class='l'>added node</th><th>top-1</th><th>Δ pts</th>"
@@ -168,40 +165,39 @@ def _steps_table(study: dict[str, Any]) -> str:
         if s.get("chosen"):
             within += " ← chosen"
         top1 = _fmt(s.get("top1"), ".2f", 100) if s.get("status") == "ok" else "failed: " + str(s.get("error"))
-        body.append(f"<tr class='{'flag' if s.get('chosen') else ''}'><td class='l'>{e(str(s.get('label')))}</td>"
+        body.append(f"<tr class='{'flag' if s.get('chosen') else ''}'><td class='l'>{esc(str(s.get('label')))}</td>"
                     f"<td>{len(s['nodes_float']) if s.get('nodes_float') is not None else '—'}</td>"
-                    f"<td class='l'>{e(str(s.get('added_node') or '—'))}</td><td>{e(top1)}</td>"
+                    f"<td class='l'>{esc(str(s.get('added_node') or '—'))}</td><td>{esc(top1)}</td>"
                     f"<td>{_fmt(-s['drop_pts'] + 0.0, '+.2f') if is_number(s.get('drop_pts')) and s.get('step') is not None else '—'}</td>"
                     f"<td>{_fmt(s.get('compute_p50_ms'), '.3f')}</td><td>{_fmt(s.get('speedup_interleaved'), '.2f')}</td>"
-                    f"<td class='l'>{e(within)}</td></tr>")
+                    f"<td class='l'>{esc(within)}</td></tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
 
 def section_html(rows: list[dict[str, Any]]) -> str:
     """The whole section (HTML; every text from rows escaped), or "" when there are no sensitivity rows."""
-    e = html.escape
     parts = []
     for st in studies(rows):
         s = st.get("summary") or {}
-        parts.append(f"<h3>{e(st['model'])} / {e(st['variant'])}</h3>")
+        parts.append(f"<h3>{esc(st['model'])} / {esc(st['variant'])}</h3>")
         if s.get("status") == "failed":
-            parts.append(f"<p class='bad'>failed: {e(str(s.get('error')))}</p>")
+            parts.append(f"<p class='bad'>failed: {esc(str(s.get('error')))}</p>")
             continue
         parts.append(
-            f"<p class='muted'>{e(str(s.get('nodes')))} quantizable nodes, each scored on {e(str(s.get('sqnr_samples')))} "
+            f"<p class='muted'>{esc(str(s.get('nodes')))} quantizable nodes, each scored on {esc(str(s.get('sqnr_samples')))} "
             f"evaluation images with one calibration reused; whole-model INT8 SQNR {_fmt(s.get('sqnr_whole_int8_db'), '.2f')} dB, "
             f"top-1 FP32 {_fmt(s.get('top1_fp32'), '.2f', 100)}% / INT8 {_fmt(s.get('top1_int8'), '.2f', 100)}%; "
             f"{_fmt(s.get('elapsed_s'), '.0f')} s in all.</p>")
         if s.get("accuracy_note"):
-            parts.append(f"<p class='warn'>{e(str(s['accuracy_note']))}</p>")
+            parts.append(f"<p class='warn'>{esc(str(s['accuracy_note']))}</p>")
         parts.append(_table(st))
         parts.append(f"<div class='chart'>{to_div(sqnr_bars(st))}</div>")
         b = st.get("budget")
         if b:
-            parts.append(f"<h3>{e(st['model'])} / {e(st['variant'])}: mixed precision under a {b.get('budget_pts', 0):g}-point budget</h3>")
-            parts.append(f"<p class='{'muted' if b.get('met') else 'warn'}'>{e(str(b.get('message')))}</p>")
+            parts.append(f"<h3>{esc(st['model'])} / {esc(st['variant'])}: mixed precision under a {b.get('budget_pts', 0):g}-point budget</h3>")
+            parts.append(f"<p class='{'muted' if b.get('met') else 'warn'}'>{esc(str(b.get('message')))}</p>")
             if b.get("exclude_nodes"):
-                parts.append(f"<p><code>exclude_nodes = {e(json.dumps(b['exclude_nodes']))}</code></p>")
+                parts.append(f"<p><code>exclude_nodes = {esc(json.dumps(b['exclude_nodes']))}</code></p>")
             parts.append(_steps_table(st))
             parts.append(f"<div class='chart'>{to_div(budget_path(st))}</div>")
     if not parts:
@@ -240,7 +236,7 @@ def write_sensitivity_report(paths: list[Path], out: Path) -> Path:
 
     rows, warnings = load_rows([Path(p) for p in paths])
     body = section_html(rows) or "<p class='muted'>No sensitivity rows.</p>"
-    warn = "".join(f"<p class='warn'>{html.escape(w)}</p>" for w in warnings)
+    warn = "".join(f"<p class='warn'>{esc(w)}</p>" for w in warnings)
     text = PAGE.format(js=_plotly_js(), body=body, warnings=warn,
-                       sources=", ".join(html.escape(str(p)) for p in paths))
+                       sources=", ".join(esc(str(p)) for p in paths))
     return write_atomic(Path(out), text)

@@ -9,7 +9,6 @@ swept), else from its ``variant_settings`` (what ran). Every label is escaped wi
 """
 from __future__ import annotations
 
-import html
 from collections import defaultdict
 from typing import Any
 
@@ -175,8 +174,8 @@ def section_html(rows: list[dict[str, Any]]) -> str:
         figs = [f for f in [calibration_curves(rs, key), *heatmaps(rs, key)] if f is not None]
         if figs:
             model, device, runtime, batch = key
-            parts.append(f"<h3>{html.escape(model)} <span class='muted'>{html.escape(runtime)}, batch "
-                         f"{html.escape(str(batch))}, {html.escape(device)}</span></h3>")
+            parts.append(f"<h3>{esc(model)} <span class='muted'>{esc(runtime)}, batch "
+                         f"{esc(str(batch))}, {esc(device)}</span></h3>")
             parts.extend(f"<div class='chart'>{to_div(f)}</div>" for f in figs)
     if not parts:
         return ""
