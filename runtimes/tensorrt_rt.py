@@ -154,13 +154,16 @@ class TensorRTRuntime(Runtime):
         cache_dir = Path(self.options.get("cache_dir") or default_cache_dir())
         model_sha = _sha256(onnx_path)
         key_options = {k: self.options.get(k) for k in ("workspace_mb", "builder_optimization_level", "tf32")}
-        calib_data = None
+        calib_data, self._calib_reader = None, None
         if self.plan.calibrator:  # the engine and its table depend on the data the calibrator sees
             from .trt_calibrator import calibration_fingerprint
 
             if artifact.calibration is None:
                 raise RuntimeFailure("tensorrt calibration needs calibration data (artifact.calibration)")
-            calib_data = calibration_fingerprint(artifact.calibration())
+            reader = artifact.calibration()
+            calib_data = calibration_fingerprint(reader)
+            if hasattr(reader, "rewind"):  # rewound by the fingerprint: a build calibrates from it, no second open
+                self._calib_reader = reader
             self._build_info["calibration_data"] = calib_data
         key = engine_cache_key(model_sha, self.plan, key_options, trt.__version__,
                                self.cuda.device_name(self.device_index),
@@ -184,6 +187,7 @@ class TensorRTRuntime(Runtime):
             tmp = engine_path.with_name(f"{engine_path.name}.{os.getpid()}.tmp")
             tmp.write_bytes(bytes(serialized))
             tmp.replace(engine_path)  # atomic: parallel cells never read a half-written engine
+        self._calib_reader = None
         self._build_info.update({"engine_bytes": engine_path.stat().st_size, "engine_key": key})
         engine = self.runtime_trt.deserialize_cuda_engine(engine_path.read_bytes())
         if engine is None:
@@ -282,9 +286,7 @@ class TensorRTRuntime(Runtime):
                     builder: Any, config: Any) -> tuple[Any, int, Any]:
         from .trt_calibrator import CalibrationFeed, make_calibrator
 
-        if artifact.calibration is None:
-            raise RuntimeFailure("tensorrt calibration needs calibration data (artifact.calibration)")
-        reader = artifact.calibration()
+        reader = self._calib_reader if self._calib_reader is not None else artifact.calibration()
         batch_size = int(getattr(reader, "batch_size", 0) or self.profile_max or 1)
         shape = (batch_size, *sample)
         calib_profile = builder.create_optimization_profile()
