@@ -260,6 +260,15 @@ def _calibrated_op_types(settings: QuantSettings) -> list[str]:
     return sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
 
 
+def calibration_config(settings: QuantSettings) -> Any:
+    """The :class:`.calibrate.CalibrationConfig` that computes ``settings``' activation ranges."""
+    from .calibrate import CalibrationConfig
+
+    return CalibrationConfig(method=settings.calibration, symmetric=settings.calib_symmetric,
+                             num_bins=settings.effective_bins, percentile=settings.effective_percentile,
+                             op_types=tuple(_calibrated_op_types(settings)))
+
+
 def check_exclude_nodes(model_path: Path, exclude: tuple[str, ...] | list[str]) -> None:
     """Every name in ``exclude`` must be a node of the graph that is quantized; else one line naming close matches."""
     import onnx
@@ -323,7 +332,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
     import onnx
 
     from .bitwidth import needs_opset21, plan_grids, tensor_overrides, upgrade_opset
-    from .calibrate import CalibrationConfig, calibrate
+    from .calibrate import calibrate
 
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="qb-quant-") as tmpdir:
@@ -338,10 +347,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
             pre = upgraded
         if stats is not None and grids:
             stats["weight_grids"] = {g.storage: sum(1 for h in grids if h.storage == g.storage) for g in grids}
-        config = CalibrationConfig(method=settings.calibration, symmetric=settings.calib_symmetric,
-                                   num_bins=settings.effective_bins, percentile=settings.effective_percentile,
-                                   op_types=tuple(_calibrated_op_types(settings)))
-        result = calibrate(pre, config, reader, tmp)
+        result = calibrate(pre, calibration_config(settings), reader, tmp)
         sample_mb = result.bytes_per_sample / 2**20
         if sample_mb > settings.calib_memory_mb:
             notes.append(f"calibration runs one sample at a time, whose activations may take {sample_mb:.0f} MB "

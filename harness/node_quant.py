@@ -11,6 +11,7 @@ Runs ONNX Runtime: call it from a contained subprocess (:mod:`.sensitivity_worke
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -45,26 +46,17 @@ def prepare_graph(fp32: Path, settings: Any, reader: Any, workdir: Path) -> dict
     """Pre-process ``fp32`` (as quantize_qdq does) and calibrate it once; writes ``pre.onnx`` and the
     calibration cache into ``workdir``. Returns what it cost and any notes."""
     from onnxruntime.quantization.calibrate import save_tensors_data
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-    from quantbench.exporters.calibrate import CalibrationConfig, calibrate
-    from quantbench.exporters.quantize import _calibrated_op_types, check_exclude_nodes
+    from quantbench.exporters.calibrate import calibrate
+    from quantbench.exporters.quantize import calibration_config, check_exclude_nodes, pre_processed
 
     workdir.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     pre = workdir / PRE_FILE
     t0 = time.perf_counter()
-    try:
-        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
-    except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation, as in quantize_qdq
-        notes.append(f"quant_pre_process failed, quantizing the original graph: {str(exc).splitlines()[0]}")
-        import shutil
-
+    if pre_processed(Path(fp32), workdir, notes) != pre:  # pre-processing failed: quantize the original graph
         shutil.copyfile(fp32, pre)
     check_exclude_nodes(pre, settings.exclude_nodes)
-    config = CalibrationConfig(method=settings.calibration, symmetric=settings.calib_symmetric,
-                               num_bins=settings.effective_bins, percentile=settings.effective_percentile,
-                               op_types=tuple(_calibrated_op_types(settings)))
-    result = calibrate(pre, config, reader, workdir)
+    result = calibrate(pre, calibration_config(settings), reader, workdir)
     save_tensors_data(result.ranges, workdir / CACHE_FILE)
     for leftover in ("calib_range.onnx", "calib_bins.onnx"):
         (workdir / leftover).unlink(missing_ok=True)
