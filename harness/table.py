@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .resources import is_host_device as _host_device
+
 NA = "n/a"  # a phase that does not exist on this device (host→device on a CPU)
 MISSING = "—"  # a value that was not measured or could not be computed
 TIMING_SETTINGS_KEYS = ("measure_settings", "timing_settings", "measure")
@@ -14,7 +16,7 @@ TIMING_SETTINGS_KEYS = ("measure_settings", "timing_settings", "measure")
 
 def is_host_device(row: dict[str, Any]) -> bool:
     """True when the cell ran on the host CPU, where host→device and device→host copies do not exist."""
-    return str(row.get("device") or "").lower().split(":")[0] == "cpu"
+    return _host_device(str(row.get("device") or ""))
 
 
 def transfer_ms(row: dict[str, Any], phase: str, stat: str = "p50") -> float | str | None:
