@@ -112,13 +112,6 @@ def variant_spec(v: VariantConfig) -> Any:
     return VariantSpec(name=v.name, precision=v.precision, quant=quant, builder=v.builder, calibrator=v.calibrator)
 
 
-def _worker_env() -> dict[str, str]:
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [root, env.get("PYTHONPATH", "")] if p)
-    return env
-
-
 def prepare_model(pm: PreparedModel, cache: Path, log: Callable[[str], None]) -> None:
     """Export, data/shape checks and FP32 reference of one model, in a contained subprocess.
 
@@ -140,7 +133,7 @@ def prepare_model(pm: PreparedModel, cache: Path, log: Callable[[str], None]) ->
     job_path, out_path, log_path = workdir / "job.json", workdir / "out.json", workdir / "prepare.log"
     job_path.write_text(json.dumps(job, default=str))
     res = run_contained([sys.executable, "-m", "quantbench.harness.prepare_worker", str(job_path), str(out_path)],
-                        timeout_s=pm.timeout_s, log_path=log_path, env=_worker_env())
+                        timeout_s=pm.timeout_s, log_path=log_path)
     result: dict[str, Any] = {}
     if out_path.exists():
         try:

@@ -151,9 +151,7 @@ def _run_worker(spec: CellSpec, workdir: Path, timeout_s: float) -> dict[str, An
     spec_path.write_text(json.dumps(asdict(spec), default=str))
     out_path.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "quantbench.harness.worker", str(spec_path), str(out_path)]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")])
-    res = run_contained(cmd, timeout_s=timeout_s, log_path=log_path, env=env)
+    res = run_contained(cmd, timeout_s=timeout_s, log_path=log_path)
     if out_path.exists():  # written before any hang at exit: the measurement stands
         try:
             result = json.loads(out_path.read_text())

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 PARENT_ENV = "QUANTBENCH_PARENT_PID"
+_ROOT = str(Path(__file__).resolve().parent.parent)  # on every child's PYTHONPATH: workers import this copy
 _PR_SET_PDEATHSIG = 1
 _POLL_S = 0.05
 _TAIL_LINES = 20
@@ -195,12 +196,15 @@ def run_contained(cmd: Sequence[str], *, timeout_s: float | None, log_path: Path
     children can add :func:`watch_parent`), and its whole group is SIGKILLed on timeout
     (``timeout_s``; None or <= 0: no limit), on SIGTERM/SIGINT of this process (which then raises
     :class:`Terminated` / ``KeyboardInterrupt`` as usual), and when the child exits (leftovers).
+    The child's ``PYTHONPATH`` starts with this checkout's root, so ``python -m quantbench.…``
+    workers import the same code as the parent.
     Raises OSError only when the child cannot be started (e.g. the log cannot be written).
     """
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     child_env = dict(os.environ if env is None else env)
     child_env[PARENT_ENV] = str(os.getpid())
+    child_env["PYTHONPATH"] = os.pathsep.join(p for p in [_ROOT, child_env.get("PYTHONPATH", "")] if p)
     deadline = time.monotonic() + timeout_s if timeout_s and timeout_s > 0 else None
     timed_out = False
     with open(log_path, "wb") as log, _SignalGuard():
