@@ -610,7 +610,7 @@ class _Fleet:
             log_path = self.output / "cells" / self.run_id / f"{job.fcell.cell_id}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_path.write_text(out["log"])
-            if out.get("log_path") and out["log_path"] in error:
+            if out["log_path"] in error:
                 result["error"] = error.replace(out["log_path"], f"{log_path}; on {out['host']}: {out['log_path']}")
         row.update(result)
         row["duration_s"] = out.get("duration_s")
