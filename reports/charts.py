@@ -79,6 +79,13 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
+def accuracy_field(rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """(field, axis title): top-1 when any row has it, else top-1 agreement with FP32 (random weights, no labels)."""
+    if any(is_number(r.get("top1")) for r in rows):
+        return "top1", "top-1 accuracy %"
+    return "agreement_top1", "top-1 agreement with FP32 %"
+
+
 def accuracy_vs_latency(rows: list[dict[str, Any]], title: str, by_device: bool = False) -> Any:
     """One point per variant × runtime (× device); the Pareto front drawn as a step line.
 
@@ -86,8 +93,7 @@ def accuracy_vs_latency(rows: list[dict[str, Any]], title: str, by_device: bool 
     """
     import plotly.graph_objects as go
 
-    use_top1 = any(r.get("top1") is not None for r in rows)
-    metric = "top1" if use_top1 else "agreement_top1"
+    metric, axis = accuracy_field(rows)
     pts = [r for r in rows if r.get(metric) is not None and r.get("compute_p50_ms")]
     fig = go.Figure()
     by_rt: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -105,7 +111,7 @@ def accuracy_vs_latency(rows: list[dict[str, Any]], title: str, by_device: bool 
                         line={"dash": "dash", "color": "#555", "shape": "hv"}, hoverinfo="skip",
                         marker={"symbol": "circle-open", "size": 16, "color": "#555"})
     fig.update_layout(xaxis_title="compute p50 ms (log)", xaxis_type="log",
-                      yaxis_title=("top-1 accuracy %" if use_top1 else "top-1 agreement with FP32 %"))
+                      yaxis_title=axis)
     _layout(fig, title, 460)
     return fig
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from .charts import _layout, esc, to_div
+from .charts import _layout, accuracy_field, esc, to_div
 from .model import device_key, runtime_label
 from .rows import is_number
 
@@ -32,13 +32,6 @@ def _setting(row: dict[str, Any], key: str) -> Any:
         return sweep[key]
     settings = row.get("variant_settings")
     return settings.get(key) if isinstance(settings, dict) else None
-
-
-def _accuracy(rows: list[dict[str, Any]]) -> tuple[str, str]:
-    """(field, axis title): top-1 when any row has it, else top-1 agreement with FP32 (random weights)."""
-    if any(is_number(r.get("top1")) for r in rows):
-        return "top1", "top-1 %"
-    return "agreement_top1", "top-1 agreement with FP32 %"
 
 
 def _label(value: Any) -> str:
@@ -81,7 +74,7 @@ def calibration_curves(rows: list[dict[str, Any]], key: tuple[str, str, str, Any
     """Accuracy vs calib_samples (log x), one line per calibration method × other swept values; FP32 dotted."""
     import plotly.graph_objects as go
 
-    metric, axis = _accuracy(rows)
+    metric, axis = accuracy_field(rows)
     swept = [r for r in rows if CURVE_X in _sweep(r) and is_number(_setting(r, CURVE_X)) and is_number(r.get(metric))]
     if not swept:
         return None
@@ -120,7 +113,7 @@ def bits_rounding_heatmap(rows: list[dict[str, Any]], key: tuple[str, str, str, 
     as per_channel), the value written in each cell."""
     import plotly.graph_objects as go
 
-    metric, axis = _accuracy(rows)
+    metric, axis = accuracy_field(rows)
     swept = [r for r in rows if (GRID_Y in _sweep(r) or x_key in _sweep(r)) and is_number(r.get(metric))]
     default_x = "nearest" if x_key == GRID_X else None
     cells = {(_setting(r, GRID_Y) if _setting(r, GRID_Y) is not None else 8,
