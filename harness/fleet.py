@@ -392,13 +392,16 @@ class _Fleet:
     def _target_missing(self, target: str) -> None:
         reason = f"no node of the Ray cluster advertises resource '{target}' ({START_HINT} on a machine that has it)"
         self.log(f"warning: target {target}: {reason}")
-        row = {"schema_version": SCHEMA_VERSION, "run_id": self.run_id,
-               "cell_id": hashlib.sha256(f"target-unavailable:{target}".encode()).hexdigest()[:16],
-               "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "status": "skipped", "error": f"target unavailable: {reason}", "runtime": "*", "runtime_label": "*",
-               "model": "*", "variant": "*", "precision": None, "device": target, "batch": None, "env": self.env,
-               "fleet": {"target": target, "node_id": None}}
-        self._write(row)
+        self._skipped_row(f"target-unavailable:{target}", f"target unavailable: {reason}", "*", target, target)
+
+    def _skipped_row(self, key: str, error: str, runtime: str, device: str, target: str | None) -> None:
+        """A row about the sweep itself (a runtime or target no node offers), one id per ``key``."""
+        self._write({"schema_version": SCHEMA_VERSION, "run_id": self.run_id,
+                     "cell_id": hashlib.sha256(key.encode()).hexdigest()[:16],
+                     "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "status": "skipped", "error": error, "runtime": runtime, "runtime_label": runtime,
+                     "model": "*", "variant": "*", "precision": None, "device": device, "batch": None,
+                     "env": self.env, "fleet": {"target": target, "node_id": None}})
 
     def threads_for(self, target: str) -> int:
         """``run.threads``, or the fewest physical cores among the nodes serving ``target`` when 0."""
@@ -469,12 +472,7 @@ class _Fleet:
         reason = f"no node of the Ray cluster offers it ({START_HINT} on a machine that has it)"
         self.summary.unavailable[name] = reason
         self.log(f"warning: runtime {name} unavailable: {reason}")
-        self._write({"schema_version": SCHEMA_VERSION, "run_id": self.run_id,
-                     "cell_id": hashlib.sha256(f"unavailable:{name}".encode()).hexdigest()[:16],
-                     "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                     "status": "skipped", "error": f"runtime unavailable: {reason}", "runtime": name,
-                     "runtime_label": name, "model": "*", "variant": "*", "precision": None, "device": "*",
-                     "batch": None, "env": self.env, "fleet": {"target": None, "node_id": None}})
+        self._skipped_row(f"unavailable:{name}", f"runtime unavailable: {reason}", name, "*", None)
 
     def plan(self, cells: list[FleetCell], models: list[PreparedModel],
              stored: dict[str, dict[str, Any]]) -> list[_Job]:
