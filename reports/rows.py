@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# 1: the first schema. 2: host_memory with h2d/d2h null, stop_reason, timing_valid, null percentiles
-# with too few samples, speedup_error, io_scope, measure_settings, fingerprint. Both render
-# (harness.results.READABLE_VERSIONS lists the same; this reader also checks each field's type).
-READABLE_SCHEMAS = (1, 2)
+from quantbench.harness.results import READABLE_VERSIONS
 
+# Rows of every schema in READABLE_VERSIONS render (1: the first; 2: host_memory with h2d/d2h null,
+# stop_reason, timing_valid, null percentiles with too few samples, speedup_error, io_scope,
+# measure_settings, fingerprint). This reader also checks each field's type:
 _TEXT = {"run_id", "cell_id", "timestamp", "error", "model", "variant", "precision", "runtime", "runtime_label",
          "device", "weights", "artifact_sha256", "artifact_path", "identical_to", "clock", "exec_precision",
          "audit_note", "audit_warning", "stop_reason", "accuracy_note", "speedup_error", "io_scope", "fingerprint"}
@@ -79,8 +79,8 @@ def _parse(line: str) -> tuple[dict[str, Any] | None, str]:
         kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(row), "a number")
         return None, f"not a result row ({kind}, not a JSON object)"
     version = row.get("schema_version")
-    if version not in READABLE_SCHEMAS or isinstance(version, bool):
-        readable = ", ".join(map(str, READABLE_SCHEMAS))
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
+        readable = ", ".join(map(str, READABLE_VERSIONS))
         return None, f"schema version {version!r} is not supported (this quantbench reads {readable})"
     if not isinstance(row.get("status"), str):
         return None, f"status {row.get('status')!r} is not a string"
