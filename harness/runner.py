@@ -7,6 +7,7 @@ SIGTERM/SIGINT), and a rerun skips cells whose stored row was measured under the
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -84,9 +85,7 @@ def _artifact_payload(pm: PreparedModel, v: VariantConfig, formats: tuple[str, .
         return {**base, "format": "trt-calibrate", "path": str(pm.fp32.path),
                 "settings": {"calibrator": v.calibrator}}
     if "onnx" in formats:
-        from quantbench.exporters.artifacts import onnx_input_info
-
-        name, shape, _ = onnx_input_info(built.path)
+        name, shape = _onnx_input(str(built.path), built.sha256)
         return {**base, "format": "onnx", "path": str(built.path), "input_name": name,
                 "input_shape": [d if isinstance(d, int) else -1 for d in shape]}
     if "torch" in formats:
@@ -96,6 +95,15 @@ def _artifact_payload(pm: PreparedModel, v: VariantConfig, formats: tuple[str, .
             return "the model is a user ONNX file: no PyTorch source to run"
         return {**base, "format": "torch", "source": pm.source.to_dict(), "input_shape": list(pm.source.input_shape)}
     return f"runtime takes {'/'.join(formats)} artifacts"
+
+
+@functools.lru_cache(maxsize=None)
+def _onnx_input(path: str, sha256: str) -> tuple[str, tuple[int | str, ...]]:
+    """Input name and per-sample shape of an ONNX artifact, parsed once per content (``sha256``), not per cell."""
+    from quantbench.exporters.artifacts import onnx_input_info
+
+    name, shape, _ = onnx_input_info(Path(path))
+    return name, tuple(shape)
 
 
 def _interleave_payload(pm: PreparedModel, cell: Cell, cfg: SweepConfig) -> dict[str, Any] | None:
