@@ -82,7 +82,6 @@ PHASES = ("io", "h2d", "compute", "d2h", "e2e")
 STATS = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max")
 # Fewest samples for which a statistic means what its name says (p99 of 50 samples is their maximum).
 MIN_SAMPLES = {"std": 2, "p90": 10, "p95": 20, "p99": 100}
-STOP_REASONS = ("min_iters_and_time", "max_iters", "max_time")
 # Fields added in schema 2; version-1 rows are read with these set to None.
 V2_FIELDS = ("fingerprint", "fingerprint_parts", "measure_settings", "stop_reason", "timing_valid",
              "host_memory", "io_scope", "speedup_error")
