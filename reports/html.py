@@ -129,16 +129,13 @@ def _cells(row: dict[str, Any], best: dict[tuple[str, Any], Any], notes: Footnot
     cells = []
     for key, _, spec, better in COLUMNS:
         value = row.get(key)
-        text, title = cell_text(row, key, spec), ""
+        text, title = cell_text(row, key, spec, notes), ""
         if key == "variant" and row.get("identical_to"):
             text += f" (≡ {row['identical_to']})"
         if key == "ran_as" and row["warning"]:
-            text, title = text + " ⚠", row["warning"]
-        if key == "p50" and row["timing"]:
-            text += " ⚠"
+            title = row["warning"]
         if key in NOTED and row["notes"].get(key):
             title = row["notes"][key]
-            text += notes.mark(title)
         is_best = better and value is not None and best.get((key, row["batch"])) == value
         cls = ("l " if key in ("variant", "settings", "runtime", "ran_as") else "") + ("best" if is_best else "")
         cells.append({"text": text, "cls": cls.strip(), "title": title})

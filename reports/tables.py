@@ -6,6 +6,7 @@ from typing import Any
 
 from quantbench.harness.table import (
     MISSING,
+    Footnotes,
     missing_note,
     speedup_of,
     timing_flag,
@@ -92,11 +93,21 @@ def best_values(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return best
 
 
-def cell_text(row: dict[str, Any], key: str, spec: str) -> str:
-    """A formatted table cell; the FP32 reference row reads "ref" in the columns relative to it."""
+def cell_text(row: dict[str, Any], key: str, spec: str, notes: Footnotes | None = None) -> str:
+    """A formatted table cell, as HTML and Markdown show it (before their own escaping).
+
+    The FP32 reference row reads "ref" in the columns relative to it; ⚠ marks a p50 whose timing is not
+    valid and a "ran as" whose execution did not match the label; with ``notes``, a cell of a NOTED
+    column gets the number of its footnote (why the value is missing or not valid).
+    """
     if row.get("ref") and key in RELATIVE:
         return "ref"
-    return fmt(row.get(key), spec)
+    text = fmt(row.get(key), spec)
+    if (key == "p50" and row.get("timing")) or (key == "ran_as" and row.get("warning")):
+        text += " ⚠"
+    if notes is not None and key in NOTED:
+        text += notes.mark(row["notes"].get(key, ""))
+    return text
 
 
 def cross_device_table(report: Report) -> dict[str, tuple[list[str], list[dict[str, Any]]]]:

@@ -13,7 +13,6 @@ from .method import timing_method
 from .model import Report
 from .tables import (
     COLUMNS,
-    NOTED,
     cell_text,
     comparison_groups,
     cross_cell,
@@ -45,13 +44,7 @@ def render_markdown(report: Report) -> str:
         out.append("|" + "|".join("---" if c[0] in TEXT_COLUMNS else "---:" for c in COLUMNS) + "|")
         notes = Footnotes()
         for r in rows:
-            cells = []
-            for k, _, spec, _ in COLUMNS:
-                text = cell_text(r, k, spec) + (" ⚠" if k == "p50" and r["timing"] else "")
-                cells.append(_md_escape(text + (notes.mark(r["notes"].get(k, "")) if k in NOTED else "")))
-            if r["warning"]:
-                cells[-1] += " ⚠"
-            out.append("| " + " | ".join(cells) + " |")
+            out.append("| " + " | ".join(_md_escape(cell_text(r, k, spec, notes)) for k, _, spec, _ in COLUMNS) + " |")
         if notes.texts:
             out.append("")
             out += [f"{i}. {_md_escape(t)}" for i, t in enumerate(notes.texts, 1)]
