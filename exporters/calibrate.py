@@ -88,10 +88,14 @@ def _opset(model: Any) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
 
 
-def _with_probes(model: Any, probes: dict[str, list[Any]], front: list[Any]) -> None:
-    """Insert each tensor's probe nodes right after the node that makes it: ORT runs nodes in this
-    order, so each activation is freed as soon as its probe has read it (appended at the end of the
-    graph, every activation of the run stayed alive until the end)."""
+def _save_with_probes(model: Any, probes: dict[str, list[Any]], graph_inputs: set[str], path: Path) -> None:
+    """Insert each tensor's probe nodes right after the node that makes it (graph inputs' probes first)
+    and save ``model`` at ``path``: ORT runs nodes in this order, so each activation is freed as soon as
+    its probe has read it (appended at the end of the graph, every activation of the run stayed alive
+    until the end)."""
+    import onnx
+
+    front = [n for t in list(probes) if t in graph_inputs for n in probes.pop(t)]
     nodes = list(model.graph.node)
     del model.graph.node[:]
     model.graph.node.extend(front)
@@ -99,11 +103,11 @@ def _with_probes(model: Any, probes: dict[str, list[Any]], front: list[Any]) -> 
         model.graph.node.append(node)
         for out in node.output:
             model.graph.node.extend(probes.get(out, []))
+    onnx.save(model, str(path))
 
 
 def write_range_model(model: Any, tensors: list[str], graph_inputs: set[str], path: Path) -> list[str]:
     """Save a copy of ``model`` whose outputs are the min and max of each tensor; returns the output names."""
-    import onnx
     from onnx import helper, numpy_helper
 
     prefix = "qb_calib"
@@ -126,8 +130,7 @@ def write_range_model(model: Any, tensors: list[str], graph_inputs: set[str], pa
             model.graph.output.append(helper.make_empty_tensor_value_info(out))
             outputs.append(out)
         probes[t] = nodes
-    _with_probes(model, probes, [n for t in tensors if t in graph_inputs for n in probes.pop(t)])
-    onnx.save(model, str(path))
+    _save_with_probes(model, probes, graph_inputs, path)
     return outputs
 
 
@@ -137,7 +140,6 @@ def write_bin_model(model: Any, tensors: list[str], graph_inputs: set[str], hist
     ORT computes ``(x - lo) * bins / (hi - lo)`` (of ``|x|`` for absolute histograms) on all cores
     and frees the float activations at once; numpy only counts.
     """
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     prefix = "qb_bins"
@@ -166,8 +168,7 @@ def write_bin_model(model: Any, tensors: list[str], graph_inputs: set[str], hist
         model.graph.output.append(helper.make_empty_tensor_value_info(out))
         outputs.append(out)
         probes[t] = nodes
-    _with_probes(model, probes, [n for t in tensors if t in graph_inputs for n in probes.pop(t)])
-    onnx.save(model, str(path))
+    _save_with_probes(model, probes, graph_inputs, path)
     return outputs
 
 
