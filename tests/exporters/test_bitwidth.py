@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 from quantbench.calibration_data import BatchReader, Preprocess, open_source
-from quantbench.exporters.artifacts import ArtifactStore, VariantSpec
+from quantbench.exporters.artifacts import VariantSpec
 from quantbench.exporters.bitwidth import (
     grid_scale,
     qmax,
@@ -16,19 +16,8 @@ from quantbench.exporters.bitwidth import (
     weight_tensors,
 )
 from quantbench.exporters.quantize import QuantSettings
-from quantbench.exporters.registry import resolve_model
 
 pytestmark = pytest.mark.ort_cpu
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return ArtifactStore(tmp_path_factory.mktemp("bits"))
-
-
-@pytest.fixture(scope="module")
-def source():
-    return resolve_model("fashion_cnn")
 
 
 @pytest.fixture(scope="module")

@@ -5,22 +5,11 @@ import numpy as np
 import onnx
 import pytest
 from quantbench.calibration_data import BatchReader, Preprocess, open_source
-from quantbench.exporters.artifacts import ArtifactStore, VariantSpec
+from quantbench.exporters.artifacts import VariantSpec
 from quantbench.exporters.dynamic import integer_ops
 from quantbench.exporters.quantize import QuantSettings
-from quantbench.exporters.registry import resolve_model
 
 pytestmark = pytest.mark.ort_cpu
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return ArtifactStore(tmp_path_factory.mktemp("dyn"))
-
-
-@pytest.fixture(scope="module")
-def source():
-    return resolve_model("fashion_cnn")
 
 
 def _build(store, source, data="fashion-mnist", **kw):

@@ -11,16 +11,6 @@ from quantbench.exporters.registry import resolve_model
 pytestmark = pytest.mark.ort_cpu
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return ArtifactStore(tmp_path_factory.mktemp("artifacts"))
-
-
-@pytest.fixture(scope="module")
-def source():
-    return resolve_model("fashion_cnn")
-
-
 def _accuracy(path, source, n=2000):
     import onnxruntime as ort
 
