@@ -80,13 +80,16 @@ def round_nearest(w: np.ndarray, scale: np.ndarray, bits: int, axis: int | None)
     return np.clip(q, -qmax(bits), qmax(bits)).astype(np.int8)
 
 
-def plan_grids(model: Any, settings: Any) -> list[WeightGrid]:
+def plan_grids(model_path: Path, settings: Any) -> list[WeightGrid]:
     """The weights that get a ``settings.weight_bits`` grid (empty at 8 bits with round-to-nearest, where
-    ORT's own 8-bit quantization is used as is). ``model`` is the (pre-processed) ONNX ModelProto."""
+    ORT's own 8-bit quantization is used as is, and the model is not read). ``model_path`` is the
+    (pre-processed) ONNX file."""
+    import onnx
     from onnx import helper, numpy_helper
 
     if settings.weight_bits == 8 and settings.weight_rounding == "nearest":
         return []
+    model = onnx.load(str(model_path))
     inits = {i.name: i for i in model.graph.initializer}
     wanted = set(settings.op_types) if settings.op_types else None
     excluded = set(settings.exclude_nodes)

@@ -329,8 +329,6 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
     from onnxruntime.quantization import quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
-    import onnx
-
     from .bitwidth import needs_opset21, plan_grids, tensor_overrides, upgrade_opset
     from .calibrate import calibrate
 
@@ -339,7 +337,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
         tmp = Path(tmpdir)
         pre = pre_processed(Path(fp32_path), tmp, notes)
         check_exclude_nodes(pre, settings.exclude_nodes)
-        grids = plan_grids(onnx.load(str(pre)), settings)
+        grids = plan_grids(pre, settings)
         # A weight_rounding other than "nearest" rewrites the integers ORT stores on these grids (after quantize_static).
         if needs_opset21(grids):
             upgraded = tmp / "pre21.onnx"
