@@ -72,13 +72,6 @@ class StudyResult:
     error: str = ""
 
 
-def _worker_env() -> dict[str, str]:
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [root, env.get("PYTHONPATH", "")] if p)
-    return env
-
-
 def read_events(path: Path) -> list[dict[str, Any]]:
     """The worker's progress lines (a truncated last line, from a kill mid-write, is ignored)."""
     events = []
@@ -116,7 +109,7 @@ def run_worker_job(job: dict[str, Any], workdir: Path, name: str, timeout_s: flo
         log_path = workdir / f"{name}.{attempt}.log"
         before = len(events)
         res = run_contained([sys.executable, "-m", "quantbench.harness.sensitivity_worker", str(job_path)],
-                            timeout_s=timeout_s, log_path=log_path, env=_worker_env())
+                            timeout_s=timeout_s, log_path=log_path)
         events = read_events(progress)
         if any(e.get("event") == "done" for e in events):
             return events
