@@ -5,6 +5,8 @@ from typing import Any
 
 import numpy as np
 
+from .accuracy_stats import paired_accuracy, proportion_ci
+
 
 class NonFiniteOutputs(ValueError):
     """The model produced NaN or infinite outputs: the cell fails (see :func:`evaluate_outputs`)."""
@@ -13,6 +15,11 @@ class NonFiniteOutputs(ValueError):
 def evaluate_outputs(rt: Any, reader: Any, reference: np.ndarray | None,
                      accuracy: dict[str, Any] | bool | None) -> dict[str, Any]:
     """Run the evaluation set through ``rt``: top-1/top-5 against labels, agreement and error vs the FP32 reference.
+
+    With labels and the reference, the row also gets the paired comparison with FP32 on the same images
+    (:func:`.accuracy_stats.paired_accuracy`) and 95% intervals of top-1 and agreement. A plan with
+    ``"holdout": {"seed": int}`` adds ``holdout``: the same comparison on each half of a split of the
+    images (:func:`holdout_stats`), so a search can select on one half and report on the other.
 
     ``accuracy`` is the model's plan from preparation: ``{"top_k": bool, "num_classes": int,
     "note": str}`` (a bare bool is read as ``top_k``). Top-k is computed only when the plan allows
@@ -43,8 +50,11 @@ def evaluate_outputs(rt: Any, reader: Any, reference: np.ndarray | None,
     pred = lg.argmax(axis=1)
     num_classes = plan.get("num_classes") or lg.shape[1]
     outside = bool(lb.size) and (int(lb.min()) < 0 or int(lb.max()) >= num_classes)
+    correct = None
     if plan.get("top_k") and not outside:
-        row["top1"] = round(float((pred == lb).mean()), 6)
+        correct = pred == lb
+        row["top1"] = round(float(correct.mean()), 6)
+        row["top1_ci95"] = proportion_ci(int(correct.sum()), correct.size)
         k = min(5, lg.shape[1])
         topk = np.argpartition(-lg, k - 1, axis=1)[:, :k]
         row["top5"] = round(float((topk == lb[:, None]).any(axis=1).mean()), 6)
@@ -58,10 +68,53 @@ def evaluate_outputs(rt: Any, reader: Any, reference: np.ndarray | None,
     if reference is not None:
         ref = np.asarray(reference).reshape(len(reference), -1)
         if ref.shape == lg.shape:
-            row["agreement_top1"] = round(float((ref.argmax(axis=1) == pred).mean()), 6)
+            ref_pred = ref.argmax(axis=1)
+            agree = ref_pred == pred
+            row["agreement_top1"] = round(float(agree.mean()), 6)
+            row["agreement_ci95"] = proportion_ci(int(agree.sum()), agree.size)
+            if correct is not None:  # paired against FP32 on the same images
+                row.update(paired_accuracy(ref_pred == lb, correct))
+                if plan.get("holdout"):
+                    row["holdout"] = holdout_stats(ref_pred == lb, correct, lb, plan["holdout"])
             err = np.abs(ref.astype(np.float64) - lg.astype(np.float64))
             row["max_abs_err"] = round(float(err.max()), 6)
             row["mean_abs_err"] = round(float(err.mean()), 6)
         else:
             row["audit_note_ref"] = f"reference shape {ref.shape} != outputs {lg.shape}"
     return row
+
+
+def holdout_mask(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """True for the images of the selection half: half of each label's images, drawn with ``seed``.
+
+    Stratified by label so both halves have the same class mix (evaluation images come in index
+    order, which is class-sorted in folder datasets).
+    """
+    labels = np.asarray(labels)
+    mask = np.zeros(labels.size, bool)
+    rng = np.random.default_rng(seed)
+    carry = 0  # odd-sized classes alternate which half gets the extra image
+    for label in np.unique(labels):
+        where = rng.permutation(np.flatnonzero(labels == label))
+        k = (where.size + carry) // 2
+        carry = (where.size + carry) % 2
+        mask[where[:k]] = True
+    return mask
+
+
+def holdout_stats(fp32_correct: np.ndarray, variant_correct: np.ndarray, labels: np.ndarray,
+                  spec: dict[str, Any] | bool) -> dict[str, Any]:
+    """``{"select": ..., "report": ...}``: n, top1 (with its interval) and the paired comparison per half."""
+    seed = int(spec.get("seed", 0)) if isinstance(spec, dict) else 0
+    mask = holdout_mask(labels, seed)
+    out: dict[str, Any] = {"seed": seed}
+    for name, part in (("select", mask), ("report", ~mask)):
+        if not part.any():
+            out[name] = None
+            continue
+        v = variant_correct[part]
+        out[name] = {"n": int(part.sum()), "top1": round(float(v.mean()), 6),
+                     "top1_ci95": proportion_ci(int(v.sum()), v.size),
+                     "top1_fp32": round(float(fp32_correct[part].mean()), 6),
+                     **paired_accuracy(fp32_correct[part], v)}
+    return out

@@ -1,6 +1,7 @@
 """Results: one tidy row per cell, appended to a JSON Lines file and flushed as each cell ends.
 
-Schema (``SCHEMA_VERSION`` 2; rows of version 1 are still read, their version-2 fields set to null).
+Schema (``SCHEMA_VERSION`` 3; rows of versions 1 and 2 are still read, the fields added since set to
+null: "not measured").
 Every row has:
 
 identity   schema_version, run_id, cell_id (the cell: model source, label, eval_samples, variant table,
@@ -53,6 +54,18 @@ accuracy   top1, top5 (fractions 0..1 or null when labels don't apply), accuracy
            is given, else one line saying why not: random weights, output not (N, classes) logits,
            labels outside the model's classes), eval_samples, agreement_top1 (vs the fp32
            reference), max_abs_err, mean_abs_err (vs that reference). Non-finite outputs fail the cell.
+           Since schema 3, with intervals (methods: harness/accuracy_stats.py): top1_ci95 ([lo, hi],
+           the Wilson 95% score interval of top1, same unit), agreement_ci95 (the same for
+           agreement_top1); and, when the row has a top-1 and the FP32 reference predictions (the FP32
+           model run by ONNX Runtime CPU at preparation, on the same images), the paired comparison
+           with FP32: fp32_only_correct (images FP32 gets right and this row wrong),
+           variant_only_correct (the reverse), delta_top1 ((variant_only − fp32_only) / eval_samples,
+           i.e. top1 minus FP32's top-1, in the unit of top1), delta_top1_ci95 (Newcombe's 1998 hybrid
+           score interval for paired proportions, method 10, 95%) and delta_top1_p (exact McNemar:
+           two-sided binomial test of the discordant counts at 1/2). FP32 rows get them too (≈ 0 on
+           another runtime, exactly 0 on ORT CPU). holdout (only cells of the accuracy_budget search):
+           {"seed", "select": {...}, "report": {...}}, the same top-1 and paired fields on each half
+           of a label-stratified split of the evaluation images (select on one, report on the other).
 audit      exec_precision, int8_op_share, op_precisions (dict), audit_note, audit_warning ("" or a
            one-line warning when what ran does not match the label)
 env        env (dict fingerprint: host, cpu_model, cpu_flags_subset, cores, memory_gb, gpu, os,
@@ -76,8 +89,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 PHASES = ("io", "h2d", "compute", "d2h", "e2e")
 STATS = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max")
 # Fewest samples for which a statistic means what its name says (p99 of 50 samples is their maximum).
@@ -85,6 +98,10 @@ MIN_SAMPLES = {"std": 2, "p90": 10, "p95": 20, "p99": 100}
 # Fields added in schema 2; version-1 rows are read with these set to None.
 V2_FIELDS = ("fingerprint", "fingerprint_parts", "measure_settings", "stop_reason", "timing_valid",
              "host_memory", "io_scope", "speedup_error")
+# Fields added in schema 3; older rows are read with these set to None ("not measured").
+V3_FIELDS = ("top1_ci95", "agreement_ci95", "delta_top1", "delta_top1_ci95", "delta_top1_p", "fp32_only_correct",
+             "variant_only_correct")
+ADDED_FIELDS = {2: V2_FIELDS, 3: V3_FIELDS}
 
 
 class ResultsError(ValueError):
@@ -168,9 +185,10 @@ def read_rows(path: Path | str, latest_per_cell: bool = True) -> LoadReport:
                 f"{path}:{no}: schema version {version!r} is not supported (this quantbench reads "
                 f"{', '.join(map(str, READABLE_VERSIONS))}); row skipped")
             continue
-        if version < SCHEMA_VERSION:
-            for key in V2_FIELDS:
-                row.setdefault(key, None)
+        for added_in, keys in ADDED_FIELDS.items():
+            if version < added_in:
+                for key in keys:
+                    row.setdefault(key, None)
         order.append(row)
         rows[row.get("cell_id", f"line{no}")] = row
     report.rows = list(rows.values()) if latest_per_cell else order

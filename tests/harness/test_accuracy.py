@@ -66,3 +66,70 @@ def test_non_finite_outputs_fail_the_cell(tmp_path):
     model = _onnx_28(tmp_path / "nan.onnx", "nan")
     with pytest.raises(NonFiniteOutputs, match="non-finite outputs .* for 5 of 5"):
         _run(model, f"npz:{data}", {"top_k": True, "num_classes": 10, "note": ""})
+
+
+def _gemm_onnx(path: Path, w: np.ndarray, side: int) -> Path:
+    """A real ONNX classifier: logits = flattened image @ w.T (input (N, 1, side, side))."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["f"]), helper.make_node("Gemm", ["f", "w"], ["logits"], transB=1)],
+        "planted", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, side, side])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", w.shape[0]])],
+        [helper.make_tensor("w", TensorProto.FLOAT, list(w.shape), w.ravel())])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def planted_models(tmp_path: Path, n: int = 2000, classes: int = 10, every: int = 20) -> tuple[Path, Path, Path]:
+    """(data, fp32 model, variant model): the variant gets exactly every ``every``-th image wrong.
+
+    Each 8×8 image lights pixel ``label``; the flipped images also light pixel 16 + label, which the
+    variant reads as strong evidence for the next class and the FP32 model ignores.
+    """
+    side = 8
+    y = np.arange(n, dtype=np.int64) % classes
+    x = np.zeros((n, side * side), np.uint8)
+    x[np.arange(n), y] = 255
+    flipped = np.arange(n) % every == every - 1
+    x[np.flatnonzero(flipped), 16 + y[flipped]] = 255
+    data = tmp_path / "planted.npz"
+    np.savez(data, x_test=x.reshape(n, side, side), y_test=y, x_train=x.reshape(n, side, side), y_train=y)
+    w = np.zeros((classes, side * side), np.float32)
+    w[np.arange(classes), np.arange(classes)] = 1.0
+    fp32 = _gemm_onnx(tmp_path / "clean.onnx", w, side)
+    w[(np.arange(classes) + 1) % classes, 16 + np.arange(classes)] = 2.0
+    return data, fp32, _gemm_onnx(tmp_path / "variant.onnx", w, side)
+
+
+@pytest.mark.ort_cpu
+def test_a_planted_five_percent_loss_is_significant_and_an_identical_file_is_not(tmp_path, shared_cache):
+    """End to end through a sweep: the rows carry the paired comparison with FP32 on the same images."""
+    from .test_user_models import sweep
+
+    data, fp32, variant = planted_models(tmp_path)
+    same = tmp_path / "same.onnx"
+    same.write_bytes(fp32.read_bytes())  # an "INT8" file byte-identical to FP32
+    twin = tmp_path / "twin.onnx"
+    twin.write_bytes(variant.read_bytes())
+    variants = ('[[variants]]\nname = "fp32"\nprecision = "fp32"\n'
+                f'[[variants]]\nname = "planted"\nprecision = "int8"\nonnx = "{variant}"\n'
+                f'[[variants]]\nname = "twin"\nprecision = "int8"\nonnx = "{twin}"\n'
+                f'[[variants]]\nname = "same"\nprecision = "int8"\nonnx = "{same}"\n')
+    rows, _ = sweep(tmp_path, shared_cache, f'[[models]]\nname = "{fp32}"\ndataset = "npz:{data}"\n', variants)
+    by = {r["variant"]: r for r in rows}
+    assert all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
+    planted = by["planted"]
+    assert planted["eval_samples"] == 2000 and planted["top1"] == pytest.approx(0.95)
+    assert (planted["fp32_only_correct"], planted["variant_only_correct"]) == (100, 0)
+    assert planted["delta_top1"] == pytest.approx(-0.05) and planted["delta_top1_p"] < 1e-20
+    lo, hi = planted["delta_top1_ci95"]
+    assert lo < -0.05 < hi < 0  # significant, with the right sign, and covering the truth
+    lo, hi = planted["top1_ci95"]
+    assert lo < 0.95 < hi and planted["agreement_ci95"][0] < 0.95 < planted["agreement_ci95"][1]
+    assert {k: by["twin"][k] for k in ("delta_top1", "delta_top1_ci95", "delta_top1_p")} == {
+        k: planted[k] for k in ("delta_top1", "delta_top1_ci95", "delta_top1_p")}
+    for name in ("same", "fp32"):
+        assert by[name]["delta_top1"] == 0 and by[name]["delta_top1_p"] == 1.0
+        assert by[name]["delta_top1_ci95"][0] < 0 < by[name]["delta_top1_ci95"][1]

@@ -81,3 +81,15 @@ def test_version1_rows_are_read_with_new_fields_null(tmp_path):
     for key in ("stop_reason", "timing_valid", "speedup_error", "io_scope", "host_memory", "fingerprint"):
         assert key in row and row[key] is None
     assert row["h2d_p50_ms"] == 0.001 and row["schema_version"] == 1
+
+
+def test_version2_rows_are_read_with_the_accuracy_intervals_not_measured(tmp_path):
+    path = tmp_path / "r.jsonl"
+    append_row(path, {"schema_version": 2, "cell_id": "a", "status": "ok", "top1": 0.9, "stop_reason": "max_iters"})
+    append_row(path, _row("b", top1=0.9, top1_ci95=[0.88, 0.92]))
+    old, new = read_rows(path).rows
+    for key in ("top1_ci95", "agreement_ci95", "delta_top1", "delta_top1_ci95", "delta_top1_p",
+                "fp32_only_correct", "variant_only_correct"):
+        assert key in old and old[key] is None
+    assert old["stop_reason"] == "max_iters" and old["top1"] == 0.9  # what it measured is kept
+    assert new["top1_ci95"] == [0.88, 0.92] and SCHEMA_VERSION == 3
