@@ -178,6 +178,8 @@ class RunConfig(MeasureSettings):
     timeout_s: float = 900.0
     eval_samples: int = 2000
     report: bool = True
+    # The verdict's budget: a variant qualifies unless it loses significantly more top-1 points than this.
+    accuracy_budget_pts: float = 1.0
     # Fleet (harness.fleet): "" runs here; "auto" or an address runs the cells on that Ray cluster.
     ray: str = ""
     targets: list[str] = field(default_factory=list)  # Ray resources to run on; [] = every device kind found
