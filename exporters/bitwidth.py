@@ -140,6 +140,8 @@ def upgrade_opset(src: Path, dst: Path) -> None:
 
     model = onnx.load(str(src))
     current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    from .onnx_save import save_model
+
     if current < INT4_OPSET:
         try:
             model = version_converter.convert_version(model, INT4_OPSET)
@@ -147,7 +149,7 @@ def upgrade_opset(src: Path, dst: Path) -> None:
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"weight_storage 'int4' needs opset {INT4_OPSET} and the graph (opset {current}) "
                              f"could not be converted: {text}; use weight_storage = 'simulated'") from None
-    onnx.save(model, str(dst))
+    save_model(model, dst)
 
 
 def weight_tensors(model: Any) -> list[tuple[str, str, Any]]:

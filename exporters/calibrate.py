@@ -93,7 +93,7 @@ def _save_with_probes(model: Any, probes: dict[str, list[Any]], graph_inputs: se
     and save ``model`` at ``path``: ORT runs nodes in this order, so each activation is freed as soon as
     its probe has read it (appended at the end of the graph, every activation of the run stayed alive
     until the end)."""
-    import onnx
+    from .onnx_save import save_model
 
     front = [n for t in list(probes) if t in graph_inputs for n in probes.pop(t)]
     nodes = list(model.graph.node)
@@ -103,7 +103,7 @@ def _save_with_probes(model: Any, probes: dict[str, list[Any]], graph_inputs: se
         model.graph.node.append(node)
         for out in node.output:
             model.graph.node.extend(probes.get(out, []))
-    onnx.save(model, str(path))
+    save_model(model, path)
 
 
 def write_range_model(model: Any, tensors: list[str], graph_inputs: set[str], path: Path) -> list[str]:

@@ -17,6 +17,7 @@ def quantize_dynamic_model(fp32_path: Path, out_path: Path, settings: Any) -> li
     returns notes worth recording."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from .onnx_save import lower_ir_version
     from .quantize import check_exclude_nodes, pre_processed
 
     if settings.mode != "dynamic":
@@ -31,6 +32,7 @@ def quantize_dynamic_model(fp32_path: Path, out_path: Path, settings: Any) -> li
             per_channel=settings.per_channel, reduce_range=settings.reduce_range, weight_type=qtype,
             nodes_to_exclude=list(settings.exclude_nodes),
             extra_options={"WeightSymmetric": settings.symmetric_weight})
+    lower_ir_version(out_path)  # ORT stamps onnx's newest IR, which older runtimes refuse
     if not integer_ops(out_path):
         notes.append("dynamic quantization changed no operator (nothing ORT quantizes dynamically matched "
                      f"op_types {list(settings.op_types) if settings.op_types else 'all'}): the model runs in float")

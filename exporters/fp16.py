@@ -4,6 +4,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from .onnx_save import save_model
+
 
 def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
     """Write an FP16 copy of ``fp32_path`` (weights and compute in half, I/O in float32)."""
@@ -15,5 +17,5 @@ def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
         warnings.simplefilter("ignore")
         half = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
     onnx.checker.check_model(half)
-    onnx.save(half, str(out_path))
+    save_model(half, out_path)
     return Path(out_path)

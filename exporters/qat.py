@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from .onnx_save import save_model
+
 SEED, EPOCHS, BATCH, LR = 0, 1, 128, 1e-4
 FREEZE_AT = 0.8  # observers stop updating after this share of the steps (ranges settle, weights adapt)
 OPSET = 17
@@ -164,7 +166,7 @@ def export_qdq(qat_model: Any, out: Path, input_shape: tuple[int, ...], opset: i
     tmp.unlink()
     onnx.checker.check_model(model, full_check=True)
     staged = out.with_suffix(".tmp.onnx")
-    onnx.save(model, str(staged))
+    save_model(model, staged)
     staged.replace(out)
     return out
 

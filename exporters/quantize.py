@@ -331,6 +331,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
 
     from .bitwidth import needs_opset21, plan_grids, tensor_overrides, upgrade_opset
     from .calibrate import calibrate
+    from .onnx_save import lower_ir_version
 
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="qb-quant-") as tmpdir:
@@ -366,3 +367,4 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
 
             notes += round_qdq_weights(pre, out_path, reader, settings, tmp, stats)
     return notes
+    lower_ir_version(out_path)  # ORT stamps onnx's newest IR, which older runtimes refuse

@@ -5,6 +5,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
+from .onnx_save import save_model
 from .registry import ModelSource
 
 OPSET = 17
@@ -35,6 +36,6 @@ def export_onnx(source: Mapping[str, Any] | ModelSource, out_path: Path, opset: 
     model = onnx.load(str(tmp))
     onnx.checker.check_model(model)
     model = onnx.shape_inference.infer_shapes(model)
-    onnx.save(model, str(out_path))
+    save_model(model, out_path)
     tmp.unlink()
     return out_path

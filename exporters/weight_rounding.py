@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .onnx_save import save_model
+
 GPTQ_BLOCK = 128  # columns per lazy-update block (the paper's B)
 GPTQ_DAMP = 0.01  # λ = 1 % of the mean diagonal of H
 GRAM_BUDGET_MB = 512.0  # Gram matrices held at once; more layers take more passes over the data
@@ -336,7 +338,7 @@ def collect_grams(model_path: Path, layers: list[Layer], reader: Any, tmp: Path,
         path = Path(tmp) / f"wr_inputs_{k}.onnx"
         session = None
         if names:
-            onnx.save(model, str(path))
+            save_model(model, path)
             session = _session(path, threads)
         del model
         acc = {lay.node: _GramSum(lay.groups, lay.cols) for lay in group}
@@ -462,7 +464,7 @@ def apply_rounding(fp32_path: Path, qdq_path: Path, reader: Any, method: str, qr
         ints, report = round_layer(layer, grams.pop(layer.node), method, qmin, qmax)
         inits[layer.q_name].CopyFrom(numpy_helper.from_array(ints.astype(layer.q_dtype), layer.q_name))
         reports.append(report)
-    onnx.save(qdq, str(qdq_path))
+    save_model(qdq, qdq_path)
     return reports, notes
 
 

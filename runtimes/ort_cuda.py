@@ -11,6 +11,7 @@ import importlib.metadata as md
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -70,6 +71,20 @@ def provider_availability(provider: str, extra: str, tox_env: str) -> Availabili
                             "use an onnxruntime-gpu build with the TensorRT EP and pip install .[tensorrt]")
     return Availability(False, f"onnxruntime-gpu lists no {provider}{no_gpu}",
                         "reinstall onnxruntime-gpu for this CUDA version")
+
+
+_IR_LIMIT = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
+
+
+def load_error(runtime: str, path: Path, exc: BaseException, ort_version: str) -> str:
+    """One line for a session that failed to load ``path``; a model too new for this ORT names both IR versions."""
+    text = str(exc).strip()
+    limit = _IR_LIMIT.search(text)
+    if limit:
+        return (f"{runtime} cannot load {path.name}: its IR version {limit[1]} is newer than onnxruntime {ort_version} "
+                f"reads (IR <= {limit[2]}); re-save it with the lowest IR its opset allows "
+                "(quantbench.exporters.onnx_save.lower_ir_version)")
+    return f"{runtime} could not load {path}: {text.splitlines()[0] if text else type(exc).__name__}"
 
 
 def summarize_ort_profile(events: Iterable[dict[str, Any]], primary: str) -> dict[str, Any]:
@@ -237,7 +252,7 @@ class OrtCudaRuntime(Runtime):
             try:
                 self.session = ort.InferenceSession(str(artifact.path), self._session_options(), providers=self._providers())
             except Exception as exc:  # noqa: BLE001 - ORT raises several types; keep one line
-                raise RuntimeFailure(f"{self.name} could not load {artifact.path}: {str(exc).splitlines()[0]}") from None
+                raise RuntimeFailure(load_error(self.name, Path(artifact.path), exc, ort.__version__)) from None
             if self.provider not in self.session.get_providers():
                 raise RuntimeFailure(
                     f"{self.name}: {self.provider} failed to initialise, the session fell back to "

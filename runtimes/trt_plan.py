@@ -195,6 +195,7 @@ def fold_int32_bias(src: Path, dst: Path) -> int:
     """
     import onnx
     from onnx import numpy_helper
+    from quantbench.exporters.onnx_save import save_model
 
     model = onnx.load(str(src))
     graph = model.graph
@@ -228,5 +229,5 @@ def fold_int32_bias(src: Path, dst: Path) -> int:
         remaining = [i for i in graph.initializer if i.name in used]
         del graph.initializer[:]
         graph.initializer.extend(remaining + folded)
-    onnx.save(model, str(dst))
+    save_model(model, dst)
     return len(folded)

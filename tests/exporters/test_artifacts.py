@@ -5,6 +5,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from quantbench.exporters.onnx_save import with_lowest_ir_version
 from quantbench.exporters.artifacts import artifact_sha256, artifact_size, sha256_file
 from quantbench.exporters.onnx_info import onnx_files
 
@@ -14,7 +15,7 @@ def _model(weights: np.ndarray):
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], initializer=[w])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
 
 
 def _save_external(model, path):

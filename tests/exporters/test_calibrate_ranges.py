@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from quantbench.exporters.onnx_save import save_model
 from quantbench.exporters.calibrate import CalibrationConfig, calibrate
 
 pytestmark = pytest.mark.ort_cpu
@@ -28,7 +29,7 @@ def conv_mul_model(path: Path) -> Path:
              helper.make_node("Mul", ["y", "h"], ["z"], name="mul")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 1, 2])],
                               [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 1, 1, 2])], inits)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from quantbench.exporters.onnx_save import with_lowest_ir_version
 from quantbench.calibration_data import BatchReader, Preprocess, open_source
 from quantbench.exporters import weight_rounding as wr
 from quantbench.exporters.quantize import QuantSettings, quantize_qdq
@@ -53,8 +54,7 @@ def _tiny_model(path):
     ]
     graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
@@ -133,8 +133,7 @@ def _layer_output(op, attrs, x, w):
     graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
                               [helper.make_empty_tensor_value_info("y")],
                               [numpy_helper.from_array(w.astype(np.float32), "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     return _session(model).run(None, {"x": x.astype(np.float32)})[0].astype(np.float64)
 
 

@@ -72,13 +72,14 @@ def _gemm_onnx(path: Path, w: np.ndarray, side: int) -> Path:
     """A real ONNX classifier: logits = flattened image @ w.T (input (N, 1, side, side))."""
     import onnx
     from onnx import TensorProto, helper
+    from quantbench.exporters.onnx_save import with_lowest_ir_version
 
     graph = helper.make_graph(
         [helper.make_node("Flatten", ["input"], ["f"]), helper.make_node("Gemm", ["f", "w"], ["logits"], transB=1)],
         "planted", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, side, side])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", w.shape[0]])],
         [helper.make_tensor("w", TensorProto.FLOAT, list(w.shape), w.ravel())])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])), path)
     return path
 
 

@@ -164,6 +164,7 @@ def test_model_input_that_does_not_match_the_data(tmp_path, shared_cache):
     import numpy as np
     import onnx
     from onnx import TensorProto, helper
+    from quantbench.exporters.onnx_save import with_lowest_ir_version
 
     w = helper.make_tensor("w", TensorProto.FLOAT, [10, 3 * 32 * 32], np.zeros(10 * 3 * 32 * 32, np.float32))
     graph = helper.make_graph(
@@ -171,7 +172,7 @@ def test_model_input_that_does_not_match_the_data(tmp_path, shared_cache):
         "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 32, 32])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], [w])
     path = tmp_path / "cifar_shaped.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])), path)
     cfg = write_config(tmp_path / "c.toml", tmp_path / "out", FP32, eval_samples=100,
                        models=f'[[models]]\nname = "{path}"\npreprocess = {{ channels = 1 }}\n')
     proc = run_cli("run", str(cfg), cache=shared_cache)

@@ -25,6 +25,7 @@ def _onnx_28(path: Path, body: str) -> Path:
     """A (N, 1, 28, 28) -> (N, 10) ONNX model whose middle is ``body``: "nan" or "endless-loop"."""
     import onnx
     from onnx import TensorProto, helper
+    from quantbench.exporters.onnx_save import with_lowest_ir_version
 
     w = helper.make_tensor("w", TensorProto.FLOAT, [10, 784], np.zeros(7840, np.float32))
     nodes, inits = [], [w]
@@ -48,7 +49,7 @@ def _onnx_28(path: Path, body: str) -> Path:
                   helper.make_node("Log", ["g"], ["logits"])]
     graph = helper.make_graph(nodes, body, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     onnx.checker.check_model(model)
     onnx.save(model, path)
     return path

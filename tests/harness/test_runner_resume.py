@@ -46,6 +46,7 @@ def tiny_onnx(path: Path, seed: int = 0, side: int = SIDE) -> Path:
     """Flatten + Gemm to 10 classes, random weights from ``seed``, input (N, 1, side, side)."""
     import onnx
     from onnx import TensorProto, helper
+    from quantbench.exporters.onnx_save import with_lowest_ir_version
 
     w = np.random.default_rng(seed).standard_normal((10, side * side)).astype(np.float32)
     nodes = [helper.make_node("Flatten", ["input"], ["f"]), helper.make_node("Gemm", ["f", "w"], ["logits"], transB=1)]
@@ -53,7 +54,7 @@ def tiny_onnx(path: Path, seed: int = 0, side: int = SIDE) -> Path:
         nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, side, side])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
         [onnx.numpy_helper.from_array(w, "w")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])), path)
     return path
 
 

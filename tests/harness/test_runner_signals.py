@@ -36,6 +36,7 @@ def loop_onnx(path: Path, side: int = SIDE) -> Path:
     """Flatten + Gemm, plus a Loop of floor(1e11 / N^6) empty iterations whose result is added to the logits."""
     import onnx
     from onnx import TensorProto, helper
+    from quantbench.exporters.onnx_save import with_lowest_ir_version
 
     w = np.random.default_rng(0).standard_normal((10, side * side)).astype(np.float32)
     body = helper.make_graph(
@@ -65,7 +66,7 @@ def loop_onnx(path: Path, side: int = SIDE) -> Path:
     graph = helper.make_graph(
         nodes, "loop", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, side, side])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])), path)
     return path
 
 

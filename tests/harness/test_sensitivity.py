@@ -26,6 +26,7 @@ def _build_model(path: Path) -> Path:
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
+    from quantbench.exporters.onnx_save import with_lowest_ir_version
 
     rng = np.random.default_rng(0)
     w_a = (rng.standard_normal((4, 1, 3, 3)) * 0.5).astype(np.float32)
@@ -47,8 +48,7 @@ def _build_model(path: Path) -> Path:
     graph = helper.make_graph(nodes, "sensitive", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
                                                                                 ["batch", 1, 8, 8])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", CLASSES])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
+    model = with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path

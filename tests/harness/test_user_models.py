@@ -31,6 +31,7 @@ def label_reading_onnx(path: Path, positions: dict[int, int], n_out: int, side: 
     """An ONNX model (input (N, 1, side, side)) whose logit ``c`` is the pixel at ``positions[c]``."""
     import onnx
     from onnx import TensorProto, helper
+    from quantbench.exporters.onnx_save import with_lowest_ir_version
 
     w = np.zeros((n_out, side * side), np.float32)
     for cls, pos in positions.items():
@@ -44,7 +45,7 @@ def label_reading_onnx(path: Path, positions: dict[int, int], n_out: int, side: 
     graph = helper.make_graph(nodes, "label_reader", [helper.make_tensor_value_info(
         "input", TensorProto.FLOAT, ["N", 1, side, side])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", *(out_shape or [n_out])])], inits)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])), path)
     return path
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from quantbench.exporters.onnx_save import with_lowest_ir_version
 from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime
 from quantbench.runtimes.audit import audit_warning
 
@@ -24,7 +25,7 @@ def conv_model(path, seed: int = 0):
              helper.make_node("Gemm", ["f", "g"], ["logits"], transB=1)]
     graph = helper.make_graph(nodes, "convnet", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *SHAPE])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])), str(path))
     return path
 
 

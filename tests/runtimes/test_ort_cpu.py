@@ -5,6 +5,8 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
+
+from quantbench.exporters.onnx_save import save_model
 from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime
 
 pytestmark = pytest.mark.ort_cpu
@@ -19,7 +21,7 @@ def tiny_model(path, rng=None):
     graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
                               [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(g, "g")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return w, g
 
 

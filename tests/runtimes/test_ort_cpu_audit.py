@@ -5,6 +5,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from quantbench.exporters.onnx_save import with_lowest_ir_version
 
 from quantbench.runtimes import Artifact, create_runtime
 from quantbench.runtimes.audit import audit_warning
@@ -49,7 +50,7 @@ def _save(tmp_path, nodes, inits, name="opt.onnx"):
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4, 4])], inits)
     path = tmp_path / name
-    onnx.save(helper.make_model(graph), str(path))  # an ORT-optimized graph need not pass the checker
+    onnx.save(with_lowest_ir_version(helper.make_model(graph)), str(path))  # an ORT-optimized graph need not pass the checker
     return path
 
 

@@ -10,6 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from quantbench.exporters.onnx_save import save_model
+
 from quantbench.calibration_data import BatchReader, Preprocess, open_source
 from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime, get_runtime_class
 from quantbench.runtimes.trt_calibrator import CalibrationFeed
@@ -46,7 +48,7 @@ def fashion_model(path: Path, seed: int = 0) -> Path:
         nodes, "fashion_tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
         [onnx.numpy_helper.from_array(a, n) for a, n in ((w, "w"), (b, "b"), (g, "g"))])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
 
@@ -225,7 +227,7 @@ def test_qdq_check_catches_a_nonzero_int8_zero_point(tmp_path):
              onnx.numpy_helper.from_array(np.array(3, np.int8), "zp")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], inits)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "zp.onnx")
+    save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "zp.onnx")
     assert dict(qdq_problems(tmp_path / "zp.onnx")) == {"non-zero zero point": 2}
     assert "symmetric_activation = true" in qdq_problem(tmp_path / "zp.onnx")
 
