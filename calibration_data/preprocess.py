@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -12,6 +13,7 @@ import numpy as np
 from .base import DataError
 
 INTERPOLATIONS = ("bilinear", "bicubic")
+LAYOUTS = ("NCHW", "NHWC")
 
 
 @dataclass(frozen=True)
@@ -40,42 +42,36 @@ class Preprocess:
     interpolation: str = "bilinear"
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> Preprocess:
-        """Build from a config table; unknown keys or bad values raise :class:`DataError` naming the key."""
-        d = dict(d or {})
+    def check_table(cls, d: dict[str, Any] | None) -> dict[str, Any]:
+        """Check a (possibly partial) config table key by key; returns it with values normalised.
+
+        The one validator of preprocessing values: the config checker and :meth:`from_dict` both call
+        it. Checks that need keys the table leaves out (``mean`` against ``channels``) wait for
+        :meth:`from_dict`, once the table is merged over the model's defaults (:func:`merge_tables`).
+        """
+        if d is not None and not isinstance(d, dict):
+            raise DataError(f"preprocess must be a table, not {_show(d)}")
         names = [f.name for f in fields(cls)]
-        for key in d:
+        out: dict[str, Any] = {}
+        for key, value in (d or {}).items():
             if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
+                close = difflib.get_close_matches(str(key), names, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else f" (valid: {', '.join(names)})"
                 raise DataError(f"unknown preprocess key '{key}'{hint}")
-        for key in ("resize", "crop"):
-            if d.get(key) is not None:
-                d[key] = _size(d[key], key, square_ok=(key == "crop"))
-        if d.get("resize_shorter") is not None:
-            d["resize_shorter"] = _positive_int(d["resize_shorter"], "resize_shorter")
-        if d.get("resize") is not None and d.get("resize_shorter") is not None:
+            # None (from to_dict, never from TOML) leaves an optional step out
+            out[key] = None if value is None and key in _OPTIONAL else _CHECKS[key](value, key)
+        if out.get("resize") is not None and out.get("resize_shorter") is not None:
             raise DataError("preprocess: give resize (exact [height, width]) or resize_shorter, not both")
-        for key in ("mean", "std"):
-            if key in d:
-                values = d[key] if isinstance(d[key], (list, tuple)) else [d[key]]
-                d[key] = tuple(_number(v, key) for v in values)
-        if "scale" in d:
-            d["scale"] = _number(d["scale"], "scale")
-        if "channels" in d and (isinstance(d["channels"], bool) or not isinstance(d["channels"], int)
-                                or d["channels"] not in (1, 3)):
-            raise DataError(f"preprocess.channels must be 1 or 3, not {d['channels']!r}")
-        if "interpolation" in d and d["interpolation"] not in INTERPOLATIONS:
-            raise DataError(f"preprocess.interpolation must be one of {', '.join(INTERPOLATIONS)}, "
-                            f"not {d['interpolation']!r}")
-        pre = cls(**d)
-        if pre.layout not in ("NCHW", "NHWC"):
-            raise DataError(f"preprocess.layout must be NCHW or NHWC, not {pre.layout}")
-        for key in ("mean", "std"):
-            if len(getattr(pre, key)) not in (1, pre.channels):
-                raise DataError(f"preprocess.{key} needs 1 or {pre.channels} values")
-        if any(s == 0 for s in pre.std):
-            raise DataError("preprocess.std must not contain 0")
+        if "channels" in out:
+            _check_lengths(out, out["channels"])
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Preprocess:
+        """Build from a complete table (keys left out take the class defaults); bad values raise
+        :class:`DataError` naming the key."""
+        pre = cls(**cls.check_table(d))
+        _check_lengths(pre.to_dict(), pre.channels)
         return pre
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,24 +157,93 @@ def _is_pixels(images: np.ndarray) -> bool:
     return bool(np.issubdtype(np.asarray(images).dtype, np.integer))
 
 
-def _number(v: Any, key: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise DataError(f"preprocess.{key} must be finite numbers, not {v!r}")
-    return float(v)
+def merge_tables(defaults: dict[str, Any] | None, given: dict[str, Any] | None) -> dict[str, Any]:
+    """A model's default preprocessing with a (partial) user table on top: keys not given keep their
+    defaults; giving ``resize`` drops a default ``resize_shorter`` and the other way round."""
+    out = dict(defaults or {})
+    given = dict(given or {})
+    for key, other in (("resize", "resize_shorter"), ("resize_shorter", "resize")):
+        if key in given:
+            out.pop(other, None)
+    out.update(given)
+    return out
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, tuple):
+        v = list(v)
+    try:
+        return json.dumps(v)
+    except (TypeError, ValueError):
+        return repr(v)
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _positive_int(v: Any, key: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise DataError(f"preprocess.{key} must be a positive integer, not {v!r}")
+    if not _whole(v) or v < 1:
+        raise DataError(f"preprocess.{key} must be a positive integer, not {_show(v)}")
     return v
 
 
-def _size(v: Any, key: str, square_ok: bool) -> tuple[int, int]:
-    if square_ok and isinstance(v, int) and not isinstance(v, bool):
+def _size(v: Any, key: str) -> tuple[int, int]:
+    square_ok = key == "crop"
+    if square_ok and _whole(v):
         v = [v, v]
-    if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) or len(v) != 2:
-        raise DataError(f"preprocess.{key} must be [height, width]{' or one integer' if square_ok else ''}, not {v!r}")
-    return (_positive_int(v[0], key), _positive_int(v[1], key))
+    if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(_whole(x) and x >= 1 for x in v)):
+        raise DataError(f"preprocess.{key} must be [height, width]{' or one integer' if square_ok else ''} "
+                        f"(integers >= 1), not {_show(v)}")
+    return (int(v[0]), int(v[1]))
+
+
+def _values(v: Any, key: str) -> tuple[float, ...]:
+    values = list(v) if isinstance(v, (list, tuple)) else [v]
+    positive = key == "std"
+    if not values or not all(_finite(x) and (x > 0 or not positive) for x in values):
+        raise DataError(f"preprocess.{key} must be finite numbers{' > 0' if positive else ''} (one, or one per "
+                        f"channel), not {_show(v)}")
+    return tuple(float(x) for x in values)
+
+
+def _scale(v: Any, key: str) -> float:
+    if not _finite(v) or v <= 0:
+        raise DataError(f"preprocess.{key} must be a finite number > 0, not {_show(v)}")
+    return float(v)
+
+
+def _channels(v: Any, key: str) -> int:
+    if not _whole(v) or v not in (1, 3):
+        raise DataError(f"preprocess.{key} must be 1 or 3, not {_show(v)}")
+    return v
+
+
+def _choice(options: tuple[str, ...]) -> Any:
+    def check(v: Any, key: str) -> str:
+        if v not in options:
+            raise DataError(f"preprocess.{key} must be one of {', '.join(options)}, not {_show(v)}")
+        return v
+    return check
+
+
+def _check_lengths(table: dict[str, Any], channels: int) -> None:
+    for key in ("mean", "std"):
+        values = table.get(key)
+        if values is not None and len(values) not in (1, channels):
+            raise DataError(f"preprocess.{key} has {len(values)} values but channels = {channels} "
+                            f"(give 1 or {channels})")
+
+
+_OPTIONAL = ("resize", "crop", "resize_shorter")
+_CHECKS = {"resize": _size, "crop": _size, "channels": _channels, "mean": _values, "std": _values, "scale": _scale,
+           "layout": _choice(LAYOUTS), "resize_shorter": _positive_int, "interpolation": _choice(INTERPOLATIONS)}
 
 
 def shorter_side_size(h: int, w: int, size: int) -> tuple[int, int]:

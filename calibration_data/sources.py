@@ -21,8 +21,8 @@ from .folders import IMAGE_SUFFIXES, FileSplit, open_folder
 from .idx import DEBIAN_FASHION_MNIST, SHIPPED, open_fashion_mnist, open_idx, read_idx, write_idx
 from .npz import open_npz
 
-__all__ = ["DEBIAN_FASHION_MNIST", "IMAGE_SUFFIXES", "KINDS", "SHIPPED", "ArraySplit", "DataError", "DataSource",
-           "FileSplit", "Split", "expand_path", "open_digits", "open_folder", "open_idx", "open_npz", "open_source",
+__all__ = ["DEBIAN_FASHION_MNIST", "IMAGE_SUFFIXES", "KINDS", "PATH_KINDS", "SHIPPED", "ArraySplit", "DataError",
+           "DataSource", "FileSplit", "Split", "absolute_path", "absolute_spec", "expand_path", "open_digits", "open_folder", "open_idx", "open_npz", "open_source",
            "read_idx", "write_idx"]
 
 KINDS = ("fashion-mnist", "fashion-mnist-subset", "idx:DIR", "digits", "folder:DIR", "npz:FILE")
@@ -36,6 +36,36 @@ def expand_path(text: str, spec: str) -> Path:
     if unset:
         raise DataError(f"environment variable {unset[0]} is not set (used in data source '{spec}')")
     return Path(os.path.expanduser(os.path.expandvars(text)))
+
+
+PATH_KINDS = ("idx", "mnist", "folder", "npz")  # spec kinds whose argument is a path
+
+
+def absolute_path(text: str, base: str | os.PathLike) -> str:
+    """``text`` made absolute against ``base`` if it is relative: the way every path in a config is resolved.
+
+    ``~`` and ``$VARS`` are expanded to judge; a spelling that expands to an absolute path, or names
+    an unset variable, is kept as written (it is expanded, or reported, when opened).
+    """
+    expanded = os.path.expanduser(os.path.expandvars(text))
+    if os.path.isabs(expanded) or "$" in expanded or not text.strip():
+        return text
+    return os.path.abspath(os.path.join(os.fspath(base), expanded))
+
+
+def absolute_spec(spec: Any, base: str | os.PathLike) -> Any:
+    """A data source spec (string or table) with its paths made absolute (:func:`absolute_path`)."""
+    if isinstance(spec, str):
+        kind, sep, arg = spec.partition(":")
+        return f"{kind}:{absolute_path(arg, base)}" if sep and arg and kind in PATH_KINDS else spec
+    if isinstance(spec, Mapping):
+        out = dict(spec)
+        if isinstance(out.get("spec"), str):
+            out["spec"] = absolute_spec(out["spec"], base)
+        if isinstance(out.get("labels"), str):
+            out["labels"] = absolute_path(out["labels"], base)
+        return out
+    return spec
 
 
 def open_digits() -> DataSource:

@@ -228,19 +228,20 @@ def run_quantize_worker(fp32_path: Path, out: Path, settings: QuantSettings, dat
     """Quantize in a contained subprocess; returns its time, peak RSS and notes. Raises ValueError on
     failure, and "quantization timed out after N s" when it runs past ``timeout_s`` (its whole process
     group is killed)."""
+    from quantbench.calibration_data import absolute_spec
     from quantbench.harness.subproc import run_contained
 
-    out = Path(out)
+    out = Path(out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
-    root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory(prefix="qb-qworker-") as tmpdir:
+        # Absolute paths, and the caller's working directory: the worker calibrates on the data the caller means.
         job_path, result_path = Path(tmpdir) / "job.json", Path(tmpdir) / "result.json"
-        job = {"fp32": str(fp32_path), "out": str(out), "settings": settings.to_config(), "data": data_spec,
-               "preprocess": preprocess, "result": str(result_path)}
+        job = {"fp32": str(Path(fp32_path).absolute()), "out": str(out), "settings": settings.to_config(),
+               "data": absolute_spec(data_spec, Path.cwd()), "preprocess": preprocess, "result": str(result_path)}
         job_path.write_text(json.dumps(job))
         log_path = out.with_name("quantize.log")
         res = run_contained([sys.executable, "-m", "quantbench.exporters.quantize_worker", str(job_path)],
-                            timeout_s=timeout_s, log_path=log_path, cwd=root)
+                            timeout_s=timeout_s, log_path=log_path)
         if res.timed_out:
             raise ValueError(f"quantization timed out after {timeout_s:g} s")
         result = json.loads(result_path.read_text()) if result_path.is_file() else None

@@ -65,6 +65,8 @@ def run(config: str | os.PathLike | Mapping[str, Any] | SweepConfig, output: str
         retry_failed: bool = False, log: Callable[[str], None] | None = None):  # -> pandas.DataFrame
     """Run a sweep — a TOML file, a dict shaped like one, or a :class:`SweepConfig` — and return its rows.
 
+    Relative paths the sweep reads (data, labels, weights, ONNX files) are resolved against a TOML
+    file's folder, and against the current working directory for a dict or a SweepConfig.
     ``output`` overrides ``[run] output``. The result holds the latest row of every cell in
     ``OUTPUT/results.jsonl``, including cells measured by earlier runs into the same folder; failed
     and skipped cells are rows too (``status``, ``error``). With ``[run] report = true`` (the default
@@ -146,6 +148,7 @@ def _as_list(value: Any) -> list[Any]:
 def _sweep_config(config: Any) -> SweepConfig:
     if isinstance(config, SweepConfig):
         cfg = copy.deepcopy(config)
+        cfg.resolve_paths(Path.cwd())  # a no-op for one loaded from a file (its paths are absolute already)
         cfg.validate()
         return cfg
     if isinstance(config, Mapping):

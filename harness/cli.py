@@ -15,6 +15,10 @@ from typing import Any
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_USAGE = 0, 1, 2
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during a command, with the one line that says what was kept."""
+
+
 def _console(stderr: bool = False):
     from rich.console import Console
 
@@ -96,6 +100,8 @@ def _apply_overrides(cfg: Any, args: argparse.Namespace) -> None:
     if args.weights is not None:
         for m in cfg.models:
             m.weights = args.weights
+    for m in cfg.models:  # paths given as flags are relative to where the command runs
+        m.resolve_paths(Path.cwd())
     for key, attr, flag in (("eval_samples", "eval_samples", "--eval-samples"), ("min_time_s", "min_time", "--min-time"),
                             ("max_time_s", "max_time", "--max-time"), ("threads", "threads", "--threads")):
         value = getattr(args, attr)
@@ -130,9 +136,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .config import dump_toml, load_config
-    from .results import read_rows
+    from .results import current_rows, read_rows, superseded_note
     from .runner import run_sweep
-    from .table import render_console
+    from .table import render_console, render_verdict
 
     cfg = load_config(args.config)
     _apply_overrides(cfg, args)
@@ -185,13 +191,23 @@ def cmd_run(args: argparse.Namespace) -> int:
             summary = run_sweep(cfg, out, retry_failed=args.retry_failed, log=log,
                                 progress=lambda n: progress.advance(task, n), on_row=on_row,
                                 on_plan=lambda total: progress.update(task, total=total))
+        except KeyboardInterrupt:
+            n = ticks["n"]
+            raise Interrupted(f"interrupted: the {n} row(s) measured in this run are kept in {out / 'results.jsonl'}; "
+                              "rerun to finish the remaining cells" if n else
+                              "interrupted before any cell of this run finished; rerun to measure them") from None
         finally:
             library_logger.removeHandler(handler)
             library_logger.setLevel(level)
     loaded = read_rows(summary.results_path)
     rows = [r for r in loaded.rows if r.get("schema_version")]
+    current, older = current_rows(rows)  # a rerun with other inputs: its rows, not the ones they replace
+    if not args.all_generations:
+        rows = current
     if any(r.get("status") == "ok" for r in rows):
-        render_console(rows, console)
+        render_console(rows, console, older=older)
+    if older and not args.all_generations:
+        console.print(f"note: {superseded_note(len(older))}", markup=False)
     for r in rows:
         if r.get("status") == "ok" and r.get("audit_warning"):
             console.print("[yellow]warning:[/yellow] " + escape(
@@ -199,11 +215,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"{r['audit_warning']}"))
     if any(r.get("weights") == "random-init" for r in rows):
         console.print("[yellow]note:[/yellow] random-init weights: accuracy is not meaningful; compare agreement with FP32")
+    if any(r.get("status") == "ok" for r in rows):
+        render_verdict(rows, console, cfg.run.accuracy_budget_pts)
     wall = time.perf_counter() - t0
     console.print(f"{summary.ran} cell(s) measured, {summary.failed} failed, {summary.skipped} skipped, "
                   f"{summary.already} already done — {wall:.0f} s; results: {summary.results_path}", markup=False)
     if cfg.run.report:
-        _write_report([summary.results_path], out / "report.html", console)
+        _write_report([summary.results_path], out / "report.html", console, cfg.run.accuracy_budget_pts)
     if summary.ran == 0 and not summary.already:
         _console(stderr=True).print("[bold red]error:[/bold red] no cell was measured: " + escape(
             "; ".join(f"{n}: {r}" for n, r in summary.unavailable.items()) or "every cell failed or was skipped"))
@@ -211,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_FAILED_CELLS if summary.failed else EXIT_OK
 
 
-def _write_report(paths: list[Path], out: Path, console: Any) -> None:
+def _write_report(paths: list[Path], out: Path, console: Any, budget_pts: float | None = None) -> None:
     import importlib.util
 
     if importlib.util.find_spec("plotly") is None or importlib.util.find_spec("quantbench.reports.html") is None:
@@ -220,7 +238,7 @@ def _write_report(paths: list[Path], out: Path, console: Any) -> None:
     from quantbench.reports import build_report, render_html
 
     try:
-        render_html(build_report(paths), out)
+        render_html(build_report(paths), out, **({} if budget_pts is None else {"budget_pts": budget_pts}))
         console.print(f"report: {out}", markup=False)
     except Exception as exc:  # noqa: BLE001 - a report problem must not fail a finished sweep
         console.print(f"report not written: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
@@ -292,16 +310,22 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from quantbench.reports import main_report
 
-    return main_report([Path(p) for p in args.results], Path(args.output) if args.output else None, args.format)
+    return main_report([Path(p) for p in args.results], Path(args.output) if args.output else None, args.format,
+                       all_generations=args.all_generations)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .results import export_table, read_rows
+    from .results import export_table, read_current
 
-    report = read_rows(args.results)
-    for w in report.warnings:
+    if Path(args.output).suffix not in (".csv", ".parquet"):  # before reading: the output's name is the format
+        return _error(f"cannot export to '{args.output}': use a .csv or .parquet file")
+    if Path(args.output).name in ("results.jsonl", "sensitivity.jsonl") or (
+            Path(args.output).resolve() == Path(args.results).resolve()):
+        return _error(f"refusing to write over {args.output}: choose another -o")
+    report = read_current(args.results, all_generations=args.all_generations)
+    warnings = report.warnings + export_table(report.rows, Path(args.output))
+    for w in warnings:
         _console(stderr=True).print(_styled(f"warning: {w}"))
-    export_table(report.rows, Path(args.output))
     _console().print(f"{len(report.rows)} row(s) → {args.output}", markup=False)
     return EXIT_OK
 
@@ -365,6 +389,10 @@ def _version() -> str:
         return __version__
 
 
+ALL_GENERATIONS_HELP = ("also show rows superseded by a later measurement of the same cell under other inputs "
+                        "(changed eval_samples, threads, calib_samples …; hidden by default)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="quantbench",
@@ -394,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true", help="measure again cells that failed before")
     run.add_argument("--no-report", action="store_true", help="do not write OUTPUT/report.html")
     run.add_argument("--dump-config", action="store_true", help="print the fully resolved config as TOML and exit")
+    run.add_argument("--all-generations", action="store_true", help=ALL_GENERATIONS_HELP)
     run.add_argument("--ray", metavar="ADDRESS", help="run the cells on a Ray cluster: 'auto' (the cluster this "
                                                       "machine belongs to) or its address (run.ray; '' runs here)")
     run.add_argument("--targets", help="comma-separated Ray resources to run on, e.g. cpu-avx512-vnni,gpu-H100 "
@@ -408,14 +437,16 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=cmd_devices)
 
     rep = sub.add_parser("report", help="render results files (from one or many devices) into one report")
-    rep.add_argument("results", nargs="+", help="results.jsonl files")
+    rep.add_argument("results", nargs="+", help="results.jsonl files or output folders")
     rep.add_argument("-o", "--output", help="output file (default: report.html, or stdout for md/csv)")
     rep.add_argument("--format", choices=("html", "md", "csv"), default="html", help="report format (default html)")
+    rep.add_argument("--all-generations", action="store_true", help=ALL_GENERATIONS_HELP)
     rep.set_defaults(func=cmd_report)
 
     exp = sub.add_parser("export", help="export a results file to CSV or Parquet")
-    exp.add_argument("results", help="results.jsonl")
+    exp.add_argument("results", help="results.jsonl or an output folder")
     exp.add_argument("-o", "--output", required=True, help="output .csv or .parquet")
+    exp.add_argument("--all-generations", action="store_true", help=ALL_GENERATIONS_HELP)
     exp.set_defaults(func=cmd_export)
 
     sen = sub.add_parser("sensitivity", help="per-node quantization sensitivity; with accuracy_budget, the "
@@ -465,8 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunError, ResultsError, DataError, RuntimeFailure, RuntimeUnavailable,
             OSError, ValueError) as exc:
         return _error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    except KeyboardInterrupt:
-        return _error("interrupted: rows already written are kept; rerun to finish the remaining cells")
+    except KeyboardInterrupt as exc:  # the commands that write rows say what they kept (Interrupted)
+        return _error(str(exc) if isinstance(exc, Interrupted) and str(exc) else "interrupted")
     except Exception as exc:  # noqa: BLE001 - last resort: one line, the traceback only on request
         import os
 

@@ -252,6 +252,21 @@ class ModelConfig:
     classes: list[str] | None = None  # class names in output-index order (image folders)
     labels: str | None = None  # file with one class name per line, line number = output index
 
+    def resolve_paths(self, base: str | os.PathLike) -> None:
+        """Make every path this table names absolute against ``base`` (a TOML file's folder, or the
+        caller's working directory for API/CLI values): an ``.onnx`` model, weights, labels and the
+        data sources. Idempotent; values of the wrong type are left for :meth:`validate`."""
+        from quantbench.calibration_data import absolute_path, absolute_spec
+
+        if isinstance(self.name, str) and _is_onnx_name(self.name):
+            self.name = absolute_path(self.name, base)
+        if isinstance(self.weights, str) and self.weights not in ("random", "builtin"):
+            self.weights = absolute_path(self.weights, base)
+        if isinstance(self.labels, str):
+            self.labels = absolute_path(self.labels, base)
+        self.dataset = absolute_spec(self.dataset, base)
+        self.calib_dataset = absolute_spec(self.calib_dataset, base)
+
     def validate(self, where: str = "") -> None:
         """Types and ranges of every key; paths that must exist do. Raises :class:`ConfigError`."""
         if not isinstance(self.name, str) or not self.name.strip():
@@ -279,6 +294,11 @@ class ModelConfig:
 DATA_SPEC_KEYS = {"spec", "classes", "labels"}
 
 
+def _is_onnx_name(name: str) -> bool:
+    """A model name that is a path to an ONNX file (as ``exporters.registry`` classifies it)."""
+    return not name.startswith(("module:", "torchvision:")) and Path(name).suffix == ".onnx"
+
+
 def _check_data_spec(spec: Any, key: str, where: str) -> None:
     what = f"{where}{key}"
     if spec is None:
@@ -297,18 +317,13 @@ def _check_data_spec(spec: Any, key: str, where: str) -> None:
 
 
 def _check_preprocess(table: dict[str, Any], where: str) -> None:
+    """Key by key, with :meth:`Preprocess.check_table` (the one validator; keys left out keep the model's
+    defaults, so checks across keys finish when the table is merged, in harness.prepare)."""
     from quantbench.calibration_data import Preprocess
 
     _check_keys(table, _field_names(Preprocess), f"the preprocess table of {where.rstrip(': ')}")
-    hints = typing.get_type_hints(Preprocess)
-    for key, value in table.items():
-        hint = hints[key]
-        if typing.get_args(hint)[-1:] == (Ellipsis,) and _is_number(value):
-            value = [value]  # mean = 0.5 means [0.5]
-        low = {"resize": 1, "crop": 1, "mean": -math.inf}.get(key, 0)
-        check_value(value, hint, key, f"{where}preprocess.", low, key in ("std", "scale"))
     try:
-        Preprocess.from_dict(table)
+        Preprocess.check_table(table)
     except (ValueError, TypeError) as exc:  # DataError is a ValueError
         raise ConfigError(f"{where}{first_line(exc)}") from None
 
@@ -371,6 +386,13 @@ class VariantConfig:
             raise ConfigError(f"{where}quantization keys given for a {self.precision} variant")
         if self.precision == "int8":
             self.quant_settings()
+
+    def resolve_paths(self, base: str | os.PathLike) -> None:
+        """A prebuilt variant's ``onnx`` file made absolute against ``base`` (see ModelConfig.resolve_paths)."""
+        from quantbench.calibration_data import absolute_path
+
+        if isinstance(self.onnx, str):
+            self.onnx = absolute_path(self.onnx, base)
 
     def _validate_prebuilt(self, where: str) -> None:
         if self.onnx is None or self.builder != "prebuilt":
@@ -452,6 +474,15 @@ class SweepConfig:
     variants: list[VariantConfig]
     runtime_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = "<embedded default>"
+
+    def resolve_paths(self, base: str | os.PathLike) -> None:
+        """Every path the sweep reads, made absolute against ``base`` once (so every subprocess, whatever
+        its working directory, opens the same files). ``run.output`` and ``run.cache_dir`` (what it
+        writes) stay relative to the working directory, like ``--output``."""
+        for m in self.models:
+            m.resolve_paths(base)
+        for v in self.variants:
+            v.resolve_paths(base)
 
     def validate(self) -> None:
         """Check every value (again after overrides); raises :class:`ConfigError` naming the key."""
@@ -606,8 +637,12 @@ def select_variants(variants: list[VariantConfig], wanted: list[str]) -> list[Va
     return [v for v in variants if v.name in chosen or (v.base_name is not None and v.base_name in chosen)]
 
 
-def parse_config(data: dict[str, Any], source: str = "<dict>") -> SweepConfig:
-    """Validate a parsed TOML document into a :class:`SweepConfig` (every value checked)."""
+def parse_config(data: dict[str, Any], source: str = "<dict>", base: str | os.PathLike | None = None) -> SweepConfig:
+    """Validate a parsed TOML document into a :class:`SweepConfig` (every value checked).
+
+    Relative paths it reads (data, labels, weights, ONNX files) are resolved against ``base``: the
+    TOML file's folder for :func:`load_config`, the current working directory when None.
+    """
     if not isinstance(data, dict):
         raise ConfigError("a config must be a table (a TOML document or a dict)")
     _check_keys(data, {"run", "models", "variants", "runtime_options"}, "config")
@@ -627,6 +662,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> SweepConfig:
     variants = [v for i, raw in enumerate(data.get("variants", [])) for v in _parse_variant(raw, i)]
     cfg = SweepConfig(run=run, models=models, variants=variants,
                       runtime_options=data.get("runtime_options", {}), source=source)
+    cfg.resolve_paths(Path.cwd() if base is None else base)
     cfg.validate()
     return cfg
 
@@ -643,7 +679,7 @@ def load_config(path: str | os.PathLike | None) -> SweepConfig:
         data = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML: {exc}") from None
-    return parse_config(data, str(p))
+    return parse_config(data, str(p), base=p.resolve().parent)
 
 
 def dump_toml(cfg: SweepConfig) -> str:

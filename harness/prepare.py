@@ -54,8 +54,8 @@ class PreparedModel:
 def cache_dir(cfg: SweepConfig) -> Path:
     """Where artifacts and reference outputs are cached."""
     if cfg.run.cache_dir:
-        return Path(cfg.run.cache_dir).expanduser()
-    return Path(os.environ.get("QUANTBENCH_CACHE", Path.home() / ".cache" / "quantbench"))
+        return Path(cfg.run.cache_dir).expanduser().absolute()
+    return Path(os.environ.get("QUANTBENCH_CACHE", Path.home() / ".cache" / "quantbench")).expanduser().absolute()
 
 
 def data_spec(spec: str, m: ModelConfig) -> DataSpec:

@@ -71,7 +71,10 @@ def test_rgba_and_channel_conversion():
     ({"channels": "3"}, "channels must be 1 or 3"),
     ({"channels": 2}, "channels must be 1 or 3"),
     ({"mean": ["a"]}, "mean must be finite numbers"),
-    ({"scale": float("nan")}, "scale must be finite numbers"),
+    ({"scale": float("nan")}, "scale must be a finite number > 0"),
+    ({"std": [0.5, 0.0, 0.5]}, "std must be finite numbers > 0"),
+    ({"channels": 1, "mean": [0.1, 0.2, 0.3]}, "mean has 3 values but channels = 1"),
+    ({"layout": "CHW"}, "layout must be one of NCHW, NHWC"),
 ])
 def test_bad_preprocess_values_name_the_key(table, message):
     with pytest.raises(DataError, match=message):

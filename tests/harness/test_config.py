@@ -84,9 +84,9 @@ def _doc(run=None, model=None, variant=None, options=None):
     (_doc(model={"dataset": ""}), "dataset is empty"),
     (_doc(model={"dataset": {"classes": ["a"]}}), "dataset needs 'spec'"),
     (_doc(model={"preprocess": {"chanels": 1}}), "unknown key 'chanels' in the preprocess table of model 'fashion_cnn'"),
-    (_doc(model={"preprocess": {"resize": 224}}), "preprocess.resize must be a list of 2 integers, not 224"),
-    (_doc(model={"preprocess": {"std": [0.0]}}), "preprocess.std must be a list of numbers > 0"),
-    (_doc(model={"preprocess": {"layout": "CHW"}}), "preprocess.layout must be NCHW or NHWC"),
+    (_doc(model={"preprocess": {"resize": 224}}), "preprocess.resize must be [height, width] (integers >= 1), not 224"),
+    (_doc(model={"preprocess": {"std": [0.0]}}), "preprocess.std must be finite numbers > 0"),
+    (_doc(model={"preprocess": {"layout": "CHW"}}), "preprocess.layout must be one of NCHW, NHWC"),
     (_doc(run={"threads": -3}), "run.threads must be an integer >= 0, not -3"),
     (_doc(run={"threads": 2.0}), "run.threads must be an integer, not 2.0"),
     (_doc(run={"interleave_rounds": -2}), "run.interleave_rounds must be an integer >= 0, not -2"),
@@ -155,3 +155,29 @@ def test_declared_option_types_are_enforced(monkeypatch):
     with pytest.raises(ConfigError, match="graph_optimization must be a string, not 1"):
         parse_config(_doc(options={"ort-cpu": {"graph_optimization": [1]}}))
     assert parse_config(_doc(options={"ort-cpu": {"graph_optimization": ["all", "basic"]}}))
+
+
+@pytest.mark.parametrize("table", [
+    {"crop": 224}, {"crop": [224, 200]}, {"crop": [0, 4]}, {"crop": 0}, {"resize": 224}, {"resize": [28, 28]},
+    {"mean": 0.5}, {"mean": []}, {"std": -1.0}, {"std": [0.2, 0.3, 0.4]}, {"scale": 0}, {"channels": 3},
+    {"channels": True}, {"resize_shorter": 256, "crop": 224}, {"resize_shorter": 8, "resize": [8, 8]},
+    {"layout": "NHWC"}, {"interpolation": "nearest"}, {"channels": 1, "mean": [0.1, 0.2, 0.3]},
+])
+def test_the_config_checker_and_preprocess_agree_on_every_table(table):
+    """One validator: a preprocess table the config accepts is one Preprocess accepts, and the other way round
+    (crop = 224 was refused by the config and accepted by Preprocess)."""
+    from quantbench.calibration_data import DataError, Preprocess
+
+    try:
+        Preprocess.check_table(table)
+        data_ok = True
+    except DataError:
+        data_ok = False
+    try:
+        parse_config(_doc(model={"preprocess": table}))
+        config_ok = True
+    except ConfigError:
+        config_ok = False
+    assert config_ok == data_ok
+    if table == {"crop": 224}:
+        assert config_ok and Preprocess.from_dict(table).crop == (224, 224)

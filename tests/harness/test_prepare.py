@@ -188,3 +188,52 @@ def test_weights_labels_and_random_rules(tmp_path):
         resolve_model(str(onnx_path), weights=str(onnx_path))
     with pytest.raises(ValueError, match="no local weights"):
         resolve_model("resnet18", weights="builtin")
+
+
+def _idx_copy(root: Path, invert: bool) -> Path:
+    """The shipped subset's IDX files under ``root``, with every pixel inverted when ``invert`` (other ranges)."""
+    from quantbench.calibration_data.idx import SHIPPED, read_idx, write_idx
+
+    root.mkdir(parents=True)
+    for f in SHIPPED.glob("*-ubyte.gz"):
+        x = read_idx(f)
+        write_idx(root / f.name, 255 - x if invert and "images" in f.name else x)
+    return root
+
+
+@pytest.mark.ort_cpu
+@pytest.mark.slow
+def test_relative_data_paths_calibrate_on_the_callers_data_whatever_the_spelling(tmp_path, monkeypatch):
+    """Relative data paths mean the same files in every process: INT8 built from a TOML file in one folder
+    run from another, from a dict in the caller's folder, and from the absolute path are byte-identical;
+    decoys at the same relative path (in the checkout, where the quantize worker used to run, and in
+    the working directory of the TOML run) change nothing."""
+    from quantbench.harness.config import load_config, parse_config
+    from quantbench.harness.prepare import prepare_artifacts, resolve_models
+
+    rel = "calibration_data/data/fashion-mnist-subset"  # the checkout holds the shipped copy there: a decoy
+    user = tmp_path / "user"
+    data = _idx_copy(user / rel, invert=True)
+    _idx_copy(tmp_path / "elsewhere" / rel, invert=False)  # a second decoy, in the TOML run's working directory
+    int8 = {"name": "int8", "precision": "int8", "calibration": "minmax", "calib_samples": 32}
+
+    def build(cfg, name: str) -> tuple[bytes, object]:
+        cfg.run.eval_samples = 20
+        pm = resolve_models(cfg)[0]
+        logs: list[str] = []
+        prepare_artifacts(pm, cfg.variants, tmp_path / f"cache-{name}", logs.append)
+        assert not pm.error and not pm.artifact_errors, logs
+        return pm.artifacts["int8"].path.read_bytes(), pm
+
+    doc = {"models": [{"name": "fashion_cnn", "dataset": f"idx:{rel}"}], "variants": [int8]}
+    monkeypatch.chdir(user)
+    from_dict, pm = build(parse_config(doc), "dict")
+    assert pm.dataset == f"idx:{data}" and pm.dataset_info["path"] == str(data)
+    (user / "sweep.toml").write_text(f'[[models]]\nname = "fashion_cnn"\ndataset = "idx:{rel}"\n'
+                                     '[[variants]]\nname = "int8"\ncalibration = "minmax"\ncalib_samples = 32\n')
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    from_toml, _ = build(load_config(user / "sweep.toml"), "toml")
+    absolute, _ = build(parse_config({**doc, "models": [{"name": "fashion_cnn", "dataset": f"idx:{data}"}]}), "abs")
+    assert from_dict == from_toml == absolute
+    decoy, _ = build(parse_config({**doc, "models": [{"name": "fashion_cnn", "dataset": f"idx:{rel}"}]}), "decoy")
+    assert decoy != absolute  # the other copy really calibrates differently
