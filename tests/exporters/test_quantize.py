@@ -1,6 +1,7 @@
 """ORT static QDQ quantization of the shipped CNN with real Fashion-MNIST calibration data."""
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
 from quantbench.calibration_data import BatchReader, Preprocess, open_source
@@ -156,8 +157,22 @@ def test_timeout_kills_the_quantization(tmp_path, store, source):
 
 
 def test_dict_data_spec_is_passed_through(tmp_path, source):
-    store = ArtifactStore(tmp_path)
-    spec = {"spec": "fashion-mnist"}
-    built = store.build(source, VariantSpec("d", "int8", QuantSettings(calib_samples=32)), spec, source.preprocess,
-                        timeout_s=300)
-    assert built.quant_time_s > 0 and built.size_bytes > 0
+    """A {spec = ...} table calibrates on the data it names: the same file as the plain spec string, and a
+    different one from other data."""
+    rng = np.random.default_rng(0)
+
+    def npz(name: str, top: int):
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, x_train=rng.integers(0, top, (32, 28, 28), dtype=np.uint8), y_train=np.arange(32) % 10,
+                 x_test=rng.integers(0, 256, (10, 28, 28), dtype=np.uint8), y_test=np.arange(10))
+        return path
+
+    bright, dark = npz("bright", 256), npz("dark", 40)
+    variant = VariantSpec("d", "int8", QuantSettings(calib_samples=32))
+    from_dict = ArtifactStore(tmp_path / "a").build(source, variant, {"spec": f"npz:{bright}"}, source.preprocess,
+                                                    timeout_s=300)
+    from_text = ArtifactStore(tmp_path / "b").build(source, variant, f"npz:{bright}", source.preprocess, timeout_s=300)
+    other = ArtifactStore(tmp_path / "a").build(source, variant, {"spec": f"npz:{dark}"}, source.preprocess,
+                                                timeout_s=300)
+    assert from_dict.sha256 == from_text.sha256
+    assert other.sha256 != from_dict.sha256

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from quantbench.harness.config import ConfigError, dump_toml, load_config, parse_config
 
 try:
@@ -154,7 +153,10 @@ def test_declared_option_types_are_enforced(monkeypatch):
     monkeypatch.setattr(cls, "option_types", classmethod(lambda c: {"graph_optimization": str}), raising=False)
     with pytest.raises(ConfigError, match="graph_optimization must be a string, not 1"):
         parse_config(_doc(options={"ort-cpu": {"graph_optimization": [1]}}))
-    assert parse_config(_doc(options={"ort-cpu": {"graph_optimization": ["all", "basic"]}}))
+    cfg = parse_config(_doc(options={"ort-cpu": {"graph_optimization": ["all", "basic"]}}))
+    assert cfg.runtime_options == {"ort-cpu": {"graph_optimization": ["all", "basic"]}}
+    with pytest.raises(ConfigError, match="graph_optimization must be a string, not 2"):
+        parse_config(_doc(options={"ort-cpu": {"graph_optimization": ["all", 2]}}))  # one bad value in a sweep
 
 
 @pytest.mark.parametrize("table", [

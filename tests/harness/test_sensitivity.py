@@ -239,9 +239,10 @@ def test_cli_sensitivity_bad_input_is_one_line(tmp_path, shared_cache, args, exp
     cfg = write_config(tmp_path / "s.toml", tmp_path / "out", '[[variants]]\nname = "int8"\ncalib_samples = 16\n',
                        eval_samples=50)
     res = run_cli("sensitivity", str(cfg), "--sqnr-samples", "16", "--top", "0", *args, cache=shared_cache)
-    assert res.returncode != 0
-    assert expected in res.stderr + res.stdout
-    assert "Traceback" not in res.stderr
+    assert res.returncode == 2 and res.stdout == ""
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1, res.stderr  # one line: no traceback, no second message
+    assert lines[0].startswith("error: ") and expected in lines[0]
 
 
 def test_run_refuses_to_build_a_budget_variant_as_plain_int8(tmp_path, shared_cache) -> None:
