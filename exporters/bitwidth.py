@@ -1,6 +1,7 @@
 """Weights below 8 bits: which weights, on which grid, how they are stored, and the packed size.
 
-A ``weight_bits = b`` variant puts the weights of Conv, Gemm and MatMul nodes on a symmetric grid
+A ``weight_bits = b`` variant (b = 4 or 3; 8 bits is ORT's own quantization) puts the weights of Conv,
+Gemm and MatMul nodes on a symmetric grid
 ``scale * k`` with integers ``|k| <= 2**(b-1) - 1`` and ``scale = max|w| / (2**(b-1) - 1)`` per output
 channel (per tensor when ``per_channel = false``); activations stay 8-bit. The grid is handed to
 ORT's ``quantize_static`` as explicit per-channel scales (``TensorQuantOverrides``), so ORT computes
@@ -81,13 +82,14 @@ def round_nearest(w: np.ndarray, scale: np.ndarray, bits: int, axis: int | None)
 
 
 def plan_grids(model_path: Path, settings: Any) -> list[WeightGrid]:
-    """The weights that get a ``settings.weight_bits`` grid (empty at 8 bits with round-to-nearest, where
-    ORT's own 8-bit quantization is used as is, and the model is not read). ``model_path`` is the
-    (pre-processed) ONNX file."""
+    """The weights that get a ``settings.weight_bits`` grid below 8 bits. Empty at 8 bits (the model is
+    not read): ORT's own 8-bit quantization is used as is, with its ``weight_type``, ``reduce_range`` and
+    ``symmetric_weight``, whatever the ``weight_rounding`` (GPTQ/GPFQ then round on ORT's grid, so they
+    are compared with round-to-nearest on the same grid). ``model_path`` is the (pre-processed) ONNX file."""
     import onnx
     from onnx import helper, numpy_helper
 
-    if settings.weight_bits == 8 and settings.weight_rounding == "nearest":
+    if settings.weight_bits == 8:
         return []
     model = onnx.load(str(model_path))
     inits = {i.name: i for i in model.graph.initializer}
@@ -138,10 +140,10 @@ def upgrade_opset(src: Path, dst: Path) -> None:
     import onnx
     from onnx import version_converter
 
-    model = onnx.load(str(src))
-    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     from .onnx_save import save_model
 
+    model = onnx.load(str(src))
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if current < INT4_OPSET:
         try:
             model = version_converter.convert_version(model, INT4_OPSET)

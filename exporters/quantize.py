@@ -339,7 +339,8 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
         pre = pre_processed(Path(fp32_path), tmp, notes)
         check_exclude_nodes(pre, settings.exclude_nodes)
         grids = plan_grids(pre, settings)
-        # A weight_rounding other than "nearest" rewrites the integers ORT stores on these grids (after quantize_static).
+        # A weight_rounding other than "nearest" rewrites the integers ORT stores (after quantize_static), on
+        # these grids below 8 bits and on ORT's own 8-bit grid (weight_type, reduce_range) at 8.
         if needs_opset21(grids):
             upgraded = tmp / "pre21.onnx"
             upgrade_opset(pre, upgraded)
@@ -366,5 +367,5 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
             from .weight_rounding import round_qdq_weights
 
             notes += round_qdq_weights(pre, out_path, reader, settings, tmp, stats)
-    return notes
     lower_ir_version(out_path)  # ORT stamps onnx's newest IR, which older runtimes refuse
+    return notes

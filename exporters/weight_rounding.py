@@ -438,8 +438,9 @@ def apply_rounding(fp32_path: Path, qdq_path: Path, reader: Any, method: str, qr
     """Rewrite the quantized weights of ``qdq_path`` in place with ``method``'s integers.
 
     ``fp32_path`` is the graph that was quantized (its node names are the QDQ graph's), ``reader``
-    the calibration data, ``qrange`` the integer range of the weight grid. Scales, zero points and
-    the graph stay as they are. Returns one report per rewritten layer and notes on layers left alone.
+    the calibration data, ``qrange`` the integer range of the weight grid (widened per layer to what
+    round-to-nearest stored, which may be one step past an end). Scales, zero points and the graph stay
+    as they are. Returns one report per rewritten layer and notes on layers left alone.
     """
     import onnx
     from onnx import numpy_helper
@@ -453,31 +454,52 @@ def apply_rounding(fp32_path: Path, qdq_path: Path, reader: Any, method: str, qr
         return [], notes
     qmin, qmax = qrange
     inits = {i.name: i for i in qdq.graph.initializer}
+    ranges = {}
     for layer in layers:
         stored = numpy_helper.to_array(inits[layer.q_name]).astype(np.int64)
-        if stored.min(initial=0) < qmin or stored.max(initial=0) > qmax:
+        low, high = int(stored.min(initial=qmin)), int(stored.max(initial=qmax))
+        # ORT derives scale and zero point from [qmin, qmax] but clips only to the storage type, so its
+        # round-to-nearest may sit one step past an end (QUInt8 reduce_range: 128); more means another grid.
+        if low < qmin - 1 or high > qmax + 1:
             raise ValueError(f"weight_rounding: {layer.node}'s stored weights lie outside the grid "
-                             f"[{qmin}, {qmax}] ({stored.min()}..{stored.max()})")
+                             f"[{qmin}, {qmax}] ({low}..{high})")
+        ranges[layer.node] = (min(qmin, low), max(qmax, high))
     grams, _ = collect_grams(Path(fp32_path), layers, reader, Path(tmp), budget_mb, threads)
     reports = []
     for layer in layers:
-        ints, report = round_layer(layer, grams.pop(layer.node), method, qmin, qmax)
+        ints, report = round_layer(layer, grams.pop(layer.node), method, *ranges[layer.node])
         inits[layer.q_name].CopyFrom(numpy_helper.from_array(ints.astype(layer.q_dtype), layer.q_name))
         reports.append(report)
     save_model(qdq, qdq_path)
     return reports, notes
 
 
+def weight_qrange(settings: Any) -> tuple[int, int]:
+    """The integer range of the weight grid ``settings`` give: below 8 bits the symmetric grid of
+    exporters/bitwidth.py; at 8 bits ORT's own range for ``weight_type``, ``reduce_range`` and
+    ``symmetric_weight`` (QInt8 symmetric [-127, 127], reduced [-64, 64]; QUInt8 [0, 255], reduced [0, 127])."""
+    from .bitwidth import qmax
+
+    if settings.weight_bits < 8:
+        top = qmax(settings.weight_bits)
+        return -top, top
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType
+
+    qtype = {"QInt8": TensorProto.INT8, "QUInt8": TensorProto.UINT8}[settings.weight_type]
+    low, high = get_qmin_qmax_for_qType(qtype, reduce_range=settings.reduce_range, symmetric=settings.symmetric_weight)
+    return int(low), int(high)
+
+
 def round_qdq_weights(fp32_path: Path, qdq_path: Path, reader: Any, settings: Any, tmp: Path,
                       stats: dict[str, Any] | None = None) -> list[str]:
     """The ``quantize_qdq`` hook: rewrite ``qdq_path``'s weights with ``settings.weight_rounding`` on the
-    symmetric ``settings.weight_bits`` grid the bit-width step wrote (exporters/bitwidth.py); returns notes."""
-    from .bitwidth import qmax
-
+    grid already in the file (the bit-width step's below 8 bits, ORT's own at 8: :func:`weight_qrange`);
+    returns notes."""
     if settings.weight_rounding == "nearest":
         return []
-    top = qmax(settings.weight_bits)
-    reports, notes = apply_rounding(fp32_path, qdq_path, reader, settings.weight_rounding, (-top, top), tmp)
+    reports, notes = apply_rounding(fp32_path, qdq_path, reader, settings.weight_rounding, weight_qrange(settings),
+                                    tmp)
     if stats is not None:
         stats["weight_rounding"] = [r.to_dict() for r in reports]
     return [summary(settings.weight_rounding, settings.weight_bits, reports), *notes]

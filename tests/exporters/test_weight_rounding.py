@@ -271,3 +271,46 @@ def test_per_tensor_scale_and_8_bits(tiny, tmp_path):
         assert any(not np.array_equal(a[k], b[k]) for k in a)
         x = next(iter(_reader(n=16).get_next, None))["x"]
         assert np.isfinite(_session(gptq).run(None, {"x": x})[0]).all()
+
+
+def _weight_grids(path):
+    """{node name: (integers, scale, zero point)} of each quantized layer's weight."""
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    dq = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    return {node.name: tuple(inits[i] for i in dq[node.input[1]].input)
+            for node in model.graph.node if node.name in {name for name, *_ in LAYERS}}
+
+
+@pytest.mark.parametrize("kw, qrange", [
+    ({"reduce_range": True}, (-64, 64)),
+    ({"weight_type": "QUInt8"}, (0, 255)),
+    ({"weight_type": "QUInt8", "reduce_range": True, "symmetric_weight": False}, (0, 127)),
+])
+def test_8_bit_gptq_and_gpfq_round_on_orts_own_grid(tiny, tmp_path, kw, qrange):
+    """At 8 bits GPTQ/GPFQ keep the grid round-to-nearest gets from the same settings (reduce_range,
+    weight_type, symmetry): same scales and zero points, integers in the same range; only integers move."""
+    assert wr.weight_qrange(QuantSettings(weight_rounding="gptq", **kw)) == qrange
+    grids = {}
+    for rounding in ("nearest", "gptq", "gpfq"):
+        path, stats = tmp_path / f"{rounding}.onnx", {}
+        quantize_qdq(tiny, path, QuantSettings(weight_rounding=rounding, calib_samples=16, **kw), _reader(n=16), stats)
+        assert "weight_grids" not in stats  # no bit-width grid replaced ORT's 8-bit one
+        grids[rounding] = _weight_grids(path)
+    near = grids["nearest"]
+    assert len(near) == len(LAYERS)
+    for rounding in ("gptq", "gpfq"):
+        moved = 0
+        for node, (q, scale, zp) in grids[rounding].items():
+            nq, nscale, nzp = near[node]
+            np.testing.assert_array_equal(scale, nscale, err_msg=f"{rounding} {node}")
+            np.testing.assert_array_equal(zp, nzp, err_msg=f"{rounding} {node}")
+            # ORT clips its nearest integers to the storage type only: one step past an end at most
+            low, high = min(qrange[0], int(nq.min())), max(qrange[1], int(nq.max()))
+            assert low >= qrange[0] - 1 and high <= qrange[1] + 1, (node, low, high)
+            assert q.dtype == nq.dtype and low <= int(q.min()) and int(q.max()) <= high, (rounding, node)
+            moved += int((q != nq).sum())
+        assert moved > 0, rounding
+    # ORT's nearest uses the whole range the settings give (e.g. 7-bit with reduce_range)
+    spans = [(int(q.min()), int(q.max())) for q, _, _ in near.values()]
+    assert qrange[1] - 1 <= max(hi for _, hi in spans) <= qrange[1] + 1
