@@ -1,13 +1,16 @@
-"""Skip tests whose runtime is missing — unless that runtime's own tox environment requires it.
+"""Skip tests whose runtime or data is missing — unless the environment requires it.
 
 ``QUANTBENCH_REQUIRE=openvino,ort_cpu`` (set by tox) turns the skip of those markers into a
-failure, so an environment cannot pass having run nothing.
+failure, so an environment cannot pass having run nothing. ``shared_data`` marks tests that need
+the data sets in ``../shared/data`` next to the checkout (the CIFAR-10 JPEGs); ``.ci/run`` requires
+it when that folder exists.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +45,16 @@ def _browser() -> str | None:
     return None
 
 
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CIFAR10_TARBALL = SHARED_DATA / "cifar10-jpeg.tar.gz"
+
+
+def _shared_data() -> str | None:
+    if CIFAR10_TARBALL.is_file():
+        return None
+    return f"needs the CIFAR-10 JPEGs at {CIFAR10_TARBALL} (../shared/data next to the checkout): not found"
+
+
 PROBES = {
     "ort_cpu": _ort_cpu,
     "ort_cuda": _runtime("ort-cuda"),
@@ -51,7 +64,12 @@ PROBES = {
     "report": _module("plotly", "pip install .[report] / tox -e report"),
     "browser": _browser,
     "ray": _module("ray", "pip install .[ray] / tox -e ray"),
+    "shared_data": _shared_data,
 }
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "shared_data: needs the data sets in ../shared/data (CIFAR-10 JPEGs)")
 
 
 _CACHE: dict[str, str | None] = {}
@@ -69,4 +87,4 @@ def pytest_runtest_setup(item):
             continue
         if marker in required:
             pytest.fail(f"this environment requires '{marker}' but it is missing: {reason}", pytrace=False)
-        pytest.skip(reason)
+        pytest.skip(f"{reason} (QUANTBENCH_REQUIRE={marker} makes this a failure)")

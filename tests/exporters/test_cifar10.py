@@ -13,7 +13,9 @@ from quantbench.exporters.artifacts import ArtifactStore
 from quantbench.exporters.onnx_info import onnx_output_info
 from quantbench.exporters.registry import ASSETS, CIFAR10, resolve_model
 
-TARBALL = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+from ..conftest import CIFAR10_TARBALL
+
+TARBALL = CIFAR10_TARBALL  # ../shared/data/cifar10-jpeg.tar.gz: tests that read it are marked shared_data
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cifar10_ptq.toml"
 RECORD = json.loads((ASSETS / "cifar10_cnn.json").read_text())
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -77,7 +79,7 @@ def _test_subset(per_class: int = 50) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.ort_cpu
-@pytest.mark.skipif(not TARBALL.is_file(), reason=f"CIFAR-10 data not here ({TARBALL})")
+@pytest.mark.shared_data
 def test_top1_on_500_real_test_images_matches_the_record():
     import onnxruntime as ort
 
