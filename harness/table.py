@@ -7,6 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from quantbench.reports.verdict import (
+    ci_half_pts,
+    delta_significant,
+    delta_text,
+    resolve_note,
+    signed,
+)
+
 from .resources import is_host_device as _host_device
 
 NA = "n/a"  # a phase that does not exist on this device (host→device on a CPU)
@@ -115,8 +123,23 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "warning": r.get("audit_warning") or "", "identical_to": r.get("identical_to") or "",
             "timing": timing_flag(r), "speedup_note": "" if is_ref else missing_note(r, "speedup"),
             "top1_note": missing_note(r, "top1"),
+            "top1_half": ci_half_pts(r, "top1_ci95"), "delta_text": delta_text(r), "row": r,
+            "delta_significant": delta_significant(r),
         })
     return out
+
+
+def delta_cell(s: dict[str, Any]) -> str:
+    """The console's Δ cell: "ref", the paired ``−0.51 ±0.92`` (greyed with ≈ when not significant), or the plain
+    difference of top-1 with the same runtime's FP32 for rows measured before the paired comparison."""
+    from rich.markup import escape
+
+    if s["ref"]:
+        return "ref"
+    if s["delta_text"] is not None:
+        text = escape(s["delta_text"])
+        return f"[dim]{text}[/dim]" if s["delta_significant"] is False else text
+    return signed(s["delta_pts"]) if s["delta_pts"] is not None else MISSING
 
 
 def _fmt(v: Any, spec: str, suffix: str = "") -> str:
@@ -166,7 +189,8 @@ def render_console(rows: list[dict[str, Any]], console: Any) -> None:
                       ("size kB", "right"), ("speedup", "right"), ("ran as", "left")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     notes = Footnotes()
-    for s in sorted(summary_rows(rows), key=_order):
+    summaries = sorted(summary_rows(rows), key=_order)
+    for s in summaries:
         ran = s["ran_as"] or "?"
         if s["int8_share"] is not None and s["ran_as"] in ("int8", "mixed"):
             ran += f" ({s['int8_share']:.0%} int8)"
@@ -175,16 +199,38 @@ def render_console(rows: list[dict[str, Any]], console: Any) -> None:
             ran = f"[yellow]{ran} ⚠[/yellow]"
         variant = escape(str(s["variant"])) + (f" [dim](= {escape(s['identical_to'])})[/dim]" if s["identical_to"] else "")
         top1 = _fmt(s["top1"] * 100 if s["top1"] is not None else None, ".2f", "%") + notes.mark(s["top1_note"])
+        if s["top1"] is not None and s["top1_half"] is not None:
+            top1 += f" ±{s['top1_half']:.1f}"
         p50 = _fmt(s["p50"], ".3f")
         if s["timing"]:  # notes are numbered in column order
             p50 = f"[yellow]{p50} ⚠{notes.mark(s['timing'])}[/yellow]"
         speedup = "ref" if s["ref"] else _fmt(s["speedup"], ".2f", "×") + notes.mark(s["speedup_note"])
         table.add_row(
             escape(str(s["model"])), variant, escape(str(s["runtime"])), escape(str(s["device"])), str(s["batch"]),
-            escape(top1), _fmt(s["delta_pts"], "+.2f"),
+            escape(top1), delta_cell(s),
             _fmt(s["agreement"] * 100 if s["agreement"] is not None else None, ".1f", "%"), p50,
             _fmt(s["p99"], ".3f"), _fmt(s["io_p50"], ".3f"), _copies(s["h2d_p50"], s["d2h_p50"]),
             _fmt(s["size_kb"], ".0f"), escape(speedup), ran)
     console.print(table)
     for i, text in enumerate(notes.texts, 1):
         console.print(f"  \\[{i}] {escape(text)}")
+    if any(s["delta_text"] is not None for s in summaries):
+        console.print("  Δ pts: top-1 minus FP32's on the same images ± half its 95% interval (paired); "
+                      "≈ and grey: not significant (exact McNemar p ≥ 0.05)", markup=False)
+    note = resolve_note([s["row"] for s in summaries if not s["ref"]])
+    if note:
+        console.print(f"  {note}.", markup=False)
+
+
+def render_verdict(rows: list[dict[str, Any]], console: Any, budget_pts: float) -> None:
+    """The Verdict block at the end of ``quantbench run``: one decision per model × device × batch."""
+    from quantbench.reports.verdict import verdict_lines, verdicts
+
+    found = verdicts(rows, lambda r: str(_device(r)), budget_pts)
+    if not found:
+        return
+    console.print("[bold]Verdict[/bold] (fastest variant × runtime whose top-1 loss is not significantly larger "
+                  "than the budget; 95% intervals)")
+    for v in found:
+        for line in verdict_lines(v):
+            console.print(line, markup=False, highlight=False)

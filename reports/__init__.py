@@ -6,10 +6,11 @@ from pathlib import Path
 
 from .atomic import write_atomic
 from .model import Report, ReportError, build_report
+from .verdict import DEFAULT_BUDGET_PTS
 
 
-def render_html(report: Report, out: Path) -> Path:
-    """One self-contained HTML file (plotly imported lazily)."""
+def render_html(report: Report, out: Path, budget_pts: float = DEFAULT_BUDGET_PTS) -> Path:
+    """One self-contained HTML file (plotly imported lazily); ``budget_pts``: the verdict's accuracy budget."""
     try:
         import jinja2  # noqa: F401
         import plotly  # noqa: F401
@@ -17,13 +18,13 @@ def render_html(report: Report, out: Path) -> Path:
         raise ReportError(f"HTML reports need {exc.name}: pip install .[report] / tox -e report") from None
     from .html import render_html as _render
 
-    return _render(report, out)
+    return _render(report, out, budget_pts)
 
 
-def render_markdown(report: Report) -> str:
+def render_markdown(report: Report, budget_pts: float = DEFAULT_BUDGET_PTS) -> str:
     from .text import render_markdown as _render
 
-    return _render(report)
+    return _render(report, budget_pts)
 
 
 def render_csv(report: Report, out: Path | None = None) -> str:

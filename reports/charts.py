@@ -9,6 +9,7 @@ from quantbench.harness.table import timing_flag, transfer_ms
 
 from .model import runtime_label
 from .rows import is_number
+from .verdict import interval
 
 PHASES = [("io", "I/O (read + preprocess)", "#9e9e9e"), ("h2d", "host→device", "#f28e2b"),
           ("compute", "compute", "#4e79a7"), ("d2h", "device→host", "#e15759")]
@@ -86,32 +87,66 @@ def accuracy_field(rows: list[dict[str, Any]]) -> tuple[str, str]:
     return "agreement_top1", "top-1 agreement with FP32 %"
 
 
-def accuracy_vs_latency(rows: list[dict[str, Any]], title: str, by_device: bool = False) -> Any:
-    """One point per variant × runtime (× device); the Pareto front drawn as a step line.
+def _error(values: list[float], cis: list[tuple[float, float] | None], scale: float = 1.0) -> dict[str, Any] | None:
+    """Asymmetric Plotly error bars from 95% intervals (None when no point has one)."""
+    if all(ci is None for ci in cis):
+        return None
+    return {"type": "data", "symmetric": False, "thickness": 1, "width": 3,
+            "array": [ci[1] * scale - v if ci else 0 for v, ci in zip(values, cis)],
+            "arrayminus": [v - ci[0] * scale if ci else 0 for v, ci in zip(values, cis)]}
+
+
+def accuracy_vs_latency(rows: list[dict[str, Any]], title: str, by_device: bool = False,
+                        picks: set[int] | None = None) -> Any:
+    """One point per variant × runtime (× device) with 95% error bars; the Pareto front per batch as a step line.
 
     Accuracy is top-1 when any row has it, else the top-1 agreement with FP32 (random weights, no labels).
+    Only the points on a front and the verdict's picks (``id`` of their rows, drawn as stars) are labelled;
+    every point names itself on hover, so many variants at one accuracy stay readable.
     """
     import plotly.graph_objects as go
 
     metric, axis = accuracy_field(rows)
-    pts = [r for r in rows if r.get(metric) is not None and r.get("compute_p50_ms")]
+    ci_key = "top1_ci95" if metric == "top1" else "agreement_ci95"
+    pts = [r for r in rows if is_number(r.get(metric)) and is_number(r.get("compute_p50_ms"))]
+    picks = picks or set()
     fig = go.Figure()
+    fronts: dict[Any, list[tuple[float, float]]] = {}
+    on_front: set[int] = set()
+    by_batch: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for r in pts:
+        by_batch[(_host(r), r.get("batch")) if by_device else r.get("batch")].append(r)
+    for key, rs in by_batch.items():
+        front = pareto_front([(r["compute_p50_ms"], r[metric] * 100) for r in rs])
+        fronts[key] = front
+        on_front |= {id(r) for r in rs if (r["compute_p50_ms"], r[metric] * 100) in front}
     by_rt: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in pts:
         name = f"{runtime_label(r)} · b{r.get('batch')}"
         by_rt[f"{_host(r)} · {name}" if by_device else name].append(r)
     for name, rs in by_rt.items():
+        xs, ys = [r["compute_p50_ms"] for r in rs], [r[metric] * 100 for r in rs]
         # No result text in the hovertemplate itself: "%{…}" in a name would be read as a placeholder.
-        fig.add_scatter(x=[r["compute_p50_ms"] for r in rs], y=[r[metric] * 100 for r in rs], mode="markers+text",
-                        name=esc(name), text=[esc(r.get("variant")) for r in rs], textposition="top center",
-                        marker={"size": 10}, hovertemplate="%{text}<br>p50 %{x:.4f} ms<br>%{y:.2f}%")
-    front = pareto_front([(r["compute_p50_ms"], r[metric] * 100) for r in pts])
-    if front:
-        fig.add_scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines+markers", name="Pareto front",
-                        line={"dash": "dash", "color": "#555", "shape": "hv"}, hoverinfo="skip",
-                        marker={"symbol": "circle-open", "size": 16, "color": "#555"})
+        fig.add_scatter(x=xs, y=ys, mode="markers+text", name=esc(name),
+                        text=[esc(r.get("variant")) if id(r) in on_front or id(r) in picks else "" for r in rs],
+                        customdata=[esc(r.get("variant")) for r in rs], textposition="top center",
+                        marker={"size": 9}, hovertemplate="%{customdata}<br>p50 %{x:.4f} ms<br>%{y:.2f}%",
+                        error_y=_error(ys, [interval(r, ci_key) for r in rs], 100),
+                        error_x=_error(xs, [interval(r, "compute_p50_ci95") for r in rs]))
+    for key, front in fronts.items():
+        if len(front) > 1:
+            label = f"Pareto front · {key[0]} · b{key[1]}" if by_device else f"Pareto front · b{key}"
+            fig.add_scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines", name=esc(label),
+                            line={"dash": "dash", "color": "#555", "shape": "hv"}, hoverinfo="skip")
+    chosen = [r for r in pts if id(r) in picks]
+    if chosen:
+        fig.add_scatter(x=[r["compute_p50_ms"] for r in chosen], y=[r[metric] * 100 for r in chosen], mode="markers",
+                        name="verdict", marker={"symbol": "star", "size": 18, "color": "#2e7d32",
+                                                "line": {"width": 1, "color": "#fff"}},
+                        customdata=[esc(r.get("variant")) for r in chosen],
+                        hovertemplate="verdict: %{customdata}<br>p50 %{x:.4f} ms<br>%{y:.2f}%")
     fig.update_layout(xaxis_title="compute p50 ms (log)", xaxis_type="log",
-                      yaxis_title=axis)
+                      yaxis_title=axis + " (95% intervals)")
     _layout(fig, title, 460)
     return fig
 

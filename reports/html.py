@@ -18,12 +18,13 @@ from .studies import section_html as studies_section
 from .tables import (
     COLUMNS,
     NOTED,
-    best_values,
+    best_cells,
     cell_text,
     comparison_groups,
     cross_cell,
     cross_device_table,
 )
+from .verdict import DEFAULT_BUDGET_PTS, verdict_lines, verdicts
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -35,7 +36,9 @@ h1{margin-bottom:4px} h2{margin-top:36px;border-bottom:2px solid #4e79a7;padding
 h3{margin-top:24px} .muted{color:#666} .warn{color:#9a6700} .bad{color:#b42318}
 table{border-collapse:collapse;font-size:13px;margin:8px 0 16px} th,td{border:1px solid #ddd;padding:4px 7px;text-align:right}
 th{background:#f3f5f9;position:sticky;top:0} td.l,th.l{text-align:left} tr.flag td{background:#fff4e0}
-td.best{font-weight:700;background:#e7f5ea} .pill{display:inline-block;padding:1px 6px;border-radius:8px;background:#eef;margin-right:4px} .pill-bad{background:#fde2e1;color:#b42318}
+td.best{font-weight:700;background:#e7f5ea} td.tie{background:#f1f8f2} td.ns{color:#888} td.nw{white-space:nowrap}
+.verdict{border-left:4px solid #999;padding:4px 10px;margin:8px 0;background:#fafafa} .v-decided{border-color:#2e7d32}
+.v-tie{border-color:#9a6700} .verdict p{margin:2px 0} .pill{display:inline-block;padding:1px 6px;border-radius:8px;background:#eef;margin-right:4px} .pill-bad{background:#fde2e1;color:#b42318}
 .chart{margin:8px 0 24px} code{background:#f5f5f5;padding:0 3px} ol.notes{font-size:13px}
 </style>
 <script>{{ plotly_js | safe }}</script>
@@ -47,6 +50,11 @@ td.best{font-weight:700;background:#e7f5ea} .pill{display:inline-block;padding:1
 <details class="muted" open><summary>How timing was measured</summary>{% for m in method %}<p>{{ m }}</p>{% endfor %}</details>
 {% if warnings %}<div class="warn"><b>While loading:</b><ul>{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul></div>{% endif %}
 
+<h2 id="verdict">Verdict</h2>
+<p class="muted">Per model, device and batch: the fastest variant × runtime whose top-1 loss is not significantly larger than the budget of {{ budget }} points (its 95% interval for Δ vs FP32, paired on the same images, reaches above −{{ budget }}), whose timing is valid and not noisy. "Faster" counts only beyond the 95% intervals (speed-up intervals within a runtime, compute p50 intervals across runtimes); rows that cannot be separated are named as ties.</p>
+{% for v in verdicts %}<div class="verdict v-{{ v.status }}"><p><b>{{ v.lines[0] }}</b></p>{% for ln in v.lines[1:] %}<p>{{ ln }}</p>{% endfor %}</div>
+{% else %}<p class="muted">No measured rows to decide on.</p>{% endfor %}
+
 <h2>Devices and software</h2>
 <table><tr><th class="l">device</th><th class="l">cores, memory</th><th class="l">CPU flags</th><th class="l">GPU</th><th class="l">OS · Python</th><th class="l">versions</th><th class="l">git</th></tr>
 {% for d in devices %}<tr><td class="l">{{ d.key }}</td><td class="l">{{ d.hw }}</td><td class="l">{{ d.flags }}</td><td class="l">{{ d.gpu }}</td><td class="l">{{ d.os }}</td><td class="l">{{ d.versions }}</td><td class="l">{{ d.git }}</td></tr>{% endfor %}
@@ -55,7 +63,7 @@ td.best{font-weight:700;background:#e7f5ea} .pill{display:inline-block;padding:1
 {% for g in groups %}
 <h2>{{ g.model }} <span class="muted">on {{ g.device }}</span></h2>
 {% if g.random %}<p class="warn">Weights are randomly initialised: accuracy is meaningless here; read the agreement with FP32.</p>{% endif %}
-<p class="muted">Dataset: {{ g.dataset }}. Latencies are per batch; p50/p99 are compute time. Best value per column and batch size in <b>bold green</b>; rows whose execution did not match their label, or whose timing is not valid (⚠), are shaded.</p>
+<p class="muted">Dataset: {{ g.dataset }}. Latencies are per batch; p50/p99 are compute time. Best value per column and batch size in <b>bold green</b> only where it is separated from the runner-up beyond the 95% intervals (light green: tied for best within them; columns without intervals are not ranked); Δ is paired with FP32 on the same images, ± half its 95% interval, greyed with ≈ when not significant (exact McNemar p ≥ 0.05); rows whose execution did not match their label, or whose timing is not valid (⚠), are shaded.</p>
 <table><tr>{% for c in columns %}<th class="{{ 'l' if loop.index <= 3 or c[0]=='ran_as' else '' }}">{{ c[1] }}</th>{% endfor %}</tr>
 {% for r in g.rows %}<tr class="{{ 'flag' if r.warning or r.timing else '' }}">{% for c in r.cells %}<td class="{{ c.cls }}" title="{{ c.title }}">{{ c.text }}</td>{% endfor %}</tr>{% endfor %}
 </table>
@@ -124,11 +132,17 @@ def _devices(report: Report) -> list[dict[str, str]]:
     return list(seen.values())
 
 
-def _cells(row: dict[str, Any], best: dict[tuple[str, Any], Any], notes: Footnotes) -> list[dict[str, str]]:
-    """One table row's cells: text (with footnote marks), CSS class and tooltip."""
+SETTINGS_SHOWN = 2  # parts of the settings summary shown in the cell; all of them on hover
+
+
+def _cells(row: dict[str, Any], marks: dict[str, str], notes: Footnotes) -> list[dict[str, str]]:
+    """One table row's cells: text (with footnote marks), CSS class and tooltip.
+
+    ``marks`` maps a column to "best" (separated from the runner-up beyond the 95% intervals) or "tie"
+    (tied for best within them).
+    """
     cells = []
-    for key, _, spec, better in COLUMNS:
-        value = row.get(key)
+    for key, _, spec, _ in COLUMNS:
         text, title = cell_text(row, key, spec, notes), ""
         if key == "variant" and row.get("identical_to"):
             text += f" (≡ {row['identical_to']})"
@@ -136,8 +150,19 @@ def _cells(row: dict[str, Any], best: dict[tuple[str, Any], Any], notes: Footnot
             title = row["warning"]
         if key in NOTED and row["notes"].get(key):
             title = row["notes"][key]
-        is_best = better and value is not None and best.get((key, row["batch"])) == value
-        cls = ("l " if key in ("variant", "settings", "runtime", "ran_as") else "") + ("best" if is_best else "")
+        if key == "delta" and row.get("delta_title") and not row.get("ref"):
+            title = row["delta_title"]
+        if key == "settings" and text.count(", ") >= SETTINGS_SHOWN:  # one line; the rest on hover
+            title = text
+            text = ", ".join(text.split(", ")[:SETTINGS_SHOWN]) + " …"
+        mark = marks.get(key, "")
+        if mark == "tie":
+            title = (title + "; " if title else "") + "tied for best within the 95% intervals"
+        cls = ("l " if key in ("variant", "settings", "runtime", "ran_as") else "") + mark
+        if key in ("settings", "top1", "delta"):
+            cls += " nw"  # one line each
+        if key == "delta" and (row.get("delta_text") or "").startswith("≈"):
+            cls += " ns"
         cells.append({"text": text, "cls": cls.strip(), "title": title})
     return cells
 
@@ -164,24 +189,30 @@ def _cross(report: Report) -> list[dict[str, Any]]:
     return sections
 
 
-def render_html(report: Report, out: Path) -> Path:
-    """Write the report to ``out`` (one file, opens offline) and return its path."""
+def render_html(report: Report, out: Path, budget_pts: float = DEFAULT_BUDGET_PTS) -> Path:
+    """Write the report to ``out`` (one file, opens offline) and return its path.
+
+    ``budget_pts``: the verdict's accuracy budget in top-1 points (``[run] accuracy_budget_pts``).
+    """
     import jinja2
 
+    found = verdicts(report.ok, device_key, budget_pts)
+    picks = {id(v.pick) for v in found if v.pick is not None and v.status != "undecided"}
     groups = []
     for (model, device), rows in sorted(comparison_groups(report).items()):
-        best: dict[tuple[str, Any], Any] = {}
-        by_batch: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-        for r in rows:
-            by_batch[r["batch"]].append(r)
-        for batch, rs in by_batch.items():
-            for key, value in best_values(rs).items():
-                best[(key, batch)] = value
+        marks: list[dict[str, str]] = [{} for _ in rows]
+        by_batch: dict[Any, list[int]] = defaultdict(list)
+        for i, r in enumerate(rows):
+            by_batch[r["batch"]].append(i)
+        for idx in by_batch.values():
+            for key, (chosen, alone) in best_cells([rows[i] for i in idx]).items():
+                for j in chosen:
+                    marks[idx[j]][key] = "best" if alone else "tie"
         raw_rows = [r["row"] for r in rows]
         notes = Footnotes()
-        table_rows = [{"cells": _cells(r, best, notes), "warning": r["warning"], "identical_to": r["identical_to"],
+        table_rows = [{"cells": _cells(r, marks[i], notes), "warning": r["warning"], "identical_to": r["identical_to"],
                        "timing": r["timing"], "name": f"{r['variant']} on {r['runtime']} (batch {r['batch']})"}
-                      for r in rows]
+                      for i, r in enumerate(rows)]
         first = raw_rows[0]
         ds = first.get("dataset") or {}
         groups.append({
@@ -190,7 +221,8 @@ def render_html(report: Report, out: Path) -> Path:
             "dataset": f"{ds.get('name', '?')} ({ds.get('variant', '?')}), {first.get('eval_samples', '?')} evaluation images",
             "rows": table_rows, "notes": notes.texts,
             "breakdown": charts.to_div(charts.latency_breakdown(raw_rows, f"{model}: where the time goes (median per phase)")),
-            "scatter": charts.to_div(charts.accuracy_vs_latency(raw_rows, f"{model}: accuracy vs compute latency")),
+            "scatter": charts.to_div(charts.accuracy_vs_latency(raw_rows, f"{model}: accuracy vs compute latency",
+                                                                 picks=picks)),
             "boxes": charts.to_div(charts.latency_distribution(raw_rows, f"{model}: compute latency distribution")),
         })
     counts = Counter(r.get("status") for r in report.rows)
@@ -203,7 +235,8 @@ def render_html(report: Report, out: Path) -> Path:
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), sources=report.sources,
         counts={"ok": counts.get("ok", 0), "failed": counts.get("failed", 0), "skipped": counts.get("skipped", 0)},
         warnings=report.warnings, method=timing_method(report.rows), devices=_devices(report), groups=groups,
-        columns=COLUMNS, cross=_cross(report), problems=problems,
+        columns=COLUMNS, cross=_cross(report), problems=problems, budget=f"{budget_pts:g}",
+        verdicts=[{"status": v.status, "lines": [ln.strip() for ln in verdict_lines(v)]} for v in found],
         studies=studies_section(report.rows),  # charts over swept variant keys
         sensitivity=section_for_sources(report.sources),  # sensitivity.jsonl next to the results files
         reasons=Counter((p["status"], p["error"]) for p in problems).most_common())

@@ -15,6 +15,16 @@ from quantbench.harness.table import (
 
 from .model import Report, device_key, fp32_reference, runtime_label, settings_summary
 from .rows import is_number
+from .verdict import (
+    ci_half_pts,
+    delta_pts,
+    delta_text,
+    delta_title,
+    interval,
+    separated_best,
+    signed,
+    timing_problem,
+)
 
 # (key, header, format, better): better is "max", "min" or None (not ranked).
 COLUMNS = [
@@ -53,6 +63,7 @@ def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, An
         rel = base if base is not None and not is_ref else None  # relative columns stay empty on the reference
         p50 = r.get("compute_p50_ms")
         top1 = r.get("top1")
+        paired = delta_pts(r)  # vs FP32 on the same images, with its interval (schema 3)
         share = r.get("int8_op_share")
         ran = r.get("exec_precision") or "?"
         if share is not None and ran in ("int8", "mixed"):
@@ -61,7 +72,9 @@ def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, An
             "variant": r.get("variant"), "settings": settings_summary(r), "runtime": runtime_label(r),
             "batch": r.get("batch"),
             "top1": top1 * 100 if top1 is not None else None,
-            "delta": (top1 - rel["top1"]) * 100 if rel and top1 is not None and rel.get("top1") is not None else None,
+            "delta": paired[0] if paired else (top1 - rel["top1"]) * 100 if rel and top1 is not None
+            and rel.get("top1") is not None else None,
+            "delta_text": delta_text(r), "delta_title": delta_title(r),
             "agreement": r["agreement_top1"] * 100 if r.get("agreement_top1") is not None else None,
             "p50": p50, "p99": r.get("compute_p99_ms"), "io_p50": r.get("io_p50_ms"),
             "h2d_p50": transfer_ms(r, "h2d"), "d2h_p50": transfer_ms(r, "d2h"),
@@ -81,16 +94,39 @@ def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, An
     return dict(groups)
 
 
-def best_values(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Best value of each ranked column within ``rows``; a column whose values are all equal has no best."""
-    best: dict[str, Any] = {}
+# Each ranked column's 95% interval, in the column's unit (None: the column has none, so no value stands
+# out from noise); EXACT columns are free of noise (sizes): only equal values tie.
+def _pts(row: dict[str, Any], key: str) -> tuple[float, float] | None:
+    ci = interval(row, key)
+    return (ci[0] * 100, ci[1] * 100) if ci else None
+
+
+INTERVALS = {
+    "top1": lambda r: _pts(r, "top1_ci95"), "delta": lambda r: delta_pts(r)[1:] if delta_pts(r) else None,
+    "agreement": lambda r: _pts(r, "agreement_ci95"), "p50": lambda r: interval(r, "compute_p50_ci95"),
+    "speedup": lambda r: interval(r, "speedup_interleaved_ci95"),
+}
+EXACT = {"size_mb", "size_pct"}
+SPEED = {"p50", "p99", "p50_pct", "speedup", "throughput"}
+
+
+def best_cells(rows: list[dict[str, Any]]) -> dict[str, tuple[set[int], bool]]:
+    """Per ranked column: the indices (into ``rows``) of the best value and of those tied with it within the
+    95% intervals, and whether the best stands alone (:func:`.verdict.separated_best`). A column with
+    no interval, or where every value ties, has no entry."""
+    out: dict[str, tuple[set[int], bool]] = {}
     for key, _, _, better in COLUMNS:
         if not better:
             continue
-        vals = [r[key] for r in rows if is_number(r.get(key))]
-        if len(set(vals)) > 1:
-            best[key] = max(vals) if better == "max" else min(vals)
-    return best
+        idx = [i for i, r in enumerate(rows) if is_number(r.get(key)) and not (r.get("ref") and key in RELATIVE)
+               and not (key in SPEED and timing_problem(r["row"]))]  # a noisy time is no candidate
+        if key not in EXACT and key not in INTERVALS:
+            continue
+        entries = [(rows[i][key], None if key in EXACT else INTERVALS[key](rows[i]["row"])) for i in idx]
+        best, alone = separated_best(entries, better, exact=key in EXACT)
+        if best:
+            out[key] = ({idx[j] for j in best}, alone)
+    return out
 
 
 def cell_text(row: dict[str, Any], key: str, spec: str, notes: Footnotes | None = None) -> str:
@@ -102,7 +138,14 @@ def cell_text(row: dict[str, Any], key: str, spec: str, notes: Footnotes | None 
     """
     if row.get("ref") and key in RELATIVE:
         return "ref"
-    text = fmt(row.get(key), spec)
+    if key == "delta" and row.get("delta_text"):
+        text = row["delta_text"]
+    elif key == "top1" and row.get("top1") is not None and ci_half_pts(row["row"], "top1_ci95") is not None:
+        text = f"{fmt(row['top1'], spec)} ±{ci_half_pts(row['row'], 'top1_ci95'):.1f}"
+    elif key == "delta" and is_number(row.get("delta")):
+        text = signed(row["delta"])  # rows without the paired comparison: the plain difference, no interval
+    else:
+        text = fmt(row.get(key), spec)
     if (key == "p50" and row.get("timing")) or (key == "ran_as" and row.get("warning")):
         text += " ⚠"
     if notes is not None and key in NOTED:

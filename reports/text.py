@@ -10,7 +10,7 @@ from quantbench.harness.table import Footnotes
 
 from .atomic import write_atomic
 from .method import timing_method
-from .model import Report
+from .model import Report, device_key
 from .tables import (
     COLUMNS,
     cell_text,
@@ -19,6 +19,7 @@ from .tables import (
     cross_device_table,
     fmt,
 )
+from .verdict import DEFAULT_BUDGET_PTS, verdict_lines, verdicts
 
 TEXT_COLUMNS = {"variant", "settings", "runtime", "ran_as"}
 SCALAR_SKIP = {"env", "variant_settings", "runtime_settings", "dataset", "op_precisions", "runtime_versions",
@@ -29,8 +30,8 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
 
 
-def render_markdown(report: Report) -> str:
-    """GitHub-flavoured tables per model and device, then failures and warnings."""
+def render_markdown(report: Report, budget_pts: float = DEFAULT_BUDGET_PTS) -> str:
+    """The verdict, GitHub-flavoured tables per model and device, then failures and warnings."""
     counts = Counter(str(r.get("status")) for r in report.rows)
     out = ["# quantbench report", "",
            (f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped cells from "
@@ -38,6 +39,12 @@ def render_markdown(report: Report) -> str:
     out += ["**How timing was measured.** " + " ".join(_md_escape(m) for m in timing_method(report.rows)), ""]
     for w in report.warnings:
         out.append(f"> warning: {_md_escape(w)}")
+    out += ["", "## Verdict", "", _md_escape(
+        f"Per model, device and batch: the fastest variant × runtime whose top-1 loss is not significantly larger "
+        f"than {budget_pts:g} points (95% intervals; Δ paired with FP32 on the same images; ≈: not significant)."), ""]
+    for v in verdicts(report.ok, device_key, budget_pts):
+        lines = verdict_lines(v)
+        out += [f"**{_md_escape(lines[0])}**", ""] + [f"- {_md_escape(ln.strip())}" for ln in lines[1:]] + [""]
     for (model, device), rows in sorted(comparison_groups(report).items()):
         out += ["", f"## {_md_escape(model)} on {_md_escape(device)}", ""]
         out.append("| " + " | ".join(c[1] for c in COLUMNS) + " |")
