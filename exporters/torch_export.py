@@ -20,11 +20,13 @@ def export_onnx(source: Mapping[str, Any] | ModelSource, out_path: Path, opset: 
     import onnx
     import torch
 
+    from .adaptive_pool import exportable_adaptive_pools
     from .torch_models import build_module
 
     src = source if isinstance(source, ModelSource) else ModelSource.from_dict(dict(source))
     module = build_module(src)
     dummy = torch.zeros((1, *src.input_shape), dtype=torch.float32)
+    exportable_adaptive_pools(module, dummy)  # VGG/AlexNet-style pools at small inputs
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(".tmp.onnx")

@@ -49,6 +49,43 @@ def load_state_dict(path: Path) -> Mapping[str, Any]:
     return state
 
 
+def fit_classifier_to_input(module: Any, input_shape: tuple[int, int, int]) -> bool:
+    """VGG/AlexNet at small inputs: drop the adaptive average pool that would enlarge the feature map and let
+    the first dense layer take the map as it is (``C*h*w`` features), as Keras builds VGG16 for 32×32 inputs.
+
+    Applies only when the map is smaller than the pool's output (e.g. VGG16's 1×1 map at 32×32 against
+    its 7×7 pool, which would copy each feature 49 times into a 25088-wide classifier); at 224×224 the
+    network is torchvision's own, so ImageNet state_dicts still load. Returns True when it changed ``module``.
+    """
+    import torch
+    from torch import nn
+
+    pool, classifier = getattr(module, "avgpool", None), getattr(module, "classifier", None)
+    features = getattr(module, "features", None)
+    if not (isinstance(pool, nn.AdaptiveAvgPool2d) and isinstance(classifier, nn.Sequential)
+            and isinstance(features, nn.Module)):
+        return False
+    oh, ow = (pool.output_size, pool.output_size) if isinstance(pool.output_size, int) else pool.output_size
+    if oh is None or ow is None or (input_shape[1] >= 32 * oh and input_shape[2] >= 32 * ow):
+        return False  # VGG/AlexNet downsample by at most 32: the map is at least the pool's size
+    try:
+        with torch.no_grad():
+            c, h, w = features(torch.zeros((1, *input_shape))).shape[1:]
+    except RuntimeError as exc:  # e.g. AlexNet's pools shrink a 32×32 input to nothing
+        raise ValueError(f"{type(module).__name__} cannot take {input_shape[1]}×{input_shape[2]} inputs: "
+                         f"{str(exc).splitlines()[0]}") from None
+    if h >= oh and w >= ow:
+        return False
+    k = next((i for i, m in enumerate(classifier) if isinstance(m, nn.Linear)), None)
+    if k is None or classifier[k].in_features != c * oh * ow:
+        return False
+    dense = nn.Linear(c * h * w, classifier[k].out_features)
+    nn.init.normal_(dense.weight, 0, 0.01)  # torchvision's VGG init for dense layers
+    nn.init.zeros_(dense.bias)
+    module.avgpool, classifier[k] = nn.Identity(), dense
+    return True
+
+
 def _construct(src: ModelSource):
     import torch
 
@@ -63,6 +100,7 @@ def _construct(src: ModelSource):
         module = getattr(torchvision.models, src.target)(weights=None, num_classes=src.num_classes,
                                                          **({"aux_logits": False, "init_weights": True}
                                                             if src.target == "googlenet" else {}))
+        fit_classifier_to_input(module, src.input_shape)
     elif src.kind == "callable":
         mod_name, fn_name = src.target.rsplit(":", 1)
         try:

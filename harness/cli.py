@@ -378,6 +378,36 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from quantbench.exporters.train import TrainSettings, models_table_toml, train
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    settings = TrainSettings(epochs=args.epochs, max_steps=args.max_steps, batch=args.batch, lr=args.lr,
+                             weight_decay=args.weight_decay, seed=args.seed)
+    for flag, value, low in (("--input-size", args.input_size, 8), ("--eval-samples", args.eval_samples, 1),
+                             ("--threads", args.threads, 0)):
+        if value is not None and value < low:
+            return _error(f"{flag} must be >= {low}, not {value}")
+    console = _console()
+    with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=_console(stderr=True),
+                  disable=args.quiet) as bar:
+        task = bar.add_task("train", total=None, loss="-")
+
+        def progress(step: int, total: int, loss: float) -> None:
+            bar.update(task, completed=step, total=total, loss=f"{loss:.3f}")
+
+        recipe = train(args.model, args.data, Path(args.output), settings, input_size=args.input_size,
+                       channels=args.channels, eval_samples=args.eval_samples, threads=args.threads or 0,
+                       progress=progress, log=lambda msg: console.print(_styled(msg)))
+    console.print(f"wrote {args.output}: {recipe['steps']} steps in {recipe['train_seconds']} s, torch top-1 "
+                  f"{recipe['torch_top1']:.2%} on {recipe['eval_samples']} evaluation images "
+                  f"(recipe: {Path(args.output).with_suffix('.json')})", markup=False)
+    console.print("benchmark it with:\n" + models_table_toml(recipe), markup=False)
+    return EXIT_OK
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -474,6 +504,29 @@ def build_parser() -> argparse.ArgumentParser:
     sen.add_argument("--show", type=int, default=20, help="ranked nodes shown per study (default 20, 0: all; every node is in the rows)")
     sen.add_argument("--no-report", action="store_true", help="do not write OUTPUT/sensitivity.html")
     sen.set_defaults(func=cmd_sensitivity)
+
+    trn = sub.add_parser("train", help="train a registry model on a data source; saves a state_dict for weights = FILE",
+                         description="Train a registry model (quantbench models) from a seeded random init with Adam on "
+                                     "the data source's training split, preprocessed as the harness does, and save a "
+                                     "state_dict that a [[models]] table loads with weights = FILE and the same "
+                                     "input_shape (printed at the end). FILE.json records the recipe, the time and "
+                                     "the torch top-1 on the evaluation split.")
+    trn.add_argument("model", help="registry name, e.g. mobilenet_v2, vgg16, fashion_cnn")
+    trn.add_argument("--data", required=True, help="data source: fashion-mnist, folder:DIR, idx:DIR, npz:FILE, digits")
+    trn.add_argument("-o", "--output", required=True, help="state_dict file to write (e.g. vgg16-fmnist.pt)")
+    trn.add_argument("--epochs", type=int, help="passes over the training split (default 1 unless --max-steps)")
+    trn.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (caps --epochs)")
+    trn.add_argument("--input-size", type=int, help="square input side in pixels, e.g. 32 (default: the model's)")
+    trn.add_argument("--channels", type=int, choices=(1, 3), help="input channels (default: the model's)")
+    trn.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
+    trn.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    trn.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
+    trn.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the shuffling (default 0)")
+    trn.add_argument("--eval-samples", type=int, default=1000, help="evaluation images for the final torch top-1 "
+                                                                     "(default 1000)")
+    trn.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    trn.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    trn.set_defaults(func=cmd_train)
 
     mod = sub.add_parser("models", help="list the models the registry knows")
     mod.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. 'resnet*'")
