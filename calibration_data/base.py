@@ -208,6 +208,8 @@ class DataSource:
             content = self.content_hash() if self.content_hash else ""
             key = {"content": content, "split": self.info.get("split"), "class_index": self.class_index,
                    "class_map": self.class_map, "n": [len(self.calibration), len(self.evaluation)]}
+            if self.info.get("pixel_scaling"):  # how decoded pixels were scaled (16-bit images), when they were
+                key["pixel_scaling"] = self.info["pixel_scaling"]
             self._fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
         return self._fingerprint
 

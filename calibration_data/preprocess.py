@@ -237,8 +237,8 @@ def _check_lengths(table: dict[str, Any], channels: int) -> None:
     for key in ("mean", "std"):
         values = table.get(key)
         if values is not None and len(values) not in (1, channels):
-            raise DataError(f"preprocess.{key} has {len(values)} values but channels = {channels} "
-                            f"(give 1 or {channels})")
+            allowed = "1" if channels == 1 else f"1 or {channels}"
+            raise DataError(f"preprocess.{key} has {len(values)} values but channels = {channels} (give {allowed})")
 
 
 _OPTIONAL = ("resize", "crop", "resize_shorter")

@@ -107,7 +107,7 @@ def resolve_model(name: str, **overrides: Any) -> ModelSource:
     else:  # a module: function: its class count comes from its output once exported
         defaults = {"input_shape": (1, 28, 28), "num_classes": None, "preprocess": dict(FASHION),
                     "dataset": DEFAULT_DATASET, "weights": "builtin"}
-    if "input_shape" in overrides and "preprocess" not in overrides and kind != "onnx":
+    if "input_shape" in overrides and kind != "onnx":
         c, h, w = overrides["input_shape"]
         pre = dict(defaults["preprocess"])
         pre["channels"] = c
@@ -116,6 +116,10 @@ def resolve_model(name: str, **overrides: Any) -> ModelSource:
         if len(pre.get("mean", [0])) not in (1, c):
             pre["mean"], pre["std"] = [0.5] * c, [0.5] * c
         defaults["preprocess"] = pre
+    if overrides.get("preprocess") is not None:  # a partial table: keys not given keep the model's defaults
+        from quantbench.calibration_data.preprocess import merge_tables
+
+        overrides = {**overrides, "preprocess": merge_tables(defaults["preprocess"], overrides["preprocess"])}
     defaults.update({k: v for k, v in overrides.items() if v is not None})
     src = ModelSource(name=target if kind != "onnx" else Path(target).stem, kind=kind, target=target, **defaults)
     if kind == "torchvision" and src.weights in (None, "builtin"):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, ModelConfig, SweepConfig, VariantConfig
+from .config import ConfigError, ModelConfig, SweepConfig, VariantConfig, first_line, toml_repr
 
 DataSpec = Any  # "fashion-mnist", "folder:DIR", … or {"spec": ..., "classes": [...], "labels": FILE}
 
@@ -85,6 +85,7 @@ def resolve_models(cfg: SweepConfig) -> list[PreparedModel]:
         except (ValueError, FileNotFoundError) as exc:
             raise ConfigError(str(exc).splitlines()[0]) from None
         label = m.label or source.name
+        _check_preprocess(source.preprocess, label, m.preprocess is not None)
         dataset = data_spec(source.dataset, m)
         prepared.append(PreparedModel(
             config=m, source=source, label=label, dataset=dataset, preprocess=dict(source.preprocess),
@@ -92,6 +93,17 @@ def resolve_models(cfg: SweepConfig) -> list[PreparedModel]:
             calib_data=data_spec(m.calib_dataset, m) if m.calib_dataset else dataset,
             dataset_named=m.dataset is not None, timeout_s=cfg.run.timeout_s))
     return prepared
+
+
+def _check_preprocess(table: dict[str, Any], label: str, merged: bool) -> None:
+    """The model's whole preprocessing (a partial [[models]] table merged over its defaults) must hold together."""
+    from quantbench.calibration_data import DataError, Preprocess
+
+    try:
+        Preprocess.from_dict(table)
+    except DataError as exc:
+        how = f" (your preprocess table merged over the model's defaults gives {toml_repr(table, 160)})" if merged else ""
+        raise ConfigError(f"model '{label}': {first_line(exc)}{how}") from None
 
 
 def model_key(pm: PreparedModel) -> dict[str, Any]:
@@ -118,6 +130,7 @@ def prepare_model(pm: PreparedModel, cache: Path, log: Callable[[str], None]) ->
     Fills ``pm.fp32``, ``pm.dataset_info``, ``pm.reference`` and ``pm.accuracy``; raises ValueError
     (one line) when the model cannot be prepared.
     """
+    from quantbench.calibration_data import Preprocess
     from quantbench.exporters.artifacts import BuiltArtifact
 
     from .prepare_worker import STAGES
@@ -159,10 +172,23 @@ def prepare_model(pm: PreparedModel, cache: Path, log: Callable[[str], None]) ->
     pm.fp32 = BuiltArtifact(**fp32)
     pm.reference = result["reference"]
     pm.accuracy = dict(result["accuracy"])
-    pm.dataset_info = {**result["dataset_info"], "calibration": result["calibration_info"]}
+    # What the data looked like to the model: every row records the resolved preprocessing.
+    resolved = Preprocess.from_dict(pm.preprocess).to_dict()
+    pm.dataset_info = {**result["dataset_info"], "preprocess": resolved, "calibration": result["calibration_info"]}
+    _log_data_rules(pm, log)
     if result.get("default_data"):
         log(f"model {pm.label}: no dataset named; evaluating on the default {pm.dataset_info.get('spec')} "
             f"(it fits the model's input and classes)")
+
+
+def _log_data_rules(pm: PreparedModel, log: Callable[[str], None]) -> None:
+    """Once per model: how class folders became class indices, and how 16-bit pixels were scaled."""
+    said: set[str] = set()
+    for what, info in (("", pm.dataset_info), ("calibration data: ", pm.dataset_info.get("calibration") or {})):
+        for key, text in (("class_index_rule", "class index from {}"), ("pixel_scaling", "{}")):
+            if info.get(key) and info[key] not in said:
+                said.add(info[key])
+                log(f"model {pm.label}: {what}{text.format(info[key])}")
 
 
 def prepare_artifacts(pm: PreparedModel, variants: list[VariantConfig], cache: Path,

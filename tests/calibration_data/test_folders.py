@@ -177,3 +177,95 @@ def test_lazy_reading_keeps_memory_flat(tmp_path):
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["n"] == 2500 - 500  # test-only folder: 20% held out for calibration
     assert res["peak"] < 0.15 * decoded, (res["peak"], decoded)
+
+
+def test_stray_hidden_and_empty_folders_do_not_change_the_class_index_rule(tmp_path):
+    """Integer class folders 0..11 plus an empty __MACOSX (and a .git, and an empty folder) keep the
+    integer rule: '10' is class 10, not 2 as sorted names would make it."""
+    write_tree(tmp_path, {"": {str(c): 2 for c in range(12)}}, grey=True)
+    (tmp_path / "__MACOSX" / "3").mkdir(parents=True)
+    (tmp_path / "__MACOSX" / "3" / "._000.png").write_bytes(b"\0\5\26\7")  # what macOS zips leave
+    (tmp_path / ".git" / "objects").mkdir(parents=True)
+    (tmp_path / "empty").mkdir()
+    d = open_source(f"folder:{tmp_path}").describe()
+    assert d["class_index"] == "integer-folder-names" and d["class_map"]["10"] == 10 and d["num_classes"] == 12
+    assert d["ignored_folders"] == [".git", "__MACOSX", "empty"]
+    assert d["class_index_rule"].startswith("integer folder names (folder '0' is class 0)")
+    assert "__MACOSX" in d["class_index_rule"]
+
+
+def test_mostly_integer_folder_names_with_odd_ones_stop_with_one_line_naming_them(tmp_path):
+    write_tree(tmp_path, {"": {**{str(c): 1 for c in range(10)}, "misc": 1, "10b": 1}}, grey=True)
+    with pytest.raises(DataError) as err:
+        open_source(f"folder:{tmp_path}")
+    msg = str(err.value)
+    assert "'10b', 'misc'" in msg and "integer" in msg and "\n" not in msg
+    # an explicit classes list settles it
+    names = [str(c) for c in range(10)] + ["misc", "10b"]
+    assert open_source({"spec": f"folder:{tmp_path}", "classes": names}).class_map["10b"] == 11
+    # names that are mostly not integers keep the sorted-names rule
+    other = tmp_path.parent / "words"
+    write_tree(other, {"": {"cat": 1, "dog": 1, "7": 1}}, grey=True)
+    assert open_source(f"folder:{other}").class_index == "sorted-folder-names"
+
+
+def _sixteen_bit_tree(root: Path, images: np.ndarray, labels: np.ndarray, mode: str) -> None:
+    """The same grey images written as real files: 8-bit PNG ("L"), 16-bit PNG ("I;16", value * 257),
+    big-endian 16-bit TIFF ("I;16B") or 32-bit integer TIFF ("I")."""
+    for i, (im, y) in enumerate(zip(images, labels)):
+        folder = root / str(int(y))
+        folder.mkdir(parents=True, exist_ok=True)
+        wide = im.astype(np.uint16) * 257
+        if mode == "L":
+            Image.fromarray(im).save(folder / f"{i:04d}.png")
+        elif mode == "I;16":
+            Image.fromarray(wide).save(folder / f"{i:04d}.png")
+        elif mode == "I;16B":
+            Image.frombytes("I;16B", im.shape[::-1], wide.astype(">u2").tobytes()).save(folder / f"{i:04d}.tif")
+        else:
+            Image.fromarray(wide.astype(np.int32)).save(folder / f"{i:04d}.tif")
+        if i == 0:
+            with Image.open(next(folder.iterdir())) as check:
+                assert check.mode == mode  # the file really is of that kind
+
+
+@pytest.mark.ort_cpu
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
+def test_16_bit_images_are_scaled_not_clipped_and_predict_like_8_bit(tmp_path, mode):
+    """Fashion-MNIST images saved at 8 and at 16 bits read as the same pixels, so the shipped model predicts
+    the same classes (PIL's convert clipped 16-bit values: 99.5% of pixels became 255)."""
+    import onnxruntime as ort
+
+    from quantbench.exporters.registry import ASSETS, FASHION
+
+    src = open_source("fashion-mnist-subset").evaluation
+    idx = np.arange(60)
+    images, labels = np.asarray(src.read(idx)), src.labels[idx]
+    _sixteen_bit_tree(tmp_path / "eight", images, labels, "L")
+    _sixteen_bit_tree(tmp_path / "sixteen", images, labels, mode)
+    eight, sixteen = open_source(f"folder:{tmp_path / 'eight'}"), open_source(f"folder:{tmp_path / 'sixteen'}")
+    assert sixteen.describe()["color_mode"].startswith("L; 16-bit grey images scaled to 0..255")
+    assert eight.describe()["color_mode"] == "L" and eight.fingerprint != sixteen.fingerprint
+    pre = Preprocess.from_dict(FASHION)
+    sess = ort.InferenceSession(str(ASSETS / "fashion_cnn.onnx"), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    preds = {}
+    for key, source in (("eight", eight), ("sixteen", sixteen)):
+        split = source.evaluation
+        pixels = split.read(np.arange(len(split)))
+        assert pixels.dtype == np.uint8 and pixels.max() > 200 and (pixels == 255).mean() < 0.2
+        preds[key] = sess.run(None, {name: pre.apply(pixels)})[0].argmax(1)
+        assert (split.labels == eight.evaluation.labels).all()
+    np.testing.assert_array_equal(eight.evaluation.read(np.arange(5)), sixteen.evaluation.read(np.arange(5)))
+    np.testing.assert_array_equal(preds["eight"], preds["sixteen"])
+
+
+def test_32_bit_integer_pixels_beyond_16_bits_are_refused(tmp_path):
+    (tmp_path / "0").mkdir()
+    Image.fromarray(np.full((4, 4), 70000, np.int32)).save(tmp_path / "0" / "big.tif")
+    (tmp_path / "1").mkdir()
+    Image.fromarray(np.full((4, 4), 7, np.int32)).save(tmp_path / "1" / "ok.tif")
+    src = open_source(f"folder:{tmp_path}")
+    with pytest.raises(DataError, match="outside 0..65535"):
+        for split in (src.calibration, src.evaluation):
+            split.read(np.arange(len(split)))

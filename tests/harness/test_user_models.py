@@ -218,13 +218,18 @@ def test_integer_class_folders_with_gaps_and_a_classes_list_score_their_real_ind
     by_name = label_reading_onnx(tmp_path / "by_name.onnx", {3: 0, 25: 1}, n_out=26)
     models = (f'[[models]]\nname = "{by_index}"\ndataset = "folder:{ints}"\n'
               f'[[models]]\nname = "{by_name}"\ndataset = "folder:{names}"\nclasses = {classes!r}\n'.replace("'", '"'))
-    rows, _ = sweep(tmp_path, shared_cache, models, variants=FP32 + INT8)
+    rows, logs = sweep(tmp_path, shared_cache, models, variants=FP32 + INT8)
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
     for r in rows:
         assert r["top1"] == 1.0, (r["model"], r["variant"], r["top1"])
     by = {(r["model"], r["variant"]): r for r in rows}
     assert by[("by_index", "fp32")]["dataset"]["class_index"] == "integer-folder-names"
     assert by[("by_name", "fp32")]["dataset"]["class_index"] == "classes-list"
+    # the rule is said once per model, and stored in words with every row
+    rules = [m for m in logs if "class index from" in m]
+    assert rules == ["model by_index: class index from integer folder names (folder '003' is class 3)",
+                     "model by_name: class index from position in the classes list ('dog' is class 3)"]
+    assert by[("by_name", "int8")]["dataset"]["class_index_rule"] == rules[1].split("class index from ")[1]
 
 
 @pytest.mark.ort_cpu
@@ -247,3 +252,33 @@ def test_a_test_only_idx_folder_runs_end_to_end(tmp_path, shared_cache):
     # calibration is a held-out slice of the test images; the rest is evaluated
     assert info["n_calibration"] + info["n_evaluation"] == len(y) and rows[0]["eval_samples"] == info["n_evaluation"]
     assert not [m for m in logs if m.startswith("error: ")]
+
+
+@pytest.mark.ort_cpu
+def test_a_partial_preprocess_table_keeps_the_models_other_defaults(tmp_path, shared_cache):
+    """`preprocess = { resize = [28, 28] }` on fashion_cnn changes nothing else: mean/std stay the model's, so
+    top-1 equals the default's (it fell from 89% to 63% when the table replaced the defaults). Rows record
+    the resolved preprocessing."""
+    models = ('[[models]]\nname = "fashion_cnn"\nlabel = "default"\n'
+              '[[models]]\nname = "fashion_cnn"\nlabel = "resized"\npreprocess = { resize = [28, 28] }\n')
+    rows, _ = sweep(tmp_path, shared_cache, models, eval_samples=300)
+    by = {r["model"]: r for r in rows}
+    assert by["default"]["status"] == by["resized"]["status"] == "ok"
+    assert by["resized"]["top1"] == by["default"]["top1"] > 0.8
+    pre = by["resized"]["dataset"]["preprocess"]
+    assert pre["resize"] == [28, 28] and pre["mean"] == [0.286] and pre["std"] == [0.353] and pre["channels"] == 1
+    assert by["default"]["dataset"]["preprocess"] == {**pre, "resize": None}
+    assert by["resized"]["fingerprint_parts"]["data"] != by["default"]["fingerprint_parts"]["data"]
+
+
+def test_a_merged_preprocess_that_does_not_hold_together_is_a_config_error():
+    from quantbench.harness.config import ConfigError
+    from quantbench.harness.prepare import resolve_models
+
+    cfg = parse_config({"models": [{"name": "fashion_cnn", "preprocess": {"mean": [0.1, 0.2, 0.3]}}],
+                        "variants": [{"name": "fp32"}]})
+    with pytest.raises(ConfigError, match=r"model 'fashion_cnn': preprocess.mean has 3 values but channels = 1 "
+                                          r"\(give 1\) \(your preprocess table merged over"):
+        resolve_models(cfg)
+    cfg.models[0].preprocess = {"mean": [0.1, 0.2, 0.3], "std": [0.2, 0.2, 0.2], "channels": 3}
+    assert resolve_models(cfg)[0].preprocess["channels"] == 3
