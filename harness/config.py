@@ -160,7 +160,7 @@ def _expand_path(path: str) -> Path:
 # ---- tables ------------------------------------------------------------------------------------
 # Lower bounds of [run] numbers (all others: >= 0); POSITIVE ones must be > 0.
 RUN_MINIMUM = {"batch_sizes": 1, "min_iters": 1, "max_iters": 1, "io_batches": 1, "interleave_iters": 1, "eval_samples": 1,
-               "cells_per_node": 1}
+               "cells_per_node": 1, "interleave_max_rounds": 1}
 RUN_POSITIVE = {"timeout_s", "max_time_s"}
 MAX_BATCH = 65536
 

@@ -13,7 +13,11 @@ resume     fingerprint (hash of every input that changes a number: timing settin
            runtime options, package versions, machine) and fingerprint_parts ({group: hash}, groups
            "timing", "data", "model", "variant", "quant", "runtime", "versions", "machine"). A rerun
            reuses a stored row only when its fingerprint is unchanged; otherwise it measures the cell
-           again and says which groups changed. measure_settings (dict: the timing settings used)
+           again and says which groups changed. measure_settings (dict: the timing settings used).
+           reused_at, reused_in_run (only on a copy of a stored row that a later run reused after the
+           same cell had been measured again under other inputs, e.g. a config changed and changed
+           back: when and by which run; every measured field is the original's). Readers show the
+           current generation only (see current_rows; --all-generations / all_generations=True).
 cell       model, variant, precision ("fp32" | "fp16" | "int8"), runtime, runtime_label, device, batch,
            variant_settings (dict: resolved calibration method, per_channel, symmetric, op types, ...),
            runtime_settings (dict, as applied: threads, hints, providers)
@@ -50,6 +54,27 @@ timing     load_ms, first_infer_ms, iterations, clock ("host-perf_counter_ns" | 
            first in odd rounds, FP32 first in even ones; median over rounds; the only speedup
            estimator), speedup_interleaved_rounds (the per-round ratios), speedup_error (one line: why
            speedup_interleaved is null on a non-FP32 row, e.g. the interleave failed; "" otherwise)
+           Since schema 3 (methods: harness/stats.py, harness/interference.py):
+           speedup_interleaved_ci95 ([lo, hi]: order-statistics interval for the median round ratio,
+           exact binomial ranks), speedup_ci_level (its exact confidence: >= 0.95 from 6 rounds on,
+           e.g. 0.9375 for min..max of 5), speedup_stop_reason (why the rounds ended: "ci_target" (the
+           interval's half-width reached speedup_rel_ci of the median), "max_rounds"
+           (interleave_max_rounds) or "max_time" (interleave_max_s)), interleave_variant_ms and
+           interleave_fp32_ms (median block compute time of each side in the interleave),
+           speedup_separate (interleave_fp32_ms / compute_p50_ms: the ratio the separately timed
+           p50 columns imply);
+           compute_p50_ci95, e2e_p50_ci95 ([lo, hi] ms: the same order-statistics 95% interval for the
+           median iteration; null under 6 iterations);
+           interference ({other_cpu_frac: CPU other processes used during the timed loop and the
+           interleave, in cores ((machine busy jiffies from /proc/stat − this process's CPU time from
+           os.times, all threads) / wall), steal_frac (the VM's stolen time, in cores), load_start,
+           load_end (1-min load average), wall_s, waited_s and quiet (the bounded wait for a quiet
+           machine before the phase: quiet_wait_s)}; null values when /proc/stat is unreadable);
+           timing_noisy (true when other_cpu_frac or steal_frac exceeded noisy_cpu_frac, or
+           speedup_separate lies outside speedup_interleaved_ci95; null when interference could not
+           be measured), timing_noisy_reason (one line, "" when not noisy), timing_attempts (timed
+           phases measured: a noisy cell is measured again up to noisy_retries times once the machine
+           is quiet; the least disturbed attempt is kept)
 accuracy   top1, top5 (fractions 0..1 or null when labels don't apply), accuracy_note ("" when top1
            is given, else one line saying why not: random weights, output not (N, classes) logits,
            labels outside the model's classes), eval_samples, agreement_top1 (vs the fp32
@@ -84,12 +109,14 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 3
+RESULTS_NAME = "results.jsonl"  # in an output folder
 READABLE_VERSIONS = (1, 2, 3)
 PHASES = ("io", "h2d", "compute", "d2h", "e2e")
 STATS = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max")
@@ -101,7 +128,10 @@ V2_FIELDS = ("fingerprint", "fingerprint_parts", "measure_settings", "stop_reaso
 # Fields added in schema 3; older rows are read with these set to None ("not measured").
 V3_FIELDS = ("top1_ci95", "agreement_ci95", "delta_top1", "delta_top1_ci95", "delta_top1_p", "fp32_only_correct",
              "variant_only_correct")
-ADDED_FIELDS = {2: V2_FIELDS, 3: V3_FIELDS}
+V3_TIMING_FIELDS = ("speedup_interleaved_ci95", "speedup_ci_level", "speedup_stop_reason", "speedup_separate",
+                    "interleave_variant_ms", "interleave_fp32_ms", "compute_p50_ci95", "e2e_p50_ci95",
+                    "interference", "timing_noisy", "timing_noisy_reason", "timing_attempts")
+ADDED_FIELDS = {2: V2_FIELDS, 3: V3_FIELDS + V3_TIMING_FIELDS}
 
 
 class ResultsError(ValueError):
@@ -114,6 +144,8 @@ class LoadReport:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Lines that are neither a row nor a row cut short by a kill (HTML, text): the file is not only results.
+    foreign: list[tuple[int, str]] = field(default_factory=list)  # (line number, its start)
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
@@ -168,15 +200,18 @@ def read_rows(path: Path | str, latest_per_cell: bool = True) -> LoadReport:
     if not path.exists():
         raise ResultsError(f"results file not found: {path}")
     report = LoadReport()
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[str, tuple[int, dict[str, Any]]] = {}
     order: list[dict[str, Any]] = []
     for no, line in iter_lines(path):
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
+            if not line.lstrip().startswith("{"):  # a row cut short by a kill still starts like one
+                report.foreign.append((no, _excerpt(line)))
             report.warnings.append(f"{path}:{no}: truncated or corrupt line skipped")
             continue
         if not isinstance(row, dict):
+            report.foreign.append((no, _excerpt(line)))
             report.warnings.append(f"{path}:{no}: not a result row, skipped")
             continue
         version = row.get("schema_version")
@@ -190,23 +225,166 @@ def read_rows(path: Path | str, latest_per_cell: bool = True) -> LoadReport:
                 for key in keys:
                     row.setdefault(key, None)
         order.append(row)
-        rows[row.get("cell_id", f"line{no}")] = row
-    report.rows = list(rows.values()) if latest_per_cell else order
+        rows[row.get("cell_id", f"line{no}")] = (no, row)
+    # Latest rows in the order they were written (a cell measured again moves to where its new row is).
+    report.rows = [row for _, row in sorted(rows.values(), key=lambda x: x[0])] if latest_per_cell else order
     if not report.rows and not report.warnings:
         report.warnings.append(f"{path}: no result rows")
     return report
 
 
-def stored_rows(path: Path) -> dict[str, dict[str, Any]]:
-    """The latest row of each cell already in ``path`` (empty when there is no file), by cell_id."""
+def _excerpt(line: str, n: int = 40) -> str:
+    text = line.strip()
+    return repr(text[:n] + ("…" if len(text) > n else ""))
+
+
+def stored_rows(path: Path, log: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
+    """The latest row of each cell already in ``path`` (empty when there is no file), by cell_id.
+
+    Raises ResultsError (one line) when the file holds lines that are not results at all (a report
+    written over it, a text file): a run would otherwise measure everything again beside them.
+    Skipped lines (a row cut short by a kill, an unknown schema) are passed to ``log`` as warnings.
+    """
     if not path.exists():
         return {}
-    return {row["cell_id"]: row for row in read_rows(path).rows if isinstance(row.get("cell_id"), str)}
+    loaded = read_rows(path)
+    if loaded.foreign:
+        (no, start), more = loaded.foreign[0], len(loaded.foreign) - 1
+        raise ResultsError(f"{path} is not a quantbench results file: line {no} is not a result row ({start})"
+                           + (f", nor are {more} other line(s)" if more else "")
+                           + "; move it away or choose another output folder (nothing was run)")
+    if log is not None:
+        for warning in loaded.warnings:
+            if not warning.endswith(": no result rows"):
+                log(f"warning: {warning}")
+    return {row["cell_id"]: row for row in loaded.rows if isinstance(row.get("cell_id"), str)}
 
 
 def measured_cell_ids(path: Path, include_failed: bool = True) -> set[str]:
     """Cell ids already in ``path`` (with ``include_failed=False`` only those whose latest row is ok)."""
     return {cid for cid, row in stored_rows(path).items() if include_failed or row.get("status") == "ok"}
+
+
+# ---- generations -------------------------------------------------------------------------------
+# A rerun into the same folder with other inputs (eval_samples, threads, calib_samples, new weights …)
+# measures its cells again under new cell ids; the older rows stay in the file. A row is *current*
+# when it is the latest row of its slot (what a reader sees as one line of the table: model, variant,
+# runtime label, device, batch, fleet target or host) and belongs to the latest generation of its
+# model and of its runtime there: rows measured under the same model, timing settings and data (and,
+# per runtime, the same runtime options) as the latest row. A rerun interrupted half way so shows
+# only what its new configuration measured, never a mix.
+
+
+def _text(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float)) or value is None else json.dumps(value, sort_keys=True)
+
+
+def _where(row: dict[str, Any]) -> tuple:
+    fleet = row.get("fleet") if isinstance(row.get("fleet"), dict) else {}
+    env = row.get("env") if isinstance(row.get("env"), dict) else {}
+    target = fleet.get("target")
+    return (_text(row.get("model")), _text(row.get("device")), ("target", target) if target else ("host", env.get("host")))
+
+
+def _runtime(row: dict[str, Any]) -> Any:
+    return _text(row.get("runtime_label") or row.get("runtime"))
+
+
+def slot(row: dict[str, Any]) -> tuple:
+    """What a row is a measurement *of*, as a reader sees it (one line of a table); its latest row counts."""
+    return (*_where(row), _runtime(row), _text(row.get("variant")), _text(row.get("batch")))
+
+
+def generation_key(row: dict[str, Any]) -> str | None:
+    """Hash of the inputs every cell of a model shares in one configuration (model, timing settings,
+    data and evaluation count); None for rows without a fingerprint (schema 1)."""
+    parts = row.get("fingerprint_parts")
+    if not isinstance(parts, dict):
+        return None
+    ds = row.get("dataset") if isinstance(row.get("dataset"), dict) else {}
+    cal = ds.get("calibration") if isinstance(ds.get("calibration"), dict) else {}
+    key = [parts.get("model"), parts.get("timing"), ds.get("fingerprint"), cal.get("fingerprint"),
+           ds.get("eval_samples", row.get("eval_samples")), row.get("preprocess")]
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def pairing_key(row: dict[str, Any]) -> tuple:
+    """Rows that may be compared (Δ vs FP32, % of FP32) share this: same generation, same runtime options."""
+    parts = row.get("fingerprint_parts") if isinstance(row.get("fingerprint_parts"), dict) else {}
+    return (generation_key(row), parts.get("runtime"))
+
+
+def _when(row: dict[str, Any]) -> str:
+    value = row.get("reused_at") or row.get("timestamp")
+    return value if isinstance(value, str) else ""
+
+
+def current_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(current rows, superseded rows), each in the given order; see the comment above.
+
+    ``rows`` are the latest row of each cell id, in the order they were written (several files:
+    their rows one file after the other); "latest" is by ``reused_at`` / ``timestamp``, then order.
+    """
+    order = sorted(range(len(rows)), key=lambda i: (_when(rows[i]), i))
+    latest: dict[tuple, int] = {}
+    model_gen: dict[tuple, str] = {}
+    runtime_gen: dict[tuple, tuple] = {}
+    for i in order:
+        row = rows[i]
+        latest[slot(row)] = i
+        key = pairing_key(row)
+        if key[0] is not None:
+            model_gen[_where(row)] = key[0]
+            runtime_gen[(*_where(row), _runtime(row))] = key
+    current, older = [], []
+    for i, row in enumerate(rows):
+        key = pairing_key(row)
+        stale = key[0] is not None and (model_gen.get(_where(row)) != key[0]
+                                        or runtime_gen.get((*_where(row), _runtime(row))) != key)
+        (older if latest[slot(row)] != i or stale else current).append(row)
+    return current, older
+
+
+def superseded_note(n: int, flag: str = "--all-generations") -> str:
+    """One line about the rows left out as superseded ("" when none were)."""
+    if not n:
+        return ""
+    return (f"{n} row(s) measured under earlier inputs of the same cells (an older generation) are not shown; "
+            f"{flag} shows them")
+
+
+def reaffirm_rows(path: Path, reused: list[dict[str, Any]], run_id: str) -> int:
+    """Append a copy of each reused stored row that is no longer current in ``path`` (its slot was measured
+    again under other inputs since, e.g. a config changed and then changed back), so that the file's
+    latest rows are this run's configuration. The copy keeps every measured field and gets ``reused_at``
+    and ``reused_in_run``. Returns how many were appended."""
+    if not reused or not path.exists():
+        return 0
+    rows = read_rows(path).rows
+    _, older = current_rows(rows)
+    stale = {id(r) for r in older}
+    by_id = {r.get("cell_id"): r for r in rows}
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    n = 0
+    for row in reused:
+        stored = by_id.get(row.get("cell_id"))
+        if stored is not None and id(stored) in stale:
+            append_row(path, {**stored, "reused_at": now, "reused_in_run": run_id})
+            n += 1
+    return n
+
+
+def read_current(path: Path | str, all_generations: bool = False) -> LoadReport:
+    """:func:`read_rows` of a results file or an output folder, less the superseded rows (unless
+    ``all_generations``); a note in ``warnings`` says how many were left out."""
+    path = Path(path)
+    loaded = read_rows(path / RESULTS_NAME if path.is_dir() else path)
+    if not all_generations:
+        loaded.rows, older = current_rows(loaded.rows)
+        note = superseded_note(len(older))
+        if note:
+            loaded.warnings.append(note)
+    return loaded
 
 
 def to_dataframe(rows: Iterable[dict[str, Any]]):  # -> pandas.DataFrame
@@ -216,15 +394,40 @@ def to_dataframe(rows: Iterable[dict[str, Any]]):  # -> pandas.DataFrame
     return pd.DataFrame(list(rows))
 
 
-def export_table(rows: list[dict[str, Any]], out: Path) -> None:
-    """Write rows to CSV or Parquet by file extension; list/dict columns are JSON-encoded."""
+def export_table(rows: list[dict[str, Any]], out: Path) -> list[str]:
+    """Write rows to CSV or Parquet by file extension; list/dict columns are JSON-encoded. Returns warnings.
+
+    Rows are checked as ``quantbench report`` checks them: a known field of the wrong type (a hand-edited
+    ``"top1": "high"``) is written as null, and a column whose values still mix types (Parquet needs
+    one per column) is written as text; each is named in a warning, no row is dropped.
+    """
+    import copy
+
+    from quantbench.reports.rows import sanitize_row
+
+    if out.suffix not in (".parquet", ".csv"):
+        raise ResultsError(f"cannot export to '{out.suffix}': use .csv or .parquet")
+    rows = copy.deepcopy(list(rows))
+    warnings: list[str] = []
+    bad: set[str] = set()
+    for row in rows:
+        bad |= sanitize_row(row)
+    if bad:
+        warnings.append(f"field(s) of the wrong type written as null: {', '.join(sorted(bad))}")
     df = to_dataframe(rows)
+    mixed = []
     for col in df.columns:
         if df[col].map(lambda v: isinstance(v, (list, dict))).any():
             df[col] = df[col].map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
+        kinds = {bool if isinstance(v, bool) else (float if isinstance(v, int) else type(v))
+                 for v in df[col] if v is not None and not (isinstance(v, float) and math.isnan(v))}
+        if len(kinds) > 1 and out.suffix == ".parquet":
+            mixed.append(str(col))
+            df[col] = df[col].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    if mixed:
+        warnings.append(f"column(s) with values of mixed types written as text: {', '.join(mixed)}")
     if out.suffix == ".parquet":
         df.to_parquet(out, index=False)
-    elif out.suffix == ".csv":
-        df.to_csv(out, index=False)
     else:
-        raise ResultsError(f"cannot export to '{out.suffix}': use .csv or .parquet")
+        df.to_csv(out, index=False)
+    return warnings

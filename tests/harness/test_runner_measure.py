@@ -78,7 +78,7 @@ def _spec(tmp_path: Path, data: str, interleave_with: dict | None = None, precis
         artifact={"format": "onnx", "precision": precision, "path": str(model), "input_name": "input"},
         data={"dataset": data, "preprocess": {}, "eval_samples": 20, "seed": 0},
         measure={"warmup_iters": 1, "min_iters": 3, "min_time_s": 0.0, "io_batches": 2, "interleave_rounds": 2,
-                 "interleave_iters": 2, "interleave_block_s": 0.0},
+                 "interleave_max_rounds": 2, "interleave_iters": 2, "interleave_block_s": 0.0, "noisy_retries": 0},
         accuracy={"num_classes": 10, "top_k": True, "note": ""}, interleave_with=interleave_with)
 
 
