@@ -31,7 +31,7 @@ quant      quant_time_s, quant_peak_mem_mb, identical_to (variant name whose art
            unless weight_storage is "simulated"; null otherwise), sweep ({swept key: value} of a
            variant expanded from a [[variants]] table with list values, {} otherwise) and sweep_base
            (that table's name, or null)
-timing     load_ms, first_infer_ms, iterations, clock ("host-perf_counter_ns" | "cuda-events");
+timing     load_ms, first_infer_ms, iterations, clock ("host-perf_counter_ns" | "cuda-events" | "cuda-events; compute: host-perf_counter_ns", the last when the runtime waits for the GPU inside its run call);
            stop_reason: why the timed loop ended, "min_iters_and_time" (both minimums met),
            "max_iters" or "max_time" (a cap hit first); timing_valid: False when the loop stopped
            before min_iters iterations (the numbers then rest on fewer samples than asked for);

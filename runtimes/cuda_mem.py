@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import importlib.util
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -42,6 +43,8 @@ def parse_cuda_device(device: str, runtime: str) -> int:
 
 # Oldest Linux driver branch each CUDA major runs on (CUDA minor-version compatibility).
 MIN_DRIVER = {12: "525", 13: "580"}
+# TensorRT asks more than CUDA itself: its Linux prerequisites list r535+ for the CUDA 12 builds.
+TENSORRT_MIN_DRIVER = {12: "535", 13: "580"}
 
 
 def installed_cuda_major(dists: dict[int, tuple[str, ...]]) -> int | None:
@@ -58,12 +61,16 @@ def installed_cuda_major(dists: dict[int, tuple[str, ...]]) -> int | None:
     return None
 
 
-def driver_requirement(major: int | None, installs: dict[int, str]) -> str:
-    """One line: the NVIDIA driver the installed CUDA ``major`` build needs, or what each build needs."""
-    if major in MIN_DRIVER:
-        return f"CUDA {major} build installed: needs NVIDIA driver R{MIN_DRIVER[major]}+"
-    return "; ".join(f"CUDA {m}: NVIDIA driver R{MIN_DRIVER[m]}+ (pip install {installs[m]})"
-                     for m in sorted(installs) if m in MIN_DRIVER)
+def driver_requirement(major: int | None, installs: dict[int, str], floor: dict[int, str] | None = None) -> str:
+    """One line: the NVIDIA driver the installed CUDA ``major`` build needs, or what each build needs.
+
+    ``floor``: the driver branches by CUDA major when the runtime needs more than CUDA (TensorRT).
+    """
+    floor = floor or MIN_DRIVER
+    if major in floor:
+        return f"CUDA {major} build installed: needs NVIDIA driver R{floor[major]}+"
+    return "; ".join(f"CUDA {m}: NVIDIA driver R{floor[m]}+ (pip install {installs[m]})"
+                     for m in sorted(installs) if m in floor)
 
 
 def _binding_module() -> str | None:
@@ -334,10 +341,12 @@ class CudaEventClock(Clock):
 
     kind = "cuda-events"
 
-    def __init__(self, backend: CudaBackend, stream: Any) -> None:
+    def __init__(self, backend: CudaBackend, stream: Any, host_timed_label: str | None = None) -> None:
         self.backend, self.stream = backend, stream
         self.start, self.stop = backend.event_create(), backend.event_create()
-        self._armed = self._began = self._ended = False
+        self._armed = self._began = self._ended = self._host = False
+        if host_timed_label:  # some calls are timed on the host (see host_timed); the row's clock says which
+            self.kind = f"cuda-events; {host_timed_label}: host-perf_counter_ns"
 
     def close(self) -> None:
         """Destroy the two events (the adapter calls this when it deactivates)."""
@@ -358,13 +367,24 @@ class CudaEventClock(Clock):
             self.backend.event_record(self.stop, self.stream)
             self._ended = True
 
+    def host_timed(self) -> None:
+        """Time the current call on the host instead: the adapter calls this when the library it drives
+        waits for the GPU itself before returning (ONNX Runtime's CUDA-graph replay synchronises the
+        stream), so an end event could only be recorded after that wait and would time it too."""
+        if self._armed:
+            self._host = True
+
     def time(self, fn: Callable[..., Any], *args: Any) -> tuple[Any, int]:
-        self._armed, self._began, self._ended = True, False, False
+        self._armed, self._began, self._ended, self._host = True, False, False, False
         self.backend.event_record(self.start, self.stream)  # re-recorded by begin() when the adapter marks it
+        t0 = time.perf_counter_ns()
         try:
             out = fn(*args)
         finally:
             self._armed = False
+        t1 = time.perf_counter_ns()
+        if self._host:
+            return out, t1 - t0
         if not self._ended:
             self.backend.event_record(self.stop, self.stream)
         return out, int(self.backend.event_elapsed_ms(self.start, self.stop) * 1e6)
@@ -374,6 +394,12 @@ def begin(clock: Clock | None) -> None:
     """Start the timed span (when ``clock`` is a :class:`CudaEventClock`), right before the adapter enqueues."""
     if isinstance(clock, CudaEventClock):
         clock.begin()
+
+
+def host_timed(clock: Clock | None) -> None:
+    """Mark the current timed call as host-timed (when ``clock`` is a :class:`CudaEventClock`)."""
+    if isinstance(clock, CudaEventClock):
+        clock.host_timed()
 
 
 def complete(backend: CudaBackend, stream: Any, clock: Clock | None) -> None:

@@ -22,9 +22,14 @@ from typing import Any, Iterable
 import numpy as np
 
 from .base import Artifact, Availability, Clock, Runtime, RuntimeFailure, missing_package
-from .cuda_mem import begin, complete, driver_present, driver_requirement, parse_cuda_device
+from .cuda_mem import begin, complete, driver_present, driver_requirement, host_timed, parse_cuda_device
 
 CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+# The first onnxruntime whose CUDA-graph replay honours disable_synchronize_execution_providers (PR #28686,
+# merged after the 1.26.0 wheel). None until a GPU host confirms a release (benchmarks/gpu_check.sh probes it):
+# before it, CUDAGraphManager::Replay calls cudaStreamSynchronize after cudaGraphLaunch, so the run returns
+# only once the GPU is done and compute must be timed on the host.
+ORT_ASYNC_GRAPH_REPLAY: tuple[int, int] | None = None
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
@@ -42,35 +47,48 @@ def nvidia_driver_found() -> bool:
 
 
 def provider_availability(provider: str, extra: str, tox_env: str) -> Availability:
-    """Why ``provider`` is not usable from the installed onnxruntime, precisely."""
+    """Why ``provider`` is not usable here, naming every missing part (build, GPU, TensorRT libraries)."""
     missing = missing_package("onnxruntime", extra, tox_env)
     if missing:
         return missing
     import onnxruntime as ort
 
-    gpu_found = nvidia_driver_found()
-    if provider in ort.get_available_providers():
-        if not gpu_found:
-            return Availability(False, "onnxruntime-gpu is installed but no NVIDIA driver/GPU found",
-                                "run on a machine with an NVIDIA GPU and driver")
+    parts: list[tuple[str, str]] = []  # (what is missing, how to get it)
+    if provider not in ort.get_available_providers():
+        parts.append(_build_problem(provider, extra, tox_env))
+    if not nvidia_driver_found():
+        parts.append(("no NVIDIA driver/GPU found", "run on a machine with an NVIDIA GPU and driver"))
+    if provider == "TensorrtExecutionProvider":
+        from .trt_libs import nvidia_index_hint, stub_install, tensorrt_ep_problem
+
+        stub = stub_install()
+        if stub:
+            parts.append((stub, nvidia_index_hint(extra)))
+        problem = tensorrt_ep_problem()
+        if problem:
+            parts.append((problem, f"{nvidia_index_hint(extra)} / tox -e {tox_env}"))
+    if not parts:
         return Availability(True)
-    no_gpu = "" if gpu_found else "; no NVIDIA driver/GPU found on this machine either"
+    hints = list(dict.fromkeys(h for _, h in parts))
+    return Availability(False, "; ".join(r for r, _ in parts), "; ".join(hints))
+
+
+def _build_problem(provider: str, extra: str, tox_env: str) -> tuple[str, str]:
+    """Why the installed onnxruntime lists no ``provider``, and the fix."""
     cpu, gpu = _dist_installed("onnxruntime"), _dist_installed("onnxruntime-gpu")
     fix = f"pip uninstall -y onnxruntime && pip install .[{extra}] / tox -e {tox_env}"
     if cpu and gpu:
-        return Availability(False, f"both onnxruntime and onnxruntime-gpu are installed and the CPU build shadows "
-                                   f"the GPU one (no {provider}){no_gpu}",
-                            f"pip uninstall -y onnxruntime onnxruntime-gpu && pip install .[{extra}] / tox -e {tox_env}")
+        return (f"both onnxruntime and onnxruntime-gpu are installed and the CPU build shadows the GPU one (no {provider})",
+                f"pip uninstall -y onnxruntime onnxruntime-gpu && pip install .[{extra}] / tox -e {tox_env}")
     if cpu:
-        return Availability(False, f"the installed onnxruntime is the CPU build (no {provider}){no_gpu}", fix)
+        return f"the installed onnxruntime is the CPU build (no {provider})", fix
     if not gpu:
         dists = ", ".join(md.packages_distributions().get("onnxruntime", [])) or "unknown"
-        return Availability(False, f"onnxruntime comes from '{dists}', which has no {provider}{no_gpu}", fix)
+        return f"onnxruntime comes from '{dists}', which has no {provider}", fix
     if provider == "TensorrtExecutionProvider":
-        return Availability(False, f"onnxruntime-gpu lists no TensorrtExecutionProvider{no_gpu}",
-                            "use an onnxruntime-gpu build with the TensorRT EP and pip install .[tensorrt]")
-    return Availability(False, f"onnxruntime-gpu lists no {provider}{no_gpu}",
-                        "reinstall onnxruntime-gpu for this CUDA version")
+        return ("onnxruntime-gpu lists no TensorrtExecutionProvider",
+                f"use an onnxruntime-gpu build with the TensorRT EP and pip install .[{extra}]")
+    return f"onnxruntime-gpu lists no {provider}", "reinstall onnxruntime-gpu for this CUDA version"
 
 
 _IR_LIMIT = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
@@ -136,6 +154,7 @@ class OrtCudaRuntime(Runtime):
     tox_env = "ort-cuda"
     provider = "CUDAExecutionProvider"
     save_optimized_graph = True  # the int8 audit reads it; compiling EPs (TensorRT) cannot save one
+    _libraries = "CUDA/cuDNN libraries"  # what a provider that fails to initialise is most likely missing
 
     @classmethod
     def availability(cls) -> Availability:
@@ -243,7 +262,8 @@ class OrtCudaRuntime(Runtime):
         self._tmpdir = tempfile.TemporaryDirectory(prefix="qb-ortgpu-")
         self._clock: Clock | None = None
         self._last_shape: tuple[int, ...] | None = None
-        self._in = self._out = None
+        self._in = self._out = self._host_in = self._host_out = None
+        self._host_compute: str | None = None
         self._bound_shape: tuple[int, ...] | None = None
         self.session = self.binding = None
         try:
@@ -254,10 +274,12 @@ class OrtCudaRuntime(Runtime):
             except Exception as exc:  # noqa: BLE001 - ORT raises several types; keep one line
                 raise RuntimeFailure(load_error(self.name, Path(artifact.path), exc, ort.__version__)) from None
             if self.provider not in self.session.get_providers():
+                # ORT drops a provider that fails to load (and retries TensorRT as CUDA+CPU without our options):
+                # measuring that session under this runtime's name would be a wrong row, so the cell fails.
                 raise RuntimeFailure(
                     f"{self.name}: {self.provider} failed to initialise, the session fell back to "
-                    f"{self.session.get_providers()} (CUDA/cuDNN libraries missing or mismatched for onnxruntime "
-                    f"{ort.__version__}; see the cell log)")
+                    f"{self.session.get_providers()} ({self._libraries} missing or mismatched for onnxruntime "
+                    f"{ort.__version__}; see the cell log); not run on another provider")
         except BaseException:
             self._deactivate_impl()
             raise
@@ -271,11 +293,26 @@ class OrtCudaRuntime(Runtime):
         if self._stream is not None:  # return after enqueueing; complete() waits, after the end event
             self._run_options = ort.RunOptions()
             self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+        self._host_compute = self._host_compute_reason(ort.__version__) if self._stream is not None else None
+
+    def _host_compute_reason(self, ort_version: str) -> str | None:
+        """Why compute must be timed on the host although CUDA events are available, or None."""
+        if not self.options.get("cuda_graph"):
+            return None
+        try:
+            version = tuple(int(v) for v in ort_version.split(".")[:2])
+        except ValueError:
+            version = (0, 0)
+        if ORT_ASYNC_GRAPH_REPLAY is not None and version >= ORT_ASYNC_GRAPH_REPLAY:
+            return None
+        return f"onnxruntime {ort_version} synchronises the stream after a CUDA-graph replay"
 
     # ---- run -------------------------------------------------------------------------------------
     def _bind_buffers(self, shape: tuple[int, ...]) -> None:
-        """Allocate the device input/output for this batch shape and bind them once (fixed addresses)."""
+        """Allocate the device input/output for this batch shape and bind them once (fixed addresses),
+        with pinned host buffers for the timed copies (one of each per bound shape)."""
         ov = self.ort.OrtValue
+        self._free_pinned()
         self.binding.clear_binding_inputs()
         self.binding.clear_binding_outputs()
         self._in = ov.ortvalue_from_shape_and_type(list(shape), self.input_dtype.type, "cuda", self.device_index)
@@ -293,7 +330,20 @@ class OrtCudaRuntime(Runtime):
         # Device addresses read by the timed copies, looked up once per shape rather than between the events.
         self._in_ptr = self._in.data_ptr()
         self._out_ptr = self._out.data_ptr() if self._out is not None else None
+        if self._stream is not None:
+            # A copy from or to pageable memory is staged by the driver and returns only once done (d2h) or
+            # staged (h2d): pinned buffers time the DMA alone, as TensorRT's adapter does.
+            self._host_in = self._cuda.pinned_empty(tuple(shape), self.input_dtype)
+            if self._out is not None:
+                self._host_out = self._cuda.pinned_empty(tuple(out_shape), self.output_dtype)
         self._bound_shape = tuple(shape)
+
+    def _free_pinned(self) -> None:
+        for name in ("_host_in", "_host_out"):
+            arr = getattr(self, name, None)
+            if arr is not None:
+                self._cuda.free_pinned(arr)
+            setattr(self, name, None)
 
     def _stage_impl(self, inputs: np.ndarray) -> Any:
         x = np.ascontiguousarray(inputs, dtype=self.input_dtype)
@@ -304,8 +354,9 @@ class OrtCudaRuntime(Runtime):
                                      f"got {x.shape} (one shape per activation)")
             self._bind_buffers(x.shape)
         if self._stream is not None:
+            np.copyto(self._host_in, x)  # host work, outside the timed DMA
             begin(self._clock)
-            self._cuda.htod_async(self._in_ptr, x, self._stream)
+            self._cuda.htod_async(self._in_ptr, self._host_in, self._stream)
             complete(self._cuda, self._stream, self._clock)
         else:
             self._in.update_inplace(x)
@@ -319,6 +370,8 @@ class OrtCudaRuntime(Runtime):
         return None if not dims or any(d is None for d in dims) else dims  # type: ignore[return-value]
 
     def _infer_impl(self, staged: Any) -> Any:
+        if self._host_compute:
+            host_timed(self._clock)  # the run itself waits for the GPU: an end event would come after that wait
         begin(self._clock)
         try:
             self.session.run_with_iobinding(self.binding, self._run_options)
@@ -332,11 +385,10 @@ class OrtCudaRuntime(Runtime):
 
     def _fetch_impl(self, outputs: Any) -> np.ndarray:
         if self._stream is not None and outputs is self._out:
-            host = np.empty(tuple(outputs.shape()), self.output_dtype)
             begin(self._clock)
-            self._cuda.dtoh_async(host, self._out_ptr, self._stream)
+            self._cuda.dtoh_async(self._host_out, self._out_ptr, self._stream)
             complete(self._cuda, self._stream, self._clock)
-            return host.astype(np.float32, copy=False)
+            return np.array(self._host_out, dtype=np.float32, copy=True)  # the pinned buffer is reused
         return np.asarray(outputs.numpy(), dtype=np.float32)
 
     def clock(self) -> Clock:
@@ -344,7 +396,7 @@ class OrtCudaRuntime(Runtime):
             if self._stream is not None:
                 from .cuda_mem import CudaEventClock
 
-                self._clock = CudaEventClock(self._cuda, self._stream)
+                self._clock = CudaEventClock(self._cuda, self._stream, "compute" if self._host_compute else None)
             else:
                 self._clock = Clock()
         return self._clock
@@ -359,8 +411,11 @@ class OrtCudaRuntime(Runtime):
                 "provider_options": {k: v for k, v in mine.items() if k in keep},
                 "cuda_graph": bool(self.options.get("cuda_graph")),
                 "tf32": self._tf32_allowed(mine),
-                "h2d_host_memory": "pageable",  # numpy batch copied straight to the device (TensorRT: pinned)
-                "clock": "cuda-events" if self._stream is not None else "host-perf_counter_ns"}
+                "h2d_host_memory": "pinned" if self._stream is not None else "pageable",
+                "d2h_host_memory": "pinned" if self._stream is not None and self._out is not None else "pageable",
+                "compute_clock": ("host-perf_counter_ns" if self._host_compute or self._stream is None else "cuda-events"),
+                "compute_clock_note": self._host_compute,
+                "clock": self.clock().kind}
 
     def _tf32_allowed(self, provider_options: dict[str, Any]) -> bool | None:
         """Whether "fp32" convolutions/GEMMs may run in TF32 (None: this ORT does not say)."""
@@ -396,6 +451,8 @@ class OrtCudaRuntime(Runtime):
         return summarize_ort_profile(events, self.provider)["note"]
 
     def _deactivate_impl(self) -> None:
+        if getattr(self, "_cuda", None) is not None:
+            self._free_pinned()
         self._in = self._out = None
         self.binding = None
         self.session = None
@@ -442,7 +499,10 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
 
     name = "ort-trt"
     provider = "TensorrtExecutionProvider"
+    extra = "tensorrt10,ort-gpu"  # the EP links TensorRT 10 (libnvinfer.so.10), never 11
+    tox_env = "tensorrt10"
     save_optimized_graph = False  # ORT cannot serialise a graph with TensorRT-compiled nodes
+    _libraries = "TensorRT 10 (libnvinfer.so.10, libnvonnxparser.so.10) or CUDA/cuDNN libraries"
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
@@ -450,7 +510,7 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
 
     @classmethod
     def requirements(cls) -> str:
-        from .cuda_mem import installed_cuda_major
+        from .cuda_mem import TENSORRT_MIN_DRIVER, installed_cuda_major
         from .trt_plan import TENSORRT_DISTS
 
         trt = installed_cuda_major(TENSORRT_DISTS)
@@ -458,8 +518,9 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
         if trt and ort_major and trt != ort_major:
             return (f"mismatch: onnxruntime-gpu is a CUDA {ort_major} build, TensorRT a CUDA {trt} build "
                     "(install both for one CUDA major)")
-        return driver_requirement(trt or ort_major, {12: ".[tensorrt,ort-gpu] / tox -e tensorrt",
-                                                    13: ".[tensorrt-cu13,ort-gpu-cu13] / tox -e tensorrt-cu13"})
+        return driver_requirement(trt or ort_major, {12: ".[tensorrt10,ort-gpu] / tox -e tensorrt10",
+                                                    13: ".[tensorrt10-cu13,ort-gpu-cu13] / tox -e tensorrt10-cu13"},
+                                  TENSORRT_MIN_DRIVER)
 
     def supports(self, artifact: Artifact) -> str | None:
         from .trt_plan import int8_qdq_problem
@@ -489,6 +550,11 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
         if self._stream is not None:
             trt_opts["user_compute_stream"] = cuda_opts["user_compute_stream"] = str(self._cuda.stream_handle(self._stream))
         return [(self.provider, trt_opts), ("CUDAExecutionProvider", cuda_opts)]
+
+    def _host_compute_reason(self, ort_version: str) -> str | None:
+        # The TensorRT EP synchronises the stream after enqueueV3 whenever it splits the graph between
+        # TensorRT and other EPs (sync_stream_after_enqueue_), which the node placement only shows afterwards.
+        return "the TensorRT EP may synchronise the stream after its enqueue (split graph)"
 
     def _tf32_allowed(self, provider_options: dict[str, Any]) -> bool | None:
         return True  # the TensorRT EP has no TF32 switch: TensorRT's default allows TF32 for fp32 layers

@@ -14,8 +14,8 @@ import numpy as np
 
 from .base import Artifact, Availability, Clock, Runtime, RuntimeFailure, missing_package
 from .cuda_mem import (
-    CudaEventClock, begin, complete, cuda_availability, driver_requirement, installed_cuda_major, load_backend,
-    parse_cuda_device,
+    TENSORRT_MIN_DRIVER, CudaEventClock, begin, complete, cuda_availability, driver_requirement, installed_cuda_major,
+    load_backend, parse_cuda_device,
 )
 from .trt_plan import (
     TENSORRT_DISTS, calibration_cache_key, choose_precision_path, engine_cache_key, fold_int32_bias, int8_qdq_problem,
@@ -34,21 +34,47 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
+_KEEP_ERRORS = 64  # the logger outlives every engine: keep only the latest messages
+
+
 def _make_logger(trt: Any) -> Any:
-    """A TensorRT logger that keeps error messages, so a failed build can say why in one line."""
+    """A TensorRT logger that keeps the latest error messages, so a failed call can say why in one line."""
 
     class _Logger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.errors: list[str] = []
+            self.count = 0  # errors logged so far: an adapter's mark before a call
 
         def log(self, severity: Any, msg: str) -> None:
             if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
-                self.errors.append(" ".join(str(msg).split()))
+                self.errors = [*self.errors[-(_KEEP_ERRORS - 1):], " ".join(str(msg).split())]
+                self.count += 1
             if int(severity) <= int(trt.ILogger.Severity.WARNING):
                 print(f"[TensorRT] {msg}", flush=True)  # the cell log
 
+        def since(self, mark: int) -> str | None:
+            """The last error logged after ``mark`` (an earlier ``count``), or None."""
+            return self.errors[-1] if self.count > mark and self.errors else None
+
     return _Logger()
+
+
+_LOGGER: tuple[Any, Any] | None = None  # (tensorrt module, its logger)
+
+
+def shared_logger(trt: Any) -> Any:
+    """The process's one TensorRT logger.
+
+    TensorRT keeps the first logger it is given for the whole process (builders, runtimes and parsers
+    created later with another one still log to the first), so a logger per engine would lose the
+    second engine's errors (two engines are alive during an interleaved speed-up). Each call site
+    takes ``logger.count`` before and reads :meth:`since` after, so it reports its own error.
+    """
+    global _LOGGER
+    if _LOGGER is None or _LOGGER[0] is not trt:
+        _LOGGER = (trt, _make_logger(trt))
+    return _LOGGER[1]
 
 
 class TensorRTRuntime(Runtime):
@@ -67,12 +93,23 @@ class TensorRTRuntime(Runtime):
 
     @classmethod
     def availability(cls) -> Availability:
+        """Ok, or every missing part at once: the tensorrt package (or a stub of it), cuda-python, the GPU."""
+        from .trt_libs import nvidia_index_hint, stub_install
+
+        parts: list[Availability] = []
         missing = missing_package("tensorrt", cls.extra, "tensorrt (11.x) / tox -e tensorrt10 (10.x)")
         if missing:
-            return missing
+            parts.append(Availability(False, missing.reason, f"{nvidia_index_hint(cls.extra)} / tox -e tensorrt "
+                                                             "(11.x) / tox -e tensorrt10 (10.x)"))
+        stub = stub_install()
+        if stub:
+            parts.append(Availability(False, stub, nvidia_index_hint(cls.extra)))
         cuda = cuda_availability(cls.extra, cls.tox_env)
         if not cuda.ok:
-            return cuda
+            parts.append(cuda)
+        if parts:
+            return Availability(False, "; ".join(a.reason for a in parts),
+                                "; ".join(dict.fromkeys(a.hint for a in parts if a.hint)))
         try:
             import tensorrt  # noqa: F401
         except Exception as exc:  # noqa: BLE001 - a CUDA/TensorRT version mismatch fails at import
@@ -109,7 +146,8 @@ class TensorRTRuntime(Runtime):
         """The NVIDIA driver the installed TensorRT wheel needs (or each build's, when none is installed)."""
         return driver_requirement(installed_cuda_major(TENSORRT_DISTS),
                                   {12: ".[tensorrt] / tox -e tensorrt (10.x: tensorrt10)",
-                                   13: ".[tensorrt-cu13] / tox -e tensorrt-cu13 (10.x: tensorrt10-cu13)"})
+                                   13: ".[tensorrt-cu13] / tox -e tensorrt-cu13 (10.x: tensorrt10-cu13)"},
+                                  TENSORRT_MIN_DRIVER)
 
     def supports(self, artifact: Artifact) -> str | None:
         return super().supports(artifact) or int8_qdq_problem(artifact)  # int32 biases are folded at build
@@ -127,7 +165,7 @@ class TensorRTRuntime(Runtime):
             self.plan = choose_precision_path(self.trt_major, artifact, bool(self.options.get("strongly_typed")))
         except ValueError as exc:
             raise RuntimeFailure(str(exc)) from None
-        self.logger = _make_logger(trt)
+        self.logger = shared_logger(trt)
         self._build_info: dict[str, Any] = {"trt_version": trt.__version__, "precision_path": self.plan.note,
                                             "builder_flags": list(self.plan.flags),
                                             "strongly_typed": self.plan.strongly_typed or self.trt_major >= 11}
@@ -171,6 +209,7 @@ class TensorRTRuntime(Runtime):
                                calibration=calib_data)
         engine_path = cache_dir / f"{key}.engine"
         self.runtime_trt = trt.Runtime(self.logger)
+        mark = self.logger.count
         if engine_path.is_file():
             self._build_info.update({"engine_cache": "hit", "build_s": 0.0})
         else:
@@ -191,7 +230,7 @@ class TensorRTRuntime(Runtime):
         self._build_info.update({"engine_bytes": engine_path.stat().st_size, "engine_key": key})
         engine = self.runtime_trt.deserialize_cuda_engine(engine_path.read_bytes())
         if engine is None:
-            why = self.logger.errors[-1] if self.logger.errors else "built by another TensorRT version or GPU?"
+            why = self.logger.since(mark) or "built by another TensorRT version or GPU?"
             raise RuntimeFailure(f"tensorrt could not deserialize {engine_path.name}: {why}")
         self.engine = engine
         self.context = engine.create_execution_context()
@@ -202,10 +241,14 @@ class TensorRTRuntime(Runtime):
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(inputs) != 1 or not outputs:
             raise RuntimeFailure(f"tensorrt adapter runs single-input models; this engine has inputs {inputs}")
-        self.input_name, self.output_name = inputs[0], outputs[0]
+        # enqueueV3 fails unless every I/O tensor has an address: all outputs get a device buffer,
+        # the first is the one fetched (and compared with the reference).
+        self.input_name, self.output_name, self.output_names = inputs[0], outputs[0], outputs
         # The engine's I/O types, not float32: a model with fp16 (or int8) I/O needs host buffers of that type.
         self.input_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.input_name)))
         self.output_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.output_name)))
+        self._output_dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in outputs}
+        self._build_info["outputs"] = list(outputs)
         try:
             lo, _, hi = engine.get_tensor_profile_shape(self.input_name, 0)
             self.profile_min, self.profile_max = int(lo[0]), int(hi[0])
@@ -229,6 +272,7 @@ class TensorRTRuntime(Runtime):
     def _build(self, onnx_path: Path, artifact: Artifact, batch: int, calib_path: Path | None) -> Any:
         trt = self.trt
         builder = trt.Builder(self.logger)
+        mark = self.logger.count
         flags = 0
         strongly = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
         if self.plan.strongly_typed and strongly is not None:
@@ -278,7 +322,7 @@ class TensorRTRuntime(Runtime):
                                      "calibration_samples": feed.samples_fed,
                                      "calibration_cache": "hit" if feed.cache_read else "miss"})
         if serialized is None:
-            why = self.logger.errors[-1] if self.logger.errors else "no error message from TensorRT"
+            why = self.logger.since(mark) or "no error message from TensorRT"
             raise RuntimeFailure(f"tensorrt failed to build an engine for {onnx_path.name}: {why}")
         return serialized
 
@@ -311,12 +355,19 @@ class TensorRTRuntime(Runtime):
         if not self.context.set_input_shape(self.input_name, shape):
             raise RuntimeFailure(f"tensorrt: input shape {shape} is outside the engine's profile "
                                  f"(batch {getattr(self, 'profile_min', 1)}..{self.profile_max})")
-        out_shape = tuple(self.context.get_tensor_shape(self.output_name))
+        out_shapes = {n: tuple(int(d) for d in self.context.get_tensor_shape(n)) for n in self.output_names}
+        unknown = {n: s for n, s in out_shapes.items() if any(d < 0 for d in s)}
+        if unknown:
+            raise RuntimeFailure(f"tensorrt: outputs with data-dependent shapes are not supported ({unknown})")
         self.host_in = self.cuda.pinned_empty(shape, self.input_dtype)
-        self.host_out = self.cuda.pinned_empty(out_shape, self.output_dtype)
+        self.host_out = self.cuda.pinned_empty(out_shapes[self.output_name], self.output_dtype)
         self._pinned = [self.host_in, self.host_out]
-        self._d_in, self._d_out = self.cuda.malloc(self.host_in.nbytes), self.cuda.malloc(self.host_out.nbytes)
-        self._buffers = {self.input_name: self._d_in, self.output_name: self._d_out}
+        self._d_in = self.cuda.malloc(self.host_in.nbytes)
+        self._buffers = {self.input_name: self._d_in}
+        for name, out_shape in out_shapes.items():
+            nbytes = int(np.prod(out_shape)) * self._output_dtypes[name].itemsize
+            self._buffers[name] = self.cuda.malloc(nbytes)
+        self._d_out = self._buffers[self.output_name]
         for name, ptr in self._buffers.items():
             self.context.set_tensor_address(name, ptr)
         # Looked up here, not in infer(): the events would time the lookup between begin and the enqueue.
@@ -347,9 +398,10 @@ class TensorRTRuntime(Runtime):
         return self._d_in
 
     def _infer_impl(self, staged: Any) -> Any:
+        mark = self.logger.count
         begin(self._clock)
         if not self.context.execute_async_v3(self._stream_handle):
-            why = self.logger.errors[-1] if self.logger.errors else "no error message"
+            why = self.logger.since(mark) or "no error message"
             raise RuntimeFailure(f"tensorrt execute_async_v3 failed: {why}")
         complete(self.cuda, self.stream, self._clock)
         return self._d_out

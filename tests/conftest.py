@@ -60,6 +60,7 @@ PROBES = {
     "ort_cuda": _runtime("ort-cuda"),
     "openvino": _runtime("openvino"),
     "tensorrt": _runtime("tensorrt"),
+    "ort_trt": _runtime("ort-trt"),
     "torch": _module("torch", "pip install .[torch] / tox -e export"),
     "report": _module("plotly", "pip install .[report] / tox -e report"),
     "browser": _browser,

@@ -82,6 +82,9 @@ class FakeCuda:
         self.timeline: list[tuple] = []
         self.mem: dict[int, np.ndarray] = {}
         self.freed_pinned: list[int] = []
+        self.pinned_live: set[int] = set()
+        self.copies: list[tuple[str, int, bool]] = []  # (direction, host address, from/to live pinned memory)
+        self.elapsed_ms = 0.5  # what every event pair reports
         self._next = 0x1000
 
     def _addr(self) -> int:
@@ -99,17 +102,25 @@ class FakeCuda:
 
     def free(self, ptr): self.mem.pop(ptr)
 
-    def pinned_empty(self, shape, dtype): return np.zeros(shape, dtype)
+    def pinned_empty(self, shape, dtype):
+        arr = np.zeros(shape, dtype)
+        self.pinned_live.add(arr.ctypes.data)
+        return arr
 
     def free_pinned(self, array):
+        """Like cudaFreeHost: the memory is gone; poisoned here so a later use shows in the numbers."""
         self.freed_pinned.append(array.ctypes.data)
+        self.pinned_live.discard(array.ctypes.data)
+        array.reshape(-1).view(np.uint8)[:] = 0xFF  # NaN for floats
 
     def htod_async(self, dptr, host, stream):
         self.timeline.append(("htod", stream))
+        self.copies.append(("htod", host.ctypes.data, host.ctypes.data in self.pinned_live))
         self.mem[dptr][:host.nbytes] = np.frombuffer(host.tobytes(), np.uint8)
 
     def dtoh_async(self, host, dptr, stream):
         self.timeline.append(("dtoh", stream))
+        self.copies.append(("dtoh", host.ctypes.data, host.ctypes.data in self.pinned_live))
         host.reshape(-1).view(np.uint8)[:] = self.mem[dptr][:host.nbytes]
 
     def stream_create(self): return "stream"
@@ -122,7 +133,7 @@ class FakeCuda:
         return f"event{self._next}"
 
     def event_record(self, event, stream): self.timeline.append(("record", event))
-    def event_elapsed_ms(self, start, end): return 0.5
+    def event_elapsed_ms(self, start, end): return self.elapsed_ms
     def event_destroy(self, event): pass
 
 

@@ -24,16 +24,17 @@ def _installed(dist: str) -> bool:
         return False
 
 
-@pytest.mark.parametrize("name, provider", [("ort-cuda", "CUDAExecutionProvider"),
-                                            ("ort-trt", "TensorrtExecutionProvider")])
-def test_unavailable_reason_names_the_cpu_build_and_the_fix(name, provider):
+@pytest.mark.parametrize("name, provider, install", [
+    ("ort-cuda", "CUDAExecutionProvider", ".[ort-gpu] / tox -e ort-cuda"),
+    ("ort-trt", "TensorrtExecutionProvider", ".[tensorrt10,ort-gpu] / tox -e tensorrt10")])
+def test_unavailable_reason_names_the_cpu_build_and_the_fix(name, provider, install):
     avail = get_runtime_class(name).availability()
     if avail.ok:
         pytest.skip(f"{name} is available here")
     assert "\n" not in str(avail)
     if _installed("onnxruntime") and not _installed("onnxruntime-gpu"):
         assert avail.reason.startswith(f"the installed onnxruntime is the CPU build (no {provider})")
-        assert avail.hint == "pip uninstall -y onnxruntime && pip install .[ort-gpu] / tox -e ort-cuda"
+        assert avail.hint.startswith(f"pip uninstall -y onnxruntime && pip install {install}")
     if _installed("onnxruntime") and _installed("onnxruntime-gpu"):
         assert "shadows" in avail.reason
     from quantbench.runtimes.ort_cuda import nvidia_driver_found
@@ -137,10 +138,8 @@ def test_ort_cuda_int8_qdq_audit_shows_float_compute(tmp_path):
     assert report["int8_op_share"] < 0.5 and "Q/DQ" in report["audit_note"]
 
 
-@pytest.mark.ort_cuda
-def test_ort_trt_runs_when_the_tensorrt_ep_is_listed(tmp_path):
-    if not get_runtime_class("ort-trt").availability().ok:
-        pytest.skip("onnxruntime-gpu here has no TensorrtExecutionProvider")
+@pytest.mark.ort_trt
+def test_ort_trt_runs_on_tensorrt10(tmp_path):
     path = fashion_model(tmp_path / "m.onnx")
     x = next(iter(fashion_reader(8, 8)))[0]
     with create_runtime("ort-trt", "cuda:0", {"trt_engine_cache_dir": str(tmp_path / "c")}) as rt:
@@ -188,10 +187,10 @@ class _FakeBinding:
 
 
 class _FakeSession:
-    def __init__(self, path, so, providers):
+    def __init__(self, path, so, providers, drop=()):
         _FakeOrt.created.append((so, providers))
         self._meta = _REAL_ORT.InferenceSession(path, providers=["CPUExecutionProvider"])
-        self.providers = [p for p, _ in providers]
+        self.providers = [p for p, _ in providers if p not in drop]  # drop: EPs that fail to load
 
     def get_providers(self): return self.providers
     def get_provider_options(self): return {}
@@ -215,12 +214,13 @@ class _FakeOrt:
 
     def __init__(self, cuda):
         _FakeOrt.cuda, _FakeOrt.created = cuda, []
+        self.drop: set = set()  # providers whose library "fails to load": ORT leaves them out of the session
         self.SessionOptions, self.RunOptions, self.OrtValue = _REAL_ORT.SessionOptions, _REAL_ORT.RunOptions, _FakeOrtValue
         self.preloaded = []
 
     def InferenceSession(self, path, so, providers):  # noqa: N802 - onnxruntime's name
         assert self.preloaded, "preload_dlls() must run before the session is created"
-        return _FakeSession(path, so, providers)
+        return _FakeSession(path, so, providers, self.drop)
 
     def preload_dlls(self, cuda=True, cudnn=True, msvc=True, directory=None):
         self.preloaded.append((cuda, cudnn))
@@ -291,7 +291,7 @@ def test_ort_cuda_events_bracket_the_enqueued_work(tmp_path, fake_ort_cuda):
     assert ("run", "1") in cuda.timeline  # disable_synchronize_execution_providers
     assert host.shape == (2, 10) and clock.kind == "cuda-events"
     used = rt.settings_used()
-    assert used["h2d_host_memory"] == "pageable" and used["clock"] == "cuda-events" and "tf32" in used
+    assert used["clock"] == "cuda-events" and used["compute_clock"] == "cuda-events" and "tf32" in used
     rt.deactivate()
 
 
@@ -330,9 +330,187 @@ def test_ort_trt_static_batch_gets_no_conflicting_profile(tmp_path):
     assert rt._profile_shapes()["trt_profile_min_shapes"] == "input:1x1x28x28"
 
 
-def test_gpu_runtimes_say_which_driver_they_need():
-    """For `quantbench devices`: one line per GPU runtime, naming the driver branch."""
-    for name in ("ort-cuda", "ort-trt", "tensorrt"):
-        line = get_runtime_class(name).requirements()
-        assert "R525+" in line or "R580+" in line or "mismatch" in line, (name, line)
-        assert "\n" not in line
+def test_gpu_runtimes_say_which_driver_they_need(monkeypatch):
+    """For `quantbench devices`: one line per GPU runtime, naming the driver branch. Issue 18 item 6:
+    TensorRT's Linux prerequisites ask r535+ on CUDA 12 (CUDA 12 itself runs on R525+)."""
+    from quantbench.runtimes import cuda_mem, ort_cuda, tensorrt_rt
+
+    monkeypatch.setattr(cuda_mem, "installed_cuda_major", lambda dists: None)  # nothing installed: every build
+    monkeypatch.setattr(tensorrt_rt, "installed_cuda_major", lambda dists: None)
+    monkeypatch.setattr(ort_cuda, "onnxruntime_gpu_cuda_major", lambda: None)
+    lines = {name: get_runtime_class(name).requirements() for name in ("ort-cuda", "ort-trt", "tensorrt")}
+    assert all("\n" not in line for line in lines.values())
+    assert lines["ort-cuda"].startswith("CUDA 12: NVIDIA driver R525+") and "CUDA 13: NVIDIA driver R580+" in lines["ort-cuda"]
+    for name in ("ort-trt", "tensorrt"):
+        assert lines[name].startswith("CUDA 12: NVIDIA driver R535+") and "R580+" in lines[name], lines[name]
+    assert "tox -e tensorrt10" in lines["ort-trt"]  # the TensorRT EP links TensorRT 10
+    monkeypatch.setattr(tensorrt_rt, "installed_cuda_major", lambda dists: 12)
+    assert get_runtime_class("tensorrt").requirements() == "CUDA 12 build installed: needs NVIDIA driver R535+"
+
+
+# ---- issue 18: what ort-trt needs, what is timed and copied how -----------------------------------------------
+@pytest.fixture
+def gpu_ort_listing_everything(monkeypatch):
+    """An onnxruntime-gpu that lists the TensorRT and CUDA EPs (as every PyPI wheel does) on a machine with a
+    driver; returns the list of sonames the loader was asked for, and the set it cannot load."""
+    import sys
+    import types
+
+    from quantbench.runtimes import ort_cuda, trt_libs
+
+    import importlib.machinery
+
+    fake = types.ModuleType("onnxruntime")
+    fake.__spec__ = importlib.machinery.ModuleSpec("onnxruntime", None)
+    fake.get_available_providers = lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+    monkeypatch.setattr(ort_cuda, "nvidia_driver_found", lambda: True)
+    asked, unloadable = [], {"libnvinfer.so.10", "libnvonnxparser.so.10"}
+
+    def cdll(name, *a, **k):
+        asked.append(name)
+        if Path(name).name in unloadable:
+            raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+        return object()
+
+    monkeypatch.setattr(trt_libs.ctypes, "CDLL", cdll)
+    monkeypatch.setattr(trt_libs, "library_files", lambda prefix="libnvinfer.so": [])
+    monkeypatch.setattr(trt_libs, "stub_install", lambda: None)
+    return asked, unloadable
+
+
+def test_ort_trt_is_available_only_where_tensorrt10_loads(gpu_ort_listing_everything, monkeypatch):
+    """Issue 18 item 2: the TensorRT EP is listed everywhere; without libnvinfer.so.10 it cannot load."""
+    from quantbench.runtimes import trt_libs
+
+    asked, unloadable = gpu_ort_listing_everything
+    assert get_runtime_class("ort-cuda").availability().ok  # the CUDA EP needs no TensorRT
+    avail = get_runtime_class("ort-trt").availability()
+    assert not avail.ok and "libnvinfer.so.10, libnvonnxparser.so.10 cannot be loaded" in avail.reason
+    assert "libnvinfer.so.10" in asked and "--extra-index-url https://pypi.nvidia.com" in avail.hint
+    assert "tox -e tensorrt10" in avail.hint
+    # TensorRT 11 installed instead: named, since the EP does not link it
+    monkeypatch.setattr(trt_libs, "library_files", lambda prefix="libnvinfer.so": [Path("/site/tensorrt_libs/libnvinfer.so.11")])
+    assert "found libnvinfer.so.11, which it does not link" in get_runtime_class("ort-trt").availability().reason
+    unloadable.clear()  # TensorRT 10 loads
+    assert get_runtime_class("ort-trt").availability().ok
+
+
+def test_devices_names_every_missing_part_of_ort_trt(gpu_ort_listing_everything, monkeypatch):
+    """Issue 18 item 2: no GPU *and* no TensorRT 10 *and* a CPU build are all named, not only the first."""
+    import sys
+
+    from quantbench.runtimes import ort_cuda
+
+    monkeypatch.setattr(ort_cuda, "nvidia_driver_found", lambda: False)
+    sys.modules["onnxruntime"].get_available_providers = lambda: ["CPUExecutionProvider"]
+    monkeypatch.setattr(ort_cuda, "_dist_installed", lambda dist: dist == "onnxruntime")
+    avail = get_runtime_class("ort-trt").availability()
+    reason = avail.reason.split("; ")
+    assert reason[0] == "the installed onnxruntime is the CPU build (no TensorrtExecutionProvider)"
+    assert reason[1] == "no NVIDIA driver/GPU found"
+    assert reason[2].startswith("the TensorRT EP links TensorRT 10 and libnvinfer.so.10")
+    assert "run on a machine with an NVIDIA GPU and driver" in avail.hint
+
+
+def test_quantbench_devices_prints_every_missing_part(tmp_path):
+    """The real machine: `quantbench devices` lists each missing part of each GPU runtime on its row."""
+    import os
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", "import sys; from quantbench.harness.cli import main; sys.exit(main())",
+                          "devices"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env={**os.environ, "COLUMNS": "2000"})
+    assert res.returncode == 0, res.stderr
+    text = " ".join(res.stdout.replace("│", " ").split())  # the table's wrapped cells, joined
+    for name in ("ort-trt", "tensorrt"):
+        avail = get_runtime_class(name).availability()
+        if avail.ok:
+            continue
+        for part in avail.reason.split("; "):
+            assert " ".join(part.split()) in text, (name, part)
+
+
+def test_a_stub_tensorrt_install_is_named_with_nvidia_index_hint(monkeypatch):
+    """Issue 18 item 3: PyPI's tensorrt-cu13-libs 11.4 is a stub without libraries."""
+    from quantbench.runtimes import trt_libs
+
+    monkeypatch.setattr(trt_libs, "_installed", lambda dist: "11.4.0" if dist == "tensorrt-cu13-libs" else None)
+    monkeypatch.setattr(trt_libs.md, "files", lambda dist: [])
+    monkeypatch.setattr(trt_libs, "_package_dirs", lambda: [])
+    stub = trt_libs.stub_install()
+    assert stub and stub.startswith("tensorrt-cu13-libs 11.4.0 installed without TensorRT's libraries")
+    avail = get_runtime_class("tensorrt").availability()
+    assert not avail.ok and stub in avail.reason
+    assert "pip install --extra-index-url https://pypi.nvidia.com .[tensorrt]" in avail.hint
+
+
+def test_a_session_that_drops_the_tensorrt_ep_fails_the_cell(tmp_path, fake_ort_cuda, monkeypatch):
+    """Issue 18 item 2: ORT falls back to CUDA/CPU when the TensorRT EP cannot load; that session must not
+    be measured under the ort-trt name."""
+    fake, _ = fake_ort_cuda
+    monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path / "qb"))
+    fake.drop = {"TensorrtExecutionProvider"}
+    rt = OrtTensorRTRuntime("cuda:0")
+    with pytest.raises(RuntimeFailure) as err:
+        rt.activate(Artifact("onnx", "fp32", fashion_model(tmp_path / "m.onnx")), batch=2)
+    msg = str(err.value)
+    assert msg.startswith("ort-trt: TensorrtExecutionProvider failed to initialise, the session fell back to "
+                          "['CUDAExecutionProvider', 'CPUExecutionProvider']") and "libnvinfer.so.10" in msg and "not run on another provider" in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("name, options, host_compute", [
+    ("ort-cuda", {}, False), ("ort-cuda", {"cuda_graph": True}, True), ("ort-trt", {}, True)])
+def test_compute_is_host_timed_when_the_run_waits_for_the_gpu(tmp_path, fake_ort_cuda, monkeypatch, name, options,
+                                                              host_compute):
+    """Issue 18 item 4: CUDA-graph replay (ORT without PR #28686) and the TensorRT EP synchronise the stream
+    inside the run, so an end event would include that wait: compute is then timed on the host, labelled."""
+    fake, cuda = fake_ort_cuda
+    monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path / "qb"))
+    cuda.elapsed_ms = 1000.0  # every event pair says 1 s: a host-timed call cannot
+    rt = get_runtime_class(name)("cuda:0", options)
+    rt.activate(Artifact("onnx", "fp32", fashion_model(tmp_path / "m.onnx")), batch=2)
+    clock = rt.clock()
+    staged, h2d = clock.time(rt.stage, np.ones((2, 1, 28, 28), np.float32))
+    out, compute = clock.time(rt.infer, staged)
+    _, d2h = clock.time(rt.fetch, out)
+    assert h2d == d2h == 1_000_000_000  # copies: events
+    assert (compute != 1_000_000_000) == host_compute
+    used = rt.settings_used()
+    assert used["compute_clock"] == ("host-perf_counter_ns" if host_compute else "cuda-events")
+    assert used["clock"] == clock.kind == ("cuda-events; compute: host-perf_counter_ns" if host_compute else "cuda-events")
+    assert (used["compute_clock_note"] is not None) == host_compute
+    rt.deactivate()
+
+
+def test_cuda_graph_events_once_onnxruntime_replays_asynchronously(tmp_path, fake_ort_cuda, monkeypatch):
+    from quantbench.runtimes import ort_cuda
+
+    monkeypatch.setattr(ort_cuda, "ORT_ASYNC_GRAPH_REPLAY", (1, 31))  # the fake is 1.31.1
+    rt = OrtCudaRuntime("cuda:0", {"cuda_graph": True})
+    rt.activate(Artifact("onnx", "fp32", fashion_model(tmp_path / "m.onnx")), batch=2)
+    assert rt.clock().kind == "cuda-events" and rt.settings_used()["compute_clock"] == "cuda-events"
+    rt.deactivate()
+
+
+def test_ort_cuda_copies_go_through_pinned_buffers_freed_on_deactivate(tmp_path, fake_ort_cuda):
+    """Issue 18 item 5: a copy to pageable memory returns only once done, inflating d2h; one pinned buffer
+    per bound shape for each direction, reused, and freed when the shape changes or the runtime deactivates."""
+    fake, cuda = fake_ort_cuda
+    rt = OrtCudaRuntime("cuda:0")
+    rt.activate(Artifact("onnx", "fp32", fashion_model(tmp_path / "m.onnx")), batch=4)
+    clock = rt.clock()
+    for batch in (4, 4, 2):
+        staged, _ = clock.time(rt.stage, np.ones((batch, 1, 28, 28), np.float32))
+        out, _ = clock.time(rt.infer, staged)
+        host, _ = clock.time(rt.fetch, out)
+        assert host.shape == (batch, 10) and host.dtype == np.float32
+    assert [c[0] for c in cuda.copies] == ["htod", "dtoh"] * 3
+    assert all(pinned for _, _, pinned in cuda.copies), cuda.copies
+    assert len({addr for _, addr, _ in cuda.copies[:4]}) == 2  # the same two buffers for the same shape
+    used = rt.settings_used()
+    assert used["h2d_host_memory"] == used["d2h_host_memory"] == "pinned"
+    rt.deactivate()
+    assert cuda.pinned_live == set() and len(cuda.freed_pinned) == 4  # 2 for batch 4, 2 for batch 2

@@ -434,46 +434,114 @@ def test_profile_shapes_for_dynamic_and_static_batches():
         profile_shapes((-1, 1, -1, 28), 4)
 
 
-class _FakeContext:
-    """The execution-context calls the adapter makes, over the fake CUDA backend."""
+# ---- GPU-free: the adapter through its public interface, over a fake tensorrt module and CUDA backend ---------
+@pytest.fixture
+def fake_trt(monkeypatch):
+    """``tensorrt`` replaced by :mod:`fake_tensorrt` (one process-wide logger, enqueueV3's address check, a
+    real ORT computation as the engine) and CUDA by ``FakeCuda``; yields (trt module, cuda)."""
+    import sys
 
-    def __init__(self, cuda, accept_shape=True):
-        self.cuda, self.accept_shape, self.addresses, self.shape = cuda, accept_shape, {}, None
+    from quantbench.runtimes import tensorrt_rt
 
-    def set_input_shape(self, name, shape):
-        self.shape = shape
-        return self.accept_shape
+    from .fake_tensorrt import make_fake_tensorrt
 
-    def get_tensor_shape(self, name):
-        return (self.shape[0], 10) if name == "logits" else self.shape
-
-    def set_tensor_address(self, name, ptr):
-        self.addresses[name] = ptr
-
-    def execute_async_v3(self, stream):
-        self.cuda.timeline.append(("execute", stream))
-        return True
+    cuda = FakeCuda()
+    trt = make_fake_tensorrt(cuda)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(tensorrt_rt, "load_backend", lambda: cuda)
+    monkeypatch.setattr(tensorrt_rt, "_LOGGER", None, raising=False)  # a fresh process as far as the logger goes
+    return trt, cuda
 
 
-def _fake_tensorrt(cuda, dtype=np.float32, accept_shape=True):
+def _tensorrt(tmp_path, path, batch=4, precision="fp32", **options):
     from quantbench.runtimes.tensorrt_rt import TensorRTRuntime
 
-    rt = TensorRTRuntime("cuda:0")
-    rt.cuda, rt.stream, rt.engine, rt.artifact = cuda, "stream", object(), Artifact("onnx", "fp32", Path("m.onnx"))
-    rt.context = _FakeContext(cuda, accept_shape)
-    rt.input_name, rt.output_name, rt.input_dtype, rt.output_dtype = "input", "logits", np.dtype(dtype), np.dtype(dtype)
-    rt.profile_min, rt.profile_max, rt._shape, rt._buffers, rt._pinned, rt._clock = 1, 8, None, {}, [], None
-    rt.logger = type("L", (), {"errors": []})()
-    rt._active = True
+    rt = TensorRTRuntime("cuda:0", {"cache_dir": str(tmp_path / "engines"), **options})
+    rt.activate(Artifact("onnx", precision, path), batch=batch)
     return rt
 
 
-def test_tensorrt_events_bracket_the_enqueued_work_not_the_host_wait():
+def _two_output_model(path: Path) -> Path:
+    """fashion_model with a second graph output (the ReLU activations), listed after the logits."""
+    model = onnx.load(str(fashion_model(path)))
+    model.graph.output.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, ["N", 4, 13, 13]))
+    save_model(model, path)
+    return path
+
+
+def _half_io_model(path: Path) -> Path:
+    """y = Relu(x) with float16 input and output."""
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["logits"])], "half",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT16, ["N", 1, 28, 28])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT16, ["N", 1, 28, 28])])
+    save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_fake_engine_runs_the_model_and_reports_what_ran(tmp_path, fake_trt):
+    """The fixture itself: a build, a cache hit, and outputs equal to ONNX Runtime's."""
+    trt, cuda = fake_trt
+    path = fashion_model(tmp_path / "m.onnx")
+    x = next(iter(fashion_reader(4, 4)))[0]
+    for cache in ("miss", "hit"):
+        rt = _tensorrt(tmp_path, path)
+        np.testing.assert_allclose(rt.fetch(rt.infer(rt.stage(x))), host_reference(path, x), rtol=1e-5, atol=1e-5)
+        used = rt.settings_used()
+        assert used["engine_cache"] == cache and used["profile_batch"] == [1, 4, 4]
+        assert used["tf32"] is True and used["h2d_host_memory"] == "pinned"
+        assert rt.execution_report()["exec_precision"] == "fp32"
+        rt.deactivate()
+    assert trt._state["builds"] == 1
+
+
+def test_every_output_is_bound_and_the_first_is_fetched(tmp_path, fake_trt):
+    """Issue 18 item 7: enqueueV3 fails unless every I/O tensor has an address."""
+    path = _two_output_model(tmp_path / "two.onnx")
+    x = next(iter(fashion_reader(4, 4)))[0]
+    rt = _tensorrt(tmp_path, path)
+    out = rt.fetch(rt.infer(rt.stage(x)))
+    np.testing.assert_allclose(out, host_reference(path, x), rtol=1e-5, atol=1e-5)  # the logits, not "r"
+    assert out.shape == (4, 10) and rt.settings_used()["outputs"] == ["logits", "r"]
+    rt.deactivate()
+
+
+def test_each_engine_reports_its_own_error_through_the_one_logger(tmp_path, fake_trt):
+    """Issue 18 item 8: TensorRT logs to the first logger it was given; a second engine's error (two are
+    alive during an interleaved speed-up) must still reach that engine's message, and an older error must
+    not be reported as a newer failure's."""
+    trt, _ = fake_trt
+    first = _tensorrt(tmp_path, fashion_model(tmp_path / "a.onnx"))
+    trt._state["fail_build"] = "Error Code 4: Internal Error (could not find any implementation for node conv)"
+    with pytest.raises(RuntimeFailure) as err:
+        _tensorrt(tmp_path, fashion_model(tmp_path / "b.onnx", seed=1))
+    assert str(err.value).endswith("Error Code 4: Internal Error (could not find any implementation for node conv)")
+    trt._state["fail_build"] = None
+    trt._state["fail_execute"] = "Error Code 1: Cuda Runtime (an illegal memory access was encountered)"
+    with pytest.raises(RuntimeFailure, match=r"execute_async_v3 failed: .*illegal memory access"):
+        first.infer(first.stage(np.zeros((4, 1, 28, 28), np.float32)))
+    first.deactivate()
+
+
+def test_a_failure_without_a_message_does_not_borrow_an_older_one(tmp_path, fake_trt):
+    trt, _ = fake_trt
+    trt._state["fail_build"] = "Error Code 2: out of memory"
+    with pytest.raises(RuntimeFailure, match="out of memory"):
+        _tensorrt(tmp_path, fashion_model(tmp_path / "a.onnx"))
+    trt._state["fail_build"] = None
+    rt = _tensorrt(tmp_path, fashion_model(tmp_path / "b.onnx", seed=1))
+    trt._state["fail_execute"] = ""  # fails, logs nothing
+    with pytest.raises(RuntimeFailure) as err:
+        rt.infer(rt.stage(np.zeros((4, 1, 28, 28), np.float32)))
+    assert "out of memory" not in str(err.value) and str(err.value).endswith("no error message")
+    rt.deactivate()
+
+
+def test_tensorrt_events_bracket_the_enqueued_work_not_the_host_wait(tmp_path, fake_trt):
     """Issue 10 item 6: start/end events around each copy/execute, the stream wait after the end event."""
-    cuda = FakeCuda()
-    rt = _fake_tensorrt(cuda)
+    _, cuda = fake_trt
+    rt = _tensorrt(tmp_path, fashion_model(tmp_path / "m.onnx"))
     clock = rt.clock()
-    x = np.ones((4, 1, 28, 28), np.float32)
+    x = next(iter(fashion_reader(4, 4)))[0]
     staged, _ = clock.time(rt.stage, x)
     out, _ = clock.time(rt.infer, staged)
     host, _ = clock.time(rt.fetch, out)
@@ -481,35 +549,42 @@ def test_tensorrt_events_bracket_the_enqueued_work_not_the_host_wait():
     for i, entry in enumerate(cuda.timeline):
         if entry[0] == "sync":
             assert cuda.timeline[i - 1] == ("record", clock.stop)  # every wait comes right after the end event
-    assert host.shape == (4, 10) and host.dtype == np.float32
+    np.testing.assert_allclose(host, host_reference(tmp_path / "m.onnx", x), rtol=1e-5, atol=1e-5)
     cuda.timeline.clear()
     rt.fetch(rt.infer(rt.stage(x)))  # outside the clock (warm-up, accuracy): still synchronised, no events
     assert [e[0] for e in cuda.timeline] == ["htod", "sync", "execute", "sync", "dtoh", "sync"]
+    rt.deactivate()
 
 
-def test_deactivating_one_engine_keeps_another_engines_pinned_buffers():
-    """Issue 10 item 2: the FP32 reference deactivating must not free the variant's host_in/host_out."""
-    cuda = FakeCuda()
-    variant, reference = _fake_tensorrt(cuda), _fake_tensorrt(cuda)
-    x = np.ones((2, 1, 28, 28), np.float32)
-    variant.stage(x)
-    reference.stage(x)
-    reference._free_buffers()
-    mine = {variant.host_in.ctypes.data, variant.host_out.ctypes.data}
-    assert mine.isdisjoint(cuda.freed_pinned) and len(cuda.freed_pinned) == 2
-    out = variant.fetch(variant.infer(variant.stage(x)))  # still usable
-    assert out.shape == (2, 10)
+def test_deactivating_one_engine_keeps_another_engines_pinned_buffers(tmp_path, fake_trt):
+    """Issue 10 item 2: the FP32 reference deactivating must not free the variant's host buffers (FakeCuda
+    poisons freed pinned memory, so a freed buffer would show as NaN outputs)."""
+    path = fashion_model(tmp_path / "m.onnx")
+    x = next(iter(fashion_reader(4, 4)))[0]
+    variant, reference = _tensorrt(tmp_path, path), _tensorrt(tmp_path, path)
+    variant.fetch(variant.infer(variant.stage(x)))
+    reference.fetch(reference.infer(reference.stage(x)))
+    reference.deactivate()
+    staged = variant.stage(x)
+    out = variant.fetch(variant.infer(staged))
+    np.testing.assert_allclose(out, host_reference(path, x), rtol=1e-5, atol=1e-5)
+    variant.deactivate()
 
 
-def test_rejected_input_shape_and_engine_io_dtypes():
+def test_rejected_input_shape_and_engine_io_dtypes(tmp_path, fake_trt):
     """Issue 10 item 10: set_input_shape's result is checked; host buffers take the engine's I/O dtype."""
-    rt = _fake_tensorrt(FakeCuda(), accept_shape=False)
-    with pytest.raises(RuntimeFailure, match=r"input shape \(2, 1, 28, 28\) is outside the engine's profile \(batch 1..8\)"):
+    static = onnx.load(str(fashion_model(tmp_path / "m.onnx")))
+    static.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
+    save_model(static, tmp_path / "static.onnx")
+    rt = _tensorrt(tmp_path, tmp_path / "static.onnx")
+    with pytest.raises(RuntimeFailure, match=r"input shape \(2, 1, 28, 28\) is outside the engine's profile \(batch 4..4\)"):
         rt.stage(np.ones((2, 1, 28, 28), np.float32))
-    half = _fake_tensorrt(FakeCuda(), dtype=np.float16)
-    half.stage(np.full((2, 1, 28, 28), 0.5, np.float32))
-    assert half.host_in.dtype == np.float16 and (half.host_in == 0.5).all()
-    assert half.fetch(half.infer(half._buffers["input"])).dtype == np.float32
-    used = {"tf32": True, "h2d_host_memory": "pinned"}
-    half._build_info = {}
-    assert {k: half.settings_used()[k] for k in used} == used
+    with pytest.raises(RuntimeFailure, match="built for batch <= 4, got 8"):
+        rt.stage(np.ones((8, 1, 28, 28), np.float32))
+    rt.deactivate()
+    half = _tensorrt(tmp_path, _half_io_model(tmp_path / "half.onnx"), batch=2)
+    x = np.full((2, 1, 28, 28), 0.5, np.float32)
+    x[0, 0, 0, 0] = -1.0
+    out = half.fetch(half.infer(half.stage(x)))
+    assert out.dtype == np.float32 and out[0, 0, 0, 0] == 0.0 and (out.reshape(-1)[1:] == 0.5).all()
+    half.deactivate()
