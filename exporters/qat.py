@@ -4,7 +4,13 @@
 (exporters/assets/fashion_cnn.pt) with fake quantization for one epoch and writes a QDQ ONNX file
 that a ``[[variants]]`` table benchmarks as ``onnx = "qat.onnx"`` next to PTQ variants of the same
 model. The fake quantizers match the PTQ defaults (exporters/quantize.py): activations QUInt8
-asymmetric per tensor, weights QInt8 symmetric per output channel, no reduce_range.
+asymmetric per tensor, weights QInt8 symmetric per output channel on ORT's symmetric grid [-127, 127]
+with scale max|w|/127 (from the observer's range when it froze), no reduce_range. The exported integer
+weights are torch's fake-quant integers bit for bit (``round(w·(1/s))`` in float32, as torch rounds).
+
+Not modelled by torch's eager QAT: the INT32 bias. The fake-quantized torch model adds its biases in
+float; the export stores them as INT32 at ``s_input·s_weight`` like ORT's PTQ, so a few logits of the
+ONNX model differ from torch's by one output quantization step (about 2 % of them on the shipped CNN).
 
 torch's exporter turns each FakeQuantize into QuantizeLinear/DequantizeLinear but leaves float
 weights behind a Q, float biases, and MaxPool/Flatten outputs without Q/DQ, so ONNX Runtime would
@@ -15,12 +21,13 @@ quantizer writes: INT8 weight initializers behind a DequantizeLinear, INT32 bias
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import itertools
 import json
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +45,13 @@ COMPUTE = ("Conv", "Gemm", "MatMul")
 # ---- torch side ----------------------------------------------------------------------------------
 def qat_qconfig() -> Any:
     """Fake quantizers matching the PTQ defaults: QUInt8 asymmetric activations, QInt8 symmetric
-    per-channel weights (-128..127: the ranges torch's ONNX exporter accepts)."""
+    per-channel weights on [-127, 127] (scale max|w|/127, as ORT's symmetric QInt8 weights)."""
     import torch
     import torch.ao.quantization as tq
 
     act = tq.FakeQuantize.with_args(observer=tq.MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
                                     dtype=torch.quint8, qscheme=torch.per_tensor_affine, reduce_range=False)
-    weight = tq.FakeQuantize.with_args(observer=tq.MovingAveragePerChannelMinMaxObserver, quant_min=-128,
+    weight = tq.FakeQuantize.with_args(observer=tq.MovingAveragePerChannelMinMaxObserver, quant_min=-127,
                                        quant_max=127, dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
                                        ch_axis=0)
     return tq.QConfig(activation=act, weight=weight)
@@ -145,6 +152,28 @@ def fake_quant_accuracy(qat_model: Any, x: np.ndarray, y: np.ndarray, batch: int
     return hits / max(1, len(x))
 
 
+@contextlib.contextmanager
+def exportable(qat_model: Any) -> Iterator[tuple[int, int] | None]:
+    """Within this block the weight fake quantizers clamp to their int8 type's full range (torch's ONNX
+    exporter refuses [-127, 127]); yields the trained range, to which :func:`to_plain_qdq` clips the
+    integers again. The scales do not change (the observers are off when exporting)."""
+    import torch
+
+    # FakeQuantize clamps to its observer's quant_min/quant_max (it keeps copies of its own, unused)
+    holders = [h for m in qat_model.modules() if hasattr(m, "weight_fake_quant")
+               for h in (m.weight_fake_quant, m.weight_fake_quant.activation_post_process)]
+    trained = {h: (int(h.quant_min), int(h.quant_max)) for h in holders}
+    if len(set(trained.values())) > 1:
+        raise ValueError(f"QAT export needs one weight integer range for all layers, not {sorted(set(trained.values()))}")
+    try:
+        for h in holders:
+            h.quant_min, h.quant_max = (-128, 127) if h.dtype == torch.qint8 else (0, 255)
+        yield next(iter(trained.values()), None)
+    finally:
+        for h, (low, high) in trained.items():
+            h.quant_min, h.quant_max = low, high
+
+
 def export_qdq(qat_model: Any, out: Path, input_shape: tuple[int, ...], opset: int = OPSET) -> Path:
     """Export a trained QAT model to plain QDQ ONNX at ``out`` (input ``input``, output ``logits``,
     dynamic batch); raises ValueError when the graph cannot be made plain QDQ."""
@@ -157,12 +186,12 @@ def export_qdq(qat_model: Any, out: Path, input_shape: tuple[int, ...], opset: i
     qat_model.apply(tq.disable_observer)  # observers would export as copy ops
     qat_model.eval()
     tmp = out.with_suffix(".raw.onnx")
-    with warnings.catch_warnings(), torch.no_grad():
+    with exportable(qat_model) as weight_range, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(qat_model, (torch.zeros((1, *input_shape)),), str(tmp), opset_version=opset,
                           dynamo=False, input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    model = to_plain_qdq(onnx.load(str(tmp)))
+    model = to_plain_qdq(onnx.load(str(tmp)), weight_range)
     tmp.unlink()
     onnx.checker.check_model(model, full_check=True)
     staged = out.with_suffix(".tmp.onnx")
@@ -172,8 +201,12 @@ def export_qdq(qat_model: Any, out: Path, input_shape: tuple[int, ...], opset: i
 
 
 # ---- ONNX side -----------------------------------------------------------------------------------
-def to_plain_qdq(model: Any) -> Any:
-    """Rewrite torch's fake-quant export into ORT-style QDQ (see the module docstring); returns ``model``."""
+def to_plain_qdq(model: Any, weight_range: tuple[int, int] | None = None) -> Any:
+    """Rewrite torch's fake-quant export into ORT-style QDQ (see the module docstring); returns ``model``.
+
+    Weights are rounded as torch's fake quantizer rounds them, ``clip(nearbyint(w·(1/s)) + z)`` in
+    float32 (``w/s`` differs in the last bit now and then), clipped to ``weight_range`` (the trained
+    quantizers' integer range; default the zero point type's)."""
     from onnx import helper, numpy_helper
 
     g = model.graph
@@ -200,7 +233,10 @@ def to_plain_qdq(model: Any) -> Any:
         if scale.ndim == 1 and scale.size > 1:
             shape[axis] = scale.size
         info = np.iinfo(zp.dtype)
-        qw = np.clip(np.rint(w / scale.reshape(shape)) + zp.astype(np.int64).reshape(shape), info.min, info.max)
+        low, high = weight_range if weight_range is not None else (info.min, info.max)
+        inv = (np.float32(1) / scale.astype(np.float32)).reshape(shape)  # torch: inv_scale = 1.0f / scale
+        qw = np.clip(np.rint(w.astype(np.float32) * inv) + zp.astype(np.int64).reshape(shape),
+                     max(low, info.min), min(high, info.max))
         name = q.input[0] + "_quantized"
         g.initializer.append(numpy_helper.from_array(qw.astype(zp.dtype), name))
         inits[name] = g.initializer[-1]
@@ -315,7 +351,8 @@ def run_fashion(out: Path, *, epochs: int = EPOCHS, max_batches: int | None = No
     recipe = {"model": "fashion_cnn (FashionNormalCNN), from exporters/assets/fashion_cnn.pt",
               "method": "torch.ao.quantization eager QAT (prepare_qat, Conv/Linear+ReLU fused)",
               "fake_quant": "activations QUInt8 asymmetric per tensor (moving-average min/max), weights QInt8 "
-                            "symmetric per output channel",
+                            "symmetric per output channel on [-127, 127] (scale max|w|/127); biases float "
+                            "(INT32 in the export)",
               "train_data": f"Fashion-MNIST {source.info.get('variant', '')} calibration split, {len(y_train)} images",
               "seed": SEED, "epochs": epochs, "max_batches": max_batches, "batch": BATCH, "optimizer": f"Adam lr={LR}",
               **ran, "torch_fake_quant_top1": round(acc, 4), "eval_samples": n_eval, "torch": torch.__version__,

@@ -90,11 +90,11 @@ def test_export_is_plain_qdq_and_runs_int8_in_ort(trained, tmp_path):
 def test_raw_torch_export_would_run_in_float(trained, data, tmp_path):
     """What to_plain_qdq fixes is real: torch's own export leaves ORT computing in float."""
     import torch
-    from quantbench.exporters.qat import qdq_problems
+    from quantbench.exporters.qat import exportable, qdq_problems
 
     qat, _, _ = trained
     raw = tmp_path / "raw.onnx"
-    with warnings.catch_warnings(), torch.no_grad():
+    with exportable(qat), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(qat, (torch.zeros((1, *data[4])),), str(raw), opset_version=17, dynamo=False,
                           input_names=["input"], output_names=["logits"])
@@ -149,3 +149,51 @@ def test_openvino_runs_the_export_in_low_precision(trained, data):
         if info["layerType"].astype(str) in ("Convolution", "FullyConnected"):
             kinds[op.get_friendly_name()] = info["runtimePrecision"].astype(str)
     assert kinds and all(p in ("u8", "i8") for p in kinds.values()), kinds
+
+
+def _torch_weight_integers(qat):
+    """{module name: (integers, scale)} of each Conv/Linear weight as torch's fake quantizer rounds it."""
+    import torch
+
+    out = {}
+    with torch.no_grad():
+        for name, m in qat.named_modules():
+            fq = getattr(m, "weight_fake_quant", None)
+            if fq is None:
+                continue
+            scale = fq.scale.detach().clone()
+            shape = [-1] + [1] * (m.weight.dim() - 1)
+            q = torch.round(fq(m.weight) / scale.reshape(shape))  # exact: |q| <= 128
+            out[name] = (q.numpy().astype(np.int64), scale.numpy())
+    return out
+
+
+def _exported_weight_integers(path):
+    """[(integers, scale)] of the Conv/Gemm weights of a plain QDQ file, in graph order."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    dq = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    return [(inits[dq[n.input[1]].input[0]].astype(np.int64), inits[dq[n.input[1]].input[1]])
+            for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+
+
+def test_exported_weights_are_torchs_fake_quant_integers_on_the_ptq_grid(trained):
+    """Bit-exact with torch's fake quantizer (which rounds w·(1/s), not w/s), and on the grid the
+    docstring names: PTQ's symmetric [-127, 127] with scale max|w|/127 from the frozen observer."""
+    qat, path, _ = trained
+    ref = _torch_weight_integers(qat)
+    exported = _exported_weight_integers(path)
+    assert len(ref) == len(exported) == 4
+    total = 0
+    for (name, (q_ref, s_ref)), (q, s) in zip(ref.items(), exported):
+        np.testing.assert_array_equal(s, s_ref, err_msg=name)
+        assert q.shape == q_ref.shape
+        assert int((q != q_ref).sum()) == 0, f"{name}: {(q != q_ref).sum()} of {q.size} integers differ"
+        assert q.min() >= -127 and q.max() <= 127, name
+        total += q.size
+        obs = dict(qat.named_modules())[name].weight_fake_quant.activation_post_process
+        amax = np.maximum(-obs.min_val.numpy(), obs.max_val.numpy())
+        np.testing.assert_allclose(s, amax / 127, rtol=1e-6, err_msg=name)
+    assert total > 200_000  # the whole shipped CNN, not a sample
