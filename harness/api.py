@@ -68,14 +68,15 @@ def run(config: str | os.PathLike | Mapping[str, Any] | SweepConfig, output: str
     Relative paths the sweep reads (data, labels, weights, ONNX files) are resolved against a TOML
     file's folder, and against the current working directory for a dict or a SweepConfig.
     ``output`` overrides ``[run] output``. The result holds the latest row of every cell in
-    ``OUTPUT/results.jsonl``, including cells measured by earlier runs into the same folder; failed
+    ``OUTPUT/results.jsonl``, including cells measured by earlier runs into the same folder (but not
+    rows superseded by a measurement of the same cell under other inputs); failed
     and skipped cells are rows too (``status``, ``error``). With ``[run] report = true`` (the default
     of a sweep file) ``OUTPUT/report.html`` is written too, as by ``quantbench run``.
     ``df.attrs["quantbench"]`` says how many cells ran, failed, were skipped or were already there,
     and where the results and the report are. Raises :class:`ConfigError` (a
     ``ValueError``) for a bad config and ``RunError`` when nothing can run.
     """
-    from .results import read_rows, to_dataframe
+    from .results import current_rows, read_rows, to_dataframe
     from .runner import _default_log, run_sweep
 
     cfg = _sweep_config(config)
@@ -88,7 +89,8 @@ def run(config: str | os.PathLike | Mapping[str, Any] | SweepConfig, output: str
     for warning in loaded.warnings:
         say(f"warning: {warning}")
     report = _write_report(summary.results_path, say) if cfg.run.report else None
-    df = to_dataframe(loaded.rows)
+    rows, _ = current_rows(loaded.rows)  # not the rows this run's configuration replaced (read_results has them)
+    df = to_dataframe(rows)
     df.attrs["quantbench"] = {"results": str(summary.results_path), "report": report, "ran": summary.ran,
                               "failed": summary.failed, "skipped": summary.skipped, "already": summary.already,
                               "run_id": summary.run_id}
@@ -114,13 +116,17 @@ def _write_report(results: Path, say: Callable[[str], None]) -> str | None:
     return str(out)
 
 
-def read_results(path: str | os.PathLike | Iterable[str | os.PathLike], latest_per_cell: bool = True):
+def read_results(path: str | os.PathLike | Iterable[str | os.PathLike], latest_per_cell: bool = True,
+                 all_generations: bool = False):
     """Rows of one or more ``results.jsonl`` files (or output folders) as a pandas DataFrame.
 
     Truncated or unreadable lines are skipped with a warning on the ``"quantbench"`` logger. With
-    ``latest_per_cell`` only the last row of each retried cell is kept.
+    ``latest_per_cell`` only the last row of each retried cell is kept, and rows superseded by a later
+    measurement of the same cell under other inputs (a rerun with another ``eval_samples``, ``threads``,
+    ``calib_samples`` …) are left out unless ``all_generations`` (see ``harness.results.current_rows``).
+    ``latest_per_cell=False`` returns every line, superseded or not.
     """
-    from .results import read_rows, to_dataframe
+    from .results import current_rows, read_rows, superseded_note, to_dataframe
 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     rows: list[dict[str, Any]] = []
@@ -130,6 +136,10 @@ def read_results(path: str | os.PathLike | Iterable[str | os.PathLike], latest_p
         for warning in loaded.warnings:
             logger.warning("warning: %s", warning)
         rows.extend(loaded.rows)
+    if latest_per_cell and not all_generations:
+        rows, older = current_rows(rows)
+        if older:
+            logger.info(superseded_note(len(older), "all_generations=True"))
     return to_dataframe(rows)
 
 

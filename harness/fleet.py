@@ -46,7 +46,7 @@ from .resources import (
     split_runtime_resource,
     target_covers,
 )
-from .results import SCHEMA_VERSION, append_row, stored_rows
+from .results import SCHEMA_VERSION, append_row, reaffirm_rows, stored_rows
 from .resume import combine, fingerprint_parts, model_content, reuse_decision
 from .runner import (
     MAX_REASON_LINES,
@@ -457,7 +457,7 @@ class _Fleet:
         if not cells and not self.summary.skipped:
             raise RunError("nothing to run: no node of the Ray cluster offers the chosen runtimes, devices and "
                            f"targets (runtimes offered: {', '.join(sorted(offered)) or 'none'}; {START_HINT})")
-        stored = stored_rows(self.results)
+        stored = stored_rows(self.results, log)
         cache = cache_dir(cfg)
         for mi in sorted({fc.cell.model_index for fc in cells}):
             variants = {fc.cell.variant.name for fc in cells if fc.cell.model_index == mi}
@@ -482,6 +482,7 @@ class _Fleet:
         contents = {mi: model_content(models[mi]) for mi in {fc.cell.model_index for fc in cells}}
         jobs: list[_Job] = []
         reasons: list[tuple[str, str]] = []
+        reused: list[dict[str, Any]] = []
         for fc in cells:
             cell, pm = fc.cell, models[fc.cell.model_index]
             previous = stored.get(fc.cell_id)
@@ -506,12 +507,14 @@ class _Fleet:
                 decisions = [reuse_decision(previous, self._parts(job, env), env, self.retry_failed) for env in envs]
                 if any(reuse for reuse, _ in decisions):
                     self.summary.already += 1
+                    reused.append(previous)
                     continue
                 why = next((w for _, w in decisions if w), "")
             if why:
                 self.summary.remeasured += 1
                 reasons.append((f"{_what(cell, pm)} [{fc.target}]", why))
             jobs.append(job)
+        reaffirm_rows(self.results, reused, self.run_id)
         if self.summary.already:
             self.log(f"{self.summary.already} cell(s) already in {self.results} with unchanged inputs: skipped "
                      f"(delete the file to measure again)")

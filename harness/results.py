@@ -106,6 +106,7 @@ timing_valid, host_memory, io_scope, speedup_*, accuracy) is null or absent. Rea
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -185,7 +186,8 @@ def _json_default(obj: Any) -> Any:
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    """(line number, line) of the non-blank lines; a UTF-8 byte-order mark (an editor's) is dropped."""
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
         for no, line in enumerate(fh, 1):
             if line.strip():
                 yield no, line

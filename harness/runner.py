@@ -32,7 +32,7 @@ from .prepare import (
     resolve_models,
     variant_spec,
 )
-from .results import SCHEMA_VERSION, append_row, stored_rows
+from .results import SCHEMA_VERSION, append_row, reaffirm_rows, stored_rows
 from .resume import combine, fingerprint_parts, model_content, reuse_decision
 from .subproc import run_contained, signal_guard
 from .sweep import Cell, expand, resolve_runtimes
@@ -260,7 +260,7 @@ def _run_locked(cfg: SweepConfig, output: Path, retry_failed: bool, log: Callabl
     if not cells and not (resolution.explicit and resolution.unavailable):
         why = "; ".join(notes) or "no runtime is available"
         raise RunError(f"nothing to run: {why} (see `quantbench devices`)")
-    stored = stored_rows(results)
+    stored = stored_rows(results, log)  # stops, in one line, on a file that is not only results
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(3).hex()
     summary.run_id = run_id
     env = fingerprint()
@@ -290,6 +290,7 @@ def _run_locked(cfg: SweepConfig, output: Path, retry_failed: bool, log: Callabl
     todo: list[tuple[Cell, dict[str, Any]]] = []
     reasons: list[tuple[str, str]] = []
     unchecked: dict[str, str] = {}
+    reused: list[dict[str, Any]] = []
     for cell in cells:
         pm = models[cell.model_index]
         previous = stored.get(cell.cell_id)
@@ -308,11 +309,13 @@ def _run_locked(cfg: SweepConfig, output: Path, retry_failed: bool, log: Callabl
         reuse, why = reuse_decision(previous, parts, env, retry_failed)
         if reuse:
             summary.already += 1
+            reused.append(previous)
             continue
         if why:
             summary.remeasured += 1
             reasons.append((_what(cell, pm), why))
         todo.append((cell, row))
+    reaffirm_rows(results, reused, run_id)  # reused rows of an older generation become the latest again
     for what, error in unchecked.items():
         log(f"warning: {what}: stored rows kept without checking them: {error}")
     if summary.already:

@@ -16,9 +16,11 @@ from quantbench.reports.verdict import (
 )
 
 from .resources import is_host_device as _host_device
+from .results import pairing_key
 
 NA = "n/a"  # a phase that does not exist on this device (host→device on a CPU)
 MISSING = "—"  # a value that was not measured or could not be computed
+KB = 1000  # bytes in the "size kB" column, as in the build log and the reports (MB = 1e6 bytes)
 TIMING_SETTINGS_KEYS = ("measure_settings", "timing_settings", "measure")
 
 
@@ -91,7 +93,9 @@ def _device(row: dict[str, Any]) -> Any:
 
 
 def _key(row: dict[str, Any]) -> tuple:
-    return (row.get("model"), row.get("runtime_label") or row.get("runtime"), _device(row), row.get("batch"))
+    # pairing_key: an FP32 row is the reference only of rows of its own generation and runtime options
+    return (row.get("model"), row.get("runtime_label") or row.get("runtime"), _device(row), row.get("batch"),
+            pairing_key(row))
 
 
 def fp32_baselines(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
@@ -112,12 +116,13 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         top1 = r.get("top1")
         delta = (top1 - ref["top1"]) * 100 if ref and top1 is not None and ref.get("top1") is not None else None
         out.append({
+            "cell_id": r.get("cell_id"),
             "model": r.get("model"), "variant": r.get("variant"), "runtime": r.get("runtime_label") or r.get("runtime"),
             "device": _device(r), "batch": r.get("batch"),
             "top1": top1, "delta_pts": delta, "agreement": r.get("agreement_top1"),
             "p50": r.get("compute_p50_ms"), "p99": r.get("compute_p99_ms"), "io_p50": r.get("io_p50_ms"),
             "h2d_p50": transfer_ms(r, "h2d"), "d2h_p50": transfer_ms(r, "d2h"),
-            "size_kb": r["size_bytes"] / 1024 if r.get("size_bytes") else None,
+            "size_kb": r["size_bytes"] / KB if r.get("size_bytes") else None,
             "speedup": speedup_of(r, is_ref), "ref": is_ref,
             "ran_as": r.get("exec_precision"), "int8_share": r.get("int8_op_share"),
             "warning": r.get("audit_warning") or "", "identical_to": r.get("identical_to") or "",
@@ -176,7 +181,7 @@ def _order(s: dict[str, Any]) -> tuple:
                  for k in ("model", "device", "runtime", "batch", "variant"))
 
 
-def render_console(rows: list[dict[str, Any]], console: Any) -> None:
+def render_console(rows: list[dict[str, Any]], console: Any, older: list[dict[str, Any]] | None = None) -> None:
     """Print the comparison table with rich, then its footnotes (missing speedups and top-1, invalid timing)."""
     from rich.markup import escape
     from rich.table import Table
@@ -187,8 +192,10 @@ def render_console(rows: list[dict[str, Any]], console: Any) -> None:
                       ("top-1", "right"), ("Δ pts", "right"), ("agree", "right"), ("p50 ms", "right"),
                       ("p99 ms", "right"), ("I/O p50 ms", "right"), ("h2d / d2h p50 ms", "right"),
                       ("size kB", "right"), ("speedup", "right"), ("ran as", "left")):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+        # fold: a long model, variant or runtime name wraps inside its cell, never cut to "int8[calib…"
+        table.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
     notes = Footnotes()
+    older_cells = {r.get("cell_id") for r in older or []}
     summaries = sorted(summary_rows(rows), key=_order)
     for s in summaries:
         ran = s["ran_as"] or "?"
@@ -198,6 +205,8 @@ def render_console(rows: list[dict[str, Any]], console: Any) -> None:
         if s["warning"]:
             ran = f"[yellow]{ran} ⚠[/yellow]"
         variant = escape(str(s["variant"])) + (f" [dim](= {escape(s['identical_to'])})[/dim]" if s["identical_to"] else "")
+        if s["cell_id"] in older_cells:  # --all-generations: a row of an earlier configuration
+            variant += " [dim](older generation)[/dim]"
         top1 = _fmt(s["top1"] * 100 if s["top1"] is not None else None, ".2f", "%") + notes.mark(s["top1_note"])
         if s["top1"] is not None and s["top1_half"] is not None:
             top1 += f" ±{s['top1_half']:.1f}"

@@ -33,8 +33,30 @@ def render_csv(report: Report, out: Path | None = None) -> str:
     return _render(report, out)
 
 
-def main_report(paths: list[Path], out: Path | None, fmt: str = "html") -> int:
-    """Load ``paths``, render ``fmt`` to ``out`` (stdout for md/csv without ``out``); returns an exit code."""
+PROTECTED_NAMES = ("results.jsonl", "sensitivity.jsonl")  # measured rows: a report never replaces them
+
+
+def overwrite_problem(paths: list[Path], out: Path | None) -> str:
+    """Why writing a report to ``out`` would destroy an input or a results file ("" when it would not)."""
+    if out is None:
+        return ""
+    target = Path(out).resolve()
+    for p in paths:
+        given = Path(p) / "results.jsonl" if Path(p).is_dir() else Path(p)
+        if given.resolve() == target:
+            return f"refusing to write the report over its input {out}: choose another -o"
+    if target.name in PROTECTED_NAMES:
+        return f"refusing to write a report to {out}: files named {target.name} hold measured rows; choose another -o"
+    return ""
+
+
+def main_report(paths: list[Path], out: Path | None, fmt: str = "html", all_generations: bool = False) -> int:
+    """Load ``paths`` (results files or output folders), render ``fmt`` to ``out`` (stdout for md/csv without
+    ``out``); returns an exit code. Superseded rows are left out unless ``all_generations``."""
+    problem = overwrite_problem(paths, out)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if fmt == "html" and paths and all(Path(p).name == "sensitivity.jsonl" for p in paths):
         from .sensitivity import write_sensitivity_report  # `quantbench sensitivity` rows: their own page
 
@@ -42,7 +64,7 @@ def main_report(paths: list[Path], out: Path | None, fmt: str = "html") -> int:
         print(f"report: {target}", file=sys.stderr)
         return 0
     try:
-        report = build_report(paths)
+        report = build_report(paths, all_generations=all_generations)
     except ReportError as exc:
         for w in exc.warnings:
             print(f"warning: {w}", file=sys.stderr)

@@ -12,7 +12,7 @@ from quantbench.harness.table import Footnotes
 from . import charts
 from .atomic import write_atomic
 from .method import timing_method
-from .model import Report, device_key
+from .model import Report, dataset_text, device_key
 from .sensitivity import section_for_sources
 from .studies import section_html as studies_section
 from .tables import (
@@ -214,11 +214,10 @@ def render_html(report: Report, out: Path, budget_pts: float = DEFAULT_BUDGET_PT
                        "timing": r["timing"], "name": f"{r['variant']} on {r['runtime']} (batch {r['batch']})"}
                       for i, r in enumerate(rows)]
         first = raw_rows[0]
-        ds = first.get("dataset") or {}
         groups.append({
             "model": model, "device": device,
             "random": any(r.get("weights") == "random-init" for r in raw_rows),
-            "dataset": f"{ds.get('name', '?')} ({ds.get('variant', '?')}), {first.get('eval_samples', '?')} evaluation images",
+            "dataset": dataset_text(first),
             "rows": table_rows, "notes": notes.texts,
             "breakdown": charts.to_div(charts.latency_breakdown(raw_rows, f"{model}: where the time goes (median per phase)")),
             "scatter": charts.to_div(charts.accuracy_vs_latency(raw_rows, f"{model}: accuracy vs compute latency",

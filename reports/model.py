@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quantbench.harness.results import RESULTS_NAME, current_rows, pairing_key, superseded_note
+
 from .rows import load_file
 
 
@@ -53,13 +55,20 @@ def runtime_label(row: dict[str, Any]) -> str:
     return str(row.get("runtime_label") or row.get("runtime") or "?")
 
 
-def build_report(paths: list[Path]) -> Report:
-    """Read every file; a missing, empty, truncated or old file, or a malformed row, is a warning, not a failure."""
+def build_report(paths: list[Path], all_generations: bool = False) -> Report:
+    """Read every file; a missing, empty, truncated or old file, or a malformed row, is a warning, not a failure.
+
+    A path may be an output folder (its ``results.jsonl``). Rows superseded by a later measurement of
+    the same cell under other inputs are left out (:func:`harness.results.current_rows`, a warning
+    says how many) unless ``all_generations``.
+    """
     rows: list[dict[str, Any]] = []
     warnings: list[str] = []
     sources: list[str] = []
     seen: set[Path] = set()
     for path in paths:
+        if Path(path).is_dir():
+            path = Path(path) / RESULTS_NAME
         if Path(path).resolve() in seen:
             warnings.append(f"{path}: given more than once, read once")
             continue
@@ -79,6 +88,11 @@ def build_report(paths: list[Path]) -> Report:
         raise ReportError(_nothing_read(paths, warnings), warnings)
     rows, dups = _dedupe(rows)
     warnings.extend(dups)
+    if not all_generations:
+        rows, older = current_rows(rows)
+        note = superseded_note(len(older))
+        if note:
+            warnings.append(note)
     warnings.extend(_incompatibilities(rows))
     return Report(rows, warnings, sources)
 
@@ -122,12 +136,39 @@ def _incompatibilities(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def fp32_reference(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
-    """The FP32 row for each (model, device, runtime label, batch)."""
+    """The FP32 row for each (model, device, runtime label, batch, :func:`pairing_key`): a row is compared
+    only with the FP32 row of its own generation and runtime options (see :func:`reference_key`)."""
     ref = {}
     for r in rows:
         if r.get("status") == "ok" and r.get("precision") == "fp32" and not (r.get("variant_settings") or {}).get("builder"):
-            ref[(r.get("model"), device_key(r), runtime_label(r), r.get("batch"))] = r
+            ref[reference_key(r)] = r
     return ref
+
+
+def reference_key(row: dict[str, Any]) -> tuple:
+    """The key of ``row``'s FP32 reference in :func:`fp32_reference`."""
+    return (row.get("model"), device_key(row), runtime_label(row), row.get("batch"), pairing_key(row))
+
+
+def dataset_text(row: dict[str, Any]) -> str:
+    """What a row's evaluation data is, in one line: source, images evaluated out of the split's, the split rule,
+    the class-index rule and, when it differs, the calibration source. Unknown parts are left out."""
+    ds = row.get("dataset") if isinstance(row.get("dataset"), dict) else {}
+    n = ds.get("eval_samples", row.get("eval_samples"))
+    parts = [str(ds.get("name") or ds.get("spec") or "unknown data")]
+    count = f"{n} evaluation images" if n is not None else "evaluation images"
+    if ds.get("n_evaluation") is not None:
+        count += f" (of {ds['n_evaluation']} in its evaluation split)"
+    parts.append(count)
+    if ds.get("split"):
+        parts.append(f"split: {ds['split']}")
+    if ds.get("class_index"):
+        parts.append(f"class index: {ds['class_index']}")
+    cal = ds.get("calibration") if isinstance(ds.get("calibration"), dict) else {}
+    if cal and cal.get("fingerprint") != ds.get("fingerprint"):
+        parts.append(f"calibration: {cal.get('name') or cal.get('spec') or '?'}"
+                     + (f" ({cal['n_calibration']} images)" if cal.get("n_calibration") is not None else ""))
+    return "; ".join(parts)
 
 
 def settings_summary(row: dict[str, Any]) -> str:

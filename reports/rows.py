@@ -49,9 +49,9 @@ def load_file(path: Path) -> LoadedFile:
     """Rows of a results file; raises OSError (missing, unreadable) and nothing else."""
     path = Path(path)
     out = LoadedFile()
-    by_cell: dict[Any, dict[str, Any]] = {}
+    by_cell: dict[Any, tuple[int, dict[str, Any]]] = {}
     bad_fields: set[str] = set()
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:  # -sig: a byte-order mark is not a corrupt row
         for no, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -61,8 +61,8 @@ def load_file(path: Path) -> LoadedFile:
                 continue
             bad_fields |= sanitize_row(row)
             row["_source"] = str(path)
-            by_cell[row["cell_id"] if row.get("cell_id") is not None else ("line", no)] = row
-    out.rows = list(by_cell.values())
+            by_cell[row["cell_id"] if row.get("cell_id") is not None else ("line", no)] = (no, row)
+    out.rows = [row for _, row in sorted(by_cell.values(), key=lambda x: x[0])]  # in the order they were written
     if bad_fields:
         out.warnings.append(f"{path}: field(s) of the wrong type shown as missing: {', '.join(sorted(bad_fields))}")
     if not out.rows and not out.warnings:

@@ -13,7 +13,14 @@ from quantbench.harness.table import (
     transfer_ms,
 )
 
-from .model import Report, device_key, fp32_reference, runtime_label, settings_summary
+from .model import (
+    Report,
+    device_key,
+    fp32_reference,
+    reference_key,
+    runtime_label,
+    settings_summary,
+)
 from .rows import is_number
 from .verdict import (
     ci_half_pts,
@@ -58,7 +65,7 @@ def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, An
     ref = fp32_reference(report.ok)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in report.ok:
-        base = ref.get((r.get("model"), device_key(r), runtime_label(r), r.get("batch")))
+        base = ref.get(reference_key(r))
         is_ref = base is r
         rel = base if base is not None and not is_ref else None  # relative columns stay empty on the reference
         p50 = r.get("compute_p50_ms")
@@ -173,7 +180,7 @@ def cross_device_table(report: Report) -> dict[str, tuple[list[str], list[dict[s
             key = (runtime_label(r), r.get("batch") or 0, str(r.get("precision")), str(r.get("variant")))
             line = lines.setdefault(key, {"variant": r.get("variant"), "runtime": runtime_label(r),
                                           "batch": r.get("batch"), "devices": {}})
-            base = ref.get((r.get("model"), device_key(r), runtime_label(r), r.get("batch")))
+            base = ref.get(reference_key(r))
             line["devices"][device_key(r)] = {"p50": r.get("compute_p50_ms"), "speedup": speedup_of(r, base is r),
                                               "ref": base is r, "note": missing_note(r, "speedup") if base is not r
                                               else "", "timing": timing_flag(r)}
