@@ -81,3 +81,18 @@ def test_invalid_timing_and_missing_top1_are_flagged_with_why():
 def test_names_are_shown_as_text_not_markup():
     text = _table([_row("[bold]x[/bold]", model="[red]m[/red]")])
     assert "[bold]x[/bold]" in text and "[red]m[/red]" in text
+
+
+def test_long_swept_names_wrap_and_are_never_cut():
+    """Swept variants differ only at the end of their names: a narrow terminal wraps them whole."""
+    names = [f"int8[calibration=percentile,calib_samples={n},per_channel=true]" for n in (64, 128)]
+    model = "digit_recognizer.module_with_a_long_name"
+    rows = [_row(n, model=model, runtime_label="openvino[precision=f32,hint=latency]") for n in names]
+    console = Console(record=True, width=100, color_system=None)
+    render_console(rows, console)
+    text = console.export_text()
+    assert "…" not in text
+    body = [[c.strip() for c in ln.split("│")[1:-1]] for ln in text.splitlines() if ln.startswith("│")]
+    column = {h: "".join(r[i] for r in body) for i, h in enumerate(HEAD)}
+    assert column["variant"] == "".join(sorted(names))  # each name complete, in order
+    assert column["model"] == model * 2 and column["runtime"] == "openvino[precision=f32,hint=latency]" * 2
