@@ -84,3 +84,19 @@ def test_optimized_graph_fp16_weights_and_empty(tmp_path):
     assert audit_warning("fp16", report) == "" and audit_warning("fp32", report) != ""
     empty = summarize_optimized_graph(_save(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], [], "relu.onnx"))
     assert empty["exec_precision"] == "unknown" and empty["op_precisions"] == {} and empty["int8_op_share"] == 0.0
+
+
+def test_every_label_is_checked_against_what_ran(tmp_path):
+    """A prebuilt file labelled fp16 (or bf16) that is really an INT8 QDQ model is flagged, as fp32 is."""
+    report = report_for(quantized(tmp_path, "QUInt8"), "fp16")
+    assert report["exec_precision"] == "int8"
+    assert audit_warning("fp16", report) == "FP16 row ran in int8 (int8 share 100%)"
+    assert audit_warning("fp32", report) == "FP32 row ran in int8 (int8 share 100%)"
+    assert audit_warning("bf16", report) == "BF16 row ran in int8 (int8 share 100%)"
+    assert audit_warning("int8", report) == ""
+    fp32 = report_for(conv_model(tmp_path / "m.onnx"), "fp32")
+    assert audit_warning("int8", fp32) == "INT8 row ran mostly in float (int8 share 0%)"
+    assert audit_warning("fp16", fp32) == "FP16 row ran in fp32 (the runtime upcast the model)"
+    assert audit_warning("int8", {"exec_precision": "bf16"}) == "INT8 row ran in bf16"  # no share reported
+    assert audit_warning("fp16", {"exec_precision": "mixed", "op_precisions": {"fp16": 2, "int8": 1},
+                                  "int8_op_share": 0.33}) == "FP16 row ran partly in int8 (int8 share 33%)"
