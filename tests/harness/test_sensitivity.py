@@ -257,3 +257,33 @@ def test_run_refuses_to_build_a_budget_variant_as_plain_int8(tmp_path, shared_ca
     budget = [r for r in rows if r["variant"] == "int8-budget"]
     assert budget and all(r["status"] == "failed" and "quantbench sensitivity" in r["error"] for r in budget)
     assert all(r["status"] == "ok" for r in rows if r["variant"] == "fp32")
+
+
+def test_budget_is_selected_on_one_half_of_the_images_and_reported_on_the_other(budget_study) -> None:
+    study, _, _ = budget_study
+    b = study.budget
+    steps = [s for s in study.budget_steps if s["step"] is not None]
+    halves = steps[-1]["holdout"]
+    assert halves["select"]["n"] + halves["report"]["n"] == 400 and abs(halves["select"]["n"] - 200) <= CLASSES
+    for s in steps:  # the decision used the selection half's loss
+        assert s["drop_pts"] == pytest.approx(-s["holdout"]["select"]["delta_top1"] * 100)
+    # the outcome is the chosen step on the half the search never looked at, with its interval
+    assert b["report_n"] == halves["report"]["n"] and b["top1"] == halves["report"]["top1"]
+    lo, hi = b["drop_ci95_pts"]
+    assert lo <= b["drop_pts"] <= hi and b["budget_check"] in ("within", "not significantly beyond", "beyond")
+    assert "selected on" in b["evaluated_on"] and "reported on the other" in b["evaluated_on"]
+    assert "rule: top-1 loss vs FP32 on the selection half" in b["message"] and "held-out images" in b["message"]
+
+
+def test_held_out_check_reads_the_interval_against_the_budget() -> None:
+    from quantbench.harness.mixed_precision import held_out_report
+
+    def step(delta, lo, hi):
+        half = {"n": 500, "top1": 0.9, "top1_ci95": [0.87, 0.92], "delta_top1": delta, "delta_top1_ci95": [lo, hi],
+                "delta_top1_p": 0.5}
+        return {"holdout": {"seed": 0, "select": half, "report": half}, "drop_pts": -delta * 100}
+
+    assert held_out_report(step(-0.002, -0.006, 0.002), 1.0)["budget_check"] == "within"
+    assert held_out_report(step(-0.009, -0.016, -0.002), 1.0)["budget_check"] == "not significantly beyond"
+    assert held_out_report(step(-0.03, -0.04, -0.02), 1.0)["budget_check"] == "beyond"
+    assert held_out_report(None, 1.0)["budget_check"] is None
