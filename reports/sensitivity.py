@@ -157,7 +157,7 @@ def _table(study: dict[str, Any], limit: int = 15) -> str:
 def _steps_table(study: dict[str, Any]) -> str:
     if not study["steps"]:
         return ""
-    head = ("<tr><th class='l'>step</th><th>nodes float</th><th class='l'>added node</th><th>top-1</th><th>Δ pts</th>"
+    head = ("<tr><th class='l'>step</th><th>nodes float</th><th class='l'>added node</th><th>top-1</th><th>Δ pts (selection half)</th>"
             "<th>p50 ms</th><th>speedup vs FP32</th><th class='l'>within budget</th></tr>")
     body = []
     for s in study["steps"]:

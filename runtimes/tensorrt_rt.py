@@ -83,7 +83,8 @@ class TensorRTRuntime(Runtime):
     Options: ``workspace_mb`` (default 2048), ``cache_dir`` (engine cache, default
     ``~/.cache/quantbench/trt``), ``builder_optimization_level``, ``strongly_typed`` (TensorRT 10:
     build fp16/int8 from the typed ONNX instead of precision flags), ``tf32`` (default true, as
-    TensorRT's), ``batch`` (profile max when the harness gives none).
+    TensorRT's), ``batch`` (profile max when the harness gives none), ``inspector_dir`` (write the engine
+    inspector's JSON of each engine there, ``<precision>-<engine key>.json``; benchmarks/gpu_check.sh uses it).
     """
 
     name = "tensorrt"
@@ -139,7 +140,8 @@ class TensorRTRuntime(Runtime):
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
-        return ("workspace_mb", "cache_dir", "builder_optimization_level", "strongly_typed", "tf32", "batch")
+        return ("workspace_mb", "cache_dir", "builder_optimization_level", "strongly_typed", "tf32", "batch",
+                "inspector_dir")
 
     @classmethod
     def requirements(cls) -> str:
@@ -418,7 +420,7 @@ class TensorRTRuntime(Runtime):
         return self._clock
 
     def settings_used(self) -> dict[str, Any]:
-        applied = {k: v for k, v in self.options.items() if k != "cache_dir"}
+        applied = {k: v for k, v in self.options.items() if k not in ("cache_dir", "inspector_dir")}
         applied.setdefault("workspace_mb", 2048)
         applied["tf32"] = self.options.get("tf32", True) is not False  # TensorRT allows TF32 for fp32 layers by default
         applied["h2d_host_memory"] = "pinned"  # pageable numpy copied into a pinned buffer first, outside the timing
@@ -432,16 +434,26 @@ class TensorRTRuntime(Runtime):
         if self.engine is None:
             return {"audit_note": "no engine was built"}
         try:
-            inspector = self.engine.create_engine_inspector()
-            if self.context is not None:
-                inspector.execution_context = self.context  # full format strings
-            info = inspector.get_engine_information(self.trt.LayerInformationFormat.JSON)
+            info = self.engine_information()
             report = summarize_engine_layers(info, requested)
         except Exception as exc:  # noqa: BLE001 - the inspector is best effort
             return {"exec_precision": requested or None,
                     "audit_note": f"{self.plan.note}; engine inspector unavailable ({str(exc).splitlines()[0]})"}
         report["audit_note"] = f"{self.plan.note}; {report.get('audit_note', '')}"
         return report
+
+    def engine_information(self) -> str:
+        """The engine inspector's JSON (per-layer precisions and formats); also written to ``inspector_dir``."""
+        inspector = self.engine.create_engine_inspector()
+        if self.context is not None:
+            inspector.execution_context = self.context  # full format strings
+        info = inspector.get_engine_information(self.trt.LayerInformationFormat.JSON)
+        if self.options.get("inspector_dir"):
+            out = Path(str(self.options["inspector_dir"])).expanduser()
+            out.mkdir(parents=True, exist_ok=True)
+            precision = self.artifact.precision if self.artifact else "unknown"
+            (out / f"{precision}-{self._build_info.get('engine_key', 'engine')}.json").write_text(str(info))
+        return info
 
     def _deactivate_impl(self) -> None:
         self._free_buffers()

@@ -492,6 +492,12 @@ def test_fake_engine_runs_the_model_and_reports_what_ran(tmp_path, fake_trt):
         assert rt.execution_report()["exec_precision"] == "fp32"
         rt.deactivate()
     assert trt._state["builds"] == 1
+    rt = _tensorrt(tmp_path, path, inspector_dir=str(tmp_path / "inspector"))
+    report = rt.execution_report()
+    saved, = (tmp_path / "inspector").glob("fp32-*.json")  # benchmarks/gpu_check.sh keeps these next to the rows
+    assert json.loads(saved.read_text())["Layers"][0]["LayerType"] == "CaskConvolution"
+    assert report["op_precisions"] == {"fp32": 1} and "inspector_dir" not in rt.settings_used()
+    rt.deactivate()
 
 
 def test_every_output_is_bound_and_the_first_is_fetched(tmp_path, fake_trt):
