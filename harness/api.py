@@ -88,7 +88,7 @@ def run(config: str | os.PathLike | Mapping[str, Any] | SweepConfig, output: str
     loaded = read_rows(summary.results_path)
     for warning in loaded.warnings:
         say(f"warning: {warning}")
-    report = _write_report(summary.results_path, say) if cfg.run.report else None
+    report = _write_report(summary.results_path, say, cfg.run.accuracy_budget_pts) if cfg.run.report else None
     rows, _ = current_rows(loaded.rows)  # not the rows this run's configuration replaced (read_results has them)
     df = to_dataframe(rows)
     df.attrs["quantbench"] = {"results": str(summary.results_path), "report": report, "ran": summary.ran,
@@ -97,7 +97,7 @@ def run(config: str | os.PathLike | Mapping[str, Any] | SweepConfig, output: str
     return df
 
 
-def _write_report(results: Path, say: Callable[[str], None]) -> str | None:
+def _write_report(results: Path, say: Callable[[str], None], budget_pts: float = 1.0) -> str | None:
     """``[run] report = true``: OUTPUT/report.html next to the results, as ``quantbench run`` writes it."""
     import importlib.util
 
@@ -108,7 +108,7 @@ def _write_report(results: Path, say: Callable[[str], None]) -> str | None:
 
     out = results.parent / "report.html"
     try:
-        render_html(build_report([results]), out)
+        render_html(build_report([results]), out, budget_pts)
     except Exception as exc:  # noqa: BLE001 - a report problem must not lose a finished sweep's rows
         say(f"warning: report.html not written: {first_line(exc)}")
         return None

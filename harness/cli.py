@@ -310,8 +310,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from quantbench.reports import main_report
 
+    if not args.accuracy_budget >= 0 or args.accuracy_budget == float("inf"):
+        return _error(f"--accuracy-budget must be a number of top-1 points >= 0, not {args.accuracy_budget}")
     return main_report([Path(p) for p in args.results], Path(args.output) if args.output else None, args.format,
-                       all_generations=args.all_generations)
+                       all_generations=args.all_generations, budget_pts=args.accuracy_budget)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -471,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("-o", "--output", help="output file (default: report.html, or stdout for md/csv)")
     rep.add_argument("--format", choices=("html", "md", "csv"), default="html", help="report format (default html)")
     rep.add_argument("--all-generations", action="store_true", help=ALL_GENERATIONS_HELP)
+    rep.add_argument("--accuracy-budget", type=float, default=1.0, metavar="PTS",
+                     help="the verdict's accuracy budget in top-1 points, as [run] accuracy_budget_pts (default 1.0)")
     rep.set_defaults(func=cmd_report)
 
     exp = sub.add_parser("export", help="export a results file to CSV or Parquet")

@@ -50,9 +50,11 @@ def overwrite_problem(paths: list[Path], out: Path | None) -> str:
     return ""
 
 
-def main_report(paths: list[Path], out: Path | None, fmt: str = "html", all_generations: bool = False) -> int:
+def main_report(paths: list[Path], out: Path | None, fmt: str = "html", all_generations: bool = False,
+                budget_pts: float = DEFAULT_BUDGET_PTS) -> int:
     """Load ``paths`` (results files or output folders), render ``fmt`` to ``out`` (stdout for md/csv without
-    ``out``); returns an exit code. Superseded rows are left out unless ``all_generations``."""
+    ``out``); returns an exit code. Superseded rows are left out unless ``all_generations``. ``budget_pts``:
+    the verdict's accuracy budget in top-1 points."""
     problem = overwrite_problem(paths, out)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -74,13 +76,13 @@ def main_report(paths: list[Path], out: Path | None, fmt: str = "html", all_gene
         print(f"warning: {w}", file=sys.stderr)
     if fmt == "html":
         try:
-            target = render_html(report, out or Path("report.html"))
+            target = render_html(report, out or Path("report.html"), budget_pts)
         except (ReportError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"report: {target} ({target.stat().st_size / 1e6:.1f} MB, {len(report.rows)} rows)", file=sys.stderr)
     elif fmt in ("md", "csv"):
-        text = render_markdown(report) if fmt == "md" else render_csv(report)
+        text = render_markdown(report, budget_pts) if fmt == "md" else render_csv(report)
         if not out:
             sys.stdout.write(text)
             return 0

@@ -153,3 +153,16 @@ def test_verdicts_are_per_model_device_and_batch():
                                                                           batch=8, cell_id="b8-a")]
     found = verdicts(rows, device_key)
     assert [(v.batch, v.status) for v in found] == [(1, "decided"), (8, "undecided")]
+
+
+def test_quantbench_report_takes_the_budget_and_refuses_a_bad_one(tmp_path):
+    from quantbench.harness.cli import main
+
+    rows = [_row(0, "fp32", 2.0), _row(1, "lossy", 1.0, (2.0, 1.9, 2.1), loss=(60, 20))]  # −2 ± ~0.6 points
+    path = write_rows(tmp_path / "r.jsonl", rows)
+    out = tmp_path / "r.md"
+    assert main(["report", str(path), "--format", "md", "-o", str(out)]) == 0
+    assert "beyond the budget" in out.read_text() and "use fp32" in out.read_text()
+    assert main(["report", str(path), "--format", "md", "-o", str(out), "--accuracy-budget", "3"]) == 0
+    assert "use lossy on ort-cpu" in out.read_text() and "accuracy budget 3 points" in out.read_text()
+    assert main(["report", str(path), "--format", "md", "-o", str(out), "--accuracy-budget", "-1"]) == 2
