@@ -12,7 +12,7 @@ the subpackages as top-level folders, so the script stages a copy in the install
 killed.
 
     tox -e mutation                                   # or:
-    nice -n 10 python benchmarks/mutation_score.py [--only harness/stats.py] [--survivors] [--max-children 2]
+    nice -n 10 python benchmarks/mutation_score.py [--only harness/stats.py] [--survivors] [--fail-under 85]
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def _mutmut(args: list[str], cwd: Path, log=None) -> subprocess.CompletedProcess
 def results(dest: Path) -> dict[str, str]:
     """{mutant name: status} from ``mutmut results --all true``."""
     out = _mutmut(["results", "--all", "true"], dest).stdout
-    found = dict(re.findall(r"^\s+(\S+__mutmut_\d+): (.+?)\s*$", out, re.M))
+    found = dict(re.findall(r"^\s+(\S+__mutmut_\d+): (.+?)\s*$", out, re.MULTILINE))
     if not found:
         raise SystemExit(f"error: no mutmut results in {dest} (see {dest / 'mutmut.log'})\n{out[-2000:]}")
     return found
@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
     ap.add_argument("--survivors", action="store_true", help="print the diff of every mutant not killed")
     ap.add_argument("--report-only", action="store_true", help="read the results of the last run in --stage")
+    ap.add_argument("--fail-under", type=float, default=0.0, metavar="PCT",
+                    help="exit 1 when the score is below PCT percent")
     args = ap.parse_args(argv)
     if shutil.which("mutmut") is None:
         print("error: mutmut is not installed (pip install 'mutmut>=3.3')", file=sys.stderr)
@@ -141,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, status in sorted(found.items()):
             if status not in KILLED and status != "skipped":
                 print(_mutmut(["show", name], dest).stdout.rstrip())
+    if counted and 100 * killed / counted < args.fail_under:
+        print(f"error: mutation score {100 * killed / counted:.1f}% is below --fail-under {args.fail_under:g}%",
+              file=sys.stderr)
+        return 1
     return 0 if counted else 1
 
 
