@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from .charts import _layout, accuracy_field, esc, to_div
+from .charts import _error, _layout, accuracy_field, esc, to_div
 from .model import device_key, runtime_label
 from .rows import is_number
+from .verdict import interval
 
 CURVE_X, CURVE_SERIES = "calib_samples", "calibration"
 GRID_Y, GRID_X = "weight_bits", "weight_rounding"
@@ -86,8 +87,11 @@ def calibration_curves(rows: list[dict[str, Any]], key: tuple[str, str, str, Any
     fig = go.Figure()
     for name, rs in sorted(lines.items()):
         rs.sort(key=lambda r: _setting(r, CURVE_X))
-        fig.add_scatter(x=[_setting(r, CURVE_X) for r in rs], y=[r[metric] * 100 for r in rs], mode="lines+markers",
+        ys = [r[metric] * 100 for r in rs]
+        ci_key = "top1_ci95" if metric == "top1" else "agreement_ci95"
+        fig.add_scatter(x=[_setting(r, CURVE_X) for r in rs], y=ys, mode="lines+markers",
                         name=esc(name), text=[esc(r.get("variant")) for r in rs],
+                        error_y=_error(ys, [interval(r, ci_key) for r in rs], 100),
                         hovertemplate="%{text}<br>%{x} calibration images: %{y:.2f}%<extra></extra>")
     ref = _fp32(rows, metric)
     if ref is not None:

@@ -166,3 +166,20 @@ def test_quantbench_report_takes_the_budget_and_refuses_a_bad_one(tmp_path):
     assert main(["report", str(path), "--format", "md", "-o", str(out), "--accuracy-budget", "3"]) == 0
     assert "use lossy on ort-cpu" in out.read_text() and "accuracy budget 3 points" in out.read_text()
     assert main(["report", str(path), "--format", "md", "-o", str(out), "--accuracy-budget", "-1"]) == 2
+
+
+def test_accuracy_chart_has_error_bars_and_labels_only_the_front_and_the_verdict():
+    pytest.importorskip("plotly")
+    from quantbench.reports.charts import accuracy_vs_latency
+
+    rows = [_row(0, "fp32", 2.0, top1=0.90, top1_ci95=[0.88, 0.92])]
+    rows += [_row(i, f"v{i}", 1.0 + 0.01 * i, top1=0.85 - 0.001 * i, top1_ci95=[0.83 - 0.001 * i, 0.87 - 0.001 * i])
+             for i in range(1, 12)]  # eleven variants in one accuracy band: only the fastest is on the front
+    fig = accuracy_vs_latency(rows, "t", picks={id(rows[5])})
+    (points,) = [t for t in fig.data if t.mode == "markers+text"]
+    labelled = {t for t in points.text if t}
+    assert labelled == {"fp32", "v1", "v5"}  # the front (fp32, v1) and the verdict's pick
+    assert len(set(points.customdata)) == 12  # every point still names itself on hover
+    assert points.error_y.array[0] == pytest.approx(2.0) and points.error_y.arrayminus[0] == pytest.approx(2.0)
+    assert points.error_x.array[0] == pytest.approx(0.06)  # compute p50 interval, ms
+    assert any(t.name == "verdict" for t in fig.data)
