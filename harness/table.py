@@ -53,11 +53,13 @@ def _min_iters(row: dict[str, Any]) -> Any:
     return None
 
 
-def timing_flag(row: dict[str, Any]) -> str:
-    """"" when the timing is valid (or the row predates ``timing_valid``), else why it is not.
+NOISY_NOTE = ("timing noisy: other processes took more than run.noisy_cpu_frac of a core while it was timed "
+              "(timing_noisy_reason); its times and speedup may be off")
+DISAGREE_NOTE = ("p50 disagrees with the interleaved speedup (FP32 p50 / this p50 lies outside the speedup's 95% "
+                 "interval: the load changed between separately timed phases); compare speed by the speedup column")
 
-    e.g. "timing not valid: stopped at max_time after 7 of 100 iterations".
-    """
+
+def _not_valid(row: dict[str, Any]) -> str:
     if row.get("timing_valid") is not False:
         return ""
     reason = row.get("stop_reason") or "an unknown limit"
@@ -67,6 +69,40 @@ def timing_flag(row: dict[str, Any]) -> str:
     if n is not None:
         return f"timing not valid: stopped at {reason} after {n} iterations"
     return f"timing not valid: stopped at {reason}"
+
+
+def timing_flag(row: dict[str, Any], ref: dict[str, Any] | None = None) -> str:
+    """"" when the timing can be trusted (or the row predates the checks), else why not, in one line.
+
+    Not valid (e.g. "timing not valid: stopped at max_time after 7 of 100 iterations"); noisy (other
+    processes were busy while it was timed, :data:`NOISY_NOTE`); or its p50 contradicts its interleaved
+    speedup (:data:`DISAGREE_NOTE`): its own check against the interleave's FP32 blocks, or, given
+    ``ref`` (the FP32 row it is compared with), the two rows' separately timed p50s. Texts are shared
+    between rows so that tables number each once; the row's ``timing_noisy_reason`` has its figures.
+    """
+    from .interference import contradiction, separate_ratio
+
+    parts = [_not_valid(row)]
+    reason = str(row.get("timing_noisy_reason") or "")
+    if row.get("timing_noisy") is True and ("other processes" in reason or "stole" in reason or not reason):
+        parts.append(NOISY_NOTE)
+    disagrees = row.get("timing_noisy") is True and "separately timed" in reason
+    if ref is not None and ref is not row:
+        ratio = separate_ratio(ref.get("compute_p50_ms"), row.get("compute_p50_ms"))
+        disagrees = disagrees or bool(contradiction(ratio, row.get("speedup_interleaved_ci95")))
+    if disagrees:
+        parts.append(DISAGREE_NOTE)
+    return "; ".join(p for p in parts if p)
+
+
+def speedup_text(row: dict[str, Any], value: float | None, spec: str = ".2f") -> str:
+    """The speedup with its 95% interval, ``1.38× [1.26–1.63]``; the bare value where no interval was measured."""
+    if value is None:
+        return MISSING
+    ci = row.get("speedup_interleaved_ci95")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
+        return f"{value:{spec}}× [{ci[0]:{spec}}–{ci[1]:{spec}}]"
+    return f"{value:{spec}}×"
 
 
 def speedup_of(row: dict[str, Any], is_reference: bool = False) -> float | None:
@@ -126,7 +162,7 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "speedup": speedup_of(r, is_ref), "ref": is_ref,
             "ran_as": r.get("exec_precision"), "int8_share": r.get("int8_op_share"),
             "warning": r.get("audit_warning") or "", "identical_to": r.get("identical_to") or "",
-            "timing": timing_flag(r), "speedup_note": "" if is_ref else missing_note(r, "speedup"),
+            "timing": timing_flag(r, ref), "speedup_note": "" if is_ref else missing_note(r, "speedup"),
             "top1_note": missing_note(r, "top1"),
             "top1_half": ci_half_pts(r, "top1_ci95"), "delta_text": delta_text(r), "row": r,
             "delta_significant": delta_significant(r),
@@ -213,7 +249,7 @@ def render_console(rows: list[dict[str, Any]], console: Any, older: list[dict[st
         p50 = _fmt(s["p50"], ".3f")
         if s["timing"]:  # notes are numbered in column order
             p50 = f"[yellow]{p50} ⚠{notes.mark(s['timing'])}[/yellow]"
-        speedup = "ref" if s["ref"] else _fmt(s["speedup"], ".2f", "×") + notes.mark(s["speedup_note"])
+        speedup = "ref" if s["ref"] else speedup_text(s["row"], s["speedup"]) + notes.mark(s["speedup_note"])
         table.add_row(
             escape(str(s["model"])), variant, escape(str(s["runtime"])), escape(str(s["device"])), str(s["batch"]),
             escape(top1), delta_cell(s),

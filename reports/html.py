@@ -63,7 +63,7 @@ td.best{font-weight:700;background:#e7f5ea} td.tie{background:#f1f8f2} td.ns{col
 {% for g in groups %}
 <h2>{{ g.model }} <span class="muted">on {{ g.device }}</span></h2>
 {% if g.random %}<p class="warn">Weights are randomly initialised: accuracy is meaningless here; read the agreement with FP32.</p>{% endif %}
-<p class="muted">Dataset: {{ g.dataset }}. Latencies are per batch; p50/p99 are compute time. Best value per column and batch size in <b>bold green</b> only where it is separated from the runner-up beyond the 95% intervals (light green: tied for best within them; columns without intervals are not ranked); Δ is paired with FP32 on the same images, ± half its 95% interval, greyed with ≈ when not significant (exact McNemar p ≥ 0.05); rows whose execution did not match their label, or whose timing is not valid (⚠), are shaded.</p>
+<p class="muted">Dataset: {{ g.dataset }}. Latencies are per batch; p50/p99 are compute time. Best value per column and batch size in <b>bold green</b> only where it is separated from the runner-up beyond the 95% intervals (light green: tied for best within them; columns without intervals are not ranked); Δ is paired with FP32 on the same images, ± half its 95% interval, greyed with ≈ when not significant (exact McNemar p ≥ 0.05); rows whose execution did not match their label, or whose timing is not valid, noisy (other processes busy while it was timed) or at odds with its interleaved speed-up (⚠), are shaded. The speed-up is FP32 time / this time, timed turn by turn in one process, with its 95% interval in brackets; "p50 % of FP32" is 100 / that speed-up.</p>
 <table><tr>{% for c in columns %}<th class="{{ 'l' if loop.index <= 3 or c[0]=='ran_as' else '' }}">{{ c[1] }}</th>{% endfor %}</tr>
 {% for r in g.rows %}<tr class="{{ 'flag' if r.warning or r.timing else '' }}">{% for c in r.cells %}<td class="{{ c.cls }}" title="{{ c.title }}">{{ c.text }}</td>{% endfor %}</tr>{% endfor %}
 </table>
@@ -150,6 +150,8 @@ def _cells(row: dict[str, Any], marks: dict[str, str], notes: Footnotes) -> list
             title = row["warning"]
         if key in NOTED and row["notes"].get(key):
             title = row["notes"][key]
+            if key == "p50" and row["row"].get("timing_noisy_reason"):
+                title += f" ({row['row']['timing_noisy_reason']})"  # this row's figures on hover
         if key == "delta" and row.get("delta_title") and not row.get("ref"):
             title = row["delta_title"]
         if key == "settings" and text.count(", ") >= SETTINGS_SHOWN:  # one line; the rest on hover

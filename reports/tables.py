@@ -9,6 +9,7 @@ from quantbench.harness.table import (
     Footnotes,
     missing_note,
     speedup_of,
+    speedup_text,
     timing_flag,
     transfer_ms,
 )
@@ -85,20 +86,32 @@ def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, An
             "agreement": r["agreement_top1"] * 100 if r.get("agreement_top1") is not None else None,
             "p50": p50, "p99": r.get("compute_p99_ms"), "io_p50": r.get("io_p50_ms"),
             "h2d_p50": transfer_ms(r, "h2d"), "d2h_p50": transfer_ms(r, "d2h"),
-            "p50_pct": 100 * p50 / rel["compute_p50_ms"] if rel and p50 and rel.get("compute_p50_ms") else None,
+            "p50_pct": _p50_pct(r, rel),
             "speedup": None if is_ref else speedup_of(r),  # the reference reads "ref", like the other relative columns
             "throughput": r.get("throughput_ips"),
             "size_mb": r["size_bytes"] / 1e6 if r.get("size_bytes") else None,
             "size_pct": 100 * r["size_bytes"] / rel["size_bytes"] if rel and r.get("size_bytes") and rel.get("size_bytes") else None,
             "quant_time": r.get("quant_time_s"), "quant_mem": r.get("quant_peak_mem_mb"),
             "ran_as": ran, "warning": r.get("audit_warning") or "", "identical_to": r.get("identical_to") or "",
-            "weights": r.get("weights") or "", "ref": is_ref, "row": r, "timing": timing_flag(r),
+            "weights": r.get("weights") or "", "ref": is_ref, "row": r, "timing": timing_flag(r, base),
             "notes": {"top1": missing_note(r, "top1"), "speedup": "" if is_ref else missing_note(r, "speedup"),
-                      "p50": timing_flag(r)},
+                      "p50": timing_flag(r, base)},
         })
     for rows in groups.values():
         rows.sort(key=lambda x: (str(x["runtime"]), x["batch"] or 0, {"fp32": 0, "fp16": 1}.get(str(x["row"].get("precision")), 2), str(x["variant"])))
     return dict(groups)
+
+
+def _p50_pct(row: dict[str, Any], rel: dict[str, Any] | None) -> float | None:
+    """Time as % of FP32: 100 / the interleaved speedup (the two timed turn by turn), so it cannot contradict
+    the speedup column; from the two rows' separately timed p50s only where no speedup was measured."""
+    if rel is None:
+        return None
+    sp = speedup_of(row)
+    if sp:
+        return 100.0 / sp
+    p50, base = row.get("compute_p50_ms"), rel.get("compute_p50_ms")
+    return 100 * p50 / base if p50 and base else None
 
 
 # Each ranked column's 95% interval, in the column's unit (None: the column has none, so no value stands
@@ -151,6 +164,8 @@ def cell_text(row: dict[str, Any], key: str, spec: str, notes: Footnotes | None 
         text = f"{fmt(row['top1'], spec)} ±{ci_half_pts(row['row'], 'top1_ci95'):.1f}"
     elif key == "delta" and is_number(row.get("delta")):
         text = signed(row["delta"])  # rows without the paired comparison: the plain difference, no interval
+    elif key == "speedup" and is_number(row.get("speedup")):
+        text = speedup_text(row["row"], row["speedup"])  # with its 95% interval
     else:
         text = fmt(row.get(key), spec)
     if (key == "p50" and row.get("timing")) or (key == "ran_as" and row.get("warning")):
@@ -183,7 +198,7 @@ def cross_device_table(report: Report) -> dict[str, tuple[list[str], list[dict[s
             base = ref.get(reference_key(r))
             line["devices"][device_key(r)] = {"p50": r.get("compute_p50_ms"), "speedup": speedup_of(r, base is r),
                                               "ref": base is r, "note": missing_note(r, "speedup") if base is not r
-                                              else "", "timing": timing_flag(r)}
+                                              else "", "timing": timing_flag(r, base)}
         order = sorted(lines, key=lambda k: (k[0], k[1], {"fp32": 0, "fp16": 1}.get(k[2], 2), k[3]))
         out[model] = (devices, [lines[k] for k in order])
     return out
