@@ -138,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .config import dump_toml, load_config
     from .results import current_rows, read_rows, superseded_note
     from .runner import run_sweep
-    from .table import render_console, render_verdict
+    from .table import noisy_warnings, render_console, render_verdict
 
     cfg = load_config(args.config)
     _apply_overrides(cfg, args)
@@ -213,6 +213,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             console.print("[yellow]warning:[/yellow] " + escape(
                 f"{r['model']}/{r['variant']} on {r.get('runtime_label') or r['runtime']} batch {r['batch']}: "
                 f"{r['audit_warning']}"))
+    for line in noisy_warnings(rows):
+        console.print("[yellow]warning:[/yellow] " + escape(line))
     if any(r.get("weights") == "random-init" for r in rows):
         console.print("[yellow]note:[/yellow] random-init weights: accuracy is not meaningful; compare agreement with FP32")
     if any(r.get("status") == "ok" for r in rows):

@@ -267,6 +267,25 @@ def render_console(rows: list[dict[str, Any]], console: Any, older: list[dict[st
         console.print(f"  {note}.", markup=False)
 
 
+MAX_NOISY_LINES = 5  # noisy rows named one by one in the CLI's warnings before the rest are counted
+
+
+def noisy_warnings(rows: list[dict[str, Any]]) -> list[str]:
+    """The CLI's warnings about ok rows timed under load (``timing_noisy``): one line each, up to
+    :data:`MAX_NOISY_LINES`, then a count, then what to do. [] when no row is noisy."""
+    noisy = [r for r in rows if r.get("status") == "ok" and r.get("timing_noisy") is True]
+    lines = [f"{r.get('model')}/{r.get('variant')} on {r.get('runtime_label') or r.get('runtime')} "
+             f"({_device(r)}, batch {r.get('batch')}): timing noisy: {r.get('timing_noisy_reason') or 'no reason recorded'}"
+             for r in noisy[:MAX_NOISY_LINES]]
+    if len(noisy) > MAX_NOISY_LINES:
+        lines.append(f"{len(noisy) - MAX_NOISY_LINES} more row(s) timed noisily (⚠ in the table)")
+    if noisy:
+        lines.append(f"{len(noisy)} of {sum(r.get('status') == 'ok' for r in rows)} row(s) were timed while other "
+                     "processes were busy: their times and speedups may be off and no verdict rests on them; "
+                     "re-run on a quiet machine (run.quiet_wait_s waits for one before each timed phase)")
+    return lines
+
+
 def render_verdict(rows: list[dict[str, Any]], console: Any, budget_pts: float) -> None:
     """The Verdict block at the end of ``quantbench run``: one decision per model × device × batch."""
     from quantbench.reports.verdict import verdict_lines, verdicts

@@ -35,3 +35,18 @@ def test_a_noisy_row_is_flagged_with_one_shared_note_and_old_rows_are_not():
     assert _cells(text)["int8"][HEAD.index("p50 ms")] == "1.000 ⚠ [1]" and text.count("[1]") == 3  # 2 cells + note
     inner = _row("x", timing_noisy=True, timing_noisy_reason="separately timed p50s give 1.25×, outside …")
     assert timing_flag(inner) == DISAGREE_NOTE
+
+
+def test_cli_names_noisy_rows_then_counts_the_rest_then_says_what_to_do():
+    from quantbench.harness.table import MAX_NOISY_LINES, noisy_warnings
+
+    reason = "other processes used 0.95 of a core while it was timed (threshold 0.1)"
+    rows = [_row(f"v{i}", timing_noisy=True, timing_noisy_reason=reason) for i in range(MAX_NOISY_LINES + 2)]
+    rows += [_row("quiet", timing_noisy=False), _row("old"), _row("failed", status="failed", timing_noisy=True)]
+    lines = noisy_warnings(rows)
+    assert len(lines) == MAX_NOISY_LINES + 2 and all("\n" not in ln for ln in lines)
+    assert lines[0] == f"m/v0 on ort-cpu (cpu, batch 8): timing noisy: {reason}"
+    assert lines[-2] == "2 more row(s) timed noisily (⚠ in the table)"
+    assert lines[-1].startswith(f"{MAX_NOISY_LINES + 2} of {MAX_NOISY_LINES + 4} row(s) were timed while other")
+    assert "run.quiet_wait_s" in lines[-1]
+    assert noisy_warnings([_row("quiet", timing_noisy=False), _row("old")]) == []
