@@ -22,7 +22,7 @@ from .idx import DEBIAN_FASHION_MNIST, SHIPPED, open_fashion_mnist, open_idx, re
 from .npz import open_npz
 
 __all__ = ["DEBIAN_FASHION_MNIST", "IMAGE_SUFFIXES", "KINDS", "PATH_KINDS", "SHIPPED", "ArraySplit", "DataError",
-           "DataSource", "FileSplit", "Split", "absolute_path", "absolute_spec", "expand_path", "open_digits", "open_folder", "open_idx", "open_npz", "open_source",
+           "DataSource", "FileSplit", "Split", "absolute_path", "absolute_spec", "check_spec", "expand_path", "open_digits", "open_folder", "open_idx", "open_npz", "open_source",
            "read_idx", "write_idx"]
 
 KINDS = ("fashion-mnist", "fashion-mnist-subset", "idx:DIR", "digits", "folder:DIR", "npz:FILE")
@@ -112,8 +112,8 @@ def _parse_dict(spec: Mapping[str, Any]) -> tuple[str, list[str] | None, str | N
     return text, classes, labels
 
 
-def open_source(spec: str | Mapping[str, Any]) -> DataSource:
-    """Open a data source by spec (see the module docstring); bad specs raise a one-line :class:`DataError`."""
+def _parse(spec: Any) -> tuple[str, str, str, list[str] | None, str | None]:
+    """(kind, argument, text, classes, labels) of a spec, checked without opening anything."""
     if isinstance(spec, Mapping):
         text, classes, labels = _parse_dict(spec)
     elif isinstance(spec, str):
@@ -124,20 +124,35 @@ def open_source(spec: str | Mapping[str, Any]) -> DataSource:
     if (classes is not None or labels is not None) and kind != "folder":
         raise DataError(f"data source '{text}': classes/labels apply to folder: sources only "
                         "(other sources carry numeric labels)")
-    if kind == "fashion-mnist" and not arg:
+    if not (kind in ("fashion-mnist", "fashion-mnist-subset", "digits") and not arg
+            or kind in PATH_KINDS and arg):
+        close = difflib.get_close_matches(kind, [k.split(":")[0] for k in KINDS], n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise DataError(f"unknown data source '{text}'{hint} (known: {', '.join(KINDS)})")
+    return kind, arg, text, classes, labels
+
+
+def check_spec(spec: Any) -> None:
+    """Check a spec as a config check can, before anything runs: its form, and that a ``labels`` file
+    exists. The data itself is opened (and its problems reported per model) when the model is prepared."""
+    _, _, text, _, labels = _parse(spec)
+    if labels is not None and not expand_path(labels, text).is_file():
+        raise DataError(f"data source '{text}': labels file not found: {labels}")
+
+
+def open_source(spec: str | Mapping[str, Any]) -> DataSource:
+    """Open a data source by spec (see the module docstring); bad specs raise a one-line :class:`DataError`."""
+    kind, arg, text, classes, labels = _parse(spec)
+    if kind == "fashion-mnist":
         return open_fashion_mnist(prefer_full=True)
-    if kind == "fashion-mnist-subset" and not arg:
+    if kind == "fashion-mnist-subset":
         return open_fashion_mnist(prefer_full=False)
-    if kind == "digits" and not arg:
+    if kind == "digits":
         return open_digits()
-    if kind in ("idx", "mnist") and arg:
+    if kind in ("idx", "mnist"):
         path = expand_path(arg, text)
         return open_idx(path, path.name, text)
-    if kind == "folder" and arg:
+    if kind == "folder":
         return open_folder(expand_path(arg, text), text, classes,
                            expand_path(labels, text) if labels is not None else None)
-    if kind == "npz" and arg:
-        return open_npz(expand_path(arg, text), text)
-    close = difflib.get_close_matches(kind, [k.split(":")[0] for k in KINDS], n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise DataError(f"unknown data source '{text}'{hint} (known: {', '.join(KINDS)})")
+    return open_npz(expand_path(arg, text), text)

@@ -28,6 +28,21 @@ def _first_input(path: str) -> str:
     return next(i.name for i in graph.input if i.name not in initializers)
 
 
+def calibration_indices(split: Any, settings: Any) -> Any:
+    """The calibration images ``settings`` asks for; more than there are is one line naming both numbers."""
+    classes = list(settings.calib_classes) if settings.calib_classes else None
+    labels = getattr(split, "labels", None)
+    if labels is not None:
+        import numpy as np
+
+        available = int(np.isin(labels, classes).sum()) if classes else len(labels)
+        if 0 < available < settings.calib_samples:
+            where = " of calib_classes" if classes else ""
+            raise ValueError(f"calib_samples = {settings.calib_samples}, but {split.name} has only {available} "
+                             f"calibration images{where}: lower it, or leave it out to use all of them")
+    return split.select(settings.calib_samples, seed=settings.calib_seed, classes=classes)
+
+
 def run(job: dict[str, Any]) -> dict[str, Any]:
     """Quantize as ``job`` says; returns the result record (raises on failure)."""
     # quant_pre_process imports onnxruntime.tools, which imports torch whenever it is installed, only
@@ -44,8 +59,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     if settings.mode == "dynamic":
         return _run_dynamic(job, settings)
     split = open_source(job["data"]).calibration
-    idx = split.select(settings.calib_samples, seed=settings.calib_seed,
-                       classes=list(settings.calib_classes) if settings.calib_classes else None)
+    idx = calibration_indices(split, settings)
     reader = BatchReader(split, Preprocess.from_dict(job["preprocess"]), idx, settings.calib_batch,
                          _first_input(job["fp32"]))
     base = _rss_mb()

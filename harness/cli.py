@@ -360,8 +360,10 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
                         variants=_split(args.variant) if args.variant else None,
                         log=lambda msg: console.print(_styled(msg)))
     render_console(results, console, limit=args.show)
-    console.print(f"rows: {out / 'sensitivity.jsonl'} — {time.perf_counter() - t0:.0f} s", markup=False)
-    if cfg.run.report and not args.no_report:
+    written = any(r.rows or r.summary for r in results)  # a study that failed before it began writes no row
+    console.print(f"rows: {out / 'sensitivity.jsonl'} — {time.perf_counter() - t0:.0f} s" if written else
+                  f"no rows written — {time.perf_counter() - t0:.0f} s", markup=False)
+    if written and cfg.run.report and not args.no_report:
         import importlib.util
 
         if importlib.util.find_spec("plotly") is None:

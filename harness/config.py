@@ -252,6 +252,26 @@ class ModelConfig:
     classes: list[str] | None = None  # class names in output-index order (image folders)
     labels: str | None = None  # file with one class name per line, line number = output index
 
+    def data_spec(self, spec: Any) -> Any:
+        """The data source this model reads for ``spec`` (its dataset, its calib_dataset or the registry's
+        default): the model-level ``classes``/``labels`` join it (a table gains them as keys).
+        Raises :class:`ConfigError` when the model and its data table both give them."""
+        extra: dict[str, Any] = {}
+        if self.classes is not None:
+            extra["classes"] = list(self.classes)
+        if self.labels is not None:
+            extra["labels"] = self.labels
+        if not extra:
+            return spec
+        if isinstance(spec, dict):
+            inner = sorted(k for k in ("classes", "labels") if k in spec)
+            if inner:
+                raise ConfigError(f"model '{self.name}': {' and '.join(extra)} given in [[models]] and "
+                                  f"{' and '.join(inner)} in its data table {toml_repr(spec)}: give them in one "
+                                  "place (the table's apply to that data source only)")
+            return {**spec, **extra}
+        return {"spec": spec, **extra}
+
     def resolve_paths(self, base: str | os.PathLike) -> None:
         """Make every path this table names absolute against ``base`` (a TOML file's folder, or the
         caller's working directory for API/CLI values): an ``.onnx`` model, weights, labels and the
@@ -287,6 +307,8 @@ class ModelConfig:
             raise ConfigError(f"{where}labels file not found: {self.labels}")
         for key in ("dataset", "calib_dataset"):
             _check_data_spec(getattr(self, key), key, where)
+            if getattr(self, key) is not None:
+                _check_effective_spec(self.data_spec(getattr(self, key)), key, where)
         if self.preprocess is not None:
             _check_preprocess(self.preprocess, where)
 
@@ -314,6 +336,16 @@ def _check_data_spec(spec: Any, key: str, where: str) -> None:
         raise _bad(f"{what}.", "classes", "a list of strings", spec["classes"])
     if "labels" in spec and not isinstance(spec["labels"], str):
         raise _bad(f"{what}.", "labels", "a string (a file path)", spec["labels"])
+
+
+def _check_effective_spec(spec: Any, key: str, where: str) -> None:
+    """The data source a model will open, checked by the data layer's own rules (form, labels file)."""
+    from quantbench.calibration_data import DataError, check_spec
+
+    try:
+        check_spec(spec)
+    except DataError as exc:
+        raise ConfigError(f"{where}{key}: {first_line(exc)}") from None
 
 
 def _check_preprocess(table: dict[str, Any], where: str) -> None:

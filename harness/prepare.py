@@ -8,6 +8,7 @@ fails that model only.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -44,6 +45,7 @@ class PreparedModel:
     identical: dict[str, str] = field(default_factory=dict)
     reference: str | None = None
     dataset_info: dict[str, Any] = field(default_factory=dict)  # describe() of both sources, for rows
+    calib_counts: dict[str, int] = field(default_factory=dict)  # calibration images per label (str)
 
     @property
     def labels_meaningful(self) -> bool:
@@ -58,14 +60,9 @@ def cache_dir(cfg: SweepConfig) -> Path:
     return Path(os.environ.get("QUANTBENCH_CACHE", Path.home() / ".cache" / "quantbench")).expanduser().absolute()
 
 
-def data_spec(spec: str, m: ModelConfig) -> DataSpec:
+def data_spec(spec: DataSpec, m: ModelConfig) -> DataSpec:
     """The data source spec for a model: a string, or a dict when its ``classes``/``labels`` travel with it."""
-    extra: dict[str, Any] = {}
-    if m.classes is not None:
-        extra["classes"] = list(m.classes)
-    if m.labels is not None:
-        extra["labels"] = m.labels
-    return {"spec": spec, **extra} if extra else spec
+    return m.data_spec(spec)
 
 
 def resolve_models(cfg: SweepConfig) -> list[PreparedModel]:
@@ -116,12 +113,31 @@ def model_key(pm: PreparedModel) -> dict[str, Any]:
     return key
 
 
-def variant_spec(v: VariantConfig) -> Any:
+def variant_spec(v: VariantConfig, pm: PreparedModel | None = None) -> Any:
+    """What the exporters build for ``v``; with ``pm`` (prepared), a default calib_samples fits its data
+    (:func:`fit_calibration`)."""
     from quantbench.exporters.artifacts import VariantSpec
     from quantbench.exporters.quantize import QuantSettings
 
     quant = QuantSettings.from_dict(v.quant) if v.precision == "int8" and v.builder == "onnx" else None
+    if quant is not None and pm is not None:
+        quant = fit_calibration(quant, v, pm)[0]
     return VariantSpec(name=v.name, precision=v.precision, quant=quant, builder=v.builder, calibrator=v.calibrator)
+
+
+def fit_calibration(qs: Any, v: VariantConfig, pm: PreparedModel) -> tuple[Any, str]:
+    """``qs`` with a *default* ``calib_samples`` (not in the variant's table) cut to the calibration
+    images there are, and the note that says so ("" when nothing changed). A ``calib_samples`` the
+    user gave is kept: more than the data has fails that variant, naming both numbers."""
+    if qs is None or qs.mode == "dynamic" or "calib_samples" in v.quant or not pm.calib_counts:
+        return qs, ""
+    wanted = set(qs.calib_classes) if qs.calib_classes else None
+    pool = sum(n for label, n in pm.calib_counts.items() if wanted is None or int(label) in wanted)
+    if pool == 0 or qs.calib_samples <= pool:
+        return qs, ""
+    note = (f"calib_samples not set: the default {qs.calib_samples} is more than the {pool} calibration images "
+            f"there are{' in calib_classes' if wanted else ''}; all {pool} used")
+    return dataclasses.replace(qs, calib_samples=pool), note
 
 
 def prepare_model(pm: PreparedModel, cache: Path, log: Callable[[str], None]) -> None:
@@ -175,6 +191,7 @@ def prepare_model(pm: PreparedModel, cache: Path, log: Callable[[str], None]) ->
     # What the data looked like to the model: every row records the resolved preprocessing.
     resolved = Preprocess.from_dict(pm.preprocess).to_dict()
     pm.dataset_info = {**result["dataset_info"], "preprocess": resolved, "calibration": result["calibration_info"]}
+    pm.calib_counts = dict(result.get("calib_label_counts") or {})
     _log_data_rules(pm, log)
     if result.get("default_data"):
         log(f"model {pm.label}: no dataset named; evaluating on the default {pm.dataset_info.get('spec')} "
@@ -218,7 +235,12 @@ def prepare_artifacts(pm: PreparedModel, variants: list[VariantConfig], cache: P
                 pm.artifacts[v.name] = store.prebuilt(v.onnx, v.name, v.precision, pm.fp32)
                 continue
             log(f"building {pm.label}/{v.name} …")
-            built = store.build(pm.source, variant_spec(v), pm.calib_data, pm.preprocess, fp32=pm.fp32, timeout_s=pm.timeout_s)
+            spec = variant_spec(v, pm)
+            built = store.build(pm.source, spec, pm.calib_data, pm.preprocess, fp32=pm.fp32, timeout_s=pm.timeout_s)
+            fit_note = fit_calibration(variant_spec(v).quant, v, pm)[1]
+            if fit_note:  # said once here and kept in the rows (artifact_notes)
+                log(f"warning: {pm.label}/{v.name}: {fit_note}")
+                built = dataclasses.replace(built, notes=[*built.notes, fit_note])
             pm.artifacts[v.name] = built
             if built.quant_time_s is not None:
                 log(f"  {v.name}: {built.size_bytes / 1e3:.0f} kB, quantized in {built.quant_time_s:.1f} s, "

@@ -219,9 +219,12 @@ def prepare(job: dict[str, Any]) -> dict[str, Any]:
     plan = accuracy_plan(out_name, per_sample, float_out, source, labels)
     if default_data and not random and plan["num_classes"] != evaluation.num_classes:
         raise PrepareProblem(_no_dataset_advice(label, model_chw, plan["num_classes"], evaluation, split))
+    labels_found, counts = np.unique(np.asarray(calib_split.labels), return_counts=True)
     return {"fp32": _artifact_dict(fp32), "dataset_info": dataset_info, "calibration_info": calib_info,
             "reference": reference_path, "accuracy": plan, "input_name": input_name,
-            "default_data": default_data}
+            "default_data": default_data,
+            # images per label of the calibration split: how many a default calib_samples can take
+            "calib_label_counts": {str(int(c)): int(n) for c, n in zip(labels_found, counts)}}
 
 
 def accuracy_plan(out_name: str, per_sample: list[Any], float_out: bool, source: Any,

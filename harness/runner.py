@@ -30,6 +30,7 @@ from .prepare import (
     model_key,
     prepare_artifacts,
     resolve_models,
+    fit_calibration,
     variant_spec,
 )
 from .results import SCHEMA_VERSION, append_row, reaffirm_rows, stored_rows
@@ -121,7 +122,7 @@ def _base_row(run_id: str, cell: Cell, pm: PreparedModel, env: dict[str, Any]) -
     settings = dict(cell.variant.quant)
     if cell.variant.precision == "int8" and cell.variant.builder == "onnx":
         try:
-            settings = variant_spec(cell.variant).quant.to_dict()
+            settings = variant_spec(cell.variant, pm).quant.to_dict()  # as built: a default calib_samples fits the data
         except Exception:  # noqa: BLE001, S110 - keep the raw settings if they don't parse
             pass
     if cell.variant.builder == "prebuilt":  # the user's file: its path here, its sha256 in artifact_sha256
@@ -208,7 +209,7 @@ def _calibration(cell: Cell, pm: PreparedModel) -> dict[str, Any] | None:
         return None
     from quantbench.exporters.quantize import QuantSettings
 
-    qs = QuantSettings.from_dict(cell.variant.quant)
+    qs = fit_calibration(QuantSettings.from_dict(cell.variant.quant), cell.variant, pm)[0]
     return {"dataset": pm.calib_data, "preprocess": pm.preprocess, "samples": qs.calib_samples,
             "seed": qs.calib_seed, "batch": qs.calib_batch,
             "classes": list(qs.calib_classes) if qs.calib_classes else None}

@@ -198,7 +198,7 @@ def run_study(cfg: SweepConfig, output: Path, opts: SensitivityOptions, *, model
     input (before anything runs); a model or variant that fails gets a StudyResult with ``error``.
     """
     from .environment import fingerprint
-    from .prepare import cache_dir, prepare_model, resolve_models
+    from .prepare import cache_dir, fit_calibration, prepare_model, resolve_models
     from .results import append_row
     from .runner import check_output_dir, output_lock
     from .subproc import signal_guard
@@ -234,15 +234,18 @@ def run_study(cfg: SweepConfig, output: Path, opts: SensitivityOptions, *, model
                     log(f"error: {pm.label}/{v.name}: {results[-1].error}")
                 continue
             for v in chosen:
+                qs, fit_note = fit_calibration(settings[v.name], v, pm)  # a default calib_samples fits the data
+                if fit_note:
+                    log(f"warning: {pm.label}/{v.name}: {fit_note}")
                 base = {"sensitivity_schema": SCHEMA_VERSION, "run_id": run_id, "model": pm.label, "variant": v.name,
-                        "variant_settings": settings[v.name].to_dict(), "weights": getattr(pm.fp32, "weights", None),
+                        "variant_settings": qs.to_dict(), "weights": getattr(pm.fp32, "weights", None),
                         "dataset": {**pm.dataset_info, "eval_samples": pm.eval_samples}, "env": env}
                 workdir = output / "sensitivity-work" / run_id / f"{len(results)}"
                 workdir.mkdir(parents=True, exist_ok=True)
                 study = StudyResult(pm.label, v.name)
                 results.append(study)
                 try:
-                    _one_study(cfg, pm, v, settings[v.name], opts, workdir, base, study, log)
+                    _one_study(cfg, pm, v, qs, opts, workdir, base, study, log)
                 except Exception as exc:  # noqa: BLE001 - one study's failure is its summary row
                     from .worker import one_line
 
@@ -275,8 +278,9 @@ def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: Sensi
     job = {"fp32": str(pm.fp32.path), "settings": qs.to_config(), "data": pm.dataset, "calib_data": pm.calib_data,
            "preprocess": pm.preprocess, "input_name": input_name, "sqnr_samples": opts.sqnr_samples,
            "eval_samples": pm.eval_samples, "batch": opts.batch, "threads": cfg.run.threads}
-    log(f"{pm.label}/{v.name}: calibrating once, then SQNR of each node's models on up to "
-        f"{opts.sqnr_samples} images …")
+    n_eval = pm.dataset_info.get("n_evaluation") or pm.eval_samples  # the images there are, not those asked for
+    log(f"{pm.label}/{v.name}: calibrating once, then SQNR of each node's models on "
+        f"{min(opts.sqnr_samples, n_eval)} images …")
     events = run_worker_job({**job, "mode": "sensitivity"}, workdir, "sqnr", cfg.run.timeout_s, log, "node")
     setup = next((e for e in events if e.get("event") == "setup"), {})
     whole = next((e for e in events if e.get("event") == "whole"), {})
@@ -292,7 +296,8 @@ def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: Sensi
     whole_acc: dict[str, Any] = {}
     plan_note = "" if pm.labels_meaningful else (pm.accuracy.get("note") or "top-1 not computed for this model")
     if top and pm.labels_meaningful:
-        log(f"{pm.label}/{v.name}: top-1 of the {len(top)} most sensitive nodes on {pm.eval_samples} images …")
+        log(f"{pm.label}/{v.name}: top-1 of the {len(top)} most sensitive nodes on {min(pm.eval_samples, n_eval)} "
+            "images …")
         acc_events = run_worker_job({**job, "mode": "accuracy", "nodes": top}, workdir, "accuracy",
                                     cfg.run.timeout_s, log, "accuracy")
         whole_acc = next((e for e in acc_events if e.get("event") == "whole_accuracy"), {})

@@ -183,3 +183,32 @@ def test_the_config_checker_and_preprocess_agree_on_every_table(table):
     assert config_ok == data_ok
     if table == {"crop": 224}:
         assert config_ok and Preprocess.from_dict(table).crop == (224, 224)
+
+
+def test_model_level_classes_join_a_dataset_table_and_a_missing_table_labels_file_is_a_config_error(tmp_path):
+    """Model-level `classes` with a dataset table reached the data layer as a table inside a table ("a data
+    source table needs 'spec'"); a dataset table's missing labels file was found only when the model was
+    prepared."""
+    from quantbench.calibration_data import open_source
+    from quantbench.harness.prepare import resolve_models
+
+    for name in ("cat", "dog"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        pytest.importorskip("PIL.Image").new("L", (4, 4)).save(tmp_path / "imgs" / name / "0.png")
+    table = {"spec": f"folder:{tmp_path / 'imgs'}"}
+    cfg = parse_config(_doc(model={"dataset": table, "classes": ["dog", "cat"]}))
+    pm = resolve_models(cfg)[0]
+    assert pm.dataset == {**table, "classes": ["dog", "cat"]}
+    assert open_source(pm.dataset).class_map == {"cat": 1, "dog": 0}
+
+    with pytest.raises(ConfigError) as err:
+        parse_config(_doc(model={"dataset": {**table, "classes": ["cat", "dog"]}, "classes": ["dog", "cat"]}))
+    assert "classes given in [[models]] and classes in its data table" in str(err.value)
+    missing = tmp_path / "no-such-labels.txt"
+    for model in ({"dataset": {**table, "labels": str(missing)}},
+                  {"calib_dataset": {**table, "labels": "no-such-labels.txt"}}):
+        with pytest.raises(ConfigError) as err:
+            parse_config(_doc(model=model), base=tmp_path)
+        assert f"labels file not found: {missing}" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="model 'fashion_cnn': dataset: unknown data source 'foldr:x'; did you mean"):
+        parse_config(_doc(model={"dataset": "foldr:x"}))

@@ -282,3 +282,62 @@ def test_a_merged_preprocess_that_does_not_hold_together_is_a_config_error():
         resolve_models(cfg)
     cfg.models[0].preprocess = {"mean": [0.1, 0.2, 0.3], "std": [0.2, 0.2, 0.2], "channels": 3}
     assert resolve_models(cfg)[0].preprocess["channels"] == 3
+
+
+@pytest.mark.ort_cpu
+def test_a_default_calibration_size_uses_the_images_there_are_and_an_explicit_one_does_not(tmp_path, shared_cache):
+    """An npz with 200 training images: INT8 without calib_samples calibrates on all 200 (the default 256 is
+    cut, with one note in the log and the row); calib_samples = 300, asked for, fails naming both numbers."""
+    data, positions = label_npz(tmp_path / "data.npz", list(range(10)), per_class=20)
+    model = label_reading_onnx(tmp_path / "m.onnx", positions, n_out=10)
+    variants = ('[[variants]]\nname = "int8-default"\nprecision = "int8"\ncalibration = "minmax"\n'
+                '[[variants]]\nname = "int8-300"\nprecision = "int8"\ncalibration = "minmax"\ncalib_samples = 300\n')
+    rows, logs = sweep(tmp_path, shared_cache, f'[[models]]\nname = "{model}"\ndataset = "npz:{data}"\n', variants)
+    by = {r["variant"]: r for r in rows}
+    assert by["int8-default"]["status"] == "ok" and by["int8-default"]["top1"] == 1.0
+    assert by["int8-default"]["variant_settings"]["calib_samples"] == 200
+    note = "calib_samples not set: the default 256 is more than the 200 calibration images there are; all 200 used"
+    assert note in by["int8-default"]["artifact_notes"]
+    assert sum(note in m for m in logs) == 1
+    assert by["int8-300"]["status"] == "failed"
+    assert "calib_samples = 300, but data.npz/train has only 200 calibration images" in by["int8-300"]["error"]
+
+
+@pytest.mark.ort_cpu
+@pytest.mark.slow
+def test_sensitivity_says_how_many_images_it_used_and_fits_a_default_calibration_size(tmp_path):
+    """Asked for 1000 evaluation and SQNR images where 400 exist, the log says 400; with no calib_samples
+    on 200 training images, the study calibrates on those 200 (the default 256 would have failed)."""
+    from quantbench.harness.sensitivity import SensitivityOptions, run_study
+
+    from .test_sensitivity import _build_data, _build_model
+
+    model = _build_model(tmp_path / "m.onnx")
+    data = _build_data(model, tmp_path / "d.npz")  # 200 training, 400 test images
+    cfg = parse_config({
+        "run": {"output": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"), "eval_samples": 1000,
+                "threads": 1, "timeout_s": 300, "report": False},
+        "models": [{"name": str(model), "dataset": f"npz:{data}", "preprocess": {"mean": [0.0], "std": [1.0]}}],
+        "variants": [{"name": "int8", "calibration": "minmax"}]})
+    logs: list[str] = []
+    results = run_study(cfg, tmp_path / "out", SensitivityOptions(sqnr_samples=1000, top=1), log=logs.append)
+    assert not results[0].error, logs
+    assert any("SQNR of each node's models on 400 images" in m for m in logs), logs
+    assert any("top-1 of the 1 most sensitive nodes on 400 images" in m for m in logs), logs
+    assert any("the default 256 is more than the 200 calibration images" in m for m in logs), logs
+    assert results[0].summary["variant_settings"]["calib_samples"] == 200
+
+
+@pytest.mark.ort_cpu
+def test_sensitivity_that_writes_no_rows_does_not_print_a_rows_path(tmp_path, shared_cache):
+    from .conftest import run_cli
+
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(FAST.format(out=tmp_path / "out", cache=shared_cache, eval_samples=50, timeout_s=60)
+                   + f'[[models]]\nname = "fashion_cnn"\ndataset = "npz:{tmp_path / "missing.npz"}"\n'
+                   + '[[variants]]\nname = "int8"\nprecision = "int8"\n')
+    proc = run_cli("sensitivity", str(cfg), "--sqnr-samples", "8", "--top", "0", cache=shared_cache)
+    text = proc.stdout + proc.stderr
+    assert "npz file not found" in text and "Traceback" not in text
+    assert "rows:" not in text and "no rows written" in text
+    assert not (tmp_path / "out" / "sensitivity.jsonl").exists()
