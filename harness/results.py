@@ -24,7 +24,11 @@ cell       model, variant, precision ("fp32" | "fp16" | "int8"), runtime, runtim
 model      weights ("trained:<file>" | "random-init" | "onnx:<path>" | "builtin:module:<pkg.mod:fn>"),
            size_bytes, param_count, artifact_sha256, artifact_path, dataset (dict: the evaluation
            source's DataSource.describe() incl. fingerprint, eval_samples, and "calibration": the
-           calibration source's identity and fingerprint)
+           calibration source's identity and fingerprint; "preprocess": the resolved preprocessing,
+           every key (a partial [[models]] table merged over the model's defaults); image folders
+           add "class_index_rule" (the class_index rule in words, with an example), "ignored_folders"
+           (hidden, __MACOSX or image-less folders that are not classes) and "color_mode" ("L" or
+           "RGB", plus how 16-bit grey images were scaled to 8 bits, also in "pixel_scaling"))
 quant      quant_time_s, quant_peak_mem_mb, identical_to (variant name whose artifact is
            byte-identical to this one, or ""), packed_size_bytes (int8 rows: the file's size with the
            Conv/Gemm/MatMul weights packed at variant_settings.weight_bits bits; equals size_bytes
