@@ -120,3 +120,22 @@ def test_npz_uint8_unchanged_and_unit_floats_give_the_same_inputs(tmp_path):
     np.savez(tmp_path / "neg.npz", x=np.zeros((4, 2, 2)), y=-np.ones(4))
     with pytest.raises(DataError, match="labels must be >= 0"):
         open_source(f"npz:{tmp_path / 'neg.npz'}")
+
+
+def test_absolute_spec_makes_relative_paths_absolute_and_keeps_absolute_spellings(tmp_path, monkeypatch):
+    from quantbench.calibration_data import absolute_spec
+
+    monkeypatch.setenv("ABS_DATA", "/srv/data")
+    monkeypatch.setenv("REL_DATA", "rel/data")
+    monkeypatch.delenv("UNSET_DATA", raising=False)
+    base = tmp_path
+    assert absolute_spec("folder:imgs", base) == f"folder:{tmp_path / 'imgs'}"
+    assert absolute_spec("idx:../x/./y", base) == f"idx:{tmp_path.parent / 'x' / 'y'}"
+    assert absolute_spec("npz:/abs/f.npz", base) == "npz:/abs/f.npz"
+    assert absolute_spec("folder:$ABS_DATA/val", base) == "folder:$ABS_DATA/val"  # expands to an absolute path
+    assert absolute_spec("folder:~/val", base) == "folder:~/val"
+    assert absolute_spec("folder:$UNSET_DATA", base) == "folder:$UNSET_DATA"  # reported when opened
+    assert absolute_spec("folder:$REL_DATA", base) == f"folder:{tmp_path / 'rel' / 'data'}"
+    assert absolute_spec("fashion-mnist", base) == "fashion-mnist" and absolute_spec(None, base) is None
+    table = absolute_spec({"spec": "folder:imgs", "labels": "l.txt", "classes": ["a"]}, base)
+    assert table == {"spec": f"folder:{tmp_path / 'imgs'}", "labels": str(tmp_path / "l.txt"), "classes": ["a"]}

@@ -212,3 +212,25 @@ def test_model_level_classes_join_a_dataset_table_and_a_missing_table_labels_fil
         assert f"labels file not found: {missing}" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="model 'fashion_cnn': dataset: unknown data source 'foldr:x'; did you mean"):
         parse_config(_doc(model={"dataset": "foldr:x"}))
+
+
+def test_paths_resolve_against_the_toml_folder_and_flags_against_the_working_directory(tmp_path, monkeypatch,
+                                                                                       capsys):
+    """A sweep file's relative paths point from its own folder, whatever the working directory; paths given
+    as flags point from the working directory. --dump-config shows them resolved."""
+    from quantbench.harness.cli import main
+
+    sweep_dir, cwd = tmp_path / "sweeps", tmp_path / "elsewhere"
+    for folder in (sweep_dir, cwd):
+        folder.mkdir()
+        (folder / "w.pt").write_bytes(b"x")
+    (sweep_dir / "sweep.toml").write_text('[[models]]\nname = "fashion_cnn"\nweights = "w.pt"\n'
+                                          'dataset = "npz:data/x.npz"\n[[variants]]\nname = "fp32"\n')
+    monkeypatch.chdir(cwd)
+    assert main(["run", str(sweep_dir / "sweep.toml"), "--dump-config"]) == 0
+    dumped = tomllib.loads(capsys.readouterr().out)["models"][0]
+    assert dumped["weights"] == str(sweep_dir / "w.pt") and dumped["dataset"] == f"npz:{sweep_dir / 'data/x.npz'}"
+    assert main(["run", str(sweep_dir / "sweep.toml"), "--weights", "w.pt", "--dump-config"]) == 0
+    assert tomllib.loads(capsys.readouterr().out)["models"][0]["weights"] == str(cwd / "w.pt")
+    assert main(["run", str(sweep_dir / "sweep.toml"), "--models", "net.onnx", "--dump-config"]) == 0
+    assert tomllib.loads(capsys.readouterr().out)["models"][0]["name"] == str(cwd / "net.onnx")
