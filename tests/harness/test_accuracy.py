@@ -105,6 +105,7 @@ def planted_models(tmp_path: Path, n: int = 2000, classes: int = 10, every: int 
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow  # a sweep of four cells on 2,000 images (~45 s on a shared 2-core machine)
 def test_a_planted_five_percent_loss_is_significant_and_an_identical_file_is_not(tmp_path, shared_cache):
     """End to end through a sweep: the rows carry the paired comparison with FP32 on the same images."""
     from .test_user_models import sweep
