@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quantbench.harness.table import TIMING_SETTINGS_KEYS, timing_flag
+from quantbench.harness.table import TIMING_SETTINGS_KEYS
 
 from .rows import is_number
 
@@ -37,8 +37,15 @@ def timing_method(rows: list[dict[str, Any]]) -> list[str]:
         ("A cell that stopped at max_time_s or max_iters before reaching min_iters is flagged ⚠ "
          "(timing not valid)."),
         ("Speedup vs FP32 is measured by timing the variant and the same runtime's FP32 model alternately in one "
-         "process (interleaved rounds, median of the per-round ratios); when that measurement is missing the "
-         "column reads \"—\" and a note says why. \"p50 % of FP32\" compares medians of separately timed cells."),
+         "process (interleaved A-B-B-A rounds, median of the per-round ratios), with a 95% interval for that median "
+         "from order statistics (exact binomial ranks, no distribution assumed); rounds are added until the "
+         "interval's half-width is within speedup_rel_ci of the median or a cap (interleave_max_rounds, "
+         "interleave_max_s) is hit. When that measurement is missing the column reads \"—\" and a note says why. "
+         "\"p50 % of FP32\" is 100 / that speedup, so it cannot contradict it."),
+        ("During the timed phases each cell records how much CPU other processes used (from /proc/stat, less its "
+         "own CPU time) and the VM's steal time; a cell where either exceeds noisy_cpu_frac of a core, or whose "
+         "separately timed p50s fall outside its speedup interval, is flagged ⚠ (timing noisy) and shaded: "
+         "its times may be off and no verdict rests on it."),
     ]
     clocks = sorted({CLOCKS.get(str(r.get("clock")), str(r.get("clock"))) for r in ok if r.get("clock")})
     iters = [r["iterations"] for r in ok if is_number(r.get("iterations"))]
@@ -49,15 +56,19 @@ def timing_method(rows: list[dict[str, Any]]) -> list[str]:
         low, high = min(iters), max(iters)
         facts.append(f"timed iterations per cell: {low}" + (f"–{high}" if high != low else ""))
     settings = _settings(ok)
-    for key in ("warmup_iters", "min_iters", "min_time_s", "max_iters", "max_time_s", "interleave_rounds"):
+    for key in ("warmup_iters", "min_iters", "min_time_s", "max_iters", "max_time_s", "interleave_rounds",
+                "interleave_max_rounds", "speedup_rel_ci", "noisy_cpu_frac"):
         if key in settings:
             facts.append(f"{key} " + "/".join(str(v) for v in sorted(settings[key], key=str)))
     scopes = sorted({str(r["io_scope"]) for r in ok if r.get("io_scope")})
     if scopes:
         facts.append("I/O covers " + " / ".join(scopes))
-    invalid = sum(1 for r in ok if timing_flag(r))
+    invalid = sum(1 for r in ok if r.get("timing_valid") is False)
     if invalid:
         facts.append(f"{invalid} cell(s) with timing not valid")
+    noisy = sum(1 for r in ok if r.get("timing_noisy") is True)
+    if noisy:
+        facts.append(f"{noisy} cell(s) timed while other processes were busy (timing noisy)")
     if facts:
         lines.append("In these results: " + "; ".join(facts) + ".")
     return lines
