@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
+from quantbench.exporters.onnx_save import save_model
 from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime, get_runtime_class
 from quantbench.runtimes.ort_cuda import OrtCudaRuntime, OrtTensorRTRuntime, summarize_ort_profile
 
@@ -65,35 +66,6 @@ def test_placement_summary_from_a_real_profile(tmp_path):
     as_if_cuda = summarize_ort_profile(events, "CUDAExecutionProvider")
     assert sum(as_if_cuda["fallback_ops"].values()) == len(kernels)
     assert "Gemm" in as_if_cuda["fallback_ops"] and "fell back: " in as_if_cuda["note"]
-
-
-def test_bad_device_and_options_fail_in_one_line(tmp_path):
-    path = fashion_model(tmp_path / "m.onnx")
-    with pytest.raises(RuntimeFailure, match="ort-cuda runs on cuda devices .* not 'cpu'"):
-        OrtCudaRuntime("cpu").activate(Artifact("onnx", "fp32", path))
-    rt = OrtCudaRuntime("cuda:1", {"cudnn_conv_algo_search": "fastest"})
-    rt.device_index, rt._stream = 1, None
-    with pytest.raises(RuntimeFailure, match="must be EXHAUSTIVE, HEURISTIC or DEFAULT, not 'FASTEST'"):
-        rt._provider_options()
-    ok = OrtCudaRuntime("cuda:1", {"cudnn_conv_algo_search": "heuristic", "cuda_graph": True})
-    ok.device_index, ok._stream = 1, None
-    assert ok._provider_options() == [("CUDAExecutionProvider", {"device_id": "1", "cudnn_conv_algo_search": "HEURISTIC",
-                                                                 "enable_cuda_graph": "1"})]
-    for name in ("ort-cuda", "ort-trt"):
-        assert "clock" in get_runtime_class(name).option_names()
-
-
-def test_tensorrt_ep_options_profile_the_batch(tmp_path):
-    path = fashion_model(tmp_path / "m.onnx")
-    rt = OrtTensorRTRuntime("cuda:0", {"trt_fp16": True, "trt_engine_cache_dir": str(tmp_path / "c")})
-    rt.artifact, rt.batch, rt.device_index, rt._stream = Artifact("onnx", "fp32", path), 8, 0, None
-    (trt_name, trt), (cuda_name, cuda) = rt._provider_options()
-    assert (trt_name, cuda_name) == ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-    assert trt["trt_fp16_enable"] == "True" and trt["trt_int8_enable"] == "False"
-    assert trt["trt_engine_cache_path"] == str(tmp_path / "c")
-    assert (trt["trt_profile_min_shapes"], trt["trt_profile_opt_shapes"], trt["trt_profile_max_shapes"]) == (
-        "input:1x1x28x28", "input:8x1x28x28", "input:8x1x28x28")
-    assert not OrtTensorRTRuntime.save_optimized_graph  # compiled TensorRT nodes cannot be serialised
 
 
 # ---- on a GPU -------------------------------------------------------------------------------------------------
@@ -189,6 +161,7 @@ class _FakeBinding:
 class _FakeSession:
     def __init__(self, path, so, providers, drop=()):
         _FakeOrt.created.append((so, providers))
+        _FakeOrt.sessions.append(self)
         self._meta = _REAL_ORT.InferenceSession(path, providers=["CPUExecutionProvider"])
         self.providers = [p for p, _ in providers if p not in drop]  # drop: EPs that fail to load
 
@@ -209,11 +182,12 @@ class _FakeOrt:
     """onnxruntime-gpu as the adapter uses it; SessionOptions/RunOptions are the real CPU build's."""
 
     cuda = None
-    created: list = []
+    created: list = []  # (SessionOptions, providers with their options) of every session, in order
+    sessions: list = []
     __version__ = "1.31.1-fake"
 
     def __init__(self, cuda):
-        _FakeOrt.cuda, _FakeOrt.created = cuda, []
+        _FakeOrt.cuda, _FakeOrt.created, _FakeOrt.sessions = cuda, [], []
         self.drop: set = set()  # providers whose library "fails to load": ORT leaves them out of the session
         self.SessionOptions, self.RunOptions, self.OrtValue = _REAL_ORT.SessionOptions, _REAL_ORT.RunOptions, _FakeOrtValue
         self.preloaded = []
@@ -263,7 +237,8 @@ def test_cuda_graph_session_has_no_cpu_fallback_and_fixed_io_buffers(tmp_path, f
     for _ in range(3):
         staged = rt.stage(x * 2)
         assert staged.data_ptr() == in_ptr and rt.infer(staged).data_ptr() == out_ptr
-    assert rt.binding.binds == 1 and rt.binding.outputs["logits"].shape() == [4, 10]
+    binding = fake.sessions[-1].binding
+    assert binding.binds == 1 and binding.outputs["logits"].shape() == [4, 10]  # bound once, output preallocated
     with pytest.raises(RuntimeFailure, match=r"captured batch shape \(4, 1, 28, 28\)"):
         rt.stage(x[:2])
     rt.deactivate()
@@ -293,41 +268,6 @@ def test_ort_cuda_events_bracket_the_enqueued_work(tmp_path, fake_ort_cuda):
     used = rt.settings_used()
     assert used["clock"] == "cuda-events" and used["compute_clock"] == "cuda-events" and "tf32" in used
     rt.deactivate()
-
-
-def test_ort_trt_session_never_saves_an_optimized_graph(tmp_path):
-    """Issue 10 item 1: ORT cannot serialise TensorRT-compiled nodes, so ort-trt must not ask it to."""
-    import onnxruntime as ort
-
-    for cls, saves in ((OrtCudaRuntime, True), (OrtTensorRTRuntime, False)):
-        rt = cls("cuda:0")
-        rt.ort, rt._tmpdir = ort, type("T", (), {"name": str(tmp_path)})()
-        assert bool(rt._session_options().optimized_model_filepath) == saves
-
-
-def test_ort_trt_cache_folder_is_created_and_follows_quantbench_cache(tmp_path, monkeypatch):
-    """Issue 10 item 10: the TensorRT EP does not create the folder (or its parents) itself."""
-    monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path / "qb"))
-    rt = OrtTensorRTRuntime("cuda:0")
-    rt.artifact, rt.batch, rt.device_index, rt._stream = None, None, 0, None
-    (_, trt), _ = rt._provider_options()
-    assert trt["trt_engine_cache_path"] == str(tmp_path / "qb" / "ort-trt") and (tmp_path / "qb" / "ort-trt").is_dir()
-    rt.options["trt_engine_cache_dir"] = str(tmp_path / "deep" / "er" / "cache")
-    (_, trt), _ = rt._provider_options()
-    assert (tmp_path / "deep" / "er" / "cache").is_dir()
-
-
-def test_ort_trt_static_batch_gets_no_conflicting_profile(tmp_path):
-    """Issue 10 item 10: a profile from batch 1 contradicts a model whose batch is fixed."""
-    path = fashion_model(tmp_path / "m.onnx")
-    model = onnx.load(path)
-    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 8
-    onnx.save(model, tmp_path / "static.onnx")
-    rt = OrtTensorRTRuntime("cuda:0")
-    rt.artifact, rt.batch = Artifact("onnx", "fp32", tmp_path / "static.onnx"), 8
-    assert rt._profile_shapes() == {}
-    rt.artifact = Artifact("onnx", "fp32", path)
-    assert rt._profile_shapes()["trt_profile_min_shapes"] == "input:1x1x28x28"
 
 
 def test_gpu_runtimes_say_which_driver_they_need(monkeypatch):
@@ -514,3 +454,70 @@ def test_ort_cuda_copies_go_through_pinned_buffers_freed_on_deactivate(tmp_path,
     assert used["h2d_host_memory"] == used["d2h_host_memory"] == "pinned"
     rt.deactivate()
     assert cuda.pinned_live == set() and len(cuda.freed_pinned) == 4  # 2 for batch 4, 2 for batch 2
+
+
+# ---- options as they reach ONNX Runtime (the fake records every session's options) ---------------------------
+def test_bad_device_and_options_fail_in_one_line(tmp_path, fake_ort_cuda):
+    fake, _ = fake_ort_cuda
+    path = fashion_model(tmp_path / "m.onnx")
+    with pytest.raises(RuntimeFailure, match="ort-cuda runs on cuda devices .* not 'cpu'"):
+        OrtCudaRuntime("cpu").activate(Artifact("onnx", "fp32", path))
+    with pytest.raises(RuntimeFailure, match="must be EXHAUSTIVE, HEURISTIC or DEFAULT, not 'FASTEST'") as err:
+        OrtCudaRuntime("cuda:1", {"cudnn_conv_algo_search": "fastest"}).activate(Artifact("onnx", "fp32", path))
+    assert "\n" not in str(err.value) and fake.created == []  # refused before any session
+    ok = OrtCudaRuntime("cuda:1", {"cudnn_conv_algo_search": "heuristic", "cuda_graph": True})
+    ok.activate(Artifact("onnx", "fp32", path), batch=2)
+    (_, providers), = fake.created
+    assert providers == [("CUDAExecutionProvider", {"device_id": "1", "cudnn_conv_algo_search": "HEURISTIC",
+                                                    "enable_cuda_graph": "1", "user_compute_stream": str(0xABC)})]
+    ok.deactivate()
+    for name in ("ort-cuda", "ort-trt"):
+        assert "clock" in get_runtime_class(name).option_names()
+
+
+def test_tensorrt_ep_options_profile_the_batch(tmp_path, fake_ort_cuda):
+    fake, _ = fake_ort_cuda
+    path = fashion_model(tmp_path / "m.onnx")
+    rt = OrtTensorRTRuntime("cuda:0", {"trt_fp16": True, "trt_engine_cache_dir": str(tmp_path / "c")})
+    rt.activate(Artifact("onnx", "fp32", path), batch=8)
+    (so, providers), = fake.created
+    (trt_name, trt), (cuda_name, _), (cpu_name, _) = providers
+    assert (trt_name, cuda_name, cpu_name) == ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+    assert trt["trt_fp16_enable"] == "True" and trt["trt_int8_enable"] == "False"
+    assert trt["trt_engine_cache_path"] == str(tmp_path / "c")
+    assert (trt["trt_profile_min_shapes"], trt["trt_profile_opt_shapes"], trt["trt_profile_max_shapes"]) == (
+        "input:1x1x28x28", "input:8x1x28x28", "input:8x1x28x28")
+    # Issue 10 item 1: ORT cannot serialise TensorRT-compiled nodes, so ort-trt never asks for an optimized graph
+    assert not so.optimized_model_filepath
+    rt.deactivate()
+    cuda = OrtCudaRuntime("cuda:0")
+    cuda.activate(Artifact("onnx", "fp32", path), batch=8)
+    assert fake.created[-1][0].optimized_model_filepath  # the CUDA EP's int8 audit reads it
+    cuda.deactivate()
+
+
+def test_ort_trt_cache_folder_is_created_and_follows_quantbench_cache(tmp_path, fake_ort_cuda, monkeypatch):
+    """Issue 10 item 10: the TensorRT EP does not create the folder (or its parents) itself."""
+    fake, _ = fake_ort_cuda
+    monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path / "qb"))
+    path = fashion_model(tmp_path / "m.onnx")
+    for options, folder in (({}, tmp_path / "qb" / "ort-trt"),
+                            ({"trt_engine_cache_dir": str(tmp_path / "deep" / "er" / "cache")},
+                             tmp_path / "deep" / "er" / "cache")):
+        rt = OrtTensorRTRuntime("cuda:0", options)
+        rt.activate(Artifact("onnx", "fp32", path), batch=2)
+        assert fake.created[-1][1][0][1]["trt_engine_cache_path"] == str(folder) and folder.is_dir()
+        rt.deactivate()
+
+
+def test_ort_trt_static_batch_gets_no_conflicting_profile(tmp_path, fake_ort_cuda, monkeypatch):
+    """Issue 10 item 10: a profile from batch 1 contradicts a model whose batch is fixed."""
+    fake, _ = fake_ort_cuda
+    monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path / "qb"))
+    model = onnx.load(str(fashion_model(tmp_path / "m.onnx")))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 8
+    save_model(model, tmp_path / "static.onnx")
+    rt = OrtTensorRTRuntime("cuda:0")
+    rt.activate(Artifact("onnx", "fp32", tmp_path / "static.onnx"), batch=8)
+    assert not any(k.startswith("trt_profile") for k in fake.created[-1][1][0][1])
+    rt.deactivate()
