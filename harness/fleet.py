@@ -72,7 +72,6 @@ MAX_RETRIES = 2  # Ray re-runs a cell whose node or worker process died, on any 
 POLL_S = 0.5
 NODE_CHECK_S = 2.0
 SURVEY_TIMEOUT_S = 120.0
-CONNECT_TIMEOUT_S = 10.0
 # A cell sees its node's GPUs as `quantbench devices` there does: Ray must not narrow CUDA_VISIBLE_DEVICES
 # for tasks that ask for no GPU (device "cuda:1" means the node's second GPU).
 TASK_ENV = {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}
@@ -144,31 +143,31 @@ def _bootstrap(address: str) -> tuple[str, int] | None:
     return (host.strip("[]"), int(port)) if host and port.isdigit() else None
 
 
-def unreachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str:
-    """Why nothing answers at the cluster's address ("" when something listens, or it cannot be told).
+def unreachable(address: str) -> str:
+    """Why no Ray cluster answers at the cluster's address ("" when one does, or it cannot be told).
 
-    ``ray.init`` retries an address where nothing listens for minutes; a TCP probe fails in seconds.
+    ``ray.init`` retries an address where nothing (or a firewall, or a proxy) answers for about 20 s,
+    printing a warning per try; :func:`ray_probe.unreachable` says so in a few seconds.
     """
-    import socket
+    from .ray_probe import unreachable as probe
 
     target = _bootstrap(address)
-    if target is None:
-        return ""
-    try:
-        with socket.create_connection(target, timeout=timeout_s):
-            return ""
-    except OSError as exc:
-        return f"nothing answers at {target[0]}:{target[1]} ({exc.strerror or type(exc).__name__})"
+    return probe(*target) if target is not None else ""
+
+
+def check_reachable(address: str) -> None:
+    """Raise a one-line RunError when no Ray cluster answers at ``address``."""
+    why = unreachable(address)
+    if why:
+        raise RunError(f"cannot connect to the Ray cluster at '{address}': {why} (is `ray start --head` running "
+                       "there?)")
 
 
 def connect(ray: Any, address: str) -> bool:
     """Connect to the cluster at ``address`` ("auto": the one this machine belongs to); True when we did."""
     if ray.is_initialized():  # already connected (a notebook, a test): use that cluster
         return False
-    why = unreachable(address)
-    if why:
-        raise RunError(f"cannot connect to the Ray cluster at '{address}': {why} (is `ray start --head` running "
-                       "there?)")
+    check_reachable(address)
     try:
         ray.init(address=address, namespace="quantbench", log_to_driver=False, logging_level=logging.WARNING,
                  configure_logging=True)
@@ -206,6 +205,8 @@ def run_fleet(cfg: SweepConfig, output: Path, retry_failed: bool = False,
               on_row: Callable[[dict[str, Any]], None] | None = None,
               on_plan: Callable[[int], None] | None = None) -> SweepSummary:
     """Run every cell of ``cfg`` that ``output/results.jsonl`` lacks on the Ray cluster ``cfg.run.ray``."""
+    if cfg.run.ray != "auto":  # a given address is probed before Ray is even imported (seconds count)
+        check_reachable(cfg.run.ray)
     ray = import_ray()
     check_output_dir(output)
     with output_lock(output):

@@ -264,14 +264,89 @@ def test_cli_unreachable_cluster_is_one_line(tmp_path):
     assert not (tmp_path / "out" / "results.jsonl").exists()
 
 
+class _NotRay:
+    """A TCP server that accepts every connection, as a firewall or an egress proxy does: silent, or answering
+    every HTTP/2 request with an HTTP error (":status 404", HPACK index 13) like the proxy of issue 16."""
+
+    def __init__(self, answer: bytes | None) -> None:
+        import socket
+
+        self.answer = answer
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(8)
+        self.port = self.server.getsockname()[1]
+        self.conns: list = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            if self.answer is not None:
+                conn.recv(65536)
+                conn.sendall(self.answer)
+
+    def close(self) -> None:
+        for c in self.conns:
+            c.close()
+        self.server.close()
+
+
+@pytest.mark.parametrize("answer", [None, b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # SETTINGS, then 404
+                                          b"\x00\x00\x01\x01\x05\x00\x00\x00\x01\x8d"], ids=["silent", "http-error"])
+def test_cli_an_address_that_accepts_but_is_not_ray_fails_in_one_line(tmp_path, answer):
+    """ray.init would retry such an address for about 20 s, printing a warning per try."""
+    from .conftest import run_cli
+
+    fake = _NotRay(answer)
+    try:
+        res = run_cli("run", "--ray", f"127.0.0.1:{fake.port}", "-o", str(tmp_path / "out"), cache=tmp_path / "cache",
+                      timeout=120)
+    finally:
+        fake.close()
+    assert res.returncode == 2
+    why = ("nothing answers at 127.0.0.1:{p} within 3 s" if answer is None else
+           "no Ray cluster answers at 127.0.0.1:{p} (an HTTP error, not a gRPC answer)").format(p=fake.port)
+    assert res.stderr.strip().splitlines() == [
+        f"error: cannot connect to the Ray cluster at '127.0.0.1:{fake.port}': {why} (is `ray start --head` running "
+        "there?)"]
+
+
+def test_the_probe_accepts_a_grpc_answer_and_gives_up_within_its_timeout(monkeypatch):
+    """The probe's answers, and its bound: a connection that hangs costs at most PROBE_TIMEOUT_S (< 5 s)."""
+    import socket
+
+    from quantbench.harness import ray_probe
+
+    assert ray_probe.PROBE_TIMEOUT_S < 5
+    ok = _NotRay(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00" + b"\x00\x00\x01\x01\x04\x00\x00\x00\x01\x88")
+    try:
+        assert ray_probe.unreachable("127.0.0.1", ok.port) == ""  # ":status 200": a gRPC server answered
+    finally:
+        ok.close()
+    seen = {}
+
+    def hang(address, timeout):
+        seen["timeout"] = timeout
+        raise socket.timeout("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", hang)
+    assert ray_probe.unreachable("10.255.255.1", 6379) == "nothing answers at 10.255.255.1:6379 within 3 s"
+    assert seen["timeout"] <= ray_probe.PROBE_TIMEOUT_S
+
+
 def test_a_hanging_cell_fails_alone_on_its_node(fleet, tmp_path):
     """A user ONNX model whose Loop runs practically forever at batch 1 (once at batch 64), shipped to
     node a: the batch-1 cell is killed at the timeout there; the batch-64 cell is measured."""
     from .test_runner_resume import tiny_npz
-    from .test_runner_signals import RUN, loop_onnx
+    from .test_runner_signals import HANG_TIMEOUT_S, RUN, loop_onnx
 
     out = tmp_path / "out"
-    text = RUN.format(out=out, cache=fleet.root / "driver-cache", batches="[1, 64]", timeout_s=15,
+    text = RUN.format(out=out, cache=fleet.root / "driver-cache", batches="[1, 64]", timeout_s=HANG_TIMEOUT_S,
                       model=loop_onnx(tmp_path / "loop.onnx"), data=tiny_npz(tmp_path / "d.npz"))
     cfg = parse_config(tomllib.loads(text.replace("[run]\n", '[run]\nray = "auto"\ntargets = ["qb-test-a"]\n')), "t")
     summary = run_sweep(cfg, out, log=lambda m: None)
@@ -279,7 +354,7 @@ def test_a_hanging_cell_fails_alone_on_its_node(fleet, tmp_path):
     assert (summary.ran, summary.failed) == (1, 1)
     assert rows[64]["status"] == "ok" and rows[64]["fleet"]["node_id"] == fleet.node_id("a")
     hung = rows[1]
-    assert hung["status"] == "failed" and hung["error"].startswith("timed out after 15 s (log: ")
+    assert hung["status"] == "failed" and hung["error"].startswith(f"timed out after {HANG_TIMEOUT_S} s (log: ")
     assert hung["fleet"]["node_id"] == fleet.node_id("a")  # it ran (and was killed) there
     # The node's log came back next to the results; the error names both copies.
     driver_log = out / "cells" / hung["run_id"] / f"{hung['cell_id']}.log"
