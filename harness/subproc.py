@@ -28,6 +28,7 @@ from typing import Any
 PARENT_ENV = "QUANTBENCH_PARENT_PID"
 _ROOT = str(Path(__file__).resolve().parent.parent)  # on every child's PYTHONPATH: workers import this copy
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 _POLL_S = 0.05
 _TAIL_LINES = 20
 _TAIL_CHARS = 4000
@@ -108,11 +109,88 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+def descendants(pid: int) -> list[int]:
+    """Pids of the live (not zombie) processes below ``pid``, read from /proc (Linux; [] elsewhere)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()  # the name before ")" may hold spaces
+        except (OSError, IndexError):
+            continue
+        if fields and fields[0] != b"Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_descendants(pid: int, outside_group_only: bool = False) -> int:
+    """SIGKILL every process below ``pid`` (with ``outside_group_only``, those not in this process's group,
+    i.e. the ones a group kill misses); a few rounds, for children forked meanwhile. Returns how many."""
+    killed = 0
+    group = os.getpgrp()
+    for _ in range(5):
+        found = [p for p in descendants(pid) if not (outside_group_only and _pgid(p) == group)]
+        if not found:
+            break
+        for child in found:
+            try:
+                os.kill(child, signal.SIGKILL)
+                killed += 1
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.01)
+    return killed
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def _end_escaped_descendants() -> None:
+    """At exit of a contained child: end what it started in sessions of their own, and reap what was adopted."""
+    kill_descendants(os.getpid(), outside_group_only=True)
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                break
+        except ChildProcessError:
+            break
+
+
+def adopt_descendants() -> None:
+    """In a contained child: keep every process it starts, even in a new session or double-forked, as its
+    descendant (``PR_SET_CHILD_SUBREAPER``, Linux) and end them when it exits, so that user code (a
+    ``module:`` model that starts a server with ``start_new_session=True``) leaves nothing running after
+    the cell. :func:`run_contained` ends the same tree on a timeout. Not possible elsewhere, nor when the
+    child itself is SIGKILLed (the kernel's parent-death signal, an OOM kill): then its orphans live on.
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    import atexit
+
+    atexit.register(_end_escaped_descendants)
+
+
 def kill_live_groups() -> None:
     """SIGKILL every contained child's process group still running (used by the signal handlers)."""
     with _live_lock:
         groups = list(_live_groups)
     for pgid in groups:
+        kill_descendants(pgid)  # the leader's pid: a subreaper child keeps every descendant below it
         _kill_group(pgid)
 
 
@@ -222,6 +300,7 @@ def run_contained(cmd: Sequence[str], *, timeout_s: float | None, log_path: Path
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     timed_out = True
+                    kill_descendants(proc.pid)  # those in sessions of their own too (see adopt_descendants)
                     _kill_group(pgid)
                     break
                 time.sleep(_POLL_S)
@@ -244,7 +323,8 @@ def watch_parent(interval_s: float = 0.5) -> None:
     """In a contained Python child: kill this process group when the parent that started it is gone.
 
     A no-op unless started by :func:`run_contained` (which sets ``QUANTBENCH_PARENT_PID``). The
-    daemon thread costs one ``getppid`` per ``interval_s``.
+    daemon thread costs one ``getppid`` per ``interval_s``. Also :func:`adopt_descendants`: what the
+    child starts in a session of its own ends with it.
     """
     try:
         parent = int(os.environ.get(PARENT_ENV, ""))
@@ -255,10 +335,13 @@ def watch_parent(interval_s: float = 0.5) -> None:
         os._exit(1)
     # A grandchild that inherited the variable watches its own parent instead.
 
+    adopt_descendants()
+
     def watch() -> None:
         while True:
             if os.getppid() != watched:
                 try:
+                    kill_descendants(os.getpid(), outside_group_only=True)
                     os.killpg(os.getpgrp(), signal.SIGKILL)
                 finally:
                     os._exit(1)

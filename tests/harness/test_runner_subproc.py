@@ -146,3 +146,69 @@ def test_watch_parent_fallback_without_pdeathsig(tmp_path):
 def test_missing_executable_raises_oserror(tmp_path):
     with pytest.raises(OSError):
         run_contained([str(tmp_path / "nope")], timeout_s=5, log_path=tmp_path / "f.log")
+
+
+# ---- what user code starts in a session of its own ends with the contained child ----------------------
+ESCAPE = """
+import os, subprocess, sys, time
+from pathlib import Path
+from quantbench.harness.subproc import watch_parent
+watch_parent()  # as every quantbench worker does at start-up
+out = Path(sys.argv[1])
+new_session = subprocess.Popen(["sleep", "600"], start_new_session=True)
+# double fork: the shell exits at once, its setsid'ed sleep is left without a parent
+subprocess.run(["sh", "-c", "setsid sleep 601 & echo $! > " + str(out / "orphan.pid")], check=True)
+(out / "escaped.pid").write_text(str(new_session.pid))
+if sys.argv[2] == "hang":
+    time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_CHILD_SUBREAPER is Linux only")
+@pytest.mark.parametrize("how", ["exit", "hang"])
+def test_processes_started_in_a_new_session_end_with_the_child(tmp_path, how):
+    """Not in the child's process group, so the group kill misses them: the child (a subreaper) ends them at
+    exit, and run_contained ends its whole tree on a timeout."""
+    res = run_contained(_py(ESCAPE) + [str(tmp_path), how], timeout_s=15 if how == "hang" else 60,
+                        log_path=tmp_path / "c.log", env=_env())
+    assert res.timed_out is (how == "hang"), res.log_tail
+    escaped, orphan = int(_wait_for(tmp_path / "escaped.pid")), int(_wait_for(tmp_path / "orphan.pid"))
+    assert _gone(escaped) and _gone(orphan)
+
+
+MODULE = '''
+import subprocess, os
+import torch
+
+def spawning():
+    """A model function that also starts a helper server, in a session of its own (its pid in a file)."""
+    child = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    with open(os.environ["QB_TEST_PIDS"], "a") as fh:
+        fh.write(f"{child.pid}\\n")
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.ort_cpu
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_CHILD_SUBREAPER is Linux only")
+def test_a_module_model_that_starts_a_child_in_a_new_session_leaves_nothing_running(tmp_path):
+    pytest.importorskip("torch")
+    from .conftest import run_cli, write_config
+
+    (tmp_path / "spawner.py").write_text(MODULE)
+    pids = tmp_path / "pids.txt"
+    cfg = write_config(tmp_path / "c.toml", tmp_path / "out", '[[variants]]\nname = "fp32"\nprecision = "fp32"\n',
+                       eval_samples=20, models='[[models]]\nname = "module:spawner:spawning"\nweights = "random"\n')
+    old = dict(os.environ)
+    os.environ.update(QB_TEST_PIDS=str(pids), PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path),
+                                                                                       old.get("PYTHONPATH")])))
+    try:
+        proc = run_cli("run", str(cfg), cache=tmp_path / "cache")
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    started = [int(p) for p in pids.read_text().split()]
+    assert started, "the model function ran"
+    assert all(_gone(pid) for pid in started)
