@@ -61,13 +61,19 @@ def paired_diff_ci(both: Any, variant_only: Any, fp32_only: Any, neither: Any,
 
 
 def mcnemar_exact_p(fp32_only: int, variant_only: int) -> float:
-    """Two-sided exact McNemar p-value: binomial test of ``variant_only`` of the discordant pairs at 1/2."""
-    from scipy.stats import binomtest
+    """Two-sided exact McNemar p-value: binomial test of ``variant_only`` of the discordant pairs at 1/2.
 
-    discordant = int(fp32_only) + int(variant_only)
-    if discordant == 0:
+    At 1/2 the binomial is symmetric, so the two-sided p is twice the smaller tail (capped at 1). Summed
+    in log space with the standard library only: workers that hide torch from imports break scipy.stats.
+    """
+    b, c = int(fp32_only), int(variant_only)
+    n, k = b + c, min(b, c)
+    if n == 0 or 2 * k == n:
         return 1.0
-    return float(min(1.0, binomtest(int(variant_only), discordant, 0.5).pvalue))
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in range(k + 1)]
+    top = max(logs)
+    tail = math.exp(top) * math.fsum(math.exp(v - top) for v in logs)
+    return float(min(1.0, 2 * tail))
 
 
 def paired_accuracy(fp32_correct: np.ndarray, variant_correct: np.ndarray) -> dict[str, Any]:

@@ -57,6 +57,17 @@ def test_mcnemar_exact_p_is_the_two_sided_binomial_of_the_discordant_pairs():
     assert mcnemar_exact_p(3, 3) == 1.0
     assert mcnemar_exact_p(10, 0) == pytest.approx(2 * 0.5 ** 10)
     assert mcnemar_exact_p(0, 10) == mcnemar_exact_p(10, 0)  # symmetric in the direction
+    from scipy.stats import binomtest
+
+    for b, c in ((7, 2), (2, 7), (30, 12), (100, 0), (500, 430), (1200, 1100), (3, 2000)):
+        assert mcnemar_exact_p(b, c) == pytest.approx(binomtest(c, b + c, 0.5).pvalue, rel=1e-9)
+
+
+def test_mcnemar_works_where_torch_is_hidden_from_imports(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # what the sensitivity worker does (scipy.stats then breaks)
+    assert mcnemar_exact_p(10, 0) == pytest.approx(2 * 0.5 ** 10)
 
 
 def test_identical_predictions_give_zero_difference_p_one_and_an_interval_around_zero():
