@@ -41,3 +41,16 @@ def test_html_shades_noisy_and_contradicting_rows_and_shows_the_interval(tmp_pat
     assert 'class="flag"' in rows["odd"][-120:] and 'class="flag"' in rows["busy"][-120:]
     assert 'class="flag"' not in rows["ok"][-120:]
     assert "2.00× [1.90–2.10]" in html and "other processes used 0.80 of a core" in html  # the row's figures on hover
+
+
+def test_hand_edited_timing_fields_of_the_wrong_type_read_as_missing(tmp_path):
+    rows = _rows()
+    rows[2].update(speedup_interleaved_ci95="1.1-1.3", timing_noisy="yes", interference=3, compute_p50_ci95=[1, "x"],
+                   speedup_stop_reason=7)
+    report = build_report([write_rows(tmp_path / "r.jsonl", rows)])
+    odd = next(r for r in report.rows if r.get("variant") == "odd")
+    assert odd["speedup_interleaved_ci95"] == [] and odd["timing_noisy"] is None and odd["interference"] == {}
+    assert odd["compute_p50_ci95"] == [] and odd["speedup_stop_reason"] is None
+    assert any("speedup_interleaved_ci95" in w and "timing_noisy" in w for w in report.warnings)
+    (group,) = comparison_groups(report).values()
+    assert next(r for r in group if r["variant"] == "odd")["timing"] == ""  # no interval: nothing to contradict
