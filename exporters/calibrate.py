@@ -7,11 +7,15 @@ size and with the batch order (and they keep every activation of a call alive). 
 1. pass 1 runs a copy of the model whose only outputs are each calibrated tensor's min and max
    (Reshape + ReduceMin/ReduceMax inside ONNX Runtime: a few bytes per tensor) over all the
    calibration data; MinMax stops here;
-2. pass 2 (histogram methods) runs a copy that outputs the calibrated tensors and counts their
-   values into ``num_bins`` bins over the range fixed by pass 1, so each sample only adds
-   integer counts;
+2. pass 2 (histogram methods) runs a copy that outputs each calibrated value's bin among
+   ``num_bins`` equal bins over the range fixed by pass 1 (numpy's ``histogram`` binning, edge
+   corrections included, computed inside ONNX Runtime), so each sample only adds integer counts;
 3. ORT's own ``HistogramCollector`` turns those histograms into thresholds, so "Entropy",
-   "Percentile" and "Distribution" are ORT's algorithms.
+   "Percentile" and "Distribution" are ORT's algorithms, on the very histograms ORT's calibrators
+   build when one ``collect_data`` call sees all the data (symmetric Percentile bins |x| over
+   [min|x|, max|x|], the others x over [-max|x|, max|x|]): the thresholds are ORT's exactly;
+   "mse" is the L2 range search of PyTorch's ``HistogramObserver`` (:mod:`.histogram_mse`) on a
+   histogram of x over [min, max], as torch's.
 
 Every ORT run gets exactly one sample: ORT's convolutions take other code paths for one or two
 samples than for eight (the last bits of the activations differed), so only a fixed run size makes
@@ -32,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-HISTOGRAM_METHODS = ("entropy", "percentile", "distribution")
+HISTOGRAM_METHODS = ("entropy", "percentile", "distribution", "mse")
 NUM_QUANTIZED_BINS = 128  # ORT's Entropy default: the 8-bit target has 128 bins per side
 _CHUNK = 1 << 16  # bin indices counted at once (bincount widens them to int64: stay in cache)
 
@@ -106,8 +110,10 @@ def _save_with_probes(model: Any, probes: dict[str, list[Any]], graph_inputs: se
     save_model(model, path)
 
 
-def write_range_model(model: Any, tensors: list[str], graph_inputs: set[str], path: Path) -> list[str]:
-    """Save a copy of ``model`` whose outputs are the min and max of each tensor; returns the output names."""
+def write_range_model(model: Any, tensors: list[str], graph_inputs: set[str], path: Path,
+                      abs_min: bool = False) -> list[str]:
+    """Save a copy of ``model`` whose outputs are the min and max of each tensor (and the min of its
+    absolute values with ``abs_min``); returns the output names, per tensor in that order."""
     from onnx import helper, numpy_helper
 
     prefix = "qb_calib"
@@ -122,9 +128,11 @@ def write_range_model(model: Any, tensors: list[str], graph_inputs: set[str], pa
         flat = f"{prefix}_{i}_flat"
         # Reducing a flat view over axis 0 is ORT's fast path (10x faster than reducing every axis).
         nodes = [helper.make_node("Reshape", [t, f"{prefix}_flat"], [flat], name=flat)]
-        for op in ("ReduceMin", "ReduceMax"):
-            out = f"{prefix}_{i}_{op}"
-            ins = [flat, f"{prefix}_axes"] if axes_input else [flat]
+        if abs_min:
+            nodes.append(helper.make_node("Abs", [flat], [f"{flat}_abs"], name=f"{flat}_abs"))
+        for op, x in (("ReduceMin", flat), ("ReduceMax", flat)) + ((("ReduceMin", f"{flat}_abs"),) if abs_min else ()):
+            out = f"{prefix}_{i}_{op}" + ("_abs" if x != flat else "")
+            ins = [x, f"{prefix}_axes"] if axes_input else [x]
             kwargs = {} if axes_input else {"axes": [0]}
             nodes.append(helper.make_node(op, ins, [out], name=out, keepdims=0, **kwargs))
             model.graph.output.append(helper.make_empty_tensor_value_info(out))
@@ -137,8 +145,10 @@ def write_range_model(model: Any, tensors: list[str], graph_inputs: set[str], pa
 def write_bin_model(model: Any, tensors: list[str], graph_inputs: set[str], hists: _Histograms, path: Path) -> list[str]:
     """Save a copy of ``model`` whose outputs are, per tensor, each value's bin index (uint16).
 
-    ORT computes ``(x - lo) * bins / (hi - lo)`` (of ``|x|`` for absolute histograms) on all cores
-    and frees the float activations at once; numpy only counts.
+    ORT computes the index as ``numpy.histogram`` does, in float32: ``(x - first) / (last - first) * bins``
+    truncated, then moved down one bin when x is below its bin's lower edge and up one when it reaches
+    the next edge (the last bin keeps its right edge), so the counts are numpy's, hence ORT's calibrators'.
+    It runs on all cores and frees the float activations at once; numpy only counts.
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -149,22 +159,44 @@ def write_bin_model(model: Any, tensors: list[str], graph_inputs: set[str], hist
                    list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
     probes: dict[str, list[Any]] = {}
     outputs = []
+    n = hists.num_bins
+    model.graph.initializer.extend([f32(n, f"{prefix}_n"), f32(n - 1, f"{prefix}_top"),
+                                    numpy_helper.from_array(np.array(1, np.int32), f"{prefix}_one"),
+                                    numpy_helper.from_array(np.array(n - 1, np.int32), f"{prefix}_last")])
     for i, t in enumerate(tensors):
-        lo, scale = hists.lo_scale[t]
-        model.graph.initializer.extend([f32(lo, f"{prefix}_{i}_lo"), f32(scale, f"{prefix}_{i}_scale")])
+        edges = hists.edges[t]
+        p = f"{prefix}_{i}"
+        model.graph.initializer.extend([f32(edges[0], f"{p}_lo"), f32(edges[-1] - edges[0], f"{p}_width"),
+                                        f32(edges, f"{p}_edges")])
         nodes, x = [], t
         if value_types.get(t, TensorProto.FLOAT) != TensorProto.FLOAT:
-            nodes.append(helper.make_node("Cast", [x], [f"{prefix}_{i}_f32"], to=TensorProto.FLOAT))
-            x = f"{prefix}_{i}_f32"
+            nodes.append(helper.make_node("Cast", [x], [f"{p}_f32"], to=TensorProto.FLOAT))
+            x = f"{p}_f32"
         if hists.absolute:
-            nodes.append(helper.make_node("Abs", [x], [f"{prefix}_{i}_abs"]))
-            x = f"{prefix}_{i}_abs"
-        nodes.append(helper.make_node("Sub", [x, f"{prefix}_{i}_lo"], [f"{prefix}_{i}_sub"]))
-        out = f"{prefix}_{i}_bin"
-        nodes.append(helper.make_node("Mul", [f"{prefix}_{i}_sub", f"{prefix}_{i}_scale"], [f"{prefix}_{i}_pos"]))
-        # Pass 1 saw these exact values (same kernels, one sample per run), so lo <= x <= hi and the
-        # position is in [0, bins]: the cast truncates (= floor) and the count folds bin `bins` into the last.
-        nodes.append(helper.make_node("Cast", [f"{prefix}_{i}_pos"], [out], to=TensorProto.UINT16))
+            nodes.append(helper.make_node("Abs", [x], [f"{p}_abs"]))
+            x = f"{p}_abs"
+        out = f"{p}_bin"
+        # Pass 1 saw these exact values (same kernels, one sample per run), so first <= x <= last and the
+        # position is in [0, bins]; numpy's index `bins` (x on the last edge) is the last bin.
+        node = helper.make_node
+        nodes += [node("Sub", [x, f"{p}_lo"], [f"{p}_sub"]), node("Div", [f"{p}_sub", f"{p}_width"], [f"{p}_frac"]),
+                  node("Mul", [f"{p}_frac", f"{prefix}_n"], [f"{p}_pos"]),
+                  node("Min", [f"{p}_pos", f"{prefix}_top"], [f"{p}_posc"]),
+                  node("Cast", [f"{p}_posc"], [f"{p}_i0"], to=TensorProto.INT32),
+                  # numpy's corrections: below the bin's lower edge -> one down
+                  node("Gather", [f"{p}_edges", f"{p}_i0"], [f"{p}_e0"]),
+                  node("Less", [x, f"{p}_e0"], [f"{p}_below"]),
+                  node("Cast", [f"{p}_below"], [f"{p}_dec"], to=TensorProto.INT32),
+                  node("Sub", [f"{p}_i0", f"{p}_dec"], [f"{p}_i1"]),
+                  # at or above the next edge (except in the last bin) -> one up
+                  node("Add", [f"{p}_i1", f"{prefix}_one"], [f"{p}_next"]),
+                  node("Gather", [f"{p}_edges", f"{p}_next"], [f"{p}_e1"]),
+                  node("Less", [x, f"{p}_e1"], [f"{p}_inside"]), node("Not", [f"{p}_inside"], [f"{p}_above"]),
+                  node("Less", [f"{p}_i1", f"{prefix}_last"], [f"{p}_notlast"]),
+                  node("And", [f"{p}_above", f"{p}_notlast"], [f"{p}_up"]),
+                  node("Cast", [f"{p}_up"], [f"{p}_inc"], to=TensorProto.INT32),
+                  node("Add", [f"{p}_i1", f"{p}_inc"], [f"{p}_i2"]),
+                  node("Cast", [f"{p}_i2"], [out], to=TensorProto.UINT16)]
         model.graph.output.append(helper.make_empty_tensor_value_info(out))
         outputs.append(out)
         probes[t] = nodes
@@ -208,22 +240,18 @@ def _samples(reader: Any) -> Iterator[dict[str, np.ndarray]]:
 
 
 class _Histograms:
-    """Counts of each tensor's values in fixed bins over a fixed range: adding batches only adds counts."""
+    """Counts of each tensor's values (of their absolute values with ``absolute``) in ``num_bins`` equal
+    bins over a fixed range per tensor: adding batches only adds counts."""
 
-    def __init__(self, lows: dict[str, np.float32], highs: dict[str, np.float32], num_bins: int, absolute: bool) -> None:
+    def __init__(self, ranges: dict[str, tuple[np.float32, np.float32]], num_bins: int, absolute: bool) -> None:
         self.num_bins, self.absolute = num_bins, absolute
         self.edges: dict[str, np.ndarray] = {}
         self.counts: dict[str, np.ndarray] = {}
-        self.lo_scale: dict[str, tuple[np.float32, np.float32]] = {}
         empty = np.zeros(0, np.float32)
-        for t, low in lows.items():
-            top = np.float32(max(abs(low), abs(highs[t])))
-            rng = (np.float32(0), top) if absolute else (-top, top)
-            # The edges ORT's collector would use for this range (numpy widens an empty range to +-0.5).
-            edges = np.histogram_bin_edges(empty, num_bins, range=rng).astype(np.float32)
-            self.edges[t] = edges
+        for t, (low, high) in ranges.items():
+            # numpy.histogram's float32 edges for this range (it widens an empty range to +-0.5)
+            self.edges[t] = np.histogram_bin_edges(empty, num_bins, range=(np.float32(low), np.float32(high)))
             self.counts[t] = np.zeros(num_bins, np.int64)
-            self.lo_scale[t] = (edges[0], np.float32(num_bins / (float(edges[-1]) - float(edges[0]))))
 
     def add(self, name: str, bins: np.ndarray) -> None:
         """Count ``bins`` (each value's bin index, from the bin model; ``num_bins`` is the range's top value)."""
@@ -260,7 +288,9 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
         raise ValueError(f"no float tensor to calibrate for op types {list(config.op_types or [])}")
     graph_inputs = {i.name for i in model.graph.input} - {i.name for i in model.graph.initializer}
     per_sample = activation_bytes_per_sample(model)
-    range_outputs = write_range_model(model, tensors, graph_inputs, tmp / "calib_range.onnx")
+    absolute = method == "percentile" and config.symmetric  # ORT's collect_absolute_value: bins |x|
+    range_outputs = write_range_model(model, tensors, graph_inputs, tmp / "calib_range.onnx", abs_min=absolute)
+    per_tensor = len(range_outputs) // len(tensors)
     del model
 
     # Pass 1: exact min and max of every tensor over all the data.
@@ -268,12 +298,15 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     session = _session(tmp / "calib_range.onnx", config.threads)
     lows = {t: np.float32(np.inf) for t in tensors}
     highs = {t: np.float32(-np.inf) for t in tensors}
+    abs_lows = {t: np.float32(np.inf) for t in tensors}
     samples = 0
     for feed in _samples(reader):
         values = session.run(range_outputs, feed)
         for k, t in enumerate(tensors):
-            lows[t] = np.minimum(lows[t], np.float32(values[2 * k]))  # NaN propagates: caught below
-            highs[t] = np.maximum(highs[t], np.float32(values[2 * k + 1]))
+            lows[t] = np.minimum(lows[t], np.float32(values[per_tensor * k]))  # NaN propagates: caught below
+            highs[t] = np.maximum(highs[t], np.float32(values[per_tensor * k + 1]))
+            if absolute:
+                abs_lows[t] = np.minimum(abs_lows[t], np.float32(values[per_tensor * k + 2]))
         samples += 1
     del session
     if samples == 0:
@@ -291,10 +324,17 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
             pairs = {t: (lows[t], highs[t]) for t in tensors}
         return CalibrationResult(TensorsData(CalibrationMethod.MinMax, pairs), len(tensors), samples, per_sample, passes)
 
-    # Pass 2: histograms over the ranges fixed by pass 1.
+    # Pass 2: histograms over the ranges fixed by pass 1: the range ORT's collector bins (np.histogram of
+    # all the data: |x| over [min|x|, max|x|], x over [-max|x|, max|x|]), or torch's [min, max] for "mse".
     t0 = time.perf_counter()
-    absolute = method == "percentile" and config.symmetric  # ORT's collect_absolute_value
-    hists = _Histograms(lows, highs, int(config.num_bins), absolute)
+    tops = {t: np.float32(max(abs(lows[t]), abs(highs[t]))) for t in tensors}
+    if absolute:
+        ranges = {t: (abs_lows[t], tops[t]) for t in tensors}
+    elif method == "mse":
+        ranges = {t: (lows[t], highs[t]) for t in tensors}
+    else:
+        ranges = {t: (-tops[t], tops[t]) for t in tensors}
+    hists = _Histograms(ranges, int(config.num_bins), absolute)
     bin_outputs = write_bin_model(onnx.load(str(model_path)), tensors, graph_inputs, hists, tmp / "calib_bins.onnx")
     session = _session(tmp / "calib_bins.onnx", config.threads)
     for feed in _samples(reader):
@@ -310,12 +350,25 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
 
 
 def _thresholds(method: str, hists: _Histograms, lows: dict, highs: dict, config: CalibrationConfig) -> Any:
-    """Run ORT's HistogramCollector algorithms on the fixed-range histograms."""
+    """Run ORT's HistogramCollector algorithms (or torch's L2 search for "mse") on the fixed-range histograms."""
     from onnxruntime.quantization.calibrate import (
         CalibrationMethod,
         HistogramCollector,
         TensorsData,
     )
+
+    if method == "mse":
+        from .histogram_mse import l2_range
+
+        pairs = {}
+        for t, counts in hists.counts.items():
+            low, high = l2_range(counts, hists.edges[t][0], hists.edges[t][-1])
+            if config.symmetric:  # as torch's per_tensor_symmetric qparams, and our MinMax
+                top = np.float32(max(abs(low), abs(high)))
+                low, high = -top, top
+            pairs[t] = (low, high)
+        # ORT takes these as plain ranges (as MinMax's); quantize.py passes the matching method
+        return TensorsData(CalibrationMethod.MinMax, pairs)
 
     collector = HistogramCollector(method=method, symmetric=config.symmetric, num_bins=hists.num_bins,
                                    num_quantized_bins=NUM_QUANTIZED_BINS,

@@ -16,22 +16,32 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-METHODS = ("minmax", "entropy", "percentile", "distribution")
+# "mse": the L2 range search of PyTorch's HistogramObserver (exporters/histogram_mse.py); the others are ORT's.
+METHODS = ("minmax", "entropy", "percentile", "distribution", "mse")
 QTYPES = ("QUInt8", "QInt8")
 # Defaults that make each method do what its name says (see module docstring).
 # Entropy searches (bins - 128) / 2 thresholds per tensor in pure Python: 512 bins keeps ResNet-50
 # calibration to minutes (2048, TensorRT's choice, takes several times longer); set num_bins to change it.
-DEFAULT_BINS = {"entropy": 512, "percentile": 2048, "distribution": 2048}
+DEFAULT_BINS = {"entropy": 512, "percentile": 2048, "distribution": 2048, "mse": 2048}  # mse: torch's default
 MIN_BINS = {"entropy": 128, "percentile": 2, "distribution": 512}  # ORT's algorithms need at least these
 MAX_BINS = 65535  # bin indices (0..num_bins) travel as uint16
 DEFAULT_PERCENTILE = 99.99
 # ORT's calibration-range symmetry when quantize_static is not told (create_calibrator's defaults).
-ORT_DEFAULT_RANGE_SYMMETRIC = {"minmax": False, "entropy": False, "percentile": True, "distribution": False}
+ORT_DEFAULT_RANGE_SYMMETRIC = {"minmax": False, "entropy": False, "percentile": True, "distribution": False,
+                               "mse": False}  # mse: torch's default per_tensor_affine
 
 _BOOLS = ("per_channel", "symmetric_weight", "reduce_range")
 _INTS = {"calib_samples": 1, "calib_batch": 1, "calib_memory_mb": 1, "calib_seed": 0}  # key -> minimum
 _NAME_LISTS = ("op_types", "exclude_nodes")
-MODES = ("static", "dynamic")
+MODES = ("static", "dynamic", "qat")
+# mode = "qat" (exporters/qat_model.py): length (steps, or epochs over the training split; one epoch when
+# neither is given), Adam learning rate, batch and seed of the fine-tuning. Left out of the settings (and so
+# of cache keys and rows) of the other modes.
+QAT_ONLY = ("qat_steps", "qat_epochs", "qat_lr", "qat_batch", "qat_seed")
+# What mode = "qat" fake-quantizes as it is (exporters/qat.py's fake quantizers); other values are refused.
+QAT_FIXED = ("calibration", "activation_type", "weight_type", "symmetric_activation", "symmetric_weight",
+             "reduce_range", "exclude_nodes", "calib_samples", "calib_seed", "calib_classes", "calib_batch", "num_bins",
+             "percentile", "weight_bits", "weight_rounding", "weight_storage")
 WEIGHT_BITS = (8, 4, 3)
 # "int8": ORT's own 8-bit weights; "int4": ORT's INT4 QDQ weights (opset 21) where it covers the op;
 # "simulated": weights rounded to the lower-bit grid but stored as INT8 (accuracy-only study).
@@ -87,9 +97,15 @@ class QuantSettings:
     # Points of top-1 the INT8 model may lose; set, quantbench searches nodes to keep in float
     # (harness/mixed_precision.py, run by `quantbench sensitivity`).
     accuracy_budget: float | None = None
+    qat_steps: int | None = None
+    qat_epochs: int | None = None
+    qat_lr: float = 1e-4
+    qat_batch: int = 64
+    qat_seed: int = 0
 
     def __post_init__(self) -> None:
         self._check_bits()
+        self._check_qat()
         if not isinstance(self.calibration, str) or self.calibration not in METHODS:
             close = difflib.get_close_matches(str(self.calibration), METHODS, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -139,9 +155,31 @@ class QuantSettings:
                 or not math.isfinite(self.accuracy_budget) or self.accuracy_budget < 0):
             raise ValueError(f"accuracy_budget must be a number of top-1 points >= 0, not {_kind(self.accuracy_budget)}")
 
+    def _check_qat(self) -> None:
+        defaults = {f.name: f.default for f in fields(self)}
+        if self.mode != "qat":
+            for key in QAT_ONLY:
+                if getattr(self, key) != defaults[key]:
+                    raise ValueError(f"{key} applies to mode = 'qat' only")
+            return
+        for key in QAT_FIXED:
+            if getattr(self, key) != defaults[key]:
+                raise ValueError(f"{key} does not apply to mode = 'qat' (fake quantization trains QUInt8 "
+                                 "asymmetric activations and 8-bit QInt8 symmetric weights; per_channel, op_types "
+                                 "and the qat_* keys choose the rest)")
+        for key in ("qat_steps", "qat_epochs", "qat_batch"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{key} must be an integer >= 1, not {_kind(value)}")
+        if isinstance(self.qat_seed, bool) or not isinstance(self.qat_seed, int) or self.qat_seed < 0:
+            raise ValueError(f"qat_seed must be an integer >= 0, not {_kind(self.qat_seed)}")
+        if (isinstance(self.qat_lr, bool) or not isinstance(self.qat_lr, (int, float))
+                or not (math.isfinite(self.qat_lr) and 0 < self.qat_lr < 1)):
+            raise ValueError(f"qat_lr must be a number in (0, 1), not {_kind(self.qat_lr)}")
+
     def _check_bits(self) -> None:
         if not isinstance(self.mode, str) or self.mode not in MODES:
-            raise ValueError(f"mode must be 'static' or 'dynamic', not {_kind(self.mode)}")
+            raise ValueError(f"mode must be 'static', 'dynamic' or 'qat', not {_kind(self.mode)}")
         if isinstance(self.weight_bits, bool) or self.weight_bits not in WEIGHT_BITS:
             raise ValueError(f"weight_bits must be 8, 4 or 3, not {_kind(self.weight_bits)}")
         known = known_roundings()
@@ -180,7 +218,7 @@ class QuantSettings:
     @property
     def effective_bins(self) -> int | None:
         """Histogram bins actually used (None for MinMax and dynamic quantization)."""
-        if self.calibration == "minmax" or self.mode == "dynamic":
+        if self.calibration == "minmax" or self.mode in ("dynamic", "qat"):
             return None
         return self.num_bins or DEFAULT_BINS[self.calibration]
 
@@ -207,7 +245,9 @@ class QuantSettings:
         out the calibration keys (they do not apply)."""
         d: dict[str, Any] = {}
         for f in fields(self):
-            if self.mode == "dynamic" and f.name in STATIC_ONLY:
+            if self.mode in ("dynamic", "qat") and f.name in STATIC_ONLY:
+                continue
+            if self.mode != "qat" and f.name in QAT_ONLY:
                 continue
             value = getattr(self, f.name)
             d[f.name] = list(value) if isinstance(value, tuple) else value
@@ -218,9 +258,11 @@ class QuantSettings:
         ``percentile``, ``symmetric_activation``) plus ``calib_symmetric`` (the range symmetry)."""
         d = self.to_config()
         d["weight_storage"] = self.resolved_weight_storage
-        if self.mode == "dynamic":  # nothing was calibrated: the calibration keys are null, not defaults
+        if self.mode in ("dynamic", "qat"):  # nothing was calibrated: the calibration keys are null, not defaults
             d.update({key: None for key in STATIC_ONLY})
             d["calib_symmetric"] = None
+            if self.mode == "qat":  # the fake quantizers' types (ranges learned in training)
+                d.update({"activation_type": "QUInt8", "symmetric_activation": False})
             return d
         d["num_bins"] = self.effective_bins
         d["percentile"] = self.effective_percentile
@@ -308,7 +350,8 @@ def static_quant_kwargs(settings: QuantSettings, cache: Path, only: list[str] | 
 
     qtype = {"QUInt8": QuantType.QUInt8, "QInt8": QuantType.QInt8}
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile, "distribution": CalibrationMethod.Distribution}
+              "percentile": CalibrationMethod.Percentile, "distribution": CalibrationMethod.Distribution,
+              "mse": CalibrationMethod.MinMax}  # mse ranges reach ORT as plain ranges (calibrate.py)
     return {"calibration_data_reader": None, "calibration_cache_path": str(cache), "quant_format": QuantFormat.QDQ,
             "per_channel": settings.per_channel, "activation_type": qtype[settings.activation_type],
             "weight_type": qtype[settings.weight_type], "reduce_range": settings.reduce_range,

@@ -51,6 +51,7 @@ CONFIGS = {
     "entropy": CalibrationConfig("entropy", num_bins=512),
     "percentile-symmetric": CalibrationConfig("percentile", symmetric=True, num_bins=2048, percentile=99.99),
     "percentile": CalibrationConfig("percentile", symmetric=False, num_bins=2048, percentile=99.9),
+    "mse": CalibrationConfig("mse", num_bins=2048),
 }
 
 
@@ -122,3 +123,74 @@ def test_empty_reader_and_bad_bins(data, tmp_path):
         calibrate(MODEL, CONFIGS["minmax"], Empty(), tmp_path)
     with pytest.raises(ValueError, match="num_bins"):
         calibrate(MODEL, CalibrationConfig("entropy", num_bins=None), BatchReader(split, pre, idx[:4], 4), tmp_path)
+
+
+class _OneSampleReader:
+    """The N calibration samples one at a time (the run size calibrate() uses, so the activations are
+    bit-identical), for ORT's own calibrators."""
+
+    def __init__(self, data):
+        split, pre, idx = data
+        self.x = pre.apply(split.read(idx))
+        self.i = 0
+
+    def get_next(self):
+        if self.i >= len(self.x):
+            return None
+        self.i += 1
+        return {"input": self.x[self.i - 1:self.i]}
+
+    def rewind(self):
+        self.i = 0
+
+
+@pytest.mark.parametrize("method, symmetric, bins, pct", [
+    ("percentile", True, 2048, 99.99),    # |x| binned over [min|x|, max|x|]
+    ("percentile", False, 2048, 99.9),
+    ("entropy", False, 512, None),
+])
+def test_thresholds_equal_orts_own_calibrator(data, tmp_path, method, symmetric, bins, pct):
+    """Exactly (not to within a bin) the thresholds of ORT's PercentileCalibrater/EntropyCalibrater run
+    over the same samples: same histogram range and the same counts as numpy's binning."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    kind = {"percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}[method]
+    options = {"symmetric": symmetric, "num_bins": bins}
+    if pct is not None:
+        options["percentile"] = pct
+    calibrator = create_calibrator(MODEL, None, augmented_model_path=str(tmp_path / "aug.onnx"),
+                                   calibrate_method=kind, extra_options=options)
+    with contextlib.redirect_stdout(io.StringIO()):
+        calibrator.collect_data(_OneSampleReader(data))
+        ref = calibrator.compute_data()
+    ours = _run(data, tmp_path, CalibrationConfig(method, symmetric=symmetric, num_bins=bins, percentile=pct), batch=32)
+    assert sorted(ours) == sorted(ref)
+    for t in ref:
+        assert [float(v) for v in ours[t].range_value] == [float(v) for v in ref[t].range_value], t
+
+
+@pytest.mark.torch
+def test_mse_ranges_are_torchs_histogram_observer(data, tmp_path):
+    """calibration = "mse" on the shipped CNN: each tensor's range is the one torch's HistogramObserver
+    (2048 bins, one call over all the activations) picks, to within one bin (torch.histc bins the values
+    itself); symmetric makes it (-m, m)."""
+    import torch
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    tensors, _ = tensors_to_calibrate(load_model_with_shape_infer(MODEL), None)
+    values = _all_activations(data, tensors)
+    ours = _run(data, tmp_path, CalibrationConfig("mse", num_bins=2048), batch=32)
+    clipped = 0
+    for t in tensors:
+        obs = torch.ao.quantization.HistogramObserver(bins=2048)
+        obs(torch.from_numpy(values[t]))
+        ref = [float(v) for v in obs._non_linear_param_search()]
+        width = float(values[t].max() - values[t].min()) / 2048
+        lo, hi = (float(v) for v in ours[t].range_value)
+        assert abs(lo - ref[0]) <= 1.01 * width and abs(hi - ref[1]) <= 1.01 * width, (t, (lo, hi), ref)
+        clipped += hi < float(values[t].max()) - width
+    assert clipped, "the search should clip some tensor's range"
+    sym = _run(data, tmp_path, CalibrationConfig("mse", symmetric=True, num_bins=2048), batch=32)
+    for t in tensors:
+        lo, hi = (float(v) for v in ours[t].range_value)
+        assert [float(v) for v in sym[t].range_value] == [-max(abs(lo), abs(hi)), max(abs(lo), abs(hi))]

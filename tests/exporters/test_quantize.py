@@ -29,9 +29,9 @@ def _build(store, source, name, **quant):
 
 def test_methods_really_differ_keep_accuracy_and_shrink(store, source):
     fp32 = store.fp32(source)
-    built = {m: _build(store, source, m, calibration=m) for m in ("minmax", "entropy", "percentile")}
+    built = {m: _build(store, source, m, calibration=m) for m in ("minmax", "entropy", "percentile", "mse")}
     shas = {a.sha256 for a in built.values()}
-    assert len(shas) == 3, "each calibration method must produce its own ranges"
+    assert len(shas) == 4, "each calibration method must produce its own ranges"
     assert identical_groups(list(built.values())) == {}
     base = _accuracy(fp32.path, source)
     assert base > 0.85
@@ -176,3 +176,14 @@ def test_dict_data_spec_is_passed_through(tmp_path, source):
                                                 timeout_s=300)
     assert from_dict.sha256 == from_text.sha256
     assert other.sha256 != from_dict.sha256
+
+
+def test_mse_method_settings_are_recorded():
+    """calibration = "mse" (torch HistogramObserver's L2 search): its bins and range symmetry resolved
+    in rows like the other histogram methods; percentile does not apply."""
+    d = QuantSettings.from_dict({"calibration": "mse"}).to_dict()
+    assert d["calibration"] == "mse" and d["num_bins"] == 2048 and d["percentile"] is None
+    assert d["calib_symmetric"] is False and d["symmetric_activation"] is False
+    assert QuantSettings(calibration="mse", num_bins=256, symmetric_activation=True).to_dict()["calib_symmetric"] is True
+    with pytest.raises(ValueError, match="did you mean 'mse'"):
+        QuantSettings.from_dict({"calibration": "mes"})
