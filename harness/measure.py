@@ -2,7 +2,9 @@
 
 Runs inside the cell's own subprocess (:mod:`harness.worker`). The harness times; the runtime
 only does work, through the clock it hands out (host ``perf_counter_ns`` or CUDA events). The
-timed loop is identical for every runtime: no runtime-specific branches here.
+timed loop is identical for every runtime: no runtime-specific branches here. The timed loop and
+the interleave against FP32 run under an interference window (:mod:`harness.interference`): a cell
+timed while other processes were busy says so (``timing_noisy``) and is measured again once quiet.
 """
 from __future__ import annotations
 
