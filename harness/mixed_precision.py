@@ -27,7 +27,8 @@ from typing import Any
 STEP_FIELDS = ("status", "error", "top1", "top5", "agreement_top1", "max_abs_err", "eval_samples", "accuracy_note",
                "compute_p50_ms", "compute_p99_ms", "compute_mean_ms", "iterations", "stop_reason", "timing_valid",
                "speedup_interleaved", "speedup_interleaved_rounds", "speedup_error", "exec_precision",
-               "int8_op_share", "load_avg")
+               "int8_op_share", "load_avg", "speedup_interleaved_ci95", "speedup_stop_reason", "compute_p50_ci95",
+               "interference", "timing_noisy", "timing_noisy_reason")
 EPS_PTS = 1e-9  # top-1 is a ratio of counts: compare points without float noise
 HOLDOUT_SEED = 0  # which half of the evaluation images selects (the other reports)
 
