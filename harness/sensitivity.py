@@ -311,6 +311,8 @@ def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: Sensi
             "timestamp": _now(), "sqnr_samples": whole.get("sqnr_samples"), "rank_by": opts.rank_by,
             "top1_quant_only": q, "top1_float_only": f, "top1_fp32": fp32_top1,
             "top1_drop_quant_only_pts": _pts(fp32_top1, q), "top1_drop_float_only_pts": _pts(fp32_top1, f),
+            **loss_fields("top1_drop_quant_only", a.get("paired_quant_only")),
+            **loss_fields("top1_drop_float_only", a.get("paired_float_only")),
             "accuracy_note": a.get("error") or ("" if a else plan_note if plan_note else
                                                 "top-1 measured for the top candidates only"),
         })
@@ -324,6 +326,7 @@ def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: Sensi
         "sqnr_samples": whole.get("sqnr_samples"), "eval_samples": whole_acc.get("eval_samples"),
         "top1_fp32": fp32_top1, "top1_int8": whole_acc.get("top1_int8"),
         "top1_drop_int8_pts": _pts(fp32_top1, whole_acc.get("top1_int8")), "accuracy_note": plan_note,
+        **loss_fields("top1_drop_int8", whole_acc.get("paired_int8")),
         "calibration_s": setup.get("calibration_s"), "sqnr_s": round(t_sqnr, 3),
         "elapsed_s": round(time.perf_counter() - t_start, 3), "notes": setup.get("notes") or [],
     }
@@ -333,6 +336,16 @@ def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: Sensi
 
         search(cfg, pm, v, qs, budget, [n["node"] for n in ranked if n.get("rank")], opts, workdir, base, study, log)
     study.summary["elapsed_s"] = round(time.perf_counter() - t_start, 3)
+
+
+def loss_fields(prefix: str, paired: dict[str, Any] | None) -> dict[str, Any]:
+    """``{prefix}_ci95_pts`` ([lo, hi] top-1 points lost vs FP32, paired on the same images, 95%) and
+    ``{prefix}_p`` (exact McNemar) from :func:`.accuracy_stats.paired_accuracy`'s fields (nulls without)."""
+    if not paired:
+        return {f"{prefix}_ci95_pts": None, f"{prefix}_p": None}
+    lo, hi = paired["delta_top1_ci95"]
+    return {f"{prefix}_ci95_pts": [round(-hi * 100 + 0.0, 4), round(-lo * 100 + 0.0, 4)],
+            f"{prefix}_p": paired["delta_top1_p"]}
 
 
 def _pts(reference: float | None, value: float | None) -> float | None:

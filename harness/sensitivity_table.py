@@ -18,6 +18,16 @@ def _pts(value: Any) -> str:
     return f"{-value + 0.0:+.2f}" if isinstance(value, (int, float)) else DASH
 
 
+def _loss(row: dict[str, Any], prefix: str) -> str:
+    """``−0.51 ±0.92``: the top-1 change vs FP32 with half its 95% paired interval; ``≈`` when not significant."""
+    text = _pts(row.get(f"{prefix}_pts"))
+    ci, p = row.get(f"{prefix}_ci95_pts"), row.get(f"{prefix}_p")
+    if text == DASH or not (isinstance(ci, list) and len(ci) == 2):
+        return text
+    text = f"{text} ±{(ci[1] - ci[0]) / 2:.2f}"
+    return f"≈{text}" if isinstance(p, (int, float)) and p >= 0.05 else text
+
+
 def _sqnr(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
     if value is None and row.get("status") == "ok":
@@ -34,8 +44,8 @@ def node_lines(rows: list[dict[str, Any]], limit: int | None = None) -> list[lis
             continue
         out.append([str(r.get("rank")), str(r.get("node")), str(r.get("op_type")),
                     _sqnr(r, "sqnr_quant_only_db"), _sqnr(r, "sqnr_float_only_db"),
-                    _pct(r.get("top1_quant_only")), _pts(r.get("top1_drop_quant_only_pts")),
-                    _pct(r.get("top1_float_only")), _pts(r.get("top1_drop_float_only_pts"))])
+                    _pct(r.get("top1_quant_only")), _loss(r, "top1_drop_quant_only"),
+                    _pct(r.get("top1_float_only")), _loss(r, "top1_drop_float_only")])
     return out
 
 
@@ -83,10 +93,14 @@ def render_console(results: list[Any], console: Any, limit: int | None = None) -
         console.print(table)
         if limit and len(st.rows) > limit:
             console.print(f"… {len(st.rows) - limit} more node(s) in sensitivity.jsonl", markup=False)
+        if any(r.get("top1_drop_quant_only_ci95_pts") for r in st.rows):
+            console.print("Δ pts: top-1 minus FP32's on the same images ± half its 95% paired interval (Newcombe); "
+                          "≈: not significant (exact McNemar p ≥ 0.05). Nodes are ranked by SQNR; top-1 is shown, "
+                          "not used to rank.", markup=False, style="dim")
         console.print(
             f"{s.get('nodes')} quantizable node(s); whole-model INT8 SQNR {_num(s.get('sqnr_whole_int8_db'), '.2f')} dB "
             f"on {s.get('sqnr_samples')} images; top-1 FP32 {_pct(s.get('top1_fp32'))}, INT8 {_pct(s.get('top1_int8'))}"
-            f" on {s.get('eval_samples') or DASH} images; calibration {_num(s.get('calibration_s'), '.1f')} s, "
+            f" (Δ {_loss(s, 'top1_drop_int8')} pts) on {s.get('eval_samples') or DASH} images; calibration {_num(s.get('calibration_s'), '.1f')} s, "
             f"all nodes {_num(s.get('sqnr_s'), '.0f')} s, total {_num(s.get('elapsed_s'), '.0f')} s", markup=False)
         if s.get("not_quantized_alone"):
             console.print(f"not quantized on their own (ORT quantizes them only next to quantized neighbours): "

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import node_quant as nq
+from .accuracy_stats import paired_accuracy
 
 
 class _Progress:
@@ -135,10 +136,11 @@ def run_accuracy(job: dict[str, Any], progress: _Progress) -> None:
     threads, batch = int(job.get("threads", 0)), int(job.get("batch", 32))
     x, y = _images(job, int(job["eval_samples"]))
     skip = set(job.get("skip") or [])
+    fp32_right = _correct(nq.run_outputs(Path(job["fp32"]), x, batch, threads), y)  # every comparison is paired with it
     if "whole" not in skip:
-        progress.emit(event="whole_accuracy", eval_samples=len(x),
-                      top1_fp32=nq.top1(nq.run_outputs(Path(job["fp32"]), x, batch, threads), y),
-                      top1_int8=nq.top1(nq.run_outputs(full, x, batch, threads), y))
+        int8_right = _correct(nq.run_outputs(full, x, batch, threads), y)
+        progress.emit(event="whole_accuracy", eval_samples=len(x), top1_fp32=round(float(fp32_right.mean()), 6),
+                      top1_int8=round(float(int8_right.mean()), 6), paired_int8=paired_accuracy(fp32_right, int8_right))
     tmp = workdir / "node.onnx"
     for name in job["nodes"]:
         if name in skip:
@@ -146,14 +148,22 @@ def run_accuracy(job: dict[str, Any], progress: _Progress) -> None:
         progress.emit(event="start", node=name)
         try:
             nq.quantize(workdir, settings, tmp, only=[name])
-            q_only = nq.top1(nq.run_outputs(tmp, x, batch, threads), y)
+            q_only = _correct(nq.run_outputs(tmp, x, batch, threads), y)
             nq.quantize(workdir, settings, tmp, exclude=[name])
-            f_only = nq.top1(nq.run_outputs(tmp, x, batch, threads), y)
+            f_only = _correct(nq.run_outputs(tmp, x, batch, threads), y)
         except Exception as exc:  # noqa: BLE001
             progress.emit(event="accuracy", node=name, error=_one_line(exc))
             continue
-        progress.emit(event="accuracy", node=name, top1_quant_only=q_only, top1_float_only=f_only)
+        progress.emit(event="accuracy", node=name, top1_quant_only=round(float(q_only.mean()), 6),
+                      top1_float_only=round(float(f_only.mean()), 6),
+                      paired_quant_only=paired_accuracy(fp32_right, q_only),
+                      paired_float_only=paired_accuracy(fp32_right, f_only))
     tmp.unlink(missing_ok=True)
+
+
+def _correct(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per image: is the arg-max the label (the vector :func:`.accuracy_stats.paired_accuracy` pairs)."""
+    return np.asarray(outputs).argmax(axis=1) == np.asarray(labels)
 
 
 def run_quantize(job: dict[str, Any], progress: _Progress) -> None:

@@ -287,3 +287,19 @@ def test_held_out_check_reads_the_interval_against_the_budget() -> None:
     assert held_out_report(step(-0.009, -0.016, -0.002), 1.0)["budget_check"] == "not significantly beyond"
     assert held_out_report(step(-0.03, -0.04, -0.02), 1.0)["budget_check"] == "beyond"
     assert held_out_report(None, 1.0)["budget_check"] is None
+
+
+def test_per_node_and_whole_model_top1_changes_carry_paired_intervals(budget_study) -> None:
+    from quantbench.harness.sensitivity_table import render_console
+    from rich.console import Console
+
+    study, _, _ = budget_study
+    first = study.rows[0]  # the outlier layer: quantizing it alone costs > 5 points on 400 images
+    lo, hi = first["top1_drop_quant_only_ci95_pts"]
+    assert lo <= first["top1_drop_quant_only_pts"] <= hi and lo > 0 and first["top1_drop_quant_only_p"] < 0.05
+    lo, hi = study.summary["top1_drop_int8_ci95_pts"]
+    assert lo <= study.summary["top1_drop_int8_pts"] <= hi
+    console = Console(record=True, width=250, color_system=None)
+    render_console([study], console)
+    text = console.export_text()
+    assert f"{-first['top1_drop_quant_only_pts']:+.2f} ±" in text and "exact McNemar p ≥ 0.05" in text
