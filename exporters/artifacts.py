@@ -185,6 +185,8 @@ class ArtifactStore:
             return self._describe(out, variant.name, "fp16", fp32.weights, fp32.path)
         if variant.precision != "int8" or variant.quant is None:
             raise ValueError(f"variant '{variant.name}': cannot build precision {variant.precision}")
+        if variant.quant.mode == "qat":
+            return self._build_qat(source, variant, data_spec, preprocess, fp32, timeout_s)
         if variant.quant.mode == "dynamic":  # no calibration: the data cannot change the file
             key = _key("int8-dynamic", fp32.sha256, variant.quant.to_dict(), _version("onnxruntime"))
         else:
@@ -204,6 +206,32 @@ class ArtifactStore:
             out.parent.mkdir(parents=True, exist_ok=True)
             meta = run_quantize_worker(fp32.path, out, variant.quant, data_spec, preprocess, timeout_s=timeout_s)
             meta["weights"] = weight_summary(out, variant.quant, artifact_size(out))
+            meta_path.write_text(json.dumps(meta))
+        meta = json.loads(meta_path.read_text())
+        return self._describe(out, variant.name, "int8", fp32.weights, fp32.path, meta)
+
+    def _build_qat(self, source: ModelSource, variant: VariantSpec, data_spec: str | dict[str, Any],
+                   preprocess: dict[str, Any], fp32: BuiltArtifact, timeout_s: float | None) -> BuiltArtifact:
+        """``mode = "qat"``: fine-tune the torch model with fake quantization on the data's training split
+        (exporters/qat_model.py) and export plain QDQ ONNX, cached by everything that changes the file."""
+        from quantbench.calibration_data import open_source
+
+        from .qat_worker import run_qat_worker
+
+        if source.kind == "onnx":
+            raise ValueError(f"variant '{variant.name}': mode = 'qat' trains the PyTorch model; {source.name} is an "
+                             "ONNX file (use a registry name, torchvision:NAME or module:pkg.mod:fn)")
+        if importlib.util.find_spec("torch") is None:
+            raise ValueError(f"variant '{variant.name}': mode = 'qat' needs torch: pip install .[torch]")
+        data = open_source(data_spec).describe()
+        key = _key("int8-qat", "qat-1", fp32.sha256, source.kind, source.target, list(source.input_shape),
+                   variant.quant.to_dict(), data, preprocess, _version("torch"), _version("torchvision"))
+        out = self.root / key / "model.onnx"
+        meta_path = out.with_name("build.json")
+        if not (out.exists() and meta_path.exists()):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            meta = run_qat_worker(source, out, variant.quant, data_spec, preprocess, timeout_s=timeout_s)
+            meta["weights"] = {"packed_size_bytes": artifact_size(out)}
             meta_path.write_text(json.dumps(meta))
         meta = json.loads(meta_path.read_text())
         return self._describe(out, variant.name, "int8", fp32.weights, fp32.path, meta)

@@ -301,7 +301,8 @@ def to_plain_qdq(model: Any, weight_range: tuple[int, int] | None = None) -> Any
 
 def qdq_problems(model: Any) -> list[str]:
     """Compute nodes whose data input or weight does not come from a DequantizeLinear (with an integer
-    initializer for the weight): what would make ORT run them in float. Empty when the file is plain QDQ."""
+    initializer for the weight): what would make ORT run them in float. Empty when the file is plain QDQ.
+    A node with neither from a DequantizeLinear was left float on purpose (conv-only or dense-only QAT)."""
     from onnx import TensorProto
 
     g = model.graph
@@ -310,6 +311,8 @@ def qdq_problems(model: Any) -> list[str]:
     problems = []
     for node in g.node:
         if node.op_type not in COMPUTE:
+            continue
+        if all(getattr(producer.get(node.input[k]), "op_type", None) != "DequantizeLinear" for k in (0, 1)):
             continue
         for k, role in ((0, "input"), (1, "weight")):
             src = producer.get(node.input[k])

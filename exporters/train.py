@@ -185,4 +185,4 @@ def models_table_toml(recipe: Mapping[str, Any]) -> str:
     """The ``[[models]]`` table that benchmarks a trained file (what ``quantbench train`` prints)."""
     t = recipe["models_table"]
     return (f'[[models]]\nname = "{t["name"]}"\nweights = "{t["weights"]}"\ndataset = "{t["dataset"]}"\n'
-            f'input_shape = {t["input_shape"]}\n')
+            f'input_shape = {t["input_shape"]}\nnum_classes = {t["num_classes"]}\n')

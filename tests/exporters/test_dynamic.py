@@ -76,7 +76,7 @@ def test_settings_record_what_ran():
     for bad, match in [({"mode": "dynamic", "calibration": "entropy"}, "calibration does not apply to mode = 'dynamic'"),
                        ({"mode": "dynamic", "calib_samples": 64}, "calib_samples does not apply"),
                        ({"mode": "dynamic", "weight_bits": 4}, "mode = 'dynamic' quantizes weights to 8 bits"),
-                       ({"mode": "dynamc"}, "mode must be 'static' or 'dynamic'")]:
+                       ({"mode": "dynamc"}, "mode must be 'static', 'dynamic' or 'qat'")]:
         with pytest.raises(ValueError, match=match):
             QuantSettings.from_dict(bad)
 
