@@ -73,6 +73,13 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "shared_data: needs the data sets in ../shared/data (CIFAR-10 JPEGs)")
 
 
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One artifact cache (QUANTBENCH_CACHE / cache_dir) for the session, so variants are quantized once
+    across tests and test folders."""
+    return tmp_path_factory.mktemp("qb-cache")
+
+
 _CACHE: dict[str, str | None] = {}
 
 

@@ -1,12 +1,11 @@
-"""Helpers for end-to-end CLI tests: a tiny, fast sweep on the shipped model and real data."""
+"""Helpers for end-to-end CLI tests: a tiny, fast sweep on the shipped model and real data (the session's
+artifact cache, ``shared_cache``, is defined in tests/conftest.py)."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,9 +35,3 @@ def run_cli(*args: str, cache: Path, timeout: int = 600, **kw) -> subprocess.Com
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     return subprocess.run([sys.executable, "-m", "quantbench.harness.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=kw.get("cwd", ROOT))
-
-
-@pytest.fixture(scope="session")
-def shared_cache(tmp_path_factory) -> Path:
-    """One artifact cache for the session, so variants are quantized once across tests."""
-    return tmp_path_factory.mktemp("qb-cache")

@@ -14,7 +14,7 @@ from quantbench.harness.results import SCHEMA_VERSION
 
 
 @pytest.fixture(scope="session")
-def real_results(tmp_path_factory) -> Path:
+def real_results(tmp_path_factory, shared_cache) -> Path:
     """results.jsonl from a real sweep: fp32 + int8 on ort-cpu, batch 1 and 8."""
     pytest.importorskip("onnxruntime")
     from tests.harness.conftest import run_cli, write_config
@@ -22,7 +22,7 @@ def real_results(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("real")
     cfg = write_config(out / "c.toml", out, VARIANTS, batches="[1, 8]", eval_samples=200)
-    proc = run_cli("run", str(cfg), cache=out / "cache")
+    proc = run_cli("run", str(cfg), cache=shared_cache)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     return out / "results.jsonl"
 
