@@ -2,8 +2,9 @@
 activations quantized at run time from each batch's own range, so no calibration data is read.
 
 ORT writes integer operators (``ConvInteger``/``MatMulInteger`` after ``DynamicQuantizeLinear``), not
-QDQ; which of them a runtime can execute is that runtime's business and is recorded per row (ORT's
-CPU ``ConvInteger`` takes only uint8 weights, for instance: ``weight_type = "QUInt8"``).
+QDQ; which of them a runtime can execute is that runtime's business and is recorded per row. ORT's
+CPU kernels (checked on 1.32) load and run ``ConvInteger`` and ``MatMulInteger`` with int8 weights
+(``weight_type = "QInt8"``, the default) as well as uint8 ones (``"QUInt8"``).
 """
 from __future__ import annotations
 

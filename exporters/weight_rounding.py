@@ -28,6 +28,8 @@ GPTQ_BLOCK = 128  # columns per lazy-update block (the paper's B)
 GPTQ_DAMP = 0.01  # λ = 1 % of the mean diagonal of H
 GRAM_BUDGET_MB = 512.0  # Gram matrices held at once; more layers take more passes over the data
 GRAM_CHUNK_BYTES = 16 << 20  # input rows buffered per layer before they are added to its Gram matrix
+HELDOUT_MAX = 256  # held-out images for the error note (as many as calibration used, up to this)
+HELDOUT_SEED = 1
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
 
 
@@ -392,7 +394,8 @@ class _GramSum:
 
 @dataclass
 class LayerReport:
-    """What rounding one layer did: relative output error on the calibration data, vs round-to-nearest."""
+    """What rounding one layer did: relative output error ‖(W − Ŵ)X‖² / ‖WX‖² vs round-to-nearest's, on
+    the calibration data (what GPTQ/GPFQ minimised: optimistic) and on held-out images when there are some."""
 
     node: str
     op_type: str
@@ -402,11 +405,35 @@ class LayerReport:
     error: float
     error_nearest: float
     changed: float  # share of integers that differ from round-to-nearest
+    heldout_error: float | None = None
+    heldout_error_nearest: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"node": self.node, "op_type": self.op_type, "rows": self.rows, "cols": self.cols,
                 "groups": self.groups, "output_error": self.error, "output_error_nearest": self.error_nearest,
+                "output_error_heldout": self.heldout_error, "output_error_nearest_heldout": self.heldout_error_nearest,
                 "changed": self.changed}
+
+
+def layer_errors(layer: Layer, q: np.ndarray, h: np.ndarray, qmin: int, qmax: int) -> tuple[float, float]:
+    """Relative output errors of the integers ``q`` (weight-shaped) and of round-to-nearest for ``layer``,
+    from the Gram matrices ``h`` (groups, cols, cols) of some data."""
+    grid = layer.grid(qmin, qmax)
+    w = layer.matrix(layer.weight.astype(np.float64))
+    qm = layer.matrix(np.asarray(q, np.float64))
+    near = grid.quantize(w)
+    rg = layer.rows // layer.groups
+    err = err_near = den = 0.0
+    for g in range(layer.groups):
+        sl = slice(g * rg, (g + 1) * rg)
+        sub = Grid(grid.scale[sl], grid.zero_point[sl], qmin, qmax)
+        wg = w[sl]
+        d, dn = wg - sub.dequantize(qm[sl]), wg - sub.dequantize(near[sl])
+        err += float(np.sum((d @ h[g]) * d))
+        err_near += float(np.sum((dn @ h[g]) * dn))
+        den += float(np.sum((wg @ h[g]) * wg))
+    den = den if den > 0 else 1.0
+    return err / den, err_near / den
 
 
 def round_layer(layer: Layer, h: np.ndarray, method: str, qmin: int, qmax: int) -> tuple[np.ndarray, LayerReport]:
@@ -417,30 +444,26 @@ def round_layer(layer: Layer, h: np.ndarray, method: str, qmin: int, qmax: int) 
     rg = layer.rows // layer.groups
     q = np.empty_like(w)
     near = grid.quantize(w)
-    err = err_near = den = 0.0
     for g in range(layer.groups):
         sl = slice(g * rg, (g + 1) * rg)
-        sub = Grid(grid.scale[sl], grid.zero_point[sl], qmin, qmax)
-        q[sl] = fn(w[sl], h[g], sub)
-        wg = w[sl]
-        d, dn = wg - sub.dequantize(q[sl]), wg - sub.dequantize(near[sl])
-        err += float(np.sum((d @ h[g]) * d))
-        err_near += float(np.sum((dn @ h[g]) * dn))
-        den += float(np.sum((wg @ h[g]) * wg))
-    den = den if den > 0 else 1.0
-    report = LayerReport(layer.node, layer.op_type, layer.rows, layer.cols, layer.groups, err / den, err_near / den,
+        q[sl] = fn(w[sl], h[g], Grid(grid.scale[sl], grid.zero_point[sl], qmin, qmax))
+    ints = layer.unmatrix(q)
+    err, err_near = layer_errors(layer, ints, h, qmin, qmax)
+    report = LayerReport(layer.node, layer.op_type, layer.rows, layer.cols, layer.groups, err, err_near,
                          float(np.mean(q != near)))
-    return layer.unmatrix(q), report
+    return ints, report
 
 
 def apply_rounding(fp32_path: Path, qdq_path: Path, reader: Any, method: str, qrange: tuple[int, int], tmp: Path,
-                   budget_mb: float = GRAM_BUDGET_MB, threads: int = 0) -> tuple[list[LayerReport], list[str]]:
+                   budget_mb: float = GRAM_BUDGET_MB, threads: int = 0,
+                   heldout: Any = None) -> tuple[list[LayerReport], list[str]]:
     """Rewrite the quantized weights of ``qdq_path`` in place with ``method``'s integers.
 
     ``fp32_path`` is the graph that was quantized (its node names are the QDQ graph's), ``reader``
     the calibration data, ``qrange`` the integer range of the weight grid (widened per layer to what
     round-to-nearest stored, which may be one step past an end). Scales, zero points and the graph stay
-    as they are. Returns one report per rewritten layer and notes on layers left alone.
+    as they are. ``heldout`` (a reader of other images) adds each layer's errors on those images to
+    its report. Returns one report per rewritten layer and notes on layers left alone.
     """
     import onnx
     from onnx import numpy_helper
@@ -465,11 +488,17 @@ def apply_rounding(fp32_path: Path, qdq_path: Path, reader: Any, method: str, qr
                              f"[{qmin}, {qmax}] ({low}..{high})")
         ranges[layer.node] = (min(qmin, low), max(qmax, high))
     grams, _ = collect_grams(Path(fp32_path), layers, reader, Path(tmp), budget_mb, threads)
-    reports = []
+    reports, rounded = [], {}
     for layer in layers:
         ints, report = round_layer(layer, grams.pop(layer.node), method, *ranges[layer.node])
         inits[layer.q_name].CopyFrom(numpy_helper.from_array(ints.astype(layer.q_dtype), layer.q_name))
         reports.append(report)
+        rounded[layer.node] = ints
+    if heldout is not None:
+        grams, _ = collect_grams(Path(fp32_path), layers, heldout, Path(tmp), budget_mb, threads)
+        for layer, report in zip(layers, reports):
+            report.heldout_error, report.heldout_error_nearest = layer_errors(
+                layer, rounded.pop(layer.node), grams.pop(layer.node), *ranges[layer.node])
     save_model(qdq, qdq_path)
     return reports, notes
 
@@ -498,21 +527,51 @@ def round_qdq_weights(fp32_path: Path, qdq_path: Path, reader: Any, settings: An
     returns notes."""
     if settings.weight_rounding == "nearest":
         return []
+    heldout = heldout_reader(reader)
     reports, notes = apply_rounding(fp32_path, qdq_path, reader, settings.weight_rounding, weight_qrange(settings),
-                                    tmp)
+                                    tmp, heldout=heldout)
     if stats is not None:
         stats["weight_rounding"] = [r.to_dict() for r in reports]
-    return [summary(settings.weight_rounding, settings.weight_bits, reports), *notes]
+        stats["weight_rounding_heldout_samples"] = len(heldout.indices) if heldout is not None else 0
+    n = len(heldout.indices) if heldout is not None else 0
+    return [summary(settings.weight_rounding, settings.weight_bits, reports, heldout=n), *notes]
 
 
-def summary(method: str, bits: int, reports: list[LayerReport], samples: int | None = None) -> str:
-    """One note line: layers rewritten and their output error against round-to-nearest's."""
+def heldout_reader(reader: Any, limit: int = HELDOUT_MAX) -> Any:
+    """A reader of images of the calibration split that calibration did not use (of the classes it used,
+    as many as it used, at most ``limit``; seeded), or None when ``reader`` is not a BatchReader or
+    every image was used."""
+    split, used = getattr(reader, "split", None), getattr(reader, "indices", None)
+    if split is None or used is None or not hasattr(reader, "preprocess"):
+        return None
+    from quantbench.calibration_data import BatchReader
+
+    labels = np.asarray(split.labels)
+    pool = np.setdiff1d(np.arange(len(labels)), used)
+    pool = pool[np.isin(labels[pool], np.unique(labels[used]))]
+    n = min(len(used), limit, len(pool))
+    if n == 0:
+        return None
+    pick = np.sort(np.random.default_rng(HELDOUT_SEED).choice(pool, n, replace=False))
+    return BatchReader(split, reader.preprocess, pick, reader.batch_size, reader.input_name)
+
+
+def summary(method: str, bits: int, reports: list[LayerReport], heldout: int = 0) -> str:
+    """One note line: layers rewritten and their output error against round-to-nearest's, on ``heldout``
+    held-out images when there were some (the calibration images flatter GPTQ/GPFQ, which fit them)."""
     if not reports:
         return f"weight_rounding {method}: no quantized Conv/Gemm/MatMul weight to round"
     if method == "gptq":
         method = f"gptq (damping {GPTQ_DAMP:.0%} of mean diag H, blocks of {GPTQ_BLOCK})"
-    err = float(np.mean([r.error for r in reports]))
-    near = float(np.mean([r.error_nearest for r in reports]))
+    cal = float(np.mean([r.error for r in reports]))
+    cal_near = float(np.mean([r.error_nearest for r in reports]))
+    head = f"weight_rounding {method} at {bits} bits: {len(reports)} layers, mean relative output error"
+    if heldout and all(r.heldout_error is not None for r in reports):
+        err = float(np.mean([r.heldout_error for r in reports]))
+        near = float(np.mean([r.heldout_error_nearest for r in reports]))
+        better = sum(r.heldout_error < r.heldout_error_nearest for r in reports)
+        return (f"{head} on {heldout} held-out images {err:.3g} (round-to-nearest {near:.3g}), lower on "
+                f"{better}/{len(reports)} layers; on the calibration images {cal:.3g} ({cal_near:.3g})")
     better = sum(r.error < r.error_nearest for r in reports)
-    return (f"weight_rounding {method} at {bits} bits: {len(reports)} layers, mean relative output error on the "
-            f"calibration data {err:.3g} (round-to-nearest {near:.3g}), lower on {better}/{len(reports)} layers")
+    return (f"{head} on the calibration images (no held-out images left) {cal:.3g} (round-to-nearest "
+            f"{cal_near:.3g}), lower on {better}/{len(reports)} layers")

@@ -314,3 +314,60 @@ def test_8_bit_gptq_and_gpfq_round_on_orts_own_grid(tiny, tmp_path, kw, qrange):
     # ORT's nearest uses the whole range the settings give (e.g. 7-bit with reduce_range)
     spans = [(int(q.min()), int(q.max())) for q, _, _ in near.values()]
     assert qrange[1] - 1 <= max(hi for _, hi in spans) <= qrange[1] + 1
+
+
+def _inputs_of(tiny, reader):
+    """Each layer's FP32 input over the reader's samples."""
+    model = onnx.load(str(tiny))
+    names = [name for name in dict.fromkeys(x for _, _, x, _, _ in LAYERS) if name != "x"]
+    for name in names:
+        model.graph.output.append(helper.make_empty_tensor_value_info(name))
+    xs = np.concatenate([b["x"] for b in iter(reader.get_next, None)])
+    values = dict(zip(names, _session(model).run(names, {"x": xs})))
+    values["x"] = xs
+    return values
+
+
+def test_error_note_is_measured_on_held_out_images(tiny, tmp_path):
+    """The note and the per-layer stats give each layer's output error on images calibration did not
+    use (as many, same classes), measured here independently by running the layer on those images."""
+    cal = _reader()
+    held = wr.heldout_reader(cal)
+    assert len(held.indices) == CALIB and not set(held.indices) & set(cal.indices)
+    labels = np.asarray(cal.split.labels)
+    assert set(labels[held.indices]) <= set(labels[cal.indices])
+    path, stats = tmp_path / "g.onnx", {}
+    notes = quantize_qdq(tiny, path, QuantSettings(weight_bits=3, weight_rounding="gptq", calib_samples=CALIB), cal,
+                         stats)
+    assert stats["weight_rounding_heldout_samples"] == CALIB
+    note = next(n for n in notes if n.startswith("weight_rounding gptq"))
+    assert f"on {CALIB} held-out images" in note and "on the calibration images" in note
+    reports = {r["node"]: r for r in stats["weight_rounding"]}
+    fp = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tiny)).graph.initializer}
+    w_hat = _dequantized(path)
+    inputs = {"cal": _inputs_of(tiny, _reader()), "held": _inputs_of(tiny, wr.heldout_reader(_reader()))}
+    optimistic = 0
+    for name, op, x_name, w_name, attrs in LAYERS:
+        measured = {}
+        for which, values in inputs.items():
+            ref = _layer_output(op, attrs, values[x_name], fp[w_name])
+            diff = ref - _layer_output(op, attrs, values[x_name], w_hat[name])
+            measured[which] = float(np.sum(diff ** 2) / np.sum(ref ** 2))
+        r = reports[name]
+        assert r["output_error"] == pytest.approx(measured["cal"], rel=2e-2), name
+        assert r["output_error_heldout"] == pytest.approx(measured["held"], rel=2e-2), name
+        optimistic += measured["held"] > measured["cal"]
+    assert optimistic >= 1  # GPTQ fits the calibration images: out of sample it does worse somewhere
+
+
+def test_no_held_out_images_says_so():
+    class Plain:  # a reader that is not a BatchReader: no split to draw other images from
+        def rewind(self):
+            pass
+
+    assert wr.heldout_reader(Plain()) is None
+    split = open_source("fashion-mnist").calibration
+    everything = BatchReader(split, PRE, np.arange(len(split.labels)), 32, "x")
+    assert wr.heldout_reader(everything) is None
+    rep = wr.LayerReport("n", "Conv", 2, 3, 1, 0.1, 0.2, 0.5)
+    assert "no held-out images left" in wr.summary("gpfq", 4, [rep])
