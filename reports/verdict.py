@@ -25,6 +25,7 @@ from typing import Any
 DEFAULT_BUDGET_PTS = 1.0
 ALPHA = 0.05
 RESOLVE_PTS = 0.5  # the CLI says how many images would resolve differences of this size
+MAX_NAMES = 4  # rows named per reason in a verdict; the rest are counted
 MINUS = "\u2212"
 
 
@@ -204,7 +205,7 @@ class Verdict:
     pick: dict[str, Any] | None = None
     tied: list[dict[str, Any]] = field(default_factory=list)
     reason: str = ""  # why undecided, or what limited the decision
-    excluded: list[str] = field(default_factory=list)  # "name: why" for rows that could not be considered
+    excluded: dict[str, list[str]] = field(default_factory=dict)  # why → names of rows that could not be considered
     rejected: list[str] = field(default_factory=list)  # names whose loss is significantly beyond the budget
     front: list[dict[str, Any]] = field(default_factory=list)  # accuracy-vs-latency Pareto front
     reference: dict[str, Any] | None = None  # an FP32 row of the group, for the size comparison
@@ -240,12 +241,11 @@ def decide(rows: list[dict[str, Any]], model: str, device: str, batch: Any,
         return v
     candidates = []
     for r in timed:
-        problem = timing_problem(r)
+        problem = timing_problem(r).split(" (")[0]  # the kind; each row's figures are in the table's notes
         if problem:
-            v.excluded.append(f"{row_name(r)}: {problem}")
+            v.excluded.setdefault(problem, []).append(row_name(r))
         elif delta_pts(r) is None:
-            v.excluded.append(f"{row_name(r)}: no paired top-1 against FP32"
-                              + (f" ({r['accuracy_note']})" if r.get("accuracy_note") else ""))
+            v.excluded.setdefault("no top-1 paired with FP32", []).append(row_name(r))
         elif delta_pts(r)[2] < -budget_pts:  # type: ignore[index]
             v.rejected.append(row_name(r))
         else:
@@ -331,6 +331,7 @@ def verdict_lines(v: Verdict) -> list[str]:
         lines.append("  tied with (intervals overlap, pick any): " + "; ".join(row_name(r) for r in v.tied) + ".")
     if v.rejected:
         lines.append(f"  beyond the budget (loss significantly > {v.budget_pts:g} pts): " + ", ".join(v.rejected) + ".")
-    if v.excluded:
-        lines.append("  not considered: " + "; ".join(v.excluded) + ".")
+    for why, names in v.excluded.items():
+        shown = ", ".join(names) if len(names) <= MAX_NAMES else f"{', '.join(names[:MAX_NAMES])} and {len(names) - MAX_NAMES} more"
+        lines.append(f"  not considered ({why}): {shown}.")
     return lines

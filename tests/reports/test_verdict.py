@@ -89,7 +89,7 @@ def test_noisy_rows_and_rows_without_paired_accuracy_leave_the_verdict_undecided
              _row(1, "a", 1.0, (2.0, 1.9, 2.1), timing_noisy=True)]
     v = _decide(noisy)
     assert v.status == "undecided" and "noisy" in v.reason and v.pick is None
-    assert "other processes used 0.9 of a core" in "\n".join(verdict_lines(v))
+    assert "not considered (timing noisy): fp32 on ort-cpu, a on ort-cpu." in "\n".join(verdict_lines(v))
     old = [make_row(0, variant="fp32"), make_row(1, variant="int8", precision="int8")]  # schema-2 style: no Δ interval
     v = _decide(old)
     assert v.status == "undecided" and "no row has a top-1 paired with FP32" in v.reason
