@@ -193,10 +193,11 @@ class ArtifactStore:
             from quantbench.calibration_data import open_source
 
             data = open_source(data_spec).describe()
-            # "calib-2": two-pass fixed-range calibration (exporters/calibrate.py); older caches used ORT's
-            # calibrators. "grid-1": weight_bits grids as explicit scales (exporters/bitwidth.py).
-            # "round-1": GPTQ/GPFQ weight rounding (exporters/weight_rounding.py); bump when it changes.
-            key = _key("int8", "calib-2", "grid-1", "round-1", fp32.sha256, variant.quant.to_dict(), data, preprocess,
+            # "calib-3": two-pass fixed-range calibration (exporters/calibrate.py) with numpy's exact bin counts
+            # and ORT's |x| range for symmetric Percentile; older caches used ORT's calibrators or other bins.
+            # "grid-1": weight_bits grids as explicit scales (exporters/bitwidth.py). "round-2": GPTQ/GPFQ weight
+            # rounding (exporters/weight_rounding.py; 8 bits on ORT's own grid, held-out error note); bump when it changes.
+            key = _key("int8", "calib-3", "grid-1", "round-2", fp32.sha256, variant.quant.to_dict(), data, preprocess,
                        _version("onnxruntime"))
         out = self.root / key / "model.onnx"
         meta_path = out.with_name("build.json")
