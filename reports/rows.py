@@ -32,6 +32,9 @@ _NUMBER_LIST = {"speedup_interleaved_rounds", "speedup_interleaved_ci95", "compu
 _ENV_TEXT = {"host", "cpu_model", "os", "python", "git_rev"}
 _ENV_NUMBER = {"cores_physical", "cores_logical", "memory_gb"}
 _SETTINGS_LISTS = {"op_types", "exclude_nodes", "calib_classes"}
+# accuracy with its uncertainty (schema 3): counts, Δ and its p are numbers, intervals are lists of two
+_NUMBER |= {"delta_top1", "delta_top1_p", "fp32_only_correct", "variant_only_correct"}
+_NUMBER_LIST |= {"top1_ci95", "agreement_ci95", "delta_top1_ci95"}
 
 
 @dataclass

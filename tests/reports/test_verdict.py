@@ -183,3 +183,15 @@ def test_accuracy_chart_has_error_bars_and_labels_only_the_front_and_the_verdict
     assert points.error_y.array[0] == pytest.approx(2.0) and points.error_y.arrayminus[0] == pytest.approx(2.0)
     assert points.error_x.array[0] == pytest.approx(0.06)  # compute p50 interval, ms
     assert any(t.name == "verdict" for t in fig.data)
+
+
+def test_hand_edited_intervals_of_the_wrong_type_are_warnings_and_read_as_not_measured(tmp_path):
+    rows = [_row(0, "fp32", 2.0), _row(1, "a", 1.0, (2.0, 1.9, 2.1), delta_top1_ci95="narrow", delta_top1="-0.1",
+                                         top1_ci95=[0.8, "x"])]
+    report = build_report([write_rows(tmp_path / "r.jsonl", rows)])
+    assert "delta_top1, delta_top1_ci95, top1_ci95" in " ".join(report.warnings)
+    (group,) = comparison_groups(report).values()
+    a = next(r for r in group if r["variant"] == "a")
+    assert a["delta_text"] is None  # shown as the plain difference, without an interval
+    v = decide(report.ok, "m", "cpu", 1)
+    assert v.pick["variant"] == "fp32" and v.excluded == {"no top-1 paired with FP32": ["a on ort-cpu"]}
