@@ -209,6 +209,7 @@ class Verdict:
     rejected: list[str] = field(default_factory=list)  # names whose loss is significantly beyond the budget
     front: list[dict[str, Any]] = field(default_factory=list)  # accuracy-vs-latency Pareto front
     reference: dict[str, Any] | None = None  # an FP32 row of the group, for the size comparison
+    candidates: int = 0  # rows within the budget with trustworthy timing
 
 
 def row_name(row: dict[str, Any]) -> str:
@@ -261,7 +262,7 @@ def decide(rows: list[dict[str, Any]], model: str, device: str, batch: Any,
             v.reason = f"every variant loses significantly more than {budget_pts:g} top-1 points"
         return v
     pick = min(candidates, key=lambda r: r["compute_p50_ms"])
-    v.pick = pick
+    v.pick, v.candidates = pick, len(candidates)
     v.tied = [r for r in candidates if r is not pick and not faster_beyond_noise(pick, r)]
     if not v.tied:
         v.status = "decided"
@@ -325,7 +326,8 @@ def verdict_lines(v: Verdict) -> list[str]:
             lines.append(f"  fastest by its median only: {describe_row(v.pick, v.reference)}")
     elif v.status == "decided":
         lines.append(f"  use {describe_row(v.pick, v.reference)}")
-        lines.append("  it is faster beyond noise than every other variant within the budget.")
+        lines.append("  it is faster beyond noise than every other variant within the budget." if v.candidates > 1
+                     else "  it is the only row within the budget whose timing can be trusted.")
     else:
         lines.append(f"  fastest: {describe_row(v.pick, v.reference)}")
         lines.append("  tied with (intervals overlap, pick any): " + "; ".join(row_name(r) for r in v.tied) + ".")

@@ -195,3 +195,9 @@ def test_hand_edited_intervals_of_the_wrong_type_are_warnings_and_read_as_not_me
     assert a["delta_text"] is None  # shown as the plain difference, without an interval
     v = decide(report.ok, "m", "cpu", 1)
     assert v.pick["variant"] == "fp32" and v.excluded == {"no top-1 paired with FP32": ["a on ort-cpu"]}
+
+
+def test_a_lone_qualifying_row_is_named_as_the_only_one_not_as_faster_than_others():
+    rows = [_row(0, "fp32", 2.0), _row(1, "lossy", 1.0, (2.0, 1.9, 2.1), loss=(120, 20))]
+    text = "\n".join(verdict_lines(_decide(rows)))
+    assert "use fp32 on ort-cpu" in text and "the only row within the budget" in text and "faster beyond" not in text
