@@ -67,6 +67,7 @@ def data_spec(spec: DataSpec, m: ModelConfig) -> DataSpec:
 
 def resolve_models(cfg: SweepConfig) -> list[PreparedModel]:
     """Resolve every model name (unknown names are a config error, raised before anything runs)."""
+    from quantbench.calibration_data import absolute_spec
     from quantbench.exporters.registry import resolve_model
 
     prepared = []
@@ -83,7 +84,8 @@ def resolve_models(cfg: SweepConfig) -> list[PreparedModel]:
             raise ConfigError(str(exc).splitlines()[0]) from None
         label = m.label or source.name
         _check_preprocess(source.preprocess, label, m.preprocess is not None)
-        dataset = data_spec(source.dataset, m)
+        # The registry's default (e.g. folder:$CIFAR10_DIR) too: a relative value means the caller's folder.
+        dataset = absolute_spec(data_spec(source.dataset, m), Path.cwd())
         prepared.append(PreparedModel(
             config=m, source=source, label=label, dataset=dataset, preprocess=dict(source.preprocess),
             eval_samples=m.eval_samples if m.eval_samples is not None else cfg.run.eval_samples,

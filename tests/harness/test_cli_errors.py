@@ -174,7 +174,8 @@ def test_model_input_that_does_not_match_the_data(tmp_path, shared_cache):
     path = tmp_path / "cifar_shaped.onnx"
     onnx.save(with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])), path)
     cfg = write_config(tmp_path / "c.toml", tmp_path / "out", FP32, eval_samples=100,
-                       models=f'[[models]]\nname = "{path}"\npreprocess = {{ channels = 1 }}\n')
+                       # mean/std for one channel: the table is merged over the model's 3-channel defaults
+                       models=f'[[models]]\nname = "{path}"\npreprocess = {{ channels = 1, mean = 0.5, std = 0.5 }}\n')
     proc = run_cli("run", str(cfg), cache=shared_cache)
     assert proc.returncode != 0
     row = read_rows(tmp_path / "out" / "results.jsonl").rows[0]
