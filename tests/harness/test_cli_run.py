@@ -32,6 +32,7 @@ def test_run_prints_table_and_writes_complete_rows(tmp_path, shared_cache):
     proc = run_cli("run", str(cfg), cache=shared_cache)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "quantbench results" in proc.stdout and "int8-minmax" in proc.stdout
+    assert "Verdict" in proc.stdout and "fashion_cnn on cpu, batch 1 (accuracy budget 1 points)" in proc.stdout
     rows = read_rows(tmp_path / "out" / "results.jsonl").rows
     ok = {r["variant"]: r for r in rows if r["status"] == "ok"}
     assert set(ok) == {"fp32", "int8-minmax"}
@@ -46,6 +47,11 @@ def test_run_prints_table_and_writes_complete_rows(tmp_path, shared_cache):
     assert fp32["agreement_top1"] == 1.0 and fp32["max_abs_err"] < 1e-3
     assert int8["agreement_top1"] > 0.95
     assert abs(int8["top1"] - fp32["top1"]) < 0.02
+    # paired with FP32 on the same 200 images: the discordant counts make the difference exactly
+    assert int8["delta_top1"] == pytest.approx((int8["variant_only_correct"] - int8["fp32_only_correct"]) / 200)
+    assert int8["delta_top1_ci95"][0] <= int8["delta_top1"] <= int8["delta_top1_ci95"][1]
+    assert fp32["delta_top1"] == 0 and fp32["delta_top1_p"] == 1.0 and fp32["fp32_only_correct"] == 0
+    assert int8["top1_ci95"][0] < int8["top1"] < int8["top1_ci95"][1]
     assert int8["size_bytes"] < 0.3 * fp32["size_bytes"]
     assert int8["exec_precision"] in ("int8", "mixed") and int8["int8_op_share"] > 0.5
     assert 6 <= len(int8["speedup_interleaved_rounds"]) <= 20 and int8["speedup_interleaved"] > 0  # adaptive rounds
@@ -55,7 +61,7 @@ def test_run_prints_table_and_writes_complete_rows(tmp_path, shared_cache):
     assert fp32["speedup_interleaved"] is None and fp32["speedup_error"] == ""  # fp32 is the reference
     assert fp32["exec_precision"] == "fp32"
     for r in (fp32, int8):
-        assert r["schema_version"] == 2 and r["fingerprint"] and set(r["fingerprint_parts"]) >= {"timing", "data"}
+        assert r["schema_version"] == 3 and r["fingerprint"] and set(r["fingerprint_parts"]) >= {"timing", "data"}
         assert r["stop_reason"] in ("min_iters_and_time", "max_iters", "max_time")
         assert r["timing_valid"] is (r["iterations"] >= 10)
         assert r["host_memory"] is True and r["h2d_p50_ms"] is None and r["d2h_raw_ms"] is None
