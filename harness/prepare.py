@@ -67,7 +67,7 @@ def data_spec(spec: DataSpec, m: ModelConfig) -> DataSpec:
 
 def resolve_models(cfg: SweepConfig) -> list[PreparedModel]:
     """Resolve every model name (unknown names are a config error, raised before anything runs)."""
-    from quantbench.calibration_data import absolute_spec
+    from quantbench.calibration_data import Preprocess, absolute_spec
     from quantbench.exporters.registry import resolve_model
 
     prepared = []
@@ -90,7 +90,9 @@ def resolve_models(cfg: SweepConfig) -> list[PreparedModel]:
             config=m, source=source, label=label, dataset=dataset, preprocess=dict(source.preprocess),
             eval_samples=m.eval_samples if m.eval_samples is not None else cfg.run.eval_samples,
             calib_data=data_spec(m.calib_dataset, m) if m.calib_dataset else dataset,
-            dataset_named=m.dataset is not None, timeout_s=cfg.run.timeout_s))
+            dataset_named=m.dataset is not None, timeout_s=cfg.run.timeout_s,
+            # known now: rows of a model whose preparation fails record it too (prepare_model adds the rest)
+            dataset_info={"preprocess": Preprocess.from_dict(source.preprocess).to_dict()}))
     return prepared
 
 

@@ -281,7 +281,9 @@ def test_a_merged_preprocess_that_does_not_hold_together_is_a_config_error():
                                           r"\(give 1\) \(your preprocess table merged over"):
         resolve_models(cfg)
     cfg.models[0].preprocess = {"mean": [0.1, 0.2, 0.3], "std": [0.2, 0.2, 0.2], "channels": 3}
-    assert resolve_models(cfg)[0].preprocess["channels"] == 3
+    pm = resolve_models(cfg)[0]
+    assert pm.preprocess["channels"] == 3
+    assert pm.dataset_info["preprocess"]["mean"] == [0.1, 0.2, 0.3]  # rows of a model that fails to prepare have it
 
 
 @pytest.mark.ort_cpu
