@@ -21,7 +21,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
-README_BLOCKS = re.findall(r"^```toml\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
+README_BLOCKS = re.findall(r"^```toml\n(.*?)^```", (ROOT / "README.md").read_text(), re.DOTALL | re.MULTILINE)
 # A README block that shows only part of a sweep (no [[variants]]) is completed with this one variant.
 MINIMAL_VARIANT = '\n[[variants]]\nname = "fp32"\nprecision = "fp32"\n'
 # An example's own file-making steps, as its comments give them ("#   python -m quantbench.exporters.qat --out F").
