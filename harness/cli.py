@@ -356,9 +356,12 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     console = _console()
     out = Path(cfg.run.output)
     t0 = time.perf_counter()
-    results = run_study(cfg, out, opts, models=_split(args.model) if args.model else None,
-                        variants=_split(args.variant) if args.variant else None,
-                        log=lambda msg: console.print(_styled(msg)))
+    try:
+        results = run_study(cfg, out, opts, models=_split(args.model) if args.model else None,
+                            variants=_split(args.variant) if args.variant else None,
+                            log=lambda msg: console.print(_styled(msg)))
+    except KeyboardInterrupt as exc:  # run_study's one line says what was kept
+        raise Interrupted(str(exc) or "interrupted") from None
     render_console(results, console, limit=args.show)
     written = any(r.rows or r.summary for r in results)  # a study that failed before it began writes no row
     console.print(f"rows: {out / 'sensitivity.jsonl'} — {time.perf_counter() - t0:.0f} s" if written else

@@ -86,17 +86,23 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 
 
 def run_worker_job(job: dict[str, Any], workdir: Path, name: str, timeout_s: float,
-                   log: Callable[[str], None], item_event: str) -> list[dict[str, Any]]:
+                   log: Callable[[str], None], item_event: str, resume: bool = False) -> list[dict[str, Any]]:
     """Run a sensitivity-worker job to completion, restarting it after a timeout or crash.
 
     A restart skips the items already finished (``item_event`` events); an item the worker was on
     when it died without finishing anything is recorded as failed (an ``item_event`` with
-    ``error``), so one hanging node costs one timeout, not the study. Returns every event.
+    ``error``), so one hanging node costs one timeout, not the study. With ``resume`` the items a
+    previous run left in ``workdir`` (one keyed by every input that changes the numbers, see
+    :func:`study_dir`) count as finished too. Returns every event.
     """
     from .subproc import run_contained
 
     progress = workdir / f"{name}.progress.jsonl"
-    progress.unlink(missing_ok=True)
+    if resume and progress.exists():  # keep what finished; a previous end (done, error, a node begun) is not this one's
+        kept = [e for e in read_events(progress) if e.get("event") not in ("done", "error", "start")]
+        progress.write_text("".join(json.dumps(e) + "\n" for e in kept))
+    else:
+        progress.unlink(missing_ok=True)
     job = {**job, "progress": str(progress), "workdir": str(workdir)}
     attempt = 0
     while True:
@@ -222,51 +228,90 @@ def run_study(cfg: SweepConfig, output: Path, opts: SensitivityOptions, *, model
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(3).hex()
     env = fingerprint()
     results: list[StudyResult] = []
+    state: dict[str, Any] = {"workdir": None, "written": 0}  # for the message when interrupted
     with output_lock(output), signal_guard():
-        for pm in prepared:
-            try:
-                prepare_model(pm, cache, log)
-            except Exception as exc:  # noqa: BLE001 - fails this model's studies, in one line
-                from .worker import one_line
-
-                for v in chosen:
-                    results.append(StudyResult(pm.label, v.name, error=f"model {pm.label}: {one_line(exc)}"))
-                    log(f"error: {pm.label}/{v.name}: {results[-1].error}")
-                continue
-            for v in chosen:
-                qs, fit_note = fit_calibration(settings[v.name], v, pm)  # a default calib_samples fits the data
-                if fit_note:
-                    log(f"warning: {pm.label}/{v.name}: {fit_note}")
-                base = {"sensitivity_schema": SCHEMA_VERSION, "run_id": run_id, "model": pm.label, "variant": v.name,
-                        "variant_settings": qs.to_dict(), "weights": getattr(pm.fp32, "weights", None),
-                        "dataset": {**pm.dataset_info, "eval_samples": pm.eval_samples}, "env": env}
-                workdir = output / "sensitivity-work" / run_id / f"{len(results)}"
-                workdir.mkdir(parents=True, exist_ok=True)
-                study = StudyResult(pm.label, v.name)
-                results.append(study)
+        try:
+            for pm in prepared:
                 try:
-                    _one_study(cfg, pm, v, qs, opts, workdir, base, study, log)
-                except Exception as exc:  # noqa: BLE001 - one study's failure is its summary row
+                    prepare_model(pm, cache, log)
+                except Exception as exc:  # noqa: BLE001 - fails this model's studies, in one line
                     from .worker import one_line
 
-                    study.error = one_line(exc)
-                    log(f"error: {pm.label}/{v.name}: {study.error}")
-                    study.summary = {**base, "kind": "sensitivity_summary", "status": "failed", "error": study.error,
-                                     "timestamp": _now()}
-                for row in [*study.rows, study.summary, *study.budget_steps, *([study.budget] if study.budget else [])]:
-                    if row:
-                        append_row(output / SENSITIVITY_FILE, row)
-                if not study.error:
-                    shutil.rmtree(workdir, ignore_errors=True)  # models and logs; kept when something failed
-        if all(not r.error for r in results):
-            shutil.rmtree(output / "sensitivity-work" / run_id, ignore_errors=True)
-            if not any((output / "sensitivity-work").iterdir()):
-                (output / "sensitivity-work").rmdir()
+                    for v in chosen:
+                        results.append(StudyResult(pm.label, v.name, error=f"model {pm.label}: {one_line(exc)}"))
+                        log(f"error: {pm.label}/{v.name}: {results[-1].error}")
+                    continue
+                for v in chosen:
+                    qs, fit_note = fit_calibration(settings[v.name], v, pm)  # a default calib_samples fits the data
+                    if fit_note:
+                        log(f"warning: {pm.label}/{v.name}: {fit_note}")
+                    base = {"sensitivity_schema": SCHEMA_VERSION, "run_id": run_id, "model": pm.label, "variant": v.name,
+                            "variant_settings": qs.to_dict(), "weights": getattr(pm.fp32, "weights", None),
+                            "dataset": {**pm.dataset_info, "eval_samples": pm.eval_samples}, "env": env}
+                    workdir = state["workdir"] = study_dir(output, cfg, pm, v.name, qs, opts, env)
+                    workdir.mkdir(parents=True, exist_ok=True)
+                    study = StudyResult(pm.label, v.name)
+                    results.append(study)
+                    try:
+                        _one_study(cfg, pm, v, qs, opts, workdir, base, study, log)
+                    except Exception as exc:  # noqa: BLE001 - one study's failure is its summary row
+                        from .worker import one_line
+
+                        study.error = one_line(exc)
+                        log(f"error: {pm.label}/{v.name}: {study.error}")
+                        study.summary = {**base, "kind": "sensitivity_summary", "status": "failed", "error": study.error,
+                                         "timestamp": _now()}
+                    for row in [*study.rows, study.summary, *study.budget_steps, *([study.budget] if study.budget else [])]:
+                        if row:
+                            append_row(output / SENSITIVITY_FILE, row)
+                    state["written"] += 1
+                    state["workdir"] = None
+                    if not study.error:
+                        shutil.rmtree(workdir, ignore_errors=True)  # models and logs; kept when something failed
+        except KeyboardInterrupt as exc:
+            raise KeyboardInterrupt(interrupted_message(output, state["workdir"], state["written"])) from exc
+        finally:
+            work = output / "sensitivity-work"
+            if work.is_dir() and not any(work.iterdir()):
+                work.rmdir()
     return results
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def study_dir(output: Path, cfg: SweepConfig, pm: Any, variant: str, qs: Any, opts: SensitivityOptions,
+              env: dict[str, Any]) -> Path:
+    """``OUTPUT/sensitivity-work/<model>-<variant>-<key>``: the study's work folder, where a rerun finds what an
+    interrupted one measured. ``key`` hashes every input that changes a number (the FP32 file, the resolved
+    quantization settings, the data and its fingerprints, preprocessing, image counts, batch, threads and
+    package versions, as a sweep's resume does); ``--top``, ``--budget`` or ``--rank-by`` do not change it."""
+    import hashlib
+
+    info = pm.dataset_info or {}
+    key = {"fp32": getattr(pm.fp32, "sha256", None), "settings": qs.to_config(), "data": pm.dataset,
+           "calib_data": pm.calib_data, "fingerprint": info.get("fingerprint"),
+           "calibration": (info.get("calibration") or {}).get("fingerprint"), "preprocess": pm.preprocess,
+           "sqnr_samples": opts.sqnr_samples, "eval_samples": pm.eval_samples, "batch": opts.batch,
+           "threads": cfg.run.threads, "versions": env.get("versions")}  # as a sweep's resume: no git revision
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{pm.label}-{variant}")[:80]
+    return output / "sensitivity-work" / f"{name}-{digest}"
+
+
+def interrupted_message(output: Path, workdir: Path | None, written: int) -> str:
+    """What an interrupted ``quantbench sensitivity`` kept, in one line (only what is true)."""
+    kept = []
+    if written:
+        kept.append(f"the rows of {written} finished study(ies) are in {output / SENSITIVITY_FILE}")
+    nodes = [e for e in read_events(workdir / "sqnr.progress.jsonl")] if workdir is not None else []
+    done = sum(1 for e in nodes if e.get("event") == "node")
+    if done:
+        kept.append(f"{done} node(s) done so far are kept in {workdir}; rerun the same command to resume from them")
+    if not kept:
+        return "interrupted before any node was measured; nothing was written"
+    return "interrupted: " + "; ".join(kept)
 
 
 def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: SensitivityOptions, workdir: Path,
@@ -281,7 +326,11 @@ def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: Sensi
     n_eval = pm.dataset_info.get("n_evaluation") or pm.eval_samples  # the images there are, not those asked for
     log(f"{pm.label}/{v.name}: calibrating once, then SQNR of each node's models on "
         f"{min(opts.sqnr_samples, n_eval)} images …")
-    events = run_worker_job({**job, "mode": "sensitivity"}, workdir, "sqnr", cfg.run.timeout_s, log, "node")
+    before = sum(1 for e in read_events(workdir / "sqnr.progress.jsonl") if e.get("event") == "node")
+    if before:  # an interrupted run with the same inputs (the folder's key): its finished nodes count
+        log(f"{pm.label}/{v.name}: resuming: {before} node(s) already done in {workdir}")
+    events = run_worker_job({**job, "mode": "sensitivity"}, workdir, "sqnr", cfg.run.timeout_s, log, "node",
+                            resume=True)
     setup = next((e for e in events if e.get("event") == "setup"), {})
     whole = next((e for e in events if e.get("event") == "whole"), {})
     nodes = [e for e in events if e.get("event") == "node"]
@@ -299,7 +348,7 @@ def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: Sensi
         log(f"{pm.label}/{v.name}: top-1 of the {len(top)} most sensitive nodes on {min(pm.eval_samples, n_eval)} "
             "images …")
         acc_events = run_worker_job({**job, "mode": "accuracy", "nodes": top}, workdir, "accuracy",
-                                    cfg.run.timeout_s, log, "accuracy")
+                                    cfg.run.timeout_s, log, "accuracy", resume=True)
         whole_acc = next((e for e in acc_events if e.get("event") == "whole_accuracy"), {})
         accuracy = {e["node"]: e for e in acc_events if e.get("event") == "accuracy"}
     fp32_top1 = whole_acc.get("top1_fp32")

@@ -96,7 +96,9 @@ def run_sensitivity(job: dict[str, Any], progress: _Progress) -> None:
         ref = np.load(ref_path)
     else:
         ref = nq.run_outputs(Path(job["fp32"]), x, batch, threads)
-        np.save(ref_path, ref)
+        tmp = workdir / "ref_sqnr.tmp.npy"  # a kill mid-write must not leave a file a resumed run would trust
+        np.save(tmp, ref)
+        tmp.replace(ref_path)
     skip = set(job.get("skip") or [])
     candidates = nq.candidate_nodes(settings, full)
     if "whole" not in skip:

@@ -6,7 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantbench.harness.results import RESULTS_NAME, current_rows, pairing_key, superseded_note
+from quantbench.harness.results import (
+    RESULTS_NAME,
+    current_rows,
+    pairing_key,
+    superseded_note,
+)
 
 from .rows import load_file
 

@@ -37,7 +37,7 @@ def test_rerun_with_other_eval_samples_shows_one_generation(tmp_path, shared_cac
 
     md = run_cli("report", str(out), "--format", "md", cache=shared_cache)  # an output folder is an input
     assert md.returncode == 0, md.stderr
-    table = [ln for ln in md.stdout.splitlines() if ln.startswith("| fp32") or ln.startswith("| int8-minmax")]
+    table = [ln for ln in md.stdout.splitlines() if ln.startswith(("| fp32", "| int8-minmax"))]
     assert len(table) == 2 and "--all-generations shows them" in md.stderr
 
     every = run_cli("run", str(cfg), "--eval-samples", "100", "--all-generations", "--no-report", cache=shared_cache)
@@ -55,9 +55,10 @@ def test_a_results_file_that_is_not_results_stops_the_run_in_one_line(tmp_path, 
     cfg = write_config(tmp_path / "c.toml", out, VARIANTS)
     proc = run_cli("run", str(cfg), cache=shared_cache)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        f"error: {out / 'results.jsonl'} is not a quantbench results file: line 1 is not a result row "
-        "('<!DOCTYPE html>'), nor are 1 other line(s); move it away or choose another output folder (nothing was run)"]
+    expected = (f"error: {out / 'results.jsonl'} is not a quantbench results file: line 1 is not a result row "
+                "('<!DOCTYPE html>'), nor are 1 other line(s); move it away or choose another output folder "
+                "(nothing was run)")
+    assert proc.stderr.strip().splitlines() == [expected]
     assert (out / "results.jsonl").read_text() == html
 
 

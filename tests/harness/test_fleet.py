@@ -296,8 +296,11 @@ class _NotRay:
         self.server.close()
 
 
-@pytest.mark.parametrize("answer", [None, b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # SETTINGS, then 404
-                                          b"\x00\x00\x01\x01\x05\x00\x00\x00\x01\x8d"], ids=["silent", "http-error"])
+HTTP_404 = (b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # SETTINGS, then HEADERS ":status 404", END_STREAM
+            b"\x00\x00\x01\x01\x05\x00\x00\x00\x01\x8d")
+
+
+@pytest.mark.parametrize("answer", [None, HTTP_404], ids=["silent", "http-error"])
 def test_cli_an_address_that_accepts_but_is_not_ray_fails_in_one_line(tmp_path, answer):
     """ray.init would retry such an address for about 20 s, printing a warning per try."""
     from .conftest import run_cli
@@ -312,8 +315,7 @@ def test_cli_an_address_that_accepts_but_is_not_ray_fails_in_one_line(tmp_path, 
     why = ("nothing answers at 127.0.0.1:{p} within 3 s" if answer is None else
            "no Ray cluster answers at 127.0.0.1:{p} (an HTTP error, not a gRPC answer)").format(p=fake.port)
     assert res.stderr.strip().splitlines() == [
-        f"error: cannot connect to the Ray cluster at '127.0.0.1:{fake.port}': {why} (is `ray start --head` running "
-        "there?)"]
+        f"error: cannot connect to the Ray cluster at '127.0.0.1:{fake.port}': {why} (is `ray start --head` running there?)"]
 
 
 def test_the_probe_accepts_a_grpc_answer_and_gives_up_within_its_timeout(monkeypatch):
@@ -332,7 +334,7 @@ def test_the_probe_accepts_a_grpc_answer_and_gives_up_within_its_timeout(monkeyp
 
     def hang(address, timeout):
         seen["timeout"] = timeout
-        raise socket.timeout("timed out")
+        raise TimeoutError("timed out")
 
     monkeypatch.setattr(socket, "create_connection", hang)
     assert ray_probe.unreachable("10.255.255.1", 6379) == "nothing answers at 10.255.255.1:6379 within 3 s"

@@ -303,3 +303,63 @@ def test_per_node_and_whole_model_top1_changes_carry_paired_intervals(budget_stu
     render_console([study], console)
     text = console.export_text()
     assert f"{-first['top1_drop_quant_only_pts']:+.2f} ±" in text and "exact McNemar p ≥ 0.05" in text
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_nodes_and_a_rerun_resumes_from_them(tmp_path, shared_cache) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import ROOT
+
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "s.toml", out, '[[variants]]\nname = "int8-minmax"\ncalibration = "minmax"\n'
+                                                 'calib_samples = 64\n', eval_samples=200)
+    args = ["sensitivity", str(cfg), "--sqnr-samples", "10000", "--top", "0", "--no-report"]
+    env = dict(os.environ, QUANTBENCH_CACHE=str(shared_cache),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.Popen([sys.executable, "-m", "quantbench.harness.cli", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    finished: list[dict] = []
+    while time.monotonic() < deadline and not finished and proc.poll() is None:
+        for progress in out.glob("sensitivity-work/*/sqnr.progress.jsonl"):
+            finished = [json.loads(ln) for ln in progress.read_text().splitlines()
+                        if ln.endswith("}") and '"event": "node"' in ln]
+        time.sleep(0.05)
+    assert finished, "no node finished"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    (line,) = err.strip().splitlines()
+    (work,) = (out / "sensitivity-work").iterdir()
+    kept = [json.loads(ln) for ln in (work / "sqnr.progress.jsonl").read_text().splitlines() if '"node"' in ln
+            and '"event": "node"' in ln]
+    measured = [e for e in kept if e.get("alone", True)]  # not the pass-through ops (MaxPool …)
+    assert 1 <= len(measured) < 4, "interrupted after the first node and before the last"
+    assert line == (f"error: interrupted: {len(kept)} node(s) done so far are kept in {work}; rerun the same "
+                    "command to resume from them")
+    assert not (out / "sensitivity.jsonl").exists()
+
+    again = run_cli(*args, cache=shared_cache)
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert f"resuming: {len(kept)} node(s) already done in {work}" in again.stdout
+    rows = {r["node"]: r for r in map(json.loads, (out / "sensitivity.jsonl").read_text().splitlines())
+            if r["kind"] == "sensitivity"}
+    assert len(rows) == 4
+    for event in measured:  # taken from the interrupted run, not measured again
+        assert rows[event["node"]]["node_seconds"] == event["seconds"]
+    assert not (out / "sensitivity-work").exists()  # the work folder is removed once the study is written
+
+
+def test_interrupted_message_says_only_what_is_true(tmp_path) -> None:
+    from quantbench.harness.sensitivity import interrupted_message
+
+    assert interrupted_message(tmp_path, None, 0) == "interrupted before any node was measured; nothing was written"
+    assert interrupted_message(tmp_path, tmp_path / "w", 0) == \
+        "interrupted before any node was measured; nothing was written"
+    assert interrupted_message(tmp_path, None, 2) == \
+        f"interrupted: the rows of 2 finished study(ies) are in {tmp_path / 'sensitivity.jsonl'}"

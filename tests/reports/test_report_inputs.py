@@ -65,7 +65,7 @@ def test_the_report_never_writes_over_its_input_or_a_results_file(tmp_path, caps
     other = write_rows(tmp_path / "a.jsonl", [make_row(1)])
     assert main_report([other], tmp_path / "sub" / "results.jsonl", "csv") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: refusing to write the report over its input {path}: choose another -o"] * 2 + [
-        f"error: refusing to write a report to {tmp_path / 'sub' / 'results.jsonl'}: files named results.jsonl "
-        "hold measured rows; choose another -o"]
+    named = (f"error: refusing to write a report to {tmp_path / 'sub' / 'results.jsonl'}: files named results.jsonl "
+             "hold measured rows; choose another -o")
+    assert err == [f"error: refusing to write the report over its input {path}: choose another -o"] * 2 + [named]
     assert path.read_text() == before
