@@ -63,6 +63,10 @@ class BuiltArtifact:
     # int8 artifacts: the file's size with the Conv/Gemm/MatMul weights packed at weight_bits bits
     # (equals size_bytes for 8-bit and real INT4 weights; smaller for simulated ones). None otherwise.
     packed_size_bytes: int | None = None
+    # The model's parameter table (exporters/param_counts.py), set on FP32 artifacts by with_param_counts.
+    trainable_params: int | None = None
+    non_trainable_params: int | None = None
+    params_from: str | None = None  # "torch" | "onnx-initializers"
 
 
 def sha256_file(path: Path) -> str:
@@ -144,6 +148,24 @@ class ArtifactStore:
 
             export_onnx(source, out)
         return self._describe(out, "fp32", "fp32", source.weights_label(), None)
+
+    def with_param_counts(self, built: BuiltArtifact, source: ModelSource) -> BuiltArtifact:
+        """``built`` (an FP32 artifact of ``source``) with the model's trainable / non-trainable parameter counts,
+        from the torch model when there is one (cached beside the artifacts: building it once is enough)."""
+        import dataclasses
+
+        from .param_counts import model_param_counts
+
+        key = _key("params-1", built.sha256, source.kind, source.target, list(source.input_shape), source.num_classes,
+                   source.weights_label())
+        path = self.root / "params" / f"{key}.json"
+        if path.is_file():
+            counts = json.loads(path.read_text())
+        else:
+            counts = model_param_counts(source, built.path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(counts))
+        return dataclasses.replace(built, **counts)
 
     def prebuilt(self, path: str | Path, variant: str, precision: str, fp32: BuiltArtifact) -> BuiltArtifact:
         """A user's ready-made artifact of the model behind ``fp32`` (a QAT export, say), used as it is.

@@ -323,6 +323,19 @@ def _disturbance(part: dict[str, Any]) -> tuple[bool, float]:
     return bool(part.get("timing_noisy")), other if other is not None else math.inf
 
 
+class _WallTimed:
+    """Iterates a reader and records the wall time from the first batch read to the end of the last
+    batch's use: reading, decoding, preprocessing and inference over every evaluated image."""
+
+    def __init__(self, reader: Any) -> None:
+        self.reader, self.wall_s = reader, None
+
+    def __iter__(self):
+        t0 = time.perf_counter()
+        yield from self.reader
+        self.wall_s = round(time.perf_counter() - t0, 4)
+
+
 def measure_cell(spec: CellSpec) -> dict[str, Any]:
     """Measure one cell; returns the measured part of its result row. Raises on failure."""
     from quantbench.runtimes import create_runtime, get_runtime_class
@@ -355,7 +368,9 @@ def measure_cell(spec: CellSpec) -> dict[str, Any]:
         row.update(_timed_phases(spec, rt, x, m))
         eval_reader = reader if not m.eval_batch or m.eval_batch == spec.batch else _rebatch(reader, m.eval_batch)
         reference = np.load(spec.reference_logits) if spec.reference_logits else None
-        row.update(evaluate_outputs(rt, eval_reader, reference, spec.accuracy))
+        timed_eval = _WallTimed(eval_reader)
+        row.update(evaluate_outputs(rt, timed_eval, reference, spec.accuracy))
+        row["eval_wall_s"] = timed_eval.wall_s
         row["runtime_settings"] = rt.settings_used()
         audit = rt.execution_report()
         row.update({k: audit.get(k) for k in ("exec_precision", "int8_op_share", "op_precisions", "audit_note")})

@@ -57,7 +57,7 @@ def export_fp32(source: Any, store: Any) -> Any:
     from quantbench.exporters.registry import ModelSource
 
     if source.kind != "callable":
-        return store.fp32(source)
+        return store.with_param_counts(store.fp32(source), source)
     from quantbench.exporters.torch_export import export_onnx
 
     tmp_dir = Path(tempfile.mkdtemp(prefix="export-", dir=store.root))
@@ -70,7 +70,7 @@ def export_fp32(source: Any, store: Any) -> Any:
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     built = store.fp32(ModelSource(name=source.name, kind="onnx", target=str(final)))
-    return dataclasses.replace(built, weights=source.weights_label())
+    return store.with_param_counts(dataclasses.replace(built, weights=source.weights_label()), source)
 
 
 def _sample_shape(split: Any, preprocess: Any, input_name: str) -> tuple[int, ...]:

@@ -29,6 +29,12 @@ model      weights ("trained:<file>" | "random-init" | "onnx:<path>" | "builtin:
            add "class_index_rule" (the class_index rule in words, with an example), "ignored_folders"
            (hidden, __MACOSX or image-less folders that are not classes) and "color_mode" ("L" or
            "RGB", plus how 16-bit grey images were scaled to 8 bits, also in "pixel_scaling"))
+           Since schema 3, the model's parameter table (exporters/param_counts.py), the same on every
+           variant of a model: trainable_params, non_trainable_params (Keras' split: parameters with
+           requires_grad vs frozen parameters and float buffers such as BatchNorm running statistics)
+           and params_from ("torch": counted on the PyTorch model; "onnx-initializers": from the FP32
+           ONNX file, BatchNormalization mean/var non-trainable). param_count stays the count of weight
+           elements in this row's ONNX file (BatchNorm folded, Q/DQ parameters left out).
 quant      quant_time_s, quant_peak_mem_mb, identical_to (variant name whose artifact is
            byte-identical to this one, or ""), packed_size_bytes (int8 rows: the file's size with the
            Conv/Gemm/MatMul weights packed at variant_settings.weight_bits bits; equals size_bytes
@@ -81,7 +87,10 @@ timing     load_ms, first_infer_ms, iterations, clock ("host-perf_counter_ns" | 
            is quiet; the least disturbed attempt is kept)
 accuracy   top1, top5 (fractions 0..1 or null when labels don't apply), accuracy_note ("" when top1
            is given, else one line saying why not: random weights, output not (N, classes) logits,
-           labels outside the model's classes), eval_samples, agreement_top1 (vs the fp32
+           labels outside the model's classes), eval_samples, eval_wall_s (since schema 3: wall
+           seconds of the whole evaluation pass: reading, decoding, preprocessing and inference of
+           every evaluated image at the cell's batch, or run.eval_batch when set; the study-style
+           "time for the whole test set"), agreement_top1 (vs the fp32
            reference), max_abs_err, mean_abs_err (vs that reference). Non-finite outputs fail the cell.
            Since schema 3, with intervals (methods: harness/accuracy_stats.py): top1_ci95 ([lo, hi],
            the Wilson 95% score interval of top1, same unit), agreement_ci95 (the same for
@@ -132,7 +141,7 @@ V2_FIELDS = ("fingerprint", "fingerprint_parts", "measure_settings", "stop_reaso
              "host_memory", "io_scope", "speedup_error")
 # Fields added in schema 3; older rows are read with these set to None ("not measured").
 V3_FIELDS = ("top1_ci95", "agreement_ci95", "delta_top1", "delta_top1_ci95", "delta_top1_p", "fp32_only_correct",
-             "variant_only_correct")
+             "variant_only_correct", "trainable_params", "non_trainable_params", "params_from", "eval_wall_s")
 V3_TIMING_FIELDS = ("speedup_interleaved_ci95", "speedup_ci_level", "speedup_stop_reason", "speedup_separate",
                     "interleave_variant_ms", "interleave_fp32_ms", "compute_p50_ci95", "e2e_p50_ci95",
                     "interference", "timing_noisy", "timing_noisy_reason", "timing_attempts")

@@ -20,11 +20,12 @@ from quantbench.harness.results import READABLE_VERSIONS
 _TEXT = {"run_id", "cell_id", "timestamp", "error", "model", "variant", "precision", "runtime", "runtime_label",
          "device", "weights", "artifact_sha256", "artifact_path", "identical_to", "clock", "exec_precision",
          "audit_note", "audit_warning", "stop_reason", "accuracy_note", "speedup_error", "io_scope", "fingerprint",
-         "speedup_stop_reason", "timing_noisy_reason"}
+         "speedup_stop_reason", "timing_noisy_reason", "params_from"}
 _NUMBER = {"batch", "size_bytes", "param_count", "quant_time_s", "quant_peak_mem_mb", "throughput_ips", "top1",
            "top5", "agreement_top1", "max_abs_err", "mean_abs_err", "int8_op_share", "speedup_interleaved",
            "eval_samples", "iterations", "load_avg", "duration_s", "min_iters", "speedup_ci_level", "speedup_separate",
-           "interleave_variant_ms", "interleave_fp32_ms", "timing_attempts"}
+           "interleave_variant_ms", "interleave_fp32_ms", "timing_attempts",
+           "trainable_params", "non_trainable_params", "eval_wall_s"}
 _BOOL = {"timing_valid", "host_memory", "timing_noisy"}
 _DICT = {"env", "variant_settings", "runtime_settings", "dataset", "op_precisions", "runtime_versions",
          "measure_settings", "timing_settings", "fingerprint_parts", "interference"}

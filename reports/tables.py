@@ -53,11 +53,16 @@ COLUMNS = [
     ("throughput", "images/s", "{:,.0f}", "max"),
     ("size_mb", "size MB", "{:.3f}", "min"),
     ("size_pct", "size % of FP32", "{:.0f}", "min"),
+    ("eval_wall", "test set s", "{:.3f}", None),
+    ("eval_wall_pct", "test set time % of FP32", "{:.0f}", None),
+    ("params", "params", "{:,.0f}", None),
+    ("trainable", "trainable", "{:,.0f}", None),
+    ("non_trainable", "non-trainable", "{:,.0f}", None),
     ("quant_time", "calib s", "{:.1f}", None),
     ("quant_mem", "calib peak MB", "{:.0f}", None),
     ("ran_as", "ran as", "{}", None),
 ]
-RELATIVE = {"delta", "p50_pct", "speedup", "size_pct"}
+RELATIVE = {"delta", "p50_pct", "speedup", "size_pct", "eval_wall_pct"}
 NOTED = {"top1", "speedup", "p50"}  # columns whose cell can carry a footnote (why missing, why not valid)
 
 
@@ -91,6 +96,11 @@ def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, An
             "throughput": r.get("throughput_ips"),
             "size_mb": r["size_bytes"] / 1e6 if r.get("size_bytes") else None,
             "size_pct": 100 * r["size_bytes"] / rel["size_bytes"] if rel and r.get("size_bytes") and rel.get("size_bytes") else None,
+            "eval_wall": r.get("eval_wall_s"),
+            "eval_wall_pct": 100 * r["eval_wall_s"] / rel["eval_wall_s"] if rel and r.get("eval_wall_s")
+            and rel.get("eval_wall_s") else None,
+            "params": r.get("param_count"), "trainable": r.get("trainable_params"),
+            "non_trainable": r.get("non_trainable_params"),
             "quant_time": r.get("quant_time_s"), "quant_mem": r.get("quant_peak_mem_mb"),
             "ran_as": ran, "warning": r.get("audit_warning") or "", "identical_to": r.get("identical_to") or "",
             "weights": r.get("weights") or "", "ref": is_ref, "row": r, "timing": timing_flag(r, base),

@@ -124,7 +124,7 @@ def test_reference_row_relative_columns_and_best_marking(tmp_path):
     md = render_markdown(build_report([write_rows(tmp_path / "r.jsonl", [fp32, int8])]))
     fp32_line = next(ln for ln in md.splitlines() if ln.startswith("| fp32 |"))
     int8_line = next(ln for ln in md.splitlines() if ln.startswith("| int8 |"))
-    assert [c.strip() for c in fp32_line.split("|")].count("ref") == 4  # Δ, p50 %, speedup, size % of this row
+    assert [c.strip() for c in fp32_line.split("|")].count("ref") == 5  # Δ, p50 %, speedup, size %, test-set time %
     # p50 % of FP32 is 100 / the interleaved speedup (59), never the separately timed 50 that contradicts it
     assert "| −1.00 |" in int8_line and "| 59 |" in int8_line and "| 1.70× |" in int8_line and "| 25 |" in int8_line
     assert "int8 (50% int8) ⚠" in int8_line and "half the convs ran in fp32" in md
