@@ -24,7 +24,7 @@ from .tables import (
     cross_cell,
     cross_device_table,
 )
-from .verdict import DEFAULT_BUDGET_PTS, verdict_lines, verdicts
+from .verdict import DEFAULT_BUDGET_PTS, points, verdict_lines, verdicts
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -51,7 +51,7 @@ td.best{font-weight:700;background:#e7f5ea} td.tie{background:#f1f8f2} td.ns{col
 {% if warnings %}<div class="warn"><b>While loading:</b><ul>{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul></div>{% endif %}
 
 <h2 id="verdict">Verdict</h2>
-<p class="muted">Per model, device and batch: the fastest variant × runtime whose top-1 loss is not significantly larger than the budget of {{ budget }} points (its 95% interval for Δ vs FP32, paired on the same images, reaches above −{{ budget }}), whose timing is valid and not noisy. "Faster" counts only beyond the 95% intervals (speed-up intervals within a runtime, compute p50 intervals across runtimes); rows that cannot be separated are named as ties.</p>
+<p class="muted">Per model, device and batch: the fastest variant × runtime whose top-1 loss is not significantly larger than the budget of {{ budget }} (its 95% interval for Δ vs FP32, paired on the same images, reaches above minus the budget), whose timing is valid and not noisy. "Faster" counts only beyond the 95% intervals (speed-up intervals within a runtime, compute p50 intervals across runtimes); rows that cannot be separated are named as ties.</p>
 {% for v in verdicts %}<div class="verdict v-{{ v.status }}"><p><b>{{ v.lines[0] }}</b></p>{% for ln in v.lines[1:] %}<p>{{ ln }}</p>{% endfor %}</div>
 {% else %}<p class="muted">No measured rows to decide on.</p>{% endfor %}
 
@@ -236,7 +236,7 @@ def render_html(report: Report, out: Path, budget_pts: float = DEFAULT_BUDGET_PT
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), sources=report.sources,
         counts={"ok": counts.get("ok", 0), "failed": counts.get("failed", 0), "skipped": counts.get("skipped", 0)},
         warnings=report.warnings, method=timing_method(report.rows), devices=_devices(report), groups=groups,
-        columns=COLUMNS, cross=_cross(report), problems=problems, budget=f"{budget_pts:g}",
+        columns=COLUMNS, cross=_cross(report), problems=problems, budget=points(budget_pts),
         verdicts=[{"status": v.status, "lines": [ln.strip() for ln in verdict_lines(v)]} for v in found],
         studies=studies_section(report.rows),  # charts over swept variant keys
         sensitivity=section_for_sources(report.sources),  # sensitivity.jsonl next to the results files

@@ -19,7 +19,7 @@ from .tables import (
     cross_device_table,
     fmt,
 )
-from .verdict import DEFAULT_BUDGET_PTS, verdict_lines, verdicts
+from .verdict import DEFAULT_BUDGET_PTS, points, verdict_lines, verdicts
 
 TEXT_COLUMNS = {"variant", "settings", "runtime", "ran_as"}
 SCALAR_SKIP = {"env", "variant_settings", "runtime_settings", "dataset", "op_precisions", "runtime_versions",
@@ -41,7 +41,7 @@ def render_markdown(report: Report, budget_pts: float = DEFAULT_BUDGET_PTS) -> s
         out.append(f"> warning: {_md_escape(w)}")
     out += ["", "## Verdict", "", _md_escape(
         f"Per model, device and batch: the fastest variant × runtime whose top-1 loss is not significantly larger "
-        f"than {budget_pts:g} points (95% intervals; Δ paired with FP32 on the same images; ≈: not significant)."), ""]
+        f"than {points(budget_pts)} (95% intervals; Δ paired with FP32 on the same images; ≈: not significant)."), ""]
     for v in verdicts(report.ok, device_key, budget_pts):
         lines = verdict_lines(v)
         out += [f"**{_md_escape(lines[0])}**", ""] + [f"- {_md_escape(ln.strip())}" for ln in lines[1:]] + [""]

@@ -64,6 +64,11 @@ def delta_significant(row: dict[str, Any]) -> bool | None:
     return None if d is None else (d[1] > 0 or d[2] < 0)
 
 
+def points(value: float) -> str:
+    """``1 point``, ``0.5 points``."""
+    return f"{value:g} point" + ("" if value == 1 else "s")
+
+
 def signed(value: float, decimals: int = 2) -> str:
     """``+0.40`` / ``−0.51`` (a true minus sign), ``0.00`` for zero."""
     text = f"{abs(value):.{decimals}f}"
@@ -259,7 +264,7 @@ def decide(rows: list[dict[str, Any]], model: str, device: str, batch: Any,
             v.reason = ("no row has a top-1 paired with FP32 on the same images"
                         + (f" ({note})" if note else " (rows written before schema 3, or no labels)"))
         else:
-            v.reason = f"every variant loses significantly more than {budget_pts:g} top-1 points"
+            v.reason = f"every variant loses significantly more than {points(budget_pts)} of top-1"
         return v
     pick = min(candidates, key=lambda r: r["compute_p50_ms"])
     v.pick, v.candidates = pick, len(candidates)
@@ -318,7 +323,7 @@ def describe_row(row: dict[str, Any], reference: dict[str, Any] | None = None) -
 
 def verdict_lines(v: Verdict) -> list[str]:
     """The verdict as plain sentences (console and report render them alike)."""
-    head = f"{v.model} on {v.device}, batch {v.batch} (accuracy budget {v.budget_pts:g} points):"
+    head = f"{v.model} on {v.device}, batch {v.batch} (accuracy budget {points(v.budget_pts)}):"
     lines = [head]
     if v.pick is None or v.status == "undecided":
         lines.append(f"  cannot decide: {v.reason}.")
