@@ -135,3 +135,12 @@ def test_a_planted_five_percent_loss_is_significant_and_an_identical_file_is_not
     for name in ("same", "fp32"):
         assert by[name]["delta_top1"] == 0 and by[name]["delta_top1_p"] == 1.0
         assert by[name]["delta_top1_ci95"][0] < 0 < by[name]["delta_top1_ci95"][1]
+    # the report ranks the byte-identical pair alike in every accuracy column: never one "best" over its twin
+    from quantbench.reports.model import build_report
+    from quantbench.reports.tables import best_cells, comparison_groups
+
+    (group,) = comparison_groups(build_report([tmp_path / "out" / "results.jsonl"])).values()
+    names = [r["variant"] for r in group]
+    for key, (chosen, _) in best_cells(group).items():
+        if key in ("top1", "delta", "agreement"):
+            assert ("planted" in {names[i] for i in chosen}) == ("twin" in {names[i] for i in chosen}), key
