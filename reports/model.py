@@ -93,11 +93,14 @@ def build_report(paths: list[Path], all_generations: bool = False) -> Report:
         raise ReportError(_nothing_read(paths, warnings), warnings)
     rows, dups = _dedupe(rows)
     warnings.extend(dups)
+    current, older = current_rows(rows)
     if not all_generations:
-        rows, older = current_rows(rows)
+        rows = current
         note = superseded_note(len(older))
         if note:
             warnings.append(note)
+    for r in older:  # shown with all_generations: tables mark them
+        r["_superseded"] = True
     warnings.extend(_incompatibilities(rows))
     return Report(rows, warnings, sources)
 

@@ -82,7 +82,8 @@ def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, An
         if share is not None and ran in ("int8", "mixed"):
             ran += f" ({share:.0%} int8)"
         groups[(str(r.get("model")), device_key(r))].append({
-            "variant": r.get("variant"), "settings": settings_summary(r), "runtime": runtime_label(r),
+            "variant": f"{r.get('variant')} (older generation)" if r.get("_superseded") else r.get("variant"),
+            "settings": settings_summary(r), "runtime": runtime_label(r),
             "batch": r.get("batch"),
             "top1": top1 * 100 if top1 is not None else None,
             "delta": paired[0] if paired else (top1 - rel["top1"]) * 100 if rel and top1 is not None

@@ -42,6 +42,7 @@ def test_superseded_rows_are_left_out_and_never_paired(tmp_path):
     (rows,) = comparison_groups(every).values()
     delta = {r["row"]["cell_id"]: r["delta"] for r in rows}
     assert delta["int8-100"] is None and round(delta["int8-200"], 6) == -1.0
+    assert sorted(r["variant"] for r in rows) == ["fp32 (older generation)", "int8", "int8 (older generation)"]
 
 
 def test_dataset_line_says_what_the_data_is():
