@@ -70,6 +70,7 @@ def test_grid_helpers_put_weights_on_at_most_2_pow_bits_values(bits):
 
 
 @pytest.mark.parametrize("name, bits", [("w4", 4), ("w4sim", 4), ("w3", 3)])
+@pytest.mark.slow
 def test_built_weights_lie_exactly_on_the_per_channel_grid(built, store, source, name, bits):
     fp32 = _fp32_weights(store.fp32(source).path)
     weights = _weights(built[name].path)
@@ -87,6 +88,7 @@ def test_built_weights_lie_exactly_on_the_per_channel_grid(built, store, source,
         assert np.abs(deq - w).max() <= scale.max() / 2 * (1 + 1e-5)  # round to nearest on that grid
 
 
+@pytest.mark.slow
 def test_int4_and_simulated_store_the_same_grid(built):
     real, sim = _weights(built["w4"].path), _weights(built["w4sim"].path)
     assert set(real) == set(sim)
@@ -98,6 +100,7 @@ def test_int4_and_simulated_store_the_same_grid(built):
     assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 21
 
 
+@pytest.mark.slow
 def test_recorded_sizes(built):
     w8, w4, sim, w3 = built["w8"], built["w4"], built["w4sim"], built["w3"]
     assert w8.packed_size_bytes == w8.size_bytes  # 8-bit weights are already packed at 8 bits
@@ -128,6 +131,7 @@ def _run(path, source, n=500):
     return np.concatenate(preds), np.concatenate(labels)
 
 
+@pytest.mark.slow
 def test_every_bit_width_runs_in_ort_and_8_bit_is_best(built, store, source):
     fp32_pred, labels = _run(store.fp32(source).path, source)
     acc = {"fp32": (fp32_pred == labels).mean()}

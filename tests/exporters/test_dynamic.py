@@ -27,6 +27,7 @@ def _accuracy(path, source, n=500):
     return sum(int((sess.run(None, {"input": x})[0].argmax(1) == y).sum()) for x, y, _ in reader) / len(idx)
 
 
+@pytest.mark.slow
 def test_dynamic_quantizes_every_conv_and_matmul_and_keeps_accuracy(store, source):
     fp32 = store.fp32(source)
     art = _build(store, source)
@@ -42,6 +43,7 @@ def test_dynamic_quantizes_every_conv_and_matmul_and_keeps_accuracy(store, sourc
     assert abs(_accuracy(art.path, source) - _accuracy(fp32.path, source)) <= 0.02
 
 
+@pytest.mark.slow
 def test_no_calibration_data_is_read(store, source, tmp_path):
     """The data spec cannot change a dynamic artifact: not even a missing folder is opened."""
     a = _build(store, source)
@@ -49,6 +51,7 @@ def test_no_calibration_data_is_read(store, source, tmp_path):
     assert a.sha256 == b.sha256 and a.path == b.path
 
 
+@pytest.mark.slow
 def test_knobs_reach_ort(store, source):
     base = _build(store, source)
     per_tensor = _build(store, source, per_channel=False)
@@ -65,6 +68,7 @@ def test_knobs_reach_ort(store, source):
     assert any("changed no operator" in n for n in nothing.notes)
 
 
+@pytest.mark.slow
 def test_a_typo_in_exclude_nodes_is_one_line(store, source):
     with pytest.raises(ValueError, match="is not a node of the graph") as err:
         _build(store, source, exclude_nodes=("/features/features.0/Convv",))
@@ -85,6 +89,7 @@ def test_settings_record_what_ran():
             QuantSettings.from_dict(bad)
 
 
+@pytest.mark.slow
 def test_outputs_agree_with_fp32_on_real_images(store, source):
     """On 1000 real test images the dynamic model's logits are finite, close to FP32's and pick the same class."""
     import onnxruntime as ort

@@ -27,6 +27,7 @@ def _build(store, source, name, **quant):
     return store.build(source, VariantSpec(name, "int8", QuantSettings(**quant)), "fashion-mnist", source.preprocess)
 
 
+@pytest.mark.slow
 def test_methods_really_differ_keep_accuracy_and_shrink(store, source):
     fp32 = store.fp32(source)
     built = {m: _build(store, source, m, calibration=m) for m in ("minmax", "entropy", "percentile", "mse")}
@@ -53,6 +54,7 @@ def _ops(path):
     return [(n.op_type, n.name, list(n.input)) for n in onnx.load(str(path)).graph.node]
 
 
+@pytest.mark.slow
 def test_conv_only_dense_only_and_excluded_nodes(store, source):
     def quantized_ops(path):
         """Compute nodes whose weight input comes out of a DequantizeLinear (i.e. were quantized)."""
@@ -132,12 +134,14 @@ def test_round_trip_and_recorded_settings():
     assert QuantSettings().to_dict()["num_bins"] is None
 
 
+@pytest.mark.slow
 def test_percentile_symmetry_changes_the_artifact(store, source):
     default = _build(store, source, "p-default", calibration="percentile", calib_samples=64)
     asym = _build(store, source, "p-asym", calibration="percentile", calib_samples=64, symmetric_activation=False)
     assert default.sha256 != asym.sha256
 
 
+@pytest.mark.slow
 def test_exclude_nodes_are_checked_on_the_quantized_graph(store, source):
     first_conv = next(n.name for n in onnx.load(str(store.fp32(source).path)).graph.node if n.op_type == "Conv")
     with pytest.raises(ValueError) as err:
@@ -156,6 +160,7 @@ def test_timeout_kills_the_quantization(tmp_path, store, source):
     assert not (tmp_path / "slow.onnx").exists()
 
 
+@pytest.mark.slow
 def test_dict_data_spec_is_passed_through(tmp_path, source):
     """A {spec = ...} table calibrates on the data it names: the same file as the plain spec string, and a
     different one from other data."""

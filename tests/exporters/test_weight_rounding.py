@@ -138,6 +138,7 @@ def _layer_output(op, attrs, x, w):
 
 
 @pytest.mark.parametrize("bits", [4, 3])
+@pytest.mark.slow
 def test_gptq_and_gpfq_lower_layer_output_error_than_nearest(built, tiny, layer_inputs, bits):
     fp = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tiny)).graph.initializer}
     w_hat = {r: _dequantized(built[bits, r][0]) for r in ("nearest", "gptq", "gpfq")}
@@ -157,6 +158,7 @@ def test_gptq_and_gpfq_lower_layer_output_error_than_nearest(built, tiny, layer_
 
 
 @pytest.mark.parametrize("bits", [4, 3])
+@pytest.mark.slow
 def test_same_graph_and_grid_only_the_integers_differ_and_it_runs(built, tiny, bits):
     near = onnx.load(str(built[bits, "nearest"][0]))
     top = 2 ** (bits - 1) - 1
@@ -185,6 +187,7 @@ def test_same_graph_and_grid_only_the_integers_differ_and_it_runs(built, tiny, b
         assert np.corrcoef(y.ravel(), ref.ravel())[0, 1] > 0.8
 
 
+@pytest.mark.slow
 def test_deterministic_and_independent_of_calibration_batching(tiny, tmp_path):
     shas = []
     for i, batch in enumerate((32, 7, 32)):
@@ -260,6 +263,7 @@ def test_registry_and_unknown_rounding_is_one_line():
         wr.check_rounding("gtpq")
 
 
+@pytest.mark.slow
 def test_per_tensor_scale_and_8_bits(tiny, tmp_path):
     for per_channel, bits in ((False, 4), (True, 8)):
         near, gptq = tmp_path / f"n{bits}.onnx", tmp_path / f"g{bits}.onnx"

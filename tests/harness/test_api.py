@@ -49,6 +49,7 @@ def _readme_python_api() -> str:
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_readme_snippet_runs(tmp_path, shared_cache):
     code = _readme_python_api()
     code += ("\nassert list(df['variant']) == ['fp32', 'int8-minmax'], df['variant']\n"
@@ -90,6 +91,7 @@ def test_bad_arguments_raise_before_anything_runs(tmp_path):
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_run_dict_then_config_object_reuses_rows(tmp_path, shared_cache, caplog):
     import quantbench
 

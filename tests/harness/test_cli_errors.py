@@ -95,6 +95,7 @@ BAD_INPUT = [
 
 @pytest.mark.ort_cpu
 @pytest.mark.parametrize("change, args, fragment", BAD_INPUT)
+@pytest.mark.slow
 def test_bad_input_is_one_line_before_anything_runs(change, args, fragment, measured_output, tmp_path, shared_cache):
     results = measured_output / "results.jsonl"
     before = results.read_bytes()
@@ -122,11 +123,13 @@ def test_bad_key_suggests_the_closest(tmp_path, shared_cache):
     _one_line_error(run_cli("run", str(cfg), cache=shared_cache), "did you mean 'batch_sizes'")
 
 
+@pytest.mark.slow
 def test_unknown_runtime(tmp_path, shared_cache):
     _one_line_error(run_cli("run", "--runtimes", "ort-cpo", "-o", str(tmp_path), cache=shared_cache),
                     "did you mean 'ort-cpu'")
 
 
+@pytest.mark.slow
 def test_unknown_model(tmp_path, shared_cache):
     _one_line_error(run_cli("run", "--models", "resnet5O", "-o", str(tmp_path), cache=shared_cache), "resnet5")
 
@@ -143,6 +146,7 @@ def test_unwritable_output(tmp_path, shared_cache):
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_corrupt_onnx_fails_its_cells_and_keeps_earlier_rows(tmp_path, shared_cache):
     out = tmp_path / "out"
     good = write_config(tmp_path / "good.toml", out, FP32, eval_samples=100)

@@ -20,6 +20,7 @@ def test_dump_config_is_loadable_toml(tmp_path, shared_cache):
     assert [v.name for v in cfg.variants][:2] == ["fp32", "fp16"]
 
 
+@pytest.mark.slow
 def test_devices_explains_every_runtime(shared_cache):
     proc = run_cli("devices", cache=shared_cache)
     assert proc.returncode == 0
@@ -37,6 +38,7 @@ def test_models_lists_registry(shared_cache):
 
 @pytest.mark.torch
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_module_callable_model_runs_and_exports(tmp_path, shared_cache):
     pkg = tmp_path / "mymodels.py"
     pkg.write_text(textwrap.dedent("""
@@ -66,6 +68,7 @@ def test_module_callable_model_runs_and_exports(tmp_path, shared_cache):
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_export_csv_and_report_from_a_real_run(tmp_path, shared_cache):
     out = tmp_path / "out"
     cfg = write_config(tmp_path / "c.toml", out, '[[variants]]\nname = "fp32"\nprecision = "fp32"\n', eval_samples=50)

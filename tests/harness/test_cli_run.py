@@ -27,6 +27,7 @@ calib_samples = 64
 pytestmark = pytest.mark.ort_cpu
 
 
+@pytest.mark.slow
 def test_run_prints_table_and_writes_complete_rows(tmp_path, shared_cache):
     cfg = write_config(tmp_path / "c.toml", tmp_path / "out", VARIANTS)
     proc = run_cli("run", str(cfg), cache=shared_cache)

@@ -119,6 +119,7 @@ def rows_of(out: Path, latest: bool = True) -> list[dict[str, Any]]:
     return read_rows(out / "results.jsonl", latest_per_cell=latest).rows
 
 
+@pytest.mark.slow
 def test_cells_land_on_the_nodes_of_their_targets(fleet):
     cfg, out = sweep(fleet, "pinned", ["qb-test-a", "qb-test-b"])
     logs: list[str] = []
@@ -163,6 +164,7 @@ def test_cells_land_on_the_nodes_of_their_targets(fleet):
     assert len(rows_of(out, latest=False)) == 4
 
 
+@pytest.mark.slow
 def test_without_targets_every_device_kind_runs_once(fleet):
     cfg, out = sweep(fleet, "kinds", [], variants=["fp32"])
     cfg.run.cells_per_node = 2  # the config allows two cells on one node at once
@@ -175,6 +177,7 @@ def test_without_targets_every_device_kind_runs_once(fleet):
     assert fleet.name_of(row["fleet"]["node_id"]) in ("a", "b")
 
 
+@pytest.mark.slow
 def test_a_node_lost_mid_sweep(fleet):
     """Node c dies while measuring a cell another node can take: that cell is measured on a.
     Node d dies after writing a row: the row stays; its other cells fail with the reason."""
@@ -231,6 +234,7 @@ def test_a_node_lost_mid_sweep(fleet):
     assert any("left the cluster" in m for m in logs)
 
 
+@pytest.mark.slow
 def test_cli_runs_a_sweep_on_the_cluster_address(fleet, tmp_path):
     """`quantbench run CONFIG --ray ADDRESS` from another process: it connects, runs, and disconnects."""
     from .conftest import run_cli
@@ -341,6 +345,7 @@ def test_the_probe_accepts_a_grpc_answer_and_gives_up_within_its_timeout(monkeyp
     assert seen["timeout"] <= ray_probe.PROBE_TIMEOUT_S
 
 
+@pytest.mark.slow
 def test_a_hanging_cell_fails_alone_on_its_node(fleet, tmp_path):
     """A user ONNX model whose Loop runs practically forever at batch 1 (once at batch 64), shipped to
     node a: the batch-1 cell is killed at the timeout there; the batch-64 cell is measured."""

@@ -105,6 +105,7 @@ def _cli(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> s
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_devices_ray_resources_prints_only_json():
     res = _cli("devices", "--ray-resources", "--slots", "3")
     assert res.returncode == 0, res.stderr

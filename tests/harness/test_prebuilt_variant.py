@@ -62,6 +62,7 @@ def test_onnx_path_expands_variables(qfile, monkeypatch):
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_a_prebuilt_int8_file_is_measured_like_the_built_one(tmp_path, shared_cache):
     """The same QDQ bytes, built by the sweep and handed in as a file, give the same rows; a file of
     another model fails its own variant in one line and nothing else."""

@@ -58,6 +58,7 @@ def _onnx_28(path: Path, body: str) -> Path:
 
 @pytest.mark.torch
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_a_segfaulting_export_fails_only_its_model(tmp_path, shared_cache, monkeypatch):
     (tmp_path / "crashers.py").write_text(textwrap.dedent("""
         import ctypes
@@ -83,6 +84,7 @@ def test_a_segfaulting_export_fails_only_its_model(tmp_path, shared_cache, monke
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_an_endless_onnx_fails_only_its_model(tmp_path, shared_cache):
     endless = _onnx_28(tmp_path / "endless.onnx", "endless-loop")
     models = f'[[models]]\nname = "{endless}"\ndataset = "fashion-mnist"\n' + GOOD
@@ -97,6 +99,7 @@ def test_an_endless_onnx_fails_only_its_model(tmp_path, shared_cache):
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_data_problems_fail_their_model_once_before_any_cell(tmp_path, shared_cache):
     empty = tmp_path / "empty-idx"
     empty.mkdir()
@@ -119,6 +122,7 @@ def test_data_problems_fail_their_model_once_before_any_cell(tmp_path, shared_ca
 
 @pytest.mark.torch
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_bad_weights_files_fail_their_model_in_one_line(tmp_path, shared_cache):
     import torch
 
@@ -141,6 +145,7 @@ def test_bad_weights_files_fail_their_model_in_one_line(tmp_path, shared_cache):
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_calib_dataset_is_what_quantization_uses_and_rows_record_both(tmp_path, shared_cache):
     from quantbench.calibration_data import open_source
 

@@ -91,6 +91,7 @@ def sweep(tmp_path, shared_cache) -> Sweep:
     return Sweep(tmp_path, shared_cache)
 
 
+@pytest.mark.slow
 def test_unchanged_rerun_skips_every_cell(sweep):
     sweep.knobs["batches"] = "[1, 2]"
     first, _ = sweep.run()
@@ -120,6 +121,7 @@ def _rewrite_model(s: Sweep) -> None:
     (_rewrite_data, "data changed"),
     (_rewrite_model, "model weights/ONNX, variant artifact changed"),
 ], ids=["min_iters", "warmup", "io_batches", "data-content", "onnx-content"])
+@pytest.mark.slow
 def test_one_changed_input_remeasures_and_says_why(sweep, change, reason):
     sweep.run()
     before = sweep.rows()
@@ -135,6 +137,7 @@ def test_one_changed_input_remeasures_and_says_why(sweep, change, reason):
     assert sweep.run()[0].already == 1
 
 
+@pytest.mark.slow
 def test_changed_package_version_is_named(sweep, monkeypatch):
     sweep.run()
     old = sweep.rows()[0]["env"]["versions"]["onnxruntime"]
@@ -147,6 +150,7 @@ def test_changed_package_version_is_named(sweep, monkeypatch):
         f"warning: m/fp32 on ort-cpu (cpu) batch 1: re-measured, package versions (onnxruntime {old}→0.0.1) changed"]
 
 
+@pytest.mark.slow
 def test_schema1_row_is_measured_again_and_failed_rows_kept_unless_retried(sweep):
     sweep.run()
     row = sweep.rows()[0]

@@ -154,6 +154,7 @@ def _cleanup(proc: subprocess.Popen, worker: psutil.Process | None) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=["term", "int", "kill"])
+@pytest.mark.slow
 def test_signal_to_sweep_leaves_no_worker_and_keeps_rows(tmp_path, shared_cache, sig):
     cfg, out = _config(tmp_path, shared_cache, batches="[64, 1]")
     proc, worker = _start_sweep(cfg, shared_cache), None
@@ -182,6 +183,7 @@ def test_signal_to_sweep_leaves_no_worker_and_keeps_rows(tmp_path, shared_cache,
 HANG_TIMEOUT_S = 8
 
 
+@pytest.mark.slow
 def test_hanging_cell_times_out_alone(tmp_path, shared_cache):
     cfg, out = _config(tmp_path, shared_cache, batches="[1, 64]", timeout_s=HANG_TIMEOUT_S)
     logs: list[str] = []
@@ -194,6 +196,7 @@ def test_hanging_cell_times_out_alone(tmp_path, shared_cache):
     assert log_file.parent.parent == out / "cells" and log_file.parent.name == summary.run_id
 
 
+@pytest.mark.slow
 def test_second_run_on_a_busy_output_folder_stops_at_once(tmp_path, shared_cache):
     cfg, out = _config(tmp_path, shared_cache, batches="[64]")
     out.mkdir()

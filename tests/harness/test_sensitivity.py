@@ -210,6 +210,7 @@ def test_sqnr_definition() -> None:
     assert sqnr_db(ref, ref + np.array([[0.3, 0.4]])) == pytest.approx(20.0)  # noise power 1/100 of the signal
 
 
+@pytest.mark.slow
 def test_cli_sensitivity_on_fashion_cnn(tmp_path, shared_cache) -> None:
     out = tmp_path / "out"
     cfg = write_config(tmp_path / "s.toml", out, '[[variants]]\nname = "int8-minmax"\ncalibration = "minmax"\n'
@@ -245,6 +246,7 @@ def test_cli_sensitivity_bad_input_is_one_line(tmp_path, shared_cache, args, exp
     assert lines[0].startswith("error: ") and expected in lines[0]
 
 
+@pytest.mark.slow
 def test_run_refuses_to_build_a_budget_variant_as_plain_int8(tmp_path, shared_cache) -> None:
     """`quantbench run` must not measure a plain INT8 model under a variant that promises a budget."""
     out = tmp_path / "out"

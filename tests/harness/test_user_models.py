@@ -110,6 +110,7 @@ def test_a_1000_class_onnx_on_a_labelled_subset_gets_top1(tmp_path, shared_cache
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_num_classes_overrides_the_output_width_but_not_beyond_it(tmp_path, shared_cache):
     data, positions = label_npz(tmp_path / "d.npz", [0, 1, 2, 7])
     model = label_reading_onnx(tmp_path / "m.onnx", positions, n_out=10)
@@ -124,6 +125,7 @@ def test_num_classes_overrides_the_output_width_but_not_beyond_it(tmp_path, shar
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_labels_outside_the_outputs_and_non_logits_outputs_get_a_note(tmp_path, shared_cache):
     data, positions = label_npz(tmp_path / "d.npz", [0, 1, 15])
     narrow = label_reading_onnx(tmp_path / "narrow.onnx", {0: 0, 1: 1}, n_out=10)
@@ -142,6 +144,7 @@ def test_labels_outside_the_outputs_and_non_logits_outputs_get_a_note(tmp_path, 
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_a_user_model_that_does_not_fit_the_default_data_fails_once_with_advice(tmp_path, shared_cache):
     big = label_reading_onnx(tmp_path / "imagenet_like.onnx", {c: c for c in range(16)}, n_out=1000, side=28)
     fits = label_reading_onnx(tmp_path / "ten.onnx", {c: c for c in range(10)}, n_out=10, side=28)
@@ -162,6 +165,7 @@ def test_a_user_model_that_does_not_fit_the_default_data_fails_once_with_advice(
 
 @pytest.mark.torch
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_a_module_model_with_its_own_weights_gets_accuracy(tmp_path, shared_cache, monkeypatch):
     data, positions = label_npz(tmp_path / "d.npz", [0, 2, 5, 9])
     mod = f"usernet_{tmp_path.name.replace('-', '_')}"
@@ -208,6 +212,7 @@ def _png_folders(root: Path, per_class: dict[str, int], n: int = 10) -> None:
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_integer_class_folders_with_gaps_and_a_classes_list_score_their_real_indices(tmp_path, shared_cache):
     ints = tmp_path / "ints"
     _png_folders(ints, {"003": 0, "017": 1, "042": 2})
@@ -233,6 +238,7 @@ def test_integer_class_folders_with_gaps_and_a_classes_list_score_their_real_ind
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_a_test_only_idx_folder_runs_end_to_end(tmp_path, shared_cache):
     from quantbench.calibration_data import write_idx
 

@@ -112,6 +112,7 @@ mode = "dynamic"
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_cli_rows_carry_the_sweep_sizes_and_what_ran(tmp_path, shared_cache):
     cfg = write_config(tmp_path / "c.toml", tmp_path / "out", SWEEP)
     cfg.write_text(cfg.read_text().replace("report = false", "report = false\ninterleave_rounds = 0"))

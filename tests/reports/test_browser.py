@@ -28,6 +28,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
+@pytest.mark.slow
 def test_report_renders_in_chromium(tmp_path, real_results):
     from playwright.sync_api import sync_playwright
 
