@@ -26,7 +26,7 @@ __all__ = ["DEBIAN_FASHION_MNIST", "IMAGE_SUFFIXES", "KINDS", "PATH_KINDS", "SHI
            "read_idx", "write_idx"]
 
 KINDS = ("fashion-mnist", "fashion-mnist-subset", "idx:DIR", "digits", "folder:DIR", "npz:FILE")
-DICT_KEYS = ("spec", "classes", "labels")
+DICT_KEYS = ("spec", "classes", "labels", "class_subset", "restrict_outputs")
 _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
@@ -109,6 +109,12 @@ def _parse_dict(spec: Mapping[str, Any]) -> tuple[str, list[str] | None, str | N
         raise DataError(f"data source '{text}': labels must be the path of a file with one class name per line")
     if classes is not None and labels is not None:
         raise DataError(f"data source '{text}': give either classes or labels, not both")
+    subset = spec.get("class_subset")
+    if subset is not None and (not isinstance(subset, (list, tuple)) or not subset or len(set(subset)) != len(subset)
+                               or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in subset)):
+        raise DataError(f"data source '{text}': class_subset must be a non-empty list of distinct class indices >= 0")
+    if not isinstance(spec.get("restrict_outputs", False), bool):
+        raise DataError(f"data source '{text}': restrict_outputs must be true or false")
     return text, classes, labels
 
 
@@ -141,7 +147,44 @@ def check_spec(spec: Any) -> None:
 
 
 def open_source(spec: str | Mapping[str, Any]) -> DataSource:
-    """Open a data source by spec (see the module docstring); bad specs raise a one-line :class:`DataError`."""
+    """Open a data source by spec (see the module docstring); bad specs raise a one-line :class:`DataError`.
+
+    A table's ``class_subset = [i, ...]`` keeps only the images of those class indices in both splits
+    (a subset task; the class indices, and so the model's outputs, stay those of the whole set).
+    """
+    source = _open(spec)
+    subset = spec.get("class_subset") if isinstance(spec, Mapping) else None
+    return with_class_subset(source, subset) if subset else source
+
+
+def with_class_subset(source: DataSource, subset: list[int]) -> DataSource:
+    """``source`` with only the images whose label is in ``subset`` (both splits; indices unchanged)."""
+    keep = sorted(int(c) for c in subset)
+    present = set(np.unique(np.concatenate([source.calibration.labels, source.evaluation.labels])).tolist())
+    missing = [c for c in keep if c not in present]
+    if missing:
+        raise DataError(f"data source '{source.spec}': class_subset names class(es) {missing} it has no images of")
+    for attr in ("calibration", "evaluation"):
+        split = getattr(source, attr)
+        idx = np.flatnonzero(np.isin(split.labels, keep))
+        setattr(source, attr, split.subset(idx, f"{split.name}[classes {','.join(map(str, keep))}]"))
+    source.info = {**source.info, "class_subset": keep,
+                   "split": f"{source.info.get('split', '')} | class_subset {keep}"}
+    return source
+
+
+def restricted_classes(spec: Any, source: DataSource) -> list[int] | None:
+    """The output indices a ``restrict_outputs = true`` table restricts top-1/top-5 to: its ``class_subset``,
+    else every class the data holds (labels of both splits); None when the table does not ask for it."""
+    if not (isinstance(spec, Mapping) and spec.get("restrict_outputs")):
+        return None
+    if spec.get("class_subset"):
+        return sorted(int(c) for c in spec["class_subset"])
+    labels = np.concatenate([source.calibration.labels, source.evaluation.labels])
+    return sorted(int(c) for c in np.unique(labels))
+
+
+def _open(spec: str | Mapping[str, Any]) -> DataSource:
     kind, arg, text, classes, labels = _parse(spec)
     if kind == "fashion-mnist":
         return open_fashion_mnist(prefer_full=True)

@@ -22,7 +22,9 @@ def evaluate_outputs(rt: Any, reader: Any, reference: np.ndarray | None,
     images (:func:`holdout_stats`), so a search can select on one half and report on the other.
 
     ``accuracy`` is the model's plan from preparation: ``{"top_k": bool, "num_classes": int,
-    "note": str}`` (a bare bool is read as ``top_k``). Top-k is computed only when the plan allows
+    "note": str}`` (a bare bool is read as ``top_k``); with ``"restrict": [class indices]`` (a data
+    source's ``restrict_outputs``) top-1, top-5 and agreement take the argmax over those outputs only,
+    and the row lists them in ``restricted_outputs``. Top-k is computed only when the plan allows
     it and every evaluated label is a valid class index; otherwise ``top1``/``top5`` are null and
     ``accuracy_note`` says why.
 
@@ -47,7 +49,9 @@ def evaluate_outputs(rt: Any, reader: Any, reference: np.ndarray | None,
         if bad.any():
             raise NonFiniteOutputs(f"non-finite outputs (NaN/inf) for {int(bad.sum())} of {len(lg)} evaluated "
                                    f"images: accuracy cannot be measured")
-    pred = lg.argmax(axis=1)
+    # restrict_outputs (a subset task): predictions among the data's classes only (plan["restrict"])
+    task = np.asarray(plan["restrict"], dtype=np.int64) if plan.get("restrict") else None
+    pred = task[lg[:, task].argmax(axis=1)] if task is not None else lg.argmax(axis=1)
     num_classes = plan.get("num_classes") or lg.shape[1]
     outside = bool(lb.size) and (int(lb.min()) < 0 or int(lb.max()) >= num_classes)
     correct = None
@@ -55,8 +59,12 @@ def evaluate_outputs(rt: Any, reader: Any, reference: np.ndarray | None,
         correct = pred == lb
         row["top1"] = round(float(correct.mean()), 6)
         row["top1_ci95"] = proportion_ci(int(correct.sum()), correct.size)
-        k = min(5, lg.shape[1])
-        topk = np.argpartition(-lg, k - 1, axis=1)[:, :k]
+        scores = lg[:, task] if task is not None else lg
+        k = min(5, scores.shape[1])
+        topk = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        if task is not None:
+            topk = task[topk]
+            row["restricted_outputs"] = [int(c) for c in task]
         row["top5"] = round(float((topk == lb[:, None]).any(axis=1).mean()), 6)
         row["accuracy_note"] = ""
     else:
@@ -68,7 +76,7 @@ def evaluate_outputs(rt: Any, reader: Any, reference: np.ndarray | None,
     if reference is not None:
         ref = np.asarray(reference).reshape(len(reference), -1)
         if ref.shape == lg.shape:
-            ref_pred = ref.argmax(axis=1)
+            ref_pred = task[ref[:, task].argmax(axis=1)] if task is not None else ref.argmax(axis=1)
             agree = ref_pred == pred
             row["agreement_top1"] = round(float(agree.mean()), 6)
             row["agreement_ci95"] = proportion_ci(int(agree.sum()), agree.size)

@@ -313,7 +313,7 @@ class ModelConfig:
             _check_preprocess(self.preprocess, where)
 
 
-DATA_SPEC_KEYS = {"spec", "classes", "labels"}
+DATA_SPEC_KEYS = {"spec", "classes", "labels", "class_subset", "restrict_outputs"}
 
 
 def _is_onnx_name(name: str) -> bool:
@@ -336,6 +336,11 @@ def _check_data_spec(spec: Any, key: str, where: str) -> None:
         raise _bad(f"{what}.", "classes", "a list of strings", spec["classes"])
     if "labels" in spec and not isinstance(spec["labels"], str):
         raise _bad(f"{what}.", "labels", "a string (a file path)", spec["labels"])
+    if "class_subset" in spec and not (conforms(spec["class_subset"], list[int]) and spec["class_subset"]
+                                       and all(c >= 0 for c in spec["class_subset"])):
+        raise _bad(f"{what}.", "class_subset", "a non-empty list of class indices >= 0", spec["class_subset"])
+    if "restrict_outputs" in spec and not isinstance(spec["restrict_outputs"], bool):
+        raise _bad(f"{what}.", "restrict_outputs", "true or false", spec["restrict_outputs"])
 
 
 def _check_effective_spec(spec: Any, key: str, where: str) -> None:

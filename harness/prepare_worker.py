@@ -144,6 +144,7 @@ def prepare(job: dict[str, Any]) -> dict[str, Any]:
     import importlib.util
 
     from quantbench.calibration_data import Preprocess, open_source
+    from quantbench.calibration_data.sources import restricted_classes
     from quantbench.exporters.artifacts import ArtifactStore
     from quantbench.exporters.onnx_info import onnx_input_info, onnx_output_info
     from quantbench.exporters.registry import ModelSource
@@ -217,6 +218,13 @@ def prepare(job: dict[str, Any]) -> dict[str, Any]:
         per_sample, float_out = [int(d) for d in values.shape[1:]], values.dtype.kind == "f"
         reference_path = str(path)
     plan = accuracy_plan(out_name, per_sample, float_out, source, labels)
+    restrict = restricted_classes(job["dataset"], evaluation)
+    if restrict is not None and plan["top_k"]:
+        if plan["num_classes"] is not None and max(restrict) >= plan["num_classes"]:
+            raise PrepareProblem(f"restrict_outputs: class {max(restrict)} is not one of the model's "
+                                 f"{plan['num_classes']} outputs")
+        plan["restrict"] = restrict
+        dataset_info["restrict_outputs"] = restrict
     if default_data and not random and plan["num_classes"] != evaluation.num_classes:
         raise PrepareProblem(_no_dataset_advice(label, model_chw, plan["num_classes"], evaluation, split))
     labels_found, counts = np.unique(np.asarray(calib_split.labels), return_counts=True)
