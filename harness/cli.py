@@ -398,13 +398,17 @@ def cmd_train(args: argparse.Namespace) -> int:
                              ("--threads", args.threads, 0)):
         if value is not None and value < low:
             return _error(f"{flag} must be >= {low}, not {value}")
-    console = _console()
+    console, err = _console(), _console(stderr=True)
+    lines = not args.quiet and not err.is_terminal  # logs and pipes: a line every tenth of the steps
+    t0 = time.perf_counter()
     with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=_console(stderr=True),
                   disable=args.quiet) as bar:
         task = bar.add_task("train", total=None, loss="-")
 
         def progress(step: int, total: int, loss: float) -> None:
+            if lines and (step == total or step % max(1, total // 10) == 0):
+                err.print(f"step {step}/{total}: loss {loss:.3f} ({time.perf_counter() - t0:.0f} s)", markup=False)
             bar.update(task, completed=step, total=total, loss=f"{loss:.3f}")
 
         recipe = train(args.model, args.data, Path(args.output), settings, input_size=args.input_size,

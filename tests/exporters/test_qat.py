@@ -11,7 +11,7 @@ import pytest
 from quantbench.calibration_data import Preprocess, open_source
 from quantbench.exporters.registry import ASSETS, resolve_model
 
-pytestmark = [pytest.mark.torch, pytest.mark.ort_cpu]
+pytestmark = [pytest.mark.torch, pytest.mark.ort_cpu, pytest.mark.slow]  # the module fixture fine-tunes for ~25 s
 
 N_TRAIN, N_EVAL = 8 * 64, 1000
 
