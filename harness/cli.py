@@ -402,14 +402,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     lines = not args.quiet and not err.is_terminal  # logs and pipes: a line every tenth of the steps
     t0 = time.perf_counter()
     with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=_console(stderr=True),
-                  disable=args.quiet) as bar:
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=args.quiet or lines) as bar:
         task = bar.add_task("train", total=None, loss="-")
 
         def progress(step: int, total: int, loss: float) -> None:
+            bar.update(task, completed=step, total=total, loss=f"{loss:.3f}")
             if lines and (step == total or step % max(1, total // 10) == 0):
                 err.print(f"step {step}/{total}: loss {loss:.3f} ({time.perf_counter() - t0:.0f} s)", markup=False)
-            bar.update(task, completed=step, total=total, loss=f"{loss:.3f}")
 
         recipe = train(args.model, args.data, Path(args.output), settings, input_size=args.input_size,
                        channels=args.channels, eval_samples=args.eval_samples, threads=args.threads or 0,
