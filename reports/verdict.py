@@ -263,8 +263,10 @@ def decide(rows: list[dict[str, Any]], model: str, device: str, batch: Any,
             note = next((r.get("accuracy_note") for r in timed if r.get("accuracy_note")), "")
             v.reason = ("no row has a top-1 paired with FP32 on the same images"
                         + (f" ({note})" if note else " (rows written before schema 3, or no labels)"))
-        else:
+        elif len(v.rejected) == len(timed):
             v.reason = f"every variant loses significantly more than {points(budget_pts)} of top-1"
+        else:
+            v.reason = "no row qualifies: each is beyond the budget or left out (below)"
         return v
     pick = min(candidates, key=lambda r: r["compute_p50_ms"])
     v.pick, v.candidates = pick, len(candidates)

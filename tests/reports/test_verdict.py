@@ -201,3 +201,11 @@ def test_a_lone_qualifying_row_is_named_as_the_only_one_not_as_faster_than_other
     rows = [_row(0, "fp32", 2.0), _row(1, "lossy", 1.0, (2.0, 1.9, 2.1), loss=(120, 20))]
     text = "\n".join(verdict_lines(_decide(rows)))
     assert "use fp32 on ort-cpu" in text and "the only row within the budget" in text and "faster beyond" not in text
+
+
+def test_no_qualifying_row_for_mixed_reasons_names_them_all():
+    rows = [_row(0, "fp32", 2.0, timing_noisy=True), _row(1, "lossy", 1.0, (2.0, 1.9, 2.1), loss=(120, 20))]
+    v = _decide(rows)
+    text = "\n".join(verdict_lines(v))
+    assert v.pick is None and "no row qualifies" in text and "beyond the budget" in text and "timing noisy" in text
+    assert "every variant loses" not in text
