@@ -35,7 +35,8 @@ model      weights ("trained:<file>" | "random-init" | "onnx:<path>" | "builtin:
            and params_from ("torch": counted on the PyTorch model; "onnx-initializers": from the FP32
            ONNX file, BatchNormalization mean/var non-trainable). param_count stays the count of weight
            elements in this row's ONNX file (BatchNorm folded, Q/DQ parameters left out).
-quant      quant_time_s, quant_peak_mem_mb, identical_to (variant name whose artifact is
+quant      quant_time_s, quant_peak_mem_mb (peak resident memory in MiB, 2^20 bytes),
+           identical_to (variant name whose artifact is
            byte-identical to this one, or ""), packed_size_bytes (int8 rows: the file's size with the
            Conv/Gemm/MatMul weights packed at variant_settings.weight_bits bits; equals size_bytes
            unless weight_storage is "simulated"; null otherwise), sweep ({swept key: value} of a

@@ -5,7 +5,9 @@ kernel to SIGKILL it when the parent dies (``PR_SET_PDEATHSIG`` on Linux), kills
 on timeout and when the parent gets SIGTERM or SIGINT, and kills any process left in the group
 when the child itself exits. Python children may also call :func:`watch_parent` at start-up: a
 parent-pid watch that kills the child's group when the parent goes away (the fallback where
-``prctl`` does not exist, and it also takes grandchildren with it).
+``prctl`` does not exist, and it also takes grandchildren with it); it also makes the child the
+subreaper of everything it starts, ended at its exit even in sessions of their own
+(:func:`adopt_descendants`, Linux).
 
 Used for everything that runs user code or a runtime: cell workers, export, the FP32 reference,
 quantization.

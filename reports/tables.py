@@ -59,7 +59,7 @@ COLUMNS = [
     ("trainable", "trainable", "{:,.0f}", None),
     ("non_trainable", "non-trainable", "{:,.0f}", None),
     ("quant_time", "calib s", "{:.1f}", None),
-    ("quant_mem", "calib peak MB", "{:.0f}", None),
+    ("quant_mem", "calib peak MiB", "{:.0f}", None),  # memory: quant_peak_mem_mb is MiB (ru_maxrss / 1024)
     ("ran_as", "ran as", "{}", None),
 ]
 RELATIVE = {"delta", "p50_pct", "speedup", "size_pct", "eval_wall_pct"}
