@@ -44,12 +44,11 @@ def _label(value: Any) -> str:
 
 
 def _latest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per cell (model, device, runtime, batch, variant): the last one read (reruns append)."""
-    keep: dict[tuple[str, ...], dict[str, Any]] = {}
-    for r in rows:
-        if r.get("status") == "ok":
-            keep[(str(r.get("model")), device_key(r), runtime_label(r), str(r.get("batch")), str(r.get("variant")))] = r
-    return list(keep.values())
+    """The ok rows of the current generation (:func:`harness.results.current_rows`): one per cell, never a
+    curve or an FP32 line mixing an older configuration's rows in, even in an ``--all-generations`` report."""
+    from quantbench.harness.results import current_rows
+
+    return [r for r in current_rows(rows)[0] if r.get("status") == "ok"]
 
 
 def _groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str, Any], list[dict[str, Any]]]:

@@ -70,3 +70,13 @@ def test_the_report_never_writes_over_its_input_or_a_results_file(tmp_path, caps
              "hold measured rows; choose another -o")
     assert err == [f"error: refusing to write the report over its input {path}: choose another -o"] * 2 + [named]
     assert path.read_text() == before
+
+
+def test_study_charts_use_the_current_generation_only(tmp_path):
+    """The studies' curves and their dotted FP32 line come from one generation, even in an --all-generations report."""
+    from quantbench.reports.studies import _latest
+
+    rows = [_gen(1, "fp32", 200, "2026-01-01T00:00:00", 0.90), _gen(2, "int8", 200, "2026-01-01T00:00:00", 0.89),
+            _gen(3, "int8", 100, "2026-01-02T00:00:00", 0.80)]
+    every = build_report([write_rows(tmp_path / "results.jsonl", rows)], all_generations=True)
+    assert [r["cell_id"] for r in _latest(every.rows)] == ["int8-100"]
