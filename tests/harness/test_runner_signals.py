@@ -172,6 +172,9 @@ def test_signal_to_sweep_leaves_no_worker_and_keeps_rows(tmp_path, shared_cache,
             _, err = proc.communicate()
             lines = [ln for ln in err.splitlines() if ln.strip()]
             assert proc.returncode != 0 and len(lines) == 1 and "interrupted" in lines[0], err
+            # a true message: the one row this run measured, where it is
+            assert lines[0] == (f"error: interrupted: the 1 row(s) measured in this run are kept in "
+                                f"{out / 'results.jsonl'}; rerun to finish the remaining cells"), err
         rows = read_rows(out / "results.jsonl").rows
         assert [(r["batch"], r["status"]) for r in rows] == [(64, "ok")]
     finally:
