@@ -218,7 +218,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if any(r.get("weights") == "random-init" for r in rows):
         console.print("[yellow]note:[/yellow] random-init weights: accuracy is not meaningful; compare agreement with FP32")
     if any(r.get("status") == "ok" for r in rows):
-        render_verdict(rows, console, cfg.run.accuracy_budget_pts)
+        render_verdict(current, console, cfg.run.accuracy_budget_pts)  # a decision for this configuration
     wall = time.perf_counter() - t0
     console.print(f"{summary.ran} cell(s) measured, {summary.failed} failed, {summary.skipped} skipped, "
                   f"{summary.already} already done — {wall:.0f} s; results: {summary.results_path}", markup=False)

@@ -198,7 +198,7 @@ def render_html(report: Report, out: Path, budget_pts: float = DEFAULT_BUDGET_PT
     """
     import jinja2
 
-    found = verdicts(report.ok, device_key, budget_pts)
+    found = verdicts(report.current_ok, device_key, budget_pts)
     picks = {id(v.pick) for v in found if v.pick is not None and v.status != "undecided"}
     groups = []
     for (model, device), rows in sorted(comparison_groups(report).items()):

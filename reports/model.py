@@ -37,6 +37,11 @@ class Report:
         return [r for r in self.rows if r.get("status") == "ok"]
 
     @property
+    def current_ok(self) -> list[dict[str, Any]]:
+        """The ok rows of the current generation (the same as ``ok`` unless built with ``all_generations``)."""
+        return [r for r in self.ok if not r.get("_superseded")]
+
+    @property
     def not_ok(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if r.get("status") != "ok"]
 

@@ -42,7 +42,7 @@ def render_markdown(report: Report, budget_pts: float = DEFAULT_BUDGET_PTS) -> s
     out += ["", "## Verdict", "", _md_escape(
         f"Per model, device and batch: the fastest variant × runtime whose top-1 loss is not significantly larger "
         f"than {points(budget_pts)} (95% intervals; Δ paired with FP32 on the same images; ≈: not significant)."), ""]
-    for v in verdicts(report.ok, device_key, budget_pts):
+    for v in verdicts(report.current_ok, device_key, budget_pts):
         lines = verdict_lines(v)
         out += [f"**{_md_escape(lines[0])}**", ""] + [f"- {_md_escape(ln.strip())}" for ln in lines[1:]] + [""]
     for (model, device), rows in sorted(comparison_groups(report).items()):

@@ -80,3 +80,15 @@ def test_study_charts_use_the_current_generation_only(tmp_path):
             _gen(3, "int8", 100, "2026-01-02T00:00:00", 0.80)]
     every = build_report([write_rows(tmp_path / "results.jsonl", rows)], all_generations=True)
     assert [r["cell_id"] for r in _latest(every.rows)] == ["int8-100"]
+
+
+def test_the_verdict_decides_for_the_current_generation_only(tmp_path):
+    from quantbench.reports.verdict import verdicts
+
+    rows = [_gen(1, "fp32", 200, "2026-01-01T00:00:00", 0.90), _gen(2, "int8", 200, "2026-01-01T00:00:00", 0.89),
+            _gen(3, "fp32", 100, "2026-01-02T00:00:00", 0.80), _gen(4, "int8", 100, "2026-01-02T00:00:00", 0.80)]
+    every = build_report([write_rows(tmp_path / "results.jsonl", rows)], all_generations=True)
+    assert len(every.ok) == 4 and [r["cell_id"] for r in every.current_ok] == ["fp32-100", "int8-100"]
+    (v,) = verdicts(every.current_ok, lambda r: "d", 1.0)
+    assert v.reference is not None and v.reference["cell_id"] == "fp32-100"
+    assert all(r["eval_samples"] == 100 for r in v.front)
