@@ -286,8 +286,8 @@ def measured_cell_ids(path: Path, include_failed: bool = True) -> set[str]:
 # measures its cells again under new cell ids; the older rows stay in the file. A row is *current*
 # when it is the latest row of its slot (what a reader sees as one line of the table: model, variant,
 # runtime label, device, batch, fleet target or host) and belongs to the latest generation of its
-# model and of its runtime there: rows measured under the same model, timing settings and data (and,
-# per runtime, the same runtime options) as the latest row. A rerun interrupted half way so shows
+# model and of its runtime there: rows measured under the same model and data (and, per runtime, the
+# same runtime options and timing settings) as the latest row. A rerun interrupted half way so shows
 # only what its new configuration measured, never a mix.
 
 
@@ -312,22 +312,24 @@ def slot(row: dict[str, Any]) -> tuple:
 
 
 def generation_key(row: dict[str, Any]) -> str | None:
-    """Hash of the inputs every cell of a model shares in one configuration (model, timing settings,
-    data and evaluation count); None for rows without a fingerprint (schema 1)."""
+    """Hash of what every cell of a model shares in one configuration, i.e. what its accuracy means (the
+    model, the evaluation and calibration data, their preprocessing, the evaluation count); None for rows
+    without a fingerprint (schema 1)."""
     parts = row.get("fingerprint_parts")
     if not isinstance(parts, dict):
         return None
     ds = row.get("dataset") if isinstance(row.get("dataset"), dict) else {}
     cal = ds.get("calibration") if isinstance(ds.get("calibration"), dict) else {}
-    key = [parts.get("model"), parts.get("timing"), ds.get("fingerprint"), cal.get("fingerprint"),
-           ds.get("eval_samples", row.get("eval_samples")), row.get("preprocess")]
+    key = [parts.get("model"), ds.get("fingerprint"), cal.get("fingerprint"),
+           ds.get("eval_samples", row.get("eval_samples")), ds.get("preprocess", row.get("preprocess"))]
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def pairing_key(row: dict[str, Any]) -> tuple:
-    """Rows that may be compared (Δ vs FP32, % of FP32) share this: same generation, same runtime options."""
+    """Rows that may be compared (Δ vs FP32, % of FP32) share this: the same generation, and the same runtime
+    options and timing settings (how the latency was measured)."""
     parts = row.get("fingerprint_parts") if isinstance(row.get("fingerprint_parts"), dict) else {}
-    return (generation_key(row), parts.get("runtime"))
+    return (generation_key(row), parts.get("runtime"), parts.get("timing"))
 
 
 def _when(row: dict[str, Any]) -> str:

@@ -226,3 +226,16 @@ def test_read_results_dataframe_carries_the_interval_columns_for_old_and_new_row
                 "variant_only_correct"):
         assert col in df.columns and (df.loc["old", col] is None or df.loc["old", col] != df.loc["old", col])  # NaN
     assert list(df.loc["new", "delta_top1_ci95"]) == [-0.02, 0.0] and df.loc["new", "variant_only_correct"] == 10
+
+
+def test_other_timing_settings_on_one_runtime_leave_the_other_runtimes_current():
+    """A rerun of one runtime with another min_time_s: its rows are a new generation of that runtime only."""
+    from quantbench.harness.results import current_rows, pairing_key
+
+    other = {**_gen_row("ov-fp32", "fp32", 200, "2026-01-01T00:00:00", precision="fp32"), "runtime_label": "openvino"}
+    new = _gen_row("c-fp32", "fp32", 200, "2026-01-03T00:00:00", precision="fp32")
+    new["fingerprint_parts"] = {**new["fingerprint_parts"], "timing": "t-longer"}
+    current, older = current_rows([*_gen_a(), other, new])
+    assert [r["cell_id"] for r in current] == ["ov-fp32", "c-fp32"]
+    assert {r["cell_id"] for r in older} == {"a-fp32", "a-int8"}
+    assert pairing_key(new) != pairing_key(_gen_a()[1])  # never the reference of the older INT8 row
