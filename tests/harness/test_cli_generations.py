@@ -13,7 +13,17 @@ pytestmark = pytest.mark.ort_cpu
 
 
 def _body(stdout: str) -> list[list[str]]:
-    return [[c.strip() for c in ln.split("│")[1:-1]] for ln in stdout.splitlines() if ln.startswith("│")]
+    """The console table's rows, a wrapped row's lines joined (a row starts where its batch cell is set)."""
+    rows: list[list[str]] = []
+    for ln in stdout.splitlines():
+        if not ln.startswith("│"):
+            continue
+        cells = [c.strip() for c in ln.split("│")[1:-1]]
+        if cells[4] or not rows:
+            rows.append(cells)
+        else:
+            rows[-1] = [" ".join(filter(None, (a, b))) for a, b in zip(rows[-1], cells)]
+    return rows
 
 
 @pytest.mark.slow
