@@ -63,6 +63,8 @@ class BuiltArtifact:
     # int8 artifacts: the file's size with the Conv/Gemm/MatMul weights packed at weight_bits bits
     # (equals size_bytes for 8-bit and real INT4 weights; smaller for simulated ones). None otherwise.
     packed_size_bytes: int | None = None
+    # What calibration cost (exporters/quantize.py's stats: time_s, floor_s, time_ratio, pass_s, ...); None otherwise.
+    calibration: dict[str, Any] | None = None
     # The model's parameter table (exporters/param_counts.py), set on FP32 artifacts by with_param_counts.
     trainable_params: int | None = None
     non_trainable_params: int | None = None
@@ -122,7 +124,8 @@ class ArtifactStore:
                              quant_time_s=meta.get("time_s"), quant_peak_mem_mb=meta.get("peak_rss_mb"),
                              quant_mem_delta_mb=meta.get("delta_rss_mb"), notes=list(meta.get("notes", [])),
                              weights=weights, reference_path=reference or path,
-                             packed_size_bytes=(meta.get("weights") or {}).get("packed_size_bytes"))
+                             packed_size_bytes=(meta.get("weights") or {}).get("packed_size_bytes"),
+                             calibration=meta.get("calibration") or None)
 
     def fp32(self, source: ModelSource) -> BuiltArtifact:
         """The fp32 ONNX of ``source``: the user's file, the shipped default, or a fresh export."""

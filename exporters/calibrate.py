@@ -22,6 +22,12 @@ samples than for eight (the last bits of the activations differed), so only a fi
 each sample's activations, and hence every threshold, independent of how the reader batches.
 Both sessions run without ORT's CPU memory arena and in node order with each tensor's probe right
 after its producer, so one run holds little more than the model's weights.
+
+The **floor** of a calibration is what its forward passes cost on their own: the plain FP32 model
+(ORT's default optimisations, the same threads, one sample per run as calibration runs) timed on a
+spread of the very samples each pass reads, right after the pass has run them (interleaved, so both
+see the same load), times the samples and the passes. ``CalibrationResult.time_ratio`` is the
+calibration's time (its passes and threshold search, without those probe runs) over that floor.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ import contextlib
 import sys
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +45,9 @@ import numpy as np
 HISTOGRAM_METHODS = ("entropy", "percentile", "distribution", "mse")
 NUM_QUANTIZED_BINS = 128  # ORT's Entropy default: the 8-bit target has 128 bins per side
 _CHUNK = 1 << 16  # bin indices counted at once (bincount widens them to int64: stay in cache)
+FLOOR_PROBES = 24  # samples per pass also run through the plain FP32 model to measure the floor
+# progress(pass_index, passes, samples_done, samples_total or None, floor seconds per sample or None)
+ProgressFn = Callable[[int, int, int, "int | None", "float | None"], None]
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,19 @@ class CalibrationResult:
     tensors: int
     samples: int
     bytes_per_sample: int  # upper bound on the activations of one run (shape inference)
-    pass_s: list[float] = field(default_factory=list)
+    pass_s: list[float] = field(default_factory=list)  # each pass without its floor probes, then the thresholds
+    floor_s: float | None = None  # FP32 forward time of the passes over the samples (see module docstring)
+    floor_probes: int = 0  # plain FP32 runs the floor was measured from
+
+    @property
+    def time_s(self) -> float:
+        """Calibration time: every pass and the threshold search, without the floor's probe runs."""
+        return float(sum(self.pass_s))
+
+    @property
+    def time_ratio(self) -> float | None:
+        """Calibration time over its floor (None when no floor was measured)."""
+        return self.time_s / self.floor_s if self.floor_s else None
 
 
 def tensors_to_calibrate(model: Any, op_types: tuple[str, ...] | list[str] | None) -> tuple[list[str], dict[str, Any]]:
@@ -225,6 +246,47 @@ def _session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+class _Floor:
+    """The plain FP32 model's time per sample, measured on every ``stride``-th sample a pass reads."""
+
+    def __init__(self, model_path: Path, threads: int, total: int | None, probes: int = FLOOR_PROBES) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()  # as the model runs on its own (ort-cpu's defaults), at calibration's threads
+        so.log_severity_level = 3
+        if threads > 0:
+            so.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+        self.stride = max(1, total // probes) if total else 8
+        self.times: list[float] = []
+        self.warm = False
+
+    def probe(self, index: int, feed: dict[str, np.ndarray]) -> float:
+        """Run ``feed`` through the FP32 model when ``index`` is probed; returns the seconds this took."""
+        if index % self.stride:
+            return 0.0
+        t0 = time.perf_counter()
+        if not self.warm:  # the first run of a session allocates and plans: not part of a forward pass
+            self.session.run(None, feed)
+            self.warm = True
+            t1 = time.perf_counter()
+        else:
+            t1 = t0
+        self.session.run(None, feed)
+        t2 = time.perf_counter()
+        self.times.append(t2 - t1)
+        return t2 - t0
+
+    @property
+    def per_sample(self) -> float | None:
+        return sum(self.times) / len(self.times) if self.times else None
+
+
+def _total_samples(reader: Any) -> int | None:
+    indices = getattr(reader, "indices", None)
+    return len(indices) if indices is not None else None
+
+
 def _batches(reader: Any) -> Iterator[dict[str, np.ndarray]]:
     reader.rewind()
     while (batch := reader.get_next()) is not None:
@@ -266,12 +328,13 @@ class _Histograms:
             counts[-1] += c[n]
 
 
-def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Path) -> CalibrationResult:
+def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Path,
+              progress: ProgressFn | None = None, floor: bool = True) -> CalibrationResult:
     """Ranges (ORT ``TensorsData``) of the tensors ORT would calibrate in ``model_path``.
 
     ``reader`` follows ORT's ``CalibrationDataReader`` protocol (``get_next``/``rewind``); it is read
     once per pass. The result depends on the data and ``config`` only, not on how the reader batches
-    or orders the samples.
+    or orders the samples. ``progress`` is called after every sample; ``floor`` measures the floor.
     """
     import onnx
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData
@@ -292,9 +355,14 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     range_outputs = write_range_model(model, tensors, graph_inputs, tmp / "calib_range.onnx", abs_min=absolute)
     per_tensor = len(range_outputs) // len(tensors)
     del model
+    total = _total_samples(reader)
+    passes_n = 2 if histogram else 1
+    fl = _Floor(Path(model_path), config.threads, total) if floor else None
+    report = progress or (lambda *_: None)
 
     # Pass 1: exact min and max of every tensor over all the data.
     t0 = time.perf_counter()
+    probe_s = 0.0
     session = _session(tmp / "calib_range.onnx", config.threads)
     lows = {t: np.float32(np.inf) for t in tensors}
     highs = {t: np.float32(-np.inf) for t in tensors}
@@ -307,7 +375,10 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
             highs[t] = np.maximum(highs[t], np.float32(values[per_tensor * k + 1]))
             if absolute:
                 abs_lows[t] = np.minimum(abs_lows[t], np.float32(values[per_tensor * k + 2]))
+        if fl is not None:
+            probe_s += fl.probe(samples, feed)
         samples += 1
+        report(1, passes_n, samples, total, fl.per_sample if fl else None)
     del session
     if samples == 0:
         raise ValueError("calibration reader produced no batches")
@@ -316,17 +387,24 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise ValueError(f"activation '{bad[0]}' has non-finite values (min {lows[bad[0]]}, max {highs[bad[0]]}) "
                          f"on the calibration data{more}")
-    passes = [time.perf_counter() - t0]
+    passes = [time.perf_counter() - t0 - probe_s]
+
+    def floor_s() -> float | None:
+        per = fl.per_sample if fl else None
+        return per * samples * passes_n if per is not None else None
+
     if not histogram:
         if config.symmetric:  # as ORT's MinMaxCalibrater
             pairs = {t: (-m, m) for t in tensors for m in [np.float32(max(abs(lows[t]), abs(highs[t])))]}
         else:
             pairs = {t: (lows[t], highs[t]) for t in tensors}
-        return CalibrationResult(TensorsData(CalibrationMethod.MinMax, pairs), len(tensors), samples, per_sample, passes)
+        return CalibrationResult(TensorsData(CalibrationMethod.MinMax, pairs), len(tensors), samples, per_sample, passes,
+                                 floor_s(), len(fl.times) if fl else 0)
 
     # Pass 2: histograms over the ranges fixed by pass 1: the range ORT's collector bins (np.histogram of
     # all the data: |x| over [min|x|, max|x|], x over [-max|x|, max|x|]), or torch's [min, max] for "mse".
     t0 = time.perf_counter()
+    probe_s = 0.0
     tops = {t: np.float32(max(abs(lows[t]), abs(highs[t]))) for t in tensors}
     if absolute:
         ranges = {t: (abs_lows[t], tops[t]) for t in tensors}
@@ -337,16 +415,19 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     hists = _Histograms(ranges, int(config.num_bins), absolute)
     bin_outputs = write_bin_model(onnx.load(str(model_path)), tensors, graph_inputs, hists, tmp / "calib_bins.onnx")
     session = _session(tmp / "calib_bins.onnx", config.threads)
-    for feed in _samples(reader):
+    for i, feed in enumerate(_samples(reader)):
         for t, bins in zip(tensors, session.run(bin_outputs, feed)):
             hists.add(t, bins)
+        if fl is not None:
+            probe_s += fl.probe(i, feed)
+        report(2, passes_n, i + 1, total, fl.per_sample if fl else None)
     del session
-    passes.append(time.perf_counter() - t0)
+    passes.append(time.perf_counter() - t0 - probe_s)
 
     t0 = time.perf_counter()
     ranges = _thresholds(method, hists, lows, highs, config)
     passes.append(time.perf_counter() - t0)
-    return CalibrationResult(ranges, len(tensors), samples, per_sample, passes)
+    return CalibrationResult(ranges, len(tensors), samples, per_sample, passes, floor_s(), len(fl.times) if fl else 0)
 
 
 def _thresholds(method: str, hists: _Histograms, lows: dict, highs: dict, config: CalibrationConfig) -> Any:

@@ -363,11 +363,23 @@ def static_quant_kwargs(settings: QuantSettings, cache: Path, only: list[str] | 
                               "WeightSymmetric": settings.symmetric_weight, **(extra or {})}}
 
 
+def calibration_cost(result: Any) -> dict[str, Any]:
+    """``time_s`` (calibration alone), ``floor_s`` (FP32 forward time of its passes), ``time_ratio`` and
+    ``floor_probes`` of a :class:`.calibrate.CalibrationResult`, rounded for rows."""
+    def sig(x: float | None) -> float | None:  # 5 significant digits: a small model's floor is milliseconds
+        return float(f"{x:.5g}") if x is not None else None
+
+    return {"time_s": sig(result.time_s), "floor_s": sig(result.floor_s), "time_ratio": sig(result.time_ratio),
+            "floor_probes": result.floor_probes}
+
+
 def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reader: Any,
-                 stats: dict[str, Any] | None = None) -> list[str]:
+                 stats: dict[str, Any] | None = None, progress: Any = None) -> list[str]:
     """Quantize ``fp32_path`` to a QDQ model at ``out_path``; returns notes worth recording.
 
-    ``stats`` (optional) receives what calibration cost: tensors, samples, MB per sample, pass seconds.
+    ``stats`` (optional) receives what calibration cost: tensors, samples, MB per sample, pass seconds,
+    and its time, floor and their ratio (``time_s``, ``floor_s``, ``time_ratio``; :mod:`.calibrate`).
+    ``progress``: :data:`.calibrate.ProgressFn`, called as calibration reads samples.
     """
     from onnxruntime.quantization import quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
@@ -390,7 +402,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
             pre = upgraded
         if stats is not None and grids:
             stats["weight_grids"] = {g.storage: sum(1 for h in grids if h.storage == g.storage) for g in grids}
-        result = calibrate(pre, calibration_config(settings), reader, tmp)
+        result = calibrate(pre, calibration_config(settings), reader, tmp, progress=progress)
         sample_mb = result.bytes_per_sample / 2**20
         if sample_mb > settings.calib_memory_mb:
             notes.append(f"calibration runs one sample at a time, whose activations may take {sample_mb:.0f} MB "
@@ -398,7 +410,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
         if stats is not None:
             stats.update({"tensors": result.tensors, "samples": result.samples,
                           "activation_mb_per_sample": round(sample_mb, 1),
-                          "pass_s": [round(p, 3) for p in result.pass_s]})
+                          "pass_s": [round(p, 3) for p in result.pass_s], **calibration_cost(result)})
         cache = tmp / "calibration.json"
         save_tensors_data(result.ranges, cache)
         del result

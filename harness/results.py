@@ -41,7 +41,11 @@ quant      quant_time_s, quant_peak_mem_mb (peak resident memory in MiB, 2^20 by
            Conv/Gemm/MatMul weights packed at variant_settings.weight_bits bits; equals size_bytes
            unless weight_storage is "simulated"; null otherwise), sweep ({swept key: value} of a
            variant expanded from a [[variants]] table with list values, {} otherwise) and sweep_base
-           (that table's name, or null)
+           (that table's name, or null); calib_time_s (calibration alone: its passes and threshold
+           search), calib_floor_s (its floor: the FP32 forward time of its passes over the calibration
+           images, one sample per run as calibration runs, measured interleaved in the same process on
+           a spread of those images) and calib_time_ratio (= calib_time_s / calib_floor_s), null when
+           nothing was calibrated or the artifact was cached before floors were measured
 timing     load_ms, first_infer_ms, iterations, clock ("host-perf_counter_ns" | "cuda-events" | "cuda-events; compute: host-perf_counter_ns", the last when the runtime waits for the GPU inside its run call);
            stop_reason: why the timed loop ended, "min_iters_and_time" (both minimums met),
            "max_iters" or "max_time" (a cap hit first); timing_valid: False when the loop stopped

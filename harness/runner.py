@@ -146,6 +146,7 @@ def _base_row(run_id: str, cell: Cell, pm: PreparedModel, env: dict[str, Any]) -
         "dataset": {**pm.dataset_info, "eval_samples": pm.eval_samples},
         "quant_time_s": getattr(built, "quant_time_s", None),
         "quant_peak_mem_mb": getattr(built, "quant_peak_mem_mb", None),
+        **calibration_cost(getattr(built, "calibration", None)),
         "artifact_notes": list(getattr(built, "notes", []) or []),
         "identical_to": pm.identical.get(cell.variant.name, ""),
         "env": env,
@@ -153,6 +154,14 @@ def _base_row(run_id: str, cell: Cell, pm: PreparedModel, env: dict[str, Any]) -
         "stop_reason": None, "timing_valid": None, "host_memory": None, "io_scope": None,
         "speedup_interleaved": None, "speedup_error": None,
     }
+
+
+def calibration_cost(stats: dict[str, Any] | None) -> dict[str, Any]:
+    """Row fields of what calibration cost (``calib_time_s``, ``calib_floor_s``, ``calib_time_ratio``), null
+    when nothing was calibrated or the artifact was built before floors were measured."""
+    stats = stats or {}
+    return {"calib_time_s": stats.get("time_s"), "calib_floor_s": stats.get("floor_s"),
+            "calib_time_ratio": stats.get("time_ratio")}
 
 
 def _run_worker(spec: CellSpec, workdir: Path, timeout_s: float) -> dict[str, Any]:

@@ -59,6 +59,8 @@ COLUMNS = [
     ("trainable", "trainable", "{:,.0f}", None),
     ("non_trainable", "non-trainable", "{:,.0f}", None),
     ("quant_time", "calib s", "{:.1f}", None),
+    # calibration time over its floor (the FP32 forward time of its passes, measured in the same process)
+    ("calib_ratio", "calib × floor", "{:.2f}×", None),
     ("quant_mem", "calib peak MiB", "{:.0f}", None),  # memory: quant_peak_mem_mb is MiB (ru_maxrss / 1024)
     ("ran_as", "ran as", "{}", None),
 ]
@@ -103,6 +105,7 @@ def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, An
             "params": r.get("param_count"), "trainable": r.get("trainable_params"),
             "non_trainable": r.get("non_trainable_params"),
             "quant_time": r.get("quant_time_s"), "quant_mem": r.get("quant_peak_mem_mb"),
+            "calib_ratio": r.get("calib_time_ratio"),
             "ran_as": ran, "warning": r.get("audit_warning") or "", "identical_to": r.get("identical_to") or "",
             "weights": r.get("weights") or "", "ref": is_ref, "row": r, "timing": timing_flag(r, base),
             "notes": {"top1": missing_note(r, "top1"), "speedup": "" if is_ref else missing_note(r, "speedup"),

@@ -1,0 +1,79 @@
+"""Every calibration records its floor (the FP32 forward time of its passes) and its time over that floor."""
+from __future__ import annotations
+
+import pytest
+from quantbench.calibration_data import BatchReader, Preprocess, open_source
+from quantbench.exporters.calibrate import CalibrationConfig, calibrate
+from quantbench.exporters.quantize import calibration_cost
+from quantbench.exporters.registry import ASSETS, resolve_model
+
+pytestmark = pytest.mark.ort_cpu
+
+MODEL = ASSETS / "fashion_cnn.onnx"
+N = 48
+
+
+def _reader(batch: int = 16) -> BatchReader:
+    source = resolve_model("fashion_cnn")
+    split = open_source("fashion-mnist").calibration
+    return BatchReader(split, Preprocess.from_dict(source.preprocess), split.select(N, seed=0), batch, "input")
+
+
+@pytest.mark.parametrize(("method", "passes"), [("minmax", 1), ("entropy", 2)])
+def test_floor_and_ratio_are_recorded_and_consistent(tmp_path, method, passes):
+    seen = []
+    result = calibrate(MODEL, CalibrationConfig(method, num_bins=512 if method != "minmax" else None),
+                       _reader(), tmp_path, progress=lambda *a: seen.append(a))
+    assert result.floor_s is not None and result.floor_s > 0
+    assert 0 < result.floor_probes <= passes * N
+    assert result.time_s == pytest.approx(sum(result.pass_s))
+    assert result.time_ratio == pytest.approx(result.time_s / result.floor_s)
+    # progress: every sample of every pass, with the total known from the reader
+    assert [(k, n, done, total) for k, n, done, total, _ in seen] == \
+        [(k, passes, i, N) for k in range(1, passes + 1) for i in range(1, N + 1)]
+    assert seen[-1][4] is not None  # the floor per sample, for an ETA
+    cost = calibration_cost(result)
+    assert set(cost) == {"time_s", "floor_s", "time_ratio", "floor_probes"}
+    assert cost["time_ratio"] == pytest.approx(cost["time_s"] / cost["floor_s"], rel=1e-3)
+
+
+def test_floor_can_be_left_out(tmp_path):
+    result = calibrate(MODEL, CalibrationConfig("minmax"), _reader(), tmp_path, floor=False)
+    assert result.floor_s is None and result.time_ratio is None and result.floor_probes == 0
+    assert calibration_cost(result)["time_ratio"] is None
+
+
+def test_floor_does_not_change_the_ranges(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = calibrate(MODEL, CalibrationConfig("minmax"), _reader(), tmp_path / "a")
+    b = calibrate(MODEL, CalibrationConfig("minmax"), _reader(), tmp_path / "b", floor=False)
+    def values(r):
+        return {k: tuple(float(x) for x in v.range_value) for k, v in r.ranges.items()}
+
+    assert values(a) == values(b)
+
+
+def test_built_artifact_and_row_carry_the_floor(tmp_path):
+    from quantbench.exporters.artifacts import ArtifactStore, VariantSpec
+    from quantbench.exporters.quantize import QuantSettings
+    from quantbench.harness.runner import calibration_cost as row_fields
+
+    source = resolve_model("fashion_cnn")
+    built = ArtifactStore(tmp_path).build(source, VariantSpec("int8", "int8", QuantSettings(calib_samples=32)),
+                                          "fashion-mnist", source.preprocess)
+    row = row_fields(built.calibration)
+    assert row["calib_floor_s"] > 0 and row["calib_time_s"] > 0
+    assert row["calib_time_ratio"] == pytest.approx(row["calib_time_s"] / row["calib_floor_s"], rel=1e-3)
+    assert row_fields(None) == {"calib_time_s": None, "calib_floor_s": None, "calib_time_ratio": None}
+
+
+def test_report_table_shows_calibration_over_floor():
+    from quantbench.reports.tables import COLUMNS, comparison_groups
+    from quantbench.reports.model import Report
+
+    assert "calib × floor" in [c[1] for c in COLUMNS]
+    row = {"model": "m", "variant": "int8", "precision": "int8", "runtime": "ort-cpu", "device": "cpu", "batch": 1,
+           "status": "ok", "calib_time_s": 6.0, "calib_floor_s": 4.0, "calib_time_ratio": 1.5}
+    (rows,) = comparison_groups(Report(rows=[row])).values()
+    assert rows[0]["calib_ratio"] == 1.5
