@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-
 from quantbench.exporters.artifacts import ArtifactStore, VariantSpec
 from quantbench.exporters.registry import list_models, resolve_model
 
@@ -26,7 +25,7 @@ def test_fp16_keeps_float32_io_and_matches(tmp_path):
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert 0.45 < fp16.size_bytes / fp32.size_bytes < 0.55
     x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
-    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]  # noqa: E731
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     np.testing.assert_allclose(run(fp16.path), run(fp32.path), atol=0.05)
 
 
@@ -35,7 +34,6 @@ def test_fp16_keeps_float32_io_and_matches(tmp_path):
 def test_export_dynamic_batch_matches_torch(tmp_path):
     import onnxruntime as ort
     import torch
-
     from quantbench.exporters.torch_export import export_onnx
     from quantbench.exporters.torch_models import build_module
 
@@ -55,7 +53,6 @@ def test_export_dynamic_batch_matches_torch(tmp_path):
 def test_shipped_default_matches_its_weights_and_bad_weights_fail(tmp_path):
     import onnxruntime as ort
     import torch
-
     from quantbench.exporters.torch_models import build_module
 
     source = resolve_model("fashion_cnn")
