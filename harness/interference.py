@@ -113,37 +113,58 @@ def wait_for_quiet(max_s: float, threshold: float, poll_s: float = 0.5) -> dict[
     return {"waited_s": round(time.perf_counter() - start, 3), "quiet": quiet}
 
 
+def _pair(value: Any) -> tuple[float, float] | None:
+    ok = (isinstance(value, (list, tuple)) and len(value) == 2
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value))
+    return (float(value[0]), float(value[1])) if ok and value[0] <= value[1] else None
+
+
 def separate_ratio(fp32_p50_ms: Any, variant_p50_ms: Any) -> float | None:
     """FP32 p50 / variant p50 from two separately timed medians (None when either is missing or zero)."""
     ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in (fp32_p50_ms, variant_p50_ms))
     return round(fp32_p50_ms / variant_p50_ms, 4) if ok else None
 
 
-def contradiction(ratio: float | None, ci95: Any) -> str:
-    """One line when a separately timed ``ratio`` lies outside the interleaved interval ``ci95``, else ""."""
-    if ratio is None or not isinstance(ci95, (list, tuple)) or len(ci95) != 2 or None in ci95:
+def separate_ratio_ci(fp32_ci: Any, variant_ci: Any) -> list[float] | None:
+    """The range of FP32 / variant over the two medians' 95% intervals: [fp32 lo / variant hi, fp32 hi / variant lo]."""
+    f, v = _pair(fp32_ci), _pair(variant_ci)
+    return [round(f[0] / v[1], 4), round(f[1] / v[0], 4)] if f and v else None
+
+
+def contradiction(ratio: float | None, ci95: Any, ratio_ci: Any = None) -> str:
+    """One line when a separately timed ``ratio`` disagrees with the interleaved interval ``ci95``, else "".
+
+    With ``ratio_ci`` (the separately timed ratio's own range) they disagree only when the two ranges do
+    not overlap: a difference beyond the noise of both measurements, as a difference between variants is judged.
+    """
+    interval = _pair(ci95)
+    if ratio is None or interval is None:
         return ""
-    lo, hi = ci95
-    if lo <= ratio <= hi:
+    lo, hi = interval
+    own = _pair(ratio_ci)
+    low, high = own if own else (ratio, ratio)
+    if high >= lo and low <= hi:
         return ""
-    return (f"separately timed p50s give {ratio:.2f}×, outside the interleaved speedup's 95% interval "
-            f"{lo:.2f}–{hi:.2f}×")
+    shown = f"{ratio:.2f}×" + (f" [{low:.2f}–{high:.2f}]" if own else "")
+    return f"separately timed p50s give {shown}, outside the interleaved speedup's 95% interval {lo:.2f}–{hi:.2f}×"
 
 
 def timing_verdict(part: dict[str, Any], threshold: float) -> dict[str, Any]:
-    """``timing_noisy``, ``timing_noisy_reason`` and ``speedup_separate`` for a cell's timed phases.
+    """``timing_noisy``, ``timing_noisy_reason``, ``speedup_separate`` and ``speedup_separate_ci95`` of timed phases.
 
     Noisy when other processes (or steal) took more than ``threshold`` of a core, or when this cell's
     own timed-loop p50 against the FP32 blocks of its interleave (``speedup_separate``: the ratio the
-    p50 columns would show) falls outside the interleaved interval. ``timing_noisy`` is None when
-    the interference could not be measured and nothing else is wrong.
+    p50 columns would show; ``speedup_separate_ci95`` its range over both medians' 95% intervals)
+    does not overlap the interleaved interval. ``timing_noisy`` is None when the interference could
+    not be measured and nothing else is wrong.
     """
     interference = part.get("interference") or {}
     sep = separate_ratio(part.get("interleave_fp32_ms"), part.get("compute_p50_ms"))
+    sep_ci = separate_ratio_ci(part.get("interleave_fp32_ci95"), part.get("compute_p50_ci95"))
     reasons = [r for r in (noisy_reason(interference, threshold),
-                           contradiction(sep, part.get("speedup_interleaved_ci95"))) if r]
+                           contradiction(sep, part.get("speedup_interleaved_ci95"), sep_ci)) if r]
     measured = interference.get("other_cpu_frac") is not None
     return {"timing_noisy": bool(reasons) if (reasons or measured) else None,
             "timing_noisy_reason": "; ".join(reasons) if reasons else ("" if measured else "interference not measured "
                                                                       "(no /proc/stat)"),
-            "speedup_separate": sep}
+            "speedup_separate": sep, "speedup_separate_ci95": sep_ci}

@@ -248,11 +248,18 @@ def interleaved_speedup(rt: Any, reference: Any, x: np.ndarray, rounds: int, ite
                 "speedup_interleaved_ci95": [ci.lo, ci.hi], "speedup_ci_level": ci.confidence,
                 "speedup_stop_reason": stop,
                 "interleave_variant_ms": round(float(np.median(variant_blocks)) / 1e6, 6),
-                "interleave_fp32_ms": round(float(np.median(reference_blocks)) / 1e6, 6)}
+                "interleave_fp32_ms": round(float(np.median(reference_blocks)) / 1e6, 6),
+                "interleave_fp32_ci95": _ms_ci(reference_blocks)}
+
+
+def _ms_ci(samples_ns: list[float]) -> list[float]:
+    ci = median_ci(np.asarray(samples_ns) / 1e6)
+    assert ci is not None
+    return [round(ci.lo, 6), round(ci.hi, 6)]
 
 
 SPEEDUP_FIELDS = ("speedup_interleaved", "speedup_interleaved_rounds", "speedup_interleaved_ci95", "speedup_ci_level",
-                  "speedup_stop_reason", "interleave_variant_ms", "interleave_fp32_ms")
+                  "speedup_stop_reason", "interleave_variant_ms", "interleave_fp32_ms", "interleave_fp32_ci95")
 
 
 def _speedup(spec: CellSpec, rt: Any, x: np.ndarray, m: MeasureSettings) -> dict[str, Any]:

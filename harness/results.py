@@ -76,8 +76,10 @@ timing     load_ms, first_infer_ms, iterations, clock ("host-perf_counter_ns" | 
            interval's half-width reached speedup_rel_ci of the median), "max_rounds"
            (interleave_max_rounds) or "max_time" (interleave_max_s)), interleave_variant_ms and
            interleave_fp32_ms (median block compute time of each side in the interleave),
+           interleave_fp32_ci95 ([lo, hi] ms: the order-statistics interval of the FP32 block medians),
            speedup_separate (interleave_fp32_ms / compute_p50_ms: the ratio the separately timed
-           p50 columns imply);
+           p50 columns imply), speedup_separate_ci95 ([interleave_fp32 lo / compute_p50 hi,
+           interleave_fp32 hi / compute_p50 lo]: its range over both medians' intervals);
            compute_p50_ci95, e2e_p50_ci95 ([lo, hi] ms: the same order-statistics 95% interval for the
            median iteration; null under 6 iterations);
            interference ({other_cpu_frac: CPU other processes used during the timed loop and the
@@ -86,10 +88,11 @@ timing     load_ms, first_infer_ms, iterations, clock ("host-perf_counter_ns" | 
            load_end (1-min load average), wall_s, waited_s and quiet (the bounded wait for a quiet
            machine before the phase: quiet_wait_s)}; null values when /proc/stat is unreadable);
            timing_noisy (true when other_cpu_frac or steal_frac exceeded noisy_cpu_frac, or
-           speedup_separate lies outside speedup_interleaved_ci95; null when interference could not
-           be measured), timing_noisy_reason (one line, "" when not noisy), timing_attempts (timed
-           phases measured: a noisy cell is measured again up to noisy_retries times once the machine
-           is quiet; the least disturbed attempt is kept)
+           speedup_separate_ci95 (speedup_separate where it has none) does not overlap
+           speedup_interleaved_ci95; null when interference could not be measured),
+           timing_noisy_reason (one line, "" when not noisy), timing_attempts (timed phases measured:
+           a noisy cell is measured again up to noisy_retries times once the machine is quiet; the
+           least disturbed attempt is kept)
 accuracy   top1, top5 (fractions 0..1 or null when labels don't apply), accuracy_note ("" when top1
            is given, else one line saying why not: random weights, output not (N, classes) logits,
            labels outside the model's classes), eval_samples, eval_wall_s (since schema 3: wall
@@ -148,7 +151,8 @@ V2_FIELDS = ("fingerprint", "fingerprint_parts", "measure_settings", "stop_reaso
 V3_FIELDS = ("top1_ci95", "agreement_ci95", "delta_top1", "delta_top1_ci95", "delta_top1_p", "fp32_only_correct",
              "variant_only_correct", "trainable_params", "non_trainable_params", "params_from", "eval_wall_s")
 V3_TIMING_FIELDS = ("speedup_interleaved_ci95", "speedup_ci_level", "speedup_stop_reason", "speedup_separate",
-                    "interleave_variant_ms", "interleave_fp32_ms", "compute_p50_ci95", "e2e_p50_ci95",
+                    "interleave_variant_ms", "interleave_fp32_ms", "interleave_fp32_ci95", "speedup_separate_ci95",
+                    "compute_p50_ci95", "e2e_p50_ci95",
                     "interference", "timing_noisy", "timing_noisy_reason", "timing_attempts")
 ADDED_FIELDS = {2: V2_FIELDS, 3: V3_FIELDS + V3_TIMING_FIELDS}
 

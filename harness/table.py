@@ -56,7 +56,8 @@ def _min_iters(row: dict[str, Any]) -> Any:
 NOISY_NOTE = ("timing noisy: other processes took more than run.noisy_cpu_frac of a core while it was timed "
               "(timing_noisy_reason); its times and speedup may be off")
 DISAGREE_NOTE = ("p50 disagrees with the interleaved speedup (FP32 p50 / this p50 lies outside the speedup's 95% "
-                 "interval: the load changed between separately timed phases); compare speed by the speedup column")
+                 "interval, beyond the p50s' own intervals: the load changed between separately timed phases); "
+                 "compare speed by the speedup column")
 
 
 def _not_valid(row: dict[str, Any]) -> str:
@@ -80,7 +81,7 @@ def timing_flag(row: dict[str, Any], ref: dict[str, Any] | None = None) -> str:
     ``ref`` (the FP32 row it is compared with), the two rows' separately timed p50s. Texts are shared
     between rows so that tables number each once; the row's ``timing_noisy_reason`` has its figures.
     """
-    from .interference import contradiction, separate_ratio
+    from .interference import contradiction, separate_ratio, separate_ratio_ci
 
     parts = [_not_valid(row)]
     reason = str(row.get("timing_noisy_reason") or "")
@@ -89,7 +90,8 @@ def timing_flag(row: dict[str, Any], ref: dict[str, Any] | None = None) -> str:
     disagrees = row.get("timing_noisy") is True and "separately timed" in reason
     if ref is not None and ref is not row:
         ratio = separate_ratio(ref.get("compute_p50_ms"), row.get("compute_p50_ms"))
-        disagrees = disagrees or bool(contradiction(ratio, row.get("speedup_interleaved_ci95")))
+        ratio_ci = separate_ratio_ci(ref.get("compute_p50_ci95"), row.get("compute_p50_ci95"))
+        disagrees = disagrees or bool(contradiction(ratio, row.get("speedup_interleaved_ci95"), ratio_ci))
     if disagrees:
         parts.append(DISAGREE_NOTE)
     return "; ".join(p for p in parts if p)

@@ -44,7 +44,8 @@ def timing_method(rows: list[dict[str, Any]]) -> list[str]:
          "\"p50 % of FP32\" is 100 / that speedup, so it cannot contradict it."),
         ("During the timed phases each cell records how much CPU other processes used (from /proc/stat, less its "
          "own CPU time) and the VM's steal time; a cell where either exceeds noisy_cpu_frac of a core, or whose "
-         "separately timed p50s fall outside its speedup interval, is flagged ⚠ (timing noisy) and shaded: "
+         "separately timed p50s imply a ratio outside its speedup interval (beyond their own intervals), is "
+         "flagged ⚠ (timing noisy) and shaded: "
          "its times may be off and no verdict rests on it."),
     ]
     clocks = sorted({CLOCKS.get(str(r.get("clock")), str(r.get("clock"))) for r in ok if r.get("clock")})

@@ -29,7 +29,8 @@ _NUMBER = {"batch", "size_bytes", "param_count", "quant_time_s", "quant_peak_mem
 _BOOL = {"timing_valid", "host_memory", "timing_noisy"}
 _DICT = {"env", "variant_settings", "runtime_settings", "dataset", "op_precisions", "runtime_versions",
          "measure_settings", "timing_settings", "fingerprint_parts", "interference"}
-_NUMBER_LIST = {"speedup_interleaved_rounds", "speedup_interleaved_ci95", "compute_p50_ci95", "e2e_p50_ci95"}
+_NUMBER_LIST = {"speedup_interleaved_rounds", "speedup_interleaved_ci95", "compute_p50_ci95", "e2e_p50_ci95",
+                "interleave_fp32_ci95", "speedup_separate_ci95"}
 _ENV_TEXT = {"host", "cpu_model", "os", "python", "git_rev"}
 _ENV_NUMBER = {"cores_physical", "cores_logical", "memory_gb"}
 _SETTINGS_LISTS = {"op_types", "exclude_nodes", "calib_classes"}

@@ -69,7 +69,8 @@ def test_a_separately_timed_p50_outside_the_interval_is_noisy_even_on_a_quiet_ma
     quiet = {"other_cpu_frac": 0.0, "steal_frac": 0.0}
     inside = timing_verdict({"interference": quiet, "interleave_fp32_ms": 2.0, "compute_p50_ms": 1.0,
                              "speedup_interleaved_ci95": [1.9, 2.1]}, 0.1)
-    assert inside == {"timing_noisy": False, "timing_noisy_reason": "", "speedup_separate": 2.0}
+    assert inside == {"timing_noisy": False, "timing_noisy_reason": "", "speedup_separate": 2.0,
+                      "speedup_separate_ci95": None}
     outside = timing_verdict({"interference": quiet, "interleave_fp32_ms": 2.0, "compute_p50_ms": 1.6,
                               "speedup_interleaved_ci95": [1.9, 2.1]}, 0.1)
     assert outside["timing_noisy"] is True and outside["speedup_separate"] == 1.25
@@ -129,3 +130,19 @@ def test_a_noisy_cell_is_measured_again_once_the_machine_is_quiet(monkeypatch, o
     part = _timed_phases(spec, None, None, MeasureSettings(noisy_retries=1))
     assert len(calls) == attempts and part["timing_attempts"] == attempts
     assert part["interference"]["other_cpu_frac"] == kept and part["timing_noisy"] is noisy
+
+
+def test_a_separate_ratio_is_judged_with_its_own_interval():
+    """2.0 / 1.05 = 1.90 lies just outside 1.92–2.10, but its own range (over both medians' intervals) reaches
+    into it: within the noise of both, not noisy; a range wholly outside is."""
+    quiet = {"other_cpu_frac": 0.0, "steal_frac": 0.0}
+    part = {"interference": quiet, "interleave_fp32_ms": 2.0, "interleave_fp32_ci95": [1.98, 2.04],
+            "compute_p50_ms": 1.05, "compute_p50_ci95": [1.04, 1.06], "speedup_interleaved_ci95": [1.92, 2.1]}
+    near = timing_verdict(part, 0.1)
+    assert near["speedup_separate"] == 1.9048 and near["speedup_separate_ci95"] == [1.8679, 1.9615]
+    assert near["timing_noisy"] is False
+    far = timing_verdict({**part, "compute_p50_ms": 1.2, "compute_p50_ci95": [1.18, 1.22]}, 0.1)
+    assert far["timing_noisy"] is True
+    assert "separately timed p50s give 1.67× [1.62–1.73], outside the interleaved speedup's 95% interval" in \
+        far["timing_noisy_reason"]
+    assert contradiction(1.9, [1.92, 2.1]) != ""  # without its own interval a point just outside disagrees

@@ -42,6 +42,7 @@ def test_steady_ratio_stops_at_the_minimum_rounds_with_a_95_interval(clock):
     assert out["speedup_stop_reason"] == "ci_target" and len(out["speedup_interleaved_rounds"]) == 6
     assert out["speedup_interleaved_ci95"] == [3.0, 3.0] and out["speedup_ci_level"] >= 0.95
     assert out["interleave_variant_ms"] == 1.0 and out["interleave_fp32_ms"] == 3.0
+    assert out["interleave_fp32_ci95"] == [3.0, 3.0]
 
 
 def test_target_is_only_met_after_an_even_round_and_a_95_percent_interval(clock):

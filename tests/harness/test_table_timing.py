@@ -1,7 +1,12 @@
 """Tables never let a time contradict the interleaved speedup silently, and say which rows were timed under load."""
 from __future__ import annotations
 
-from quantbench.harness.table import DISAGREE_NOTE, NOISY_NOTE, summary_rows, timing_flag
+from quantbench.harness.table import (
+    DISAGREE_NOTE,
+    NOISY_NOTE,
+    summary_rows,
+    timing_flag,
+)
 
 from .test_table import HEAD, _cells, _row, _table
 
@@ -50,3 +55,11 @@ def test_cli_names_noisy_rows_then_counts_the_rest_then_says_what_to_do():
     assert lines[-1].startswith(f"{MAX_NOISY_LINES + 2} of {MAX_NOISY_LINES + 4} row(s) were timed while other")
     assert "run.quiet_wait_s" in lines[-1]
     assert noisy_warnings([_row("quiet", timing_noisy=False), _row("old")]) == []
+
+
+def test_the_rows_p50_intervals_widen_the_cross_row_check():
+    # 2.0 / 1.1 = 1.82, outside 1.85–2.1; the p50 intervals give 1.94/1.12 .. 2.06/1.08 = 1.73–1.91: overlaps
+    fp32, row = _pair(1.1, 2.0, [1.85, 2.1], compute_p50_ci95=[1.08, 1.12])
+    assert timing_flag(row, fp32) == DISAGREE_NOTE  # the FP32 row has no interval: the point is judged
+    fp32["compute_p50_ci95"] = [1.94, 2.06]
+    assert timing_flag(row, fp32) == ""
