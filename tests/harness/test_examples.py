@@ -25,9 +25,9 @@ README_BLOCKS = re.findall(r"^```toml\n(.*?)^```", (ROOT / "README.md").read_tex
 # A README block that shows only part of a sweep (no [[variants]]) is completed with this one variant.
 MINIMAL_VARIANT = '\n[[variants]]\nname = "fp32"\nprecision = "fp32"\n'
 # An example's own file-making steps, as its comments give them ("#   python -m quantbench.exporters.qat --out F").
-STEP = re.compile(r"^#\s+(python -m quantbench\.\S+ .*)$", re.MULTILINE)
+STEP = re.compile(r"^#\s+((?:python -m quantbench\.\S+|quantbench train) .*)$", re.MULTILINE)
 WITH_STEPS = {p.name for p in EXAMPLES if STEP.search(p.read_text())}
-STEP_MARKS = [pytest.mark.torch, pytest.mark.slow]  # the only step so far is a (short) QAT fine-tune
+STEP_MARKS = [pytest.mark.torch, pytest.mark.slow]  # the steps: a (short) QAT fine-tune, one training step
 
 
 def _example_params(ids):
@@ -46,7 +46,10 @@ def recipe_root(tmp_path_factory) -> Path:
         (root / "examples" / path.name).write_text(text)
         for line in STEP.findall(text):
             argv = shlex.split(line)
-            if argv[2] == "quantbench.exporters.qat":
+            if argv[0] == "quantbench":  # quantbench train: one step, a few evaluation images
+                argv = ["python", "-m", "quantbench.harness.cli", *argv[1:], "--max-steps", "1", "--eval-samples", "8",
+                        "--quiet"]
+            elif argv[2] == "quantbench.exporters.qat":
                 argv += ["--max-batches", "2"]
             proc = subprocess.run([sys.executable, *argv[1:]], check=False, cwd=root, env=env, capture_output=True,
                                   text=True, timeout=900)
