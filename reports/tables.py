@@ -182,7 +182,8 @@ def cell_text(row: dict[str, Any], key: str, spec: str, notes: Footnotes | None 
         text = speedup_text(row["row"], row["speedup"])  # with its 95% interval
     else:
         text = fmt(row.get(key), spec)
-    if (key == "p50" and row.get("timing")) or (key == "ran_as" and row.get("warning")):
+    # images/s comes from the same separately timed loop as p50: the same doubt applies to it
+    if (key in ("p50", "throughput") and row.get("timing")) or (key == "ran_as" and row.get("warning")):
         text += " ⚠"
     if notes is not None and key in NOTED:
         text += notes.mark(row["notes"].get(key, ""))

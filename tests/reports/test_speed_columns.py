@@ -54,3 +54,14 @@ def test_hand_edited_timing_fields_of_the_wrong_type_read_as_missing(tmp_path):
     assert any("speedup_interleaved_ci95" in w and "timing_noisy" in w for w in report.warnings)
     (group,) = comparison_groups(report).values()
     assert next(r for r in group if r["variant"] == "odd")["timing"] == ""  # no interval: nothing to contradict
+
+
+def test_images_per_second_carries_the_same_mark_as_p50(tmp_path):
+    from quantbench.reports.tables import cell_text
+
+    rows = _rows()
+    rows[2]["throughput_ips"] = 6400.0
+    (group,) = comparison_groups(build_report([write_rows(tmp_path / "r.jsonl", rows)])).values()
+    by = {r["variant"]: r for r in group}
+    assert cell_text(by["odd"], "throughput", "{:,.0f}") == "6,400 ⚠"
+    assert cell_text(by["ok"], "throughput", "{:,.0f}") == "1,000"
