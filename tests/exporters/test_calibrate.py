@@ -56,6 +56,7 @@ CONFIGS = {
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.slow
 def test_thresholds_do_not_depend_on_batch_size_or_order(data, tmp_path, name):
     config = CONFIGS[name]
     one_batch = _run(data, tmp_path, config, batch=N)
@@ -170,6 +171,7 @@ def test_thresholds_equal_orts_own_calibrator(data, tmp_path, method, symmetric,
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 def test_mse_ranges_are_torchs_histogram_observer(data, tmp_path):
     """calibration = "mse" on the shipped CNN: each tensor's range is the one torch's HistogramObserver
     (2048 bins, one call over all the activations) picks, to within one bin (torch.histc bins the values

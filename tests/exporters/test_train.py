@@ -99,6 +99,7 @@ def test_vgg16_exports_at_32x32_and_matches_torch(tmp_path):
     np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_train_cli_learns_and_writes_a_state_dict_the_registry_loads(tmp_path, capsys):
     import torch
     from quantbench.exporters.torch_models import build_module

@@ -63,6 +63,7 @@ def _top1(path: Path, data: str, preprocess: dict) -> float:
     (["Conv"], ("features",)),
     (["Gemm", "MatMul"], ("classifier",)),
 ])
+@pytest.mark.slow
 def test_qat_of_a_registry_model_quantizes_exactly_the_chosen_layers(trained, tmp_path, op_types, int8_prefixes):
     from quantbench.exporters import qat_model
     from quantbench.exporters.qat import qdq_problems
@@ -126,6 +127,7 @@ def test_qat_of_a_module_model_folds_batchnorm_and_runs_every_conv_in_int8(tmp_p
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 def test_qat_refuses_an_onnx_model_and_an_empty_layer_choice(trained, tmp_path):
     from quantbench.exporters import qat_model
     from quantbench.exporters.registry import ASSETS

@@ -291,6 +291,7 @@ def _weight_grids(path):
     ({"weight_type": "QUInt8"}, (0, 255)),
     ({"weight_type": "QUInt8", "reduce_range": True, "symmetric_weight": False}, (0, 127)),
 ])
+@pytest.mark.slow
 def test_8_bit_gptq_and_gpfq_round_on_orts_own_grid(tiny, tmp_path, kw, qrange):
     """At 8 bits GPTQ/GPFQ keep the grid round-to-nearest gets from the same settings (reduce_range,
     weight_type, symmetry): same scales and zero points, integers in the same range; only integers move."""

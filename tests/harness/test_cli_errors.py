@@ -164,6 +164,7 @@ def test_corrupt_onnx_fails_its_cells_and_keeps_earlier_rows(tmp_path, shared_ca
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_model_input_that_does_not_match_the_data(tmp_path, shared_cache):
     import numpy as np
     import onnx

@@ -166,6 +166,7 @@ if sys.argv[2] == "hang":
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_CHILD_SUBREAPER is Linux only")
 @pytest.mark.parametrize("how", ["exit", "hang"])
+@pytest.mark.slow
 def test_processes_started_in_a_new_session_end_with_the_child(tmp_path, how):
     """Not in the child's process group, so the group kill misses them: the child (a subreaper) ends them at
     exit, and run_contained ends its whole tree on a timeout."""

@@ -107,6 +107,7 @@ def budget_study(tiny, tmp_path_factory):
     return study, messages, out
 
 
+@pytest.mark.slow
 def test_outlier_layer_ranks_first(budget_study) -> None:
     study, _, _ = budget_study
     ranked = [r["node"] for r in study.rows]
@@ -131,6 +132,7 @@ def test_outlier_layer_ranks_first(budget_study) -> None:
     assert "flatten" not in ranked and "tanh" not in ranked  # not quantized (Tanh is not in ORT's QDQ op list)
 
 
+@pytest.mark.slow
 def test_budget_search_keeps_the_sensitive_layer_float(budget_study) -> None:
     study, _, out = budget_study
     b = study.budget
@@ -151,6 +153,7 @@ def test_budget_search_keeps_the_sensitive_layer_float(budget_study) -> None:
     assert not (out / "sensitivity-work").exists() or not any((out / "sensitivity-work").iterdir())
 
 
+@pytest.mark.slow
 def test_impossible_budget_reports_not_met_with_best(tiny, tmp_path) -> None:
     from quantbench.harness.sensitivity import SensitivityOptions
 
@@ -164,6 +167,7 @@ def test_impossible_budget_reports_not_met_with_best(tiny, tmp_path) -> None:
     assert [s["chosen"] for s in study.budget_steps if s["step"] is not None] == [True]
 
 
+@pytest.mark.slow
 def test_sqnr_does_not_depend_on_the_evaluation_batch(tiny, tmp_path) -> None:
     """The batch the per-node models run at is an incidental knob: same ranking, same SQNR (within ORT's rounding)."""
     from quantbench.calibration_data import BatchReader, Preprocess, open_source
@@ -261,6 +265,7 @@ def test_run_refuses_to_build_a_budget_variant_as_plain_int8(tmp_path, shared_ca
     assert all(r["status"] == "ok" for r in rows if r["variant"] == "fp32")
 
 
+@pytest.mark.slow
 def test_budget_is_selected_on_one_half_of_the_images_and_reported_on_the_other(budget_study) -> None:
     study, _, _ = budget_study
     b = study.budget
@@ -291,6 +296,7 @@ def test_held_out_check_reads_the_interval_against_the_budget() -> None:
     assert held_out_report(None, 1.0)["budget_check"] is None
 
 
+@pytest.mark.slow
 def test_per_node_and_whole_model_top1_changes_carry_paired_intervals(budget_study) -> None:
     from quantbench.harness.sensitivity_table import render_console
     from rich.console import Console

@@ -97,6 +97,7 @@ def sweep(tmp_path: Path, cache: Path, models: str, variants: str = FP32, eval_s
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_a_1000_class_onnx_on_a_labelled_subset_gets_top1(tmp_path, shared_cache):
     data, positions = label_npz(tmp_path / "subset.npz", [3, 17, 500, 998, 0, 42])
     model = label_reading_onnx(tmp_path / "big.onnx", positions, n_out=1000)
@@ -261,6 +262,7 @@ def test_a_test_only_idx_folder_runs_end_to_end(tmp_path, shared_cache):
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_a_partial_preprocess_table_keeps_the_models_other_defaults(tmp_path, shared_cache):
     """`preprocess = { resize = [28, 28] }` on fashion_cnn changes nothing else: mean/std stay the model's, so
     top-1 equals the default's (it fell from 89% to 63% when the table replaced the defaults). Rows record
@@ -293,6 +295,7 @@ def test_a_merged_preprocess_that_does_not_hold_together_is_a_config_error():
 
 
 @pytest.mark.ort_cpu
+@pytest.mark.slow
 def test_a_default_calibration_size_uses_the_images_there_are_and_an_explicit_one_does_not(tmp_path, shared_cache):
     """An npz with 200 training images: INT8 without calib_samples calibrates on all 200 (the default 256 is
     cut, with one note in the log and the row); calib_samples = 300, asked for, fails naming both numbers."""

@@ -88,6 +88,7 @@ def test_pareto_front():
     assert pareto_front(pts) == [(0.5, 60.0), (1.0, 80.0), (2.0, 90.0)]
 
 
+@pytest.mark.slow
 def test_real_run_report_has_every_section(tmp_path, real_results):
     html = render_html(build_report([real_results]), tmp_path / "r.html").read_text()
     for section in ("Devices and software", "Latency breakdown", "Accuracy vs latency", "Latency distributions",
