@@ -1,109 +1,194 @@
-"""Peak memory and speed of INT8 quantization (calibration included) per calibration method.
+"""Calibration speed against its floor, and the peak memory of every process kind of a sweep.
 
-Runs quantbench's own quantization subprocess (the one every sweep uses) once per method on the
-same model and calibration images, and prints the subprocess's peak RSS, wall time, images/s and
-the time of each calibration pass, next to the machine's load average (a shared machine makes
-images/s a lower bound). Exits 1 when a peak RSS exceeds --max-rss-mb.
+Runs a whole ``quantbench run`` per calibration method (export, preparation, quantization with its
+calibration, one measured cell: the processes a user waits on), on the same model and calibration
+images, while sampling every process of the run's tree (``VmHWM``, the kernel's peak resident
+memory of each process, read every 0.2 s). Prints per method: images/s of calibration, its floor
+(the FP32 forward time of its passes, measured interleaved in the quantization process), the
+ratio, the pass times and the peak RSS of each process kind (sweep, export, preparation,
+quantization, cells), next to the load average (a shared machine slows both calibration and its
+floor; the ratio, measured in one process, still holds). The first method runs on an empty cache,
+so the export and the FP32 reference are measured there; later methods reuse them. Exits 1 when a
+process exceeds ``--max-rss-mib``.
 
     python benchmarks/calibration_memory.py resnet50 --data folder:/tmp/cifar10 --images 1000
-    python benchmarks/calibration_memory.py model.onnx --data fashion-mnist --images 200 --methods entropy
+    python benchmarks/calibration_memory.py fashion_cnn --data fashion-mnist --images 200 --methods minmax
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
+
+KINDS = {"quantbench.harness.export_worker": "export", "quantbench.harness.prepare_worker": "preparation",
+         "quantbench.exporters.quantize_worker": "quantization", "quantbench.harness.worker": "cell"}
+ORDER = ["sweep", "export", "preparation", "quantization", "cell", "other"]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except OSError:
+        return []
+
+
+def _kind(pid: int, root: int) -> str:
+    if pid == root:
+        return "sweep"
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "other"
+    args = [a.decode(errors="replace") for a in cmd]
+    return next((KINDS[a] for a in args if a in KINDS), "other")
+
+
+def _hwm_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+class TreeSampler(threading.Thread):
+    """Largest VmHWM per process kind over the whole tree under ``root``, sampled every ``interval_s``."""
+
+    def __init__(self, root: int, interval_s: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.root, self.interval_s = root, interval_s
+        self.peaks: dict[str, float] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            stack, seen = [self.root], set()
+            while stack:
+                pid = stack.pop()
+                if pid in seen:
+                    continue
+                seen.add(pid)
+                stack += _children(pid)
+                hwm = _hwm_mib(pid)
+                if hwm is not None:
+                    kind = _kind(pid, self.root)
+                    self.peaks[kind] = max(self.peaks.get(kind, 0.0), hwm)
+            self.done.wait(self.interval_s)
+
+
+def _config(args: argparse.Namespace, method: str, out: Path, cache: Path) -> str:
+    model = str(Path(args.model).absolute()) if args.model.endswith(".onnx") else args.model
+    weights = "" if args.model.endswith(".onnx") else 'weights = "random"\n'
+    pre = f"preprocess = {{ resize = [{args.resize}, {args.resize}] }}\n" if args.resize else ""
+    return (f'[run]\noutput = "{out}"\ncache_dir = "{cache}"\nruntimes = ["ort-cpu"]\nbatch_sizes = [1]\n'
+            f"eval_samples = {args.eval_samples}\nwarmup_iters = 2\nmin_iters = 10\nmin_time_s = 0.5\n"
+            f"max_time_s = 10.0\nreport = false\nthreads = {args.threads}\n\n"
+            f'[[models]]\nname = "{model}"\n{weights}dataset = "{args.data}"\n{pre}\n'
+            f'[[variants]]\nname = "int8-{method}"\ncalibration = "{method}"\ncalib_samples = {args.images}\n'
+            f"calib_batch = {args.batch}\n")
+
+
+def run_method(args: argparse.Namespace, method: str, work: Path, cache: Path) -> dict[str, Any]:
+    """One ``quantbench run`` of ``method``; returns its figures (or ``error``)."""
+    out = work / method
+    cfg = work / f"{method}.toml"
+    cfg.write_text(_config(args, method, out, cache))
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    log = work / f"{method}.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "quantbench.harness.cli", "run", str(cfg)], stdout=fh,
+                                stderr=subprocess.STDOUT)
+        sampler = TreeSampler(proc.pid)
+        sampler.start()
+        try:
+            proc.wait(timeout=args.timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        sampler.done.set()
+        sampler.join()
+    wall = time.perf_counter() - t0
+    row: dict[str, Any] = {"method": method, "wall_s": round(wall, 1), "peak_rss_mib": {
+        k: round(v) for k, v in sorted(sampler.peaks.items(), key=lambda kv: ORDER.index(kv[0]))},
+        "load_avg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()] \
+        if (out / "results.jsonl").exists() else []
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("precision") == "int8"]
+    if not ok:
+        tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-3:]
+        row["error"] = " | ".join(tail) or f"exit {proc.returncode}"
+        return row
+    r = ok[0]
+    build = Path(r["artifact_path"]).with_name("build.json")
+    stats = json.loads(build.read_text()).get("calibration", {}) if build.exists() else {}
+    samples = stats.get("samples") or args.images
+    row.update({"images": samples, "quant_time_s": r.get("quant_time_s"), "calib_time_s": r.get("calib_time_s"),
+                "calib_floor_s": r.get("calib_floor_s"), "calib_time_ratio": r.get("calib_time_ratio"),
+                "passes_s": stats.get("pass_s"), "floor_probes": stats.get("floor_probes"),
+                "images_per_s": round(samples / r["calib_time_s"], 2) if r.get("calib_time_s") else None})
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", help="registry name (e.g. resnet50, exported with random weights) or a .onnx file")
+    ap.add_argument("model", nargs="?", default="resnet50",
+                    help="registry name (exported with random weights) or a .onnx file (default resnet50)")
     ap.add_argument("--data", default="fashion-mnist",
-                    help="calibration data spec: fashion-mnist, folder:DIR, idx:DIR, npz:FILE (default fashion-mnist)")
+                    help="data spec: fashion-mnist, folder:DIR, idx:DIR, npz:FILE (default fashion-mnist)")
     ap.add_argument("--images", type=int, default=1000, help="calibration images (default 1000)")
-    ap.add_argument("--methods", default="minmax,entropy,percentile", help="comma-separated calibration methods")
+    ap.add_argument("--methods", default="minmax,entropy,percentile,mse", help="comma-separated calibration methods")
     ap.add_argument("--batch", type=int, default=32, help="calibration reader batch (calib_batch)")
-    ap.add_argument("--resize", type=int, default=None, help="resize images to N x N (default: the model's own)")
-    ap.add_argument("--max-rss-mb", type=float, default=1536.0, help="memory goal per process (default 1.5 GiB)")
-    ap.add_argument("--min-images-per-s", type=float, default=4.0, help="speed goal (reported, not enforced)")
-    ap.add_argument("--cache", type=Path, default=None, help="folder for the FP32 export (default: a temp folder)")
-    ap.add_argument("--timeout-s", type=float, default=None, help="kill a quantization that runs longer")
+    ap.add_argument("--resize", type=int, default=None, help="resize images to N x N (e.g. 224 for CIFAR-10 into ResNet-50)")
+    ap.add_argument("--eval-samples", type=int, default=20, help="images the cell evaluates (default 20)")
+    ap.add_argument("--threads", type=int, default=0, help="run.threads (0: ONNX Runtime's default)")
+    ap.add_argument("--max-rss-mib", type=float, default=1024.0, help="memory goal per process (default 1 GiB)")
+    ap.add_argument("--cache", type=Path, default=None, help="cache folder (default: a fresh temp folder, so the "
+                    "first method measures the export)")
+    ap.add_argument("--timeout-s", type=float, default=None, help="kill a run that takes longer")
     args = ap.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    from quantbench.exporters.quantize import METHODS
 
-    from quantbench.exporters.artifacts import run_quantize_worker
-    from quantbench.exporters.quantize import QuantSettings
-    from quantbench.exporters.registry import resolve_model
-
-    try:
-        overrides = {} if args.model.endswith(".onnx") else {"weights": "random"}
-        try:
-            source = resolve_model(args.model, **overrides)
-        except (TypeError, ValueError):
-            source = resolve_model(args.model)
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        settings = {m: QuantSettings(calibration=m, calib_samples=args.images, calib_batch=args.batch) for m in methods}
-    except ValueError as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+    bad = [m for m in methods if m not in METHODS]
+    if bad or args.images < 1:
+        print(f"error: unknown method(s) {', '.join(bad)} (known: {', '.join(METHODS)})" if bad
+              else "error: --images must be >= 1", file=sys.stderr)
         return 2
-    preprocess = dict(source.preprocess)
-    if args.resize:
-        preprocess["resize"] = [args.resize, args.resize]
-
+    print(f"{args.model}: {args.images} calibration images from {args.data}; {os.cpu_count()} CPUs; load average "
+          f"{os.getloadavg()[0]:.1f}; {time.strftime('%Y-%m-%d %H:%M %Z')}", flush=True)
+    rows, worst = [], 0.0
     with tempfile.TemporaryDirectory(prefix="qb-calib-bench-") as tmpdir:
-        cache = args.cache or Path(tmpdir) / "cache"
-        t0 = time.perf_counter()
-        # Export in a child so that torch never inflates this process (or the forks it makes).
-        code = ("import sys; from quantbench.exporters.artifacts import ArtifactStore; "
-                "from quantbench.exporters.registry import ModelSource; import json; "
-                "print(ArtifactStore(sys.argv[1]).fp32(ModelSource.from_dict(json.loads(sys.argv[2]))).path)")
-        proc = subprocess.run([sys.executable, "-c", code, str(cache), json.dumps(source.to_dict())],
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-            print(f"error: export failed: {err[-1] if err else proc.returncode}", file=sys.stderr)
-            return 2
-        fp32 = Path(proc.stdout.strip().splitlines()[-1])
-        export_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        print(f"model {source.name}: {fp32} ({fp32.stat().st_size / 2**20:.0f} MB, ready in "
-              f"{time.perf_counter() - t0:.0f} s, export peak RSS {export_mb:.0f} MB); data {args.data}; "
-              f"{args.images} images; {os.cpu_count()} CPUs", flush=True)
-        rows, worst = [], 0.0
+        work = Path(tmpdir)
+        cache = args.cache or work / "cache"
         for method in methods:
-            load0 = os.getloadavg()[0]
-            try:
-                meta = run_quantize_worker(fp32, Path(tmpdir) / method / "model.onnx", settings[method],
-                                           args.data, preprocess, timeout_s=args.timeout_s)
-            except ValueError as exc:
-                print(f"{method}: error: {exc}", flush=True)
-                rows.append({"method": method, "error": str(exc)})
-                worst = float("inf")
-                continue
-            load1 = os.getloadavg()[0]
-            ips = meta["calib_samples"] / meta["time_s"]
-            row = {"method": method, "peak_rss_mb": meta["peak_rss_mb"], "time_s": meta["time_s"],
-                   "images_per_s": round(ips, 2), "passes_s": meta.get("calibration", {}).get("pass_s"),
-                   "load_avg_1m": [round(load0, 2), round(load1, 2)]}
+            row = run_method(args, method, work, cache)
             rows.append(row)
-            worst = max(worst, meta["peak_rss_mb"])
-            print(f"{method:<12} peak RSS {meta['peak_rss_mb']:7.0f} MB   {meta['time_s']:7.1f} s   "
-                  f"{ips:6.2f} images/s   passes {row['passes_s']} s   load avg {load0:.1f} -> {load1:.1f}",
-                  flush=True)
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"largest quantization peak RSS {worst:.0f} MB; this process {own:.0f} MB")
-    print(json.dumps({"model": source.name, "data": args.data, "images": args.images, "rows": rows}))
-    slow = [r["method"] for r in rows if "images_per_s" in r and r["images_per_s"] < args.min_images_per_s]
-    if slow:
-        print(f"note: below {args.min_images_per_s:g} images/s: {', '.join(slow)} (shared machine: see load avg)")
-    if max(worst, own) > args.max_rss_mb:
-        print(f"FAIL: a process exceeded {args.max_rss_mb:.0f} MB")
+            peaks = "  ".join(f"{k} {v:.0f}" for k, v in row["peak_rss_mib"].items())
+            worst = max([worst, *row["peak_rss_mib"].values()])
+            if "error" in row:
+                print(f"{method:<11} error: {row['error']}   peak RSS MiB: {peaks}", flush=True)
+                continue
+            print(f"{method:<11} {row['images_per_s']:6.2f} images/s   calibration {row['calib_time_s']:7.1f} s   "
+                  f"floor {row['calib_floor_s']:6.1f} s   ratio {row['calib_time_ratio']:5.2f}   passes "
+                  f"{row['passes_s']} s   quantization {row['quant_time_s']:.1f} s   run {row['wall_s']:.0f} s   "
+                  f"load {row['load_avg_1m'][0]:.1f} -> {row['load_avg_1m'][1]:.1f}", flush=True)
+            print(f"{'':<11} peak RSS MiB: {peaks}", flush=True)
+    print(json.dumps({"model": args.model, "data": args.data, "images": args.images, "rows": rows}))
+    if worst > args.max_rss_mib:
+        print(f"FAIL: a process peaked at {worst:.0f} MiB (goal {args.max_rss_mib:.0f} MiB)")
         return 1
-    print(f"OK: every process stayed under {args.max_rss_mb:.0f} MB")
+    print(f"OK: every process stayed under {args.max_rss_mib:.0f} MiB (largest {worst:.0f} MiB)")
     return 0
 
 

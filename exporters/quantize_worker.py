@@ -28,6 +28,15 @@ def _first_input(path: str) -> str:
     return next(i.name for i in graph.input if i.name not in initializers)
 
 
+def _progress() -> Any:
+    """Calibration progress for the sweep's display (harness/progress.py), when the harness is installed."""
+    try:
+        from quantbench.harness.progress import Reporter
+    except ImportError:  # pragma: no cover - exporters used alone
+        return None
+    return Reporter().calibration()
+
+
 def calibration_indices(split: Any, settings: Any) -> Any:
     """The calibration images ``settings`` asks for; more than there are is one line naming both numbers."""
     classes = list(settings.calib_classes) if settings.calib_classes else None
@@ -67,7 +76,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     out = Path(job["out"])
     tmp = out.with_suffix(".tmp.onnx")
     stats: dict[str, Any] = {}
-    notes = quantize_qdq(Path(job["fp32"]), tmp, settings, reader, stats)
+    notes = quantize_qdq(Path(job["fp32"]), tmp, settings, reader, stats, progress=_progress())
     tmp.replace(out)
     elapsed = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

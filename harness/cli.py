@@ -187,10 +187,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         handler, level = _LogToConsole(log), library_logger.level
         library_logger.addHandler(handler)
         library_logger.setLevel(logging.INFO)
+        from .progress import rich_sink, watch
+
         try:
-            summary = run_sweep(cfg, out, retry_failed=args.retry_failed, log=log,
-                                progress=lambda n: progress.advance(task, n), on_row=on_row,
-                                on_plan=lambda total: progress.update(task, total=total))
+            with watch(rich_sink(progress, console)):  # export, reference, calibration: phase and ETA
+                summary = run_sweep(cfg, out, retry_failed=args.retry_failed, log=log,
+                                    progress=lambda n: progress.advance(task, n), on_row=on_row,
+                                    on_plan=lambda total: progress.update(task, total=total))
         except KeyboardInterrupt:
             n = ticks["n"]
             raise Interrupted(f"interrupted: the {n} row(s) measured in this run are kept in {out / 'results.jsonl'}; "

@@ -165,8 +165,11 @@ def prepare_model(pm: PreparedModel, cache: Path, log: Callable[[str], None]) ->
     workdir.mkdir(parents=True, exist_ok=True)
     job_path, out_path, log_path = workdir / "job.json", workdir / "out.json", workdir / "prepare.log"
     job_path.write_text(json.dumps(job, default=str))
-    res = run_contained([sys.executable, "-m", "quantbench.harness.prepare_worker", str(job_path), str(out_path)],
-                        timeout_s=pm.timeout_s, log_path=log_path)
+    from .progress import labelled
+
+    with labelled(pm.label):  # the worker's progress events name the model
+        res = run_contained([sys.executable, "-m", "quantbench.harness.prepare_worker", str(job_path), str(out_path)],
+                            timeout_s=pm.timeout_s, log_path=log_path)
     result: dict[str, Any] = {}
     if out_path.exists():
         try:
@@ -217,6 +220,8 @@ def prepare_artifacts(pm: PreparedModel, variants: list[VariantConfig], cache: P
     """Prepare the model (subprocess), then build each variant (errors kept per variant, reported once)."""
     from quantbench.exporters.artifacts import ArtifactStore, identical_groups
 
+    from .progress import labelled
+
     try:
         prepare_model(pm, cache, log)
     except Exception as exc:  # noqa: BLE001 - any failure here fails this model's cells, in one line
@@ -240,7 +245,8 @@ def prepare_artifacts(pm: PreparedModel, variants: list[VariantConfig], cache: P
                 continue
             log(f"building {pm.label}/{v.name} …")
             spec = variant_spec(v, pm)
-            built = store.build(pm.source, spec, pm.calib_data, pm.preprocess, fp32=pm.fp32, timeout_s=pm.timeout_s)
+            with labelled(f"{pm.label}/{v.name}"):
+                built = store.build(pm.source, spec, pm.calib_data, pm.preprocess, fp32=pm.fp32, timeout_s=pm.timeout_s)
             fit_note = fit_calibration(variant_spec(v).quant, v, pm)[1]
             if fit_note:  # said once here and kept in the rows (artifact_notes)
                 log(f"warning: {pm.label}/{v.name}: {fit_note}")

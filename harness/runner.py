@@ -250,8 +250,11 @@ def run_sweep(cfg: SweepConfig, output: Path, retry_failed: bool = False,
         from .fleet import run_fleet
 
         return run_fleet(cfg, output, retry_failed, log, progress, on_row, on_plan)
+    from .progress import watch
+
     check_output_dir(output)
-    with output_lock(output), signal_guard():
+    # export, reference, calibration progress from the workers: logging records, or the CLI's own display
+    with output_lock(output), signal_guard(), watch():
         return _run_locked(cfg, output, retry_failed, log, progress, on_row, on_plan)
 
 

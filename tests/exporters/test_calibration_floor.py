@@ -69,8 +69,8 @@ def test_built_artifact_and_row_carry_the_floor(tmp_path):
 
 
 def test_report_table_shows_calibration_over_floor():
-    from quantbench.reports.tables import COLUMNS, comparison_groups
     from quantbench.reports.model import Report
+    from quantbench.reports.tables import COLUMNS, comparison_groups
 
     assert "calib × floor" in [c[1] for c in COLUMNS]
     row = {"model": "m", "variant": "int8", "precision": "int8", "runtime": "ort-cpu", "device": "cpu", "batch": 1,
