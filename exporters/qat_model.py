@@ -115,7 +115,7 @@ def run(source: ModelSource | Mapping[str, Any], settings: Any, data: str | Mapp
     if len(split) == 0:
         raise ValueError("mode = 'qat' needs training images: the data source has no calibration/training split")
     train = TrainSettings(epochs=settings.qat_epochs, max_steps=settings.qat_steps, batch=settings.qat_batch,
-                          lr=settings.qat_lr, seed=settings.calib_seed)
+                          lr=settings.qat_lr, seed=settings.qat_seed)
     total = train.total_steps(len(split))
     torch.manual_seed(train.seed)
     model, n_layers = prepare(build_module(src), settings.op_types, settings.per_channel)
