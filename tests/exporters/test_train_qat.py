@@ -187,3 +187,18 @@ op_types = ["Conv"]
     assert qat["variant_settings"]["op_types"] == ["Conv"]
     assert any(n.startswith("QAT: 3 steps of 16") for n in qat["artifact_notes"])
     assert qat["artifact_sha256"] != rows["int8-ptq"]["artifact_sha256"]
+
+
+@pytest.mark.torch
+def test_qat_is_seeded_by_qat_seed(trained, tmp_path):
+    from quantbench.exporters import qat_model
+
+    src, data = trained
+    digests = []
+    for i, seed in enumerate((0, 0, 1)):
+        out = tmp_path / f"q{i}.onnx"
+        qat_model.run(src, QuantSettings.from_dict({"mode": "qat", "qat_steps": 3, "qat_batch": 16, "qat_seed": seed}),
+                      data, src.preprocess, out)
+        weights = {i.name: i.raw_data for i in onnx.load(str(out)).graph.initializer}
+        digests.append(weights)
+    assert digests[0] == digests[1] and digests[0] != digests[2]
