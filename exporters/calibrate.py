@@ -181,14 +181,15 @@ def write_bin_model(model: Any, tensors: list[str], graph_inputs: set[str], hist
     probes: dict[str, list[Any]] = {}
     outputs = []
     n = hists.num_bins
-    model.graph.initializer.extend([f32(n, f"{prefix}_n"), f32(n - 1, f"{prefix}_top"),
-                                    numpy_helper.from_array(np.array(1, np.int32), f"{prefix}_one"),
-                                    numpy_helper.from_array(np.array(n - 1, np.int32), f"{prefix}_last")])
+    model.graph.initializer.extend([f32(n, f"{prefix}_n"), f32(n - 1, f"{prefix}_top"), f32(1, f"{prefix}_one")])
+    ge = _opset(model) >= 12  # GreaterOrEqual
     for i, t in enumerate(tensors):
         edges = hists.edges[t]
         p = f"{prefix}_{i}"
+        # numpy's float32 edges are linspace's i * step + first (checked in the tests); computing them
+        # beats a Gather from the edge table (which made the pass 5x slower)
         model.graph.initializer.extend([f32(edges[0], f"{p}_lo"), f32(edges[-1] - edges[0], f"{p}_width"),
-                                        f32(edges, f"{p}_edges")])
+                                        f32((edges[-1] - edges[0]) / np.float32(n), f"{p}_step")])
         nodes, x = [], t
         if value_types.get(t, TensorProto.FLOAT) != TensorProto.FLOAT:
             nodes.append(helper.make_node("Cast", [x], [f"{p}_f32"], to=TensorProto.FLOAT))
@@ -203,21 +204,23 @@ def write_bin_model(model: Any, tensors: list[str], graph_inputs: set[str], hist
         nodes += [node("Sub", [x, f"{p}_lo"], [f"{p}_sub"]), node("Div", [f"{p}_sub", f"{p}_width"], [f"{p}_frac"]),
                   node("Mul", [f"{p}_frac", f"{prefix}_n"], [f"{p}_pos"]),
                   node("Min", [f"{p}_pos", f"{prefix}_top"], [f"{p}_posc"]),
-                  node("Cast", [f"{p}_posc"], [f"{p}_i0"], to=TensorProto.INT32),
-                  # numpy's corrections: below the bin's lower edge -> one down
-                  node("Gather", [f"{p}_edges", f"{p}_i0"], [f"{p}_e0"]),
+                  node("Floor", [f"{p}_posc"], [f"{p}_i0"]),
+                  # this bin's edges, as numpy.linspace computes them
+                  node("Mul", [f"{p}_i0", f"{p}_step"], [f"{p}_o0"]), node("Add", [f"{p}_o0", f"{p}_lo"], [f"{p}_e0"]),
+                  node("Add", [f"{p}_i0", f"{prefix}_one"], [f"{p}_i0n"]),
+                  node("Mul", [f"{p}_i0n", f"{p}_step"], [f"{p}_o1"]), node("Add", [f"{p}_o1", f"{p}_lo"], [f"{p}_e1"]),
+                  # numpy's corrections: below the lower edge -> one down; at or above the next edge -> one up,
+                  # except in the last bin (the final Min; both cannot happen at once)
                   node("Less", [x, f"{p}_e0"], [f"{p}_below"]),
-                  node("Cast", [f"{p}_below"], [f"{p}_dec"], to=TensorProto.INT32),
-                  node("Sub", [f"{p}_i0", f"{p}_dec"], [f"{p}_i1"]),
-                  # at or above the next edge (except in the last bin) -> one up
-                  node("Add", [f"{p}_i1", f"{prefix}_one"], [f"{p}_next"]),
-                  node("Gather", [f"{p}_edges", f"{p}_next"], [f"{p}_e1"]),
-                  node("Less", [x, f"{p}_e1"], [f"{p}_inside"]), node("Not", [f"{p}_inside"], [f"{p}_above"]),
-                  node("Less", [f"{p}_i1", f"{prefix}_last"], [f"{p}_notlast"]),
-                  node("And", [f"{p}_above", f"{p}_notlast"], [f"{p}_up"]),
-                  node("Cast", [f"{p}_up"], [f"{p}_inc"], to=TensorProto.INT32),
-                  node("Add", [f"{p}_i1", f"{p}_inc"], [f"{p}_i2"]),
-                  node("Cast", [f"{p}_i2"], [out], to=TensorProto.UINT16)]
+                  node("Cast", [f"{p}_below"], [f"{p}_dec"], to=TensorProto.FLOAT)]
+        if ge:
+            nodes.append(node("GreaterOrEqual", [x, f"{p}_e1"], [f"{p}_above"]))
+        else:
+            nodes += [node("Less", [x, f"{p}_e1"], [f"{p}_inside"]), node("Not", [f"{p}_inside"], [f"{p}_above"])]
+        nodes += [node("Cast", [f"{p}_above"], [f"{p}_inc"], to=TensorProto.FLOAT),
+                  node("Sub", [f"{p}_i0", f"{p}_dec"], [f"{p}_i1"]), node("Add", [f"{p}_i1", f"{p}_inc"], [f"{p}_i2"]),
+                  node("Min", [f"{p}_i2", f"{prefix}_top"], [f"{p}_i3"]),
+                  node("Cast", [f"{p}_i3"], [out], to=TensorProto.UINT16)]
         model.graph.output.append(helper.make_empty_tensor_value_info(out))
         outputs.append(out)
         probes[t] = nodes

@@ -196,3 +196,44 @@ def test_mse_ranges_are_torchs_histogram_observer(data, tmp_path):
     for t in tensors:
         lo, hi = (float(v) for v in ours[t].range_value)
         assert [float(v) for v in sym[t].range_value] == [-max(abs(lo), abs(hi)), max(abs(lo), abs(hi))]
+
+
+@pytest.mark.parametrize("bins, low, high, absolute", [
+    (2048, -3.7, 11.25, False), (512, -0.001, 0.001, False), (7, 0.0, 1.0, False), (2048, 0.013, 5.5, True),
+    (128, 2.0, 2.0, False),  # an empty range: numpy widens it to +-0.5
+])
+def test_bin_model_counts_are_numpys_histogram(tmp_path, bins, low, high, absolute):
+    """The pass-2 model's counts equal numpy.histogram's (ORT's calibrators' histograms) even for values
+    on the bin edges and one float32 step either side of them."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    from quantbench.exporters.calibrate import _Histograms, write_bin_model
+
+    lo, hi = np.float32(low), np.float32(high)
+    edges = np.histogram_bin_edges(np.zeros(0, np.float32), bins, range=(lo, hi))
+    inner = edges[(edges >= lo) & (edges <= hi)]
+    x = np.concatenate([edges, np.nextafter(edges, np.float32(np.inf)), np.nextafter(edges, np.float32(-np.inf)),
+                        np.random.default_rng(0).uniform(lo, hi, 5000).astype(np.float32), [lo, hi]])
+    x = x[(x >= edges[0]) & (x <= edges[-1])].astype(np.float32)
+    assert inner.size and x.size
+    if absolute:  # |x| binned over [min|x|, max|x|] as ORT's symmetric Percentile does
+        x = np.concatenate([x, -x[::3]])
+        ref, ref_edges = np.histogram(np.abs(x), bins)
+        rng = (np.abs(x).min(), np.abs(x).max())
+    else:
+        ref, ref_edges = np.histogram(x, bins, range=(lo, hi))
+        rng = (lo, hi)
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, len(x)])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, len(x)])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    hists = _Histograms({"x": rng}, bins, absolute)
+    np.testing.assert_array_equal(hists.edges["x"], ref_edges)
+    # the edges the bin model computes: numpy.linspace's i * step + first, in float32
+    step = (ref_edges[-1] - ref_edges[0]) / np.float32(bins)
+    np.testing.assert_array_equal(np.arange(bins, dtype=np.float32) * step + ref_edges[0], ref_edges[:-1])
+    outs = write_bin_model(model, ["x"], {"x"}, hists, tmp_path / "bins.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "bins.onnx"), providers=["CPUExecutionProvider"])
+    hists.add("x", sess.run(outs, {"x": x[None, :]})[0])
+    np.testing.assert_array_equal(hists.counts["x"], ref)
