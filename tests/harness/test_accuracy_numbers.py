@@ -155,3 +155,70 @@ def test_preparation_declared_class_count_is_the_boundary():
     assert accuracy_plan("y", [12], True, _source(num_classes=10), np.array([9]))["top_k"] is True
     refused = accuracy_plan("y", [12], True, _source(num_classes=10), np.array([10]))
     assert refused["top_k"] is False and "labels 10..10 fall outside the model's 10 classes" in refused["note"]
+
+
+def test_fractions_are_kept_to_six_decimals_and_intervals_come_with_them():
+    from quantbench.harness.accuracy_stats import paired_accuracy, proportion_ci
+
+    # 3 images: true label 1st, 2nd, 6th -> top-1 1/3, top-5 2/3; the reference agrees on image 0 only
+    rows = [(0, 1), (1, 2), (2, 6)]
+    logits = np.stack([_logits_ranking(label, rank) for label, rank in rows])
+    reference = np.stack([_logits_ranking(0, 1), _logits_ranking(1, 1), _logits_ranking(2, 1)])
+    row = evaluate_outputs(IndexRuntime(logits), _reader([0, 1, 2], 3), reference, PLAN)
+    assert row["top1"] == 0.333333 and row["top5"] == 0.666667 and row["agreement_top1"] == 0.333333
+    assert row["top1_ci95"] == proportion_ci(1, 3) and row["agreement_ci95"] == proportion_ci(1, 3)
+    # paired with FP32 on the same images: FP32 (the reference) is right on all 3, the variant on 1
+    expected = paired_accuracy(np.array([True, True, True]), np.array([True, False, False]))
+    assert {k: row[k] for k in expected} == expected and expected["fp32_only_correct"] == 2
+
+
+def test_errors_are_measured_in_float64_to_six_decimals():
+    logits = np.array([[1.0, 2.0, 3.0]], np.float16)
+    reference = np.array([[1.0, 2.0, 3.0001234567]], np.float64)
+    row = evaluate_outputs(IndexRuntime(logits), [(np.array([0]), np.array([2]), 1)], reference,
+                           {"top_k": True, "num_classes": 3, "note": ""})
+    assert row["max_abs_err"] == 0.000123 and row["mean_abs_err"] == 0.000041
+
+
+def test_a_bare_bool_plan_and_the_default_note():
+    logits = np.stack([_logits_ranking(1, 1), _logits_ranking(2, 3)])
+    reader = _reader([1, 2], 2)
+    on = evaluate_outputs(IndexRuntime(logits), reader, None, True)  # class count from the outputs
+    assert (on["top1"], on["top5"], on["accuracy_note"]) == (0.5, 1.0, "")
+    off = evaluate_outputs(IndexRuntime(logits), reader, None, False)
+    assert off["top1"] is None and off["accuracy_note"] == "top-1 not computed"
+
+
+def test_outputs_of_any_per_sample_shape_are_flattened():
+    logits = np.stack([_logits_ranking(3, 1), _logits_ranking(4, 2)]).reshape(2, 1, 1, CLASSES)
+    row = evaluate_outputs(IndexRuntime(logits), _reader([3, 4], 2), logits.reshape(2, CLASSES, 1), PLAN)
+    assert row["top1"] == 0.5 and row["agreement_top1"] == 1.0 and row["max_abs_err"] == 0.0
+
+
+def test_a_reference_of_another_shape_is_noted_not_compared():
+    logits = np.stack([_logits_ranking(0, 1)])
+    row = evaluate_outputs(IndexRuntime(logits), _reader([0], 1), np.zeros((1, 7), np.float32), PLAN)
+    assert "agreement_top1" not in row
+    assert row["audit_note_ref"] == "reference shape (1, 7) != outputs (1, 10)"
+
+
+def test_integer_outputs_are_compared_but_not_checked_for_nan():
+    logits = np.array([[0, 5, 1], [7, 0, 0]], np.int32)  # argmax 1 and 0
+    row = evaluate_outputs(IndexRuntime(logits), _reader([1, 2], 2), logits.copy(),
+                           {"top_k": True, "num_classes": 3, "note": ""})
+    assert row["top1"] == 0.5 and row["agreement_top1"] == 1.0 and row["max_abs_err"] == 0.0
+
+
+def test_holdout_halves_are_reported_when_the_plan_asks():
+    from quantbench.harness.accuracy import holdout_stats
+
+    labels = [c % CLASSES for c in range(20)]
+    rows = [(label, 1 if i % 3 else 2) for i, label in enumerate(labels)]  # every third image wrong
+    logits = np.stack([_logits_ranking(label, rank) for label, rank in rows])
+    reference = np.stack([_logits_ranking(label, 1) for label in labels])  # FP32 right everywhere
+    plan = {**PLAN, "holdout": {"seed": 3}}
+    row = evaluate_outputs(IndexRuntime(logits), _reader(labels, 5), reference, plan)
+    correct = np.array([rank == 1 for _, rank in rows])
+    assert row["holdout"] == holdout_stats(np.ones(20, bool), correct, np.array(labels), {"seed": 3})
+    assert row["holdout"]["select"]["n"] + row["holdout"]["report"]["n"] == 20
+    assert "holdout" not in evaluate_outputs(IndexRuntime(logits), _reader(labels, 5), reference, PLAN)

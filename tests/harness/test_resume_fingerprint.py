@@ -112,3 +112,76 @@ def test_failed_rows_are_retried_only_when_asked_and_rows_without_fingerprint_ar
     old = {"status": "ok", "schema_version": 1}
     assert reuse_decision(old, parts, ENV, retry_failed=False) == (
         False, "the stored row has no fingerprint (schema version 1)")
+
+
+def test_weights_labels_and_calibration_data_content_change_the_decision(tmp_path):
+    weights, labels = tmp_path / "w.pt", tmp_path / "labels.txt"
+    weights.write_bytes(b"weights v1")
+    labels.write_text("cat\ndog\n")
+    source = types.SimpleNamespace(weights_file=lambda: weights)
+    config = types.SimpleNamespace(labels=str(labels), classes=["cat", "dog"])
+    info = {"name": "folder", "images": 10, "calibration": {"fingerprint": "c1"}}
+
+    def parts():
+        return _parts(pm=_pm(source=source, config=config, dataset_info=dict(info)))
+
+    stored = _stored(parts())
+    assert reuse_decision(stored, parts(), ENV, False) == (True, "")
+    weights.write_bytes(b"weights v2")
+    assert reuse_decision(stored, parts(), ENV, False) == (False, "model weights/ONNX changed")
+    stored = _stored(parts())
+    labels.write_text("cat\nbird\n")
+    assert reuse_decision(stored, parts(), ENV, False) == (False, "data changed")
+    stored = _stored(parts())
+    info["calibration"] = {"fingerprint": "c2"}  # other calibration images
+    assert reuse_decision(stored, parts(), ENV, False) == (False, "data changed")
+    stored = _stored(parts())
+    info["images"] = 11  # no content fingerprint: the description itself counts
+    assert reuse_decision(stored, parts(), ENV, False) == (False, "data changed")
+    stored = _stored(parts())
+    config.classes = ["dog", "cat"]
+    assert reuse_decision(stored, parts(), ENV, False) == (False, "data changed")
+    stored = _stored(parts())
+    weights.unlink()  # a weights file that went away is a change, not a crash
+    assert reuse_decision(stored, parts(), ENV, False) == (False, "model weights/ONNX changed")
+
+
+@pytest.mark.parametrize(("change", "name"), [
+    ({"pm": _pm(preprocess={"mean": 0.4})}, "data"),
+    ({"pm": _pm(dataset="digits")}, "data"),
+    ({"pm": _pm(accuracy={"top_k": False, "num_classes": 10, "note": "x"})}, "data"),
+    ({"pm": _pm(labels_meaningful=False)}, "data"),
+    ({"runtime": "openvino"}, "runtime options"),
+])
+def test_more_inputs_of_each_group(change, name):
+    reuse, why = reuse_decision(_stored(_parts()), _parts(**change), ENV, retry_failed=False)
+    assert reuse is False and why == f"{name} changed"
+
+
+def test_runtime_side_calibration_and_precomputed_model_content_are_used():
+    base = fingerprint_parts(measure={}, pm=_pm(), artifact_sha256=None, variant_settings={}, runtime="tensorrt",
+                             runtime_options={}, device="cuda:0", env=ENV, calibration={"samples": 64})
+    other = dict(base, data=fingerprint_parts(measure={}, pm=_pm(), artifact_sha256=None, variant_settings={},
+                                              runtime="tensorrt", runtime_options={}, device="cuda:0", env=ENV,
+                                              calibration={"samples": 128})["data"])
+    assert other["data"] != base["data"]
+    given = fingerprint_parts(measure={}, pm=_pm(), artifact_sha256=None, variant_settings={}, runtime="tensorrt",
+                              runtime_options={}, device="cuda:0", env=ENV, model={"fp32_sha256": "x"})
+    assert given["model"] != base["model"]
+
+
+def test_key_order_does_not_matter_and_paths_hash_as_text(tmp_path):
+    a = _parts(measure={"min_iters": 50, "warmup_iters": 10}, options={"threads": 2, "cache": tmp_path})
+    b = _parts(measure={"warmup_iters": 10, "min_iters": 50}, options={"cache": tmp_path, "threads": 2})
+    assert a == b
+
+
+def test_fingerprints_are_stable_across_releases():
+    """Stored rows are reused after an upgrade only if the same inputs hash the same: a change here makes
+    every stored result be measured again, so it must be deliberate (update these values with it)."""
+    parts = _parts()
+    assert parts == {
+        "timing": "064d9bbe5e3899ba", "data": "8037dd42bbd7ba3b", "model": "5a7c7853d3740473",
+        "variant": "659184ac818227a8", "quant": "01d14e45f2c30af2", "runtime": "a2eafa464aa2a6f8",
+        "versions": "eac769c4be99a52d", "machine": "22347882a70b52f8"}
+    assert combine(parts) == "8c8a0aeead77173d"
