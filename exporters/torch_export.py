@@ -1,6 +1,7 @@
 """PyTorch → ONNX export (opset 17, dynamic batch, checked and shape-inferred)."""
 from __future__ import annotations
 
+import gc
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -35,9 +36,13 @@ def export_onnx(source: Mapping[str, Any] | ModelSource, out_path: Path, opset: 
         torch.onnx.export(module, (dummy,), str(tmp), input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
                           do_constant_folding=True, dynamo=False)
-    model = onnx.load(str(tmp))
-    onnx.checker.check_model(model)
-    model = onnx.shape_inference.infer_shapes(model)
-    save_model(model, out_path)
+    del module, dummy  # the weights' torch copy: gone before the ONNX copies are made
+    gc.collect()
+    # Checked and shape-inferred file to file (in C++): the in-memory versions serialised the model twice more.
+    onnx.checker.check_model(str(tmp))
+    inferred = tmp.with_suffix(".shapes.onnx")
+    onnx.shape_inference.infer_shapes_path(str(tmp), str(inferred))
     tmp.unlink()
+    save_model(onnx.load(str(inferred)), out_path)
+    inferred.unlink()
     return out_path
