@@ -528,13 +528,13 @@ def round_qdq_weights(fp32_path: Path, qdq_path: Path, reader: Any, settings: An
     if settings.weight_rounding == "nearest":
         return []
     heldout = heldout_reader(reader)
-    reports, notes = apply_rounding(fp32_path, qdq_path, reader, settings.weight_rounding, weight_qrange(settings),
-                                    tmp, heldout=heldout)
+    qrange = weight_qrange(settings)
+    reports, notes = apply_rounding(fp32_path, qdq_path, reader, settings.weight_rounding, qrange, tmp, heldout=heldout)
     if stats is not None:
         stats["weight_rounding"] = [r.to_dict() for r in reports]
         stats["weight_rounding_heldout_samples"] = len(heldout.indices) if heldout is not None else 0
     n = len(heldout.indices) if heldout is not None else 0
-    return [summary(settings.weight_rounding, settings.weight_bits, reports, heldout=n), *notes]
+    return [summary(settings.weight_rounding, settings.weight_bits, reports, heldout=n, qrange=qrange), *notes]
 
 
 def heldout_reader(reader: Any, limit: int = HELDOUT_MAX) -> Any:
@@ -556,16 +556,19 @@ def heldout_reader(reader: Any, limit: int = HELDOUT_MAX) -> Any:
     return BatchReader(split, reader.preprocess, pick, reader.batch_size, reader.input_name)
 
 
-def summary(method: str, bits: int, reports: list[LayerReport], heldout: int = 0) -> str:
-    """One note line: layers rewritten and their output error against round-to-nearest's, on ``heldout``
-    held-out images when there were some (the calibration images flatter GPTQ/GPFQ, which fit them)."""
+def summary(method: str, bits: int, reports: list[LayerReport], heldout: int = 0,
+            qrange: tuple[int, int] | None = None) -> str:
+    """One note line: layers rewritten (on integers ``qrange``) and their output error against
+    round-to-nearest's, on ``heldout`` held-out images when there were some (the calibration images
+    flatter GPTQ/GPFQ, which fit them)."""
     if not reports:
         return f"weight_rounding {method}: no quantized Conv/Gemm/MatMul weight to round"
     if method == "gptq":
         method = f"gptq (damping {GPTQ_DAMP:.0%} of mean diag H, blocks of {GPTQ_BLOCK})"
     cal = float(np.mean([r.error for r in reports]))
     cal_near = float(np.mean([r.error_nearest for r in reports]))
-    head = f"weight_rounding {method} at {bits} bits: {len(reports)} layers, mean relative output error"
+    grid = f" (integers in [{qrange[0]}, {qrange[1]}])" if qrange else ""
+    head = f"weight_rounding {method} at {bits} bits{grid}: {len(reports)} layers, mean relative output error"
     if heldout and all(r.heldout_error is not None for r in reports):
         err = float(np.mean([r.heldout_error for r in reports]))
         near = float(np.mean([r.heldout_error_nearest for r in reports]))

@@ -154,7 +154,8 @@ def test_gptq_and_gpfq_lower_layer_output_error_than_nearest(built, tiny, layer_
     assert any(e["gptq"] < 0.8 * e["nearest"] for e in errors.values()), errors
     assert any(e["gpfq"] < 0.8 * e["nearest"] for e in errors.values()), errors
     note = next(n for n in built[bits, "gptq"][1] if n.startswith("weight_rounding gptq"))
-    assert f"at {bits} bits: 5 layers" in note and "lower on 5/5 layers" in note
+    assert f"at {bits} bits (integers in [-{2 ** (bits - 1) - 1}, {2 ** (bits - 1) - 1}]): 5 layers" in note
+    assert "lower on 5/5 layers" in note
 
 
 @pytest.mark.parametrize("bits", [4, 3])
@@ -299,8 +300,11 @@ def test_8_bit_gptq_and_gpfq_round_on_orts_own_grid(tiny, tmp_path, kw, qrange):
     grids = {}
     for rounding in ("nearest", "gptq", "gpfq"):
         path, stats = tmp_path / f"{rounding}.onnx", {}
-        quantize_qdq(tiny, path, QuantSettings(weight_rounding=rounding, calib_samples=16, **kw), _reader(n=16), stats)
+        notes = quantize_qdq(tiny, path, QuantSettings(weight_rounding=rounding, calib_samples=16, **kw), _reader(n=16),
+                             stats)
         assert "weight_grids" not in stats  # no bit-width grid replaced ORT's 8-bit one
+        if rounding != "nearest":  # the note names the integer range the row's settings give
+            assert f"at 8 bits (integers in [{qrange[0]}, {qrange[1]}])" in notes[0], notes[0]
         grids[rounding] = _weight_grids(path)
     near = grids["nearest"]
     assert len(near) == len(LAYERS)
