@@ -136,8 +136,13 @@ def run_method(args: argparse.Namespace, method: str, work: Path, cache: Path) -
     row.update({"images": samples, "quant_time_s": r.get("quant_time_s"), "calib_time_s": r.get("calib_time_s"),
                 "calib_floor_s": r.get("calib_floor_s"), "calib_time_ratio": r.get("calib_time_ratio"),
                 "passes_s": stats.get("pass_s"), "floor_probes": stats.get("floor_probes"),
+                "count_s": stats.get("count_s"),
                 "images_per_s": round(samples / r["calib_time_s"], 2) if r.get("calib_time_s") else None})
     return row
+
+
+def _counting(row: dict[str, Any]) -> str:
+    return f" (pass 2 counting {row['count_s']:.1f} s)" if row.get("count_s") is not None else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"{method:<11} {row['images_per_s']:6.2f} images/s   calibration {row['calib_time_s']:7.1f} s   "
                   f"floor {row['calib_floor_s']:6.1f} s   ratio {row['calib_time_ratio']:5.2f}   passes "
-                  f"{row['passes_s']} s   quantization {row['quant_time_s']:.1f} s   run {row['wall_s']:.0f} s   "
+                  f"{row['passes_s']} s{_counting(row)}   quantization {row['quant_time_s']:.1f} s   run {row['wall_s']:.0f} s   "
                   f"load {row['load_avg_1m'][0]:.1f} -> {row['load_avg_1m'][1]:.1f}", flush=True)
             print(f"{'':<11} peak RSS MiB: {peaks}", flush=True)
     print(json.dumps({"model": args.model, "data": args.data, "images": args.images, "rows": rows}))

@@ -73,6 +73,7 @@ class CalibrationResult:
     pass_s: list[float] = field(default_factory=list)  # each pass without its floor probes, then the thresholds
     floor_s: float | None = None  # FP32 forward time of the passes over the samples (see module docstring)
     floor_probes: int = 0  # plain FP32 runs the floor was measured from
+    count_s: float | None = None  # of pass 2: numpy counting the bin indices ORT computed (histogram methods)
 
     @property
     def time_s(self) -> float:
@@ -418,9 +419,14 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     hists = _Histograms(ranges, int(config.num_bins), absolute)
     bin_outputs = write_bin_model(onnx.load(str(model_path)), tensors, graph_inputs, hists, tmp / "calib_bins.onnx")
     session = _session(tmp / "calib_bins.onnx", config.threads)
+    count_s = 0.0
     for i, feed in enumerate(_samples(reader)):
-        for t, bins in zip(tensors, session.run(bin_outputs, feed)):
+        outs = session.run(bin_outputs, feed)
+        tc = time.perf_counter()
+        for t, bins in zip(tensors, outs):
             hists.add(t, bins)
+        del outs
+        count_s += time.perf_counter() - tc
         if fl is not None:
             probe_s += fl.probe(i, feed)
         report(2, passes_n, i + 1, total, fl.per_sample if fl else None)
@@ -430,7 +436,8 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     t0 = time.perf_counter()
     ranges = _thresholds(method, hists, lows, highs, config)
     passes.append(time.perf_counter() - t0)
-    return CalibrationResult(ranges, len(tensors), samples, per_sample, passes, floor_s(), len(fl.times) if fl else 0)
+    return CalibrationResult(ranges, len(tensors), samples, per_sample, passes, floor_s(), len(fl.times) if fl else 0,
+                             count_s)
 
 
 def _thresholds(method: str, hists: _Histograms, lows: dict, highs: dict, config: CalibrationConfig) -> Any:

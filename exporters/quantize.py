@@ -370,7 +370,7 @@ def calibration_cost(result: Any) -> dict[str, Any]:
         return float(f"{x:.5g}") if x is not None else None
 
     return {"time_s": sig(result.time_s), "floor_s": sig(result.floor_s), "time_ratio": sig(result.time_ratio),
-            "floor_probes": result.floor_probes}
+            "floor_probes": result.floor_probes, "count_s": sig(getattr(result, "count_s", None))}
 
 
 def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reader: Any,

@@ -33,7 +33,8 @@ def test_floor_and_ratio_are_recorded_and_consistent(tmp_path, method, passes):
         [(k, passes, i, N) for k in range(1, passes + 1) for i in range(1, N + 1)]
     assert seen[-1][4] is not None  # the floor per sample, for an ETA
     cost = calibration_cost(result)
-    assert set(cost) == {"time_s", "floor_s", "time_ratio", "floor_probes"}
+    assert set(cost) == {"time_s", "floor_s", "time_ratio", "floor_probes", "count_s"}
+    assert (cost["count_s"] is None) == (passes == 1)
     assert cost["time_ratio"] == pytest.approx(cost["time_s"] / cost["floor_s"], rel=1e-3)
 
 
