@@ -6,6 +6,7 @@ exits non-zero; rows already written are never touched.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
@@ -355,14 +356,22 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     if args.show < 0:
         raise ConfigError(f"--show must be >= 0 (0: every node), not {args.show}")
     opts = SensitivityOptions(sqnr_samples=args.sqnr_samples, top=args.top, runtime=args.runtime, budget=args.budget,
-                              max_float=args.max_float, budget_batch=args.batch, rank_by=args.rank_by)
+                              max_float=args.max_float, budget_batch=args.batch, rank_by=args.rank_by, scan=args.scan)
     console = _console()
     out = Path(cfg.run.output)
     t0 = time.perf_counter()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .progress import rich_sink, watch
+
+    # a live line on a terminal only: elsewhere (logs, pipes) progress comes as plain lines and stdout stays clean
+    live = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True) if console.is_terminal else contextlib.nullcontext(None)
     try:
-        results = run_study(cfg, out, opts, models=_split(args.model) if args.model else None,
-                            variants=_split(args.variant) if args.variant else None,
-                            log=lambda msg: console.print(_styled(msg)))
+        with live as bar, watch(rich_sink(bar, console)):
+            results = run_study(cfg, out, opts, models=_split(args.model) if args.model else None,
+                                variants=_split(args.variant) if args.variant else None,
+                                log=lambda msg: console.print(_styled(msg)))
     except KeyboardInterrupt as exc:  # run_study's one line says what was kept
         raise Interrupted(str(exc) or "interrupted") from None
     render_console(results, console, limit=args.show)
@@ -511,6 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
     sen.add_argument("--rank-by", default="float-only", help="ranking and search order: float-only (highest SQNR with "
                                                              "only the node in float first; default) or quantized-only "
                                                              "(lowest SQNR with only the node quantized first)")
+    sen.add_argument("--scan", choices=("full", "local"), default="full",
+                     help="full: SQNR of the model's output with only each node quantized and with only it in float "
+                          "(two whole-model passes per node; default); local: each node's own output error from one "
+                          "FP32 pass, a first look in seconds (rows marked scan_mode = local)")
     sen.add_argument("--top", type=int, default=5, help="most sensitive nodes whose top-1 is also measured (default 5)")
     sen.add_argument("--eval-samples", type=int, help="evaluation images for top-1 (run.eval_samples, >= 1)")
     sen.add_argument("--threads", type=int, help="ONNX Runtime threads (run.threads; 0 = all cores)")

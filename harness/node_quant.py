@@ -42,12 +42,18 @@ def unsupported_settings(settings: Any) -> list[str]:
     return out
 
 
-def prepare_graph(fp32: Path, settings: Any, reader: Any, workdir: Path) -> dict[str, Any]:
+def prepare_graph(fp32: Path, settings: Any, reader: Any, workdir: Path, progress: Any = None) -> dict[str, Any]:
     """Pre-process ``fp32`` (as quantize_qdq does) and calibrate it once; writes ``pre.onnx`` and the
-    calibration cache into ``workdir``. Returns what it cost and any notes."""
+    calibration cache into ``workdir``. Returns what it cost (calibration time, floor and ratio too) and any
+    notes. ``progress``: :data:`quantbench.exporters.calibrate.ProgressFn`."""
     from onnxruntime.quantization.calibrate import save_tensors_data
     from quantbench.exporters.calibrate import calibrate
-    from quantbench.exporters.quantize import calibration_config, check_exclude_nodes, pre_processed
+    from quantbench.exporters.quantize import (
+        calibration_config,
+        calibration_cost,
+        check_exclude_nodes,
+        pre_processed,
+    )
 
     workdir.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
@@ -56,12 +62,14 @@ def prepare_graph(fp32: Path, settings: Any, reader: Any, workdir: Path) -> dict
     if pre_processed(Path(fp32), workdir, notes) != pre:  # pre-processing failed: quantize the original graph
         shutil.copyfile(fp32, pre)
     check_exclude_nodes(pre, settings.exclude_nodes)
-    result = calibrate(pre, calibration_config(settings), reader, workdir)
+    result = calibrate(pre, calibration_config(settings), reader, workdir, progress=progress)
     save_tensors_data(result.ranges, workdir / CACHE_FILE)
     for leftover in ("calib_range.onnx", "calib_bins.onnx"):
         (workdir / leftover).unlink(missing_ok=True)
+    cost = calibration_cost(result)
     return {"calibration_s": round(time.perf_counter() - t0, 3), "calib_tensors": result.tensors,
-            "calib_samples": result.samples, "notes": notes}
+            "calib_samples": result.samples, "calib_time_s": cost["time_s"], "calib_floor_s": cost["floor_s"],
+            "calib_time_ratio": cost["time_ratio"], "notes": notes}
 
 
 def quantize(workdir: Path, settings: Any, out: Path, only: list[str] | None = None,
@@ -128,14 +136,23 @@ def session(path: Path, threads: int = 0) -> Any:
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def run_outputs(path: Path, x: np.ndarray, batch: int, threads: int = 0) -> np.ndarray:
-    """The first output of ``path`` on every sample of ``x`` (float64, one row per sample), in batches of ``batch``."""
+def run_outputs(path: Path, x: np.ndarray, batch: int, threads: int = 0,
+                times: list[float] | None = None) -> np.ndarray:
+    """The first output of ``path`` on every sample of ``x`` (float64, one row per sample), in batches of ``batch``.
+
+    ``times`` gets the seconds of the forward passes alone (after one untimed warm-up run of the first batch;
+    no session creation): a scan's floor."""
     sess = session(path, threads)
     name = sess.get_inputs()[0].name
     outs = []
+    if times is not None:
+        sess.run(None, {name: x[:batch]})
+    t0 = time.perf_counter()
     for start in range(0, len(x), batch):
         out = np.asarray(sess.run(None, {name: x[start:start + batch]})[0])
         outs.append(out.reshape(out.shape[0], -1).astype(np.float64))
+    if times is not None:
+        times.append(time.perf_counter() - t0)
     del sess
     return np.concatenate(outs)
 

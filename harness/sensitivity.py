@@ -8,6 +8,15 @@ in contained subprocesses (:mod:`.sensitivity_worker`) under ``run.timeout_s``; 
 out of time is restarted where it stopped, and a node that alone exhausts the timeout is recorded
 as failed. Rows go to ``OUTPUT/sensitivity.jsonl`` (``kind`` = ``sensitivity``, ``sensitivity_summary``;
 the budget search adds ``budget_step`` and ``budget``, see :mod:`.mixed_precision`).
+
+``--scan local`` (``scan = "local"``) scores each node by the SQNR of its own output instead
+(``sqnr_local_db``; :mod:`.node_local`): one FP32 pass plus each node's own work, a first look.
+Every row says which scan made it (``scan_mode``: ``full`` | ``local``). What a scan cost against its
+floor, the FP32 forward passes it needs over the SQNR images (one pass, ``fp32_pass_s``, timed in the
+worker at the scan's batch without session creation): the summary row's ``scan_time_s``,
+``scan_floor_s`` (full: 1 + 2 per node measured alone passes; local: 1) and ``scan_time_ratio``
+(= time / floor), and ``calib_floor_s``/``calib_time_ratio`` of its one calibration; full-scan node
+rows carry ``node_floor_s`` (two passes) and ``node_time_ratio`` (``node_seconds`` / that).
 """
 from __future__ import annotations
 
@@ -27,6 +36,9 @@ from .config import ConfigError, SweepConfig, VariantConfig
 SENSITIVITY_FILE = "sensitivity.jsonl"
 SCHEMA_VERSION = 1
 RANK_BY = ("float-only", "quantized-only")
+# "full": SQNR of the model's output with only each node quantized and with only it in float (two
+# whole-model passes per node); "local": each node's own output error from one FP32 pass (harness/node_local.py)
+SCANS = ("full", "local")
 
 
 @dataclass
@@ -42,6 +54,7 @@ class SensitivityOptions:
     max_float: int | None = None  # most nodes the budget search keeps in float (None: all candidates)
     budget_batch: int | None = None  # batch of the search's timing (None: the first of run.batch_sizes)
     rank_by: str = "float-only"  # "float-only": highest SQNR with only the node in float first; "quantized-only"
+    scan: str = "full"  # "full" or "local" (SCANS): local ranks by each node's own output error, in seconds
 
     def validate(self) -> None:
         for key in ("sqnr_samples", "batch"):
@@ -53,6 +66,8 @@ class SensitivityOptions:
             raise ConfigError(f"--budget must be a number of top-1 points >= 0, not {self.budget}")
         if self.max_float is not None and self.max_float < 0:
             raise ConfigError(f"--max-float must be >= 0, not {self.max_float}")
+        if self.scan not in SCANS:
+            raise ConfigError(f"--scan must be one of {', '.join(SCANS)}, not '{self.scan}'")
         if self.rank_by not in RANK_BY:
             raise ConfigError(f"--rank-by must be one of {', '.join(RANK_BY)}, not '{self.rank_by}'")
         if self.budget_batch is not None and self.budget_batch < 1:
@@ -158,6 +173,9 @@ def rank_nodes(nodes: list[dict[str, Any]], by: str = "float-only") -> list[dict
     def key(n: dict[str, Any]) -> tuple[int, float, float]:
         if n.get("error"):
             return (1, inf, 0.0)
+        if by == "local":  # a local scan: lowest SQNR of the node's own output first
+            local = n.get("sqnr_local_db")
+            return (0, inf if local is None else local, 0.0)
         q = n.get("sqnr_quant_only_db")
         f = n.get("sqnr_float_only_db")
         q, f = (inf if q is None else q), (inf if f is None else f)
@@ -229,7 +247,9 @@ def run_study(cfg: SweepConfig, output: Path, opts: SensitivityOptions, *, model
     env = fingerprint()
     results: list[StudyResult] = []
     state: dict[str, Any] = {"workdir": None, "written": 0}  # for the message when interrupted
-    with output_lock(output), signal_guard():
+    from .progress import watch
+
+    with output_lock(output), signal_guard(), watch():  # workers' progress: log records, or the CLI's display
         try:
             for pm in prepared:
                 try:
@@ -324,21 +344,28 @@ def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: Sensi
            "preprocess": pm.preprocess, "input_name": input_name, "sqnr_samples": opts.sqnr_samples,
            "eval_samples": pm.eval_samples, "batch": opts.batch, "threads": cfg.run.threads}
     n_eval = pm.dataset_info.get("n_evaluation") or pm.eval_samples  # the images there are, not those asked for
-    log(f"{pm.label}/{v.name}: calibrating once, then SQNR of each node's models on "
-        f"{min(opts.sqnr_samples, n_eval)} images …")
-    before = sum(1 for e in read_events(workdir / "sqnr.progress.jsonl") if e.get("event") == "node")
-    if before:  # an interrupted run with the same inputs (the folder's key): its finished nodes count
+    local = opts.scan == "local"
+    what = "each node's own output error (local scan)" if local else "SQNR of each node's models"
+    log(f"{pm.label}/{v.name}: calibrating once, then {what} on {min(opts.sqnr_samples, n_eval)} images …")
+    name = "local" if local else "sqnr"  # the same work folder: pre.onnx, ranges and the whole model are shared
+    before = sum(1 for e in read_events(workdir / f"{name}.progress.jsonl") if e.get("event") == "node")
+    if before and not local:  # an interrupted run with the same inputs (the folder's key): its finished nodes count
         log(f"{pm.label}/{v.name}: resuming: {before} node(s) already done in {workdir}")
-    events = run_worker_job({**job, "mode": "sensitivity"}, workdir, "sqnr", cfg.run.timeout_s, log, "node",
-                            resume=True)
+    from .progress import labelled
+
+    with labelled(f"{pm.label}/{v.name}"):
+        events = run_worker_job({**job, "mode": "local" if local else "sensitivity"}, workdir, name,
+                                cfg.run.timeout_s, log, "node", resume=not local)
     setup = next((e for e in events if e.get("event") == "setup"), {})
     whole = next((e for e in events if e.get("event") == "whole"), {})
     nodes = [e for e in events if e.get("event") == "node"]
     alone = [n for n in nodes if n.get("alone", True)]
     followers = [n["node"] for n in nodes if not n.get("alone", True)]
-    ranked = rank_nodes([{k: e.get(k) for k in ("node", "op_type", "sqnr_quant_only_db", "sqnr_float_only_db",
-                                                "seconds", "infer_seconds", "error")} for e in alone], opts.rank_by)
+    keys = ("node", "op_type", "sqnr_quant_only_db", "sqnr_float_only_db", "seconds", "infer_seconds", "error")
+    ranked = rank_nodes([{k: e.get(k) for k in keys + (("sqnr_local_db",) if local else ())} for e in alone],
+                        "local" if local else opts.rank_by)
     t_sqnr = time.perf_counter() - t_start
+    cost = scan_cost(events, local)
 
     top = [n["node"] for n in ranked if n.get("rank") and n["rank"] <= opts.top]
     accuracy: dict[str, dict[str, Any]] = {}
@@ -367,6 +394,11 @@ def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: Sensi
         })
         n["node_seconds"] = n.pop("seconds", None)  # both models: quantize_static + SQNR inference
         n["infer_seconds"] = n.get("infer_seconds")  # of which running the two models
+        n["scan_mode"] = opts.scan
+        if not local:  # this node's floor: two FP32 passes over the SQNR images
+            floor = 2 * cost["fp32_pass_s"] if cost["fp32_pass_s"] else None
+            n["node_floor_s"] = _sig(floor)
+            n["node_time_ratio"] = _sig(n["node_seconds"] / floor) if floor and n["node_seconds"] else None
     study.rows = ranked
     study.summary = {
         **base, "kind": "sensitivity_summary", "status": "ok", "error": "", "timestamp": _now(),
@@ -377,6 +409,9 @@ def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: Sensi
         "top1_drop_int8_pts": _pts(fp32_top1, whole_acc.get("top1_int8")), "accuracy_note": plan_note,
         **loss_fields("top1_drop_int8", whole_acc.get("paired_int8")),
         "calibration_s": setup.get("calibration_s"), "sqnr_s": round(t_sqnr, 3),
+        "calib_floor_s": setup.get("calib_floor_s"), "calib_time_ratio": setup.get("calib_time_ratio"),
+        "scan_mode": opts.scan, "scan_time_s": cost["scan_time_s"], "scan_floor_s": cost["scan_floor_s"],
+        "scan_time_ratio": cost["scan_time_ratio"],
         "elapsed_s": round(time.perf_counter() - t_start, 3), "notes": setup.get("notes") or [],
     }
     budget = opts.budget if opts.budget is not None else qs.accuracy_budget
@@ -385,6 +420,33 @@ def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: Sensi
 
         search(cfg, pm, v, qs, budget, [n["node"] for n in ranked if n.get("rank")], opts, workdir, base, study, log)
     study.summary["elapsed_s"] = round(time.perf_counter() - t_start, 3)
+
+
+def scan_cost(events: list[dict[str, Any]], local: bool) -> dict[str, Any]:
+    """The scan's time, its floor and their ratio from the worker's events.
+
+    The floor is what the scan's forward passes cost on their own: one FP32 pass over the SQNR images
+    (``fp32_pass_s``, timed in the worker at the scan's batch) for the whole model and two per node measured
+    alone (a full scan), or that one pass (a local scan). The time is the whole-model pass and every node's
+    quantization and passes (full), or the local pass with its per-node work (local).
+    """
+    whole = next((e for e in events if e.get("event") == "whole"), {})
+    unit = whole.get("fp32_pass_s")
+    if local:
+        done = next((e for e in events if e.get("event") == "local"), {})
+        time_s, floor = done.get("seconds"), unit
+    else:
+        nodes = [e for e in events if e.get("event") == "node"]
+        measured = [e for e in nodes if e.get("alone", True) and not e.get("error")]
+        time_s = (whole.get("seconds") or 0.0) + sum(e.get("seconds") or 0.0 for e in nodes)
+        floor = unit * (1 + 2 * len(measured)) if unit else None
+    return {"fp32_pass_s": unit, "scan_time_s": _sig(time_s), "scan_floor_s": _sig(floor),
+            "scan_time_ratio": _sig(time_s / floor) if floor and time_s is not None else None}
+
+
+def _sig(x: float | None) -> float | None:
+    """5 significant digits (a tiny model's floor is milliseconds), None for None or 0."""
+    return float(f"{x:.5g}") if x else None
 
 
 def loss_fields(prefix: str, paired: dict[str, Any] | None) -> dict[str, Any]:

@@ -42,6 +42,11 @@ def node_lines(rows: list[dict[str, Any]], limit: int | None = None) -> list[lis
         if r.get("error"):
             out.append([DASH, str(r.get("node")), str(r.get("op_type")), f"failed: {r['error']}", "", "", "", "", ""])
             continue
+        if r.get("scan_mode") == "local":  # one figure per node: its own output's error
+            out.append([str(r.get("rank")), str(r.get("node")), str(r.get("op_type")), _sqnr(r, "sqnr_local_db"),
+                        "", _pct(r.get("top1_quant_only")), _loss(r, "top1_drop_quant_only"),
+                        _pct(r.get("top1_float_only")), _loss(r, "top1_drop_float_only")])
+            continue
         out.append([str(r.get("rank")), str(r.get("node")), str(r.get("op_type")),
                     _sqnr(r, "sqnr_quant_only_db"), _sqnr(r, "sqnr_float_only_db"),
                     _pct(r.get("top1_quant_only")), _loss(r, "top1_drop_quant_only"),
@@ -50,7 +55,8 @@ def node_lines(rows: list[dict[str, Any]], limit: int | None = None) -> list[lis
 
 
 RANK_TEXT = {"float-only": "ranked by SQNR with only the node in float, highest first",
-             "quantized-only": "ranked by SQNR with only the node quantized, lowest first"}
+             "quantized-only": "ranked by SQNR with only the node quantized, lowest first",
+             "local": "local scan: ranked by the SQNR of each node's own output, lowest first"}
 NODE_COLUMNS = ("rank", "node", "op", "SQNR only-quantized dB", "SQNR only-float dB", "top-1 only-quantized",
                 "Δ pts", "top-1 only-float", "Δ pts")
 STEP_COLUMNS = ("step", "float nodes", "added node", "top-1", "Δ pts (selection half)", "p50 ms", "speedup",
@@ -84,9 +90,12 @@ def render_console(results: list[Any], console: Any, limit: int | None = None) -
             console.print(f"[red]error:[/red] {escape(title)}: {escape(st.error)}")
             continue
         s = st.summary
-        order = RANK_TEXT.get(s.get("rank_by"), "most sensitive first")
+        local = s.get("scan_mode") == "local"
+        order = RANK_TEXT["local" if local else s.get("rank_by")] if local or s.get("rank_by") in RANK_TEXT \
+            else "most sensitive first"
         table = Table(title=escape(f"{title}: per-node sensitivity ({order})"))
-        for i, col in enumerate(NODE_COLUMNS):
+        columns = ("rank", "node", "op", "local SQNR dB (own output)", "", *NODE_COLUMNS[5:]) if local else NODE_COLUMNS
+        for i, col in enumerate(columns):
             table.add_column(col, justify="left" if i in (1, 2) else "right")
         for line in node_lines(st.rows, limit):
             table.add_row(*[escape(c) for c in line])
@@ -102,6 +111,10 @@ def render_console(results: list[Any], console: Any, limit: int | None = None) -
             f"on {s.get('sqnr_samples')} images; top-1 FP32 {_pct(s.get('top1_fp32'))}, INT8 {_pct(s.get('top1_int8'))}"
             f" (Δ {_loss(s, 'top1_drop_int8')} pts) on {s.get('eval_samples') or DASH} images; calibration {_num(s.get('calibration_s'), '.1f')} s, "
             f"all nodes {_num(s.get('sqnr_s'), '.0f')} s, total {_num(s.get('elapsed_s'), '.0f')} s", markup=False)
+        if s.get("scan_time_ratio") is not None:
+            console.print(f"{s.get('scan_mode') or 'full'} scan {_num(s.get('scan_time_s'), '.1f')} s = "
+                          f"{_num(s.get('scan_time_ratio'), '.2f')} × its floor ({_num(s.get('scan_floor_s'), '.1f')} s of "
+                          f"FP32 forward passes on these images)", markup=False, style="dim")
         if s.get("not_quantized_alone"):
             console.print(f"not quantized on their own (ORT quantizes them only next to quantized neighbours): "
                           f"{', '.join(s['not_quantized_alone'])}", markup=False, style="dim")

@@ -77,7 +77,9 @@ def _setup(job: dict[str, Any], settings: Any, progress: _Progress) -> Path:
     idx = split.select(settings.calib_samples, seed=settings.calib_seed,
                        classes=list(settings.calib_classes) if settings.calib_classes else None)
     reader = BatchReader(split, Preprocess.from_dict(job["preprocess"]), idx, settings.calib_batch, job["input_name"])
-    info = nq.prepare_graph(Path(job["fp32"]), settings, reader, workdir)
+    from .progress import Reporter
+
+    info = nq.prepare_graph(Path(job["fp32"]), settings, reader, workdir, progress=Reporter().calibration())
     tmp = workdir / "full.tmp.onnx"
     nq.quantize(workdir, settings, tmp)
     tmp.replace(full)
@@ -92,28 +94,47 @@ def run_sensitivity(job: dict[str, Any], progress: _Progress) -> None:
     threads, batch = int(job.get("threads", 0)), int(job.get("batch", 32))
     x, _ = _images(job, int(job["sqnr_samples"]))
     ref_path = workdir / "ref_sqnr.npy"
-    if ref_path.exists():
+    loaded = ref_path.exists()
+    passes: list[float] = []  # the unit of the scan's floor: one FP32 forward pass over the SQNR images
+    if loaded:
         ref = np.load(ref_path)
     else:
-        ref = nq.run_outputs(Path(job["fp32"]), x, batch, threads)
+        ref = nq.run_outputs(Path(job["fp32"]), x, batch, threads, times=passes)
         tmp = workdir / "ref_sqnr.tmp.npy"  # a kill mid-write must not leave a file a resumed run would trust
         np.save(tmp, ref)
         tmp.replace(ref_path)
     skip = set(job.get("skip") or [])
     candidates = nq.candidate_nodes(settings, full)
     if "whole" not in skip:
-        progress.emit(event="whole", sqnr_db=nq.sqnr_db(ref, nq.run_outputs(full, x, batch, threads)),
-                      candidates=[[n, op] for n, op in candidates], sqnr_samples=len(x))
+        if loaded:  # a resumed worker read the reference: time one FP32 pass for the floor
+            nq.run_outputs(Path(job["fp32"]), x, batch, threads, times=passes)
+        fp32_pass_s = passes[-1]
+        t0 = time.perf_counter()
+        whole_db = nq.sqnr_db(ref, nq.run_outputs(full, x, batch, threads))
+        progress.emit(event="whole", sqnr_db=whole_db, candidates=[[n, op] for n, op in candidates],
+                      sqnr_samples=len(x), fp32_pass_s=float(f"{fp32_pass_s:.5g}"),
+                      seconds=round(time.perf_counter() - t0, 3))
     tmp = workdir / "node.onnx"
+    from .progress import Reporter
+
+    fp32_pass_s = passes[-1] if passes else None
+    report, t_scan = Reporter(), time.perf_counter()
+    done = first = sum(1 for c in candidates if c[0] in skip)
     for name, op in candidates:
         if name in skip:
             continue
+        left = len(candidates) - done
+        report("scan", done=done, total=len(candidates), unit="nodes",
+               eta_s=round((time.perf_counter() - t_scan) / (done - first) * left, 1) if done > first else None,
+               floor_eta_s=round(2 * fp32_pass_s * left, 1) if fp32_pass_s else None)
+        done += 1
         progress.emit(event="start", node=name)
         t0 = time.perf_counter()
         try:
             nq.quantize(workdir, settings, tmp, only=[name])
             if not nq.has_qdq(tmp):  # an 8-bit pass-through op: ORT quantizes it only next to quantized neighbours
-                progress.emit(event="node", node=name, op_type=op, alone=False)
+                progress.emit(event="node", node=name, op_type=op, alone=False,
+                              seconds=round(time.perf_counter() - t0, 3))
                 continue
             t1 = time.perf_counter()
             q_only = nq.sqnr_db(ref, nq.run_outputs(tmp, x, batch, threads))
@@ -128,6 +149,7 @@ def run_sensitivity(job: dict[str, Any], progress: _Progress) -> None:
         progress.emit(event="node", node=name, op_type=op, alone=True, sqnr_quant_only_db=q_only,
                       sqnr_float_only_db=f_only, seconds=round(time.perf_counter() - t0, 3),
                       infer_seconds=round(infer_s, 3))
+    report("scan", done=len(candidates), total=len(candidates), unit="nodes")
     tmp.unlink(missing_ok=True)
 
 
@@ -179,7 +201,35 @@ def run_quantize(job: dict[str, Any], progress: _Progress) -> None:
     progress.emit(event="quantized", out=str(out), seconds=round(time.perf_counter() - t0, 3))
 
 
-MODES = {"sensitivity": run_sensitivity, "accuracy": run_accuracy, "quantize": run_quantize}
+def run_local(job: dict[str, Any], progress: _Progress) -> None:
+    """``local``: each node's own output error from one FP32 pass (:mod:`.node_local`)."""
+    from quantbench.exporters.calibrate import activation_bytes_per_sample
+
+    from .node_local import build_local_models, local_sqnr
+    from .progress import Reporter
+
+    settings = _settings(job)
+    workdir = Path(job["workdir"])
+    full = _setup(job, settings, progress)
+    threads, batch = int(job.get("threads", 0)), int(job.get("batch", 32))
+    x, _ = _images(job, int(job["sqnr_samples"]))
+    candidates = nq.candidate_nodes(settings, full)
+    models = build_local_models(full, workdir / nq.PRE_FILE, candidates, workdir)
+    import onnx
+
+    per_sample = activation_bytes_per_sample(onnx.shape_inference.infer_shapes(
+        onnx.load(str(workdir / nq.PRE_FILE), load_external_data=False)))
+    report = Reporter()
+    result = local_sqnr(workdir / nq.PRE_FILE, Path(job["fp32"]), models, x, batch, threads, workdir, per_sample,
+                        lambda done, total: report("local", done=done, total=total, unit="images"))
+    progress.emit(event="whole", sqnr_db=None, candidates=[[n, op] for n, op in candidates], sqnr_samples=len(x),
+                  fp32_pass_s=result["fp32_pass_s"], seconds=0.0)
+    for m in models:
+        progress.emit(event="node", node=m.node, op_type=m.op_type, alone=True, sqnr_local_db=result["nodes"][m.node])
+    progress.emit(event="local", seconds=result["seconds"], fp32_pass_s=result["fp32_pass_s"])
+
+
+MODES = {"local": run_local, "sensitivity": run_sensitivity, "accuracy": run_accuracy, "quantize": run_quantize}
 
 
 def main(argv: list[str] | None = None) -> int:

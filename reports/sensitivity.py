@@ -78,8 +78,11 @@ def sqnr_bars(study: dict[str, Any], limit: int = 40) -> Any | None:
         return None
     labels = [esc(f"{n['rank']}. {n.get('node')} ({n.get('op_type')})") for n in nodes]
     fig = go.Figure()
-    for key, name, colour in (("sqnr_quant_only_db", "only this node quantized", "#e15759"),
-                              ("sqnr_float_only_db", "only this node in float", "#4e79a7")):
+    local = (study.get("summary") or {}).get("scan_mode") == "local"
+    series = ((("sqnr_local_db", "the node's own output (local scan)", "#e15759"),) if local else
+              (("sqnr_quant_only_db", "only this node quantized", "#e15759"),
+               ("sqnr_float_only_db", "only this node in float", "#4e79a7")))
+    for key, name, colour in series:
         xs = [n.get(key) if is_number(n.get(key)) else None for n in nodes]
         fig.add_bar(y=labels, x=xs, name=esc(name), orientation="h", marker_color=colour,
                     hovertemplate="%{y}<br>" + esc(name) + ": %{x:.2f} dB<extra></extra>")
@@ -91,6 +94,8 @@ def sqnr_bars(study: dict[str, Any], limit: int = 40) -> Any | None:
     more = f" (first {limit} of {len(study['nodes'])})" if len(study["nodes"]) > limit else ""
     order = {"float-only": "ranked by SQNR with only the node in float", "quantized-only":
              "ranked by SQNR with only the node quantized"}.get(summary.get("rank_by"), "most sensitive first")
+    if local:
+        order = "local scan, ranked by the SQNR of each node's own output"
     _layout(fig, f"{study['model']} / {study['variant']}: per-node sensitivity, {order}{more}",
             max(300, 34 * len(nodes) + 140))
     return fig
@@ -139,8 +144,11 @@ def _fmt(value: Any, spec: str, scale: float = 1.0) -> str:
 
 
 def _table(study: dict[str, Any], limit: int = 15) -> str:
-    head = ("<tr><th>rank</th><th class='l'>node</th><th class='l'>op</th><th>SQNR only-quantized dB</th>"
-            "<th>SQNR only-float dB</th><th>top-1 only-quantized</th><th>top-1 only-float</th></tr>")
+    local = (study.get("summary") or {}).get("scan_mode") == "local"
+    head = ("<tr><th>rank</th><th class='l'>node</th><th class='l'>op</th>"
+            + ("<th>local SQNR dB (own output)</th><th></th>" if local else
+               "<th>SQNR only-quantized dB</th><th>SQNR only-float dB</th>")
+            + "<th>top-1 only-quantized</th><th>top-1 only-float</th></tr>")
     body = []
     for n in study["nodes"][:limit]:
         if n.get("error"):
@@ -148,8 +156,9 @@ def _table(study: dict[str, Any], limit: int = 15) -> str:
                         f"<td class='l bad' colspan='4'>failed: {esc(str(n['error']))}</td></tr>")
             continue
         body.append(f"<tr><td>{n.get('rank')}</td><td class='l'>{esc(str(n.get('node')))}</td>"
-                    f"<td class='l'>{esc(str(n.get('op_type')))}</td><td>{_fmt(n.get('sqnr_quant_only_db'), '.2f')}</td>"
-                    f"<td>{_fmt(n.get('sqnr_float_only_db'), '.2f')}</td><td>{_fmt(n.get('top1_quant_only'), '.2f', 100)}</td>"
+                    f"<td class='l'>{esc(str(n.get('op_type')))}</td>"
+                    f"<td>{_fmt(n.get('sqnr_local_db' if local else 'sqnr_quant_only_db'), '.2f')}</td>"
+                    f"<td>{'' if local else _fmt(n.get('sqnr_float_only_db'), '.2f')}</td><td>{_fmt(n.get('top1_quant_only'), '.2f', 100)}</td>"
                     f"<td>{_fmt(n.get('top1_float_only'), '.2f', 100)}</td></tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
@@ -187,7 +196,10 @@ def section_html(rows: list[dict[str, Any]]) -> str:
             f"<p class='muted'>{esc(str(s.get('nodes')))} quantizable nodes, each scored on {esc(str(s.get('sqnr_samples')))} "
             f"evaluation images with one calibration reused; whole-model INT8 SQNR {_fmt(s.get('sqnr_whole_int8_db'), '.2f')} dB, "
             f"top-1 FP32 {_fmt(s.get('top1_fp32'), '.2f', 100)}% / INT8 {_fmt(s.get('top1_int8'), '.2f', 100)}%; "
-            f"{_fmt(s.get('elapsed_s'), '.0f')} s in all.</p>")
+            f"{_fmt(s.get('elapsed_s'), '.0f')} s in all"
+            + (f"; {esc(str(s.get('scan_mode') or 'full'))} scan {_fmt(s.get('scan_time_ratio'), '.2f')} × its floor "
+               f"(FP32 forward passes, {_fmt(s.get('scan_floor_s'), '.1f')} s)" if s.get("scan_time_ratio") is not None else "")
+            + ".</p>")
         if s.get("accuracy_note"):
             parts.append(f"<p class='warn'>{esc(str(s['accuracy_note']))}</p>")
         parts.append(_table(st))
