@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from quantbench.harness import progress as pg
 
 
@@ -95,3 +96,24 @@ def test_cli_sink_on_a_terminal_drives_one_transient_task():
 
 def test_duration():
     assert [pg.duration(s) for s in (None, 4.4, 65, 3725)] == ["?", "4s", "1m05s", "1h02m"]
+
+
+@pytest.mark.slow
+@pytest.mark.ort_cpu
+def test_the_api_gets_progress_as_log_records(tmp_path, caplog):
+    import quantbench
+
+    config = {"run": {"output": str(tmp_path / "out"), "runtimes": ["ort-cpu"], "batch_sizes": [1], "eval_samples": 40,
+                      "warmup_iters": 1, "min_iters": 3, "min_time_s": 0.01, "max_time_s": 1.0, "interleave_rounds": 0,
+                      "report": False},
+              "models": [{"name": "fashion_cnn"}],
+              "variants": [{"name": "int8", "calibration": "entropy", "calib_samples": 32}]}
+    with caplog.at_level(logging.INFO, logger="quantbench.progress"):
+        quantbench.run(config)
+    events = [r.progress for r in caplog.records if r.name == "quantbench.progress"]
+    phases = {e["phase"] for e in events}
+    assert {"reference", "calibration"} <= phases
+    calib = [e for e in events if e["phase"] == "calibration"]
+    assert calib[-1]["step"] == calib[-1]["steps"] == 2 and calib[-1]["done"] == calib[-1]["total"] == 32
+    assert all(e["what"] == "fashion_cnn/int8" for e in calib)
+    assert pg.ENV not in os.environ
