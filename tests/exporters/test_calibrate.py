@@ -208,6 +208,7 @@ def test_bin_model_counts_are_numpys_histogram(tmp_path, bins, low, high, absolu
     import onnxruntime as ort
     from onnx import TensorProto, helper
     from quantbench.exporters.calibrate import _Histograms, write_bin_model
+    from quantbench.exporters.onnx_save import with_lowest_ir_version
 
     lo, hi = np.float32(low), np.float32(high)
     edges = np.histogram_bin_edges(np.zeros(0, np.float32), bins, range=(lo, hi))
@@ -226,8 +227,7 @@ def test_bin_model_counts_are_numpys_histogram(tmp_path, bins, low, high, absolu
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, len(x)])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, len(x)])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     hists = _Histograms({"x": rng}, bins, absolute)
     np.testing.assert_array_equal(hists.edges["x"], ref_edges)
     # the edges the bin model computes: numpy.linspace's i * step + first, in float32

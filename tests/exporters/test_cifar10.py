@@ -98,5 +98,6 @@ def test_example_config_parses():
 
     cfg = load_config(EXAMPLE)
     assert [m.name for m in cfg.models] == ["cifar10_cnn"]
-    assert [v.name for v in cfg.variants] == ["fp32", "int8-minmax", "int8-entropy", "fp16"]
+    assert [v.name for v in cfg.variants] == ["fp32", "int8-minmax", "int8-entropy", "int8-mse", "fp16"]
+    assert cfg.variants[3].quant_settings().calibration == "mse"  # the study's "Histogram"
     assert cfg.run.batch_sizes == [1, 32]
