@@ -302,7 +302,7 @@ def to_plain_qdq(model: Any, weight_range: tuple[int, int] | None = None) -> Any
 def qdq_problems(model: Any) -> list[str]:
     """Compute nodes whose data input or weight does not come from a DequantizeLinear (with an integer
     initializer for the weight): what would make ORT run them in float. Empty when the file is plain QDQ.
-    A node with neither from a DequantizeLinear was left float on purpose (conv-only or dense-only QAT)."""
+    A node whose weight is a plain float initializer was left float on purpose (conv-only or dense-only QAT)."""
     from onnx import TensorProto
 
     g = model.graph
@@ -312,8 +312,8 @@ def qdq_problems(model: Any) -> list[str]:
     for node in g.node:
         if node.op_type not in COMPUTE:
             continue
-        if all(getattr(producer.get(node.input[k]), "op_type", None) != "DequantizeLinear" for k in (0, 1)):
-            continue
+        if getattr(producer.get(node.input[1]), "op_type", None) != "DequantizeLinear":
+            continue  # a float weight: left float on purpose (its input may still carry a Q/DQ from upstream)
         for k, role in ((0, "input"), (1, "weight")):
             src = producer.get(node.input[k])
             if src is None or src.op_type != "DequantizeLinear":

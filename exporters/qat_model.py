@@ -34,19 +34,23 @@ def _fake_quant_layer_class() -> type:
         """A Conv2d or Linear whose input and weight are fake-quantized (``weight_fake_quant`` is the name
         torch's own QAT modules use, which the exporter looks for)."""
 
-        def __init__(self, layer: nn.Module, per_channel: bool) -> None:
+        def __init__(self, layer: nn.Module, per_channel: bool, quantize_output: bool = True) -> None:
             super().__init__()
             qconfig = qat_qconfig()
             self.layer = layer
             self.input_fake_quant = qconfig.activation()
             self.weight_fake_quant = qconfig.weight() if per_channel else _per_tensor_weight(qconfig)
+            # ORT runs a QDQ Conv/Gemm in integer kernels only with a Q on its output (after a fused ReLU)
+            self.output_fake_quant = qconfig.activation() if quantize_output else nn.Identity()
 
         def forward(self, x):
             weight = self.weight_fake_quant(self.layer.weight)
             x = self.input_fake_quant(x)
             if isinstance(self.layer, nn.Conv2d):
-                return self.layer._conv_forward(x, weight, self.layer.bias)
-            return nn.functional.linear(x, weight, self.layer.bias)
+                y = self.layer._conv_forward(x, weight, self.layer.bias)
+            else:
+                y = nn.functional.linear(x, weight, self.layer.bias)
+            return self.output_fake_quant(y)
 
     return FakeQuantLayer
 
@@ -84,14 +88,44 @@ def prepare(module: Any, op_types: tuple[str, ...] | None = None, per_channel: b
         (nn.Linear,) if set(types) & set(DENSE_TYPES) else ())
     layer_cls = _fake_quant_layer_class()
     targets = [name for name, m in module.named_modules() if isinstance(m, wanted) and name]
+    activations = _single_activation_after(module, targets)
     for name in targets:
-        parent, _, leaf = name.rpartition(".")
-        owner = module.get_submodule(parent) if parent else module
-        setattr(owner, leaf, layer_cls(getattr(owner, leaf), per_channel))
+        act = activations.get(name)
+        _replace(module, name, layer_cls(module.get_submodule(name), per_channel, quantize_output=act is None))
+        if act is not None:  # quantize after the ReLU, as ORT fuses Conv+ReLU (a range from 0, no level wasted)
+            _replace(module, act, nn.Sequential(module.get_submodule(act), qat_qconfig().activation()))
     if not targets:
         raise ValueError(f"op_types {list(types)} select no Conv2d/Linear layer of this model: nothing to train")
     torch.manual_seed(0)
     return module.train(), len(targets)
+
+
+def _replace(module: Any, name: str, new: Any) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(module.get_submodule(parent) if parent else module, leaf, new)
+
+
+def _single_activation_after(module: Any, layers: list[str]) -> dict[str, str]:
+    """``{layer: activation module}`` for each layer whose output goes only to a ReLU/ReLU6 module that the
+    graph calls once (a traced model; an untraced one gets ``{}``: its layers quantize their own output)."""
+    from torch import nn
+
+    graph = getattr(module, "graph", None)
+    if graph is None:
+        return {}
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    out = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or node.target not in layers or len(node.users) != 1:
+            continue
+        user = next(iter(node.users))
+        if (user.op == "call_module" and calls.get(user.target) == 1
+                and isinstance(module.get_submodule(user.target), (nn.ReLU, nn.ReLU6))):
+            out[node.target] = user.target
+    return out
 
 
 def run(source: ModelSource | Mapping[str, Any], settings: Any, data: str | Mapping[str, Any],

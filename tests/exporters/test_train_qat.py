@@ -80,6 +80,20 @@ def test_qat_of_a_registry_model_quantizes_exactly_the_chosen_layers(trained, tm
     for name, dtype in weights.items():
         assert (dtype == onnx.TensorProto.INT8) == name.startswith(int8_prefixes), (name, dtype)
     assert _top1(out, data, src.preprocess) > 0.85  # the trained net (chance 0.5) survives QAT and export
+    if op_types is None:  # every Conv/Gemm has Q/DQ around it: ONNX Runtime runs all four in integer kernels
+        assert _ort_int8_share(out, tmp_path) == 1.0
+
+
+def _ort_int8_share(path: Path, tmp_path: Path) -> float:
+    import onnxruntime as ort
+
+    from quantbench.runtimes.ort_cpu import summarize_optimized_graph
+
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return summarize_optimized_graph(tmp_path / "optimized.onnx")["int8_op_share"]
 
 
 def bn_net():
@@ -124,6 +138,7 @@ def test_qat_of_a_module_model_folds_batchnorm_and_runs_every_conv_in_int8(tmp_p
     ops = [n.op_type for n in model.graph.node]
     assert "BatchNormalization" not in ops and ops.count("Conv") == 2 and qdq_problems(model) == []
     assert all(t == onnx.TensorProto.INT8 for t in _weights(out).values())
+    assert _ort_int8_share(out, tmp_path) == 1.0  # also the conv before the residual add and the dense head
 
 
 @pytest.mark.torch
