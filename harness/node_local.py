@@ -116,12 +116,25 @@ def _fp32_with_outputs(fp32: Path, tensors: list[str], path: Path) -> None:
     save_model(model, path)
 
 
+def _session(path: Path, threads: int) -> Any:
+    """A CPU session whose idle threads sleep: dozens of sessions run in turn here, and ORT's default spinning
+    threads of the one that just ran took the cores from the next (the probe pass ran 8x slower)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads > 0:
+        so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
 def local_sqnr(pre: Path, fp32: Path, models: list[LocalModel], x: np.ndarray, batch: int, threads: int,
                workdir: Path, bytes_per_sample: int, report: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """SQNR (dB) of every node's own output on the images ``x``: ``{"nodes": {node: dB or None}, "fp32_pass_s": ..,
     "seconds": ..}``. Activations come from ``pre`` (the graph that was quantized, whose tensor names the small
     models use); ``fp32_pass_s`` times the FP32 model ``fp32`` on ``x`` at ``batch`` (the study's floor)."""
-    from .node_quant import run_outputs, session
+    from .node_quant import run_outputs
 
     t_start = time.perf_counter()
     needed = sorted({t for m in models for t in [*m.inputs.values(), m.reference]})
@@ -132,18 +145,21 @@ def local_sqnr(pre: Path, fp32: Path, models: list[LocalModel], x: np.ndarray, b
     passes: list[float] = []
     run_outputs(fp32, x, batch, threads, times=passes)  # the floor: forward passes alone, no session creation
     fp32_pass_s = passes[0]
-    big = session(probe, threads)
+    big = _session(probe, threads)
     in_name = big.get_inputs()[0].name
-    small = [session(m.path, threads) for m in models]
+    small = [_session(m.path, threads) for m in models]
     noise = np.zeros(len(models))
     signal = np.zeros(len(models))
     for start in range(0, len(x), step):
         values = dict(zip(needed, big.run(needed, {in_name: x[start:start + step]})))
         for k, (m, s) in enumerate(zip(models, small)):
-            out = np.asarray(s.run([m.output], {t: values[src] for t, src in m.inputs.items()})[0], np.float64)
-            ref = np.asarray(values[m.reference], np.float64)
-            noise[k] += float(np.sum((ref - out) ** 2))
-            signal[k] += float(np.sum(ref ** 2))
+            out = s.run([m.output], {t: values[src] for t, src in m.inputs.items()})[0]
+            ref = values[m.reference]
+            diff = np.subtract(ref, out, dtype=np.float32).ravel()
+            # BLAS dot products in float32: float64 copies of every activation cost more than the forward pass
+            noise[k] += float(np.dot(diff, diff))
+            flat = np.asarray(ref, np.float32).ravel()
+            signal[k] += float(np.dot(flat, flat))
         del values
         if report:
             report(min(start + step, len(x)), len(x))
