@@ -24,7 +24,7 @@ Both sessions run without ORT's CPU memory arena and in node order with each ten
 after its producer, so one run holds little more than the model's weights.
 
 The **floor** of a calibration is what its forward passes cost on their own: the plain FP32 model
-(ORT's default optimisations, the same threads, one sample per run as calibration runs) timed on a
+(ORT's default optimisations, the same threads, idle threads sleeping, one sample per run as calibration runs) timed on a
 spread of the very samples each pass reads, right after the pass has run them (interleaved, so both
 see the same load), times the samples and the passes. ``CalibrationResult.time_ratio`` is the
 calibration's time (its passes and threshold search, without those probe runs) over that floor.
@@ -258,6 +258,9 @@ class _Floor:
 
         so = ort.SessionOptions()  # as the model runs on its own (ort-cpu's defaults), at calibration's threads
         so.log_severity_level = 3
+        # Its threads sleep when idle, as the calibration sessions' do: spinning after each probe they took the
+        # cores from the calibration run that followed (and spinning is not what calibration's runs get).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads > 0:
             so.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
