@@ -25,8 +25,12 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     out = Path(job["out"])
     tmp = out.with_suffix(".tmp.onnx")
     t0 = time.perf_counter()
+    def progress(step: int, total: int, loss: float) -> None:  # a line every tenth of the steps, in qat.log
+        if step == total or step % max(1, total // 10) == 0:
+            print(f"step {step}/{total}: loss {loss:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
     ran = run_qat(ModelSource.from_dict(job["source"]), settings, job["data"], job["preprocess"], tmp,
-                  log=lambda msg: print(msg, flush=True))
+                  progress=progress, log=lambda msg: print(msg, flush=True))
     tmp.replace(out)
     elapsed = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
