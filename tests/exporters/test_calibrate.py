@@ -149,13 +149,15 @@ class _OneSampleReader:
     ("percentile", True, 2048, 99.99),    # |x| binned over [min|x|, max|x|]
     ("percentile", False, 2048, 99.9),
     ("entropy", False, 512, None),
+    ("distribution", False, 2048, None),
 ])
 def test_thresholds_equal_orts_own_calibrator(data, tmp_path, method, symmetric, bins, pct):
     """Exactly (not to within a bin) the thresholds of ORT's PercentileCalibrater/EntropyCalibrater run
     over the same samples: same histogram range and the same counts as numpy's binning."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
-    kind = {"percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}[method]
+    kind = {"percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy,
+            "distribution": CalibrationMethod.Distribution}[method]
     options = {"symmetric": symmetric, "num_bins": bins}
     if pct is not None:
         options["percentile"] = pct
