@@ -523,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     sen.add_argument("--scan", choices=("full", "local"), default="full",
                      help="full: SQNR of the model's output with only each node quantized and with only it in float "
                           "(two whole-model passes per node; default); local: each node's own output error from one "
-                          "FP32 pass, a first look in seconds (rows marked scan_mode = local)")
+                          "FP32 pass plus each node's own work, a first look (rows marked scan_mode = local)")
     sen.add_argument("--top", type=int, default=5, help="most sensitive nodes whose top-1 is also measured (default 5)")
     sen.add_argument("--eval-samples", type=int, help="evaluation images for top-1 (run.eval_samples, >= 1)")
     sen.add_argument("--threads", type=int, help="ONNX Runtime threads (run.threads; 0 = all cores)")
