@@ -17,6 +17,7 @@ killed.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -53,6 +54,26 @@ def _section(name: str, table: dict) -> str:
     return f"[{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in table.items()) + "\n"
 
 
+def exclude_whole_bodies(path: Path, patterns: list[str]) -> list[str]:
+    """Mark each function/class whose ``def``/``class`` line matches one of ``patterns`` with mutmut's
+    ``# pragma: no mutate block`` (in the staged copy only): mutmut itself ignores just the matching line."""
+    lines = path.read_text().splitlines(keepends=True)
+    regexes = [re.compile(p) for p in patterns]
+    marked = []
+    for node in ast.walk(ast.parse("".join(lines))):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        if not any(r.search(lines[node.lineno - 1]) for r in regexes):
+            continue
+        first = node.body[0].lineno - 1
+        header = next(i for i in range(first - 1, node.lineno - 2, -1)
+                      if lines[i].split("#", 1)[0].rstrip().endswith(":"))
+        lines[header] = lines[header].rstrip("\n") + "  # pragma: no mutate block\n"
+        marked.append(node.name)
+    path.write_text("".join(lines))
+    return marked
+
+
 def stage(dest: Path, only: list[str] | None) -> dict:
     """Copy the package in its installed layout, the tests and a pyproject.toml with the two sections used."""
     if dest.exists():
@@ -70,6 +91,8 @@ def stage(dest: Path, only: list[str] | None) -> dict:
         if unknown:
             raise SystemExit(f"error: --only {', '.join(sorted(unknown))}: not in [tool.mutmut] only_mutate")
         mut["only_mutate"] = [p for p in mut["only_mutate"] if p in wanted]
+    for rel in mut["only_mutate"]:
+        exclude_whole_bodies(dest / rel, mut.get("do_not_mutate_patterns", []))
     text = _section("tool.mutmut", mut) + _section("tool.pytest.ini_options", project["tool"]["pytest"]["ini_options"])
     (dest / "pyproject.toml").write_text(text)
     return mut
