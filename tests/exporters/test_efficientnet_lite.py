@@ -48,6 +48,7 @@ def test_missing_packages_are_one_line_with_the_install_hint(monkeypatch):
 
 @needs_weights
 @pytest.mark.torch
+@pytest.mark.slow
 def test_published_weights_are_loaded_and_the_export_matches_torch(tmp_path):
     import onnxruntime as ort
     import torch

@@ -205,6 +205,7 @@ op_types = ["Conv"]
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 def test_qat_is_seeded_by_qat_seed(trained, tmp_path):
     from quantbench.exporters import qat_model
 

@@ -22,6 +22,7 @@ def _prepare(tmp_path, source):
     return json.loads((tmp_path / "out.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_torch_model_is_exported_in_a_child_and_the_preparation_stays_small(tmp_path):
     pytest.importorskip("torch")
     out = _prepare(tmp_path, resolve_model("fashion_cnn", weights="random"))
