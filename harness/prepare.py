@@ -253,7 +253,10 @@ def prepare_artifacts(pm: PreparedModel, variants: list[VariantConfig], cache: P
                 built = dataclasses.replace(built, notes=[*built.notes, fit_note])
             pm.artifacts[v.name] = built
             if built.quant_time_s is not None:
-                log(f"  {v.name}: {built.size_bytes / 1e3:.0f} kB, quantized in {built.quant_time_s:.1f} s, "
+                cal = built.calibration or {}
+                floor = (f" (calibration {cal['time_s']:.1f} s = {cal['time_ratio']:.2f} × its FP32 floor)"
+                         if cal.get("time_ratio") and cal.get("time_s") is not None else "")
+                log(f"  {v.name}: {built.size_bytes / 1e3:.0f} kB, quantized in {built.quant_time_s:.1f} s{floor}, "
                     f"peak {built.quant_peak_mem_mb or 0:.0f} MB")
         except Exception as exc:  # noqa: BLE001
             pm.artifact_errors[v.name] = _one_line(exc)
