@@ -132,7 +132,7 @@ def _session(path: Path, threads: int) -> Any:
 def local_sqnr(pre: Path, fp32: Path, models: list[LocalModel], x: np.ndarray, batch: int, threads: int,
                workdir: Path, bytes_per_sample: int, report: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """SQNR (dB) of every node's own output on the images ``x``: ``{"nodes": {node: dB or None}, "fp32_pass_s": ..,
-    "seconds": ..}``. Activations come from ``pre`` (the graph that was quantized, whose tensor names the small
+    "fp32_outputs": the FP32 model's outputs, "seconds": ..}``. Activations come from ``pre`` (the graph that was quantized, whose tensor names the small
     models use); ``fp32_pass_s`` times the FP32 model ``fp32`` on ``x`` at ``batch`` (the study's floor)."""
     from .node_quant import run_outputs
 
@@ -143,7 +143,7 @@ def local_sqnr(pre: Path, fp32: Path, models: list[LocalModel], x: np.ndarray, b
     # the pass holds every probed activation of a batch: keep a batch under MAX_BATCH_BYTES
     step = max(1, min(batch, MAX_BATCH_BYTES // max(bytes_per_sample, 1)))
     passes: list[float] = []
-    run_outputs(fp32, x, batch, threads, times=passes)  # the floor: forward passes alone, no session creation
+    fp32_out = run_outputs(fp32, x, batch, threads, times=passes)  # the floor: forward passes alone
     fp32_pass_s = passes[0]
     big = _session(probe, threads)
     in_name = big.get_inputs()[0].name
@@ -171,4 +171,5 @@ def local_sqnr(pre: Path, fp32: Path, models: list[LocalModel], x: np.ndarray, b
             result[m.node] = -math.inf
         else:
             result[m.node] = round(10.0 * math.log10(signal[k] / noise[k]), 4)
-    return {"nodes": result, "fp32_pass_s": float(f"{fp32_pass_s:.5g}"), "seconds": round(time.perf_counter() - t_start, 3)}
+    return {"nodes": result, "fp32_pass_s": float(f"{fp32_pass_s:.5g}"), "fp32_outputs": fp32_out,
+            "seconds": round(time.perf_counter() - t_start, 3)}

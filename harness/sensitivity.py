@@ -14,7 +14,7 @@ the budget search adds ``budget_step`` and ``budget``, see :mod:`.mixed_precisio
 Every row says which scan made it (``scan_mode``: ``full`` | ``local``). What a scan cost against its
 floor, the FP32 forward passes it needs over the SQNR images (one pass, ``fp32_pass_s``, timed in the
 worker at the scan's batch without session creation): the summary row's ``scan_time_s``,
-``scan_floor_s`` (full: 1 + 2 per node measured alone passes; local: 1) and ``scan_time_ratio``
+``scan_floor_s`` (full: 1 + 2 per node measured alone passes; local: 2, FP32 and whole INT8) and ``scan_time_ratio``
 (= time / floor), and ``calib_floor_s``/``calib_time_ratio`` of its one calibration; full-scan node
 rows carry ``node_floor_s`` (two passes) and ``node_time_ratio`` (``node_seconds`` / that).
 """
@@ -427,14 +427,15 @@ def scan_cost(events: list[dict[str, Any]], local: bool) -> dict[str, Any]:
 
     The floor is what the scan's forward passes cost on their own: one FP32 pass over the SQNR images
     (``fp32_pass_s``, timed in the worker at the scan's batch) for the whole model and two per node measured
-    alone (a full scan), or that one pass (a local scan). The time is the whole-model pass and every node's
-    quantization and passes (full), or the local pass with its per-node work (local).
+    alone (a full scan), or the FP32 pass the activations come from and the whole model's (a local scan:
+    ``passes`` in its ``local`` event). The time is the whole-model pass and every node's quantization and
+    passes (full), or the probed pass with the per-node work and the whole model's pass (local).
     """
     whole = next((e for e in events if e.get("event") == "whole"), {})
     unit = whole.get("fp32_pass_s")
     if local:
         done = next((e for e in events if e.get("event") == "local"), {})
-        time_s, floor = done.get("seconds"), unit
+        time_s, floor = done.get("seconds"), unit * done.get("passes", 1) if unit else None
     else:
         nodes = [e for e in events if e.get("event") == "node"]
         measured = [e for e in nodes if e.get("alone", True) and not e.get("error")]

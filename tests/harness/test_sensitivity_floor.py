@@ -24,8 +24,9 @@ def test_scan_cost_of_a_full_scan_counts_two_passes_per_node_measured_alone():
 
 
 def test_scan_cost_of_a_local_scan_is_one_pass_and_unknown_without_a_pass_time():
-    cost = scan_cost([{"event": "whole", "fp32_pass_s": 0.25}, {"event": "local", "seconds": 1.0}], local=True)
-    assert (cost["scan_floor_s"], cost["scan_time_ratio"]) == (0.25, 4.0)
+    cost = scan_cost([{"event": "whole", "fp32_pass_s": 0.25}, {"event": "local", "seconds": 1.0, "passes": 2}],
+                     local=True)
+    assert (cost["scan_floor_s"], cost["scan_time_ratio"]) == (0.5, 2.0)
     assert scan_cost([{"event": "local", "seconds": 1.0}], local=True)["scan_time_ratio"] is None
 
 
@@ -67,6 +68,7 @@ def test_local_scan_is_marked_and_scores_every_node_from_one_pass(tiny, tmp_path
     assert all(r["scan_mode"] == "local" and r["sqnr_quant_only_db"] is None for r in study.rows)
     assert all(v is not None and math.isfinite(v) for v in values) and values == sorted(values)
     assert any("local scan" in m for m in messages)
+    assert s["sqnr_whole_int8_db"] is not None  # the whole model's SQNR, for context
 
 
 def test_scan_must_be_known():
