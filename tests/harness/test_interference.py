@@ -146,3 +146,14 @@ def test_a_separate_ratio_is_judged_with_its_own_interval():
     assert "separately timed p50s give 1.67× [1.62–1.73], outside the interleaved speedup's 95% interval" in \
         far["timing_noisy_reason"]
     assert contradiction(1.9, [1.92, 2.1]) != ""  # without its own interval a point just outside disagrees
+
+
+def test_quiet_wait_returns_once_the_machine_is_quiet_or_the_time_is_up(monkeypatch):
+    loads = iter([0.9, 0.5, 0.05])
+    monkeypatch.setattr(interference, "between", lambda a, b: {"other_cpu_frac": next(loads), "steal_frac": 0.0})
+    out = interference.wait_for_quiet(10.0, 0.1, poll_s=0.01)
+    assert out["quiet"] is True and out["waited_s"] < 5.0  # the third window was quiet: it stopped there
+    monkeypatch.setattr(interference, "between", lambda a, b: {"other_cpu_frac": 0.9, "steal_frac": 0.0})
+    out = interference.wait_for_quiet(0.2, 0.1, poll_s=0.05)
+    assert out["quiet"] is False and 0.2 <= out["waited_s"] < 2.0  # bounded by max_s
+    assert interference.wait_for_quiet(0.0, 0.1) == {"waited_s": 0.0, "quiet": None}  # the default: no wait
