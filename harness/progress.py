@@ -226,8 +226,13 @@ def rich_sink(bar: Any, console: Any, every_s: float = 10.0) -> Sink:
 
         return plain
     task = bar.add_task("", total=None, visible=False)
+    current: dict[str, Any] = {"key": None}
 
     def live(event: dict[str, Any]) -> None:
+        key = (event.get("phase"), event.get("what"), event.get("step"))
+        if key != current["key"]:  # a new phase: its own elapsed time
+            current["key"] = key
+            bar.reset(task)
         bar.update(task, description=describe(event), completed=event.get("done") or 0, total=event.get("total"),
                    visible=not _finished(event))
 
