@@ -143,3 +143,44 @@ def test_interleaved_speedup_is_the_median_round(clock):
     out = interleaved_speedup(variant, fp32, X8, rounds=3, iters=4, min_block_s=0.0)
     assert out["speedup_interleaved_rounds"] == [0.3, 3.0, 3.0]
     assert out["speedup_interleaved"] == 3.0
+
+
+@pytest.mark.parametrize(("n", "elapsed", "settings", "reason"), [
+    (50, 1.0, {}, "min_iters_and_time"),            # both minimums met exactly
+    (49, 1.0, {}, None), (50, 0.999, {}, None),
+    (100, 0.5, {"max_iters": 100}, "max_iters"),    # the cap itself stops
+    (99, 0.5, {"max_iters": 100}, None),
+    (10, 20.0, {}, "max_time"), (10, 19.999, {}, None),
+])
+def test_stop_rule_boundaries(n, elapsed, settings, reason):
+    m = MeasureSettings(**{"min_iters": 50, "min_time_s": 1.0, "max_iters": 20000, "max_time_s": 20.0, **settings})
+    assert measure._stop_reason(n, elapsed, m) == reason
+
+
+def test_the_row_says_which_clock_and_where_the_data_lived(clock):
+    seen = []
+    rt = FakeRuntime(clock, stage_ns=1 * MS, infer_ns=3 * MS, fetch_ns=1 * MS, host_memory=False)
+    fetch = rt.fetch
+    rt.fetch = lambda out: (seen.append(out), fetch(out))[1]
+    x3 = np.zeros((3, 1, 4, 4), np.float32)
+    row = _timed_loop(rt, x3, _settings(warmup_iters=1, min_iters=6))
+    assert row["clock"] == "fake" and row["host_memory"] is False and row["timing_valid"] is True
+    assert all(isinstance(o, np.ndarray) and o.shape == (3, 3) for o in seen)  # fetch gets infer's output
+    assert len(seen) == 1 + 6
+    assert row["throughput_ips"] == 600.0  # 3 images / 5 ms
+    # a 95 % interval of the median needs 6 samples: all equal here, so it is the value itself
+    assert row["compute_p50_ci95"] == [3.0, 3.0] and row["e2e_p50_ci95"] == [5.0, 5.0]
+    odd = _timed_loop(FakeRuntime(clock, 0, 7 * MS, 0), x3, _settings(warmup_iters=0, min_iters=5))
+    assert odd["throughput_ips"] == 428.571  # 3 / 7 ms, to three decimals
+    assert odd["compute_p50_ci95"] is None  # 5 samples: too few
+    assert odd["timing_valid"] is True and odd["iterations"] == 5
+    short = _timed_loop(FakeRuntime(clock, 0, 7 * MS, 0), x3, _settings(warmup_iters=0, min_iters=5, max_iters=4))
+    assert short["timing_valid"] is False and short["iterations"] == 4
+
+
+def test_a_block_times_exactly_iters_calls_once_the_time_is_up(clock):
+    log: list[str] = []
+    variant = FakeRuntime(clock, 0, 1 * MS, 0, name="V", log=log)
+    fp32 = FakeRuntime(clock, 0, 1 * MS, 0, name="R", log=log)
+    interleaved_speedup(variant, fp32, X8, rounds=1, iters=7, min_block_s=0.0)
+    assert log[3:] == ["V"] * 7 + ["R"] * 7
