@@ -20,6 +20,19 @@ def _rss_mb() -> float:
     return 0.0
 
 
+def _peak_mb() -> float:
+    """Peak resident memory of this process, MiB: ``VmHWM`` (``ru_maxrss`` survives ``exec``, so a worker
+    started by a larger process reported the parent's size)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _first_input(path: str) -> str:
     import onnx
 
@@ -79,7 +92,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     notes = quantize_qdq(Path(job["fp32"]), tmp, settings, reader, stats, progress=_progress())
     tmp.replace(out)
     elapsed = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_mb()
     return {"time_s": round(elapsed, 3), "peak_rss_mb": round(peak, 1), "delta_rss_mb": round(peak - base, 1),
             "notes": notes, "calib_samples": len(idx), "calibration": stats}
 
@@ -95,7 +108,7 @@ def _run_dynamic(job: dict[str, Any], settings: Any) -> dict[str, Any]:
     notes = quantize_dynamic_model(Path(job["fp32"]), tmp, settings)
     tmp.replace(out)
     elapsed = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_mb()
     return {"time_s": round(elapsed, 3), "peak_rss_mb": round(peak, 1), "delta_rss_mb": round(peak - base, 1),
             "notes": notes, "calib_samples": 0, "dynamic_ops": integer_ops(out)}
 

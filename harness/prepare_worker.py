@@ -261,9 +261,9 @@ def prepare(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _peak_rss_mb() -> float:
-    import resource
+    from .export_worker import peak_rss_mb
 
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return peak_rss_mb()
 
 
 def accuracy_plan(out_name: str, per_sample: list[Any], float_out: bool, source: Any,
