@@ -61,7 +61,7 @@ COLUMNS = [
     ("quant_time", "calib s", "{:.1f}", None),
     # calibration time over its floor (the FP32 forward time of its passes, measured in the same process)
     ("calib_ratio", "calib × floor", "{:.2f}×", None),
-    ("quant_mem", "calib peak MiB", "{:.0f}", None),  # memory: quant_peak_mem_mb is MiB (ru_maxrss / 1024)
+    ("quant_mem", "calib peak MiB", "{:.0f}", None),  # memory: quant_peak_mem_mb is MiB (the worker's VmHWM)
     ("ran_as", "ran as", "{}", None),
 ]
 RELATIVE = {"delta", "p50_pct", "speedup", "size_pct", "eval_wall_pct"}
