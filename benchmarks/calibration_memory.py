@@ -124,12 +124,14 @@ def run_method(args: argparse.Namespace, method: str, work: Path, cache: Path) -
         "load_avg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)]}
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()] \
         if (out / "results.jsonl").exists() else []
-    ok = [r for r in rows if r.get("status") == "ok" and r.get("precision") == "int8"]
-    if not ok:
+    int8 = [r for r in rows if r.get("precision") == "int8"]
+    if not int8 or not int8[0].get("artifact_path"):
         tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-3:]
-        row["error"] = " | ".join(tail) or f"exit {proc.returncode}"
+        row["error"] = (int8[0].get("error") if int8 else None) or " | ".join(tail) or f"exit {proc.returncode}"
         return row
-    r = ok[0]
+    r = int8[0]
+    if r.get("status") != "ok":  # the cell failed after the build: the calibration's figures still count
+        row["cell_error"] = r.get("error")
     build = Path(r["artifact_path"]).with_name("build.json")
     stats = json.loads(build.read_text()).get("calibration", {}) if build.exists() else {}
     samples = stats.get("samples") or args.images
@@ -189,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['passes_s']} s{_counting(row)}   quantization {row['quant_time_s']:.1f} s   run {row['wall_s']:.0f} s   "
                   f"load {row['load_avg_1m'][0]:.1f} -> {row['load_avg_1m'][1]:.1f}", flush=True)
             print(f"{'':<11} peak RSS MiB: {peaks}", flush=True)
+            if row.get("cell_error"):
+                print(f"{'':<11} (its cell failed: {row['cell_error']})", flush=True)
     print(json.dumps({"model": args.model, "data": args.data, "images": args.images, "rows": rows}))
     if worst > args.max_rss_mib:
         print(f"FAIL: a process peaked at {worst:.0f} MiB (goal {args.max_rss_mib:.0f} MiB)")
