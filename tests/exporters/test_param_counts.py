@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper
+from quantbench.exporters.onnx_save import save_model
 from quantbench.exporters.param_counts import onnx_param_counts
 
 from tests.exporters.test_train import stripes_npz
@@ -23,7 +23,7 @@ def test_onnx_counts_take_batchnorm_statistics_as_non_trainable(tmp_path):
     graph = helper.make_graph(nodes, "bn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 5, 5])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", c])], inits)
     path = tmp_path / "bn.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     assert onnx_param_counts(path) == {"trainable_params": c * 9 + 2 * c, "non_trainable_params": 2 * c,
                                        "params_from": "onnx-initializers"}
 
