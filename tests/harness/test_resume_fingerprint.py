@@ -109,6 +109,7 @@ def test_failed_rows_are_retried_only_when_asked_and_rows_without_fingerprint_ar
     assert reuse_decision(failed, parts, ENV, retry_failed=True) == (False, "")
     assert reuse_decision(failed, parts, ENV, retry_failed=False) == (True, "")
     assert reuse_decision(None, parts, ENV, retry_failed=False) == (False, "")
+    assert reuse_decision(_stored(parts), parts, ENV, retry_failed=True) == (True, "")  # ok rows are kept
     old = {"status": "ok", "schema_version": 1}
     assert reuse_decision(old, parts, ENV, retry_failed=False) == (
         False, "the stored row has no fingerprint (schema version 1)")
