@@ -10,6 +10,7 @@ from rich.console import Console
 from ..onnx_sizes import onnx_of_size
 from .test_table import HEAD, _cells, _row
 
+
 @pytest.mark.parametrize(("n_bytes", "shown"), [(2_500_000, "2500"), (1_048_576, "1049"), (1_499, "1")])
 def test_console_size_is_kilobytes_of_1000_bytes(tmp_path, n_bytes, shown):
     size = artifact_size(onnx_of_size(tmp_path / "m.onnx", n_bytes))
