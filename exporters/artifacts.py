@@ -239,8 +239,8 @@ class ArtifactStore:
     def _build_qat(self, source: ModelSource, variant: VariantSpec, data_spec: str | dict[str, Any],
                    preprocess: dict[str, Any], fp32: BuiltArtifact, timeout_s: float | None) -> BuiltArtifact:
         """``mode = "qat"``: fine-tune the torch model with fake quantization on the data's training split
-        (exporters/qat_model.py) and export plain QDQ ONNX, cached by everything that changes the file ("qat-2":
-        layer outputs fake-quantized too; bump it when the QAT or its export changes)."""
+        (exporters/qat_model.py) and export plain QDQ ONNX, cached by everything that changes the file ("qat-3":
+        outputs fake-quantized, redundant ReLU6 Clips dropped; bump it when the QAT or its export changes)."""
         from quantbench.calibration_data import open_source
 
         from .qat_worker import run_qat_worker
@@ -251,7 +251,7 @@ class ArtifactStore:
         if importlib.util.find_spec("torch") is None:
             raise ValueError(f"variant '{variant.name}': mode = 'qat' needs torch: pip install .[torch]")
         data = open_source(data_spec).describe()
-        key = _key("int8-qat", "qat-2", fp32.sha256, source.kind, source.target, list(source.input_shape),
+        key = _key("int8-qat", "qat-3", fp32.sha256, source.kind, source.target, list(source.input_shape),
                    variant.quant.to_dict(), data, preprocess, _version("torch"), _version("torchvision"))
         out = self.root / key / "model.onnx"
         meta_path = out.with_name("build.json")

@@ -100,6 +100,50 @@ def prepare(module: Any, op_types: tuple[str, ...] | None = None, per_channel: b
     return module.train(), len(targets)
 
 
+def drop_redundant_clips(path: Path) -> int:
+    """Remove each ``Clip`` (ReLU6) between a Conv/Gemm and a QuantizeLinear whose integer range already lies
+    inside the clip bounds (zero point at the type's minimum, ``scale * (qmax - zp) <= max``), as ORT's own
+    quantizer does: the file computes the same, and ORT can fuse DQ→Conv→Q into an integer kernel instead of
+    fusing Conv+Clip into a float ``FusedConv``. Returns how many were removed."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from .onnx_save import save_model
+
+    model = onnx.load(str(path))
+    g = model.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in g.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    producer = {o: n for n in g.node for o in n.output}
+    users: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    removed = 0
+    for clip in [n for n in g.node if n.op_type == "Clip" and len(n.input) >= 3]:
+        src, after = producer.get(clip.input[0]), users.get(clip.output[0], [])
+        if src is None or src.op_type not in ("Conv", "Gemm") or len(users.get(clip.input[0], [])) != 1:
+            continue
+        if len(after) != 1 or after[0].op_type != "QuantizeLinear" or clip.input[1] not in consts \
+                or clip.input[2] not in consts or any(i not in consts for i in after[0].input[1:3]):
+            continue
+        values = [consts[clip.input[1]], consts[clip.input[2]], consts[after[0].input[1]], consts[after[0].input[2]]]
+        if any(v.size != 1 for v in values):
+            continue
+        low, high, scale, zp = (float(v.reshape(-1)[0]) for v in values)
+        info = np.iinfo(values[3].dtype)
+        if int(zp) != info.min or low > 0 or scale * (info.max - int(zp)) > high:
+            continue
+        after[0].input[0] = clip.input[0]
+        g.node.remove(clip)
+        removed += 1
+    if removed:
+        save_model(model, path)
+    return removed
+
+
 def _replace(module: Any, name: str, new: Any) -> None:
     parent, _, leaf = name.rpartition(".")
     setattr(module.get_submodule(parent) if parent else module, leaf, new)
@@ -164,6 +208,7 @@ def run(source: ModelSource | Mapping[str, Any], settings: Any, data: str | Mapp
                                             total), total, optimizer, progress=progress, on_step=on_step)
     t0 = time.perf_counter()
     export_qdq(model, Path(out), tuple(src.input_shape))
+    drop_redundant_clips(Path(out))
     return {**ran, "export_seconds": round(time.perf_counter() - t0, 1), "observers_frozen_at_step": freeze_step,
             "layers_fake_quantized": n_layers, "train_split": split.name, "n_train": len(split),
             "optimizer": f"Adam lr={train.lr:g}", "batch": train.batch, "torch": torch.__version__}

@@ -216,3 +216,30 @@ def test_qat_is_seeded_by_qat_seed(trained, tmp_path):
         weights = {i.name: i.raw_data for i in onnx.load(str(out)).graph.initializer}
         digests.append(weights)
     assert digests[0] == digests[1] and digests[0] != digests[2]
+
+
+def relu6_net():
+    """Conv+BN+ReLU6 twice and a dense head: ReLU6 exports as Clip (MobileNet's activation)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
+                         nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+
+
+@pytest.mark.torch
+@pytest.mark.ort_cpu
+def test_qat_with_relu6_runs_every_conv_in_int8(tmp_path):
+    """The Clip of a ReLU6 between a conv and its output quantizer is dropped (the quantizer's range lies
+    inside it), so ONNX Runtime fuses DQ-Conv-Q into integer kernels instead of a float Conv+Clip."""
+    from quantbench.exporters import qat_model
+
+    data = stripes_npz(tmp_path / "s.npz", n_train=64, n_test=16, side=SIDE)
+    src = resolve_model(f"module:{__name__}:relu6_net", input_shape=(1, SIDE, SIDE))
+    out = tmp_path / "relu6.onnx"
+    qat_model.run(src, QuantSettings.from_dict({"mode": "qat", "qat_steps": 2, "qat_batch": 16}), f"npz:{data}",
+                  src.preprocess, out)
+    assert "Clip" not in [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert _ort_int8_share(out, tmp_path) == 1.0
