@@ -6,7 +6,6 @@ runs it contained (own process group, killed after ``timeout_s``) like the quant
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .quantize import QuantSettings
+from .quantize_worker import _peak_mb
 from .registry import ModelSource
 
 
@@ -33,7 +33,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
                   progress=progress, log=lambda msg: print(msg, flush=True))
     tmp.replace(out)
     elapsed = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_mb()
     note = (f"QAT: {ran['steps']} steps of {ran['batch']} ({ran['optimizer']}) on {ran['n_train']} training images "
             f"({ran['train_split']}) in {ran['train_seconds']:g} s, {ran['layers_fake_quantized']} layers "
             f"fake-quantized, final loss {ran['final_loss']}")
