@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-KINDS = {"quantbench.harness.export_worker": "export", "quantbench.harness.prepare_worker": "preparation",
-         "quantbench.exporters.quantize_worker": "quantization", "quantbench.harness.worker": "cell"}
+KINDS = {"quantbench.harness.sweep.export_worker": "export", "quantbench.harness.sweep.prepare_worker": "preparation",
+         "quantbench.exporters.quantize_worker": "quantization", "quantbench.harness.measure.worker": "cell"}
 ORDER = ["sweep", "export", "preparation", "quantization", "cell", "other"]
 
 

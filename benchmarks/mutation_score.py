@@ -4,15 +4,15 @@ Runs mutmut 3 (configured in pyproject.toml, ``[tool.mutmut]``) over the modules
 there, with the fast tests listed there, and prints the score per module and in total; ``--survivors``
 also prints each surviving mutant's diff (the README lists them with a reason each).
 
-mutmut names a mutant after the file path (``harness/stats.py`` -> ``harness.stats``) and finds the
-tests that reach it by the module name they import (``quantbench.harness.stats``); this repository keeps
+mutmut names a mutant after the file path (``harness/measure/stats.py`` -> ``harness.stats``) and finds the
+tests that reach it by the module name they import (``quantbench.harness.measure.stats``); this repository keeps
 the subpackages as top-level folders, so the script stages a copy in the installed layout
 (``quantbench/harness/...``) under ``build/mutation`` and runs mutmut there. Killed means a test failed
 (or hung: mutmut's timeout) with the mutant in place; a mutant no selected test reaches counts as not
 killed.
 
     tox -e mutation                                   # or:
-    nice -n 10 python benchmarks/mutation_score.py [--only harness/stats.py] [--survivors] [--fail-under 85]
+    nice -n 10 python benchmarks/mutation_score.py [--only harness/measure/stats.py] [--survivors] [--fail-under 85]
 """
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def results(dest: Path) -> dict[str, str]:
 
 
 def module_of(mutant: str) -> str:
-    """``quantbench.harness.stats.x_summarize__mutmut_3`` -> ``harness/stats.py``."""
+    """``quantbench.harness.measure.stats.x_summarize__mutmut_3`` -> ``harness/measure/stats.py``."""
     mangled = mutant.partition("__mutmut_")[0]
     module = mangled.rpartition(".")[0].removeprefix("quantbench.")
     return module.replace(".", "/") + ".py"
@@ -140,7 +140,7 @@ def report(found: dict[str, str]) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stage", type=Path, default=ROOT / "build" / "mutation", help="work folder (replaced)")
-    ap.add_argument("--only", action="append", help="mutate only this module (e.g. harness/stats.py); repeatable")
+    ap.add_argument("--only", action="append", help="mutate only this module (e.g. harness/measure/stats.py); repeatable")
     ap.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
     ap.add_argument("--survivors", action="store_true", help="print the diff of every mutant not killed")
     ap.add_argument("--report-only", action="store_true", help="read the results of the last run in --stage")

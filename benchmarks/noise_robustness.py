@@ -47,9 +47,9 @@ while time.time() < end:
 
 def run_default_sweep(out: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     """The embedded default sweep (with the given overrides) into ``out``; its current rows."""
-    from quantbench.harness.config import load_config
-    from quantbench.harness.results import read_current
-    from quantbench.harness.runner import run_sweep
+    from quantbench.harness.config.schema import load_config
+    from quantbench.harness.results.store import read_current
+    from quantbench.harness.sweep.runner import run_sweep
 
     cfg = load_config(None)
     cfg.run.output = str(out)
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.output)
     if args.analyse:
-        from quantbench.harness.results import read_current
+        from quantbench.harness.results.store import read_current
 
         quiet, hog = ([r for r in read_current(out / sub).rows if r.get("status") == "ok"] for sub in ("quiet", "hog"))
         lines, _ = compare(quiet, hog)

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibration_memory import KINDS, TreeSampler
 
-KINDS.setdefault("quantbench.harness.sensitivity_worker", "scan")
+KINDS.setdefault("quantbench.harness.studies.sensitivity_worker", "scan")
 
 
 def main(argv: list[str] | None = None) -> int:

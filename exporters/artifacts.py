@@ -284,7 +284,7 @@ def run_quantize_worker(fp32_path: Path, out: Path, settings: QuantSettings, dat
     failure, and "quantization timed out after N s" when it runs past ``timeout_s`` (its whole process
     group is killed)."""
     from quantbench.calibration_data import absolute_spec
-    from quantbench.harness.subproc import run_contained
+    from quantbench.common.subproc import run_contained
 
     out = Path(out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)

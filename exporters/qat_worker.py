@@ -44,7 +44,7 @@ def run_qat_worker(source: ModelSource, out: Path, settings: QuantSettings, data
                    preprocess: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
     """QAT in a contained subprocess; returns its result. Raises a one-line ValueError on failure or timeout."""
     from quantbench.calibration_data import absolute_spec
-    from quantbench.harness.subproc import run_contained
+    from quantbench.common.subproc import run_contained
 
     out = Path(out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     job = json.loads(Path(args[0]).read_text())
     try:
-        from quantbench.harness.subproc import watch_parent
+        from quantbench.common.subproc import watch_parent
 
         watch_parent()
     except ImportError:  # pragma: no cover - harness not installed (exporters used alone)

@@ -95,7 +95,7 @@ class QuantSettings:
     weight_rounding: str = "nearest"  # how weights land on the grid (see exporters/weight_rounding.py)
     weight_storage: str | None = None  # None: "int8" at 8 bits, "int4" at 4, "simulated" at 3
     # Points of top-1 the INT8 model may lose; set, quantbench searches nodes to keep in float
-    # (harness/mixed_precision.py, run by `quantbench sensitivity`).
+    # (harness/studies/mixed_precision.py, run by `quantbench sensitivity`).
     accuracy_budget: float | None = None
     qat_steps: int | None = None
     qat_epochs: int | None = None

@@ -42,9 +42,9 @@ def _first_input(path: str) -> str:
 
 
 def _progress() -> Any:
-    """Calibration progress for the sweep's display (harness/progress.py), when the harness is installed."""
+    """Calibration progress for the sweep's display (quantbench/common/progress.py), when the harness is installed."""
     try:
-        from quantbench.harness.progress import Reporter
+        from quantbench.common.progress import Reporter
     except ImportError:  # pragma: no cover - exporters used alone
         return None
     return Reporter().calibration()
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     arg = args[0] if args else "{}"
     job = json.loads(Path(arg).read_text() if not arg.lstrip().startswith("{") else arg)
     try:
-        from quantbench.harness.subproc import watch_parent
+        from quantbench.common.subproc import watch_parent
 
         watch_parent()
     except ImportError:  # pragma: no cover - harness not installed (exporters used alone)

@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .config import ConfigError, ModelConfig, SweepConfig, VariantConfig, first_line, load_config, parse_config
+from quantbench.harness.config.schema import ConfigError, ModelConfig, SweepConfig, VariantConfig, first_line, load_config, parse_config
 
 logger = logging.getLogger("quantbench")
 
@@ -76,8 +76,8 @@ def run(config: str | os.PathLike | Mapping[str, Any] | SweepConfig, output: str
     and where the results and the report are. Raises :class:`ConfigError` (a
     ``ValueError``) for a bad config and ``RunError`` when nothing can run.
     """
-    from .results import current_rows, read_rows, to_dataframe
-    from .runner import _default_log, run_sweep
+    from quantbench.harness.results.store import current_rows, read_rows, to_dataframe
+    from quantbench.harness.sweep.runner import _default_log, run_sweep
 
     cfg = _sweep_config(config)
     if output is not None:
@@ -126,7 +126,7 @@ def read_results(path: str | os.PathLike | Iterable[str | os.PathLike], latest_p
     ``calib_samples`` …) are left out unless ``all_generations`` (see ``harness.results.current_rows``).
     ``latest_per_cell=False`` returns every line, superseded or not.
     """
-    from .results import current_rows, read_rows, superseded_note, to_dataframe
+    from quantbench.harness.results.store import current_rows, read_rows, superseded_note, to_dataframe
 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     rows: list[dict[str, Any]] = []

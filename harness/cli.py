@@ -77,7 +77,7 @@ class _LogToConsole(logging.Handler):
 
 def _apply_overrides(cfg: Any, args: argparse.Namespace) -> None:
     """Apply the command-line overrides, then check the whole config again (errors name the flag)."""
-    from .config import ConfigError, ModelConfig, select_variants, split_names
+    from quantbench.harness.config.schema import ConfigError, ModelConfig, select_variants, split_names
 
     given: dict[str, str] = {}
     if args.output is not None:
@@ -136,10 +136,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .config import dump_toml, load_config
-    from .results import current_rows, read_rows, superseded_note
-    from .runner import run_sweep
-    from .table import noisy_warnings, render_console, render_verdict
+    from quantbench.harness.config.schema import dump_toml, load_config
+    from quantbench.harness.results.store import current_rows, read_rows, superseded_note
+    from quantbench.harness.sweep.runner import run_sweep
+    from quantbench.reports.console import noisy_warnings, render_console, render_verdict
 
     cfg = load_config(args.config)
     _apply_overrides(cfg, args)
@@ -188,7 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         handler, level = _LogToConsole(log), library_logger.level
         library_logger.addHandler(handler)
         library_logger.setLevel(logging.INFO)
-        from .progress import rich_sink, watch
+        from quantbench.common.progress import rich_sink, watch
 
         try:
             with watch(rich_sink(progress, console)):  # export, reference, calibration: phase and ETA
@@ -257,12 +257,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
     from quantbench.runtimes import get_runtime_class, list_runtimes
 
-    from .environment import fingerprint
+    from quantbench.harness.sweep.environment import fingerprint
 
     if args.ray_resources:  # only the JSON on stdout: it is meant for `ray start --resources="$(...)"`
         import json
 
-        from .resources import node_resources
+        from quantbench.harness.sweep.resources import node_resources
 
         if args.slots < 1:
             return _error(f"--slots must be an integer >= 1, not {args.slots}")
@@ -323,7 +323,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .results import export_table, read_current
+    from quantbench.harness.results.store import export_table, read_current
 
     if Path(args.output).suffix not in (".csv", ".parquet"):  # before reading: the output's name is the format
         return _error(f"cannot export to '{args.output}': use a .csv or .parquet file")
@@ -339,9 +339,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config
-    from .sensitivity import SensitivityOptions, run_study
-    from .sensitivity_table import render_console
+    from quantbench.harness.config.schema import ConfigError, load_config
+    from quantbench.harness.studies.sensitivity import SensitivityOptions, run_study
+    from quantbench.reports.console_sensitivity import render_console
 
     cfg = load_config(args.config)
     if args.output is not None:
@@ -362,7 +362,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .progress import rich_sink, watch
+    from quantbench.common.progress import rich_sink, watch
 
     # a live line on a terminal only: elsewhere (logs, pipes) progress comes as plain lines and stdout stays clean
     live = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -570,9 +570,9 @@ def main(argv: list[str] | None = None) -> int:
     from quantbench.calibration_data import DataError
     from quantbench.runtimes import RuntimeFailure, RuntimeUnavailable
 
-    from .config import ConfigError
-    from .results import ResultsError
-    from .runner import RunError
+    from quantbench.harness.config.schema import ConfigError
+    from quantbench.harness.results.store import ResultsError
+    from quantbench.harness.sweep.runner import RunError
 
     try:
         return args.func(args)

@@ -5,7 +5,7 @@ import html
 from collections import defaultdict
 from typing import Any
 
-from quantbench.harness.table import timing_flag, transfer_ms
+from quantbench.reports.console import timing_flag, transfer_ms
 
 from .model import runtime_label
 from .rows import is_number

@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from quantbench.harness.table import Footnotes
+from quantbench.reports.console import Footnotes
 
 from . import charts
 from .atomic import write_atomic

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quantbench.harness.table import TIMING_SETTINGS_KEYS
+from quantbench.reports.console import TIMING_SETTINGS_KEYS
 
 from .rows import is_number
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantbench.harness.results import (
+from quantbench.harness.results.store import (
     RESULTS_NAME,
     current_rows,
     pairing_key,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantbench.harness.results import READABLE_VERSIONS
+from quantbench.harness.results.store import READABLE_VERSIONS
 
 # Rows of every schema in READABLE_VERSIONS render (1: the first; 2: host_memory with h2d/d2h null,
 # stop_reason, timing_valid, null percentiles with too few samples, speedup_error, io_scope,

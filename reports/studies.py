@@ -46,7 +46,7 @@ def _label(value: Any) -> str:
 def _latest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ok rows of the current generation (:func:`harness.results.current_rows`): one per cell, never a
     curve or an FP32 line mixing an older configuration's rows in, even in an ``--all-generations`` report."""
-    from quantbench.harness.results import current_rows
+    from quantbench.harness.results.store import current_rows
 
     return [r for r in current_rows(rows)[0] if r.get("status") == "ok"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from quantbench.harness.table import (
+from quantbench.reports.console import (
     MISSING,
     Footnotes,
     missing_note,

@@ -6,7 +6,7 @@ import io
 from collections import Counter
 from pathlib import Path
 
-from quantbench.harness.table import Footnotes
+from quantbench.reports.console import Footnotes
 
 from .atomic import write_atomic
 from .method import timing_method

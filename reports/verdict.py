@@ -2,7 +2,7 @@
 
 Used by the console table (``quantbench run``) and by the report, so both say the same thing.
 
-Rules (95% intervals; methods in harness/accuracy_stats.py and harness/stats.py):
+Rules (95% intervals; methods in quantbench/common/accuracy_stats.py and harness/measure/stats.py):
 
 - A Δ top-1 vs FP32 is *significant* when the exact McNemar p < 0.05 (the interval is shown with it).
 - One row is *faster beyond noise* than another when their intervals do not overlap: speed-up
@@ -111,7 +111,7 @@ def resolve_note(rows: list[dict[str, Any]], target_pts: float = RESOLVE_PTS) ->
     Uses the widest row's disagreement with FP32: the half-width of a paired difference shrinks as
     1/√n at a fixed rate of discordant images.
     """
-    from quantbench.harness.accuracy_stats import images_to_resolve
+    from quantbench.common.accuracy_stats import images_to_resolve
 
     widest, half = None, target_pts
     for r in rows:

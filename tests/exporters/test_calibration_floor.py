@@ -58,7 +58,7 @@ def test_floor_does_not_change_the_ranges(tmp_path):
 def test_built_artifact_and_row_carry_the_floor(tmp_path):
     from quantbench.exporters.artifacts import ArtifactStore, VariantSpec
     from quantbench.exporters.quantize import QuantSettings
-    from quantbench.harness.runner import calibration_cost as row_fields
+    from quantbench.harness.sweep.runner import calibration_cost as row_fields
 
     source = resolve_model("fashion_cnn")
     built = ArtifactStore(tmp_path).build(source, VariantSpec("int8", "int8", QuantSettings(calib_samples=32)),

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from .conftest import ROOT
+from tests.harness.conftest import ROOT
 
 FAST = {"eval_samples": 100, "warmup_iters": 2, "min_iters": 10, "min_time_s": 0.05, "max_time_s": 2.0,
         "io_batches": 2}

@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from quantbench.harness.results import read_rows
+from quantbench.harness.results.store import read_rows
 
-from .conftest import run_cli, write_config
+from tests.harness.conftest import run_cli, write_config
 
 FP32 = '[[variants]]\nname = "fp32"\nprecision = "fp32"\n'
 

@@ -5,9 +5,9 @@ import textwrap
 
 import pytest
 
-from quantbench.harness.config import load_config
+from quantbench.harness.config.schema import load_config
 
-from .conftest import run_cli, write_config
+from tests.harness.conftest import run_cli, write_config
 
 
 def test_dump_config_is_loadable_toml(tmp_path, shared_cache):
@@ -59,7 +59,7 @@ def test_module_callable_model_runs_and_exports(tmp_path, shared_cache):
     finally:
         os.environ["PYTHONPATH"] = os.environ["PYTHONPATH"].split(os.pathsep, 1)[1]
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    from quantbench.harness.results import read_rows
+    from quantbench.harness.results.store import read_rows
 
     row = read_rows(out / "results.jsonl").rows[0]
     assert row["status"] == "ok" and row["weights"] == "random-init"
@@ -117,7 +117,7 @@ def test_overrides_reach_the_dumped_config(shared_cache):
     proc = run_cli("run", "--dump-config", "--min-time", "0.5", "--max-time", "3", "--threads", "2",
                    "--eval-samples", "300", "--device", "cpu", cache=shared_cache)
     assert proc.returncode == 0, proc.stderr
-    from quantbench.harness.config import parse_config
+    from quantbench.harness.config.schema import parse_config
 
     try:
         import tomllib

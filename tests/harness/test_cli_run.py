@@ -9,9 +9,9 @@ import sys
 import time
 
 import pytest
-from quantbench.harness.results import read_rows
+from quantbench.harness.results.store import read_rows
 
-from .conftest import ROOT, run_cli, write_config
+from tests.harness.conftest import ROOT, run_cli, write_config
 
 VARIANTS = """
 [[variants]]

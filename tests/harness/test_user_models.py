@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from quantbench.harness.config import parse_config
-from quantbench.harness.results import read_rows
-from quantbench.harness.runner import run_sweep
+from quantbench.harness.config.schema import parse_config
+from quantbench.harness.results.store import read_rows
+from quantbench.harness.sweep.runner import run_sweep
 
 try:
     import tomllib
@@ -280,8 +280,8 @@ def test_a_partial_preprocess_table_keeps_the_models_other_defaults(tmp_path, sh
 
 
 def test_a_merged_preprocess_that_does_not_hold_together_is_a_config_error():
-    from quantbench.harness.config import ConfigError
-    from quantbench.harness.prepare import resolve_models
+    from quantbench.harness.config.schema import ConfigError
+    from quantbench.harness.sweep.prepare import resolve_models
 
     cfg = parse_config({"models": [{"name": "fashion_cnn", "preprocess": {"mean": [0.1, 0.2, 0.3]}}],
                         "variants": [{"name": "fp32"}]})
@@ -319,9 +319,9 @@ def test_a_default_calibration_size_uses_the_images_there_are_and_an_explicit_on
 def test_sensitivity_says_how_many_images_it_used_and_fits_a_default_calibration_size(tmp_path):
     """Asked for 1000 evaluation and SQNR images where 400 exist, the log says 400; with no calib_samples
     on 200 training images, the study calibrates on those 200 (the default 256 would have failed)."""
-    from quantbench.harness.sensitivity import SensitivityOptions, run_study
+    from quantbench.harness.studies.sensitivity import SensitivityOptions, run_study
 
-    from .test_sensitivity import _build_data, _build_model
+    from tests.harness.studies.test_sensitivity import _build_data, _build_model
 
     model = _build_model(tmp_path / "m.onnx")
     data = _build_data(model, tmp_path / "d.npz")  # 200 training, 400 test images
@@ -341,7 +341,7 @@ def test_sensitivity_says_how_many_images_it_used_and_fits_a_default_calibration
 
 @pytest.mark.ort_cpu
 def test_sensitivity_that_writes_no_rows_does_not_print_a_rows_path(tmp_path, shared_cache):
-    from .conftest import run_cli
+    from tests.harness.conftest import run_cli
 
     cfg = tmp_path / "s.toml"
     cfg.write_text(FAST.format(out=tmp_path / "out", cache=shared_cache, eval_samples=50, timeout_s=60)

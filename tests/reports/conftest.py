@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from quantbench.harness.results import SCHEMA_VERSION
+from quantbench.harness.results.store import SCHEMA_VERSION
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Sensitivity section: bars and budget path render, every label from rows is escaped, the chosen point is marked.
 
-The rows are made up (renderer test only); tests/harness/test_sensitivity.py produces real ones.
+The rows are made up (renderer test only); tests/harness/studies/test_sensitivity.py produces real ones.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from quantbench.harness.table import DISAGREE_NOTE, NOISY_NOTE
+from quantbench.reports.console import DISAGREE_NOTE, NOISY_NOTE
 from quantbench.reports.model import build_report
 from quantbench.reports.tables import comparison_groups
 

@@ -6,9 +6,9 @@ computed with the real functions from counts, so they are self-consistent.
 from __future__ import annotations
 
 import pytest
-from quantbench.harness.accuracy_stats import mcnemar_exact_p, paired_diff_ci
-from quantbench.harness.config import ConfigError, parse_config
-from quantbench.harness.table import render_console, render_verdict
+from quantbench.common.accuracy_stats import mcnemar_exact_p, paired_diff_ci
+from quantbench.harness.config.schema import ConfigError, parse_config
+from quantbench.reports.console import render_console, render_verdict
 from quantbench.reports.model import build_report, device_key
 from quantbench.reports.tables import best_cells, comparison_groups
 from quantbench.reports.verdict import (

@@ -1,0 +1,263 @@
+"""Subprocess entry for per-node sensitivity: ``python -m quantbench.harness.studies.sensitivity_worker JOB.json``.
+
+Modes (``job["mode"]``):
+
+- ``sensitivity``: pre-process and calibrate once (skipped when the job's workdir already holds
+  them), quantize the whole model, then for every quantizable node the model with only that node
+  quantized and the model with only that node in float, each scored by SQNR of the output against
+  FP32 on ``sqnr_samples`` evaluation images;
+- ``accuracy``: top-1 on the evaluation set of the FP32 and whole-INT8 models and of both per-node
+  models of ``job["nodes"]``;
+- ``quantize``: one model with ``job["exclude"]`` kept in float (a mixed-precision search step).
+
+Each finished item is one JSON line appended to ``job["progress"]`` as it ends (a ``start`` line
+before each node), so the parent can resume after a timeout or crash without redoing finished nodes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantbench.harness.studies import node_quant as nq
+from quantbench.common.accuracy_stats import paired_accuracy
+
+
+class _Progress:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def emit(self, **event: Any) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(event) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _one_line(exc: BaseException) -> str:
+    from quantbench.harness.measure.worker import one_line
+
+    return one_line(exc)
+
+
+def _settings(job: dict[str, Any]) -> Any:
+    from quantbench.exporters.quantize import QuantSettings
+
+    return QuantSettings.from_dict(job["settings"])
+
+
+def _images(job: dict[str, Any], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` evaluation images as the harness selects them (seed 0), preprocessed, with labels."""
+    from quantbench.calibration_data import BatchReader, Preprocess, open_source
+
+    split = open_source(job["data"]).evaluation
+    idx = split.select(min(n, len(split)), seed=0)
+    reader = BatchReader(split, Preprocess.from_dict(job["preprocess"]), idx, 256, job["input_name"])
+    xs, ys = [], []
+    for x, y, n_valid in reader:
+        xs.append(np.asarray(x[:n_valid], np.float32))
+        ys.append(np.asarray(y[:n_valid]))
+    return np.concatenate(xs), np.concatenate(ys).astype(np.int64)
+
+
+def _setup(job: dict[str, Any], settings: Any, progress: _Progress) -> Path:
+    """Pre-processed graph + calibration cache + whole-model QDQ model in the workdir (once per workdir)."""
+    from quantbench.calibration_data import BatchReader, Preprocess, open_source
+
+    workdir = Path(job["workdir"])
+    full = workdir / "full.onnx"
+    if (workdir / nq.PRE_FILE).exists() and (workdir / nq.CACHE_FILE).exists() and full.exists():
+        return full
+    split = open_source(job["calib_data"]).calibration
+    idx = split.select(settings.calib_samples, seed=settings.calib_seed,
+                       classes=list(settings.calib_classes) if settings.calib_classes else None)
+    reader = BatchReader(split, Preprocess.from_dict(job["preprocess"]), idx, settings.calib_batch, job["input_name"])
+    from quantbench.common.progress import Reporter
+
+    info = nq.prepare_graph(Path(job["fp32"]), settings, reader, workdir, progress=Reporter().calibration())
+    tmp = workdir / "full.tmp.onnx"
+    nq.quantize(workdir, settings, tmp)
+    tmp.replace(full)
+    progress.emit(event="setup", **info)
+    return full
+
+
+def run_sensitivity(job: dict[str, Any], progress: _Progress) -> None:
+    settings = _settings(job)
+    workdir = Path(job["workdir"])
+    full = _setup(job, settings, progress)
+    threads, batch = int(job.get("threads", 0)), int(job.get("batch", 32))
+    x, _ = _images(job, int(job["sqnr_samples"]))
+    ref_path = workdir / "ref_sqnr.npy"
+    loaded = ref_path.exists()
+    passes: list[float] = []  # the unit of the scan's floor: one FP32 forward pass over the SQNR images
+    if loaded:
+        ref = np.load(ref_path)
+    else:
+        ref = nq.run_outputs(Path(job["fp32"]), x, batch, threads, times=passes)
+        tmp = workdir / "ref_sqnr.tmp.npy"  # a kill mid-write must not leave a file a resumed run would trust
+        np.save(tmp, ref)
+        tmp.replace(ref_path)
+    skip = set(job.get("skip") or [])
+    candidates = nq.candidate_nodes(settings, full)
+    if "whole" not in skip:
+        if loaded:  # a resumed worker read the reference: time one FP32 pass for the floor
+            nq.run_outputs(Path(job["fp32"]), x, batch, threads, times=passes)
+        fp32_pass_s = passes[-1]
+        t0 = time.perf_counter()
+        whole_db = nq.sqnr_db(ref, nq.run_outputs(full, x, batch, threads))
+        progress.emit(event="whole", sqnr_db=whole_db, candidates=[[n, op] for n, op in candidates],
+                      sqnr_samples=len(x), fp32_pass_s=float(f"{fp32_pass_s:.5g}"),
+                      seconds=round(time.perf_counter() - t0, 3))
+    tmp = workdir / "node.onnx"
+    from quantbench.common.progress import Reporter
+
+    fp32_pass_s = passes[-1] if passes else None
+    report, t_scan = Reporter(), time.perf_counter()
+    done = first = sum(1 for c in candidates if c[0] in skip)
+    for name, op in candidates:
+        if name in skip:
+            continue
+        left = len(candidates) - done
+        report("scan", done=done, total=len(candidates), unit="nodes",
+               eta_s=round((time.perf_counter() - t_scan) / (done - first) * left, 1) if done > first else None,
+               floor_eta_s=round(2 * fp32_pass_s * left, 1) if fp32_pass_s else None)
+        done += 1
+        progress.emit(event="start", node=name)
+        t0 = time.perf_counter()
+        try:
+            nq.quantize(workdir, settings, tmp, only=[name])
+            if not nq.has_qdq(tmp):  # an 8-bit pass-through op: ORT quantizes it only next to quantized neighbours
+                progress.emit(event="node", node=name, op_type=op, alone=False,
+                              seconds=round(time.perf_counter() - t0, 3))
+                continue
+            t1 = time.perf_counter()
+            q_only = nq.sqnr_db(ref, nq.run_outputs(tmp, x, batch, threads))
+            t2 = time.perf_counter()
+            nq.quantize(workdir, settings, tmp, exclude=[name])
+            t3 = time.perf_counter()
+            f_only = nq.sqnr_db(ref, nq.run_outputs(tmp, x, batch, threads))
+            infer_s = time.perf_counter() - t3 + t2 - t1
+        except Exception as exc:  # noqa: BLE001 - one node's failure is its row, not the study's end
+            progress.emit(event="node", node=name, op_type=op, alone=True, error=_one_line(exc))
+            continue
+        progress.emit(event="node", node=name, op_type=op, alone=True, sqnr_quant_only_db=q_only,
+                      sqnr_float_only_db=f_only, seconds=round(time.perf_counter() - t0, 3),
+                      infer_seconds=round(infer_s, 3))
+    report("scan", done=len(candidates), total=len(candidates), unit="nodes")
+    tmp.unlink(missing_ok=True)
+
+
+def run_accuracy(job: dict[str, Any], progress: _Progress) -> None:
+    settings = _settings(job)
+    workdir = Path(job["workdir"])
+    full = _setup(job, settings, progress)
+    threads, batch = int(job.get("threads", 0)), int(job.get("batch", 32))
+    x, y = _images(job, int(job["eval_samples"]))
+    skip = set(job.get("skip") or [])
+    fp32_right = _correct(nq.run_outputs(Path(job["fp32"]), x, batch, threads), y)  # every comparison is paired with it
+    if "whole" not in skip:
+        int8_right = _correct(nq.run_outputs(full, x, batch, threads), y)
+        progress.emit(event="whole_accuracy", eval_samples=len(x), top1_fp32=round(float(fp32_right.mean()), 6),
+                      top1_int8=round(float(int8_right.mean()), 6), paired_int8=paired_accuracy(fp32_right, int8_right))
+    tmp = workdir / "node.onnx"
+    for name in job["nodes"]:
+        if name in skip:
+            continue
+        progress.emit(event="start", node=name)
+        try:
+            nq.quantize(workdir, settings, tmp, only=[name])
+            q_only = _correct(nq.run_outputs(tmp, x, batch, threads), y)
+            nq.quantize(workdir, settings, tmp, exclude=[name])
+            f_only = _correct(nq.run_outputs(tmp, x, batch, threads), y)
+        except Exception as exc:  # noqa: BLE001
+            progress.emit(event="accuracy", node=name, error=_one_line(exc))
+            continue
+        progress.emit(event="accuracy", node=name, top1_quant_only=round(float(q_only.mean()), 6),
+                      top1_float_only=round(float(f_only.mean()), 6),
+                      paired_quant_only=paired_accuracy(fp32_right, q_only),
+                      paired_float_only=paired_accuracy(fp32_right, f_only))
+    tmp.unlink(missing_ok=True)
+
+
+def _correct(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per image: is the arg-max the label (the vector :func:`.accuracy_stats.paired_accuracy` pairs)."""
+    return np.asarray(outputs).argmax(axis=1) == np.asarray(labels)
+
+
+def run_quantize(job: dict[str, Any], progress: _Progress) -> None:
+    settings = _settings(job)
+    _setup(job, settings, progress)
+    out = Path(job["out"])
+    tmp = out.with_suffix(".tmp.onnx")
+    t0 = time.perf_counter()
+    nq.quantize(Path(job["workdir"]), settings, tmp, exclude=list(job.get("exclude") or []))
+    tmp.replace(out)
+    progress.emit(event="quantized", out=str(out), seconds=round(time.perf_counter() - t0, 3))
+
+
+def run_local(job: dict[str, Any], progress: _Progress) -> None:
+    """``local``: each node's own output error from one FP32 pass (:mod:`.node_local`)."""
+    from quantbench.exporters.calibrate import activation_bytes_per_sample
+
+    from quantbench.harness.studies.node_local import build_local_models, local_sqnr
+    from quantbench.common.progress import Reporter
+
+    settings = _settings(job)
+    workdir = Path(job["workdir"])
+    full = _setup(job, settings, progress)
+    threads, batch = int(job.get("threads", 0)), int(job.get("batch", 32))
+    x, _ = _images(job, int(job["sqnr_samples"]))
+    candidates = nq.candidate_nodes(settings, full)
+    models = build_local_models(full, workdir / nq.PRE_FILE, candidates, workdir)
+    import onnx
+
+    per_sample = activation_bytes_per_sample(onnx.shape_inference.infer_shapes(
+        onnx.load(str(workdir / nq.PRE_FILE), load_external_data=False)))
+    report = Reporter()
+    result = local_sqnr(workdir / nq.PRE_FILE, Path(job["fp32"]), models, x, batch, threads, workdir, per_sample,
+                        lambda done, total: report("local", done=done, total=total, unit="images"))
+    t0 = time.perf_counter()  # the whole INT8 model's SQNR, for context: one more pass
+    whole_db = nq.sqnr_db(result["fp32_outputs"], nq.run_outputs(full, x, batch, threads))
+    whole_s = time.perf_counter() - t0
+    progress.emit(event="whole", sqnr_db=whole_db, candidates=[[n, op] for n, op in candidates], sqnr_samples=len(x),
+                  fp32_pass_s=result["fp32_pass_s"], seconds=round(whole_s, 3))
+    for m in models:
+        progress.emit(event="node", node=m.node, op_type=m.op_type, alone=True, sqnr_local_db=result["nodes"][m.node])
+    # two passes of floor: the FP32 pass the activations come from and the whole model's
+    progress.emit(event="local", seconds=round(result["seconds"] + whole_s, 3), fp32_pass_s=result["fp32_pass_s"],
+                  passes=2)
+
+
+MODES = {"local": run_local, "sensitivity": run_sensitivity, "accuracy": run_accuracy, "quantize": run_quantize}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    job = json.loads(Path(args[0]).read_text())
+    from quantbench.common.subproc import watch_parent
+
+    watch_parent()
+    # onnxruntime.tools (quant_pre_process) imports torch only to offer an export helper: +500 MB, never used here.
+    if "torch" not in sys.modules:
+        sys.modules["torch"] = None  # type: ignore[assignment]
+    progress = _Progress(Path(job["progress"]))
+    try:
+        MODES[job["mode"]](job, progress)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+        progress.emit(event="error", error=_one_line(exc))
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    progress.emit(event="done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Sensitivity scans record their floor (FP32 forward passes over the SQNR images) and run a fast local mode."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from quantbench.harness.studies.sensitivity import SensitivityOptions, rank_nodes, scan_cost
+
+from tests.harness.studies.test_sensitivity import _study, tiny  # noqa: F401 - the tiny model with one outlier layer
+
+pytestmark = pytest.mark.ort_cpu
+
+
+def test_scan_cost_of_a_full_scan_counts_two_passes_per_node_measured_alone():
+    events = [{"event": "whole", "fp32_pass_s": 0.5, "seconds": 0.6},
+              {"event": "node", "node": "a", "alone": True, "seconds": 2.0},
+              {"event": "node", "node": "b", "alone": True, "seconds": 3.0},
+              {"event": "node", "node": "pool", "alone": False, "seconds": 0.4},  # quantized to nothing: no pass
+              {"event": "node", "node": "c", "alone": True, "error": "boom"}]
+    cost = scan_cost(events, local=False)
+    assert cost["scan_floor_s"] == pytest.approx(0.5 * (1 + 2 * 2))
+    assert cost["scan_time_s"] == pytest.approx(0.6 + 2.0 + 3.0 + 0.4)
+    assert cost["scan_time_ratio"] == pytest.approx(cost["scan_time_s"] / cost["scan_floor_s"], rel=1e-3)
+
+
+def test_scan_cost_of_a_local_scan_is_one_pass_and_unknown_without_a_pass_time():
+    cost = scan_cost([{"event": "whole", "fp32_pass_s": 0.25}, {"event": "local", "seconds": 1.0, "passes": 2}],
+                     local=True)
+    assert (cost["scan_floor_s"], cost["scan_time_ratio"]) == (0.5, 2.0)
+    assert scan_cost([{"event": "local", "seconds": 1.0}], local=True)["scan_time_ratio"] is None
+
+
+def test_local_rows_rank_lowest_own_output_sqnr_first():
+    rows = [{"node": "a", "sqnr_local_db": 30.0}, {"node": "b", "sqnr_local_db": 12.0},
+            {"node": "c", "sqnr_local_db": None}, {"node": "d", "error": "x", "sqnr_local_db": None}]
+    assert [r["node"] for r in rank_nodes(rows, "local")] == ["b", "a", "c", "d"]
+
+
+def _consistent(s):
+    assert s["scan_floor_s"] > 0 and s["scan_time_s"] > 0
+    assert s["scan_time_ratio"] == pytest.approx(s["scan_time_s"] / s["scan_floor_s"], rel=1e-2)
+    assert s["calib_floor_s"] > 0
+    assert s["calib_time_ratio"] > 0
+
+
+@pytest.mark.slow
+def test_full_scan_rows_carry_the_floor(tiny, tmp_path):  # noqa: F811
+    study, _ = _study(tiny, tmp_path / "out", SensitivityOptions(sqnr_samples=64, top=0))
+    s = study.summary
+    assert s["scan_mode"] == "full"
+    _consistent(s)
+    for r in study.rows:
+        assert r["scan_mode"] == "full"
+        assert r["node_time_ratio"] == pytest.approx(r["node_seconds"] / r["node_floor_s"], rel=1e-2)
+    # the floor is 1 + 2 per node FP32 passes of the same images
+    unit = (s["scan_floor_s"]) / (1 + 2 * len(study.rows))
+    assert all(r["node_floor_s"] == pytest.approx(2 * unit, rel=1e-2) for r in study.rows)
+
+
+@pytest.mark.slow
+def test_local_scan_is_marked_and_scores_every_node_from_one_pass(tiny, tmp_path):  # noqa: F811
+    study, messages = _study(tiny, tmp_path / "out", SensitivityOptions(sqnr_samples=64, top=0, scan="local"))
+    s = study.summary
+    assert s["scan_mode"] == "local"
+    _consistent(s)
+    assert sorted(r["node"] for r in study.rows) == sorted(["conv_a", "sensitive_conv", "classifier"])
+    values = [r["sqnr_local_db"] for r in study.rows]
+    assert all(r["scan_mode"] == "local" and r["sqnr_quant_only_db"] is None for r in study.rows)
+    assert all(v is not None and math.isfinite(v) for v in values) and values == sorted(values)
+    assert any("local scan" in m for m in messages)
+    assert s["sqnr_whole_int8_db"] is not None  # the whole model's SQNR, for context
+
+
+def test_scan_must_be_known():
+    from quantbench.harness.config.schema import ConfigError
+
+    with pytest.raises(ConfigError, match="--scan"):
+        SensitivityOptions(scan="fast").validate()
+
+
+def _local_rows():
+    base = {"sensitivity_schema": 1, "run_id": "r1", "model": "m", "variant": "int8", "status": "ok", "error": ""}
+    nodes = [{**base, "kind": "sensitivity", "node": n, "op_type": "Conv", "rank": i + 1, "sqnr_local_db": db,
+              "sqnr_quant_only_db": None, "sqnr_float_only_db": None, "scan_mode": "local"}
+             for i, (n, db) in enumerate([("conv_b", 12.345), ("conv_a", 31.5)])]
+    summary = {**base, "kind": "sensitivity_summary", "nodes": 2, "scan_mode": "local", "scan_time_s": 3.0,
+               "scan_floor_s": 1.5, "scan_time_ratio": 2.0, "sqnr_samples": 10}
+    return nodes, summary
+
+
+def test_tables_show_a_local_scan_as_such():
+    import io
+
+    from quantbench.harness.studies.sensitivity import StudyResult
+    from quantbench.reports.console_sensitivity import render_console
+    from quantbench.reports.sensitivity import section_html
+    from rich.console import Console
+
+    nodes, summary = _local_rows()
+    out = io.StringIO()
+    render_console([StudyResult("m", "int8", rows=nodes, summary=summary)], Console(file=out, width=250))
+    text = out.getvalue()
+    assert "local scan" in text and "12.35" in text and "∞" not in text
+    assert "2.00 × its floor" in text
+    html = section_html([*nodes, summary])
+    assert "local SQNR dB" in html and "12.35" in html and "2.00 × its floor" in html
