@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quantbench.common.files import sha256_file  # re-exported: the store and its callers hash files with it
+
 from .onnx_info import (
     count_params,
     load_checked,
@@ -69,14 +71,6 @@ class BuiltArtifact:
     trainable_params: int | None = None
     non_trainable_params: int | None = None
     params_from: str | None = None  # "torch" | "onnx-initializers"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def artifact_sha256(path: Path) -> str:

@@ -140,7 +140,7 @@ def upgrade_opset(src: Path, dst: Path) -> None:
     import onnx
     from onnx import version_converter
 
-    from .onnx_save import save_model
+    from quantbench.common.onnx_save import save_model
 
     model = onnx.load(str(src))
     current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)

@@ -119,7 +119,7 @@ def _save_with_probes(model: Any, probes: dict[str, list[Any]], graph_inputs: se
     and save ``model`` at ``path``: ORT runs nodes in this order, so each activation is freed as soon as
     its probe has read it (appended at the end of the graph, every activation of the run stayed alive
     until the end)."""
-    from .onnx_save import save_model
+    from quantbench.common.onnx_save import save_model
 
     front = [n for t in list(probes) if t in graph_inputs for n in probes.pop(t)]
     nodes = list(model.graph.node)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from .onnx_save import save_model
+from quantbench.common.onnx_save import save_model
 
 
 def convert_fp16(fp32_path: Path, out_path: Path) -> Path:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .onnx_save import save_model
+from quantbench.common.onnx_save import save_model
 
 SEED, EPOCHS, BATCH, LR = 0, 1, 128, 1e-4
 FREEZE_AT = 0.8  # observers stop updating after this share of the steps (ranges settle, weights adapt)

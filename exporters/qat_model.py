@@ -109,7 +109,7 @@ def drop_redundant_clips(path: Path) -> int:
     import onnx
     from onnx import numpy_helper
 
-    from .onnx_save import save_model
+    from quantbench.common.onnx_save import save_model
 
     model = onnx.load(str(path))
     g = model.graph

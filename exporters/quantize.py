@@ -386,7 +386,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
 
     from .bitwidth import needs_opset21, plan_grids, tensor_overrides, upgrade_opset
     from .calibrate import calibrate
-    from .onnx_save import lower_ir_version
+    from quantbench.common.onnx_save import lower_ir_version
 
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="qb-quant-") as tmpdir:

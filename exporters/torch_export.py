@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from .onnx_save import save_model
+from quantbench.common.onnx_save import save_model
 from .registry import ModelSource
 
 OPSET = 17

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .onnx_save import save_model
+from quantbench.common.onnx_save import save_model
 
 GPTQ_BLOCK = 128  # columns per lazy-update block (the paper's B)
 GPTQ_DAMP = 0.01  # λ = 1 % of the mean diagonal of H

@@ -101,7 +101,7 @@ def load_error(runtime: str, path: Path, exc: BaseException, ort_version: str) -
     if limit:
         return (f"{runtime} cannot load {path.name}: its IR version {limit[1]} is newer than onnxruntime {ort_version} "
                 f"reads (IR <= {limit[2]}); re-save it with the lowest IR its opset allows "
-                "(quantbench.exporters.onnx_save.lower_ir_version)")
+                "(quantbench.common.onnx_save.lower_ir_version)")
     return f"{runtime} could not load {path}: {text.splitlines()[0] if text else type(exc).__name__}"
 
 

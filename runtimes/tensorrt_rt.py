@@ -29,7 +29,7 @@ def default_cache_dir() -> Path:
 
 
 def _sha256(path: Path) -> str:
-    from quantbench.exporters.artifacts import sha256_file
+    from quantbench.common.files import sha256_file
 
     return sha256_file(path)
 

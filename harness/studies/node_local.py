@@ -47,7 +47,7 @@ def build_local_models(full: Path, pre: Path, candidates: list[tuple[str, str]],
     tensor names but renames a graph output it quantizes: that one is found by its producer and position)."""
     import onnx
     from onnx.utils import Extractor
-    from quantbench.exporters.onnx_save import save_model
+    from quantbench.common.onnx_save import save_model
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(full)))  # the extractor needs every tensor's type
     graph = model.graph
@@ -105,7 +105,7 @@ def build_local_models(full: Path, pre: Path, candidates: list[tuple[str, str]],
 
 def _fp32_with_outputs(fp32: Path, tensors: list[str], path: Path) -> None:
     import onnx
-    from quantbench.exporters.onnx_save import save_model
+    from quantbench.common.onnx_save import save_model
 
     model = onnx.load(str(fp32))
     have = {o.name for o in model.graph.output}

@@ -80,7 +80,7 @@ def quantize(workdir: Path, settings: Any, out: Path, only: list[str] | None = N
     ``exclude_nodes``). Everything else follows ``settings`` exactly as the whole-model variant does.
     """
     from onnxruntime.quantization import quantize_static
-    from quantbench.exporters.onnx_save import lower_ir_version
+    from quantbench.common.onnx_save import lower_ir_version
     from quantbench.exporters.quantize import static_quant_kwargs
 
     quantize_static(str(workdir / PRE_FILE), str(out),

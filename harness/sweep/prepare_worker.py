@@ -58,7 +58,7 @@ def export_fp32(source: Any, store: Any) -> Any:
     A ``module:`` function is exported afresh every time and stored under the hash of the exported
     bytes: its code and the weights it loads are not something a cache key can see.
     """
-    from quantbench.exporters.artifacts import sha256_file
+    from quantbench.common.files import sha256_file
     from quantbench.exporters.registry import ModelSource
 
     if source.kind != "callable":

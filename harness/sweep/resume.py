@@ -32,7 +32,7 @@ def _file_sha(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        from quantbench.exporters.artifacts import sha256_file
+        from quantbench.common.files import sha256_file
 
         return sha256_file(Path(path))
     except OSError:

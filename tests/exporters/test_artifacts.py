@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from quantbench.exporters.artifacts import artifact_sha256, artifact_size, sha256_file
 from quantbench.exporters.onnx_info import onnx_files
-from quantbench.exporters.onnx_save import with_lowest_ir_version
+from quantbench.common.onnx_save import with_lowest_ir_version
 
 
 def _model(weights: np.ndarray):

@@ -210,7 +210,7 @@ def test_bin_model_counts_are_numpys_histogram(tmp_path, bins, low, high, absolu
     import onnxruntime as ort
     from onnx import TensorProto, helper
     from quantbench.exporters.calibrate import _Histograms, write_bin_model
-    from quantbench.exporters.onnx_save import with_lowest_ir_version
+    from quantbench.common.onnx_save import with_lowest_ir_version
 
     lo, hi = np.float32(low), np.float32(high)
     edges = np.histogram_bin_edges(np.zeros(0, np.float32), bins, range=(lo, hi))

@@ -14,7 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from quantbench.exporters.calibrate import CalibrationConfig, calibrate
-from quantbench.exporters.onnx_save import save_model
+from quantbench.common.onnx_save import save_model
 
 pytestmark = pytest.mark.ort_cpu
 

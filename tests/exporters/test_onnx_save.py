@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper
 from onnx.helper import OP_SET_ID_VERSION_MAP
 
-from quantbench.exporters.onnx_save import lower_ir_version, lowest_ir_version, save_model, with_lowest_ir_version
+from quantbench.common.onnx_save import lower_ir_version, lowest_ir_version, save_model, with_lowest_ir_version
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -145,7 +145,7 @@ def test_a_model_newer_than_the_runtime_fails_naming_the_limit(tmp_path):
             "model.cc:181 onnxruntime::Model::Model(...) Unsupported model IR version: 14, max supported IR version: 13")
     msg = load_error("ort-cuda", Path("/x/m.onnx"), RuntimeError(text), "1.26.0")
     assert msg == ("ort-cuda cannot load m.onnx: its IR version 14 is newer than onnxruntime 1.26.0 reads (IR <= 13); "
-                   "re-save it with the lowest IR its opset allows (quantbench.exporters.onnx_save.lower_ir_version)")
+                   "re-save it with the lowest IR its opset allows (quantbench.common.onnx_save.lower_ir_version)")
     assert load_error("ort-cuda", Path("/x/m.onnx"), RuntimeError("bad\nmore"), "1.26.0") == \
         "ort-cuda could not load /x/m.onnx: bad"
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
-from quantbench.exporters.onnx_save import save_model
+from quantbench.common.onnx_save import save_model
 from quantbench.exporters.param_counts import onnx_param_counts
 
 from tests.exporters.test_train import stripes_npz

@@ -169,7 +169,7 @@ def test_model_input_that_does_not_match_the_data(tmp_path, shared_cache):
     import numpy as np
     import onnx
     from onnx import TensorProto, helper
-    from quantbench.exporters.onnx_save import with_lowest_ir_version
+    from quantbench.common.onnx_save import with_lowest_ir_version
 
     w = helper.make_tensor("w", TensorProto.FLOAT, [10, 3 * 32 * 32], np.zeros(10 * 3 * 32 * 32, np.float32))
     graph = helper.make_graph(

@@ -31,7 +31,7 @@ def label_reading_onnx(path: Path, positions: dict[int, int], n_out: int, side: 
     """An ONNX model (input (N, 1, side, side)) whose logit ``c`` is the pixel at ``positions[c]``."""
     import onnx
     from onnx import TensorProto, helper
-    from quantbench.exporters.onnx_save import with_lowest_ir_version
+    from quantbench.common.onnx_save import with_lowest_ir_version
 
     w = np.zeros((n_out, side * side), np.float32)
     for cls, pos in positions.items():

@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from quantbench.exporters.onnx_save import save_model
+from quantbench.common.onnx_save import save_model
 from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime
 
 pytestmark = pytest.mark.ort_cpu

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from quantbench.exporters.onnx_save import save_model
+from quantbench.common.onnx_save import save_model
 from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime, get_runtime_class
 from quantbench.runtimes.ort_cuda import OrtCudaRuntime, OrtTensorRTRuntime, summarize_ort_profile
 

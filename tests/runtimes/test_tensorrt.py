@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from quantbench.exporters.onnx_save import save_model
+from quantbench.common.onnx_save import save_model
 
 from quantbench.calibration_data import BatchReader, Preprocess, open_source
 from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime, get_runtime_class

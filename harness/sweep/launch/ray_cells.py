@@ -43,7 +43,7 @@ def survey() -> dict[str, Any]:
 
 
 def _sha256(path: Path) -> str:
-    from quantbench.exporters.artifacts import sha256_file
+    from quantbench.common.files import sha256_file
 
     return sha256_file(path)
 

@@ -72,7 +72,7 @@ def _gemm_onnx(path: Path, w: np.ndarray, side: int) -> Path:
     """A real ONNX classifier: logits = flattened image @ w.T (input (N, 1, side, side))."""
     import onnx
     from onnx import TensorProto, helper
-    from quantbench.exporters.onnx_save import with_lowest_ir_version
+    from quantbench.common.onnx_save import with_lowest_ir_version
 
     graph = helper.make_graph(
         [helper.make_node("Flatten", ["input"], ["f"]), helper.make_node("Gemm", ["f", "w"], ["logits"], transB=1)],

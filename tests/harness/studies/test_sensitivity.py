@@ -26,7 +26,7 @@ def _build_model(path: Path) -> Path:
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from quantbench.exporters.onnx_save import with_lowest_ir_version
+    from quantbench.common.onnx_save import with_lowest_ir_version
 
     rng = np.random.default_rng(0)
     w_a = (rng.standard_normal((4, 1, 3, 3)) * 0.5).astype(np.float32)

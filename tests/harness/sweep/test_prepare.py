@@ -26,7 +26,7 @@ def _onnx_28(path: Path, body: str) -> Path:
     """A (N, 1, 28, 28) -> (N, 10) ONNX model whose middle is ``body``: "nan" or "endless-loop"."""
     import onnx
     from onnx import TensorProto, helper
-    from quantbench.exporters.onnx_save import with_lowest_ir_version
+    from quantbench.common.onnx_save import with_lowest_ir_version
 
     w = helper.make_tensor("w", TensorProto.FLOAT, [10, 784], np.zeros(7840, np.float32))
     nodes, inits = [], [w]

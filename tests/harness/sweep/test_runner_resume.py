@@ -46,7 +46,7 @@ def tiny_onnx(path: Path, seed: int = 0, side: int = SIDE) -> Path:
     """Flatten + Gemm to 10 classes, random weights from ``seed``, input (N, 1, side, side)."""
     import onnx
     from onnx import TensorProto, helper
-    from quantbench.exporters.onnx_save import with_lowest_ir_version
+    from quantbench.common.onnx_save import with_lowest_ir_version
 
     w = np.random.default_rng(seed).standard_normal((10, side * side)).astype(np.float32)
     nodes = [helper.make_node("Flatten", ["input"], ["f"]), helper.make_node("Gemm", ["f", "w"], ["logits"], transB=1)]

@@ -36,7 +36,7 @@ def loop_onnx(path: Path, side: int = SIDE) -> Path:
     """Flatten + Gemm, plus a Loop of floor(1e11 / N^6) empty iterations whose result is added to the logits."""
     import onnx
     from onnx import TensorProto, helper
-    from quantbench.exporters.onnx_save import with_lowest_ir_version
+    from quantbench.common.onnx_save import with_lowest_ir_version
 
     w = np.random.default_rng(0).standard_normal((10, side * side)).astype(np.float32)
     body = helper.make_graph(

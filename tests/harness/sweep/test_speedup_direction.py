@@ -26,7 +26,7 @@ def conv_stack(path: Path, convs: int) -> Path:
     """input (N, 1, SIDE, SIDE) → Conv 1→CH → ``convs`` × (Conv CH→CH 3×3 + Relu) → global pool → Gemm to 10."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from quantbench.exporters.onnx_save import with_lowest_ir_version
+    from quantbench.common.onnx_save import with_lowest_ir_version
 
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal((CH, 1, 3, 3)).astype(np.float32) * 0.3, "w0"),
