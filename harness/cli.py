@@ -293,7 +293,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
             continue
         avail = cls.availability()
         try:
-            req = cls.requirements() if hasattr(cls, "requirements") else ""
+            req = cls.requirements()
         except Exception:  # noqa: BLE001 - a broken install must not break the listing
             req = ""
         if req:

@@ -127,6 +127,18 @@ class Runtime(ABC):
         """Runtime-specific option keys accepted in ``[runtime_options.<name>]``."""
         return ("threads",)
 
+    @classmethod
+    def option_types(cls) -> dict[str, type | tuple[type, ...]]:
+        """Types of the options in :meth:`option_names` that the config validator should enforce
+        (an option not listed is passed through as written)."""
+        return {}
+
+    @classmethod
+    def requirements(cls) -> str:
+        """What this runtime needs beyond its Python packages (driver, GPU, libraries), one line;
+        shown by ``quantbench devices``. Empty when the packages are all it needs."""
+        return ""
+
     def supports(self, artifact: Artifact) -> str | None:
         """Return None if this runtime can run ``artifact``, else a one-line reason."""
         if artifact.format not in self.formats:

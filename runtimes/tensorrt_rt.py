@@ -434,7 +434,7 @@ class TensorRTRuntime(Runtime):
         if self.engine is None:
             return {"audit_note": "no engine was built"}
         try:
-            info = self.engine_information()
+            info = self._engine_information()
             report = summarize_engine_layers(info, requested)
         except Exception as exc:  # noqa: BLE001 - the inspector is best effort
             return {"exec_precision": requested or None,
@@ -442,7 +442,7 @@ class TensorRTRuntime(Runtime):
         report["audit_note"] = f"{self.plan.note}; {report.get('audit_note', '')}"
         return report
 
-    def engine_information(self) -> str:
+    def _engine_information(self) -> str:
         """The engine inspector's JSON (per-layer precisions and formats); also written to ``inspector_dir``."""
         inspector = self.engine.create_engine_inspector()
         if self.context is not None:

@@ -484,7 +484,7 @@ def check_runtime_options(options: Any) -> None:
                     close = difflib.get_close_matches(key, sorted(allowed), n=1)
                     hint = f"; did you mean '{close[0]}'?" if close else f" (valid: {', '.join(sorted(allowed))})"
                     raise ConfigError(f"unknown option '{key}' in {where}{hint}")
-        declared = dict(getattr(cls, "option_types", lambda: {})() or {}) if cls is not None else {}
+        declared = dict(cls.option_types()) if cls is not None else {}
         for key, value in table.items():
             values = value if isinstance(value, list) else [value]
             if isinstance(value, list):
