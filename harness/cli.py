@@ -433,14 +433,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from quantbench import __version__
 
-    try:
-        return version("quantbench")
-    except PackageNotFoundError:  # a source checkout that is not installed
-        from quantbench import __version__
-
-        return __version__
+    return __version__
 
 
 ALL_GENERATIONS_HELP = ("also show rows superseded by a later measurement of the same cell under other inputs "
