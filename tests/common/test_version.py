@@ -16,7 +16,7 @@ def test_version_is_written_in_one_place():
     ours = [ROOT / "quantbench", ROOT / "harness", ROOT / "exporters", ROOT / "runtimes", ROOT / "reports",
             ROOT / "calibration_data"]  # tests may fake other packages' versions
     written = [p for d in ours for p in d.rglob("*.py")
-               and re.search(r"^__version__\s*=", p.read_text(errors="replace"), re.M)]
+               if re.search(r"^__version__\s*=", p.read_text(errors="replace"), re.M)]
     assert [p.relative_to(ROOT).as_posix() for p in written] == ["quantbench/__init__.py"]
     assert not re.search(r'^version\s*=', (ROOT / "pyproject.toml").read_text(), re.M)
 
