@@ -18,7 +18,7 @@ def test_version_is_written_in_one_place():
     written = [p for d in ours for p in d.rglob("*.py")
                if re.search(r"^__version__\s*=", p.read_text(errors="replace"), re.M)]
     assert [p.relative_to(ROOT).as_posix() for p in written] == ["quantbench/__init__.py"]
-    assert not re.search(r'^version\s*=', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert not re.search(r'^version\s*=\s*"', (ROOT / "pyproject.toml").read_text(), re.M)
 
 
 def test_metadata_and_cli_report_that_version():
