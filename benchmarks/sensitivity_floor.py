@@ -7,6 +7,13 @@ and the peak RSS of each process kind (sampled as in ``calibration_memory.py``),
 
     python benchmarks/sensitivity_floor.py resnet50 --data folder:/tmp/cifar10 --resize 224 --sqnr-samples 100
     python benchmarks/sensitivity_floor.py cifar10_cnn --data folder:/tmp/cifar10 --scans local,full
+
+``--compare K`` (an ``.onnx`` file) instead runs, in this one process, K nodes spread over the model's
+candidates two ways, node by node in turn: one ``quantize_static`` file per per-node model (the scan before
+``node_models.py``) and the in-memory models the scan now uses; it prints each way's time, floor (two FP32
+passes per node, the pass timed here) and ratio, what the time went to, and whether the SQNRs are equal:
+
+    python benchmarks/sensitivity_floor.py /tmp/resnet50.onnx --data folder:/tmp/cifar10 --resize 224 --compare 6
 """
 from __future__ import annotations
 
@@ -36,7 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibration", default="minmax", help="calibration method (default minmax)")
     ap.add_argument("--threads", type=int, default=0, help="run.threads (0: ONNX Runtime's default)")
     ap.add_argument("--timeout-s", type=float, default=None, help="kill a scan that takes longer")
+    ap.add_argument("--compare", type=int, default=0, metavar="K",
+                    help="in one process: K nodes built by quantize_static files vs in memory (an .onnx model)")
+    ap.add_argument("--batch", type=int, default=32, help="SQNR batch of --compare (default 32, as the scan)")
     args = ap.parse_args(argv)
+    if args.compare:
+        if not args.model.endswith(".onnx"):
+            ap.error("--compare needs an .onnx file (export a registry model once with quantbench export)")
+        from sensitivity_compare import compare
+
+        return compare(args)
     model = str(Path(args.model).absolute()) if args.model.endswith(".onnx") else args.model
     weights = "" if args.model.endswith(".onnx") else 'weights = "random"\n'
     pre = f"preprocess = {{ resize = [{args.resize}, {args.resize}] }}\n" if args.resize else ""

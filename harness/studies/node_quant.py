@@ -125,20 +125,22 @@ def _quantized_op_types() -> list[str]:
     return sorted(QDQRegistry)
 
 
-def session(path: Path, threads: int = 0) -> Any:
-    """An ONNX Runtime CPU session (default graph optimisations, as the ort-cpu runtime)."""
+def session(path: Path | bytes, threads: int = 0) -> Any:
+    """An ONNX Runtime CPU session of a file or a serialized model (default graph optimisations, as the ort-cpu
+    runtime)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
     if threads > 0:
         so.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), so, providers=["CPUExecutionProvider"])
 
 
-def run_outputs(path: Path, x: np.ndarray, batch: int, threads: int = 0,
+def run_outputs(path: Path | bytes, x: np.ndarray, batch: int, threads: int = 0,
                 times: list[float] | None = None) -> np.ndarray:
-    """The first output of ``path`` on every sample of ``x`` (float64, one row per sample), in batches of ``batch``.
+    """The first output of ``path`` (a file or a serialized model) on every sample of ``x`` (float64, one row per
+    sample), in batches of ``batch``.
 
     ``times`` gets the seconds of the forward passes alone (after one untimed warm-up run of the first batch;
     no session creation): a scan's floor."""

@@ -428,8 +428,9 @@ def scan_cost(events: list[dict[str, Any]], local: bool) -> dict[str, Any]:
     The floor is what the scan's forward passes cost on their own: one FP32 pass over the SQNR images
     (``fp32_pass_s``, timed in the worker at the scan's batch) for the whole model and two per node measured
     alone (a full scan), or the FP32 pass the activations come from and the whole model's (a local scan:
-    ``passes`` in its ``local`` event). The time is the whole-model pass and every node's quantization and
-    passes (full), or the probed pass with the per-node work and the whole model's pass (local).
+    ``passes`` in its ``local`` event). The time is the whole-model pass, setting up the per-node builds
+    (``builder`` events) and every node's quantization and passes (full), or the probed pass with the
+    per-node work and the whole model's pass (local).
     """
     whole = next((e for e in events if e.get("event") == "whole"), {})
     unit = whole.get("fp32_pass_s")
@@ -439,7 +440,8 @@ def scan_cost(events: list[dict[str, Any]], local: bool) -> dict[str, Any]:
     else:
         nodes = [e for e in events if e.get("event") == "node"]
         measured = [e for e in nodes if e.get("alone", True) and not e.get("error")]
-        time_s = (whole.get("seconds") or 0.0) + sum(e.get("seconds") or 0.0 for e in nodes)
+        time_s = (whole.get("seconds") or 0.0) + sum(e.get("seconds") or 0.0 for e in nodes) + sum(
+            e.get("seconds") or 0.0 for e in events if e.get("event") == "builder")  # setting up the per-node builds
         floor = unit * (1 + 2 * len(measured)) if unit else None
     return {"fp32_pass_s": unit, "scan_time_s": _sig(time_s), "scan_floor_s": _sig(floor),
             "scan_time_ratio": _sig(time_s / floor) if floor and time_s is not None else None}

@@ -114,15 +114,16 @@ def run_sensitivity(job: dict[str, Any], progress: _Progress) -> None:
         progress.emit(event="whole", sqnr_db=whole_db, candidates=[[n, op] for n, op in candidates],
                       sqnr_samples=len(x), fp32_pass_s=float(f"{fp32_pass_s:.5g}"),
                       seconds=round(time.perf_counter() - t0, 3))
-    tmp = workdir / "node.onnx"
     from quantbench.common.progress import Reporter
 
     fp32_pass_s = passes[-1] if passes else None
+    todo = [c for c in candidates if c[0] not in skip]
+    t0 = time.perf_counter()
+    build, in_memory = _node_builder(workdir, settings, todo[0][0] if todo else None)
+    progress.emit(event="builder", in_memory=in_memory, seconds=round(time.perf_counter() - t0, 3))  # scan time too
     report, t_scan = Reporter(), time.perf_counter()
-    done = first = sum(1 for c in candidates if c[0] in skip)
-    for name, op in candidates:
-        if name in skip:
-            continue
+    done = first = len(candidates) - len(todo)
+    for name, op in todo:
         left = len(candidates) - done
         report("scan", done=done, total=len(candidates), unit="nodes",
                eta_s=round((time.perf_counter() - t_scan) / (done - first) * left, 1) if done > first else None,
@@ -131,18 +132,19 @@ def run_sensitivity(job: dict[str, Any], progress: _Progress) -> None:
         progress.emit(event="start", node=name)
         t0 = time.perf_counter()
         try:
-            nq.quantize(workdir, settings, tmp, only=[name])
-            if not nq.has_qdq(tmp):  # an 8-bit pass-through op: ORT quantizes it only next to quantized neighbours
+            model = build(only=[name])
+            if model is None:  # an 8-bit pass-through op: ORT quantizes it only next to quantized neighbours
                 progress.emit(event="node", node=name, op_type=op, alone=False,
                               seconds=round(time.perf_counter() - t0, 3))
                 continue
             t1 = time.perf_counter()
-            q_only = nq.sqnr_db(ref, nq.run_outputs(tmp, x, batch, threads))
+            q_only = nq.sqnr_db(ref, nq.run_outputs(model, x, batch, threads))
             t2 = time.perf_counter()
-            nq.quantize(workdir, settings, tmp, exclude=[name])
+            model = build(exclude=[name])
             t3 = time.perf_counter()
-            f_only = nq.sqnr_db(ref, nq.run_outputs(tmp, x, batch, threads))
+            f_only = nq.sqnr_db(ref, nq.run_outputs(model, x, batch, threads))
             infer_s = time.perf_counter() - t3 + t2 - t1
+            del model
         except Exception as exc:  # noqa: BLE001 - one node's failure is its row, not the study's end
             progress.emit(event="node", node=name, op_type=op, alone=True, error=_one_line(exc))
             continue
@@ -150,7 +152,43 @@ def run_sensitivity(job: dict[str, Any], progress: _Progress) -> None:
                       sqnr_float_only_db=f_only, seconds=round(time.perf_counter() - t0, 3),
                       infer_seconds=round(infer_s, 3))
     report("scan", done=len(candidates), total=len(candidates), unit="nodes")
-    tmp.unlink(missing_ok=True)
+    for leftover in ("node.onnx", "node.onnx.data"):
+        (workdir / leftover).unlink(missing_ok=True)
+
+
+def _node_builder(workdir: Path, settings: Any, check_node: str | None) -> tuple[Any, bool]:
+    """``(build, in_memory)``; ``build(only=..., exclude=...)``: a per-node model for a session (bytes, or a file
+    when it is too large for one protobuf), or None when it quantizes nothing.
+
+    In memory (:class:`.node_models.NodeModels`) when that gives the very model ``quantize_static`` writes for
+    ``check_node`` (both of its models, compared here once per scan); otherwise ``quantize_static`` per model,
+    as before, with a warning on stderr (slower, the same numbers)."""
+    from quantbench.harness.studies.node_models import NodeModels, has_qdq
+
+    builder = NodeModels(workdir, settings)
+    same = check_node is None or all(builder.matches_quantize_static(**kw)
+                                     for kw in ({"only": [check_node]}, {"exclude": [check_node]}))
+    tmp = workdir / "node.onnx"
+    if same:
+        def build(only: list[str] | None = None, exclude: list[str] | tuple[str, ...] = ()) -> bytes | Path | None:
+            model = builder.build(only=only, exclude=exclude)
+            if not has_qdq(model):
+                return None
+            if model.ByteSize() < 2**31 - 2**26:
+                return model.SerializeToString()
+            from quantbench.common.onnx_save import save_model
+
+            return save_model(model, tmp, save_as_external_data=True, location=tmp.name + ".data")
+
+        return build, True
+    print(f"warning: in-memory per-node models differ from quantize_static's for {check_node} with this "
+          "onnxruntime; building each with quantize_static (slower, the same numbers)", file=sys.stderr)
+
+    def build_file(only: list[str] | None = None, exclude: list[str] | tuple[str, ...] = ()) -> Path | None:
+        nq.quantize(workdir, settings, tmp, only=only, exclude=exclude)
+        return tmp if nq.has_qdq(tmp) else None
+
+    return build_file, False
 
 
 def run_accuracy(job: dict[str, Any], progress: _Progress) -> None:

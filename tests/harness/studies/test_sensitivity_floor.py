@@ -23,6 +23,17 @@ def test_scan_cost_of_a_full_scan_counts_two_passes_per_node_measured_alone():
     assert cost["scan_time_ratio"] == pytest.approx(cost["scan_time_s"] / cost["scan_floor_s"], rel=1e-3)
 
 
+def test_scan_time_counts_setting_up_the_per_node_builds_of_every_worker_start():
+    """Loading the graph for the in-memory builds and checking them against quantize_static is scan time (a
+    restarted worker does it again), not free."""
+    events = [{"event": "whole", "fp32_pass_s": 0.5, "seconds": 0.6}, {"event": "builder", "seconds": 1.5},
+              {"event": "node", "node": "a", "alone": True, "seconds": 2.0}, {"event": "builder", "seconds": 1.25},
+              {"event": "node", "node": "b", "alone": True, "seconds": 3.0}]
+    cost = scan_cost(events, local=False)
+    assert cost["scan_time_s"] == pytest.approx(0.6 + 1.5 + 2.0 + 1.25 + 3.0)
+    assert cost["scan_time_ratio"] == pytest.approx(cost["scan_time_s"] / (0.5 * 5), rel=1e-3)
+
+
 def test_scan_cost_of_a_local_scan_is_one_pass_and_unknown_without_a_pass_time():
     cost = scan_cost([{"event": "whole", "fp32_pass_s": 0.25}, {"event": "local", "seconds": 1.0, "passes": 2}],
                      local=True)

@@ -1,0 +1,135 @@
+"""Per-node models built in memory (harness/studies/node_models.py) are the ones ``quantize_static`` writes, and a
+full scan with them measures the same numbers as with one ``quantize_static`` call per model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.harness.studies.test_sensitivity import tiny  # noqa: F401 - the tiny model with one outlier layer
+
+pytestmark = pytest.mark.ort_cpu
+
+ASSETS = Path(__file__).resolve().parents[3] / "exporters" / "assets"
+
+
+def _fashion_job(workdir: Path, **settings) -> dict:
+    """A sensitivity worker job on the shipped Fashion-MNIST CNN (trained weights) and real images."""
+    from quantbench.exporters.artifacts import onnx_input_info
+    from quantbench.exporters.quantize import QuantSettings
+
+    fp32 = ASSETS / "fashion_cnn.onnx"
+    qs = QuantSettings(**{"calibration": "minmax", "calib_samples": 32, "calib_batch": 16, **settings})
+    return {"fp32": str(fp32), "settings": qs.to_config(), "data": "fashion-mnist", "calib_data": "fashion-mnist",
+            "preprocess": {"channels": 1, "mean": [0.286], "std": [0.353]},
+            "input_name": onnx_input_info(fp32)[0], "sqnr_samples": 48, "eval_samples": 48, "batch": 16,
+            "threads": 1, "workdir": str(workdir), "progress": str(workdir / "progress.jsonl"), "mode": "sensitivity"}
+
+
+def _prepared(job: dict) -> tuple[Path, object, list[str]]:
+    """The job's workdir after the worker's setup (pre-processed graph, ranges, whole model), its settings and
+    every node the whole-model quantizer quantized (pass-through ops included)."""
+    from quantbench.harness.studies import node_quant as nq
+    from quantbench.harness.studies import sensitivity_worker as sw
+
+    settings = sw._settings(job)
+    full = sw._setup(job, settings, sw._Progress(Path(job["progress"])))
+    return Path(job["workdir"]), settings, [name for name, _ in nq.quantized_nodes(full)]
+
+
+def _tiny_job(tiny: dict, workdir: Path, **settings) -> dict:  # noqa: F811
+    from quantbench.exporters.quantize import QuantSettings
+
+    qs = QuantSettings(**{"calibration": "minmax", "calib_samples": 64, "calib_batch": 16, **settings})
+    return {"fp32": str(tiny["model"]), "settings": qs.to_config(), "data": f"npz:{tiny['data']}",
+            "calib_data": f"npz:{tiny['data']}", "preprocess": {"channels": 1, "mean": [0.0], "std": [1.0]},
+            "input_name": "input", "sqnr_samples": 64, "eval_samples": 64, "batch": 16, "threads": 1,
+            "workdir": str(workdir), "progress": str(workdir / "progress.jsonl"), "mode": "sensitivity"}
+
+
+def _big_bias(d: Path) -> dict:
+    """Two convolutions whose first has tiny weights and a large bias: the quantizer enlarges that weight's
+    scale so the int32 bias fits (the adjustment it makes in place on the cached parameters)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from quantbench.common.onnx_save import with_lowest_ir_version
+
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for a, n in (
+        (rng.standard_normal((3, 1, 3, 3)) * 1e-6, "w1"), (np.array([1.0, -2.0, 3.0]) * 1e3, "b1"),
+        (rng.standard_normal((2, 3, 1, 1)), "w2"), (np.zeros(2), "b2"))]
+    nodes = [helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["logits4d"], name="conv2"),
+             helper.make_node("Flatten", ["logits4d"], ["logits"], name="flatten")]
+    graph = helper.make_graph(nodes, "big_bias", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                               ["batch", 1, 1, 1])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])], inits)
+    model = d / "big_bias.onnx"
+    onnx.save(with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])), model)
+    x = rng.uniform(-1, 1, (96, 1, 1)).astype(np.float32)
+    np.savez(d / "big_bias.npz", x_train=x[:64], y_train=np.zeros(64, np.int64), x_test=x[64:],
+             y_test=np.zeros(32, np.int64))
+    return {"model": model, "data": d / "big_bias.npz"}
+
+
+@pytest.mark.parametrize("case", ["fashion-per-channel", "fashion-per-tensor-entropy", "tiny-per-tensor-reduced",
+                                  "big-bias"])
+def test_in_memory_models_are_the_ones_quantize_static_writes(case, tiny, tmp_path) -> None:  # noqa: F811
+    import onnx
+
+    from quantbench.harness.studies import node_quant as nq
+    from quantbench.harness.studies.node_models import NodeModels, has_qdq
+
+    work = tmp_path / "w"
+    work.mkdir()
+    job = {"fashion-per-channel": lambda: _fashion_job(work),
+           "fashion-per-tensor-entropy": lambda: _fashion_job(work, per_channel=False, calibration="entropy"),
+           "tiny-per-tensor-reduced": lambda: _tiny_job(tiny, work, per_channel=False, reduce_range=True),
+           "big-bias": lambda: _tiny_job(_big_bias(tmp_path), work)}[case]()
+    workdir, settings, nodes = _prepared(job)
+    builder = NodeModels(workdir, settings)
+    assert len(nodes) >= 2
+    for name in nodes:  # every node, in both roles, against a fresh quantize_static file
+        for kw in ({"only": [name]}, {"exclude": [name]}):
+            built = builder.build(**kw)
+            path = nq.quantize(workdir, settings, tmp_path / "ref.onnx", **kw)
+            assert onnx.load(str(path)).SerializeToString() == built.SerializeToString(), (name, kw)
+            assert has_qdq(built) == nq.has_qdq(path)
+    assert builder.matches_quantize_static(only=[nodes[0]])
+
+
+def _node_events(workdir: Path) -> tuple[dict[str, dict], list[dict]]:
+    events = [json.loads(line) for line in (workdir / "progress.jsonl").read_text().splitlines()]
+    return {e["node"]: e for e in events if e.get("event") == "node"}, [e for e in events if e["event"] == "builder"]
+
+
+@pytest.mark.slow
+def test_scan_numbers_equal_those_of_quantize_static_models(tmp_path, monkeypatch, capfd) -> None:
+    """The worker's scan, in memory and with one quantize_static file per model (forced by a builder that
+    does not match), gives the same SQNR per node to the last digit, and says which path it took."""
+    from quantbench.harness.studies import sensitivity_worker as sw
+    from quantbench.harness.studies.node_models import NodeModels
+
+    runs = {}
+    for path in ("in-memory", "quantize_static"):
+        work = tmp_path / path
+        work.mkdir()
+        if path == "quantize_static":
+            monkeypatch.setattr(NodeModels, "matches_quantize_static", lambda self, **kw: False)
+        job = _fashion_job(work)
+        sw.run_sensitivity(job, sw._Progress(Path(job["progress"])))
+        runs[path] = _node_events(work)
+    (fast, fast_builder), (slow, slow_builder) = runs["in-memory"], runs["quantize_static"]
+    assert fast_builder[0]["in_memory"] is True and slow_builder[0]["in_memory"] is False
+    assert "differ from quantize_static's" in capfd.readouterr().err
+    assert sorted(fast) == sorted(slow) and len(fast) >= 4
+    measured = [n for n in fast if fast[n]["alone"]]
+    assert len(measured) == 4  # 2 Conv + 2 Gemm; MaxPool / Flatten quantize nothing alone
+    for n in fast:
+        for key in ("alone", "sqnr_quant_only_db", "sqnr_float_only_db"):
+            assert fast[n].get(key) == slow[n].get(key), (n, key)
+    assert all(np.isfinite(fast[n]["sqnr_quant_only_db"]) for n in measured)
