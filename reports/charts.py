@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import html
 from collections import defaultdict
+from importlib import resources
 from typing import Any
 
+from quantbench.common.row_format import is_number
 from quantbench.reports.console import timing_flag, transfer_ms
 
 from .model import runtime_label
-from .rows import is_number
 from .verdict import interval
 
 PHASES = [("io", "I/O (read + preprocess)", "#9e9e9e"), ("h2d", "host→device", "#f28e2b"),
@@ -189,3 +190,15 @@ def cross_device_speedups(model: str, devices: list[str], lines: list[dict[str, 
                       yaxis={"autorange": "reversed"}, legend_traceorder="normal")
     _layout(fig, f"{model}: speedup over FP32 on each device", max(280, 22 * len(lines) * len(devices) + 140))
     return fig
+
+
+def plotly_js() -> str:
+    """plotly.js (the vendored cartesian bundle, else plotly's own), safe to put inside a <script> block."""
+    vendored = resources.files("quantbench.reports").joinpath("vendor/plotly-cartesian.min.js")
+    if vendored.is_file():
+        js = vendored.read_text(encoding="utf-8")
+    else:
+        from plotly.offline import get_plotlyjs
+
+        js = get_plotlyjs()
+    return js.replace("</script", "<\\/script")

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from quantbench.common.row_format import MISSING, NA, fmt
+from quantbench.common.row_keys import fp32_references, reference_of
+from quantbench.common.row_keys import is_host_device as _host_device
+from quantbench.common.speed_checks import contradiction, separate_ratio, separate_ratio_ci
 from quantbench.reports.verdict import (
     ci_half_pts,
     delta_significant,
@@ -15,11 +19,6 @@ from quantbench.reports.verdict import (
     signed,
 )
 
-from quantbench.harness.sweep.resources import is_host_device as _host_device
-from quantbench.harness.results.store import pairing_key
-
-NA = "n/a"  # a phase that does not exist on this device (host→device on a CPU)
-MISSING = "—"  # a value that was not measured or could not be computed
 KB = 1000  # bytes in the "size kB" column, as in the build log and the reports (MB = 1e6 bytes)
 TIMING_SETTINGS_KEYS = ("measure_settings", "timing_settings", "measure")
 
@@ -81,8 +80,6 @@ def timing_flag(row: dict[str, Any], ref: dict[str, Any] | None = None) -> str:
     ``ref`` (the FP32 row it is compared with), the two rows' separately timed p50s. Texts are shared
     between rows so that tables number each once; the row's ``timing_noisy_reason`` has its figures.
     """
-    from quantbench.harness.measure.interference import contradiction, separate_ratio, separate_ratio_ci
-
     parts = [_not_valid(row)]
     reason = str(row.get("timing_noisy_reason") or "")
     if row.get("timing_noisy") is True and ("other processes" in reason or "stole" in reason or not reason):
@@ -130,16 +127,10 @@ def _device(row: dict[str, Any]) -> Any:
     return f"{row.get('device')} @ {target}" if target else row.get("device")
 
 
-def _key(row: dict[str, Any]) -> tuple:
-    # pairing_key: an FP32 row is the reference only of rows of its own generation and runtime options
-    return (row.get("model"), row.get("runtime_label") or row.get("runtime"), _device(row), row.get("batch"),
-            pairing_key(row))
-
-
 def fp32_baselines(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
-    """The fp32 row of each (model, runtime label, device, batch), for deltas and the "ref" mark."""
-    return {_key(r): r for r in rows if r.get("status") == "ok" and r.get("precision") == "fp32"
-            and (r.get("variant_settings") or {}).get("builder") is None}
+    """The FP32 reference rows, for deltas and the "ref" mark (:func:`quantbench.common.row_keys.fp32_references`:
+    the same rule as the reports)."""
+    return fp32_references(rows)
 
 
 def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -149,7 +140,7 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         if r.get("status") != "ok":
             continue
-        ref = base.get(_key(r))
+        ref = reference_of(r, base)
         is_ref = ref is r
         top1 = r.get("top1")
         delta = (top1 - ref["top1"]) * 100 if ref and top1 is not None and ref.get("top1") is not None else None
@@ -185,18 +176,10 @@ def delta_cell(s: dict[str, Any]) -> str:
     return signed(s["delta_pts"]) if s["delta_pts"] is not None else MISSING
 
 
-def _fmt(v: Any, spec: str, suffix: str = "") -> str:
-    if v is None:
-        return MISSING
-    if isinstance(v, str):
-        return v
-    return f"{v:{spec}}{suffix}"
-
-
 def _copies(h2d: Any, d2h: Any) -> str:
     if h2d == NA and d2h == NA:
         return NA
-    return f"{_fmt(h2d, '.3f')} / {_fmt(d2h, '.3f')}"
+    return f"{fmt(h2d, '{:.3f}')} / {fmt(d2h, '{:.3f}')}"
 
 
 class Footnotes:
@@ -245,19 +228,19 @@ def render_console(rows: list[dict[str, Any]], console: Any, older: list[dict[st
         variant = escape(str(s["variant"])) + (f" [dim](= {escape(s['identical_to'])})[/dim]" if s["identical_to"] else "")
         if s["cell_id"] in older_cells:  # --all-generations: a row of an earlier configuration
             variant += " [dim](older generation)[/dim]"
-        top1 = _fmt(s["top1"] * 100 if s["top1"] is not None else None, ".2f", "%") + notes.mark(s["top1_note"])
+        top1 = fmt(s["top1"], "{:.2f}", "%", scale=100) + notes.mark(s["top1_note"])
         if s["top1"] is not None and s["top1_half"] is not None:
             top1 += f" ±{s['top1_half']:.1f}"
-        p50 = _fmt(s["p50"], ".3f")
+        p50 = fmt(s["p50"], "{:.3f}")
         if s["timing"]:  # notes are numbered in column order
             p50 = f"[yellow]{p50} ⚠{notes.mark(s['timing'])}[/yellow]"
         speedup = "ref" if s["ref"] else speedup_text(s["row"], s["speedup"]) + notes.mark(s["speedup_note"])
         table.add_row(
             escape(str(s["model"])), variant, escape(str(s["runtime"])), escape(str(s["device"])), str(s["batch"]),
             escape(top1), delta_cell(s),
-            _fmt(s["agreement"] * 100 if s["agreement"] is not None else None, ".1f", "%"), p50,
-            _fmt(s["p99"], ".3f"), _fmt(s["io_p50"], ".3f"), _copies(s["h2d_p50"], s["d2h_p50"]),
-            _fmt(s["size_kb"], ".0f"), escape(speedup), ran)
+            fmt(s["agreement"], "{:.1f}", "%", scale=100), p50,
+            fmt(s["p99"], "{:.3f}"), fmt(s["io_p50"], "{:.3f}"), _copies(s["h2d_p50"], s["d2h_p50"]),
+            fmt(s["size_kb"], "{:.0f}"), escape(speedup), ran)
     console.print(table)
     for i, text in enumerate(notes.texts, 1):
         console.print(f"  \\[{i}] {escape(text)}")

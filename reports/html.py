@@ -3,13 +3,12 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import quantbench.reports.charts as charts
 from quantbench.reports.console import Footnotes
 
-from . import charts
 from .atomic import write_atomic
 from .method import timing_method
 from .model import Report, dataset_text, device_key
@@ -96,18 +95,6 @@ td.best{font-weight:700;background:#e7f5ea} td.tie{background:#f1f8f2} td.ns{col
 </table>{% else %}<p class="muted">None.</p>{% endif %}
 </body></html>
 """
-
-
-def _plotly_js() -> str:
-    """plotly.js (the vendored cartesian bundle, else plotly's own), safe to put inside a <script> block."""
-    vendored = resources.files("quantbench.reports").joinpath("vendor/plotly-cartesian.min.js")
-    if vendored.is_file():
-        js = vendored.read_text(encoding="utf-8")
-    else:
-        from plotly.offline import get_plotlyjs
-
-        js = get_plotlyjs()
-    return js.replace("</script", "<\\/script")
 
 
 def _devices(report: Report) -> list[dict[str, str]]:
@@ -232,7 +219,7 @@ def render_html(report: Report, out: Path, budget_pts: float = DEFAULT_BUDGET_PT
                  "batch": r.get("batch"), "error": r.get("error")} for r in report.not_ok]
     env = jinja2.Environment(autoescape=True)
     chunks = env.from_string(TEMPLATE).generate(
-        plotly_js=_plotly_js(),
+        plotly_js=charts.plotly_js(),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), sources=report.sources,
         counts={"ok": counts.get("ok", 0), "failed": counts.get("failed", 0), "skipped": counts.get("skipped", 0)},
         warnings=report.warnings, method=timing_method(report.rows), devices=_devices(report), groups=groups,

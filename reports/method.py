@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from quantbench.common.row_format import is_number
 from quantbench.reports.console import TIMING_SETTINGS_KEYS
-
-from .rows import is_number
 
 CLOCKS = {"host-perf_counter_ns": "the host's perf_counter_ns", "host": "the host's perf_counter_ns",
           "cuda-events": "CUDA events on the GPU"}

@@ -6,14 +6,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantbench.harness.results.store import (
-    RESULTS_NAME,
+from quantbench.common.row import RESULTS_NAME, Row
+from quantbench.common.row_file import ResultsError, read_rows
+from quantbench.common.row_keys import (  # noqa: F401 - device_key, runtime_label, reference_key: re-exported
     current_rows,
-    pairing_key,
+    device_key,
+    fp32_references,
+    reference_key,
+    runtime_label,
     superseded_note,
 )
-
-from .rows import load_file
 
 
 class ReportError(ValueError):
@@ -46,30 +48,11 @@ class Report:
         return [r for r in self.rows if r.get("status") != "ok"]
 
 
-def device_key(row: dict[str, Any]) -> str:
-    """'host · CPU model (cpu)' or '… · GPU name (cuda:0)': one target device (fleet rows: their target, not the host)."""
-    env = row.get("env") or {}
-    dev = str(row.get("device") or "?")
-    what = env.get("cpu_model") or "?"
-    if dev.startswith("cuda") and env.get("gpu"):
-        idx = dev.partition(":")[2]
-        idx = int(idx) if idx.isdigit() else 0
-        what = env["gpu"][min(idx, len(env["gpu"]) - 1)].get("name") or "?"
-    target = (row.get("fleet") or {}).get("target")
-    if target:  # a fleet sweep's device kind (any of its nodes), not one host
-        return f"{target} · {what} ({dev})"
-    return f"{env.get('host') or '?'} · {what} ({dev})"
-
-
-def runtime_label(row: dict[str, Any]) -> str:
-    return str(row.get("runtime_label") or row.get("runtime") or "?")
-
-
 def build_report(paths: list[Path], all_generations: bool = False) -> Report:
     """Read every file; a missing, empty, truncated or old file, or a malformed row, is a warning, not a failure.
 
     A path may be an output folder (its ``results.jsonl``). Rows superseded by a later measurement of
-    the same cell under other inputs are left out (:func:`harness.results.current_rows`, a warning
+    the same cell under other inputs are left out (:func:`quantbench.common.row_keys.current_rows`, a warning
     says how many) unless ``all_generations``.
     """
     rows: list[dict[str, Any]] = []
@@ -84,15 +67,15 @@ def build_report(paths: list[Path], all_generations: bool = False) -> Report:
             continue
         seen.add(Path(path).resolve())
         try:
-            loaded = load_file(Path(path))
-        except FileNotFoundError:
-            warnings.append(f"results file not found: {path}")
+            file_rows, file_warnings = load_file(Path(path))
+        except ResultsError as exc:
+            warnings.append(str(exc))
             continue
         except OSError as exc:
             warnings.append(f"{path}: cannot read ({exc.strerror or exc})")
             continue
-        warnings.extend(loaded.warnings)
-        rows.extend(loaded.rows)
+        warnings.extend(file_warnings)
+        rows.extend(file_rows)
         sources.append(str(path))
     if not rows:
         raise ReportError(_nothing_read(paths, warnings), warnings)
@@ -108,6 +91,19 @@ def build_report(paths: list[Path], all_generations: bool = False) -> Report:
         r["_superseded"] = True
     warnings.extend(_incompatibilities(rows))
     return Report(rows, warnings, sources)
+
+
+def load_file(path: Path) -> tuple[list[Row], list[str]]:
+    """The rows of one results file as a report shows them (the last row of each cell, each tagged with its
+    ``_source``; a field of the wrong type reset to null) and the warnings; raises ResultsError (not found)
+    or OSError (unreadable)."""
+    loaded = read_rows(path, check_types=True, fill_added=False)
+    for row in loaded.rows:
+        row["_source"] = str(path)  # type: ignore[typeddict-unknown-key]
+    if loaded.mistyped:
+        shown = ", ".join(sorted(loaded.mistyped))
+        loaded.warnings.append(f"{path}: field(s) of the wrong type shown as missing: {shown}")
+    return loaded.rows, loaded.warnings
 
 
 def _nothing_read(paths: list[Path], warnings: list[str], shown: int = 3) -> str:
@@ -149,18 +145,8 @@ def _incompatibilities(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def fp32_reference(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
-    """The FP32 row for each (model, device, runtime label, batch, :func:`pairing_key`): a row is compared
-    only with the FP32 row of its own generation and runtime options (see :func:`reference_key`)."""
-    ref = {}
-    for r in rows:
-        if r.get("status") == "ok" and r.get("precision") == "fp32" and not (r.get("variant_settings") or {}).get("builder"):
-            ref[reference_key(r)] = r
-    return ref
-
-
-def reference_key(row: dict[str, Any]) -> tuple:
-    """The key of ``row``'s FP32 reference in :func:`fp32_reference`."""
-    return (row.get("model"), device_key(row), runtime_label(row), row.get("batch"), pairing_key(row))
+    """The FP32 reference of each :func:`reference_key` (:func:`quantbench.common.row_keys.fp32_references`)."""
+    return fp32_references(rows)
 
 
 def dataset_text(row: dict[str, Any]) -> str:

@@ -10,8 +10,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .charts import _layout, esc, to_div
-from .rows import is_number
+from quantbench.common.row_file import NOT_JSON, iter_json_lines
+from quantbench.common.row_format import MISSING, fmt, is_number
+
+from .charts import _layout, esc, plotly_js, to_div
 
 FILE = "sensitivity.jsonl"
 KINDS = ("sensitivity", "sensitivity_summary", "budget_step", "budget")
@@ -22,20 +24,13 @@ def load_rows(paths: list[Path]) -> tuple[list[dict[str, Any]], list[str]]:
     rows, warnings = [], []
     for path in paths:
         try:
-            lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+            for no, row, _ in iter_json_lines(Path(path)):
+                if row is NOT_JSON:
+                    warnings.append(f"{path}:{no}: unreadable line skipped")
+                elif isinstance(row, dict) and row.get("kind") in KINDS:
+                    rows.append(row)
         except OSError as exc:
             warnings.append(f"{path}: cannot read ({exc.strerror or exc})")
-            continue
-        for no, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                warnings.append(f"{path}:{no}: unreadable line skipped")
-                continue
-            if isinstance(row, dict) and row.get("kind") in KINDS:
-                rows.append(row)
     return rows, warnings
 
 
@@ -140,7 +135,8 @@ def budget_path(study: dict[str, Any]) -> Any | None:
 
 
 def _fmt(value: Any, spec: str, scale: float = 1.0) -> str:
-    return format(value * scale, spec) if is_number(value) else "—"
+    """A number with the one missing-value rule (:func:`quantbench.common.row_format.fmt`); text here is not a value."""
+    return fmt(value if is_number(value) else None, "{:" + spec + "}", scale=scale)
 
 
 def _table(study: dict[str, Any], limit: int = 15) -> str:
@@ -177,7 +173,7 @@ def _steps_table(study: dict[str, Any]) -> str:
         body.append(f"<tr class='{'flag' if s.get('chosen') else ''}'><td class='l'>{esc(str(s.get('label')))}</td>"
                     f"<td>{len(s['nodes_float']) if s.get('nodes_float') is not None else '—'}</td>"
                     f"<td class='l'>{esc(str(s.get('added_node') or '—'))}</td><td>{esc(top1)}</td>"
-                    f"<td>{_fmt(-s['drop_pts'] + 0.0, '+.2f') if is_number(s.get('drop_pts')) and s.get('step') is not None else '—'}</td>"
+                    f"<td>{_fmt(-s['drop_pts'] + 0.0, '+.2f') if is_number(s.get('drop_pts')) and s.get('step') is not None else MISSING}</td>"
                     f"<td>{_fmt(s.get('compute_p50_ms'), '.3f')}</td><td>{_fmt(s.get('speedup_interleaved'), '.2f')}</td>"
                     f"<td class='l'>{esc(within)}</td></tr>")
     return f"<table>{head}{''.join(body)}</table>"
@@ -244,11 +240,10 @@ th{{background:#f3f5f9}} td.l,th.l{{text-align:left}} tr.flag td{{background:#e7
 def write_sensitivity_report(paths: list[Path], out: Path) -> Path:
     """A standalone HTML page of the sensitivity section (plotly embedded, opens offline)."""
     from .atomic import write_atomic
-    from .html import _plotly_js
 
     rows, warnings = load_rows([Path(p) for p in paths])
     body = section_html(rows) or "<p class='muted'>No sensitivity rows.</p>"
     warn = "".join(f"<p class='warn'>{esc(w)}</p>" for w in warnings)
-    text = PAGE.format(js=_plotly_js(), body=body, warnings=warn,
+    text = PAGE.format(js=plotly_js(), body=body, warnings=warn,
                        sources=", ".join(esc(str(p)) for p in paths))
     return write_atomic(Path(out), text)

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from quantbench.common.row_format import is_number
+from quantbench.common.row_keys import current_rows
+
 from .charts import _error, _layout, accuracy_field, esc, to_div
 from .model import device_key, runtime_label
-from .rows import is_number
 from .verdict import interval
 
 CURVE_X, CURVE_SERIES = "calib_samples", "calibration"
@@ -44,10 +46,8 @@ def _label(value: Any) -> str:
 
 
 def _latest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The ok rows of the current generation (:func:`harness.results.current_rows`): one per cell, never a
+    """The ok rows of the current generation (:func:`quantbench.common.row_keys.current_rows`): one per cell, never a
     curve or an FP32 line mixing an older configuration's rows in, even in an ``--all-generations`` report."""
-    from quantbench.harness.results.store import current_rows
-
     return [r for r in current_rows(rows)[0] if r.get("status") == "ok"]
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from quantbench.common.row_format import MISSING, fmt, is_number
+from quantbench.common.row_keys import fp32_references, reference_of
 from quantbench.reports.console import (
-    MISSING,
     Footnotes,
     missing_note,
     speedup_of,
@@ -14,15 +15,7 @@ from quantbench.reports.console import (
     transfer_ms,
 )
 
-from .model import (
-    Report,
-    device_key,
-    fp32_reference,
-    reference_key,
-    runtime_label,
-    settings_summary,
-)
-from .rows import is_number
+from .model import Report, device_key, runtime_label, settings_summary
 from .verdict import (
     ci_half_pts,
     delta_pts,
@@ -70,10 +63,10 @@ NOTED = {"top1", "speedup", "p50"}  # columns whose cell can carry a footnote (w
 
 def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Table rows grouped by (model, device), each with values for every column in COLUMNS."""
-    ref = fp32_reference(report.ok)
+    ref = fp32_references(report.ok)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in report.ok:
-        base = ref.get(reference_key(r))
+        base = reference_of(r, ref)
         is_ref = base is r
         rel = base if base is not None and not is_ref else None  # relative columns stay empty on the reference
         p50 = r.get("compute_p50_ms")
@@ -196,7 +189,7 @@ def cross_device_table(report: Report) -> dict[str, tuple[list[str], list[dict[s
     Speedups are relative to each device's own FP32 on the same runtime and batch; only models measured on
     two or more devices are listed.
     """
-    ref = fp32_reference(report.ok)
+    ref = fp32_references(report.ok)
     out: dict[str, tuple[list[str], list[dict[str, Any]]]] = {}
     by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in report.ok:
@@ -210,7 +203,7 @@ def cross_device_table(report: Report) -> dict[str, tuple[list[str], list[dict[s
             key = (runtime_label(r), r.get("batch") or 0, str(r.get("precision")), str(r.get("variant")))
             line = lines.setdefault(key, {"variant": r.get("variant"), "runtime": runtime_label(r),
                                           "batch": r.get("batch"), "devices": {}})
-            base = ref.get(reference_key(r))
+            base = reference_of(r, ref)
             line["devices"][device_key(r)] = {"p50": r.get("compute_p50_ms"), "speedup": speedup_of(r, base is r),
                                               "ref": base is r, "note": missing_note(r, "speedup") if base is not r
                                               else "", "timing": timing_flag(r, base)}
@@ -222,16 +215,6 @@ def cross_device_table(report: Report) -> dict[str, tuple[list[str], list[dict[s
 def cross_cell(v: dict[str, Any] | None) -> str:
     """The "p50 (speedup×)" text for one device in the cross-device table."""
     if v is None:
-        return "—"
+        return MISSING
     ratio = "ref" if v["ref"] else fmt(v["speedup"], "{:.2f}×")
     return f"{fmt(v['p50'], '{:.3f}')}{' ⚠' if v.get('timing') else ''} ({ratio})"
-
-
-def fmt(value: Any, spec: str) -> str:
-    """``value`` formatted with ``spec``; null is "—", text (such as "n/a") is shown as it is."""
-    if value is None or value == "":
-        return MISSING
-    try:
-        return spec.format(value)
-    except (ValueError, TypeError):
-        return str(value)

@@ -6,6 +6,7 @@ import io
 from collections import Counter
 from pathlib import Path
 
+from quantbench.common.row_format import fmt
 from quantbench.reports.console import Footnotes
 
 from .atomic import write_atomic
@@ -17,7 +18,6 @@ from .tables import (
     comparison_groups,
     cross_cell,
     cross_device_table,
-    fmt,
 )
 from .verdict import DEFAULT_BUDGET_PTS, points, verdict_lines, verdicts
 

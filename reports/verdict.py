@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from quantbench.common.row_keys import is_fp32_reference, runtime_label
+
 DEFAULT_BUDGET_PTS = 1.0
 ALPHA = 0.05
 RESOLVE_PTS = 0.5  # the CLI says how many images would resolve differences of this size
@@ -148,18 +150,15 @@ def speedup_interval(row: dict[str, Any], is_reference: bool = False) -> tuple[f
     return (1.0, 1.0) if is_reference else interval(row, "speedup_interleaved_ci95")
 
 
-def _runtime(row: dict[str, Any]) -> str:
-    return str(row.get("runtime_label") or row.get("runtime") or "?")
-
-
 def is_reference(row: dict[str, Any]) -> bool:
-    """The FP32 row a runtime's speed-ups are relative to (a prebuilt or builder FP32 is not)."""
-    return row.get("precision") == "fp32" and not (row.get("variant_settings") or {}).get("builder")
+    """The FP32 row a runtime's speed-ups are relative to (a prebuilt or builder FP32 is not):
+    :func:`quantbench.common.row_keys.is_fp32_reference`, the rule every table uses."""
+    return is_fp32_reference(row)
 
 
 def faster_beyond_noise(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """True when ``a`` is faster than ``b`` and their 95% intervals do not overlap."""
-    if _runtime(a) == _runtime(b):
+    if runtime_label(a) == runtime_label(b):
         ia, ib = speedup_interval(a, is_reference(a)), speedup_interval(b, is_reference(b))
         return ia is not None and ib is not None and ia[0] > ib[1]
     pa, pb = interval(a, "compute_p50_ci95"), interval(b, "compute_p50_ci95")
@@ -218,7 +217,7 @@ class Verdict:
 
 
 def row_name(row: dict[str, Any]) -> str:
-    return f"{row.get('variant')} on {_runtime(row)}"
+    return f"{row.get('variant')} on {runtime_label(row)}"
 
 
 def _accuracy(row: dict[str, Any]) -> float | None:

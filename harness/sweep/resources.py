@@ -19,8 +19,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from quantbench.common.row_keys import HOST_DEVICES, is_host_device  # noqa: F401 - HOST_DEVICES: re-exported
+
 SLOT = "quantbench-slot"
-HOST_DEVICES = ("cpu",)  # device names (lower-cased, before ':') whose kind is the CPU
 _VENDOR = re.compile(r"\b(nvidia|intel|amd)\b", re.IGNORECASE)
 _NOISE = re.compile(r"\((r|tm)\)|\bcpu\b|\bprocessor\b|@.*$|\bwith\b.*$", re.IGNORECASE)
 # GPU name tokens that describe a variant of a chip, not the chip (memory size, form factor).
@@ -67,11 +68,6 @@ def split_runtime_resource(name: str, runtimes: list[str]) -> tuple[str, str] | 
     """``ort-cuda@cuda:0`` -> ``("ort-cuda", "cuda:0")`` when the runtime is known, else None."""
     runtime, sep, device = name.partition("@")
     return (runtime, device) if sep and device and runtime in runtimes else None
-
-
-def is_host_device(device: str) -> bool:
-    """Whether a runtime device runs on the CPU (its kind is the CPU model, not a GPU)."""
-    return device.lower().partition(":")[0] in HOST_DEVICES
 
 
 def device_kind(env: dict[str, Any], device: str) -> str:

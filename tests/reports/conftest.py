@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-from quantbench.harness.results.store import SCHEMA_VERSION
+
+from quantbench.common.row import SCHEMA_VERSION
 
 
 @pytest.fixture(scope="session")

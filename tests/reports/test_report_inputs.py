@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from quantbench.reports import main_report
 from quantbench.reports.model import build_report, dataset_text
 from quantbench.reports.tables import comparison_groups
@@ -92,3 +94,26 @@ def test_the_verdict_decides_for_the_current_generation_only(tmp_path):
     (v,) = verdicts(every.current_ok, lambda r: "d", 1.0)
     assert v.reference is not None and v.reference["cell_id"] == "fp32-100"
     assert all(r["eval_samples"] == 100 for r in v.front)
+
+
+def test_a_mistyped_record_field_is_a_warning_not_a_crash(tmp_path, capsys):
+    """Every Row field is type-checked on reading, records too: a hand-edited ``"fleet": "gpu"`` is shown as missing."""
+    bad = make_row(1, precision="int8")
+    bad.update(fleet="gpu", sweep="no", calib_time_ratio="abc")
+    path = write_rows(tmp_path / "results.jsonl", [make_row(0), bad])
+    for fmt in ("md", "csv"):
+        assert main_report([path], tmp_path / f"r.{fmt}", fmt) == 0
+    err = capsys.readouterr().err
+    assert "field(s) of the wrong type shown as missing: calib_time_ratio, fleet, sweep" in err
+    assert "abc" not in (tmp_path / "r.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_real_sweep_writes_rows_of_the_row_type(real_results):
+    """Every field the runner writes is declared in quantbench.common.row.Row, with a value of its declared type."""
+    from quantbench.common.row import row_problems
+    from quantbench.common.row_file import read_rows
+
+    rows = read_rows(real_results, fill_added=False).rows
+    assert rows and {r["precision"] for r in rows} == {"fp32", "int8"}
+    assert {r["cell_id"]: row_problems(r) for r in rows} == {r["cell_id"]: [] for r in rows}

@@ -78,3 +78,13 @@ def test_latest_study_only_and_bad_lines_are_warnings(tmp_path: Path) -> None:
     (st,) = studies(rows)
     assert [n["sqnr_quant_only_db"] for n in st["nodes"]] == [10.0, 20.0, 30.0]
     assert len(warnings) == 1 and "unreadable" in warnings[0]
+
+
+def test_a_byte_order_mark_does_not_cost_the_first_row(tmp_path: Path) -> None:
+    """sensitivity.jsonl is read by the same JSON Lines reader as results.jsonl (an editor's BOM is dropped)."""
+    from quantbench.reports.sensitivity import load_rows
+
+    path = tmp_path / "sensitivity.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in _rows()).encode())
+    rows, warnings = load_rows([path])
+    assert len(rows) == len(_rows()) and warnings == []
