@@ -3,19 +3,22 @@ from __future__ import annotations
 
 from typing import Any
 
-DASH = "—"
+from quantbench.common.row_format import MISSING as DASH
+from quantbench.common.row_format import fmt as _fmt
+from quantbench.common.row_format import is_number
 
 
 def _num(value: Any, fmt: str) -> str:
-    return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else DASH
+    """A number (the one missing-value rule of every table: :func:`quantbench.common.row_format.fmt`)."""
+    return _fmt(value if is_number(value) else None, "{:" + fmt + "}")
 
 
 def _pct(value: Any) -> str:
-    return f"{value * 100:.2f}%" if isinstance(value, (int, float)) else DASH
+    return _fmt(value if is_number(value) else None, "{:.2f}", "%", scale=100)
 
 
 def _pts(value: Any) -> str:
-    return f"{-value + 0.0:+.2f}" if isinstance(value, (int, float)) else DASH
+    return _fmt(-value + 0.0 if is_number(value) else None, "{:+.2f}")
 
 
 def _loss(row: dict[str, Any], prefix: str) -> str:
