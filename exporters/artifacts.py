@@ -2,9 +2,9 @@
 
 An artifact's directory name is a hash of everything that determines its bytes (source model,
 weights, settings, calibration data, tool versions), so a rerun reuses it and a change rebuilds it.
-Quantization runs in a contained subprocess (own process group, killed on timeout) so its wall
-time and peak memory are measured cleanly and a hang cannot stall the sweep. An ONNX artifact's
-size and hash cover its external-data files too.
+Quantization runs in a contained worker (:mod:`quantbench.common.worker_protocol`: own process group,
+killed on timeout) so its wall time and peak memory are measured cleanly and a hang cannot stall the
+sweep. An ONNX artifact's size and hash cover its external-data files too.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import importlib.metadata as md
 import importlib.util
 import json
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,35 +273,24 @@ def _shape_of(source: ModelSource) -> tuple[tuple[int, ...], int]:
 
 def run_quantize_worker(fp32_path: Path, out: Path, settings: QuantSettings, data_spec: str | dict[str, Any],
                         preprocess: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
-    """Quantize in a contained subprocess; returns its time, peak RSS and notes. Raises ValueError on
-    failure, and "quantization timed out after N s" when it runs past ``timeout_s`` (its whole process
-    group is killed)."""
+    """Quantize in a contained subprocess; returns its time, peak RSS and notes. Raises a one-line ValueError
+    on failure ("quantization failed: …", "quantization crashed with SIGKILL …"), and "quantization timed out
+    after N s (log: …)" when it runs past ``timeout_s`` (its whole process group is killed)."""
     from quantbench.calibration_data import absolute_spec
-    from quantbench.common.subproc import run_contained
+    from quantbench.common.worker_protocol import run_worker
 
     out = Path(out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Absolute paths, and the caller's working directory: the worker calibrates on the data the caller means.
+    job = {"fp32": str(Path(fp32_path).absolute()), "out": str(out), "settings": settings.to_config(),
+           "data": absolute_spec(data_spec, Path.cwd()), "preprocess": preprocess}
     with tempfile.TemporaryDirectory(prefix="qb-qworker-") as tmpdir:
-        # Absolute paths, and the caller's working directory: the worker calibrates on the data the caller means.
-        job_path, result_path = Path(tmpdir) / "job.json", Path(tmpdir) / "result.json"
-        job = {"fp32": str(Path(fp32_path).absolute()), "out": str(out), "settings": settings.to_config(),
-               "data": absolute_spec(data_spec, Path.cwd()), "preprocess": preprocess, "result": str(result_path)}
-        job_path.write_text(json.dumps(job))
-        log_path = out.with_name("quantize.log")
-        res = run_contained([sys.executable, "-m", "quantbench.exporters.quantize_worker", str(job_path)],
-                            timeout_s=timeout_s, log_path=log_path)
-        if res.timed_out:
-            raise ValueError(f"quantization timed out after {timeout_s:g} s")
-        result = json.loads(result_path.read_text()) if result_path.is_file() else None
-    if result is not None and "error" in result:
-        raise ValueError(f"quantization failed: {result['error']}")
-    if res.returncode != 0 or result is None:
-        if res.signal_name:
-            oom = "; out of memory?" if res.signal_name == "SIGKILL" else ""
-            raise ValueError(f"quantization crashed ({res.signal_name}{oom}; log: {log_path})")
-        last = res.last_line() or f"exit {res.returncode}"
-        raise ValueError(f"quantization failed: {last}")
-    return result
+        outcome = run_worker("quantbench.exporters.quantize_worker", job, timeout_s=timeout_s,
+                             log_path=out.with_name("quantize.log"), job_path=Path(tmpdir) / "job.json",
+                             out_path=Path(tmpdir) / "result.json")
+    if not outcome.ok:
+        raise ValueError(outcome.failure("quantization"))
+    return outcome.result
 
 
 def identical_groups(artifacts: list[BuiltArtifact]) -> dict[str, str]:

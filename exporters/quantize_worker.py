@@ -1,36 +1,16 @@
-"""Subprocess entry: quantize one model; writes time, peak RSS and notes as JSON to the job's result file.
+"""Subprocess entry: quantize one model; its result is the time, peak RSS and notes of the quantization.
 
-Usage: ``python -m quantbench.exporters.quantize_worker JOB.json`` (or the job as a JSON string).
+Usage: ``python -m quantbench.exporters.quantize_worker JOB.json OUT.json``
+(:mod:`quantbench.common.worker_protocol`); the parent calls :func:`.artifacts.run_quantize_worker`.
 """
 from __future__ import annotations
 
-import json
-import resource
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _peak_mb() -> float:
-    """Peak resident memory of this process, MiB: ``VmHWM`` (``ru_maxrss`` survives ``exec``, so a worker
-    started by a larger process reported the parent's size)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from quantbench.common.worker_protocol import peak_rss_mb, rss_mb, worker_main
 
 
 def _first_input(path: str) -> str:
@@ -84,7 +64,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     idx = calibration_indices(split, settings)
     reader = BatchReader(split, Preprocess.from_dict(job["preprocess"]), idx, settings.calib_batch,
                          _first_input(job["fp32"]))
-    base = _rss_mb()
+    base = rss_mb()
     t0 = time.perf_counter()
     out = Path(job["out"])
     tmp = out.with_suffix(".tmp.onnx")
@@ -92,7 +72,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     notes = quantize_qdq(Path(job["fp32"]), tmp, settings, reader, stats, progress=_progress())
     tmp.replace(out)
     elapsed = time.perf_counter() - t0
-    peak = _peak_mb()
+    peak = peak_rss_mb()
     return {"time_s": round(elapsed, 3), "peak_rss_mb": round(peak, 1), "delta_rss_mb": round(peak - base, 1),
             "notes": notes, "calib_samples": len(idx), "calibration": stats}
 
@@ -101,38 +81,20 @@ def _run_dynamic(job: dict[str, Any], settings: Any) -> dict[str, Any]:
     """``mode = "dynamic"``: no calibration data is opened (none is used)."""
     from .dynamic import integer_ops, quantize_dynamic_model
 
-    base = _rss_mb()
+    base = rss_mb()
     t0 = time.perf_counter()
     out = Path(job["out"])
     tmp = out.with_suffix(".tmp.onnx")
     notes = quantize_dynamic_model(Path(job["fp32"]), tmp, settings)
     tmp.replace(out)
     elapsed = time.perf_counter() - t0
-    peak = _peak_mb()
+    peak = peak_rss_mb()
     return {"time_s": round(elapsed, 3), "peak_rss_mb": round(peak, 1), "delta_rss_mb": round(peak - base, 1),
             "notes": notes, "calib_samples": 0, "dynamic_ops": integer_ops(out)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    arg = args[0] if args else "{}"
-    job = json.loads(Path(arg).read_text() if not arg.lstrip().startswith("{") else arg)
-    try:
-        from quantbench.common.subproc import watch_parent
-
-        watch_parent()
-    except ImportError:  # pragma: no cover - harness not installed (exporters used alone)
-        pass
-    try:
-        result = run(job)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        result = {"error": msg}
-    text = json.dumps(result)
-    if job.get("result"):
-        Path(job["result"]).write_text(text)
-    print(text, flush=True)
-    return 1 if "error" in result else 0
+    return worker_main(run, argv)
 
 
 if __name__ == "__main__":

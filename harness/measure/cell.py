@@ -264,7 +264,7 @@ SPEEDUP_FIELDS = ("speedup_interleaved", "speedup_interleaved_rounds", "speedup_
 
 def _speedup(spec: CellSpec, rt: Any, x: np.ndarray, m: MeasureSettings) -> dict[str, Any]:
     """The interleaved speedup fields; a failure costs only these fields (``speedup_error`` says why)."""
-    from quantbench.harness.measure.worker import one_line
+    from quantbench.common.worker_protocol import one_line
 
     empty = dict.fromkeys(SPEEDUP_FIELDS)
     if spec.artifact.get("precision") == "fp32":

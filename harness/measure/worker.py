@@ -1,50 +1,54 @@
-"""Subprocess entry point: measure one cell and write its result as JSON.
+"""The cell worker: measure one cell in a fresh, contained Python process.
 
-``python -m quantbench.harness.measure.worker SPEC.json OUT.json``. Whatever happens, OUT.json gets either the
-measured fields or a one-line error, so the parent can always write a row. A crash the worker
-cannot catch (segfault, OOM kill, timeout) is reported by the parent from the exit status.
+``python -m quantbench.harness.measure.worker SPEC.json OUT.json`` (:mod:`quantbench.common.worker_protocol`):
+OUT.json gets the measured fields or a one-line error. :func:`run_cell_worker` is the parent's side: it
+turns every way a worker can end (an error it reported, a crash, a timeout) into a result a row can take.
 """
 from __future__ import annotations
 
-import json
 import sys
-import traceback
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
+
+from quantbench.common.worker_protocol import one_line, run_worker, worker_main
+
+__all__ = ["main", "measure", "one_line", "run_cell_worker"]  # one_line: still imported from here by launchers
 
 
-def one_line(exc: BaseException) -> str:
-    """A single line describing ``exc`` (first line of its message, with the type when unclear)."""
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    known = {"RuntimeFailure", "RuntimeUnavailable", "DataError", "ValueError", "ConfigError"}
-    name = type(exc).__name__
-    return msg if (name in known and msg) else f"{name}: {msg}" if msg else name
+def run_cell_worker(spec: Any, workdir: Path, timeout_s: float) -> dict[str, Any]:
+    """Measure ``spec`` (a :class:`~quantbench.harness.measure.cell.CellSpec`) in a worker under ``workdir``.
+
+    Returns the worker's fields with ``status`` "ok", or ``{"status": "failed", "error": one line}``:
+    the worker's own error, or how it ended ("timed out after 600 s (log: …)", "crashed with SIGSEGV: …").
+    Files: ``CELL.spec.json``, ``CELL.out.json``, ``CELL.log`` in ``workdir``.
+    """
+    log_path = workdir / f"{spec.cell_id}.log"
+    outcome = run_worker("quantbench.harness.measure.worker", asdict(spec), timeout_s=timeout_s, log_path=log_path,
+                         job_path=workdir / f"{spec.cell_id}.spec.json", out_path=workdir / f"{spec.cell_id}.out.json")
+    if outcome.ok:  # written before any hang at exit: the measurement stands
+        return outcome.result
+    return {"status": "failed", "error": outcome.failure()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    spec_path, out_path = Path(argv[0]), Path(argv[1])
-    from quantbench.common.subproc import watch_parent
-
-    watch_parent()  # die with the sweep even where the parent-death signal is not available
+def measure(payload: dict[str, Any]) -> dict[str, Any]:
+    """The worker's job: the cell's measured fields (``status`` "ok"); raises on any failure."""
     from quantbench.harness.measure.cell import CellSpec, measure_cell
-
-    spec = CellSpec(**json.loads(spec_path.read_text()))
-    try:
-        result = {"status": "ok", "error": "", **measure_cell(spec)}
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a row, never a lost cell
-        result = {"status": "failed", "error": one_line(exc), "traceback": traceback.format_exc(limit=8)}
     from quantbench.harness.results.store import clean_floats
 
-    out_path.write_text(json.dumps(clean_floats(result), default=_default, allow_nan=False))
-    return 0
+    return clean_floats({"status": "ok", "error": "", **measure_cell(CellSpec(**payload))})
 
 
-def _default(obj):
+def _default(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()
     if hasattr(obj, "tolist"):
         return obj.tolist()
     return str(obj)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return worker_main(measure, argv, json_default=_default, allow_nan=False)
 
 
 if __name__ == "__main__":

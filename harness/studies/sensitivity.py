@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,7 +109,7 @@ def run_worker_job(job: dict[str, Any], workdir: Path, name: str, timeout_s: flo
     previous run left in ``workdir`` (one keyed by every input that changes the numbers, see
     :func:`study_dir`) count as finished too. Returns every event.
     """
-    from quantbench.common.subproc import run_contained
+    from quantbench.common.worker_protocol import run_worker
 
     progress = workdir / f"{name}.progress.jsonl"
     if resume and progress.exists():  # keep what finished; a previous end (done, error, a node begun) is not this one's
@@ -125,31 +124,27 @@ def run_worker_job(job: dict[str, Any], workdir: Path, name: str, timeout_s: flo
         events = read_events(progress)
         done = [e["node"] for e in events if e.get("event") == item_event]
         skip = done + (["whole"] if any(e.get("event", "").startswith("whole") for e in events) else [])
-        job_path = workdir / f"{name}.job.json"
-        job_path.write_text(json.dumps({**job, "skip": skip}, default=str))
         log_path = workdir / f"{name}.{attempt}.log"
         before = len(events)
-        res = run_contained([sys.executable, "-m", "quantbench.harness.studies.sensitivity_worker", str(job_path)],
-                            timeout_s=timeout_s, log_path=log_path)
+        outcome = run_worker("quantbench.harness.studies.sensitivity_worker", {**job, "skip": skip},
+                             timeout_s=timeout_s, log_path=log_path, job_path=workdir / f"{name}.job.json",
+                             out_path=workdir / f"{name}.out.json")
         events = read_events(progress)
-        if any(e.get("event") == "done" for e in events):
+        if outcome.ok:
             return events
-        errors = [e for e in events[before:] if e.get("event") == "error"]
-        if errors:
-            raise ValueError(f"{errors[-1]['error']} (log: {log_path})")
-        why = res.describe(timeout_s) or "ended without finishing"
+        if outcome.error:  # the job itself failed (a node's own failure is its event): no restart helps
+            raise ValueError(f"{outcome.error} (log: {log_path})")
+        why = outcome.reason()
         new = events[before:]
         finished_some = any(e.get("event") in (item_event, "setup") or e.get("event", "").startswith("whole")
                             for e in new)
         started = [e["node"] for e in new if e.get("event") == "start"]
         if not finished_some:
             if not started:
-                last = res.last_line()
-                raise ValueError(f"sensitivity worker {why}" + (f": {last[:160]}" if last and not res.timed_out else "")
-                                 + f" (log: {log_path})")
+                raise ValueError(outcome.failure("sensitivity worker"))
             culprit = started[-1]
             log(f"warning: node {culprit}: worker {why}; recorded as failed, continuing with the next node")
-            _append(progress, {"event": item_event, "node": culprit, "error": f"worker {why} (log: {log_path})"})
+            _append(progress, {"event": item_event, "node": culprit, "error": outcome.failure("worker")})
         else:
             log(f"sensitivity worker {why} after finishing some nodes: continuing where it stopped")
 
@@ -255,7 +250,7 @@ def run_study(cfg: SweepConfig, output: Path, opts: SensitivityOptions, *, model
                 try:
                     prepare_model(pm, cache, log)
                 except Exception as exc:  # noqa: BLE001 - fails this model's studies, in one line
-                    from quantbench.harness.measure.worker import one_line
+                    from quantbench.common.worker_protocol import one_line
 
                     for v in chosen:
                         results.append(StudyResult(pm.label, v.name, error=f"model {pm.label}: {one_line(exc)}"))
@@ -275,7 +270,7 @@ def run_study(cfg: SweepConfig, output: Path, opts: SensitivityOptions, *, model
                     try:
                         _one_study(cfg, pm, v, qs, opts, workdir, base, study, log)
                     except Exception as exc:  # noqa: BLE001 - one study's failure is its summary row
-                        from quantbench.harness.measure.worker import one_line
+                        from quantbench.common.worker_protocol import one_line
 
                         study.error = one_line(exc)
                         log(f"error: {pm.label}/{v.name}: {study.error}")

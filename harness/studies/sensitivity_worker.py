@@ -1,4 +1,4 @@
-"""Subprocess entry for per-node sensitivity: ``python -m quantbench.harness.studies.sensitivity_worker JOB.json``.
+"""Subprocess entry for per-node sensitivity: ``python -m quantbench.harness.studies.sensitivity_worker JOB OUT``.
 
 Modes (``job["mode"]``):
 
@@ -11,7 +11,9 @@ Modes (``job["mode"]``):
 - ``quantize``: one model with ``job["exclude"]`` kept in float (a mixed-precision search step).
 
 Each finished item is one JSON line appended to ``job["progress"]`` as it ends (a ``start`` line
-before each node), so the parent can resume after a timeout or crash without redoing finished nodes.
+before each node, a ``done`` line at the end), so the parent can resume after a timeout or crash without
+redoing finished nodes. The end itself, or the one-line error that stopped the job, goes to OUT
+(:mod:`quantbench.common.worker_protocol`).
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ class _Progress:
 
 
 def _one_line(exc: BaseException) -> str:
-    from quantbench.harness.measure.worker import one_line
+    from quantbench.common.worker_protocol import one_line
 
     return one_line(exc)
 
@@ -275,26 +277,20 @@ def run_local(job: dict[str, Any], progress: _Progress) -> None:
 MODES = {"local": run_local, "sensitivity": run_sensitivity, "accuracy": run_accuracy, "quantize": run_quantize}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    job = json.loads(Path(args[0]).read_text())
-    from quantbench.common.subproc import watch_parent
+def run_job(job: dict[str, Any]) -> None:
+    """The worker's job: ``job["mode"]`` (:data:`MODES`), its events appended to ``job["progress"]``."""
+    progress = _Progress(Path(job["progress"]))
+    MODES[job["mode"]](job, progress)
+    progress.emit(event="done")
 
-    watch_parent()
+
+def main(argv: list[str] | None = None) -> int:
+    from quantbench.common.worker_protocol import worker_main
+
     # onnxruntime.tools (quant_pre_process) imports torch only to offer an export helper: +500 MB, never used here.
     if "torch" not in sys.modules:
         sys.modules["torch"] = None  # type: ignore[assignment]
-    progress = _Progress(Path(job["progress"]))
-    try:
-        MODES[job["mode"]](job, progress)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
-        progress.emit(event="error", error=_one_line(exc))
-        import traceback
-
-        traceback.print_exc()
-        return 1
-    progress.emit(event="done")
-    return 0
+    return worker_main(run_job, argv)
 
 
 if __name__ == "__main__":

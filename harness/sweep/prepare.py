@@ -9,10 +9,8 @@ fails that model only.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,10 +149,10 @@ def prepare_model(pm: PreparedModel, cache: Path, log: Callable[[str], None]) ->
     (one line) when the model cannot be prepared.
     """
     from quantbench.calibration_data import Preprocess
+    from quantbench.common.progress import labelled
+    from quantbench.common.worker_protocol import run_worker
     from quantbench.exporters.artifacts import BuiltArtifact
-
     from quantbench.harness.sweep.prepare_worker import STAGES
-    from quantbench.common.subproc import run_contained
 
     job = {"source": pm.source.to_dict(), "label": pm.label, "store": str(cache / "artifacts"),
            "reference_dir": str(cache / "reference"), "dataset": pm.dataset, "dataset_named": pm.dataset_named,
@@ -162,32 +160,17 @@ def prepare_model(pm: PreparedModel, cache: Path, log: Callable[[str], None]) ->
            "preprocess": pm.preprocess, "eval_samples": pm.eval_samples}
     (cache / "artifacts").mkdir(parents=True, exist_ok=True)
     workdir = cache / "prepare" / f"{os.getpid()}-{os.urandom(4).hex()}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    job_path, out_path, log_path = workdir / "job.json", workdir / "out.json", workdir / "prepare.log"
-    job_path.write_text(json.dumps(job, default=str))
-    from quantbench.common.progress import labelled
-
     with labelled(pm.label):  # the worker's progress events name the model
-        res = run_contained([sys.executable, "-m", "quantbench.harness.sweep.prepare_worker", str(job_path), str(out_path)],
-                            timeout_s=pm.timeout_s, log_path=log_path)
-    result: dict[str, Any] = {}
-    if out_path.exists():
-        try:
-            result = json.loads(out_path.read_text())
-        except json.JSONDecodeError:
-            result = {}
-    if res.ok and result and "error" not in result:
-        shutil.rmtree(workdir, ignore_errors=True)
-    elif result.get("error"):
-        raise ValueError(result["error"])
-    else:
-        stages = [ln.split(":", 1)[1].strip() for ln in log_path.read_text(errors="replace").splitlines()
-                  if ln.startswith("stage: ")] if log_path.exists() else []
-        where = STAGES.get(stages[-1], stages[-1]) if stages else "start-up"
-        why = res.describe(pm.timeout_s) or "ended without a result"
-        last = res.last_line()
-        detail = f": {last[:160]}" if last and not last.startswith("stage: ") and not res.timed_out else ""
-        raise ValueError(f"preparation ({where}) {why}{detail} (log: {log_path})")
+        outcome = run_worker("quantbench.harness.sweep.prepare_worker", job, timeout_s=pm.timeout_s,
+                             log_path=workdir / "prepare.log", job_path=workdir / "job.json",
+                             out_path=workdir / "out.json")
+    if outcome.error:  # the worker's own line says what and where
+        raise ValueError(outcome.error)
+    if not outcome.ok:
+        stage = outcome.stage()
+        raise ValueError(outcome.failure(f"preparation ({STAGES.get(stage, stage) if stage else 'start-up'})"))
+    shutil.rmtree(workdir, ignore_errors=True)
+    result: dict[str, Any] = outcome.result
     fp32 = dict(result["fp32"])
     for key in ("path", "reference_path"):
         if fp32.get(key):
@@ -269,6 +252,6 @@ def prepare_artifacts(pm: PreparedModel, variants: list[VariantConfig], cache: P
 
 
 def _one_line(exc: BaseException) -> str:
-    from quantbench.harness.measure.worker import one_line
+    from quantbench.common.worker_protocol import one_line
 
     return one_line(exc)

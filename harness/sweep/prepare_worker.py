@@ -3,16 +3,16 @@
 ``python -m quantbench.harness.sweep.prepare_worker JOB.json OUT.json``. Everything that runs the user's
 code or a runtime during preparation happens here (a ``module:`` function, a PyTorch export, an
 ONNX model's forward pass), so a segfault or an endless Loop fails this model, not the sweep: the
-parent runs this under ``run.timeout_s`` with :func:`quantbench.common.subproc.run_contained`.
+parent runs this under ``run.timeout_s`` with :func:`quantbench.common.worker_protocol.run_worker`.
 
-OUT.json gets ``{"error": "one line", "stage": ...}`` or the prepared model: the FP32 artifact,
-the data it is evaluated and calibrated on (``describe()`` of each), the reference outputs' path
-and the accuracy plan (``num_classes``, whether top-k applies, the note when it does not).
-Progress lines ``stage: NAME`` go to stdout (the log), so a timeout can say where it hung.
+Its result is the prepared model: the FP32 artifact, the data it is evaluated and calibrated on
+(``describe()`` of each), the reference outputs' path and the accuracy plan (``num_classes``, whether
+top-k applies, the note when it does not); or a one-line error naming the step that broke.
+Stage lines (:func:`~quantbench.common.worker_protocol.mark_stage`) go to the log, so a timeout can
+say where it hung.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -20,15 +20,18 @@ import shutil
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from quantbench.common.worker_protocol import mark_stage, one_line, peak_rss_mb, worker_main
+from quantbench.harness.sweep.export_worker import STAGE as EXPORT_STAGE
+from quantbench.harness.sweep.export_worker import artifact_dict, export_fp32
+
 STAGES = {
     "load": "loading the ONNX file",
-    "export": "export to ONNX",
+    "export": EXPORT_STAGE,
     "data": "opening its data",
     "reference": "FP32 reference outputs",
 }
@@ -48,34 +51,8 @@ def _stage(name: str) -> None:
     from quantbench.common.progress import Reporter
 
     _current["stage"] = name
-    print(f"stage: {name}", flush=True)
+    mark_stage(name)
     Reporter()(name, force=True)
-
-
-def export_fp32(source: Any, store: Any) -> Any:
-    """The FP32 ONNX artifact of ``source``.
-
-    A ``module:`` function is exported afresh every time and stored under the hash of the exported
-    bytes: its code and the weights it loads are not something a cache key can see.
-    """
-    from quantbench.common.files import sha256_file
-    from quantbench.exporters.registry import ModelSource
-
-    if source.kind != "callable":
-        return store.with_param_counts(store.fp32(source), source)
-    from quantbench.exporters.torch_export import export_onnx
-
-    tmp_dir = Path(tempfile.mkdtemp(prefix="export-", dir=store.root))
-    try:
-        tmp = export_onnx(source, tmp_dir / "model.onnx")
-        final = store.root / f"fp32-callable-{sha256_file(tmp)[:24]}" / "model.onnx"
-        if not final.exists():
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    built = store.fp32(ModelSource(name=source.name, kind="onnx", target=str(final)))
-    return store.with_param_counts(dataclasses.replace(built, weights=source.weights_label()), source)
 
 
 def _sample_shape(split: Any, preprocess: Any, input_name: str) -> tuple[int, ...]:
@@ -251,19 +228,13 @@ def prepare(job: dict[str, Any]) -> dict[str, Any]:
     if default_data and not random and plan["num_classes"] != evaluation.num_classes:
         raise PrepareProblem(_no_dataset_advice(label, model_chw, plan["num_classes"], evaluation, split))
     labels_found, counts = np.unique(np.asarray(calib_split.labels), return_counts=True)
-    return {"fp32": _artifact_dict(fp32), "dataset_info": dataset_info, "calibration_info": calib_info,
+    return {"fp32": artifact_dict(fp32), "dataset_info": dataset_info, "calibration_info": calib_info,
             "reference": reference_path, "accuracy": plan, "input_name": input_name,
             "default_data": default_data,
             # peak resident memory (MiB) of the export child (None: no export) and of this process
-            "peak_rss_mb": {**peaks, "preparation": _peak_rss_mb()},
+            "peak_rss_mb": {**peaks, "preparation": round(peak_rss_mb(), 1)},
             # images per label of the calibration split: how many a default calib_samples can take
             "calib_label_counts": {str(int(c)): int(n) for c, n in zip(labels_found, counts)}}
-
-
-def _peak_rss_mb() -> float:
-    from quantbench.harness.sweep.export_worker import peak_rss_mb
-
-    return peak_rss_mb()
 
 
 def accuracy_plan(out_name: str, per_sample: list[Any], float_out: bool, source: Any,
@@ -314,34 +285,16 @@ def _no_dataset_advice(label: str, model_dims: list[Any], classes: int | None, e
             f"set dataset = \"folder:DIR\" (or idx:DIR, npz:FILE) in its [[models]] table")
 
 
-def _artifact_dict(a: Any) -> dict[str, Any]:
-    d = dataclasses.asdict(a)
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
-
-
 def describe_failure(exc: BaseException, stage: str) -> str:
     """One line for a failure: our own problems as they are, anything else with the step it broke."""
-    from quantbench.harness.measure.worker import one_line
-
     if isinstance(exc, PrepareProblem) or type(exc).__name__ == "DataError":
         return one_line(exc) if type(exc).__name__ == "DataError" else str(exc).strip().splitlines()[0]
     return f"{STAGES.get(stage, stage)} failed: {one_line(exc)}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    job_path, out_path = Path(argv[0]), Path(argv[1])
-    from quantbench.common.subproc import watch_parent
-
-    watch_parent()
-    job = json.loads(job_path.read_text())
-    try:
-        result = prepare(job)
-    except Exception as exc:  # noqa: BLE001 - every failure is this model's, reported in one line
-        traceback.print_exc()
-        result = {"error": describe_failure(exc, _current["stage"])}
-    out_path.write_text(json.dumps(result, default=str))
-    return 0
+    # every failure is this model's, in one line naming the step it broke
+    return worker_main(prepare, argv, describe=lambda exc: describe_failure(exc, _current["stage"]))
 
 
 if __name__ == "__main__":

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from quantbench.harness.sweep.prepare import (
 )
 from quantbench.harness.results.store import SCHEMA_VERSION, append_row, reaffirm_rows, stored_rows
 from quantbench.harness.sweep.resume import combine, fingerprint_parts, model_content, reuse_decision
-from quantbench.common.subproc import run_contained, signal_guard
+from quantbench.common.subproc import signal_guard
 from quantbench.harness.sweep.plan import Cell, expand, resolve_runtimes
 
 RESULTS_FILE = "results.jsonl"
@@ -166,28 +164,9 @@ def calibration_cost(stats: dict[str, Any] | None) -> dict[str, Any]:
 
 def _run_worker(spec: CellSpec, workdir: Path, timeout_s: float) -> dict[str, Any]:
     """Measure one cell in a fresh, contained Python process; turn crashes and timeouts into a failed result."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    spec_path, out_path = workdir / f"{spec.cell_id}.spec.json", workdir / f"{spec.cell_id}.out.json"
-    log_path = workdir / f"{spec.cell_id}.log"
-    spec_path.write_text(json.dumps(asdict(spec), default=str))
-    out_path.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "quantbench.harness.measure.worker", str(spec_path), str(out_path)]
-    res = run_contained(cmd, timeout_s=timeout_s, log_path=log_path)
-    if out_path.exists():  # written before any hang at exit: the measurement stands
-        try:
-            result = json.loads(out_path.read_text())
-        except json.JSONDecodeError:
-            result = {"status": "failed", "error": f"worker wrote an unreadable result (log: {log_path})"}
-        tb = result.pop("traceback", None)
-        if tb:
-            with open(log_path, "a") as log:
-                log.write(tb)
-        return result
-    if res.timed_out:
-        return {"status": "failed", "error": f"timed out after {timeout_s:.0f} s (log: {log_path})"}
-    tail = res.last_line()
-    return {"status": "failed", "error": f"worker {res.describe()}" + (f": {tail[:200]}" if tail else "")
-            + f" (log: {log_path})"}
+    from quantbench.harness.measure.worker import run_cell_worker
+
+    return run_cell_worker(spec, workdir, timeout_s)
 
 
 @contextmanager

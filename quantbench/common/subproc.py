@@ -10,7 +10,8 @@ subreaper of everything it starts, ended at its exit even in sessions of their o
 (:func:`adopt_descendants`, Linux).
 
 Used for everything that runs user code or a runtime: cell workers, export, the FP32 reference,
-quantization.
+quantization, sensitivity; Python workers through :mod:`.worker_protocol` (payload in, result or
+one-line error out).
 """
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 PARENT_ENV = "QUANTBENCH_PARENT_PID"
-_ROOT = str(Path(__file__).resolve().parent.parent)  # on every child's PYTHONPATH: workers import this copy
+# The checkout's root (quantbench/common/ is two levels down), first on every child's PYTHONPATH: workers
+# import this copy (quantbench/__init__.py finds the sibling harness/, exporters/, … from there).
+_ROOT = str(Path(__file__).resolve().parents[2])
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _POLL_S = 0.05
@@ -69,7 +72,7 @@ class ContainedResult:
     def describe(self, timeout_s: float | None = None) -> str:
         """One line: why the child failed ("" when it succeeded)."""
         if self.timed_out:
-            return f"timed out after {timeout_s:.0f} s" if timeout_s is not None else "timed out"
+            return f"timed out after {timeout_s:g} s" if timeout_s is not None else "timed out"
         if self.signal_name:
             oom = " (out of memory?)" if self.signal_name == "SIGKILL" else ""
             return f"crashed with {self.signal_name}{oom}"

@@ -1,7 +1,6 @@
 """Preparation runs the torch export in a process of its own, so the FP32 reference never holds torch too."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -12,14 +11,15 @@ pytestmark = [pytest.mark.torch, pytest.mark.ort_cpu]
 
 
 def _prepare(tmp_path, source):
+    from quantbench.common.worker_protocol import run_worker
+
     job = {"source": source.to_dict(), "label": "m", "store": str(tmp_path / "artifacts"),
            "reference_dir": str(tmp_path / "reference"), "dataset": "fashion-mnist", "dataset_named": False,
            "calib_dataset": None, "preprocess": source.preprocess, "eval_samples": 64}
     (tmp_path / "artifacts").mkdir()
-    (tmp_path / "job.json").write_text(json.dumps(job))
-    subprocess.run([sys.executable, "-m", "quantbench.harness.sweep.prepare_worker", str(tmp_path / "job.json"),
-                    str(tmp_path / "out.json")], check=True, capture_output=True)
-    return json.loads((tmp_path / "out.json").read_text())
+    outcome = run_worker("quantbench.harness.sweep.prepare_worker", job, timeout_s=600,
+                         log_path=tmp_path / "prepare.log")
+    return outcome.result if outcome.ok else {"error": outcome.failure()}
 
 
 @pytest.mark.slow
@@ -46,7 +46,7 @@ def test_a_worker_reports_its_own_peak_not_its_parents():
     import numpy as np
 
     big = np.ones(400 * 2**20, np.uint8)  # this process: 400 MiB more, touched
-    code = "from quantbench.harness.sweep.export_worker import peak_rss_mb; print(peak_rss_mb())"
+    code = "from quantbench.common.worker_protocol import peak_rss_mb; print(peak_rss_mb())"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert float(out) < 300, out  # ru_maxrss survives exec: it read this parent's size
     del big
