@@ -133,6 +133,28 @@ def fp32_baselines(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
     return fp32_references(rows)
 
 
+def against_reference(row: dict[str, Any], ref: dict[str, Any] | None) -> dict[str, Any]:
+    """What every results table shows of ``row`` relative to its FP32 reference ``ref`` (from
+    :func:`quantbench.common.row_keys.fp32_references`; None when it has none), so that the console and the
+    reports say the same: ``ref`` (it is the reference), ``delta_pts`` (top-1 minus the reference's, in points;
+    0 on the reference itself), ``speedup`` (interleaved; 1.0 on the reference), ``timing`` (:func:`timing_flag`)
+    and ``notes`` (why top-1 or the speedup is missing; the reference has no speedup note)."""
+    is_ref = ref is row
+    top1 = row.get("top1")
+    delta = (top1 - ref["top1"]) * 100 if ref and top1 is not None and ref.get("top1") is not None else None
+    return {"ref": is_ref, "delta_pts": delta, "speedup": speedup_of(row, is_ref), "timing": timing_flag(row, ref),
+            "notes": {"top1": missing_note(row, "top1"), "speedup": "" if is_ref else missing_note(row, "speedup")}}
+
+
+def ran_as_text(row: dict[str, Any]) -> str:
+    """What ran, as the runtime reports it: ``int8 (93% int8)``; "?" when it did not say."""
+    ran = row.get("exec_precision") or "?"
+    share = row.get("int8_op_share")
+    if share is not None and ran in ("int8", "mixed"):
+        ran += f" ({share:.0%} int8)"
+    return ran
+
+
 def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One display dict per ok row: accuracy, Δ vs fp32, latency, I/O, copies, size, speedup, audit, notes."""
     base = fp32_baselines(rows)
@@ -140,23 +162,19 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         if r.get("status") != "ok":
             continue
-        ref = reference_of(r, base)
-        is_ref = ref is r
-        top1 = r.get("top1")
-        delta = (top1 - ref["top1"]) * 100 if ref and top1 is not None and ref.get("top1") is not None else None
+        vs = against_reference(r, reference_of(r, base))
         out.append({
             "cell_id": r.get("cell_id"),
             "model": r.get("model"), "variant": r.get("variant"), "runtime": r.get("runtime_label") or r.get("runtime"),
             "device": _device(r), "batch": r.get("batch"),
-            "top1": top1, "delta_pts": delta, "agreement": r.get("agreement_top1"),
+            "top1": r.get("top1"), "delta_pts": vs["delta_pts"], "agreement": r.get("agreement_top1"),
             "p50": r.get("compute_p50_ms"), "p99": r.get("compute_p99_ms"), "io_p50": r.get("io_p50_ms"),
             "h2d_p50": transfer_ms(r, "h2d"), "d2h_p50": transfer_ms(r, "d2h"),
             "size_kb": r["size_bytes"] / KB if r.get("size_bytes") else None,
-            "speedup": speedup_of(r, is_ref), "ref": is_ref,
+            "speedup": vs["speedup"], "ref": vs["ref"],
             "ran_as": r.get("exec_precision"), "int8_share": r.get("int8_op_share"),
             "warning": r.get("audit_warning") or "", "identical_to": r.get("identical_to") or "",
-            "timing": timing_flag(r, ref), "speedup_note": "" if is_ref else missing_note(r, "speedup"),
-            "top1_note": missing_note(r, "top1"),
+            "timing": vs["timing"], "speedup_note": vs["notes"]["speedup"], "top1_note": vs["notes"]["top1"],
             "top1_half": ci_half_pts(r, "top1_ci95"), "delta_text": delta_text(r), "row": r,
             "delta_significant": delta_significant(r),
         })
@@ -219,10 +237,7 @@ def render_console(rows: list[dict[str, Any]], console: Any, older: list[dict[st
     older_cells = {r.get("cell_id") for r in older or []}
     summaries = sorted(summary_rows(rows), key=_order)
     for s in summaries:
-        ran = s["ran_as"] or "?"
-        if s["int8_share"] is not None and s["ran_as"] in ("int8", "mixed"):
-            ran += f" ({s['int8_share']:.0%} int8)"
-        ran = escape(ran)
+        ran = escape(ran_as_text(s["row"]))
         if s["warning"]:
             ran = f"[yellow]{ran} ⚠[/yellow]"
         variant = escape(str(s["variant"])) + (f" [dim](= {escape(s['identical_to'])})[/dim]" if s["identical_to"] else "")

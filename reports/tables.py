@@ -8,10 +8,10 @@ from quantbench.common.row_format import MISSING, fmt, is_number
 from quantbench.common.row_keys import fp32_references, reference_of
 from quantbench.reports.console import (
     Footnotes,
-    missing_note,
+    against_reference,
+    ran_as_text,
     speedup_of,
     speedup_text,
-    timing_flag,
     transfer_ms,
 )
 
@@ -67,28 +67,24 @@ def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, An
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in report.ok:
         base = reference_of(r, ref)
-        is_ref = base is r
+        vs = against_reference(r, base)
+        is_ref = vs["ref"]
         rel = base if base is not None and not is_ref else None  # relative columns stay empty on the reference
         p50 = r.get("compute_p50_ms")
         top1 = r.get("top1")
         paired = delta_pts(r)  # vs FP32 on the same images, with its interval (schema 3)
-        share = r.get("int8_op_share")
-        ran = r.get("exec_precision") or "?"
-        if share is not None and ran in ("int8", "mixed"):
-            ran += f" ({share:.0%} int8)"
         groups[(str(r.get("model")), device_key(r))].append({
             "variant": f"{r.get('variant')} (older generation)" if r.get("_superseded") else r.get("variant"),
             "settings": settings_summary(r), "runtime": runtime_label(r),
             "batch": r.get("batch"),
             "top1": top1 * 100 if top1 is not None else None,
-            "delta": paired[0] if paired else (top1 - rel["top1"]) * 100 if rel and top1 is not None
-            and rel.get("top1") is not None else None,
+            "delta": paired[0] if paired else None if is_ref else vs["delta_pts"],
             "delta_text": delta_text(r), "delta_title": delta_title(r),
             "agreement": r["agreement_top1"] * 100 if r.get("agreement_top1") is not None else None,
             "p50": p50, "p99": r.get("compute_p99_ms"), "io_p50": r.get("io_p50_ms"),
             "h2d_p50": transfer_ms(r, "h2d"), "d2h_p50": transfer_ms(r, "d2h"),
             "p50_pct": _p50_pct(r, rel),
-            "speedup": None if is_ref else speedup_of(r),  # the reference reads "ref", like the other relative columns
+            "speedup": None if is_ref else vs["speedup"],  # the reference reads "ref", like the other relative columns
             "throughput": r.get("throughput_ips"),
             "size_mb": r["size_bytes"] / 1e6 if r.get("size_bytes") else None,
             "size_pct": 100 * r["size_bytes"] / rel["size_bytes"] if rel and r.get("size_bytes") and rel.get("size_bytes") else None,
@@ -99,10 +95,9 @@ def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, An
             "non_trainable": r.get("non_trainable_params"),
             "quant_time": r.get("quant_time_s"), "quant_mem": r.get("quant_peak_mem_mb"),
             "calib_ratio": r.get("calib_time_ratio"),
-            "ran_as": ran, "warning": r.get("audit_warning") or "", "identical_to": r.get("identical_to") or "",
-            "weights": r.get("weights") or "", "ref": is_ref, "row": r, "timing": timing_flag(r, base),
-            "notes": {"top1": missing_note(r, "top1"), "speedup": "" if is_ref else missing_note(r, "speedup"),
-                      "p50": timing_flag(r, base)},
+            "ran_as": ran_as_text(r), "warning": r.get("audit_warning") or "", "identical_to": r.get("identical_to") or "",
+            "weights": r.get("weights") or "", "ref": is_ref, "row": r, "timing": vs["timing"],
+            "notes": {**vs["notes"], "p50": vs["timing"]},
         })
     for rows in groups.values():
         rows.sort(key=lambda x: (str(x["runtime"]), x["batch"] or 0, {"fp32": 0, "fp16": 1}.get(str(x["row"].get("precision")), 2), str(x["variant"])))
@@ -203,10 +198,9 @@ def cross_device_table(report: Report) -> dict[str, tuple[list[str], list[dict[s
             key = (runtime_label(r), r.get("batch") or 0, str(r.get("precision")), str(r.get("variant")))
             line = lines.setdefault(key, {"variant": r.get("variant"), "runtime": runtime_label(r),
                                           "batch": r.get("batch"), "devices": {}})
-            base = reference_of(r, ref)
-            line["devices"][device_key(r)] = {"p50": r.get("compute_p50_ms"), "speedup": speedup_of(r, base is r),
-                                              "ref": base is r, "note": missing_note(r, "speedup") if base is not r
-                                              else "", "timing": timing_flag(r, base)}
+            vs = against_reference(r, reference_of(r, ref))
+            line["devices"][device_key(r)] = {"p50": r.get("compute_p50_ms"), "speedup": vs["speedup"],
+                                              "ref": vs["ref"], "note": vs["notes"]["speedup"], "timing": vs["timing"]}
         order = sorted(lines, key=lambda k: (k[0], k[1], {"fp32": 0, "fp16": 1}.get(k[2], 2), k[3]))
         out[model] = (devices, [lines[k] for k in order])
     return out
