@@ -15,7 +15,8 @@ Every row says which scan made it (``scan_mode``: ``full`` | ``local``). What a 
 floor, the FP32 forward passes it needs over the SQNR images (one pass, ``fp32_pass_s``, timed in the
 worker at the scan's batch without session creation): the summary row's ``scan_time_s``,
 ``scan_floor_s`` (full: 1 + 2 per node measured alone passes; local: 2, FP32 and whole INT8) and ``scan_time_ratio``
-(= time / floor), and ``calib_floor_s``/``calib_time_ratio`` of its one calibration; full-scan node
+(= time / floor), ``scan_lanes`` (nodes measured at once, when idle cores allowed more than one; the
+floor is one lane's), and ``calib_floor_s``/``calib_time_ratio`` of its one calibration; full-scan node
 rows carry ``node_floor_s`` (two passes) and ``node_time_ratio`` (``node_seconds`` / that).
 """
 from __future__ import annotations
@@ -406,7 +407,7 @@ def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: Sensi
         "calibration_s": setup.get("calibration_s"), "sqnr_s": round(t_sqnr, 3),
         "calib_floor_s": setup.get("calib_floor_s"), "calib_time_ratio": setup.get("calib_time_ratio"),
         "scan_mode": opts.scan, "scan_time_s": cost["scan_time_s"], "scan_floor_s": cost["scan_floor_s"],
-        "scan_time_ratio": cost["scan_time_ratio"],
+        "scan_time_ratio": cost["scan_time_ratio"], "scan_lanes": cost["scan_lanes"],
         "elapsed_s": round(time.perf_counter() - t_start, 3), "notes": setup.get("notes") or [],
     }
     budget = opts.budget if opts.budget is not None else qs.accuracy_budget
@@ -424,8 +425,10 @@ def scan_cost(events: list[dict[str, Any]], local: bool) -> dict[str, Any]:
     (``fp32_pass_s``, timed in the worker at the scan's batch) for the whole model and two per node measured
     alone (a full scan), or the FP32 pass the activations come from and the whole model's (a local scan:
     ``passes`` in its ``local`` event). The time is the whole-model pass, setting up the per-node builds
-    (``builder`` events) and every node's quantization and passes (full), or the probed pass with the
-    per-node work and the whole model's pass (local).
+    (``builder`` events) and every node's quantization and passes (full: the wall time of a worker's loop,
+    its ``scan`` event, where it finished; the nodes' own seconds of a loop that was cut short), or the probed
+    pass with the per-node work and the whole model's pass (local). ``scan_lanes``: the most nodes a loop
+    measured at once (idle cores allowing); the floor stays that of one lane.
     """
     whole = next((e for e in events if e.get("event") == "whole"), {})
     unit = whole.get("fp32_pass_s")
@@ -435,11 +438,16 @@ def scan_cost(events: list[dict[str, Any]], local: bool) -> dict[str, Any]:
     else:
         nodes = [e for e in events if e.get("event") == "node"]
         measured = [e for e in nodes if e.get("alone", True) and not e.get("error")]
-        time_s = (whole.get("seconds") or 0.0) + sum(e.get("seconds") or 0.0 for e in nodes) + sum(
+        loops = [e for e in events if e.get("event") == "scan"]  # a worker's whole loop: its nodes' wall time
+        covered = {n for e in loops for n in e.get("nodes") or []}
+        time_s = (whole.get("seconds") or 0.0) + sum(e.get("seconds") or 0.0 for e in loops) + sum(
+            e.get("seconds") or 0.0 for e in nodes if e.get("node") not in covered) + sum(
             e.get("seconds") or 0.0 for e in events if e.get("event") == "builder")  # setting up the per-node builds
         floor = unit * (1 + 2 * len(measured)) if unit else None
+        lanes = max((e.get("lanes") or 1 for e in loops), default=1)
     return {"fp32_pass_s": unit, "scan_time_s": _sig(time_s), "scan_floor_s": _sig(floor),
-            "scan_time_ratio": _sig(time_s / floor) if floor and time_s is not None else None}
+            "scan_time_ratio": _sig(time_s / floor) if floor and time_s is not None else None,
+            "scan_lanes": 1 if local else lanes}
 
 
 def _sig(x: float | None) -> float | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -123,39 +124,80 @@ def run_sensitivity(job: dict[str, Any], progress: _Progress) -> None:
     t0 = time.perf_counter()
     build, in_memory = _node_builder(workdir, settings, todo[0][0] if todo else None)
     progress.emit(event="builder", in_memory=in_memory, seconds=round(time.perf_counter() - t0, 3))  # scan time too
-    report, t_scan = Reporter(), time.perf_counter()
+    lanes = _lanes(threads, len(todo)) if in_memory else 1  # quantize_static's fallback writes one file
+    report, t_scan, lock = Reporter(), time.perf_counter(), threading.Lock()
     done = first = len(candidates) - len(todo)
-    for name, op in todo:
-        left = len(candidates) - done
-        report("scan", done=done, total=len(candidates), unit="nodes",
-               eta_s=round((time.perf_counter() - t_scan) / (done - first) * left, 1) if done > first else None,
-               floor_eta_s=round(2 * fp32_pass_s * left, 1) if fp32_pass_s else None)
-        done += 1
-        progress.emit(event="start", node=name)
+
+    def emit(**event: Any) -> None:
+        with lock:
+            progress.emit(**event)
+
+    def measure(name: str, op: str) -> dict[str, Any]:
+        emit(event="start", node=name)
         t0 = time.perf_counter()
         try:
-            model = build(only=[name])
+            with lock:  # building is Python (and patches ORT's quantizer while it runs): one at a time
+                model = build(only=[name])
             if model is None:  # an 8-bit pass-through op: ORT quantizes it only next to quantized neighbours
-                progress.emit(event="node", node=name, op_type=op, alone=False,
-                              seconds=round(time.perf_counter() - t0, 3))
-                continue
+                return {"event": "node", "node": name, "op_type": op, "alone": False,
+                        "seconds": round(time.perf_counter() - t0, 3)}
             t1 = time.perf_counter()
             q_only = nq.sqnr_db(ref, nq.run_outputs(model, x, batch, threads))
             t2 = time.perf_counter()
-            model = build(exclude=[name])
+            with lock:
+                model = build(exclude=[name])
             t3 = time.perf_counter()
             f_only = nq.sqnr_db(ref, nq.run_outputs(model, x, batch, threads))
             infer_s = time.perf_counter() - t3 + t2 - t1
             del model
         except Exception as exc:  # noqa: BLE001 - one node's failure is its row, not the study's end
-            progress.emit(event="node", node=name, op_type=op, alone=True, error=_one_line(exc))
-            continue
-        progress.emit(event="node", node=name, op_type=op, alone=True, sqnr_quant_only_db=q_only,
-                      sqnr_float_only_db=f_only, seconds=round(time.perf_counter() - t0, 3),
-                      infer_seconds=round(infer_s, 3))
-    report("scan", done=len(candidates), total=len(candidates), unit="nodes")
-    for leftover in ("node.onnx", "node.onnx.data"):
-        (workdir / leftover).unlink(missing_ok=True)
+            return {"event": "node", "node": name, "op_type": op, "alone": True, "error": _one_line(exc)}
+        return {"event": "node", "node": name, "op_type": op, "alone": True, "sqnr_quant_only_db": q_only,
+                "sqnr_float_only_db": f_only, "seconds": round(time.perf_counter() - t0, 3),
+                "infer_seconds": round(infer_s, 3)}
+
+    def tick() -> None:
+        left = len(candidates) - done
+        report("scan", done=done, total=len(candidates), unit="nodes",
+               eta_s=round((time.perf_counter() - t_scan) / (done - first) * left, 1) if done > first else None,
+               floor_eta_s=round(2 * fp32_pass_s * left / lanes, 1) if fp32_pass_s else None)
+
+    tick()
+    if lanes == 1:
+        results: Any = (measure(name, op) for name, op in todo)
+    else:  # ORT runs without the GIL: each lane's session uses `threads` cores that were idle
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        pool = ThreadPoolExecutor(lanes, thread_name_prefix="scan-lane")
+        results = (f.result() for f in as_completed([pool.submit(measure, name, op) for name, op in todo]))
+    for event in results:
+        emit(**event)
+        done += 1
+        tick()
+    if lanes > 1:
+        pool.shutdown()
+    # the loop's own wall time: with lanes the nodes' seconds overlap (scan_cost uses this for these nodes)
+    emit(event="scan", lanes=lanes, nodes=[name for name, _ in todo], seconds=round(time.perf_counter() - t_scan, 3))
+    for leftover in workdir.glob("node*.onnx*"):
+        leftover.unlink(missing_ok=True)
+
+
+def _lanes(threads: int, nodes: int, window_s: float = 0.5, most: int = 4) -> int:
+    """How many nodes to measure at once: 1 unless the sessions' threads are set (``run.threads`` > 0; ORT's
+    default takes every core) and ``/proc/stat`` shows idle cores for more, measured over ``window_s`` while this
+    process waits (:mod:`quantbench.harness.measure.interference`); at most ``most`` (each lane holds its
+    sessions' memory)."""
+    if threads <= 0 or nodes < 2:
+        return 1
+    from quantbench.harness.measure.interference import between, sample
+
+    before = sample()
+    time.sleep(window_s)
+    other = between(before, sample()).get("other_cpu_frac")
+    if other is None:
+        return 1
+    free = (os.cpu_count() or 1) - other
+    return max(1, min(int(free // threads), nodes, most))
 
 
 def _node_builder(workdir: Path, settings: Any, check_node: str | None) -> tuple[Any, bool]:
@@ -180,7 +222,8 @@ def _node_builder(workdir: Path, settings: Any, check_node: str | None) -> tuple
                 return model.SerializeToString()
             from quantbench.common.onnx_save import save_model
 
-            return save_model(model, tmp, save_as_external_data=True, location=tmp.name + ".data")
+            path = workdir / f"node-{threading.get_ident()}.onnx"  # one per lane
+            return save_model(model, path, save_as_external_data=True, location=path.name + ".data")
 
         return build, True
     print(f"warning: in-memory per-node models differ from quantize_static's for {check_node} with this "

@@ -108,28 +108,60 @@ def _node_events(workdir: Path) -> tuple[dict[str, dict], list[dict]]:
 
 
 @pytest.mark.slow
-def test_scan_numbers_equal_those_of_quantize_static_models(tmp_path, monkeypatch, capfd) -> None:
-    """The worker's scan, in memory and with one quantize_static file per model (forced by a builder that
-    does not match), gives the same SQNR per node to the last digit, and says which path it took."""
+def test_scan_numbers_equal_those_of_quantize_static_models_and_of_parallel_lanes(tmp_path, monkeypatch, capfd) -> None:
+    """The worker's scan in memory (one lane, then two lanes at once) and with one quantize_static file per model
+    (forced by a builder that does not match) gives the same SQNR per node to the last digit, and says which
+    path it took and how many lanes ran."""
     from quantbench.harness.studies import sensitivity_worker as sw
     from quantbench.harness.studies.node_models import NodeModels
 
     runs = {}
-    for path in ("in-memory", "quantize_static"):
+    for path, lanes in (("in-memory", 1), ("two-lanes", 2), ("quantize_static", 2)):
         work = tmp_path / path
         work.mkdir()
+        monkeypatch.setattr(sw, "_lanes", lambda threads, nodes, n=lanes: n)
         if path == "quantize_static":
             monkeypatch.setattr(NodeModels, "matches_quantize_static", lambda self, **kw: False)
         job = _fashion_job(work)
         sw.run_sensitivity(job, sw._Progress(Path(job["progress"])))
         runs[path] = _node_events(work)
-    (fast, fast_builder), (slow, slow_builder) = runs["in-memory"], runs["quantize_static"]
-    assert fast_builder[0]["in_memory"] is True and slow_builder[0]["in_memory"] is False
+        assert not list(work.glob("node*.onnx*"))  # no per-node file left behind
+    assert [b[0]["in_memory"] for _, b in runs.values()] == [True, True, False]
     assert "differ from quantize_static's" in capfd.readouterr().err
-    assert sorted(fast) == sorted(slow) and len(fast) >= 4
-    measured = [n for n in fast if fast[n]["alone"]]
+    events = {p: [json.loads(ln) for ln in (tmp_path / p / "progress.jsonl").read_text().splitlines()] for p in runs}
+    # quantize_static's fallback writes one file: it runs one lane whatever the cores
+    assert [next(e["lanes"] for e in events[p] if e["event"] == "scan") for p in runs] == [1, 2, 1]
+    base = runs["in-memory"][0]
+    measured = [n for n in base if base[n]["alone"]]
     assert len(measured) == 4  # 2 Conv + 2 Gemm; MaxPool / Flatten quantize nothing alone
-    for n in fast:
-        for key in ("alone", "sqnr_quant_only_db", "sqnr_float_only_db"):
-            assert fast[n].get(key) == slow[n].get(key), (n, key)
-    assert all(np.isfinite(fast[n]["sqnr_quant_only_db"]) for n in measured)
+    assert all(np.isfinite(base[n]["sqnr_quant_only_db"]) for n in measured)
+    for other in ("two-lanes", "quantize_static"):
+        nodes = runs[other][0]
+        assert sorted(nodes) == sorted(base)
+        for n in base:
+            for key in ("alone", "sqnr_quant_only_db", "sqnr_float_only_db"):
+                assert nodes[n].get(key) == base[n].get(key), (other, n, key)
+
+
+def test_lanes_only_where_cores_are_idle(monkeypatch) -> None:
+    """One lane with ORT's default threads (it takes every core) or one node; else as many lanes of ``threads``
+    cores as the cores others leave idle, at most four."""
+    from quantbench.harness.measure import interference
+    from quantbench.harness.studies import sensitivity_worker as sw
+
+    def busy(other: float) -> None:
+        monkeypatch.setattr(interference, "between", lambda before, after: {"other_cpu_frac": other})
+
+    monkeypatch.setattr(sw.os, "cpu_count", lambda: 8)
+    busy(0.0)
+    assert sw._lanes(0, 50, window_s=0) == 1
+    assert sw._lanes(2, 1, window_s=0) == 1
+    assert sw._lanes(2, 50, window_s=0) == 4
+    assert sw._lanes(1, 50, window_s=0) == 4  # at most four
+    assert sw._lanes(2, 3, window_s=0) == 3
+    busy(3.5)  # 4.5 cores idle
+    assert sw._lanes(2, 50, window_s=0) == 2
+    busy(7.2)
+    assert sw._lanes(1, 50, window_s=0) == 1
+    busy(None)  # /proc/stat unreadable
+    assert sw._lanes(1, 50, window_s=0) == 1

@@ -34,6 +34,19 @@ def test_scan_time_counts_setting_up_the_per_node_builds_of_every_worker_start()
     assert cost["scan_time_ratio"] == pytest.approx(cost["scan_time_s"] / (0.5 * 5), rel=1e-3)
 
 
+def test_scan_time_of_parallel_lanes_is_the_loop_wall_time_not_the_sum_of_overlapping_nodes():
+    events = [{"event": "whole", "fp32_pass_s": 0.5, "seconds": 0.6}, {"event": "builder", "seconds": 1.0},
+              {"event": "node", "node": "a", "alone": True, "seconds": 4.0},  # a first worker, cut short
+              {"event": "builder", "seconds": 1.0},
+              {"event": "node", "node": "b", "alone": True, "seconds": 3.0},
+              {"event": "node", "node": "c", "alone": True, "seconds": 3.5},
+              {"event": "scan", "lanes": 2, "nodes": ["b", "c"], "seconds": 3.6}]
+    cost = scan_cost(events, local=False)
+    assert cost["scan_time_s"] == pytest.approx(0.6 + 1.0 + 4.0 + 1.0 + 3.6)
+    assert cost["scan_lanes"] == 2
+    assert cost["scan_time_ratio"] == pytest.approx(cost["scan_time_s"] / (0.5 * 7), rel=1e-3)
+
+
 def test_scan_cost_of_a_local_scan_is_one_pass_and_unknown_without_a_pass_time():
     cost = scan_cost([{"event": "whole", "fp32_pass_s": 0.25}, {"event": "local", "seconds": 1.0, "passes": 2}],
                      local=True)
