@@ -170,7 +170,8 @@ if sys.argv[2] == "hang":
 def test_processes_started_in_a_new_session_end_with_the_child(tmp_path, how):
     """Not in the child's process group, so the group kill misses them: the child (a subreaper) ends them at
     exit, and run_contained ends its whole tree on a timeout."""
-    res = run_contained(_py(ESCAPE) + [str(tmp_path), how], timeout_s=15 if how == "hang" else 60,
+    # the child needs under a second to start its sleeps; "hang" is waited out for 8 s, as a hung cell is
+    res = run_contained(_py(ESCAPE) + [str(tmp_path), how], timeout_s=8 if how == "hang" else 60,
                         log_path=tmp_path / "c.log", env=_env())
     assert res.timed_out is (how == "hang"), res.log_tail
     escaped, orphan = int(_wait_for(tmp_path / "escaped.pid")), int(_wait_for(tmp_path / "orphan.pid"))
