@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import quantbench.reports.charts as charts
+from quantbench.common.row_format import fmt
 from quantbench.reports.console import Footnotes
 
 from .atomic import write_atomic
@@ -107,14 +108,14 @@ def _devices(report: Report) -> list[dict[str, str]]:
         if key in seen:
             continue
         seen[key] = {
-            "key": key, "flags": ", ".join(env.get("cpu_flags") or []) or "—",
-            "gpu": "; ".join(f"{g.get('name')} (driver {g.get('driver')})" for g in env.get("gpu") or []) or "—",
+            "key": key, "flags": fmt(", ".join(env.get("cpu_flags") or [])),
+            "gpu": fmt("; ".join(f"{g.get('name')} (driver {g.get('driver')})" for g in env.get("gpu") or [])),
             "os": f"{env.get('os', '?')} · Python {env.get('python', '?')}",
-            "hw": ", ".join(filter(None, [
+            "hw": fmt(", ".join(filter(None, [
                 f"{env['cores_physical']} cores" if env.get("cores_physical") else "",
-                f"{env['memory_gb']} GB" if env.get("memory_gb") else ""])) or "—",
+                f"{env['memory_gb']} GB" if env.get("memory_gb") else ""]))),
             "versions": ", ".join(f"{k} {v}" for k, v in sorted((env.get("versions") or {}).items())),
-            "git": env.get("git_rev") or "—",
+            "git": fmt(env.get("git_rev")),
         }
     return list(seen.values())
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from quantbench.common.row_format import is_number
+from quantbench.common.row_format import fmt, is_number
 from quantbench.common.row_keys import current_rows
 
 from .charts import _error, _layout, accuracy_field, esc, to_div
@@ -126,7 +126,7 @@ def bits_rounding_heatmap(rows: list[dict[str, Any]], key: tuple[str, str, str, 
         return None
     ys, xs = _order([k[0] for k in cells]), _order([k[1] for k in cells])
     z = [[cells.get((y, x)) for x in xs] for y in ys]
-    text = [["—" if v is None else f"{v:.2f}" for v in line] for line in z]
+    text = [[fmt(v, "{:.2f}") for v in line] for line in z]
     fig = go.Figure(go.Heatmap(
         z=z, x=[esc(_label(x)) for x in xs], y=[esc(f"{_label(y)} bits") for y in ys], text=text,
         texttemplate="%{text}", colorscale="Viridis", colorbar={"title": {"text": esc(axis)}},
