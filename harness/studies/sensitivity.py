@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from quantbench.common.row_file import NOT_JSON, iter_json_lines
 from quantbench.harness.config.schema import ConfigError, SweepConfig, VariantConfig
 
 SENSITIVITY_FILE = "sensitivity.jsonl"
@@ -88,16 +89,11 @@ class StudyResult:
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
-    """The worker's progress lines (a truncated last line, from a kill mid-write, is ignored)."""
-    events = []
+    """The worker's progress lines (a truncated last line, from a kill mid-write, is ignored), read by the one
+    JSON Lines reader (:func:`quantbench.common.row_file.iter_json_lines`)."""
     if not path.exists():
-        return events
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return events
+        return []
+    return [event for _, event, _ in iter_json_lines(path) if event is not NOT_JSON]
 
 
 def run_worker_job(job: dict[str, Any], workdir: Path, name: str, timeout_s: float,
