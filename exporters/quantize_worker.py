@@ -22,11 +22,9 @@ def _first_input(path: str) -> str:
 
 
 def _progress() -> Any:
-    """Calibration progress for the sweep's display (quantbench/common/progress.py), when the harness is installed."""
-    try:
-        from quantbench.common.progress import Reporter
-    except ImportError:  # pragma: no cover - exporters used alone
-        return None
+    """Calibration progress for the sweep's display (quantbench/common/progress.py)."""
+    from quantbench.common.progress import Reporter
+
     return Reporter().calibration()
 
 

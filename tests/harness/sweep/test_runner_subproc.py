@@ -1,4 +1,4 @@
-"""harness.subproc.run_contained: children end with their timeout, their parent, or a signal to it."""
+"""quantbench.common.subproc.run_contained: children end with their timeout, their parent, or a signal to it."""
 from __future__ import annotations
 
 import os
@@ -72,6 +72,7 @@ def test_timeout_kills_whole_group(tmp_path):
     res = run_contained(_py(code), timeout_s=3, log_path=tmp_path / "d.log")
     assert res.timed_out and res.signal_name == "SIGKILL"
     assert "timed out after 3 s" == res.describe(3)
+    assert res.describe(0.05) == "timed out after 0.05 s"  # the limit that was set, not "0 s"
     assert _gone(int(pids.read_text()))
 
 
