@@ -93,8 +93,8 @@ def _error(values: list[float], cis: list[tuple[float, float] | None], scale: fl
     if all(ci is None for ci in cis):
         return None
     return {"type": "data", "symmetric": False, "thickness": 1, "width": 3,
-            "array": [ci[1] * scale - v if ci else 0 for v, ci in zip(values, cis)],
-            "arrayminus": [v - ci[0] * scale if ci else 0 for v, ci in zip(values, cis)]}
+            "array": [ci[1] * scale - v if ci else 0 for v, ci in zip(values, cis, strict=True)],
+            "arrayminus": [v - ci[0] * scale if ci else 0 for v, ci in zip(values, cis, strict=True)]}
 
 
 def accuracy_vs_latency(rows: list[dict[str, Any]], title: str, by_device: bool = False,

@@ -240,7 +240,8 @@ def render_console(rows: list[dict[str, Any]], console: Any, older: list[dict[st
         ran = escape(ran_as_text(s["row"]))
         if s["warning"]:
             ran = f"[yellow]{ran} ⚠[/yellow]"
-        variant = escape(str(s["variant"])) + (f" [dim](= {escape(s['identical_to'])})[/dim]" if s["identical_to"] else "")
+        same = f" [dim](= {escape(s['identical_to'])})[/dim]" if s["identical_to"] else ""
+        variant = escape(str(s["variant"])) + same
         if s["cell_id"] in older_cells:  # --all-generations: a row of an earlier configuration
             variant += " [dim](older generation)[/dim]"
         top1 = fmt(s["top1"], "{:.2f}", "%", scale=100) + notes.mark(s["top1_note"])
@@ -275,7 +276,8 @@ def noisy_warnings(rows: list[dict[str, Any]]) -> list[str]:
     :data:`MAX_NOISY_LINES`, then a count, then what to do. [] when no row is noisy."""
     noisy = [r for r in rows if r.get("status") == "ok" and r.get("timing_noisy") is True]
     lines = [f"{r.get('model')}/{r.get('variant')} on {r.get('runtime_label') or r.get('runtime')} "
-             f"({_device(r)}, batch {r.get('batch')}): timing noisy: {r.get('timing_noisy_reason') or 'no reason recorded'}"
+             f"({_device(r)}, batch {r.get('batch')}): timing noisy: "
+             f"{r.get('timing_noisy_reason') or 'no reason recorded'}"
              for r in noisy[:MAX_NOISY_LINES]]
     if len(noisy) > MAX_NOISY_LINES:
         lines.append(f"{len(noisy) - MAX_NOISY_LINES} more row(s) timed noisily (⚠ in the table)")

@@ -110,13 +110,16 @@ def render_console(results: list[Any], console: Any, limit: int | None = None) -
                           "≈: not significant (exact McNemar p ≥ 0.05). Nodes are ranked by SQNR; top-1 is shown, "
                           "not used to rank.", markup=False, style="dim")
         console.print(
-            f"{s.get('nodes')} quantizable node(s); whole-model INT8 SQNR {_num(s.get('sqnr_whole_int8_db'), '.2f')} dB "
+            f"{s.get('nodes')} quantizable node(s); whole-model INT8 SQNR "
+            f"{_num(s.get('sqnr_whole_int8_db'), '.2f')} dB "
             f"on {s.get('sqnr_samples')} images; top-1 FP32 {_pct(s.get('top1_fp32'))}, INT8 {_pct(s.get('top1_int8'))}"
-            f" (Δ {_loss(s, 'top1_drop_int8')} pts) on {s.get('eval_samples') or DASH} images; calibration {_num(s.get('calibration_s'), '.1f')} s, "
+            f" (Δ {_loss(s, 'top1_drop_int8')} pts) on {s.get('eval_samples') or DASH} images; "
+            f"calibration {_num(s.get('calibration_s'), '.1f')} s, "
             f"all nodes {_num(s.get('sqnr_s'), '.0f')} s, total {_num(s.get('elapsed_s'), '.0f')} s", markup=False)
         if s.get("scan_time_ratio") is not None:
             console.print(f"{s.get('scan_mode') or 'full'} scan {_num(s.get('scan_time_s'), '.1f')} s = "
-                          f"{_num(s.get('scan_time_ratio'), '.2f')} × its floor ({_num(s.get('scan_floor_s'), '.1f')} s of "
+                          f"{_num(s.get('scan_time_ratio'), '.2f')} × its floor "
+                          f"({_num(s.get('scan_floor_s'), '.1f')} s of "
                           f"FP32 forward passes on these images)", markup=False, style="dim")
         if s.get("not_quantized_alone"):
             console.print(f"not quantized on their own (ORT quantizes them only next to quantized neighbours): "

@@ -95,7 +95,7 @@ td.best{font-weight:700;background:#e7f5ea} td.tie{background:#f1f8f2} td.ns{col
 {% for r in problems %}<tr><td class="l {{ 'bad' if r.status == 'failed' else 'muted' }}">{{ r.status }}</td><td class="l">{{ r.model }}</td><td class="l">{{ r.variant }}</td><td class="l">{{ r.runtime }}</td><td class="l">{{ r.device }}</td><td>{{ r.batch }}</td><td class="l">{{ r.error }}</td></tr>{% endfor %}
 </table>{% else %}<p class="muted">None.</p>{% endif %}
 </body></html>
-"""
+"""  # noqa: E501 - the template's lines are the page's
 
 
 def _devices(report: Report) -> list[dict[str, str]]:
@@ -173,8 +173,8 @@ def _cross(report: Report) -> list[dict[str, Any]]:
                                        "title": _cross_title(ln["devices"].get(d))} for d in devices])
                       for ln in lines],
             "bars": charts.to_div(charts.cross_device_speedups(model, devices, lines)),
-            "scatter": charts.to_div(charts.accuracy_vs_latency(rows, f"{model}: accuracy vs compute latency, all devices",
-                                                       by_device=True)),
+            "scatter": charts.to_div(charts.accuracy_vs_latency(
+                rows, f"{model}: accuracy vs compute latency, all devices", by_device=True)),
         })
     return sections
 
@@ -209,7 +209,8 @@ def render_html(report: Report, out: Path, budget_pts: float = DEFAULT_BUDGET_PT
             "random": any(r.get("weights") == "random-init" for r in raw_rows),
             "dataset": dataset_text(first),
             "rows": table_rows, "notes": notes.texts,
-            "breakdown": charts.to_div(charts.latency_breakdown(raw_rows, f"{model}: where the time goes (median per phase)")),
+            "breakdown": charts.to_div(charts.latency_breakdown(
+                raw_rows, f"{model}: where the time goes (median per phase)")),
             "scatter": charts.to_div(charts.accuracy_vs_latency(raw_rows, f"{model}: accuracy vs compute latency",
                                                                  picks=picks)),
             "boxes": charts.to_div(charts.latency_distribution(raw_rows, f"{model}: compute latency distribution")),

@@ -108,8 +108,9 @@ def budget_path(study: dict[str, Any]) -> Any | None:
     fig = go.Figure()
     hover = [esc(f"step {s['step']}: {len(s.get('nodes_float') or [])} node(s) float"
                  + (f", + {s['added_node']}" if s.get("added_node") else "")) for s in steps]
-    fig.add_scatter(x=[s["compute_p50_ms"] for s in steps], y=[s["top1"] * 100 for s in steps], mode="lines+markers+text",
-                    text=[str(s["step"]) for s in steps], textposition="top center", name="search steps (nodes in float)",
+    fig.add_scatter(x=[s["compute_p50_ms"] for s in steps], y=[s["top1"] * 100 for s in steps],
+                    mode="lines+markers+text", text=[str(s["step"]) for s in steps], textposition="top center",
+                    name="search steps (nodes in float)",
                     hovertext=hover, hovertemplate="%{hovertext}<br>%{x:.3f} ms, %{y:.2f}%<extra></extra>",
                     marker={"size": 9, "color": "#4e79a7"})
     chosen = [s for s in steps if s.get("chosen")]
@@ -148,13 +149,15 @@ def _table(study: dict[str, Any], limit: int = 15) -> str:
     body = []
     for n in study["nodes"][:limit]:
         if n.get("error"):
-            body.append(f"<tr><td>—</td><td class='l'>{esc(str(n.get('node')))}</td><td class='l'>{esc(str(n.get('op_type')))}</td>"
+            body.append(f"<tr><td>—</td><td class='l'>{esc(str(n.get('node')))}</td>"
+                        f"<td class='l'>{esc(str(n.get('op_type')))}</td>"
                         f"<td class='l bad' colspan='4'>failed: {esc(str(n['error']))}</td></tr>")
             continue
         body.append(f"<tr><td>{n.get('rank')}</td><td class='l'>{esc(str(n.get('node')))}</td>"
                     f"<td class='l'>{esc(str(n.get('op_type')))}</td>"
                     f"<td>{_fmt(n.get('sqnr_local_db' if local else 'sqnr_quant_only_db'), '.2f')}</td>"
-                    f"<td>{'' if local else _fmt(n.get('sqnr_float_only_db'), '.2f')}</td><td>{_fmt(n.get('top1_quant_only'), '.2f', 100)}</td>"
+                    f"<td>{'' if local else _fmt(n.get('sqnr_float_only_db'), '.2f')}</td>"
+                    f"<td>{_fmt(n.get('top1_quant_only'), '.2f', 100)}</td>"
                     f"<td>{_fmt(n.get('top1_float_only'), '.2f', 100)}</td></tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
@@ -162,7 +165,8 @@ def _table(study: dict[str, Any], limit: int = 15) -> str:
 def _steps_table(study: dict[str, Any]) -> str:
     if not study["steps"]:
         return ""
-    head = ("<tr><th class='l'>step</th><th>nodes float</th><th class='l'>added node</th><th>top-1</th><th>Δ pts (selection half)</th>"
+    head = ("<tr><th class='l'>step</th><th>nodes float</th><th class='l'>added node</th><th>top-1</th>"
+            "<th>Δ pts (selection half)</th>"
             "<th>p50 ms</th><th>speedup vs FP32</th><th class='l'>within budget</th></tr>")
     body = []
     for s in study["steps"]:
@@ -170,11 +174,14 @@ def _steps_table(study: dict[str, Any]) -> str:
         if s.get("chosen"):
             within += " ← chosen"
         top1 = _fmt(s.get("top1"), ".2f", 100) if s.get("status") == "ok" else "failed: " + str(s.get("error"))
+        drop = _fmt(-s["drop_pts"] + 0.0, "+.2f") if is_number(s.get("drop_pts")) and s.get("step") is not None \
+            else MISSING
         body.append(f"<tr class='{'flag' if s.get('chosen') else ''}'><td class='l'>{esc(str(s.get('label')))}</td>"
                     f"<td>{len(s['nodes_float']) if s.get('nodes_float') is not None else '—'}</td>"
                     f"<td class='l'>{esc(str(s.get('added_node') or '—'))}</td><td>{esc(top1)}</td>"
-                    f"<td>{_fmt(-s['drop_pts'] + 0.0, '+.2f') if is_number(s.get('drop_pts')) and s.get('step') is not None else MISSING}</td>"
-                    f"<td>{_fmt(s.get('compute_p50_ms'), '.3f')}</td><td>{_fmt(s.get('speedup_interleaved'), '.2f')}</td>"
+                    f"<td>{drop}</td>"
+                    f"<td>{_fmt(s.get('compute_p50_ms'), '.3f')}</td>"
+                    f"<td>{_fmt(s.get('speedup_interleaved'), '.2f')}</td>"
                     f"<td class='l'>{esc(within)}</td></tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
@@ -189,12 +196,14 @@ def section_html(rows: list[dict[str, Any]]) -> str:
             parts.append(f"<p class='bad'>failed: {esc(str(s.get('error')))}</p>")
             continue
         parts.append(
-            f"<p class='muted'>{esc(str(s.get('nodes')))} quantizable nodes, each scored on {esc(str(s.get('sqnr_samples')))} "
-            f"evaluation images with one calibration reused; whole-model INT8 SQNR {_fmt(s.get('sqnr_whole_int8_db'), '.2f')} dB, "
+            f"<p class='muted'>{esc(str(s.get('nodes')))} quantizable nodes, each scored on "
+            f"{esc(str(s.get('sqnr_samples')))} evaluation images with one calibration reused; whole-model INT8 SQNR "
+            f"{_fmt(s.get('sqnr_whole_int8_db'), '.2f')} dB, "
             f"top-1 FP32 {_fmt(s.get('top1_fp32'), '.2f', 100)}% / INT8 {_fmt(s.get('top1_int8'), '.2f', 100)}%; "
             f"{_fmt(s.get('elapsed_s'), '.0f')} s in all"
             + (f"; {esc(str(s.get('scan_mode') or 'full'))} scan {_fmt(s.get('scan_time_ratio'), '.2f')} × its floor "
-               f"(FP32 forward passes, {_fmt(s.get('scan_floor_s'), '.1f')} s)" if s.get("scan_time_ratio") is not None else "")
+               f"(FP32 forward passes, {_fmt(s.get('scan_floor_s'), '.1f')} s)"
+               if s.get("scan_time_ratio") is not None else "")
             + ".</p>")
         if s.get("accuracy_note"):
             parts.append(f"<p class='warn'>{esc(str(s['accuracy_note']))}</p>")
@@ -202,7 +211,8 @@ def section_html(rows: list[dict[str, Any]]) -> str:
         parts.append(f"<div class='chart'>{to_div(sqnr_bars(st))}</div>")
         b = st.get("budget")
         if b:
-            parts.append(f"<h3>{esc(st['model'])} / {esc(st['variant'])}: mixed precision under a {b.get('budget_pts', 0):g}-point budget</h3>")
+            parts.append(f"<h3>{esc(st['model'])} / {esc(st['variant'])}: mixed precision under a "
+                         f"{b.get('budget_pts', 0):g}-point budget</h3>")
             parts.append(f"<p class='{'muted' if b.get('met') else 'warn'}'>{esc(str(b.get('message')))}</p>")
             if b.get("exclude_nodes"):
                 parts.append(f"<p><code>exclude_nodes = {esc(json.dumps(b['exclude_nodes']))}</code></p>")
@@ -234,7 +244,7 @@ h2{{border-bottom:2px solid #4e79a7}} .muted{{color:#666}} .warn{{color:#9a6700}
 table{{border-collapse:collapse;font-size:13px;margin:8px 0 16px}} th,td{{border:1px solid #ddd;padding:4px 7px;text-align:right}}
 th{{background:#f3f5f9}} td.l,th.l{{text-align:left}} tr.flag td{{background:#e7f5ea}} code{{background:#f5f5f5}}</style>
 <script>{js}</script></head><body><h1>quantbench sensitivity</h1><p class="muted">from {sources}</p>{warnings}{body}</body></html>
-"""
+"""  # noqa: E501 - the page template's lines are the page's
 
 
 def write_sensitivity_report(paths: list[Path], out: Path) -> Path:

@@ -87,7 +87,8 @@ def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, An
             "speedup": None if is_ref else vs["speedup"],  # the reference reads "ref", like the other relative columns
             "throughput": r.get("throughput_ips"),
             "size_mb": r["size_bytes"] / 1e6 if r.get("size_bytes") else None,
-            "size_pct": 100 * r["size_bytes"] / rel["size_bytes"] if rel and r.get("size_bytes") and rel.get("size_bytes") else None,
+            "size_pct": 100 * r["size_bytes"] / rel["size_bytes"] if rel and r.get("size_bytes")
+            and rel.get("size_bytes") else None,
             "eval_wall": r.get("eval_wall_s"),
             "eval_wall_pct": 100 * r["eval_wall_s"] / rel["eval_wall_s"] if rel and r.get("eval_wall_s")
             and rel.get("eval_wall_s") else None,
@@ -95,12 +96,14 @@ def comparison_groups(report: Report) -> dict[tuple[str, str], list[dict[str, An
             "non_trainable": r.get("non_trainable_params"),
             "quant_time": r.get("quant_time_s"), "quant_mem": r.get("quant_peak_mem_mb"),
             "calib_ratio": r.get("calib_time_ratio"),
-            "ran_as": ran_as_text(r), "warning": r.get("audit_warning") or "", "identical_to": r.get("identical_to") or "",
+            "ran_as": ran_as_text(r), "warning": r.get("audit_warning") or "",
+            "identical_to": r.get("identical_to") or "",
             "weights": r.get("weights") or "", "ref": is_ref, "row": r, "timing": vs["timing"],
             "notes": {**vs["notes"], "p50": vs["timing"]},
         })
     for rows in groups.values():
-        rows.sort(key=lambda x: (str(x["runtime"]), x["batch"] or 0, {"fp32": 0, "fp16": 1}.get(str(x["row"].get("precision")), 2), str(x["variant"])))
+        rows.sort(key=lambda x: (str(x["runtime"]), x["batch"] or 0,
+                                 {"fp32": 0, "fp16": 1}.get(str(x["row"].get("precision")), 2), str(x["variant"])))
     return dict(groups)
 
 

@@ -75,7 +75,9 @@ def render_markdown(report: Report, budget_pts: float = DEFAULT_BUDGET_PTS) -> s
         out += ["", "## Failed and skipped cells", "", "| status | model | variant | runtime | device | reason |",
                 "|---|---|---|---|---|---|"]
         for r in bad:
-            out.append("| " + " | ".join(_md_escape(fmt(r.get(k), "{}")) for k in ("status", "model", "variant", "runtime", "device", "error")) + " |")
+            keys = ("status", "model", "variant", "runtime", "device", "error")
+            cells = (_md_escape(fmt(r.get(k), "{}")) for k in keys)
+            out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 

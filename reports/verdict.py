@@ -278,7 +278,8 @@ def decide(rows: list[dict[str, Any]], model: str, device: str, batch: Any,
                    and interval(r, "compute_p50_ci95") is None]
         v.reason = ("no qualifying row is faster than the others beyond noise"
                     + (f" ({len(missing)} of {len(candidates)} have no speed interval: rows written before "
-                       f"intervals were measured, or without an interleave)" if missing else " (all intervals overlap)"))
+                       f"intervals were measured, or without an interleave)" if missing
+                       else " (all intervals overlap)"))
     else:
         v.status = "tie"
     return v
@@ -305,7 +306,8 @@ def _speed_text(row: dict[str, Any]) -> str:
 
 
 def describe_row(row: dict[str, Any], reference: dict[str, Any] | None = None) -> str:
-    """``int8-minmax on ort-cpu: Δ −0.51 ±0.92 pts (≈ FP32), speed-up 1.38× [1.26–1.63], p50 0.754 ms, 0.21 MB (26% of FP32)``."""
+    """``int8-minmax on ort-cpu: Δ −0.51 ±0.92 pts (≈ FP32), speed-up 1.38× [1.26–1.63], p50 0.754 ms,
+    0.21 MB (26% of FP32)``."""
     parts = []
     d = delta_text(row)
     if d is not None:
@@ -340,6 +342,7 @@ def verdict_lines(v: Verdict) -> list[str]:
     if v.rejected:
         lines.append(f"  beyond the budget (loss significantly > {v.budget_pts:g} pts): " + ", ".join(v.rejected) + ".")
     for why, names in v.excluded.items():
-        shown = ", ".join(names) if len(names) <= MAX_NAMES else f"{', '.join(names[:MAX_NAMES])} and {len(names) - MAX_NAMES} more"
+        shown = ", ".join(names) if len(names) <= MAX_NAMES else \
+            f"{', '.join(names[:MAX_NAMES])} and {len(names) - MAX_NAMES} more"
         lines.append(f"  not considered ({why}): {shown}.")
     return lines

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from quantbench.reports import build_report, render_html
 
 from .conftest import make_row, write_rows
@@ -22,7 +23,7 @@ MARKUP_IN_PLOTS = """() => {
     }
   }
   return found;
-}"""
+}"""  # noqa: E501 - JavaScript, one statement a line
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
@@ -52,7 +53,8 @@ def test_report_renders_in_chromium(tmp_path, real_results):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.route("**/*", lambda route: route.abort() if not route.request.url.startswith("file:") else route.continue_())
+        page.route("**/*", lambda route: route.abort() if not route.request.url.startswith("file:")
+                   else route.continue_())
         page.goto(out.as_uri())
         page.wait_for_selector(".js-plotly-plot .main-svg")
         charts = page.locator(".js-plotly-plot")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from quantbench.exporters.artifacts import artifact_size
 from quantbench.reports import build_report, render_markdown
 from quantbench.reports.tables import COLUMNS
@@ -113,7 +114,8 @@ def test_markdown_structure(tmp_path):
     assert "1. timing not valid: stopped at max_time after 7 iterations" in lines
     cross = lines.index("## m across devices")
     assert lines[cross + 2] == "Compute p50 ms (speedup vs the same device's FP32 on the same runtime and batch)."
-    assert lines[cross + 4].startswith("| variant | runtime | batch | ") and lines[cross + 5] == "|---|---|---:|---:|---:|"
+    assert lines[cross + 4].startswith("| variant | runtime | batch | ")
+    assert lines[cross + 5] == "|---|---|---:|---:|---:|"
     failures = lines.index("## Failed and skipped cells")
     assert lines[failures + 2] == "| status | model | variant | runtime | device | reason |"
     assert lines[failures + 3] == "|---|---|---|---|---|---|"

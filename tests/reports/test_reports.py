@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from quantbench.reports import (
     ReportError,
     build_report,
@@ -98,8 +99,8 @@ def test_real_run_report_has_every_section(tmp_path, real_results):
 
 def _row(i: int, **over) -> dict:
     """make_row with overrides (renderer test data, made-up numbers)."""
-    return dict(make_row(i, **{k: over.pop(k) for k in ("model", "host", "precision", "variant", "status") if k in over}),
-                **over)
+    picked = {k: over.pop(k) for k in ("model", "host", "precision", "variant", "status") if k in over}
+    return dict(make_row(i, **picked), **over)
 
 
 def test_wrong_types_and_duplicate_files_are_warnings(tmp_path):

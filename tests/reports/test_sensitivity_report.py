@@ -27,8 +27,9 @@ def _rows(met: bool = True) -> list[dict]:
     steps = [{**common, "step": None, "label": "fp32", "nodes_float": None, "top1": 0.9, "compute_p50_ms": 2.0},
              {**common, "step": 0, "label": "0 float", "nodes_float": [], "top1": 0.5, "drop_pts": 40.0,
               "compute_p50_ms": 1.0, "meets_budget": False, "chosen": not met},
-             {**common, "step": 1, "label": "1 float", "nodes_float": [EVIL], "added_node": EVIL, "top1": 0.9 if met else 0.6,
-              "drop_pts": 0.0 if met else 30.0, "compute_p50_ms": 1.2, "meets_budget": met, "chosen": met}]
+             {**common, "step": 1, "label": "1 float", "nodes_float": [EVIL], "added_node": EVIL,
+              "top1": 0.9 if met else 0.6, "drop_pts": 0.0 if met else 30.0, "compute_p50_ms": 1.2,
+              "meets_budget": met, "chosen": met}]
     if not met:
         steps[1]["chosen"], steps[2]["chosen"] = False, True  # the best found: the highest top-1
     budget = {**base, "kind": "budget", "runtime": "ort-cpu", "batch": 1, "budget_pts": 0.5, "met": met,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+
 from quantbench.reports.console import DISAGREE_NOTE, NOISY_NOTE
 from quantbench.reports.model import build_report
 from quantbench.reports.tables import comparison_groups
@@ -13,7 +14,8 @@ def _rows() -> list[dict]:
     fp32 = make_row(0, variant="fp32", precision="fp32")
     fp32.update(compute_p50_ms=2.0, timing_noisy=False)
     consistent = make_row(1, variant="ok", precision="int8")
-    consistent.update(compute_p50_ms=1.0, speedup_interleaved=2.0, speedup_interleaved_ci95=[1.9, 2.1], timing_noisy=False)
+    consistent.update(compute_p50_ms=1.0, speedup_interleaved=2.0, speedup_interleaved_ci95=[1.9, 2.1],
+                      timing_noisy=False)
     # its own p50 says 2.0 / 1.25 = 1.6×; the interleave 1.2× [1.1–1.3]: the p50 was timed under other load
     odd = make_row(2, variant="odd", precision="int8")
     odd.update(compute_p50_ms=1.25, speedup_interleaved=1.2, speedup_interleaved_ci95=[1.1, 1.3], timing_noisy=False)

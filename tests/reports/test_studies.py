@@ -5,6 +5,7 @@ The rows are hand-built (renderer test only); tests/harness tests produce real s
 from __future__ import annotations
 
 import pytest
+
 from quantbench.reports import build_report, render_html
 from quantbench.reports.model import device_key
 from quantbench.reports.studies import (
@@ -43,7 +44,7 @@ def _calibration_rows() -> list[dict]:
     acc = {"minmax": [0.80, 0.85, 0.88], "entropy": [0.70, 0.75, 0.86]}
     rows, i = [_fp32()], 0
     for method, tops in acc.items():
-        for n, top1 in zip([1024, 16, 256], [tops[2], tops[0], tops[1]]):  # out of order on purpose
+        for n, top1 in zip([1024, 16, 256], [tops[2], tops[0], tops[1]], strict=True):  # out of order on purpose
             rows.append(_swept(i, top1, calibration=method, calib_samples=n))
             i += 1
     return rows
@@ -65,7 +66,8 @@ def test_other_swept_keys_split_the_lines_and_are_escaped():
     rows = [_swept(i, 0.8 + 0.01 * i, calibration="minmax", calib_samples=n, per_channel=pc)
             for i, (n, pc) in enumerate([(16, True), (64, True), (16, EVIL), (64, EVIL)])]
     names = {t.name for t in calibration_curves(rows, _key(rows)).data}
-    assert names == {"minmax, per_channel=true", "minmax, per_channel=&lt;b&gt;x&lt;/b&gt;&lt;/script&gt;&lt;a href='y'&gt;"}
+    assert names == {"minmax, per_channel=true",
+                     "minmax, per_channel=&lt;b&gt;x&lt;/b&gt;&lt;/script&gt;&lt;a href='y'&gt;"}
 
 
 def test_heatmap_bits_by_rounding_with_missing_cell():
@@ -78,7 +80,8 @@ def test_heatmap_bits_by_rounding_with_missing_cell():
     assert list(hm.y) == ["8 bits", "4 bits", "3 bits"]  # drawn top to bottom (reversed axis)
     assert fig.layout.yaxis.autorange == "reversed"
     assert list(hm.x) == ["nearest", "gptq"]
-    assert [[None if v is None else round(v, 6) for v in line] for line in hm.z] == [[90.0, 91.0], [80.0, 87.0], [60.0, None]]
+    z = [[None if v is None else round(v, 6) for v in line] for line in hm.z]
+    assert z == [[90.0, 91.0], [80.0, 87.0], [60.0, None]]
     assert hm.text[2][1] == "—"
     assert "FP32 90.00%" in fig.layout.title.text
 
@@ -148,7 +151,8 @@ def test_studies_charts_render_in_chromium_without_label_markup(tmp_path):
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.route("**/*", lambda route: route.abort() if not route.request.url.startswith("file:") else route.continue_())
+        page.route("**/*", lambda route: route.abort() if not route.request.url.startswith("file:")
+                   else route.continue_())
         page.goto(out.as_uri())
         page.wait_for_selector(".js-plotly-plot .main-svg")
         heat_cells = page.locator(".js-plotly-plot .heatmaplayer image, .js-plotly-plot .hm image").count()

@@ -1,6 +1,8 @@
 """The console table of ``quantbench run``: one speedup estimator, n/a host copies, flagged timing, notes."""
 from __future__ import annotations
 
+from rich.console import Console
+
 from quantbench.reports.console import (
     NA,
     render_console,
@@ -8,7 +10,6 @@ from quantbench.reports.console import (
     timing_flag,
     transfer_ms,
 )
-from rich.console import Console
 
 
 def _row(variant: str, precision: str = "int8", **over) -> dict:

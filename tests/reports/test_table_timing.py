@@ -7,7 +7,6 @@ from quantbench.reports.console import (
     summary_rows,
     timing_flag,
 )
-
 from tests.reports.test_table import HEAD, _cells, _row, _table
 
 

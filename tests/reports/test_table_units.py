@@ -3,12 +3,13 @@ everywhere; the report's "size MB" is 1e6 bytes)."""
 from __future__ import annotations
 
 import pytest
-from quantbench.exporters.artifacts import artifact_size
-from quantbench.reports.console import render_console
 from rich.console import Console
 
-from ..onnx_sizes import onnx_of_size
+from quantbench.exporters.artifacts import artifact_size
+from quantbench.reports.console import render_console
 from tests.reports.test_table import HEAD, _cells, _row
+
+from ..onnx_sizes import onnx_of_size
 
 
 @pytest.mark.parametrize(("n_bytes", "shown"), [(2_500_000, "2500"), (1_048_576, "1049"), (1_499, "1")])

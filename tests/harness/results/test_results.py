@@ -100,8 +100,9 @@ def test_read_results_dataframe_carries_the_interval_columns_for_old_and_new_row
 
     path = tmp_path / "results.jsonl"
     append_row(path, {"schema_version": 2, "cell_id": "old", "status": "ok", "top1": 0.9, "variant": "a"})
-    append_row(path, _row("new", variant="b", top1=0.9, top1_ci95=[0.88, 0.92], delta_top1=-0.01, delta_top1_ci95=[-0.02, 0.0],
-                          delta_top1_p=0.04, fp32_only_correct=30, variant_only_correct=10, agreement_ci95=[0.95, 0.97]))
+    append_row(path, _row("new", variant="b", top1=0.9, top1_ci95=[0.88, 0.92], delta_top1=-0.01,
+                          delta_top1_ci95=[-0.02, 0.0], delta_top1_p=0.04, fp32_only_correct=30,
+                          variant_only_correct=10, agreement_ci95=[0.95, 0.97]))
     df = read_results(tmp_path).set_index("cell_id")
     for col in ("top1_ci95", "agreement_ci95", "delta_top1", "delta_top1_ci95", "delta_top1_p", "fp32_only_correct",
                 "variant_only_correct"):
