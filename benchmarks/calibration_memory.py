@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from quantbench.common.row_file import read_rows
+
 KINDS = {"quantbench.harness.sweep.export_worker": "export", "quantbench.harness.sweep.prepare_worker": "preparation",
          "quantbench.exporters.quantize_worker": "quantization", "quantbench.harness.measure.worker": "cell"}
 ORDER = ["sweep", "export", "preparation", "quantization", "cell", "other"]
@@ -122,8 +124,7 @@ def run_method(args: argparse.Namespace, method: str, work: Path, cache: Path) -
     row: dict[str, Any] = {"method": method, "wall_s": round(wall, 1), "peak_rss_mib": {
         k: round(v) for k, v in sorted(sampler.peaks.items(), key=lambda kv: ORDER.index(kv[0]))},
         "load_avg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)]}
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()] \
-        if (out / "results.jsonl").exists() else []
+    rows = read_rows(out / "results.jsonl").rows if (out / "results.jsonl").exists() else []
     int8 = [r for r in rows if r.get("precision") == "int8"]
     if not int8 or not int8[0].get("artifact_path"):
         tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-3:]

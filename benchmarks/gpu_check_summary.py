@@ -10,13 +10,15 @@ so a difference near zero with CUDA graphs says the run already waited for the G
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
+from quantbench.common.row_file import read_rows
+from quantbench.common.row_format import fmt
+
 
 def _ms(value: object) -> str:
-    return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
+    return fmt(value, "{:.3f}")
 
 
 def _rows(paths: list[Path]) -> list[dict]:
@@ -25,11 +27,7 @@ def _rows(paths: list[Path]) -> list[dict]:
         if not path.is_file():
             print(f"{path}: missing (that environment did not run)")
             continue
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
+        for row in read_rows(path, latest_per_cell=False, check_types=True).rows:  # every line, retried cells too
             row["_env"] = path.parent.name
             rows.append(row)
     return rows
