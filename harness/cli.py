@@ -23,9 +23,9 @@ class Interrupted(KeyboardInterrupt):
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    console = Console(stderr=stderr, highlight=False)
+    console = Console(stderr=stderr, highlight=False, emoji=False)  # a model named pkg:boom: stays text
     if not console.is_terminal:  # pipes and CI logs: don't squeeze the table into 80 columns
-        console = Console(stderr=stderr, highlight=False, width=200)
+        console = Console(stderr=stderr, highlight=False, emoji=False, width=200)
     return console
 
 

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from quantbench.harness.config.schema import load_config
+from quantbench.harness.config import load_config
 
 from tests.harness.conftest import run_cli, write_config
 
@@ -117,7 +117,7 @@ def test_overrides_reach_the_dumped_config(shared_cache):
     proc = run_cli("run", "--dump-config", "--min-time", "0.5", "--max-time", "3", "--threads", "2",
                    "--eval-samples", "300", "--device", "cpu", cache=shared_cache)
     assert proc.returncode == 0, proc.stderr
-    from quantbench.harness.config.schema import parse_config
+    from quantbench.harness.config import parse_config
 
     try:
         import tomllib
@@ -126,3 +126,11 @@ def test_overrides_reach_the_dumped_config(shared_cache):
     cfg = parse_config(tomllib.loads(proc.stdout))
     assert (cfg.run.min_time_s, cfg.run.max_time_s, cfg.run.threads, cfg.run.eval_samples, cfg.run.devices) == (
         0.5, 3.0, 2, 300, ["cpu"])
+
+
+def test_console_prints_colon_words_literally(capsys):
+    """A model named like ``pkg.mod:boom`` followed by a colon must not turn into an emoji."""
+    from quantbench.harness.cli import _console
+
+    _console().print("model crashers:boom: failed", markup=False)
+    assert "crashers:boom: failed" in capsys.readouterr().out
