@@ -47,7 +47,7 @@ while time.time() < end:
 
 def run_default_sweep(out: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     """The embedded default sweep (with the given overrides) into ``out``; its current rows."""
-    from quantbench.harness.config.schema import load_config
+    from quantbench.harness.config import load_config
     from quantbench.harness.results.store import read_current
     from quantbench.harness.sweep.runner import run_sweep
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from quantbench.common.fields import declared_fields, lower_bound, setting
+
 # "mse": the L2 range search of PyTorch's HistogramObserver (exporters/histogram_mse.py); the others are ORT's.
 METHODS = ("minmax", "entropy", "percentile", "distribution", "mse")
 QTYPES = ("QUInt8", "QInt8")
@@ -26,12 +28,14 @@ DEFAULT_BINS = {"entropy": 512, "percentile": 2048, "distribution": 2048, "mse":
 MIN_BINS = {"entropy": 128, "percentile": 2, "distribution": 512}  # ORT's algorithms need at least these
 MAX_BINS = 65535  # bin indices (0..num_bins) travel as uint16
 DEFAULT_PERCENTILE = 99.99
+PERCENTILE_RANGE = "(50, 100]"  # checked as 50 < percentile <= 100
+QAT_LR_RANGE = "(0, 1)"  # checked as 0 < qat_lr < 1
 # ORT's calibration-range symmetry when quantize_static is not told (create_calibrator's defaults).
 ORT_DEFAULT_RANGE_SYMMETRIC = {"minmax": False, "entropy": False, "percentile": True, "distribution": False,
                                "mse": False}  # mse: torch's default per_tensor_affine
 
 _BOOLS = ("per_channel", "symmetric_weight", "reduce_range")
-_INTS = {"calib_samples": 1, "calib_batch": 1, "calib_memory_mb": 1, "calib_seed": 0}  # key -> minimum
+_INTS = ("calib_samples", "calib_batch", "calib_memory_mb", "calib_seed")  # bounds: their declarations (key(ge=…))
 _NAME_LISTS = ("op_types", "exclude_nodes")
 MODES = ("static", "dynamic", "qat")
 # mode = "qat" (exporters/qat_model.py): length (steps, or epochs over the training split; one epoch when
@@ -61,6 +65,11 @@ def known_roundings() -> tuple[str, ...]:
     return tuple(names)
 
 
+def _one_of(values: tuple[Any, ...]) -> str:
+    """``(8, 4, 3)`` -> "8, 4 or 3"."""
+    return f"{', '.join(map(str, values[:-1]))} or {values[-1]}"
+
+
 def _kind(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
@@ -74,34 +83,50 @@ class QuantSettings:
     asymmetrically; set to true or false it forces both.
     """
 
-    calibration: str = "minmax"
-    per_channel: bool = True
-    activation_type: str = "QUInt8"  # QInt8 activations left most convs float on this CPU (slow)
-    weight_type: str = "QInt8"
-    symmetric_activation: bool | None = None
-    symmetric_weight: bool = True
-    reduce_range: bool = False
-    op_types: tuple[str, ...] | None = None
-    exclude_nodes: tuple[str, ...] = ()
-    calib_samples: int = 256
-    calib_seed: int = 0
-    calib_classes: tuple[int, ...] | None = None
-    calib_batch: int = 32
-    num_bins: int | None = None
-    percentile: float | None = None
-    calib_memory_mb: int = 1024  # warn when one calibration sample's activations may exceed this
-    mode: str = "static"  # "static" (calibrated QDQ) | "dynamic" (ORT quantize_dynamic, no calibration)
-    weight_bits: int = 8  # Conv/Gemm/MatMul weights; activations stay 8-bit
-    weight_rounding: str = "nearest"  # how weights land on the grid (see exporters/weight_rounding.py)
-    weight_storage: str | None = None  # None: "int8" at 8 bits, "int4" at 4, "simulated" at 3
-    # Points of top-1 the INT8 model may lose; set, quantbench searches nodes to keep in float
-    # (harness/studies/mixed_precision.py, run by `quantbench sensitivity`).
-    accuracy_budget: float | None = None
-    qat_steps: int | None = None
-    qat_epochs: int | None = None
-    qat_lr: float = 1e-4
-    qat_batch: int = 64
-    qat_seed: int = 0
+    calibration: str = setting("minmax", help="activation range method: minmax, entropy, percentile, "
+                               "distribution or mse")
+    per_channel: bool = setting(True, help="one weight scale per output channel (false: per tensor)")
+    # QInt8 activations left most convs float on this CPU (slow)
+    activation_type: str = setting("QUInt8", help="QUInt8 or QInt8 activations")
+    weight_type: str = setting("QInt8", help="QInt8 or QUInt8 weights")
+    symmetric_activation: bool | None = setting(None, help="force a symmetric (true) or asymmetric (false) "
+                                                "activation range", default_text="unset: ORT's default per method")
+    symmetric_weight: bool = setting(True, help="symmetric weight quantization")
+    reduce_range: bool = setting(False, help="7-bit weights (for CPUs without VNNI)")
+    op_types: tuple[str, ...] | None = setting(None, help='op types to quantize, e.g. ["Conv"]',
+                                               default_text="unset: every supported op")
+    exclude_nodes: tuple[str, ...] = setting((), help="nodes kept in float (mixed precision)")
+    calib_samples: int = setting(256, ge=1, help="calibration images (a default larger than the data uses all of it)")
+    calib_seed: int = setting(0, help="seed of the calibration images' selection")
+    calib_classes: tuple[int, ...] | None = setting(None, help="calibrate on images of these class indices only",
+                                                    default_text="unset: every class")
+    calib_batch: int = setting(32, ge=1, help="images per calibration batch")
+    num_bins: int | None = setting(None, ge=1, help="histogram bins (entropy, percentile, distribution, mse)",
+                                   default_text="unset: 512 entropy, 2048 others",
+                                   range_text=f"{min(MIN_BINS.values())} to {MAX_BINS} (entropy >= "
+                                              f"{MIN_BINS['entropy']}, distribution >= {MIN_BINS['distribution']})")
+    percentile: float | None = setting(None, help="percentile method's cut-off", range_text=PERCENTILE_RANGE,
+                                       default_text=f"unset: {DEFAULT_PERCENTILE}")
+    calib_memory_mb: int = setting(1024, ge=1, help="warn when one calibration sample's activations may exceed this")
+    mode: str = setting("static", help="static (calibrated QDQ), dynamic (ORT quantize_dynamic, no calibration) "
+                        "or qat (fine-tuned with fake quantization)")
+    weight_bits: int = setting(8, help="Conv/Gemm/MatMul weight bits (activations stay 8-bit)",
+                               range_text=_one_of(WEIGHT_BITS))
+    weight_rounding: str = setting("nearest", help="how weights land on the grid: nearest, gptq, gpfq "
+                                   "(exporters/weight_rounding.py)")
+    weight_storage: str | None = setting(None, help="int8, int4 or simulated (rounded to the lower-bit grid, "
+                                         "stored as INT8)",
+                                         default_text="unset: int8 at 8 bits, int4 at 4, simulated at 3")
+    # Set, `quantbench sensitivity` searches nodes to keep in float (harness/studies/mixed_precision.py).
+    accuracy_budget: float | None = setting(None, help="top-1 points the INT8 model may lose (searched by "
+                                            "`quantbench sensitivity`)", default_text="unset")
+    qat_steps: int | None = setting(None, help="mode = qat: fine-tuning steps", default_text="unset: one epoch",
+                                    range_text=">= 1")
+    qat_epochs: int | None = setting(None, help="mode = qat: epochs over the training split", default_text="unset",
+                                     range_text=">= 1")
+    qat_lr: float = setting(1e-4, help="mode = qat: Adam learning rate", range_text=QAT_LR_RANGE)
+    qat_batch: int = setting(64, help="mode = qat: batch size", range_text=">= 1")
+    qat_seed: int = setting(0, help="mode = qat: seed")
 
     def __post_init__(self) -> None:
         self._check_bits()
@@ -121,12 +146,13 @@ class QuantSettings:
                 raise ValueError(f"{key} must be true or false, not {_kind(getattr(self, key))}")  # noqa: TRY004
         if self.symmetric_activation is not None and not isinstance(self.symmetric_activation, bool):
             raise ValueError(f"symmetric_activation must be true or false, not {_kind(self.symmetric_activation)}")
-        for key, low in _INTS.items():
-            value = getattr(self, key)
+        declared = declared_fields(type(self))
+        for name in _INTS:
+            value, low = getattr(self, name), lower_bound(declared[name])[0]
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{key} must be an integer, not {_kind(value)}")  # noqa: TRY004
+                raise ValueError(f"{name} must be an integer, not {_kind(value)}")
             if value < low:
-                raise ValueError(f"{key} must be >= {low}, not {value}")
+                raise ValueError(f"{name} must be >= {low}, not {value}")
         for key in _NAME_LISTS:
             value = getattr(self, key)
             if value is None and key == "op_types":
@@ -149,7 +175,7 @@ class QuantSettings:
             if isinstance(self.percentile, bool) or not isinstance(self.percentile, (int, float)):
                 raise ValueError(f"percentile must be a number, not {_kind(self.percentile)}")
             if not (math.isfinite(self.percentile) and 50 < self.percentile <= 100):
-                raise ValueError(f"percentile must be in (50, 100], not {self.percentile}")
+                raise ValueError(f"percentile must be in {PERCENTILE_RANGE}, not {self.percentile}")
         if self.accuracy_budget is not None and (
                 isinstance(self.accuracy_budget, bool) or not isinstance(self.accuracy_budget, (int, float))
                 or not math.isfinite(self.accuracy_budget) or self.accuracy_budget < 0):
@@ -175,13 +201,13 @@ class QuantSettings:
             raise ValueError(f"qat_seed must be an integer >= 0, not {_kind(self.qat_seed)}")
         if (isinstance(self.qat_lr, bool) or not isinstance(self.qat_lr, (int, float))
                 or not (math.isfinite(self.qat_lr) and 0 < self.qat_lr < 1)):
-            raise ValueError(f"qat_lr must be a number in (0, 1), not {_kind(self.qat_lr)}")
+            raise ValueError(f"qat_lr must be a number in {QAT_LR_RANGE}, not {_kind(self.qat_lr)}")
 
     def _check_bits(self) -> None:
         if not isinstance(self.mode, str) or self.mode not in MODES:
             raise ValueError(f"mode must be 'static', 'dynamic' or 'qat', not {_kind(self.mode)}")
         if isinstance(self.weight_bits, bool) or self.weight_bits not in WEIGHT_BITS:
-            raise ValueError(f"weight_bits must be 8, 4 or 3, not {_kind(self.weight_bits)}")
+            raise ValueError(f"weight_bits must be {_one_of(WEIGHT_BITS)}, not {_kind(self.weight_bits)}")
         known = known_roundings()
         if not isinstance(self.weight_rounding, str) or self.weight_rounding not in known:
             raise ValueError(f"unknown weight_rounding {_kind(self.weight_rounding)} (known: {', '.join(known)})")

@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from quantbench.harness.config.schema import ConfigError, ModelConfig, SweepConfig, VariantConfig, first_line, load_config, parse_config
+from quantbench.harness.config import ConfigError, ModelConfig, SweepConfig, VariantConfig, first_line, load_config, parse_config
 
 logger = logging.getLogger("quantbench")
 

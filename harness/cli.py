@@ -75,23 +75,87 @@ class _LogToConsole(logging.Handler):
         self.emit_line(msg)
 
 
+def _flagged_run_keys(names: tuple[str, ...] | None = None) -> list[Any]:
+    """The ``[run]`` fields a ``quantbench`` flag overrides (declared with ``flag=``), the sweep's own keys first."""
+    from dataclasses import fields
+
+    from quantbench.harness.config import RunConfig
+    from quantbench.harness.measure.cell import MeasureSettings
+
+    timing = {f.name for f in fields(MeasureSettings)}
+    flagged = [f for f in fields(RunConfig) if "flag" in f.metadata and (names is None or f.name in names)]
+    return sorted(flagged, key=lambda f: f.name in timing)
+
+
+def _add_run_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
+    """One flag per flagged ``[run]`` key; its help comes from the key's declaration."""
+    import typing
+
+    from quantbench.harness.config import RunConfig
+    from quantbench.harness.config.docs import flag_help
+
+    hints = typing.get_type_hints(RunConfig)
+    for f in _flagged_run_keys(names):
+        flag = f.metadata["flag"]
+        kind = hints[f.name] if hints[f.name] in (int, float) else str  # a list: comma-separated, split below
+        spelled = ("-o", flag) if f.name == "output" else (flag,)
+        parser.add_argument(*spelled, dest=f.name, type=kind, metavar=flag.lstrip("-").upper().replace("-", "_"),
+                            help=flag_help(RunConfig, f.name))
+
+
+def _override_run(cfg: Any, args: argparse.Namespace, given: dict[str, str]) -> None:
+    """Set the ``[run]`` keys whose flags were given; ``given`` gains ``{config key: flag}``."""
+    from quantbench.harness.config import ConfigError
+
+    for f in _flagged_run_keys():
+        value = getattr(args, f.name, None)
+        if value is None:
+            continue
+        flag = f.metadata["flag"]
+        if f.name == "batch_sizes":
+            try:
+                value = [int(b) for b in value.split(",")]
+            except ValueError:
+                raise ConfigError(f"{flag} must be integers separated by commas, not '{value}'") from None
+        elif isinstance(getattr(cfg.run, f.name), list):
+            value = _split(value)
+        elif f.name == "ray":
+            value = value.strip()
+        setattr(cfg.run, f.name, value)
+        given[f"run.{f.name}"] = flag
+    if "run.eval_samples" in given:  # the flag sets every model's count
+        for m in cfg.models:
+            m.eval_samples = None
+
+
+def _validate_naming_flags(cfg: Any, given: dict[str, str]) -> None:
+    """Check the whole config again; an error about a key a flag set is prefixed with that flag."""
+    from quantbench.harness.config import ConfigError
+
+    try:
+        cfg.validate()
+    except ConfigError as exc:
+        for i, key in enumerate(exc.keys):
+            if key in given:
+                # A rule across keys (max_time_s >= min_time_s) broken by the flag of the other key says how to fix it.
+                primary = _flag_of(exc.keys[0]) if i else None
+                hint = f" (raise it with {primary})" if primary else ""
+                raise ConfigError(f"{given[key]}: {exc}{hint}", keys=exc.keys) from None
+        raise
+
+
+def _flag_of(key: str) -> str | None:
+    """The flag that overrides config key ``key`` (``run.max_time_s`` -> ``--max-time``), if any."""
+    section, _, name = key.partition(".")
+    return next((f.metadata["flag"] for f in _flagged_run_keys() if f.name == name), None) if section == "run" else None
+
+
 def _apply_overrides(cfg: Any, args: argparse.Namespace) -> None:
     """Apply the command-line overrides, then check the whole config again (errors name the flag)."""
-    from quantbench.harness.config.schema import ConfigError, ModelConfig, select_variants, split_names
+    from quantbench.harness.config import ConfigError, ModelConfig, select_variants, split_names
 
-    given: dict[str, str] = {}
-    if args.output is not None:
-        cfg.run.output, given["output"] = args.output, "--output"
-    if args.runtimes is not None:
-        cfg.run.runtimes, given["runtimes"] = _split(args.runtimes), "--runtimes"
-    if args.device is not None:
-        cfg.run.devices, given["devices"] = _split(args.device), "--device"
-    if args.batch_sizes is not None:
-        try:
-            cfg.run.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-        except ValueError:
-            raise ConfigError(f"--batch-sizes must be integers separated by commas, not '{args.batch_sizes}'") from None
-        given["batch_sizes"] = "--batch-sizes"
+    given: dict[str, str] = {}  # config key -> the flag that set it
+    _override_run(cfg, args, given)
     if args.models is not None:
         cfg.models = [ModelConfig(name=m) for m in _split(args.models)]
         if not cfg.models:
@@ -101,42 +165,19 @@ def _apply_overrides(cfg: Any, args: argparse.Namespace) -> None:
     if args.weights is not None:
         for m in cfg.models:
             m.weights = args.weights
+        given["models.weights"] = "--weights"
     for m in cfg.models:  # paths given as flags are relative to where the command runs
         m.resolve_paths(Path.cwd())
-    for key, attr, flag in (("eval_samples", "eval_samples", "--eval-samples"), ("min_time_s", "min_time", "--min-time"),
-                            ("max_time_s", "max_time", "--max-time"), ("threads", "threads", "--threads")):
-        value = getattr(args, attr)
-        if value is not None:
-            setattr(cfg.run, key, value)
-            given[key] = flag
-    if args.eval_samples is not None:
-        for m in cfg.models:
-            m.eval_samples = None
     if args.no_report:
         cfg.run.report = False
-    if args.ray is not None:
-        cfg.run.ray, given["ray"] = args.ray.strip(), "--ray"
-    if args.targets is not None:
-        cfg.run.targets, given["targets"] = _split(args.targets), "--targets"
-    try:
-        cfg.validate()
-    except ConfigError as exc:
-        msg = str(exc)
-        for key, flag in given.items():
-            if msg.startswith(f"run.{key} ") or msg.startswith(f"run.{key}:"):
-                raise ConfigError(f"{flag}: {msg}") from None
-        if "min_time_s" in given and msg.startswith("run.max_time_s ("):
-            raise ConfigError(f"--min-time: {msg} (raise it with --max-time)") from None
-        if args.weights is not None and "weights" in msg:
-            raise ConfigError(f"--weights: {msg}") from None
-        raise
+    _validate_naming_flags(cfg, given)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from quantbench.harness.config.schema import dump_toml, load_config
+    from quantbench.harness.config import dump_toml, load_config
     from quantbench.harness.results.store import current_rows, read_rows, superseded_note
     from quantbench.harness.sweep.runner import run_sweep
     from quantbench.reports.console import noisy_warnings, render_console, render_verdict
@@ -220,7 +261,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for line in noisy_warnings(rows):
         console.print("[yellow]warning:[/yellow] " + escape(line))
     if any(r.get("weights") == "random-init" for r in rows):
-        console.print("[yellow]note:[/yellow] random-init weights: accuracy is not meaningful; compare agreement with FP32")
+        console.print("[yellow]note:[/yellow] random-init weights: accuracy is not meaningful; "
+                      "compare agreement with FP32")
     if any(r.get("status") == "ok" for r in rows):
         render_verdict(current, console, cfg.run.accuracy_budget_pts)  # a decision for this configuration
     wall = time.perf_counter() - t0
@@ -255,9 +297,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from quantbench.runtimes import get_runtime_class, list_runtimes
-
     from quantbench.harness.sweep.environment import fingerprint
+    from quantbench.runtimes import get_runtime_class, list_runtimes
 
     if args.ray_resources:  # only the JSON on stdout: it is meant for `ray start --resources="$(...)"`
         import json
@@ -339,20 +380,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
-    from quantbench.harness.config.schema import ConfigError, load_config
+    from quantbench.harness.config import ConfigError, load_config
     from quantbench.harness.studies.sensitivity import SensitivityOptions, run_study
     from quantbench.reports.console_sensitivity import render_console
 
     cfg = load_config(args.config)
-    if args.output is not None:
-        cfg.run.output = args.output
-    if args.eval_samples is not None:
-        cfg.run.eval_samples = args.eval_samples
-        for m in cfg.models:
-            m.eval_samples = None
-    if args.threads is not None:
-        cfg.run.threads = args.threads
-    cfg.validate()
+    given: dict[str, str] = {}
+    _override_run(cfg, args, given)
+    _validate_naming_flags(cfg, given)
     if args.show < 0:
         raise ConfigError(f"--show must be >= 0 (0: every node), not {args.show}")
     opts = SensitivityOptions(sqnr_samples=args.sqnr_samples, top=args.top, runtime=args.runtime, budget=args.budget,
@@ -400,9 +435,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     from quantbench.exporters.train import TrainSettings, models_table_toml, train
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
 
     settings = TrainSettings(epochs=args.epochs, max_steps=args.max_steps, batch=args.batch, lr=args.lr,
                              weight_decay=args.weight_decay, seed=args.seed)
@@ -443,6 +485,9 @@ ALL_GENERATIONS_HELP = ("also show rows superseded by a later measurement of the
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from quantbench.harness.config import ModelConfig
+    from quantbench.harness.config.docs import flag_help
+
     parser = _Parser(
         prog="quantbench",
         description="Benchmark CNN precisions (FP32/FP16/INT8) across runtimes: accuracy on real data, "
@@ -454,28 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run models × variants × runtimes × devices × batch sizes. Rows are appended "
                                      "to OUTPUT/results.jsonl as each cell ends; a rerun skips cells already there.")
     run.add_argument("config", nargs="?", help="sweep TOML file (default: the embedded Fashion-MNIST CNN sweep)")
-    run.add_argument("-o", "--output", help="output directory (results.jsonl, report.html, cell logs)")
-    run.add_argument("--runtimes", help="comma-separated runtime names, or 'auto' for every available one")
-    run.add_argument("--device", help="comma-separated devices, e.g. cpu or cuda:0 (default: every device each runtime sees)")
-    run.add_argument("--batch-sizes", help="comma-separated batch sizes, e.g. 1,32")
-    run.add_argument("--models", help="comma-separated models: registry names, torchvision:NAME, .onnx paths or "
-                                      "module:pkg.mod:fn (imports and runs that code, in subprocesses)")
-    run.add_argument("--variants", help="comma-separated variant names from the config to run")
-    run.add_argument("--weights", help="weights for every model: a state_dict path, 'random' (explicit random "
-                                       "init) or 'builtin' (the model loads its own)")
-    run.add_argument("--eval-samples", type=int, help="number of evaluation images per model (run.eval_samples, >= 1)")
-    run.add_argument("--min-time", type=float, help="minimum timed seconds per cell (run.min_time_s, >= 0)")
-    run.add_argument("--max-time", type=float, help="timed seconds after which a cell stops even below min_iters "
-                                                    "(run.max_time_s, >= --min-time)")
-    run.add_argument("--threads", type=int, help="threads per runtime (run.threads; 0 = physical cores)")
+    _add_run_flags(run)  # -o/--output, --runtimes, --device, --batch-sizes, --threads, --eval-samples, --ray, …
+    run.add_argument("--models", help="comma-separated models, each " + flag_help(ModelConfig, "name", "models"))
+    run.add_argument("--variants", help="comma-separated variant names from the config to run (a swept table's "
+                                        "name runs all its variants)")
+    run.add_argument("--weights", help="weights for every model: " + flag_help(ModelConfig, "weights", "models"))
     run.add_argument("--retry-failed", action="store_true", help="measure again cells that failed before")
-    run.add_argument("--no-report", action="store_true", help="do not write OUTPUT/report.html")
-    run.add_argument("--dump-config", action="store_true", help="print the fully resolved config as TOML and exit")
+    run.add_argument("--no-report", action="store_true", help="do not write OUTPUT/report.html (run.report = false)")
+    run.add_argument("--dump-config", action="store_true", help="print the effective config (every key, paths "
+                     "resolved, overrides applied) as TOML that loads back to the same config, and exit")
     run.add_argument("--all-generations", action="store_true", help=ALL_GENERATIONS_HELP)
-    run.add_argument("--ray", metavar="ADDRESS", help="run the cells on a Ray cluster: 'auto' (the cluster this "
-                                                      "machine belongs to) or its address (run.ray; '' runs here)")
-    run.add_argument("--targets", help="comma-separated Ray resources to run on, e.g. cpu-avx512-vnni,gpu-H100 "
-                                       "(run.targets; default: every device kind in the cluster)")
     run.set_defaults(func=cmd_run)
 
     dev = sub.add_parser("devices", help="list this machine's devices and which runtimes can serve them")
@@ -509,9 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "OUTPUT/sensitivity.jsonl.")
     sen.add_argument("config", nargs="?", help="sweep TOML file (default: the embedded Fashion-MNIST CNN sweep)")
     sen.add_argument("--model", help="comma-separated model names or labels from the config (default: all)")
-    sen.add_argument("--variant", help="comma-separated INT8 variant names from the config (default: every ONNX INT8 variant)")
-    sen.add_argument("-o", "--output", help="output directory (run.output)")
-    sen.add_argument("--sqnr-samples", type=int, default=256, help="evaluation images for each node's SQNR (default 256)")
+    sen.add_argument("--variant", help="comma-separated INT8 variant names from the config (default: every ONNX "
+                                       "INT8 variant)")
+    sen.add_argument("--sqnr-samples", type=int, default=256,
+                     help="evaluation images for each node's SQNR (default 256)")
     sen.add_argument("--rank-by", default="float-only", help="ranking and search order: float-only (highest SQNR with "
                                                              "only the node in float first; default) or quantized-only "
                                                              "(lowest SQNR with only the node quantized first)")
@@ -520,20 +554,22 @@ def build_parser() -> argparse.ArgumentParser:
                           "(two whole-model passes per node; default); local: each node's own output error from one "
                           "FP32 pass plus each node's own work, a first look (rows marked scan_mode = local)")
     sen.add_argument("--top", type=int, default=5, help="most sensitive nodes whose top-1 is also measured (default 5)")
-    sen.add_argument("--eval-samples", type=int, help="evaluation images for top-1 (run.eval_samples, >= 1)")
-    sen.add_argument("--threads", type=int, help="ONNX Runtime threads (run.threads; 0 = all cores)")
-    sen.add_argument("--budget", type=float, help="accuracy budget in top-1 points (overrides the variants' accuracy_budget)")
+    _add_run_flags(sen, ("output", "eval_samples", "threads"))
+    sen.add_argument("--budget", type=float,
+                     help="accuracy budget in top-1 points (overrides the variants' accuracy_budget)")
     sen.add_argument("--runtime", default="ort-cpu", help="runtime the budget search measures on (default ort-cpu)")
-    sen.add_argument("--batch", type=int, help="batch size of the budget search's timing (default: first of run.batch_sizes)")
+    sen.add_argument("--batch", type=int,
+                     help="batch size of the budget search's timing (default: first of run.batch_sizes)")
     sen.add_argument("--max-float", type=int, help="most nodes the budget search keeps in float (default: all)")
-    sen.add_argument("--show", type=int, default=20, help="ranked nodes shown per study (default 20, 0: all; every node is in the rows)")
+    sen.add_argument("--show", type=int, default=20,
+                     help="ranked nodes shown per study (default 20, 0: all; every node is in the rows)")
     sen.add_argument("--no-report", action="store_true", help="do not write OUTPUT/sensitivity.html")
     sen.set_defaults(func=cmd_sensitivity)
 
     trn = sub.add_parser("train", help="train a registry model on a data source; saves a state_dict for weights = FILE",
-                         description="Train a registry model (quantbench models) from a seeded random init with Adam on "
-                                     "the data source's training split, preprocessed as the harness does, and save a "
-                                     "state_dict that a [[models]] table loads with weights = FILE and the same "
+                         description="Train a registry model (quantbench models) from a seeded random init with Adam "
+                                     "on the data source's training split, preprocessed as the harness does, and save "
+                                     "a state_dict that a [[models]] table loads with weights = FILE and the same "
                                      "input_shape (printed at the end). FILE.json records the recipe, the time and "
                                      "the torch top-1 on the evaluation split.")
     trn.add_argument("model", help="registry name, e.g. mobilenet_v2, vgg16, fashion_cnn")
@@ -563,11 +599,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``quantbench`` command."""
     args = build_parser().parse_args(argv)
     from quantbench.calibration_data import DataError
-    from quantbench.runtimes import RuntimeFailure, RuntimeUnavailable
-
-    from quantbench.harness.config.schema import ConfigError
+    from quantbench.harness.config import ConfigError
     from quantbench.harness.results.store import ResultsError
     from quantbench.harness.sweep.runner import RunError
+    from quantbench.runtimes import RuntimeFailure, RuntimeUnavailable
 
     try:
         return args.func(args)
@@ -576,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         return _error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except KeyboardInterrupt as exc:  # the commands that write rows say what they kept (Interrupted)
         return _error(str(exc) if isinstance(exc, Interrupted) and str(exc) else "interrupted")
-    except Exception as exc:  # noqa: BLE001 - last resort: one line, the traceback only on request
+    except Exception as exc:
         import os
 
         if os.environ.get("QUANTBENCH_DEBUG"):

@@ -35,8 +35,8 @@ logging.getLogger("quantbench").addHandler(logging.NullHandler())
 _API = {
     "benchmark": "quantbench.harness.api", "run": "quantbench.harness.api",
     "read_results": "quantbench.harness.api", "preset_variants": "quantbench.harness.api",
-    "load_config": "quantbench.harness.config.schema", "parse_config": "quantbench.harness.config.schema",
-    "SweepConfig": "quantbench.harness.config.schema", "ConfigError": "quantbench.harness.config.schema",
+    "load_config": "quantbench.harness.config", "parse_config": "quantbench.harness.config",
+    "SweepConfig": "quantbench.harness.config", "ConfigError": "quantbench.harness.config",
     "RunError": "quantbench.harness.sweep.runner",
 }
 __all__ = [*_API, "__version__"]

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from quantbench.common.fields import setting
 from quantbench.harness.measure.accuracy import evaluate_outputs
 from quantbench.harness.measure.stats import CI_LEVEL, median_ci, p50_ci, summarize
 
@@ -25,23 +26,31 @@ from quantbench.harness.measure.stats import CI_LEVEL, median_ci, p50_ci, summar
 class MeasureSettings:
     """How long and how often to measure (from ``[run]``)."""
 
-    warmup_iters: int = 10
-    min_iters: int = 50
-    min_time_s: float = 1.0
-    max_iters: int = 20000
-    max_time_s: float = 20.0
-    io_batches: int = 20
-    eval_batch: int = 0  # 0 -> evaluate with the cell's own batch size
-    interleave_rounds: int = 6  # at least this many rounds of alternating blocks against FP32 (0: off) ...
-    interleave_max_rounds: int = 20  # ... then more until the interval is narrow enough or this many
-    interleave_max_s: float = 3.0  # ... or the rounds took this long (a cap: stops after the round that crosses it)
-    speedup_rel_ci: float = 0.03  # target relative half-width of the speedup's 95% interval (0: run to a cap)
-    interleave_iters: int = 20  # timed iterations per block, at least ...
-    interleave_block_s: float = 0.1  # ... and at least this long (tiny models need many iterations)
-    noisy_cpu_frac: float = 0.10  # timing is noisy when other processes (or steal) took more than this of a core
-    quiet_wait_s: float = 0.0  # before each timed phase, wait up to this long for a quiet machine
-    noisy_retries: int = 1  # re-measure the timed phases of a noisy cell up to this many times, once it is quiet
-
+    # Each field is a [run] key: its type, default, bound and help are declared here once.
+    warmup_iters: int = setting(10, help="untimed iterations before timing")
+    min_iters: int = setting(50, ge=1, help="timed iterations per cell, at least (and min_time_s)")
+    min_time_s: float = setting(1.0, flag="--min-time", help="timed seconds per cell, at least (and min_iters)")
+    max_iters: int = setting(20000, ge=1, help="timed iterations after which a cell stops (>= min_iters)")
+    max_time_s: float = setting(20.0, gt=0, flag="--max-time",
+                                help="timed seconds after which a cell stops even below min_iters (>= min_time_s)")
+    io_batches: int = setting(20, ge=1, help="batches read, decoded and preprocessed to time I/O")
+    eval_batch: int = setting(0, help="batch size of the accuracy pass", default_text="0: the cell's batch size")
+    interleave_rounds: int = setting(6, help="rounds of blocks timed alternately with FP32 for the speed-up, at "
+                                     "least (0: off)")
+    interleave_max_rounds: int = setting(20, ge=1, help="speed-up rounds at most (more run until its interval is "
+                                         "narrow enough)")
+    interleave_max_s: float = setting(3.0, help="speed-up seconds at most (stops after the round that crosses it)")
+    speedup_rel_ci: float = setting(0.03, help="target relative half-width of the speed-up's 95% interval "
+                                    "(0: run to a cap)")
+    interleave_iters: int = setting(20, ge=1, help="timed iterations per speed-up block, at least (and "
+                                    "interleave_block_s)")
+    interleave_block_s: float = setting(0.1, help="seconds per speed-up block, at least (tiny models need many "
+                                        "iterations)")
+    noisy_cpu_frac: float = setting(0.10, help="timing is noisy when other processes (or steal) took more than this "
+                                    "share of a core")
+    quiet_wait_s: float = setting(0.0, help="before each timed phase, wait up to this long for a quiet machine")
+    noisy_retries: int = setting(1, help="re-measure the timed phases of a noisy cell up to this many times, once "
+                                 "quiet")
 
 @dataclass
 class CellSpec:

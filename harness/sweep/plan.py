@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -83,27 +82,14 @@ def resolve_runtimes(requested: list[str]) -> RuntimeResolution:
 
 
 def runtime_choices(name: str, options: dict[str, Any], default_threads: int) -> list[RuntimeChoice]:
-    """Expand list-valued options of one runtime into one :class:`RuntimeChoice` each."""
+    """Expand list-valued options of one runtime into one :class:`RuntimeChoice` each (the options were
+    checked once, with the config: harness.config.runtime_options)."""
+    from quantbench.harness.config.runtime_options import option_sets
     from quantbench.runtimes import get_runtime_class
 
-    allowed = set(get_runtime_class(name).option_names())
-    for key in options:
-        if key not in allowed:
-            import difflib
-
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f" (valid: {', '.join(sorted(allowed))})"
-            raise ConfigError(f"unknown option '{key}' in [runtime_options.{name}]{hint}")
-    base = {"threads": default_threads} if "threads" in allowed else {}
-    base.update(options)
-    swept = tuple(k for k, v in base.items() if isinstance(v, list))
-    combos = itertools.product(*[base[k] for k in swept]) if swept else [()]
-    choices = []
-    for combo in combos:
-        opts = dict(base)
-        opts.update(dict(zip(swept, combo)))
-        choices.append(RuntimeChoice(name, opts, swept))
-    return choices
+    defaults = {"threads": default_threads} if "threads" in get_runtime_class(name).option_names() else {}
+    sets, swept = option_sets(options, defaults)
+    return [RuntimeChoice(name, opts, swept) for opts in sets]
 
 
 def default_threads(cfg: SweepConfig) -> int:

@@ -119,9 +119,8 @@ def variant_spec(v: VariantConfig, pm: PreparedModel | None = None) -> Any:
     """What the exporters build for ``v``; with ``pm`` (prepared), a default calib_samples fits its data
     (:func:`fit_calibration`)."""
     from quantbench.exporters.artifacts import VariantSpec
-    from quantbench.exporters.quantize import QuantSettings
 
-    quant = QuantSettings.from_dict(v.quant) if v.precision == "int8" and v.builder == "onnx" else None
+    quant = v.quant_settings() if v.precision == "int8" and v.builder == "onnx" else None  # parsed once, typed
     if quant is not None and pm is not None:
         quant = fit_calibration(quant, v, pm)[0]
     return VariantSpec(name=v.name, precision=v.precision, quant=quant, builder=v.builder, calibrator=v.calibrator)

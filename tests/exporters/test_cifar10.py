@@ -94,7 +94,7 @@ def test_top1_on_500_real_test_images_matches_the_record():
 
 
 def test_example_config_parses():
-    from quantbench.harness.config.schema import load_config
+    from quantbench.harness.config import load_config
 
     cfg = load_config(EXAMPLE)
     assert [m.name for m in cfg.models] == ["cifar10_cnn"]

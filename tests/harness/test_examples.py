@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from quantbench.harness.cli import main
-from quantbench.harness.config.schema import load_config, parse_config
+from quantbench.harness.config import load_config, parse_config
 
 try:
     import tomllib

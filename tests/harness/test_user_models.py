@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from quantbench.harness.config.schema import parse_config
+from quantbench.harness.config import parse_config
 from quantbench.harness.results.store import read_rows
 from quantbench.harness.sweep.runner import run_sweep
 
@@ -280,7 +280,7 @@ def test_a_partial_preprocess_table_keeps_the_models_other_defaults(tmp_path, sh
 
 
 def test_a_merged_preprocess_that_does_not_hold_together_is_a_config_error():
-    from quantbench.harness.config.schema import ConfigError
+    from quantbench.harness.config import ConfigError
     from quantbench.harness.sweep.prepare import resolve_models
 
     cfg = parse_config({"models": [{"name": "fashion_cnn", "preprocess": {"mean": [0.1, 0.2, 0.3]}}],

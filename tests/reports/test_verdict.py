@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from quantbench.common.accuracy_stats import mcnemar_exact_p, paired_diff_ci
-from quantbench.harness.config.schema import ConfigError, parse_config
+from quantbench.harness.config import ConfigError, parse_config
 from quantbench.reports.console import render_console, render_verdict
 from quantbench.reports.model import build_report, device_key
 from quantbench.reports.tables import best_cells, comparison_groups

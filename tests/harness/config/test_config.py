@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from quantbench.harness.config.schema import ConfigError, dump_toml, load_config, parse_config
+
+from quantbench.harness.config import ConfigError, dump_toml, load_config, parse_config
 
 try:
     import tomllib

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from quantbench.harness.config.schema import (
+
+from quantbench.harness.config import (
     ConfigError,
     dump_toml,
     parse_config,
@@ -10,7 +11,6 @@ from quantbench.harness.config.schema import (
     split_names,
 )
 from quantbench.harness.results.store import read_rows
-
 from tests.harness.conftest import run_cli, write_config
 
 try:

@@ -97,7 +97,7 @@ def test_a_sweep_scores_a_subset_task_and_rows_say_so(tmp_path):
     ('{ spec = "digits", restrict_output = true }', "did you mean 'restrict_outputs'"),
 ])
 def test_config_checks_the_subset_keys_before_anything_runs(tmp_path, table, message):
-    from quantbench.harness.config.schema import ConfigError, load_config
+    from quantbench.harness.config import ConfigError, load_config
 
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[[models]]\nname = "fashion_cnn"\ndataset = {table}\n[[variants]]\nname = "fp32"\n')

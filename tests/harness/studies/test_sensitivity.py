@@ -76,7 +76,7 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
 
 
 def _config(tiny: dict[str, Path], out: Path, **variant) -> object:
-    from quantbench.harness.config.schema import parse_config
+    from quantbench.harness.config import parse_config
 
     return parse_config({
         "run": {"output": str(out), "cache_dir": str(tiny["dir"] / "cache"), "batch_sizes": [16], "eval_samples": 400,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from quantbench.harness.config.schema import parse_config
+from quantbench.harness.config import parse_config
 from quantbench.harness.sweep.environment import fingerprint
 from quantbench.harness.sweep.resources import SLOT, cpu_kind
 from quantbench.harness.results.store import read_rows

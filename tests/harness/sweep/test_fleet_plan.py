@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from quantbench.harness.config.schema import ConfigError, parse_config
+from quantbench.harness.config import ConfigError, parse_config
 from quantbench.harness.sweep.launch.ray_cells import data_mismatch
 from quantbench.harness.sweep.resources import (
     SLOT,

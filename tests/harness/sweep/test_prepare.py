@@ -224,7 +224,7 @@ def test_relative_data_paths_calibrate_on_the_callers_data_whatever_the_spelling
     run from another, from a dict in the caller's folder, and from the absolute path are byte-identical;
     decoys at the same relative path (in the checkout, where the quantize worker used to run, and in
     the working directory of the TOML run) change nothing."""
-    from quantbench.harness.config.schema import load_config, parse_config
+    from quantbench.harness.config import load_config, parse_config
     from quantbench.harness.sweep.prepare import prepare_artifacts, resolve_models
 
     rel = "calibration_data/data/fashion-mnist-subset"  # the checkout holds the shipped copy there: a decoy

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from quantbench.harness.sweep import runner
-from quantbench.harness.config.schema import parse_config
+from quantbench.harness.config import parse_config
 from quantbench.harness.results.store import SCHEMA_VERSION, append_row, read_rows
 from quantbench.harness.sweep.runner import run_sweep
 

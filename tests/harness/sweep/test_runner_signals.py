@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from quantbench.harness.config.schema import parse_config
+from quantbench.harness.config import parse_config
 from quantbench.harness.results.store import read_rows
 from quantbench.harness.sweep.runner import RunError, output_lock, run_sweep
 

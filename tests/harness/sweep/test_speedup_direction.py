@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from quantbench.harness.config.schema import parse_config
+from quantbench.harness.config import parse_config
 from quantbench.harness.results.store import read_rows
 from quantbench.harness.sweep.runner import run_sweep
 

@@ -1,7 +1,7 @@
 """Sweep expansion and runtime resolution."""
 import pytest
 
-from quantbench.harness.config.schema import ConfigError, parse_config
+from quantbench.harness.config import ConfigError, parse_config
 from quantbench.harness.sweep.plan import expand, resolve_runtimes, runtime_choices
 
 
@@ -17,8 +17,9 @@ def test_list_options_are_swept_and_labelled():
 
 
 def test_unknown_runtime_option_is_an_error():
+    # checked once, with the config (harness.config.runtime_options), before any cell is planned
     with pytest.raises(ConfigError, match="did you mean 'threads'"):
-        runtime_choices("ort-cpu", {"thread": 2}, 2)
+        parse_config({"models": ["m"], "variants": [{"name": "fp32"}], "runtime_options": {"ort-cpu": {"thread": 2}}})
 
 
 def test_cells_and_ids_are_stable_and_distinct():

@@ -1,0 +1,138 @@
+"""``[[variants]]`` tables → :class:`~.schema.VariantConfig` s: a list value of a quantization key sweeps it
+(one variant per combination), and each int8 variant's settings are parsed once into the typed
+:class:`~quantbench.exporters.quantize.QuantSettings` (whose field declarations hold the keys' types,
+bounds and help)."""
+from __future__ import annotations
+
+import difflib
+import itertools
+from typing import Any
+
+from .errors import ConfigError, first_line
+from .validate import bad, check_keys, check_table, no_duplicates
+
+# Quantization keys whose value is itself a list: they are swept only when given a list of lists.
+LIST_VALUED_KEYS = ("op_types", "exclude_nodes", "calib_classes")
+# The keys of a [[variants]] table besides the quantization keys (declared on VariantConfig).
+BASE_KEYS = ("name", "precision", "builder", "calibrator", "onnx")
+
+
+def quant_keys() -> set[str]:
+    """The quantization keys a ``[[variants]]`` table may hold (the fields of ``QuantSettings``)."""
+    from quantbench.exporters.quantize import QuantSettings
+
+    from .validate import field_names
+
+    return field_names(QuantSettings)
+
+
+def quant_settings(quant: dict[str, Any], name: str) -> Any:
+    """``quant`` (a variant's quantization keys) as a :class:`QuantSettings`: the keys, types and lower bounds
+    its fields declare, then its own rules across keys; every problem a :class:`ConfigError` naming the variant."""
+    from quantbench.exporters.quantize import QuantSettings
+
+    where = f"variant '{name}': "
+    if not isinstance(quant, dict):
+        raise bad(where, "quant", "a table", quant, "variants.quant")
+    check_table(quant, QuantSettings, f"variant '{name}'", where, "variants")
+    try:
+        return QuantSettings.from_dict(quant)
+    except (ValueError, TypeError) as exc:  # a rule across keys (QuantSettings.__post_init__)
+        raise ConfigError(f"{where}{first_line(exc)}", keys="variants.quant") from None
+
+
+def sweep_label(value: Any) -> str:
+    """A swept value as it reads in a variant name: ``true``, ``64``, ``entropy``, ``Conv+Gemm``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "+".join(sweep_label(v) for v in value) if value else "none"
+    return str(value)
+
+
+def swept_name(name: str, sweep: dict[str, Any]) -> str:
+    """``int8[calibration=entropy,calib_samples=64]``: the table's name and its swept values, in the
+    table's key order (the form runtime options take, harness.sweep.plan.RuntimeChoice.label)."""
+    return f"{name}[{','.join(f'{k}={sweep_label(v)}' for k, v in sweep.items())}]"
+
+
+def _swept_keys(raw: dict[str, Any], qkeys: set[str], where: str) -> list[str]:
+    """Keys of a [[variants]] table whose value is a list of alternatives (checked: non-empty, no repeats)."""
+    swept = []
+    for key, value in raw.items():
+        if key not in qkeys or not isinstance(value, list):
+            continue
+        if key in LIST_VALUED_KEYS:
+            if not value or not all(isinstance(v, list) for v in value):
+                if any(isinstance(v, list) for v in value):
+                    raise ConfigError(f"{where}: {key} mixes lists and names; to sweep it give a list of lists, "
+                                      f"e.g. {key} = [[\"Conv\"], [\"Conv\", \"Gemm\"]]", keys=f"variants.{key}")
+                continue  # a plain list of names: the value itself
+        elif not value:
+            raise ConfigError(f"{where}: {key} is an empty list (a list is swept: give at least one value)",
+                              keys=f"variants.{key}")
+        no_duplicates(value, f"{where}: {key}", f"variants.{key}")
+        swept.append(key)
+    return swept
+
+
+def parse_variant(raw: Any, i: int) -> list[Any]:
+    """One [[variants]] table as :class:`VariantConfig` s; a list value of a quantization key expands it into
+    one variant per combination of the listed values (in the order they are given). Values are checked
+    by :meth:`VariantConfig.validate`."""
+    from .schema import VariantConfig
+
+    where = f"variants[{i}]"
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise ConfigError(f"{where} must be a table with a 'name'")
+    qkeys = quant_keys()
+    check_keys(raw, set(BASE_KEYS) | qkeys, where)
+    for key in BASE_KEYS[1:]:
+        if isinstance(raw.get(key), list):
+            raise ConfigError(f"{where}: {key} cannot be swept (only quantization keys can); "
+                              "write one [[variants]] table per value", keys=f"variants.{key}")
+    quant = {k: v for k, v in raw.items() if k in qkeys}
+    swept = _swept_keys(raw, qkeys, f"variant '{raw['name']}'" if isinstance(raw["name"], str) else where)
+    if swept and (not isinstance(raw["name"], str) or not raw["name"].strip()):
+        raise bad("variant ", "name", "a non-empty one-line string", raw["name"], "variants.name")
+    combos = itertools.product(*[raw[k] for k in swept]) if swept else [()]
+    out = []
+    for combo in combos:
+        sweep = dict(zip(swept, combo, strict=True))
+        q = {**quant, **sweep}
+        out.append(VariantConfig(
+            name=swept_name(raw["name"], sweep) if swept else raw["name"],
+            precision=raw.get("precision", "int8" if q else "fp32"),
+            builder=raw.get("builder", "prebuilt" if "onnx" in raw else "onnx"),
+            calibrator=raw.get("calibrator"), quant=q, onnx=raw.get("onnx"),
+            base_name=raw["name"] if swept else None, sweep=sweep))
+    return out
+
+
+def split_names(text: str) -> list[str]:
+    """Comma-separated names, where commas inside ``[...]`` belong to a swept variant's name."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth <= 0:
+            parts.append(cur)
+            cur, depth = "", 0
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def select_variants(variants: list[Any], wanted: list[str]) -> list[Any]:
+    """The variants named in ``wanted`` (``--variants``): a variant's name, or a swept table's name for all
+    of its expansions; in config order, each once. Unknown names raise :class:`ConfigError`."""
+    names = {v.name for v in variants} | {v.base_name for v in variants if v.base_name}
+    missing = [w for w in wanted if w not in names]
+    if missing or not wanted:
+        shown = list(dict.fromkeys(v.base_name or v.name for v in variants))
+        close = difflib.get_close_matches(missing[0], sorted(names), n=1) if missing else []
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"--variants: unknown variant(s) {', '.join(missing) or '(none given)'}{hint}; "
+                          f"this config has {', '.join(shown)}")
+    chosen = set(wanted)
+    return [v for v in variants if v.name in chosen or (v.base_name is not None and v.base_name in chosen)]
