@@ -4,12 +4,14 @@ ORT's histogram calibrators build a histogram per ``collect_data`` call and merg
 by growing the first call's bins, so Entropy/Percentile thresholds changed with the micro-batch
 size and with the batch order (and they keep every activation of a call alive). Here:
 
-1. pass 1 runs a copy of the model whose only outputs are each calibrated tensor's min and max
-   (Reshape + ReduceMin/ReduceMax inside ONNX Runtime: a few bytes per tensor) over all the
-   calibration data; MinMax stops here;
-2. pass 2 (histogram methods) runs a copy that outputs each calibrated value's bin among
-   ``num_bins`` equal bins over the range fixed by pass 1 (numpy's ``histogram`` binning, edge
-   corrections included, computed inside ONNX Runtime), so each sample only adds integer counts;
+1. pass 1 runs a copy of the model whose outputs are the calibrated tensors themselves, written by
+   ONNX Runtime into buffers allocated once (IO binding), and numpy takes each tensor's min and max
+   over all the calibration data; MinMax stops here;
+2. pass 2 (histogram methods) runs the same session again and numpy counts each value in ``num_bins``
+   equal bins over the range fixed by pass 1, with counts equal to ``numpy.histogram``'s bin for bin
+   (:class:`_Histograms`: a float32 estimate of the bin that is checked, per tensor and before any
+   value is counted, to land within one bin of numpy's at every edge, then one comparison with the
+   edge; numpy's own ``histogram`` where that check fails), so each sample only adds integer counts;
 3. ORT's own ``HistogramCollector`` turns those histograms into thresholds, so "Entropy",
    "Percentile" and "Distribution" are ORT's algorithms, on the very histograms ORT's calibrators
    build when one ``collect_data`` call sees all the data (symmetric Percentile bins |x| over
@@ -20,22 +22,26 @@ size and with the batch order (and they keep every activation of a call alive). 
 Every ORT run gets exactly one sample: ORT's convolutions take other code paths for one or two
 samples than for eight (the last bits of the activations differed), so only a fixed run size makes
 each sample's activations, and hence every threshold, independent of how the reader batches.
-Both sessions run without ORT's CPU memory arena and in node order with each tensor's probe right
-after its producer, so one run holds little more than the model's weights.
+Numpy reads one sample's activations in a worker thread while ORT computes the next sample's into a
+second set of buffers (ORT's run releases the GIL), so the passes cost about one forward each plus what
+the counting adds to the cores; the session runs without ORT's CPU memory arena, and the process holds
+the weights and two samples' calibrated activations (one when two would exceed ``PIPELINE_BYTES``).
 
 The **floor** of a calibration is what its forward passes cost on their own: the plain FP32 model
-(ORT's default optimisations, the same threads, idle threads sleeping, one sample per run as calibration runs) timed on a
-spread of the very samples each pass reads, right after the pass has run them (interleaved, so both
-see the same load), times the samples and the passes. ``CalibrationResult.time_ratio`` is the
+(ORT's default optimisations, the same threads, idle threads sleeping, one sample per run as calibration
+runs) timed on a spread of the very samples each pass reads, right after the pass has run them
+(interleaved, so both see the same load), times the samples and the passes. ``CalibrationResult.time_ratio`` is the
 calibration's time (its passes and threshold search, without those probe runs) over that floor.
 """
 from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
 import types
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +50,8 @@ import numpy as np
 
 HISTOGRAM_METHODS = ("entropy", "percentile", "distribution", "mse")
 NUM_QUANTIZED_BINS = 128  # ORT's Entropy default: the 8-bit target has 128 bins per side
-_CHUNK = 1 << 16  # bin indices counted at once (bincount widens them to int64: stay in cache)
+_CHUNK = 1 << 17  # values binned at once (the chunk and its scratch stay in cache; smaller ones cost more calls)
+PIPELINE_BYTES = 256 << 20  # a second set of activation buffers (ORT runs while numpy reads) only below this
 FLOOR_PROBES = 24  # samples per pass also run through the plain FP32 model to measure the floor
 # progress(pass_index, passes, samples_done, samples_total or None, floor seconds per sample or None)
 ProgressFn = Callable[[int, int, int, "int | None", "float | None"], None]
@@ -73,7 +80,7 @@ class CalibrationResult:
     pass_s: list[float] = field(default_factory=list)  # each pass without its floor probes, then the thresholds
     floor_s: float | None = None  # FP32 forward time of the passes over the samples (see module docstring)
     floor_probes: int = 0  # plain FP32 runs the floor was measured from
-    count_s: float | None = None  # of pass 2: numpy counting the bin indices ORT computed (histogram methods)
+    count_s: float | None = None  # of pass 2: numpy binning the activations (a worker thread, beside ORT's runs)
 
     @property
     def time_s(self) -> float:
@@ -164,7 +171,8 @@ def write_range_model(model: Any, tensors: list[str], graph_inputs: set[str], pa
     return outputs
 
 
-def write_bin_model(model: Any, tensors: list[str], graph_inputs: set[str], hists: _Histograms, path: Path) -> list[str]:
+def write_bin_model(model: Any, tensors: list[str], graph_inputs: set[str], hists: _Histograms,
+                    path: Path) -> list[str]:
     """Save a copy of ``model`` whose outputs are, per tensor, each value's bin index (uint16).
 
     ORT computes the index as ``numpy.histogram`` does, in float32: ``(x - first) / (last - first) * bins``
@@ -176,7 +184,10 @@ def write_bin_model(model: Any, tensors: list[str], graph_inputs: set[str], hist
 
     prefix = "qb_bins"
     del model.graph.output[:]
-    f32 = lambda v, name: numpy_helper.from_array(np.array(v, np.float32), name)
+
+    def f32(v: Any, name: str) -> Any:
+        return numpy_helper.from_array(np.array(v, np.float32), name)
+
     value_types = {vi.name: vi.type.tensor_type.elem_type for vi in
                    list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
     probes: dict[str, list[Any]] = {}
@@ -229,6 +240,31 @@ def write_bin_model(model: Any, tensors: list[str], graph_inputs: set[str], hist
     return outputs
 
 
+def write_activation_model(model: Any, tensors: list[str], graph_inputs: set[str], path: Path) -> list[str]:
+    """Save a copy of ``model`` whose outputs are ``tensors`` themselves as float32 (a Cast where a tensor is
+    of another float type, an Identity where it is a graph input); returns the output names, in order."""
+    from onnx import TensorProto, helper
+
+    from quantbench.common.onnx_save import save_model
+
+    del model.graph.output[:]
+    value_types = {vi.name: vi.type.tensor_type.elem_type for vi in
+                   list(model.graph.value_info) + list(model.graph.input)}
+    outputs = []
+    for i, t in enumerate(tensors):
+        out = t
+        if value_types.get(t, TensorProto.FLOAT) != TensorProto.FLOAT:
+            out = f"qb_act_{i}_f32"
+            model.graph.node.append(helper.make_node("Cast", [t], [out], name=out, to=TensorProto.FLOAT))
+        elif t in graph_inputs:
+            out = f"qb_act_{i}"
+            model.graph.node.append(helper.make_node("Identity", [t], [out], name=out))
+        model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+        outputs.append(out)
+    save_model(model, path)
+    return outputs
+
+
 def _session(path: Path, threads: int) -> Any:
     import onnxruntime as ort
 
@@ -250,6 +286,55 @@ def _session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+class _ActivationRuns:
+    """One sample per run of the activation model, its outputs written by ORT into buffers allocated once
+    per input shape (IO binding; fresh buffers cost page faults on every run). Two buffer sets are used in
+    turn (one when two would exceed ``PIPELINE_BYTES``), so a consumer may read one while ORT writes the next."""
+
+    def __init__(self, path: Path, outputs: list[str], threads: int) -> None:
+        self.session = _session(path, threads)
+        self.outputs = outputs
+        self.key: tuple | None = None
+        self.bound = True  # False once a bound run failed: plain runs from then on
+        self.buffers: list[list[np.ndarray]] = []
+        self.bindings: list[Any] = []
+        self.turn = 0
+
+    @property
+    def next_slot(self) -> int | None:
+        """The buffer set the next run writes (None: fresh arrays, the first run of an input shape)."""
+        return self.turn if self.buffers else None
+
+    def run(self, feed: dict[str, np.ndarray]) -> tuple[list[np.ndarray], int | None]:
+        """The calibrated tensors of ``feed``, flat float32, and the buffer set holding them."""
+        key = tuple((k, v.shape, v.dtype.str) for k, v in feed.items())
+        if not self.bound:
+            return [a.reshape(-1) for a in self.session.run(self.outputs, feed)], None
+        if key != self.key:  # learn the output shapes from a plain run; later runs reuse buffers of them
+            arrays = self.session.run(self.outputs, feed)
+            self.key = key
+            sets = 2 if 2 * sum(a.nbytes for a in arrays) <= PIPELINE_BYTES else 1
+            self.buffers = [[np.empty_like(a) for a in arrays] for _ in range(sets)]
+            self.bindings = []
+            for bufs in self.buffers:
+                io = self.session.io_binding()
+                for name, buf in zip(self.outputs, bufs, strict=True):
+                    io.bind_output(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
+                self.bindings.append(io)
+            self.turn = 0
+            return [a.reshape(-1) for a in arrays], None
+        slot, io = self.turn, self.bindings[self.turn]
+        for name, value in feed.items():
+            io.bind_cpu_input(name, np.ascontiguousarray(value))
+        try:
+            self.session.run_with_iobinding(io)
+        except Exception:  # noqa: BLE001 - e.g. an output whose shape depends on the data: no fixed buffers
+            self.bound, self.buffers = False, []
+            return [a.reshape(-1) for a in self.session.run(self.outputs, feed)], None
+        self.turn = (self.turn + 1) % len(self.buffers)
+        return [b.reshape(-1) for b in self.buffers[slot]], slot
+
+
 class _Floor:
     """The plain FP32 model's time per sample, measured on every ``stride``-th sample a pass reads."""
 
@@ -268,9 +353,13 @@ class _Floor:
         self.times: list[float] = []
         self.warm = False
 
+    def due(self, index: int) -> bool:
+        """Whether sample ``index`` of a pass is one the floor is measured on."""
+        return index % self.stride == 0
+
     def probe(self, index: int, feed: dict[str, np.ndarray]) -> float:
         """Run ``feed`` through the FP32 model when ``index`` is probed; returns the seconds this took."""
-        if index % self.stride:
+        if not self.due(index):
             return 0.0
         t0 = time.perf_counter()
         if not self.warm:  # the first run of a session allocates and plans: not part of a forward pass
@@ -310,17 +399,20 @@ def _samples(reader: Any) -> Iterator[dict[str, np.ndarray]]:
 
 class _Histograms:
     """Counts of each tensor's values (of their absolute values with ``absolute``) in ``num_bins`` equal
-    bins over a fixed range per tensor: adding batches only adds counts."""
+    bins over a fixed range per tensor, equal to ``numpy.histogram``'s: adding batches only adds counts."""
 
     def __init__(self, ranges: dict[str, tuple[np.float32, np.float32]], num_bins: int, absolute: bool) -> None:
         self.num_bins, self.absolute = num_bins, absolute
         self.edges: dict[str, np.ndarray] = {}
         self.counts: dict[str, np.ndarray] = {}
+        self.fast: dict[str, tuple | None] = {}  # the checked estimate's parameters (None: numpy.histogram bins)
         empty = np.zeros(0, np.float32)
         for t, (low, high) in ranges.items():
             # numpy.histogram's float32 edges for this range (it widens an empty range to +-0.5)
             self.edges[t] = np.histogram_bin_edges(empty, num_bins, range=(np.float32(low), np.float32(high)))
             self.counts[t] = np.zeros(num_bins, np.int64)
+            self.fast[t] = _bin_params(self.edges[t]) if _estimate_is_exact(self.edges[t]) else None
+        self._scratch = threading.local()
 
     def add(self, name: str, bins: np.ndarray) -> None:
         """Count ``bins`` (each value's bin index, from the bin model; ``num_bins`` is the range's top value)."""
@@ -329,10 +421,147 @@ class _Histograms:
         for start in range(0, flat.size, _CHUNK):
             c = np.bincount(flat[start:start + _CHUNK], minlength=n + 1)
             if len(c) > n + 1:
-                raise ValueError(f"activation '{name}' left the range measured in pass 1: calibration "
-                                 "passes disagree (non-deterministic model?)")
+                raise ValueError(_left_range(name))
             counts += c[:n]
             counts[-1] += c[n]
+
+    def add_values(self, name: str, values: np.ndarray) -> None:
+        """Count ``values`` (float32; their absolute values with ``absolute``) into ``name``'s bins, exactly as
+        ``numpy.histogram`` over the tensor's range would; a value outside the range is an error."""
+        flat = values.reshape(-1)
+        edges, counts, n = self.edges[name], self.counts[name], self.num_bins
+        lo, hi = edges[0], edges[-1]
+        sc = self._buffers()
+        for start in range(0, flat.size, _CHUNK):
+            x = flat[start:start + _CHUNK]
+            if self.absolute:
+                x = np.abs(x, out=sc.a[:x.size])
+            if not (x.min() >= lo and x.max() <= hi):  # NaN fails too
+                raise ValueError(_left_range(name))
+            if self.fast[name] is not None:
+                counts += _fast_counts(x, n, self.fast[name], sc)
+            else:
+                counts += np.histogram(x, n, range=(lo, hi))[0]
+
+    def _buffers(self) -> Any:
+        sc = self._scratch
+        if not hasattr(sc, "t"):  # per thread: the pass's worker and any caller
+            sc.t, sc.e = np.empty(_CHUNK, np.float32), np.empty(_CHUNK, np.float32)
+            sc.a, sc.m, sc.u = np.empty(_CHUNK, np.float32), np.empty(_CHUNK, bool), np.empty(_CHUNK, np.int32)
+        return sc
+
+
+def _left_range(name: str) -> str:
+    return (f"activation '{name}' left the range measured in pass 1: calibration passes disagree "
+            "(non-deterministic model?)")
+
+
+def _bin_params(edges: np.ndarray) -> tuple[np.float32, np.float32, np.float32, np.float32]:
+    """(scale, offset, step, first edge) of the estimate ``trunc(x * scale + offset)``, which lands in
+    [bin, bin + 1] for x in bin (offset 0.5 bin), and of numpy's edges ``k * step + first``."""
+    n = len(edges) - 1
+    lo = edges[0]
+    width = np.float32(edges[-1] - lo)
+    scale = np.float32(n) / width
+    return scale, np.float32(0.5) - lo * scale, width / np.float32(n), lo
+
+
+def _fast_counts(x: np.ndarray, n: int, params: tuple, sc: Any) -> np.ndarray:
+    """Bin counts of ``x`` (float32, inside the range) in ``n`` bins whose edges passed
+    :func:`_estimate_is_exact`; ``params``: their :func:`_bin_params`."""
+    k = x.size
+    scale, offset, step, lo = params
+    t, e, m, u = sc.t[:k], sc.e[:k], sc.m[:k], sc.u[:k]
+    np.multiply(x, scale, out=t)
+    np.add(t, offset, out=t)
+    np.trunc(t, out=t)  # bin or bin + 1
+    np.multiply(t, step, out=e)
+    np.add(e, lo, out=e)  # that bin's lower edge, numpy's float32 edge k * step + first
+    np.greater_equal(x, e, out=m)
+    np.add(t, m, out=t)  # bin + 1, or bin + 2 at the top edge's float32 rounding (x <= the last edge)
+    u[...] = t
+    c = np.bincount(u, minlength=n + 2)
+    c[n] += c[n + 1]  # the last bin keeps its right edge
+    return c[1:n + 1]
+
+
+def _estimate_is_exact(edges: np.ndarray) -> bool:
+    """Whether :func:`_fast_counts` counts as ``numpy.histogram`` does for every float32 in the range.
+
+    Both numpy's first guess of the bin and our estimate are non-decreasing in x, and the bins are
+    intervals [edge k, edge k+1) (the last one closed), so checking each bin's first and last float32
+    suffices: numpy's guess must be within one bin of the bin (its correction moves it by one at most,
+    so numpy then returns the bin), our estimate in [bin, bin + 1], and numpy's edges must be
+    ``k * step + first`` in float32 as linspace computes them (not when the step underflows)."""
+    n = len(edges) - 1
+    with np.errstate(all="ignore"):
+        if not np.all(edges[1:] > edges[:-1]):
+            return False
+        scale, offset, step, lo = _bin_params(edges)
+        if not np.array_equal(np.arange(n, dtype=np.float32) * step + lo, edges[:n]):
+            return False
+        first = edges[:n]
+        last = np.append(np.nextafter(edges[1:n], np.float32(-np.inf)), edges[-1]).astype(np.float32)
+        k = np.arange(n)
+
+        def numpy_guess(v: np.ndarray) -> np.ndarray:  # numpy.histogram's first guess (lib/_histograms_impl.py)
+            g = ((v - lo) / np.float32(edges[-1] - lo) * n).astype(np.intp)
+            g[g == n] -= 1
+            return g
+
+        def ours(v: np.ndarray) -> np.ndarray:
+            return np.trunc(v * scale + offset).astype(np.intp)
+
+        return bool(np.all(numpy_guess(first) >= k - 1) and np.all(numpy_guess(last) <= k + 1)
+                    and np.all(ours(first) >= k) and np.all(ours(last) <= k + 1))
+
+
+class _Ranges:
+    """Running min and max of each tensor (and min |x| with ``absolute``), as the pass-1 consumer."""
+
+    def __init__(self, tensors: list[str], absolute: bool) -> None:
+        self.tensors, self.absolute = tensors, absolute
+        self.lows = {t: np.float32(np.inf) for t in tensors}
+        self.highs = {t: np.float32(-np.inf) for t in tensors}
+        self.abs_lows = {t: np.float32(np.inf) for t in tensors}
+
+    def add(self, arrays: list[np.ndarray]) -> None:
+        for t, x in zip(self.tensors, arrays, strict=True):
+            self.lows[t] = np.minimum(self.lows[t], x.min())  # NaN propagates: caught after the pass
+            self.highs[t] = np.maximum(self.highs[t], x.max())
+            if self.absolute:
+                self.abs_lows[t] = np.minimum(self.abs_lows[t], np.abs(x).min())
+
+
+def _run_pass(k: int, passes: int, runs: _ActivationRuns, reader: Any, consume: Callable[[list[np.ndarray]], None],
+              fl: _Floor | None, report: ProgressFn, total: int | None) -> tuple[float, int]:
+    """Pass ``k`` of ``passes``: every sample through ``runs``, ``consume`` reading each sample's activations in
+    a worker thread while ORT runs the next; returns (seconds without the floor's probe runs, samples)."""
+    t0 = time.perf_counter()
+    probe_s = 0.0
+    samples = 0
+    pending: dict[int | None, Future] = {}
+    with ThreadPoolExecutor(1, thread_name_prefix="qb-calib") as pool:
+        def drain() -> None:
+            for fut in list(pending.values()):
+                fut.result()  # the consumer's error, raised here
+            pending.clear()
+
+        for feed in _samples(reader):
+            slot = runs.next_slot
+            if slot in pending:  # ORT is about to overwrite the buffers the consumer may still read
+                pending.pop(slot).result()
+            arrays, slot = runs.run(feed)
+            if slot is None:
+                drain()
+            pending[slot] = pool.submit(consume, arrays)
+            if fl is not None and fl.due(samples):
+                drain()  # the probe runs alone, as the floor's forward would
+                probe_s += fl.probe(samples, feed)
+            samples += 1
+            report(k, passes, samples, total, fl.per_sample if fl else None)
+        drain()
+    return time.perf_counter() - t0 - probe_s, samples
 
 
 def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Path,
@@ -343,7 +572,6 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     once per pass. The result depends on the data and ``config`` only, not on how the reader batches
     or orders the samples. ``progress`` is called after every sample; ``floor`` measures the floor.
     """
-    import onnx
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 
@@ -359,42 +587,28 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     graph_inputs = {i.name for i in model.graph.input} - {i.name for i in model.graph.initializer}
     per_sample = activation_bytes_per_sample(model)
     absolute = method == "percentile" and config.symmetric  # ORT's collect_absolute_value: bins |x|
-    range_outputs = write_range_model(model, tensors, graph_inputs, tmp / "calib_range.onnx", abs_min=absolute)
-    per_tensor = len(range_outputs) // len(tensors)
+    outputs = write_activation_model(model, tensors, graph_inputs, tmp / "calib_activations.onnx")
     del model
     total = _total_samples(reader)
     passes_n = 2 if histogram else 1
     fl = _Floor(Path(model_path), config.threads, total) if floor else None
     report = progress or (lambda *_: None)
+    t0 = time.perf_counter()
+    runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads)
+    open_s = time.perf_counter() - t0  # counted in pass 1, as its session
 
     # Pass 1: exact min and max of every tensor over all the data.
-    t0 = time.perf_counter()
-    probe_s = 0.0
-    session = _session(tmp / "calib_range.onnx", config.threads)
-    lows = {t: np.float32(np.inf) for t in tensors}
-    highs = {t: np.float32(-np.inf) for t in tensors}
-    abs_lows = {t: np.float32(np.inf) for t in tensors}
-    samples = 0
-    for feed in _samples(reader):
-        values = session.run(range_outputs, feed)
-        for k, t in enumerate(tensors):
-            lows[t] = np.minimum(lows[t], np.float32(values[per_tensor * k]))  # NaN propagates: caught below
-            highs[t] = np.maximum(highs[t], np.float32(values[per_tensor * k + 1]))
-            if absolute:
-                abs_lows[t] = np.minimum(abs_lows[t], np.float32(values[per_tensor * k + 2]))
-        if fl is not None:
-            probe_s += fl.probe(samples, feed)
-        samples += 1
-        report(1, passes_n, samples, total, fl.per_sample if fl else None)
-    del session
+    stats = _Ranges(tensors, absolute)
+    elapsed, samples = _run_pass(1, passes_n, runs, reader, stats.add, fl, report, total)
     if samples == 0:
         raise ValueError("calibration reader produced no batches")
+    lows, highs = stats.lows, stats.highs
     bad = [t for t in tensors if not (np.isfinite(lows[t]) and np.isfinite(highs[t]))]
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise ValueError(f"activation '{bad[0]}' has non-finite values (min {lows[bad[0]]}, max {highs[bad[0]]}) "
                          f"on the calibration data{more}")
-    passes = [time.perf_counter() - t0 - probe_s]
+    passes = [open_s + elapsed]
 
     def floor_s() -> float | None:
         per = fl.per_sample if fl else None
@@ -405,42 +619,36 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
             pairs = {t: (-m, m) for t in tensors for m in [np.float32(max(abs(lows[t]), abs(highs[t])))]}
         else:
             pairs = {t: (lows[t], highs[t]) for t in tensors}
-        return CalibrationResult(TensorsData(CalibrationMethod.MinMax, pairs), len(tensors), samples, per_sample, passes,
-                                 floor_s(), len(fl.times) if fl else 0)
+        return CalibrationResult(TensorsData(CalibrationMethod.MinMax, pairs), len(tensors), samples, per_sample,
+                                 passes, floor_s(), len(fl.times) if fl else 0)
 
     # Pass 2: histograms over the ranges fixed by pass 1: the range ORT's collector bins (np.histogram of
     # all the data: |x| over [min|x|, max|x|], x over [-max|x|, max|x|]), or torch's [min, max] for "mse".
-    t0 = time.perf_counter()
-    probe_s = 0.0
     tops = {t: np.float32(max(abs(lows[t]), abs(highs[t]))) for t in tensors}
     if absolute:
-        ranges = {t: (abs_lows[t], tops[t]) for t in tensors}
+        ranges = {t: (stats.abs_lows[t], tops[t]) for t in tensors}
     elif method == "mse":
         ranges = {t: (lows[t], highs[t]) for t in tensors}
     else:
         ranges = {t: (-tops[t], tops[t]) for t in tensors}
     hists = _Histograms(ranges, int(config.num_bins), absolute)
-    bin_outputs = write_bin_model(onnx.load(str(model_path)), tensors, graph_inputs, hists, tmp / "calib_bins.onnx")
-    session = _session(tmp / "calib_bins.onnx", config.threads)
-    count_s = 0.0
-    for i, feed in enumerate(_samples(reader)):
-        outs = session.run(bin_outputs, feed)
+    count_s = [0.0]
+
+    def count(arrays: list[np.ndarray]) -> None:
         tc = time.perf_counter()
-        for t, bins in zip(tensors, outs):
-            hists.add(t, bins)
-        del outs
-        count_s += time.perf_counter() - tc
-        if fl is not None:
-            probe_s += fl.probe(i, feed)
-        report(2, passes_n, i + 1, total, fl.per_sample if fl else None)
-    del session
-    passes.append(time.perf_counter() - t0 - probe_s)
+        for t, values in zip(tensors, arrays, strict=True):
+            hists.add_values(t, values)
+        count_s[0] += time.perf_counter() - tc
+
+    elapsed, _ = _run_pass(2, passes_n, runs, reader, count, fl, report, total)
+    del runs
+    passes.append(elapsed)
 
     t0 = time.perf_counter()
     ranges = _thresholds(method, hists, lows, highs, config)
     passes.append(time.perf_counter() - t0)
     return CalibrationResult(ranges, len(tensors), samples, per_sample, passes, floor_s(), len(fl.times) if fl else 0,
-                             count_s)
+                             count_s[0])
 
 
 def _thresholds(method: str, hists: _Histograms, lows: dict, highs: dict, config: CalibrationConfig) -> Any:

@@ -1,0 +1,232 @@
+"""Pass 2 bins activations in numpy exactly as ``numpy.histogram`` (hence ORT's calibrators) does, and the
+pipelined passes see each sample's own activations."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from quantbench.common.onnx_save import save_model, with_lowest_ir_version
+from quantbench.exporters import calibrate as cal
+from quantbench.exporters.calibrate import CalibrationConfig, calibrate
+
+pytestmark = pytest.mark.ort_cpu
+
+
+def _probe_values(edges: np.ndarray, rng: np.random.Generator, size: int = 3000) -> np.ndarray:
+    """Every edge, one float32 step either side of it, and random values, all inside [first, last] edge."""
+    lo, hi = edges[0], edges[-1]
+    up, down = np.nextafter(edges, np.float32(np.inf)), np.nextafter(edges, np.float32(-np.inf))
+    x = np.concatenate([edges, up, down, rng.uniform(lo, hi, size).astype(np.float32), [lo, hi, 0.0, -0.0]])
+    return x[(x >= lo) & (x <= hi)].astype(np.float32)
+
+
+def _counts(x: np.ndarray, low: float, high: float, bins: int, absolute: bool = False) -> tuple[np.ndarray, bool]:
+    hists = cal._Histograms({"x": (np.float32(low), np.float32(high))}, bins, absolute)
+    for part in np.array_split(x, 3):  # several calls add up
+        hists.add_values("x", part)
+    return hists.counts["x"], hists.fast["x"] is not None
+
+
+@pytest.mark.parametrize("bins, low, high", [
+    (2048, -3.7, 11.25), (512, -0.001, 0.001), (7, 0.0, 1.0), (2048, 0.013, 5.5), (512, -6.5, 6.5),
+    (128, 2.0, 2.0),  # an empty range: numpy widens it to +-0.5
+    (65535, -1.0, 3.0), (3, -1e-30, 1e-30), (2048, -1e4, 1e4),
+])
+def test_counts_equal_numpy_histogram_on_every_edge(bins, low, high):
+    edges = np.histogram_bin_edges(np.zeros(0, np.float32), bins, range=(np.float32(low), np.float32(high)))
+    x = _probe_values(edges, np.random.default_rng(bins))
+    ref, ref_edges = np.histogram(x, bins, range=(np.float32(low), np.float32(high)))
+    counts, fast = _counts(x, low, high, bins)
+    np.testing.assert_array_equal(counts, ref)
+    assert fast, "ordinary ranges take the checked float32 estimate"
+
+
+def test_counts_equal_numpy_histogram_over_random_ranges():
+    """Ranges and bin counts drawn at random (wide, narrow, off-centre, huge and tiny magnitudes)."""
+    rng = np.random.default_rng(7)
+    for _ in range(150):
+        bins = int(rng.choice([2, 3, 7, 128, 512, 2048, 4099]))
+        scale = 10.0 ** rng.uniform(-42, 37)
+        low = np.float32(rng.uniform(-2, 1) * scale)
+        high = np.float32(low + abs(rng.uniform(0.01, 3)) * scale)
+        try:
+            edges = np.histogram_bin_edges(np.zeros(0, np.float32), bins, range=(low, high))
+        except ValueError:  # more bins than float32 values in the range: numpy (and ORT's calibrators) refuse
+            continue
+        x = _probe_values(edges, rng, 500)
+        counts, _ = _counts(x, low, high, bins)
+        ref = np.histogram(x, bins, range=(low, high))[0]
+        np.testing.assert_array_equal(counts, ref, err_msg=f"{bins} {low} {high}")
+
+
+@pytest.mark.parametrize("bins, low, high", [(2048, -1e-38, 1e-38), (128, -1.9718134e-36, -1.9692775e-36),
+                                             (7, -5.4e-40, 1.87e-39), (4096, -7.7e-41, -4.2e-41)])
+def test_tiny_ranges_fall_back_to_numpys_own_binning(bins, low, high):
+    """Where the float32 estimate cannot be trusted (subnormal steps, a scale that overflows), numpy.histogram
+    itself counts: the same counts."""
+    edges = np.histogram_bin_edges(np.zeros(0, np.float32), bins, range=(np.float32(low), np.float32(high)))
+    x = _probe_values(edges, np.random.default_rng(1))
+    counts, fast = _counts(x, low, high, bins)
+    np.testing.assert_array_equal(counts, np.histogram(x, bins, range=(np.float32(low), np.float32(high)))[0])
+    assert not fast
+
+
+def test_absolute_values_are_binned_over_their_own_range():
+    x = np.random.default_rng(3).standard_normal(10000).astype(np.float32)
+    a = np.abs(x)
+    counts, _ = _counts(x, a.min(), a.max(), 2048, absolute=True)
+    np.testing.assert_array_equal(counts, np.histogram(a, 2048)[0])
+
+
+@pytest.mark.parametrize("bad", [np.float32(-1.5), np.float32(1.0000001), np.float32(np.nan), np.float32(np.inf)])
+def test_a_value_outside_the_pass_1_range_is_an_error(bad):
+    hists = cal._Histograms({"x": (np.float32(-1), np.float32(1))}, 512, False)
+    x = np.linspace(-1, 1, 1000, dtype=np.float32)
+    x[500] = bad
+    with pytest.raises(ValueError, match="left the range measured in pass 1"):
+        hists.add_values("x", x)
+
+
+def _conv_relu_model(path, width=None):
+    """x -> Conv(3x3, 4 ch) -> Relu -> Conv(1x1) with a dynamic width when ``width`` is None."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.standard_normal((2, 4, 1, 1)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+             helper.make_node("Conv", ["r1", "w2"], ["y"], name="conv2")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, width or "W"])
+    graph = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    save_model(with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])), path)
+    return path
+
+
+class _Reader:
+    def __init__(self, samples):
+        self.samples, self.i = samples, 0
+
+    def rewind(self):
+        self.i = 0
+
+    def get_next(self):
+        if self.i >= len(self.samples):
+            return None
+        self.i += 1
+        return {"x": self.samples[self.i - 1]}
+
+
+def _direct(model_path, samples, tensors):
+    """Each tensor's values on every sample from a plain ORT session (one sample per run)."""
+    import onnxruntime as ort
+
+    model = onnx.load(str(model_path))
+    del model.graph.output[:]
+    model.graph.output.extend(helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in tensors if t != "x")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    values = {t: [] for t in tensors}
+    for s in samples:
+        for i in range(len(s)):
+            out = dict(zip(names, sess.run(None, {"x": s[i:i + 1]}), strict=True))
+            out["x"] = s[i:i + 1]
+            for t in tensors:
+                values[t].append(out[t].reshape(-1))
+    return {t: np.concatenate(v) for t, v in values.items()}
+
+
+def test_slow_consumer_still_reads_each_samples_own_activations(tmp_path, monkeypatch):
+    """ORT writes the next sample while numpy reads the last: a consumer slower than ORT must not see a
+    buffer being overwritten. Pass 1 records every sample's min/max; they equal a plain session's."""
+    model = _conv_relu_model(tmp_path / "m.onnx", width=8)
+    rng = np.random.default_rng(5)
+    samples = [rng.standard_normal((3, 1, 8, 8)).astype(np.float32) * (k + 1) for k in range(4)]
+    seen: list[tuple[float, ...]] = []
+    add = cal._Ranges.add
+    consumers = set()
+
+    def slow_add(self, arrays):
+        consumers.add(threading.get_ident())
+        time.sleep(0.02)
+        seen.append(tuple(float(a.max()) for a in arrays))
+        add(self, arrays)
+
+    monkeypatch.setattr(cal._Ranges, "add", slow_add)
+    result = calibrate(model, CalibrationConfig("minmax", op_types=("Conv", "Relu")), _Reader(samples), tmp_path)
+    tensors = sorted(result.ranges)
+    values = _direct(model, samples, tensors)
+    per_sample = {t: np.split(values[t], 12) for t in tensors}
+    assert seen == [tuple(float(per_sample[t][i].max()) for t in tensors) for i in range(12)]
+    assert threading.get_ident() not in consumers  # numpy read them beside ORT, in a worker
+    for t in tensors:
+        assert [float(v) for v in result.ranges[t].range_value] == [float(values[t].min()), float(values[t].max())]
+
+
+@pytest.mark.parametrize("method", ["entropy", "mse", "percentile"])
+def test_inputs_of_changing_shape_are_calibrated_whole(tmp_path, method):
+    """Samples of two widths (buffers re-learnt per input shape): the histogram thresholds equal those of
+    the same samples fed in another order and batching."""
+    model = _conv_relu_model(tmp_path / "m.onnx")
+    rng = np.random.default_rng(2)
+    a = [rng.standard_normal((2, 1, 8, 8)).astype(np.float32), rng.standard_normal((2, 1, 8, 5)).astype(np.float32),
+         rng.standard_normal((3, 1, 8, 8)).astype(np.float32)]
+    b = [a[2][2:], a[1], a[0], a[2][:2]]
+    config = CalibrationConfig(method, num_bins=256, percentile=99.9 if method == "percentile" else None,
+                               symmetric=method == "percentile", op_types=("Conv", "Relu"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    ra = calibrate(model, config, _Reader(a), tmp_path / "a")
+    rb = calibrate(model, config, _Reader(b), tmp_path / "b")
+    assert ra.samples == rb.samples == 7
+    for t in ra.ranges:
+        assert [float(v) for v in ra.ranges[t].range_value] == [float(v) for v in rb.ranges[t].range_value], t
+
+
+def test_histograms_equal_the_in_graph_bin_models_on_real_data(tmp_path):
+    """Before vs after on real images: the numpy binning of each calibrated tensor of the shipped CNN on
+    Fashion-MNIST equals the counts of the ORT bin model the previous pass 2 ran, and numpy.histogram's."""
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    from quantbench.calibration_data import BatchReader, Preprocess, open_source
+    from quantbench.exporters.registry import ASSETS, resolve_model
+
+    model_path = ASSETS / "fashion_cnn.onnx"
+    split = open_source("fashion-mnist").calibration
+    reader = BatchReader(split, Preprocess.from_dict(resolve_model("fashion_cnn").preprocess),
+                         split.select(64, seed=0), 16, "input")
+    model = load_model_with_shape_infer(model_path)
+    tensors, _ = cal.tensors_to_calibrate(model, None)
+    outputs = cal.write_activation_model(model, tensors, {"input"}, tmp_path / "acts.onnx")
+    runs = cal._ActivationRuns(tmp_path / "acts.onnx", outputs, 0)
+    values = {t: [] for t in tensors}
+    for feed in cal._samples(reader):
+        arrays, _ = runs.run(feed)
+        for t, v in zip(tensors, arrays, strict=True):
+            values[t].append(v.copy())
+    values = {t: np.concatenate(v) for t, v in values.items()}
+    for absolute, bins in ((False, 2048), (True, 2048), (False, 512)):
+        data = {t: np.abs(v) if absolute else v for t, v in values.items()}
+        if absolute:
+            ranges = {t: (v.min(), v.max()) for t, v in data.items()}
+        else:
+            ranges = {t: (-np.abs(v).max(), np.abs(v).max()) for t, v in data.items()}
+        ours = cal._Histograms(ranges, bins, absolute)
+        theirs = cal._Histograms(ranges, bins, absolute)
+        bin_outputs = cal.write_bin_model(onnx.load(str(model_path)), tensors, {"input"}, theirs,
+                                          tmp_path / "bins.onnx")
+        sess = cal._session(tmp_path / "bins.onnx", 0)  # unoptimised, as calibration runs it
+        for feed in cal._samples(reader):
+            for t, b in zip(tensors, sess.run(bin_outputs, feed), strict=True):
+                theirs.add(t, b)
+        for t in tensors:
+            ours.add_values(t, values[t])
+            np.testing.assert_array_equal(ours.counts[t], theirs.counts[t], err_msg=t)
+            np.testing.assert_array_equal(ours.counts[t], np.histogram(data[t], bins, range=ranges[t])[0], err_msg=t)
+        assert all(p is not None for p in ours.fast.values())
