@@ -5,6 +5,7 @@
 - :mod:`.validate` — the one generic validator (types, bounds, unknown keys with the closest suggested)
 - :mod:`.variants` — ``[[variants]]`` tables → variants (list values swept), settings parsed once, typed
 - :mod:`.runtime_options` — the one check of ``[runtime_options.X]`` and the expansion of its lists
+- :mod:`.sweeps` — the one rule of a swept key (a list runs once per value), for variants and runtime options
 - :mod:`.parse` — a document → a validated :class:`SweepConfig`; :mod:`.toml_io` — TOML in and out
 - :mod:`.docs` — the README's key table and the flags' help, generated from the declarations
 """

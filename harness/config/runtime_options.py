@@ -2,12 +2,12 @@
 (a list is swept: one runtime choice per combination)."""
 from __future__ import annotations
 
-import itertools
 import math
 import typing
 from typing import Any
 
 from .errors import ConfigError
+from .sweeps import combinations
 from .toml_io import toml_repr
 from .validate import bad, check_keys, check_value, no_duplicates
 
@@ -58,5 +58,4 @@ def option_sets(options: dict[str, Any], defaults: dict[str, Any]) -> tuple[list
     expanded: one dict per combination of the listed values, in the order given, and the swept keys."""
     base = {**defaults, **options}
     swept = tuple(k for k, v in base.items() if isinstance(v, list))
-    return [{**base, **dict(zip(swept, combo, strict=True))}
-            for combo in itertools.product(*[base[k] for k in swept])], swept
+    return [{**base, **combo} for combo in combinations(base, swept)], swept

@@ -5,10 +5,10 @@ bounds and help)."""
 from __future__ import annotations
 
 import difflib
-import itertools
 from typing import Any
 
 from .errors import ConfigError, first_line
+from .sweeps import combinations
 from .validate import bad, check_keys, check_table, no_duplicates
 
 # Quantization keys whose value is itself a list: they are swept only when given a list of lists.
@@ -95,10 +95,8 @@ def parse_variant(raw: Any, i: int) -> list[Any]:
     swept = _swept_keys(raw, qkeys, f"variant '{raw['name']}'" if isinstance(raw["name"], str) else where)
     if swept and (not isinstance(raw["name"], str) or not raw["name"].strip()):
         raise bad("variant ", "name", "a non-empty one-line string", raw["name"], "variants.name")
-    combos = itertools.product(*[raw[k] for k in swept]) if swept else [()]
     out = []
-    for combo in combos:
-        sweep = dict(zip(swept, combo, strict=True))
+    for sweep in combinations(raw, swept):
         q = {**quant, **sweep}
         out.append(VariantConfig(
             name=swept_name(raw["name"], sweep) if swept else raw["name"],
