@@ -20,7 +20,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from quantbench.harness.config import ConfigError, ModelConfig, SweepConfig, VariantConfig, first_line, load_config, parse_config
+from quantbench.harness.config import (
+    ConfigError,
+    ModelConfig,
+    SweepConfig,
+    VariantConfig,
+    first_line,
+    load_config,
+    parse_config,
+)
 
 logger = logging.getLogger("quantbench")
 
@@ -77,18 +85,18 @@ def run(config: str | os.PathLike | Mapping[str, Any] | SweepConfig, output: str
     ``ValueError``) for a bad config and ``RunError`` when nothing can run.
     """
     from quantbench.harness.results.store import current_rows, read_rows, to_dataframe
-    from quantbench.harness.sweep.runner import _default_log, run_sweep
+    from quantbench.harness.sweep.runner import default_log, run_sweep
 
     cfg = _sweep_config(config)
     if output is not None:
         cfg.run.output = os.fspath(output)
         cfg.validate()
-    say = log or _default_log
+    say = log or default_log
     summary = run_sweep(cfg, Path(cfg.run.output), retry_failed=retry_failed, log=say)
     loaded = read_rows(summary.results_path)
     for warning in loaded.warnings:
         say(f"warning: {warning}")
-    report = _write_report(summary.results_path, say, cfg.run.accuracy_budget_pts) if cfg.run.report else None
+    report = write_report(summary.results_path, say, cfg.run.accuracy_budget_pts) if cfg.run.report else None
     rows, _ = current_rows(loaded.rows)  # not the rows this run's configuration replaced (read_results has them)
     df = to_dataframe(rows)
     df.attrs["quantbench"] = {"results": str(summary.results_path), "report": report, "ran": summary.ran,
@@ -97,20 +105,32 @@ def run(config: str | os.PathLike | Mapping[str, Any] | SweepConfig, output: str
     return df
 
 
-def _write_report(results: Path, say: Callable[[str], None], budget_pts: float = 1.0) -> str | None:
-    """``[run] report = true``: OUTPUT/report.html next to the results, as ``quantbench run`` writes it."""
+def write_report(results: str | os.PathLike, log: Callable[[str], None] | None = None,
+                 budget_pts: float | None = None) -> str | None:
+    """Write the HTML report of a run's rows next to them — ``report.html`` beside a ``results.jsonl``,
+    ``sensitivity.html`` beside a ``sensitivity.jsonl`` — as ``quantbench run``/``sensitivity`` and
+    :func:`run` do; its path, or None when it could not be written (said to ``log`` as a warning: a report
+    problem never fails a finished run). ``budget_pts``: the verdict's accuracy budget (default 1.0)."""
     import importlib.util
 
-    if importlib.util.find_spec("plotly") is None:
-        say("warning: report.html not written: pip install .[report]")
+    say = log or (lambda msg: logger.log(logging.WARNING if msg.startswith("warning: ") else logging.INFO, msg))
+    results = Path(results)
+    sensitivity = results.name == "sensitivity.jsonl"
+    out = results.parent / ("sensitivity.html" if sensitivity else "report.html")
+    if importlib.util.find_spec("plotly") is None or importlib.util.find_spec("jinja2") is None:
+        say(f"warning: {out.name} not written: pip install .[report]")
         return None
-    from quantbench.reports import build_report, render_html
-
-    out = results.parent / "report.html"
     try:
-        render_html(build_report([results]), out, budget_pts)
-    except Exception as exc:  # noqa: BLE001 - a report problem must not lose a finished sweep's rows
-        say(f"warning: report.html not written: {first_line(exc)}")
+        if sensitivity:
+            from quantbench.reports.sensitivity import write_sensitivity_report
+
+            write_sensitivity_report([results], out)
+        else:
+            from quantbench.reports import build_report, render_html
+
+            render_html(build_report([results]), out, **({} if budget_pts is None else {"budget_pts": budget_pts}))
+    except Exception as exc:  # noqa: BLE001 - a report problem must not lose a finished run's rows
+        say(f"warning: {out.name} not written: {first_line(exc)}")
         return None
     say(f"report: {out}")
     return str(out)

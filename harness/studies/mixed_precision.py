@@ -78,8 +78,8 @@ def search(cfg: Any, pm: Any, v: Any, qs: Any, budget: float, ranking: list[str]
            base: dict[str, Any], study: Any, log: Callable[[str], None]) -> None:
     """Greedy search; fills ``study.budget_steps`` (one row per step) and ``study.budget`` (the outcome)."""
     from quantbench.harness.measure.cell import CellSpec, MeasureSettings
-    from quantbench.harness.sweep.runner import _run_worker
     from quantbench.harness.studies.sensitivity import _now, run_worker_job
+    from quantbench.harness.sweep.launch.local import run_worker
 
     if not pm.labels_meaningful:
         raise ValueError(f"accuracy_budget needs top-1 on labelled data: {pm.accuracy.get('note') or 'no labels'}")
@@ -99,7 +99,7 @@ def search(cfg: Any, pm: Any, v: Any, qs: Any, budget: float, ranking: list[str]
                         data={"dataset": pm.dataset, "preprocess": pm.preprocess, "eval_samples": pm.eval_samples,
                               "seed": 0},
                         measure=measure, reference_logits=pm.reference, accuracy=plan)
-        return _run_worker(spec, cells, cfg.run.timeout_s)
+        return run_worker(spec, cells, cfg.run.timeout_s)
 
     common = {**base, "runtime": opts.runtime, "device": opts.device, "batch": batch, "budget_pts": budget}
     log(f"{pm.label}/{v.name}: accuracy budget {budget:g} points on {where}: measuring FP32 …")

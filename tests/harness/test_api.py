@@ -118,3 +118,23 @@ def test_run_dict_then_config_object_reuses_rows(tmp_path, shared_cache, caplog)
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("quantbench")]
     assert any("already in" in m for m in messages)
     assert not any(re.search(r"\[/?(red|yellow|green|dim|bold)", m) for m in messages)
+
+
+def test_the_report_is_written_one_way_and_never_fails_a_finished_run(tmp_path):
+    """``write_report`` writes what ``quantbench.run``, ``quantbench run`` and ``quantbench sensitivity`` write:
+    the HTML page beside the rows, or one warning saying why not (the rows stay)."""
+    from quantbench.harness.api import write_report
+
+    said: list[str] = []
+    results = tmp_path / "results.jsonl"
+    results.write_text("")  # no rows: nothing to report
+    assert write_report(results, said.append) is None
+    assert len(said) == 1 and said[0].startswith("warning: report.html not written: "), said
+    assert not (tmp_path / "report.html").exists() and results.read_text() == ""
+    if importlib.util.find_spec("plotly") is None:
+        return
+    said.clear()
+    study = tmp_path / "sensitivity.jsonl"
+    study.write_text("")
+    assert write_report(study, said.append) == str(tmp_path / "sensitivity.html")  # a study's rows: its own page
+    assert said == [f"report: {tmp_path / 'sensitivity.html'}"] and (tmp_path / "sensitivity.html").is_file()

@@ -1,10 +1,10 @@
 """The node side of a fleet sweep: what a Ray task does on the machine it lands on.
 
-Plain functions (no Ray import at module level): :mod:`harness.fleet` wraps them in ``ray.remote``.
+Plain functions (no Ray import at module level): :mod:`.ray` wraps them in ``ray.remote``.
 A cell task writes the artifacts it needs into the node's own cache (``$QUANTBENCH_CACHE`` or
 ``~/.cache/quantbench``, under ``fleet/files/<sha256>/``) when they are not there yet, checks that
 the node's data is the data the driver prepared, then measures the cell exactly as a local sweep
-does: in its own contained subprocess with the sweep's timeout (:func:`harness.runner._run_worker`).
+does: in its own contained subprocess with the sweep's timeout (:func:`.local.run_worker`).
 """
 from __future__ import annotations
 
@@ -120,9 +120,9 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
     ``job``: ``spec`` (a :class:`CellSpec` as a dict, with the driver's paths), ``files`` (dotted
     spec field -> bundle to put there), ``data`` (data sources to check), ``timeout_s``, ``run_id``.
     """
-    from quantbench.harness.sweep.environment import fingerprint
     from quantbench.harness.measure.cell import CellSpec
-    from quantbench.harness.sweep.runner import _run_worker
+    from quantbench.harness.sweep.environment import fingerprint
+    from quantbench.harness.sweep.launch.local import run_worker
 
     t0 = time.perf_counter()
     root = node_root()
@@ -141,7 +141,7 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
         return out
     cell = CellSpec(**spec)
     workdir = root / "cells" / job["run_id"]
-    out["result"] = _run_worker(cell, workdir, job["timeout_s"])
+    out["result"] = run_worker(cell, workdir, job["timeout_s"])
     log_path = workdir / f"{cell.cell_id}.log"
     out["log_path"] = str(log_path)
     out["log"] = _tail(log_path)

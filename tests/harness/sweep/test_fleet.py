@@ -370,3 +370,41 @@ def test_a_hanging_cell_fails_alone_on_its_node(fleet, tmp_path):
     assert driver_log.read_text() == node_log.read_text()
     # The model travelled by content hash; the node ran its own copy.
     assert (fleet.caches["a"] / "fleet" / "files" / rows[64]["artifact_sha256"] / "loop.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_a_sweep_here_and_on_the_cluster_says_the_same(fleet, tmp_path):
+    """One plan for both launchers: the same tiny sweep run on this machine and on node b measures the same
+    cells, and its reruns (unchanged, a timing setting changed, the model no longer preparable) keep or
+    measure the same cells again with the same messages (less the fleet's own lines and target names).
+    The unpreparable model (its data no longer readable) keeps its good rows, unchecked: a fleet sweep
+    used to keep them without a word."""
+    from tests.harness.sweep.test_runner_resume import RUN, tiny_npz, tiny_onnx
+
+    model, data = tiny_onnx(tmp_path / "m.onnx"), tiny_npz(tmp_path / "d.npz")
+
+    def run(where: str, min_iters: int = 3) -> tuple[Any, list[str]]:
+        text = RUN.format(out=tmp_path / where, cache=fleet.root / "driver-cache", batches="[1, 2]", warmup=1,
+                          min_iters=min_iters, io_batches=2)
+        if where == "ray":
+            text = text.replace("[run]\n", '[run]\nray = "auto"\ntargets = ["qb-test-b"]\n')
+        text += f'[[models]]\nname = "{model}"\ndataset = "npz:{data}"\n[[variants]]\nname = "fp32"\n'
+        logs: list[str] = []
+        summary = run_sweep(parse_config(tomllib.loads(text), where), tmp_path / where, log=logs.append)
+        said = [m.replace(str(tmp_path / where), "OUT").replace(" [qb-test-b]", "") for m in logs
+                if not m.startswith(("node ", "fleet: "))]
+        return (summary.ran, summary.failed, summary.skipped, summary.already, summary.remeasured), said
+
+    run("warm")  # the model prepared once into the shared cache: both sweeps below find it there
+    for change in ("first", "unchanged", "timing", "unpreparable"):
+        if change == "unpreparable":
+            data.write_bytes(b"not an npz file")
+        min_iters = 4 if change in ("timing", "unpreparable") else 3
+        here, on_cluster = run("local", min_iters), run("ray", min_iters)
+        assert on_cluster == here, change
+        counts, said = here
+        assert counts == {"first": (2, 0, 0, 0, 0), "unchanged": (0, 0, 0, 2, 0), "timing": (2, 0, 0, 0, 2),
+                          "unpreparable": (0, 0, 0, 2, 0)}[change], (change, said)
+    assert any(m.startswith("warning: m/fp32: stored rows kept without checking them: ") for m in said), said
+    measured = rows_of(tmp_path / "ray")
+    assert len(measured) == 2 and all(r["fleet"]["target"] == "qb-test-b" for r in measured)
