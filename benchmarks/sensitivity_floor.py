@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibration", default="minmax", help="calibration method (default minmax)")
     ap.add_argument("--threads", type=int, default=0, help="run.threads (0: ONNX Runtime's default)")
     ap.add_argument("--timeout-s", type=float, default=None, help="kill a scan that takes longer")
+    ap.add_argument("--cache-dir", default=None, help="export cache to reuse across runs (default: a fresh one)")
     ap.add_argument("--compare", type=int, default=0, metavar="K",
                     help="in one process: K nodes built by quantize_static files vs in memory (an .onnx model)")
     ap.add_argument("--batch", type=int, default=32, help="SQNR batch of --compare (default 32, as the scan)")
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmpdir)
         for scan in [s.strip() for s in args.scans.split(",") if s.strip()]:
             cfg = work / f"{scan}.toml"
-            cfg.write_text(f'[run]\noutput = "{work / scan}"\ncache_dir = "{work / "cache"}"\nthreads = {args.threads}\n'
+            cache = args.cache_dir or work / "cache"
+            cfg.write_text(f'[run]\noutput = "{work / scan}"\ncache_dir = "{cache}"\nthreads = {args.threads}\n'
                            f"report = false\neval_samples = {args.sqnr_samples}\n\n"
                            f'[[models]]\nname = "{model}"\n{weights}dataset = "{args.data}"\n{pre}\n'
                            f'[[variants]]\nname = "int8"\ncalibration = "{args.calibration}"\n'
@@ -95,11 +97,13 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             row = {"scan": scan, "nodes": s.get("nodes"), "scan_time_s": s.get("scan_time_s"),
                    "scan_floor_s": s.get("scan_floor_s"), "scan_time_ratio": s.get("scan_time_ratio"),
-                   "calib_time_ratio": s.get("calib_time_ratio"), "wall_s": round(wall, 1), "peak_rss_mib": peaks,
+                   "scan_lanes": s.get("scan_lanes"), "calib_time_ratio": s.get("calib_time_ratio"),
+                   "wall_s": round(wall, 1), "peak_rss_mib": peaks,
                    "load_avg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)]}
             out_rows.append(row)
-            print(f"{scan:<6} {row['nodes']} nodes   scan {row['scan_time_s']:.1f} s   floor {row['scan_floor_s']:.1f} s   "
-                  f"ratio {row['scan_time_ratio']:.2f}   calibration ratio {row['calib_time_ratio']}   command "
+            print(f"{scan:<6} {row['nodes']} nodes   scan {row['scan_time_s']:.1f} s   floor "
+                  f"{row['scan_floor_s']:.1f} s   ratio {row['scan_time_ratio']:.2f}   lanes {row['scan_lanes']}   "
+                  f"calibration ratio {row['calib_time_ratio']}   command "
                   f"{wall:.0f} s   load {load0:.1f} -> {os.getloadavg()[0]:.1f}\n{'':<6} peak RSS MiB: "
                   + "  ".join(f"{k} {v}" for k, v in peaks.items()), flush=True)
     print(json.dumps({"model": args.model, "data": args.data, "sqnr_samples": args.sqnr_samples, "rows": out_rows}))

@@ -47,6 +47,7 @@ def prepare_graph(fp32: Path, settings: Any, reader: Any, workdir: Path, progres
     calibration cache into ``workdir``. Returns what it cost (calibration time, floor and ratio too) and any
     notes. ``progress``: :data:`quantbench.exporters.calibrate.ProgressFn`."""
     from onnxruntime.quantization.calibrate import save_tensors_data
+
     from quantbench.exporters.calibrate import calibrate
     from quantbench.exporters.quantize import (
         calibration_config,
@@ -80,6 +81,7 @@ def quantize(workdir: Path, settings: Any, out: Path, only: list[str] | None = N
     ``exclude_nodes``). Everything else follows ``settings`` exactly as the whole-model variant does.
     """
     from onnxruntime.quantization import quantize_static
+
     from quantbench.common.onnx_save import lower_ir_version
     from quantbench.exporters.quantize import static_quant_kwargs
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from quantbench.harness.studies import node_quant as nq
 from quantbench.common.accuracy_stats import paired_accuracy
+from quantbench.harness.studies import node_quant as nq
 
 
 class _Progress:
@@ -286,10 +286,9 @@ def run_quantize(job: dict[str, Any], progress: _Progress) -> None:
 
 def run_local(job: dict[str, Any], progress: _Progress) -> None:
     """``local``: each node's own output error from one FP32 pass (:mod:`.node_local`)."""
-    from quantbench.exporters.calibrate import activation_bytes_per_sample
-
-    from quantbench.harness.studies.node_local import build_local_models, local_sqnr
     from quantbench.common.progress import Reporter
+    from quantbench.exporters.calibrate import activation_bytes_per_sample
+    from quantbench.harness.studies.node_local import build_local_models, local_sqnr
 
     settings = _settings(job)
     workdir = Path(job["workdir"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from quantbench.harness.studies.sensitivity import SensitivityOptions, rank_nodes, scan_cost
 
+from quantbench.harness.studies.sensitivity import SensitivityOptions, rank_nodes, scan_cost
 from tests.harness.studies.test_sensitivity import _study, tiny  # noqa: F401 - the tiny model with one outlier layer
 
 pytestmark = pytest.mark.ort_cpu
@@ -115,10 +115,11 @@ def _local_rows():
 def test_tables_show_a_local_scan_as_such():
     import io
 
+    from rich.console import Console
+
     from quantbench.harness.studies.sensitivity import StudyResult
     from quantbench.reports.console_sensitivity import render_console
     from quantbench.reports.sensitivity import section_html
-    from rich.console import Console
 
     nodes, summary = _local_rows()
     out = io.StringIO()
