@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{scan:<6} error: {' | '.join(tail)}", flush=True)
                 out_rows.append({"scan": scan, "error": tail, "peak_rss_mib": peaks})
                 continue
+            # the per-node models' own passes (node rows' infer_seconds); the rest of a full scan: building, sessions
+            infer = sum(r.get("infer_seconds") or 0.0 for r in rows if r.get("kind") == "sensitivity")
             row = {"scan": scan, "nodes": s.get("nodes"), "scan_time_s": s.get("scan_time_s"),
+                   "node_passes_s": round(infer, 1) if infer else None,
                    "scan_floor_s": s.get("scan_floor_s"), "scan_time_ratio": s.get("scan_time_ratio"),
                    "scan_lanes": s.get("scan_lanes"), "calib_time_ratio": s.get("calib_time_ratio"),
                    "wall_s": round(wall, 1), "peak_rss_mib": peaks,
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             out_rows.append(row)
             print(f"{scan:<6} {row['nodes']} nodes   scan {row['scan_time_s']:.1f} s   floor "
                   f"{row['scan_floor_s']:.1f} s   ratio {row['scan_time_ratio']:.2f}   lanes {row['scan_lanes']}   "
-                  f"calibration ratio {row['calib_time_ratio']}   command "
+                  f"calibration ratio {row['calib_time_ratio']}   "
+                  + (f"per-node models' passes {infer:.1f} s   " if infer else "") + "command "
                   f"{wall:.0f} s   load {load0:.1f} -> {os.getloadavg()[0]:.1f}\n{'':<6} peak RSS MiB: "
                   + "  ".join(f"{k} {v}" for k, v in peaks.items()), flush=True)
     print(json.dumps({"model": args.model, "data": args.data, "sqnr_samples": args.sqnr_samples, "rows": out_rows}))
