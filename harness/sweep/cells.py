@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from quantbench.common.row import Row
 from quantbench.harness.config.schema import SweepConfig, VariantConfig
 from quantbench.harness.measure.cell import CellSpec
 from quantbench.harness.results.store import SCHEMA_VERSION
@@ -64,8 +65,8 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def base_row(run_id: str, cell: Cell, pm: PreparedModel, env: dict[str, Any]) -> dict[str, Any]:
-    """The cell's row before it is measured: what it is, the artifact it loads, and ``env``."""
+def base_row(run_id: str, cell: Cell, pm: PreparedModel, env: dict[str, Any]) -> Row:
+    """The cell's row before it is measured: what it is, the artifact it loads, and ``env`` (fields: :class:`Row`)."""
     built = pm.artifacts.get(cell.variant.name)
     settings = dict(cell.variant.quant)
     if cell.variant.precision == "int8" and cell.variant.builder == "onnx":
