@@ -54,9 +54,10 @@ class Doc:
 
 
 def _stat(phase: str, stat: str) -> Doc:
-    return Doc("statistic S (mean, std, min, p50, p90, p95, p99, max) of phase P's timed iterations (P: io, h2d, "
-               "compute, d2h, e2e); null when fewer samples were taken than S needs (std 2, p90 10, p95 20, p99 100; "
-               "MIN_SAMPLES), and h2d_*/d2h_* null when host_memory is true", "ms", 1, "{P}_{S}_ms")
+    fewest = ", ".join(f"{k} {n}" for k, n in MIN_SAMPLES.items())
+    return Doc(f"statistic S ({', '.join(STATS)}) of phase P's timed iterations (P: {', '.join(PHASES)}); null when "
+               f"fewer samples were taken than S needs ({fewest}; MIN_SAMPLES), and h2d_*/d2h_* null when host_memory "
+               "is true", "ms", 1, "{P}_{S}_ms")
 
 
 def _raw(phase: str) -> Doc:
