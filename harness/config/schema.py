@@ -19,7 +19,7 @@ from .data_tables import check_data_spec, check_effective_spec, check_preprocess
 from .errors import ConfigError, first_line
 from .runtime_options import check_runtime_options
 from .toml_io import toml_repr
-from .validate import bad, check_fields, no_duplicates
+from .validate import bad, check_fields, check_table, field_names, no_duplicates
 
 MAX_BATCH = 65536
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -196,6 +196,28 @@ class ModelConfig:
             check_preprocess(self.preprocess, where)
 
 
+def quant_keys() -> set[str]:
+    """The quantization keys a ``[[variants]]`` table may hold (the fields of ``QuantSettings``)."""
+    from quantbench.exporters.quantize import QuantSettings
+
+    return field_names(QuantSettings)
+
+
+def parse_quant_settings(quant: dict[str, Any], name: str) -> Any:
+    """``quant`` (a variant's quantization keys) as a :class:`QuantSettings`: the keys, types and lower bounds
+    its fields declare, then its own rules across keys; every problem a :class:`ConfigError` naming the variant."""
+    from quantbench.exporters.quantize import QuantSettings
+
+    where = f"variant '{name}': "
+    if not isinstance(quant, dict):
+        raise bad(where, "quant", "a table", quant, "variants.quant")
+    check_table(quant, QuantSettings, f"variant '{name}'", where, "variants")
+    try:
+        return QuantSettings.from_dict(quant)
+    except (ValueError, TypeError) as exc:  # a rule across keys (QuantSettings.__post_init__)
+        raise ConfigError(f"{where}{first_line(exc)}", keys="variants.quant") from None
+
+
 @dataclass
 class VariantConfig:
     """``[[variants]]``: fp32, fp16, or int8 with quantization settings (the keys of
@@ -255,17 +277,13 @@ class VariantConfig:
             raise ConfigError(f"{where}quantization keys given for a {self.precision} variant",
                               keys="variants.precision")
         if self.precision == "int8":
-            from .variants import quant_settings
-
-            self.settings = quant_settings(self.quant, self.name)
+            self.settings = parse_quant_settings(self.quant, self.name)
 
     def quant_settings(self) -> Any:
         """The variant's :class:`QuantSettings` (int8 only), parsed once; wrong keys, types or ranges raise
         :class:`ConfigError`."""
         if self.settings is None:
-            from .variants import quant_settings
-
-            self.settings = quant_settings(self.quant, self.name)
+            self.settings = parse_quant_settings(self.quant, self.name)
         return self.settings
 
     def resolve_paths(self, base: str | os.PathLike) -> None:

@@ -1,44 +1,21 @@
 """``[[variants]]`` tables → :class:`~.schema.VariantConfig` s: a list value of a quantization key sweeps it
-(one variant per combination), and each int8 variant's settings are parsed once into the typed
-:class:`~quantbench.exporters.quantize.QuantSettings` (whose field declarations hold the keys' types,
-bounds and help)."""
+(one variant per combination, named ``int8[calibration=entropy]``), and ``--variants`` picks them by name.
+Each variant's settings are then parsed once, typed, by :meth:`VariantConfig.validate`."""
 from __future__ import annotations
 
 import difflib
+from dataclasses import fields
 from typing import Any
 
-from .errors import ConfigError, first_line
+from .errors import ConfigError
+from .schema import VariantConfig, quant_keys
 from .sweeps import combinations
-from .validate import bad, check_keys, check_table, no_duplicates
+from .validate import bad, check_keys, no_duplicates
 
 # Quantization keys whose value is itself a list: they are swept only when given a list of lists.
 LIST_VALUED_KEYS = ("op_types", "exclude_nodes", "calib_classes")
-# The keys of a [[variants]] table besides the quantization keys (declared on VariantConfig).
-BASE_KEYS = ("name", "precision", "builder", "calibrator", "onnx")
-
-
-def quant_keys() -> set[str]:
-    """The quantization keys a ``[[variants]]`` table may hold (the fields of ``QuantSettings``)."""
-    from quantbench.exporters.quantize import QuantSettings
-
-    from .validate import field_names
-
-    return field_names(QuantSettings)
-
-
-def quant_settings(quant: dict[str, Any], name: str) -> Any:
-    """``quant`` (a variant's quantization keys) as a :class:`QuantSettings`: the keys, types and lower bounds
-    its fields declare, then its own rules across keys; every problem a :class:`ConfigError` naming the variant."""
-    from quantbench.exporters.quantize import QuantSettings
-
-    where = f"variant '{name}': "
-    if not isinstance(quant, dict):
-        raise bad(where, "quant", "a table", quant, "variants.quant")
-    check_table(quant, QuantSettings, f"variant '{name}'", where, "variants")
-    try:
-        return QuantSettings.from_dict(quant)
-    except (ValueError, TypeError) as exc:  # a rule across keys (QuantSettings.__post_init__)
-        raise ConfigError(f"{where}{first_line(exc)}", keys="variants.quant") from None
+# The keys of a [[variants]] table besides the quantization keys: VariantConfig's declared ones.
+BASE_KEYS = tuple(f.name for f in fields(VariantConfig) if "help" in f.metadata)
 
 
 def sweep_label(value: Any) -> str:
@@ -76,12 +53,10 @@ def _swept_keys(raw: dict[str, Any], qkeys: set[str], where: str) -> list[str]:
     return swept
 
 
-def parse_variant(raw: Any, i: int) -> list[Any]:
+def parse_variant(raw: Any, i: int) -> list[VariantConfig]:
     """One [[variants]] table as :class:`VariantConfig` s; a list value of a quantization key expands it into
     one variant per combination of the listed values (in the order they are given). Values are checked
     by :meth:`VariantConfig.validate`."""
-    from .schema import VariantConfig
-
     where = f"variants[{i}]"
     if not isinstance(raw, dict) or "name" not in raw:
         raise ConfigError(f"{where} must be a table with a 'name'")

@@ -33,7 +33,8 @@ def test_dump_config_round_trips():
     ({"models": ["m"], "variants": [{"name": "a"}, {"name": "a"}]}, "duplicate variant"),
     ({"models": [], "variants": [{"name": "a"}]}, "no [[models]]"),
     ({"run": {"min_iters": "ten"}, "models": ["m"], "variants": [{"name": "a"}]}, "run.min_iters must be"),
-    ({"run": {"batch_sizes": [0]}, "models": ["m"], "variants": [{"name": "a"}]}, "run.batch_sizes must be a list of integers >= 1"),
+    ({"run": {"batch_sizes": [0]}, "models": ["m"], "variants": [{"name": "a"}]},
+     "run.batch_sizes must be a list of integers >= 1"),
     ({"models": ["m"], "variants": [{"name": "a", "builder": "trt-calibrate"}]}, "needs calibrator"),
 ])
 def test_bad_configs_name_the_problem(doc, expected):
@@ -67,7 +68,8 @@ def _doc(run=None, model=None, variant=None, options=None):
 
 
 @pytest.mark.parametrize("doc, expected", [
-    (_doc(variant={"name": "q", "per_channel": "false"}), "variant 'q': per_channel must be true or false, not \"false\""),
+    (_doc(variant={"name": "q", "per_channel": "false"}),
+     "variant 'q': per_channel must be true or false, not \"false\""),
     (_doc(variant={"name": "q", "op_types": "Conv"}), "variant 'q': op_types must be a list of strings, not \"Conv\""),
     (_doc(variant={"name": "q", "calib_classes": [0.5]}), "variant 'q': calib_classes must be a list of integers"),
     (_doc(variant={"name": "q", "calib_samples": 0}), "variant 'q': calib_samples"),
@@ -83,7 +85,8 @@ def _doc(run=None, model=None, variant=None, options=None):
     (_doc(model={"labels": "/nonexistent/labels.txt"}), "labels file not found"),
     (_doc(model={"dataset": ""}), "dataset is empty"),
     (_doc(model={"dataset": {"classes": ["a"]}}), "dataset needs 'spec'"),
-    (_doc(model={"preprocess": {"chanels": 1}}), "unknown key 'chanels' in the preprocess table of model 'fashion_cnn'"),
+    (_doc(model={"preprocess": {"chanels": 1}}),
+     "unknown key 'chanels' in the preprocess table of model 'fashion_cnn'"),
     (_doc(model={"preprocess": {"resize": 224}}), "preprocess.resize must be [height, width] (integers >= 1), not 224"),
     (_doc(model={"preprocess": {"std": [0.0]}}), "preprocess.std must be finite numbers > 0"),
     (_doc(model={"preprocess": {"layout": "CHW"}}), "preprocess.layout must be one of NCHW, NHWC"),

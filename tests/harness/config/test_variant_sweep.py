@@ -123,7 +123,8 @@ def test_cli_rows_carry_the_sweep_sizes_and_what_ran(tmp_path, shared_cache):
     assert proc.returncode == 0, proc.stderr + proc.stdout
     rows = {r["variant"]: r for r in read_rows(tmp_path / "out" / "results.jsonl").rows}
     assert set(rows) == {"fp32", "w[weight_bits=8]", "w[weight_bits=4]", "w[weight_bits=3]", "dyn"}
-    fp32, w8, w4, w3, dyn = (rows[k] for k in ("fp32", "w[weight_bits=8]", "w[weight_bits=4]", "w[weight_bits=3]", "dyn"))
+    fp32, w8, w4, w3, dyn = (rows[k] for k in
+                             ("fp32", "w[weight_bits=8]", "w[weight_bits=4]", "w[weight_bits=3]", "dyn"))
     for r in (w8, w4, w3):
         assert r["sweep_base"] == "w" and r["sweep"] == {"weight_bits": r["variant_settings"]["weight_bits"]}
     assert fp32["sweep"] == {} and fp32["sweep_base"] is None and fp32["packed_size_bytes"] is None
