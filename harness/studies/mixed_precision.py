@@ -23,7 +23,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-# Measured fields a step row keeps from the cell (what they mean: see harness/results/store.py).
+# Measured fields a step row keeps from the cell (what they mean: quantbench/common/row.py, docs/row-schema.md).
 STEP_FIELDS = ("status", "error", "top1", "top5", "agreement_top1", "max_abs_err", "eval_samples", "accuracy_note",
                "compute_p50_ms", "compute_p99_ms", "compute_mean_ms", "iterations", "stop_reason", "timing_valid",
                "speedup_interleaved", "speedup_interleaved_rounds", "speedup_error", "exec_precision",

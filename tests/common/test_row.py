@@ -97,3 +97,10 @@ def test_the_readers_type_checks_cover_what_the_report_reader_checked():
                         ("number_list", lists)):
         for name in names:
             assert value_kind(FIELDS[name].type) == kind, name
+
+
+def test_the_fields_a_budget_step_keeps_from_its_cell_are_row_fields():
+    """mixed_precision's step rows copy these from a measured cell: each must be a Row field (documented there)."""
+    from quantbench.harness.studies.mixed_precision import STEP_FIELDS
+
+    assert [f for f in STEP_FIELDS if f not in FIELDS] == []
