@@ -143,7 +143,7 @@ class QuantSettings:
                 raise ValueError(f"{key} must be QUInt8 or QInt8, not '{value}'{hint}")
         for key in _BOOLS:
             if not isinstance(getattr(self, key), bool):
-                raise ValueError(f"{key} must be true or false, not {_kind(getattr(self, key))}")  # noqa: TRY004
+                raise ValueError(f"{key} must be true or false, not {_kind(getattr(self, key))}")
         if self.symmetric_activation is not None and not isinstance(self.symmetric_activation, bool):
             raise ValueError(f"symmetric_activation must be true or false, not {_kind(self.symmetric_activation)}")
         declared = declared_fields(type(self))
@@ -179,7 +179,8 @@ class QuantSettings:
         if self.accuracy_budget is not None and (
                 isinstance(self.accuracy_budget, bool) or not isinstance(self.accuracy_budget, (int, float))
                 or not math.isfinite(self.accuracy_budget) or self.accuracy_budget < 0):
-            raise ValueError(f"accuracy_budget must be a number of top-1 points >= 0, not {_kind(self.accuracy_budget)}")
+            raise ValueError("accuracy_budget must be a number of top-1 points >= 0, "
+                             f"not {_kind(self.accuracy_budget)}")
 
     def _check_qat(self) -> None:
         defaults = {f.name: f.default for f in fields(self)}
@@ -217,8 +218,8 @@ class QuantSettings:
                                  f"not {_kind(self.weight_storage)}")
             allowed = {8: ("int8",), 4: ("int4", "simulated"), 3: ("simulated",)}[self.weight_bits]
             if self.weight_storage not in allowed:
-                raise ValueError(f"weight_storage '{self.weight_storage}' does not fit weight_bits = {self.weight_bits} "
-                                 f"(use {' or '.join(allowed)})")
+                raise ValueError(f"weight_storage '{self.weight_storage}' does not fit weight_bits = "
+                                 f"{self.weight_bits} (use {' or '.join(allowed)})")
         if self.weight_bits < 8 and (self.weight_type != "QInt8" or not self.symmetric_weight):
             raise ValueError(f"weight_bits = {self.weight_bits} uses a symmetric signed grid: "
                              "needs weight_type = 'QInt8' and symmetric_weight = true")
