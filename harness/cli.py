@@ -177,6 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from quantbench.harness.api import write_report
     from quantbench.harness.config import dump_toml, load_config
     from quantbench.harness.results.store import current_rows, read_rows, superseded_note
     from quantbench.harness.sweep.runner import run_sweep
@@ -269,28 +270,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(f"{summary.ran} cell(s) measured, {summary.failed} failed, {summary.skipped} skipped, "
                   f"{summary.already} already done — {wall:.0f} s; results: {summary.results_path}", markup=False)
     if cfg.run.report:
-        _write_report([summary.results_path], out / "report.html", console, cfg.run.accuracy_budget_pts)
+        write_report(summary.results_path, lambda msg: console.print(_styled(msg)), cfg.run.accuracy_budget_pts)
     if summary.ran == 0 and not summary.already:
         _console(stderr=True).print("[bold red]error:[/bold red] no cell was measured: " + escape(
             "; ".join(f"{n}: {r}" for n, r in summary.unavailable.items()) or "every cell failed or was skipped"))
         return EXIT_FAILED_CELLS
     return EXIT_FAILED_CELLS if summary.failed else EXIT_OK
-
-
-def _write_report(paths: list[Path], out: Path, console: Any, budget_pts: float | None = None) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("plotly") is None or importlib.util.find_spec("quantbench.reports.html") is None:
-        console.print("HTML report skipped: pip install .[report]", style="dim", markup=False)
-        return
-    from quantbench.reports import build_report, render_html
-
-    try:
-        render_html(build_report(paths), out, **({} if budget_pts is None else {"budget_pts": budget_pts}))
-        console.print(f"report: {out}", markup=False)
-    except Exception as exc:  # noqa: BLE001 - a report problem must not fail a finished sweep
-        console.print(f"report not written: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                      style="yellow", markup=False)
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -380,6 +365,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from quantbench.harness.api import write_report
     from quantbench.harness.config import ConfigError, load_config
     from quantbench.harness.studies.sensitivity import SensitivityOptions, run_study
     from quantbench.reports.console_sensitivity import render_console
@@ -414,15 +400,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     console.print(f"rows: {out / 'sensitivity.jsonl'} — {time.perf_counter() - t0:.0f} s" if written else
                   f"no rows written — {time.perf_counter() - t0:.0f} s", markup=False)
     if written and cfg.run.report and not args.no_report:
-        import importlib.util
-
-        if importlib.util.find_spec("plotly") is None:
-            console.print("HTML report skipped: pip install .[report]", style="dim", markup=False)
-        else:
-            from quantbench.reports.sensitivity import write_sensitivity_report
-
-            console.print(f"report: {write_sensitivity_report([out / 'sensitivity.jsonl'], out / 'sensitivity.html')}",
-                          markup=False)
+        write_report(out / "sensitivity.jsonl", lambda msg: console.print(_styled(msg)))
     return EXIT_FAILED_CELLS if any(r.error for r in results) else EXIT_OK
 
 
