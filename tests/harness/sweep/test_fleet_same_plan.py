@@ -142,6 +142,7 @@ def test_local_and_ray_plan_the_same_cells_decisions_and_messages(sweeps, monkey
     assert said(ray_logs, ray) == said(local_logs, local)
 
 
+@pytest.mark.slow
 def test_rows_about_the_sweep_are_written_alike(sweeps, tmp_path):
     """A runtime asked for that nothing offers: one skipped row, with the same message, on both launchers
     (the fleet's row also says it is about no target)."""
