@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from quantbench.harness.config.schema import ConfigError, ModelConfig, SweepConfig, VariantConfig
+from quantbench.harness.config.errors import ConfigError
+from quantbench.harness.config.schema import ModelConfig, SweepConfig, VariantConfig
 
 
 @dataclass(frozen=True)

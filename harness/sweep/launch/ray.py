@@ -18,13 +18,14 @@ fails that cell only (it is a contained subprocess).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from quantbench.common.subproc import signal_guard
-from quantbench.harness.config.schema import first_line
+from quantbench.harness.config.errors import first_line
+from quantbench.harness.config.schema import SweepConfig
 from quantbench.harness.measure.cell import CellSpec
 from quantbench.harness.sweep.launch.base import Finish, Launcher, job_spec
 from quantbench.harness.sweep.launch.ray_cluster import (
@@ -57,7 +58,7 @@ class RayLauncher(Launcher):
 
     name = "ray"
 
-    def __init__(self, cfg: Any, log: Any) -> None:
+    def __init__(self, cfg: SweepConfig, log: Callable[[str], None]) -> None:
         super().__init__(cfg, log)
         self.ray: Any = None
         self.nodes: list[Node] = []

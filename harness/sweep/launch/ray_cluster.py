@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from quantbench.harness.config.schema import first_line
+from quantbench.harness.config.errors import first_line
 from quantbench.harness.sweep.output import RunError
 from quantbench.harness.sweep.resources import SLOT, device_kind, split_runtime_resource
 
