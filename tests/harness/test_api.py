@@ -24,7 +24,8 @@ def _python(code: str, cwd, cache) -> subprocess.CompletedProcess:
 
 def test_import_is_light_and_lists_the_api(tmp_path, shared_cache):
     proc = _python("import sys, quantbench\n"
-                   "heavy = [m for m in ('numpy', 'pandas', 'rich', 'onnx', 'onnxruntime', 'torch') if m in sys.modules]\n"
+                   "heavy = [m for m in ('numpy', 'pandas', 'rich', 'onnx', 'onnxruntime', 'torch')"
+                   " if m in sys.modules]\n"
                    "print(heavy)\n"
                    "print(sorted(n for n in quantbench.__all__ if not callable(getattr(quantbench, n))))\n",
                    tmp_path, shared_cache)

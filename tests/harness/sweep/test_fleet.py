@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from quantbench.harness.config import parse_config
+from quantbench.harness.results.store import read_rows
 from quantbench.harness.sweep.environment import fingerprint
 from quantbench.harness.sweep.resources import SLOT, cpu_kind
-from quantbench.harness.results.store import read_rows
 from quantbench.harness.sweep.runner import run_sweep
 from quantbench.reports.model import build_report
 
@@ -319,7 +320,8 @@ def test_cli_an_address_that_accepts_but_is_not_ray_fails_in_one_line(tmp_path, 
     why = ("nothing answers at 127.0.0.1:{p} within 3 s" if answer is None else
            "no Ray cluster answers at 127.0.0.1:{p} (an HTTP error, not a gRPC answer)").format(p=fake.port)
     assert res.stderr.strip().splitlines() == [
-        f"error: cannot connect to the Ray cluster at '127.0.0.1:{fake.port}': {why} (is `ray start --head` running there?)"]
+        f"error: cannot connect to the Ray cluster at '127.0.0.1:{fake.port}': {why} "
+        "(is `ray start --head` running there?)"]
 
 
 def test_the_probe_accepts_a_grpc_answer_and_gives_up_within_its_timeout(monkeypatch):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from quantbench.harness.config import ConfigError, parse_config
 from quantbench.harness.sweep.launch.ray_cells import data_mismatch
 from quantbench.harness.sweep.resources import (
@@ -23,7 +24,6 @@ from quantbench.harness.sweep.resources import (
     split_runtime_resource,
     target_covers,
 )
-
 from tests.harness.conftest import ROOT
 
 BASE = {"models": ["fashion_cnn"], "variants": [{"name": "fp32"}]}

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from quantbench.harness.measure.cell import (
     CellSpec,
     MeasureSettings,
@@ -14,7 +15,6 @@ from quantbench.harness.measure.cell import (
     measure_cell,
 )
 from quantbench.runtimes import Artifact, create_runtime
-
 from tests.harness.sweep.test_runner_resume import SIDE, tiny_npz, tiny_onnx
 
 pytestmark = pytest.mark.ort_cpu

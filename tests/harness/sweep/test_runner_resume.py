@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from quantbench.harness.sweep import runner
+
 from quantbench.harness.config import parse_config
 from quantbench.harness.results.store import SCHEMA_VERSION, append_row, read_rows
+from quantbench.harness.sweep import runner
 from quantbench.harness.sweep.runner import run_sweep
 
 try:
@@ -46,6 +47,7 @@ def tiny_onnx(path: Path, seed: int = 0, side: int = SIDE) -> Path:
     """Flatten + Gemm to 10 classes, random weights from ``seed``, input (N, 1, side, side)."""
     import onnx
     from onnx import TensorProto, helper
+
     from quantbench.common.onnx_save import with_lowest_ir_version
 
     w = np.random.default_rng(seed).standard_normal((10, side * side)).astype(np.float32)

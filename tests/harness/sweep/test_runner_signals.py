@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+
 from quantbench.harness.config import parse_config
 from quantbench.harness.results.store import read_rows
 from quantbench.harness.sweep.runner import RunError, output_lock, run_sweep
-
 from tests.harness.conftest import ROOT
 from tests.harness.sweep.test_runner_resume import SIDE, tiny_npz
 
@@ -36,6 +36,7 @@ def loop_onnx(path: Path, side: int = SIDE) -> Path:
     """Flatten + Gemm, plus a Loop of floor(1e11 / N^6) empty iterations whose result is added to the logits."""
     import onnx
     from onnx import TensorProto, helper
+
     from quantbench.common.onnx_save import with_lowest_ir_version
 
     w = np.random.default_rng(0).standard_normal((10, side * side)).astype(np.float32)

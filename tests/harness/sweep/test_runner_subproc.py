@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from quantbench.common.subproc import PARENT_ENV, run_contained
 
 ROOT = Path(__file__).resolve().parents[2]
