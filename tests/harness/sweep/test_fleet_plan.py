@@ -2,6 +2,7 @@
 node's data check, and the one-line errors of ``run --ray``."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -177,3 +178,17 @@ def test_node_refuses_data_that_differs_from_the_drivers(tmp_path):
     assert "same data at the same path" in why
     missing = data_mismatch([{"what": "calibration data", "spec": f"npz:{tmp_path / 'gone.npz'}", "fingerprint": "x"}])
     assert missing.startswith("calibration data") and "cannot be opened here" in missing
+
+
+def test_a_fleet_cells_id_is_that_of_existing_fleet_results():
+    """A fleet cell's id is its local id hashed with its target, as fleet rows were written before the sweep was
+    planned once for every launcher (the values were computed by the FleetCell class of launch/ray.py at 89eb63b):
+    a fleet results folder still resumes."""
+    from quantbench.harness.config import load_config
+    from quantbench.harness.sweep.plan import Cell, RuntimeChoice
+
+    cfg = load_config(None)
+    here = Cell(0, cfg.models[0], cfg.variants[0], RuntimeChoice("ort-cpu", {"threads": 2}), "cpu", 1, {"source": "x"})
+    assert here.cell_id == "bf447788c349cf8f"
+    on = {t: dataclasses.replace(here, target=t).cell_id for t in ("gpu-H100", "cpu-amd-epyc-7763-64-core")}
+    assert on == {"gpu-H100": "56c308f392b5bb33", "cpu-amd-epyc-7763-64-core": "0f538750d1c0e066"}
