@@ -245,7 +245,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             library_logger.removeHandler(handler)
             library_logger.setLevel(level)
-    loaded = read_rows(summary.results_path)
+    loaded = read_rows(summary.results_path, check_types=True)  # as the report reads it: a mistyped field is "—"
+    if loaded.mistyped:
+        console.print(f"warning: {summary.results_path}: field(s) of the wrong type shown as missing: "
+                      f"{', '.join(sorted(loaded.mistyped))}", markup=False)
     rows = [r for r in loaded.rows if r.get("schema_version")]
     current, older = current_rows(rows)  # a rerun with other inputs: its rows, not the ones they replace
     if not args.all_generations:
