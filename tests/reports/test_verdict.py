@@ -6,6 +6,8 @@ computed with the real functions from counts, so they are self-consistent.
 from __future__ import annotations
 
 import pytest
+from rich.console import Console
+
 from quantbench.common.accuracy_stats import mcnemar_exact_p, paired_diff_ci
 from quantbench.harness.config import ConfigError, parse_config
 from quantbench.reports.console import render_console, render_verdict
@@ -18,7 +20,6 @@ from quantbench.reports.verdict import (
     verdict_lines,
     verdicts,
 )
-from rich.console import Console
 
 from .conftest import make_row, write_rows
 
