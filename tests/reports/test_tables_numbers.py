@@ -58,7 +58,7 @@ def test_variant_columns_relative_to_its_fp32_reference():
     assert v["p50"] == 0.5 and v["p99"] == 0.75 and v["io_p50"] == 0.1
     assert v["speedup"] == 2.5
     assert v["p50_pct"] == pytest.approx(40.0)  # 100 / 2.5, from the interleaved speedup
-    assert v["size_mb"] == pytest.approx(0.25)  # 250 000 bytes / 10⁶
+    assert v["size_mb"] == 0.25  # 250 000 bytes / 10⁶
     assert v["size_pct"] == pytest.approx(25.0)
     assert v["eval_wall"] == 2.0 and v["eval_wall_pct"] == pytest.approx(25.0)  # 2 s of FP32's 8 s
     assert (v["throughput"], v["params"], v["trainable"], v["non_trainable"]) == (2000.0, 1234, 1200, 34)
@@ -70,14 +70,15 @@ def test_variant_columns_relative_to_its_fp32_reference():
 
 
 def test_the_reference_row_has_its_own_values_and_no_relative_ones():
-    ref = _group([_fp32(), _row(1, "int8", speedup_interleaved=2.0)])["fp32"]
+    # an FP32 row timed against itself may carry a speedup (1.0): the reference still reads "ref"
+    ref = _group([_fp32(speedup_interleaved=1.0, weights=None), _row(1, "int8", speedup_interleaved=2.0)])["fp32"]
     assert ref["ref"] is True
     assert ref["top1"] == pytest.approx(90.0) and ref["agreement"] == pytest.approx(100.0)
     assert ref["size_mb"] == pytest.approx(1.0) and ref["p50"] == 2.0 and ref["eval_wall"] == 8.0
     for key in ("delta", "p50_pct", "speedup", "size_pct", "eval_wall_pct"):
         assert ref[key] is None, key
     assert ref["ran_as"] == "float"  # an int8 share is shown only where int8 ran
-    assert ref["settings"] == ""
+    assert ref["settings"] == "" and ref["weights"] == ""
 
 
 def test_percent_of_fp32_from_the_separate_p50s_only_without_a_speedup():
@@ -155,10 +156,10 @@ def test_a_prebuilt_fp32_file_is_not_the_reference():
 
 def test_rows_sort_by_runtime_batch_precision_then_name():
     rows = [dict(_row(1, "b-int8"), runtime_label="z"), dict(_row(2, "a-int8"), batch=8),
-            _row(3, "zz-int8"), _row(4, "aa-int8"), _row(5, "half", precision="fp16"), _fp32(6),
+            _row(3, "zz-int8"), _row(4, "aa-int8"), _row(5, "a-half", precision="fp16"), _fp32(6),
             dict(_row(7, "none"), batch=None)]
     (group,) = comparison_groups(Report(rows=rows)).values()
-    assert [r["variant"] for r in group] == ["none", "fp32", "half", "aa-int8", "zz-int8", "a-int8", "b-int8"]
+    assert [r["variant"] for r in group] == ["none", "fp32", "a-half", "aa-int8", "zz-int8", "a-int8", "b-int8"]
 
 
 def test_older_generation_rows_are_named_so():
@@ -180,7 +181,7 @@ def test_notes_say_why_a_value_is_missing_or_not_valid():
     assert g["bad"]["notes"]["p50"] == "timing not valid: stopped at max_time after 7 of 100 iterations"
     assert g["bad"]["timing"] == g["bad"]["notes"]["p50"]
     assert g["noisy"]["timing"] == NOISY_NOTE and g["noisy"]["notes"]["speedup"] == ""
-    assert g["odd"]["timing"] == DISAGREE_NOTE  # against its FP32 reference's p50
+    assert g["odd"]["timing"] == g["odd"]["notes"]["p50"] == DISAGREE_NOTE  # against its FP32 reference's p50
 
 
 # ---- cell_text -------------------------------------------------------------------------------------------
@@ -250,16 +251,18 @@ def _names(names: list[str], marks: dict, key: str) -> tuple[set[str], bool] | N
 
 
 def test_best_is_marked_only_where_it_stands_beyond_the_intervals():
-    fp32 = _fp32(top1=0.90, top1_ci95=[0.89, 0.91], agreement_ci95=[0.99, 1.0], compute_p50_ci95=[1.9, 2.1])
+    # the FP32 row paired with itself: Δ 0 [0, 0], which is no candidate (its cell reads "ref")
+    fp32 = _fp32(top1=0.90, top1_ci95=[0.89, 0.91], agreement_ci95=[0.99, 1.0], compute_p50_ci95=[1.9, 2.1],
+                 delta_top1=0.0, delta_top1_ci95=[0.0, 0.0])
     a = _row(1, "a", top1=0.80, top1_ci95=[0.79, 0.81], agreement_top1=0.9, agreement_ci95=[0.88, 0.92],
              compute_p50_ms=0.5, compute_p50_ci95=[0.49, 0.51], speedup_interleaved=4.0,
              speedup_interleaved_ci95=[3.9, 4.1], size_bytes=250_000, delta_top1=-0.10, delta_top1_ci95=[-0.11, -0.09])
-    b = _row(2, "b", top1=0.85, top1_ci95=[0.84, 0.86], agreement_top1=0.95, agreement_ci95=[0.94, 0.96],
+    b = _row(2, "b", top1=0.85, top1_ci95=[0.84, 0.86], agreement_top1=0.95, agreement_ci95=[0.94, 0.985],
              compute_p50_ms=1.0, compute_p50_ci95=[0.98, 1.02], speedup_interleaved=2.0,
              speedup_interleaved_ci95=[1.9, 2.1], size_bytes=500_000, delta_top1=-0.05, delta_top1_ci95=[-0.06, -0.04])
     names, marks = _ranked([fp32, a, b])
     assert _names(names, marks, "top1") == ({"fp32"}, True)  # max, intervals apart
-    assert _names(names, marks, "agreement") == ({"fp32"}, True)
+    assert _names(names, marks, "agreement") == ({"fp32"}, True)  # 99 > 98.5: apart, if only just
     assert _names(names, marks, "p50") == ({"a"}, True)  # min
     assert _names(names, marks, "speedup") == ({"a"}, True)  # the reference's "ref" is no candidate
     assert _names(names, marks, "delta") == ({"b"}, True)  # −5 [−6, −4] beats −10 [−11, −9]
@@ -271,12 +274,12 @@ def test_best_is_marked_only_where_it_stands_beyond_the_intervals():
 
 def test_overlapping_intervals_tie_with_the_best():
     fp32 = _fp32(top1=0.90, top1_ci95=[0.88, 0.92])
-    a = _row(1, "a", top1=0.89, top1_ci95=[0.87, 0.91], speedup_interleaved=2.0, speedup_interleaved_ci95=[1.8, 2.2],
+    a = _row(1, "a", top1=0.88, top1_ci95=[0.875, 0.885], speedup_interleaved=2.0, speedup_interleaved_ci95=[1.8, 2.2],
              size_bytes=250_000)
     b = _row(2, "b", top1=0.80, top1_ci95=[0.79, 0.81], speedup_interleaved=2.1, speedup_interleaved_ci95=[1.9, 2.3],
              size_bytes=250_000)
     names, marks = _ranked([fp32, a, b])
-    assert _names(names, marks, "top1") == ({"fp32", "a"}, False)
+    assert _names(names, marks, "top1") == ({"fp32", "a"}, False)  # 88 is not above 88.5: they overlap
     assert "speedup" not in marks  # both speed-ups overlap: every value ties, nothing is marked
     assert _names(names, marks, "size_mb") == ({"a", "b"}, False)  # equal sizes tie
 
@@ -304,25 +307,35 @@ def _on(host: str, i: int, variant: str, precision: str = "int8", **over) -> dic
 
 
 def test_cross_device_lines_use_each_devices_own_fp32():
-    rows = [_on("a", 0, "fp32", "fp32", compute_p50_ms=2.0),
+    rows = [_on("a", 0, "z-fp32", "fp32", compute_p50_ms=2.0, compute_p50_ci95=[1.98, 2.02],
+                speedup_error="the reference"),
             _on("a", 1, "int8", compute_p50_ms=0.5, speedup_interleaved=3.5, speedup_error=""),
-            _on("b", 2, "fp32", "fp32", compute_p50_ms=10.0),
+            _on("b", 2, "z-fp32", "fp32", compute_p50_ms=10.0),
             _on("b", 3, "int8", compute_p50_ms=8.0, speedup_interleaved=None, speedup_error="FP32 failed"),
             _on("b", 4, "int8", compute_p50_ms=4.0, speedup_interleaved=2.0, batch=8),
-            _on("a", 5, "half", "fp16", compute_p50_ms=1.0, speedup_interleaved=1.5, timing_noisy=True),
-            _on("solo", 6, "fp32", "fp32", model="only-one-device")]
+            _on("a", 5, "y-half", "fp16", compute_p50_ms=1.0, speedup_interleaved=1.5, timing_noisy=True),
+            # its own p50 says 2.0 / 0.4 = 5x with narrow intervals; interleaved it measured 1.2x [1.1, 1.3]
+            _on("a", 6, "int8-b", compute_p50_ms=0.4, compute_p50_ci95=[0.39, 0.41], speedup_interleaved=1.2,
+                speedup_interleaved_ci95=[1.1, 1.3]),
+            _on("b", 7, "int8-b", compute_p50_ms=9.0),
+            _on("a", 8, "fp32", "fp32", runtime_label="a-rt", compute_p50_ms=3.0),  # another runtime: its lines first
+            _on("solo", 9, "fp32", "fp32", model="a-one-device")]
     tables = cross_device_table(Report(rows=rows))
     assert list(tables) == ["m"]  # a model measured on one device has no cross-device table
     devices, lines = tables["m"]
     da, db = device_key(rows[0]), device_key(rows[2])
     assert devices == sorted([da, db])
+    # by runtime, batch, then FP32, FP16, the rest, then name
     assert [(ln["variant"], ln["runtime"], ln["batch"]) for ln in lines] == [
-        ("fp32", "ort-cpu", 1), ("half", "ort-cpu", 1), ("int8", "ort-cpu", 1), ("int8", "ort-cpu", 8)]
-    fp32, half, int8, int8_b8 = lines
+        ("fp32", "a-rt", 1), ("z-fp32", "ort-cpu", 1), ("y-half", "ort-cpu", 1), ("int8", "ort-cpu", 1),
+        ("int8-b", "ort-cpu", 1), ("int8", "ort-cpu", 8)]
+    other_rt, fp32, half, int8, int8_b, int8_b8 = lines
+    assert set(other_rt["devices"]) == {da} and other_rt["devices"][da]["ref"] is True
     assert fp32["devices"][da] == {"p50": 2.0, "speedup": 1.0, "ref": True, "note": "", "timing": ""}
     assert fp32["devices"][db]["ref"] is True and fp32["devices"][db]["p50"] == 10.0
     assert int8["devices"][da] == {"p50": 0.5, "speedup": 3.5, "ref": False, "note": "", "timing": ""}
     assert int8["devices"][db] == {"p50": 8.0, "speedup": None, "ref": False, "note": "FP32 failed", "timing": ""}
+    assert int8_b["devices"][da]["timing"] == DISAGREE_NOTE and int8_b["devices"][db]["p50"] == 9.0
     assert half["devices"][da]["timing"] == NOISY_NOTE and db not in half["devices"]
     assert set(int8_b8["devices"]) == {db}  # batch 8 has no FP32 on b: no "ref" anywhere, its own speedup
     assert int8_b8["devices"][db]["ref"] is False and int8_b8["devices"][db]["speedup"] == 2.0
