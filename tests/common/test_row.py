@@ -104,3 +104,14 @@ def test_the_fields_a_budget_step_keeps_from_its_cell_are_row_fields():
     from quantbench.harness.studies.mixed_precision import STEP_FIELDS
 
     assert [f for f in STEP_FIELDS if f not in FIELDS] == []
+
+
+def test_the_changelog_names_each_field_under_the_schema_version_that_added_it():
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "CHANGELOG.md").read_text(encoding="utf-8")
+    for version in range(2, SCHEMA_VERSION + 1):
+        section = re.search(rf"^### Row schema {version}\b(.*?)(?=^### |\Z)", text, re.M | re.S)
+        assert section, f"CHANGELOG.md has no 'Row schema {version}' section"
+        missing = [n for n, f in FIELDS.items() if f.doc.since == version and f"`{n}`" not in section.group(1)]
+        assert missing == [], f"Row fields added in schema {version} missing from CHANGELOG.md: {missing}"
