@@ -124,8 +124,8 @@ def run_sensitivity(job: dict[str, Any], progress: _Progress) -> None:
     t0 = time.perf_counter()
     build, in_memory = _node_builder(workdir, settings, todo[0][0] if todo else None)
     progress.emit(event="builder", in_memory=in_memory, seconds=round(time.perf_counter() - t0, 3))  # scan time too
+    report, t_scan, lock = Reporter(), time.perf_counter(), threading.Lock()  # the lanes' probe is scan time too
     lanes = _lanes(threads, len(todo)) if in_memory else 1  # quantize_static's fallback writes one file
-    report, t_scan, lock = Reporter(), time.perf_counter(), threading.Lock()
     done = first = len(candidates) - len(todo)
 
     def emit(**event: Any) -> None:
