@@ -84,3 +84,26 @@ def test_the_dumped_config_keeps_the_cell_ids():
     assert [v.identity() for v in again.variants] == [v.identity() for v in cfg.variants]
     assert [v.quant_settings() if v.precision == "int8" else None for v in again.variants] == [
         v.settings for v in cfg.variants]
+
+
+def test_variant_settings_are_parsed_once_and_handed_on_as_they_are(monkeypatch):
+    """Issue 17, finding 4: QuantSettings.from_dict ran in the config, in preparation and twice per TensorRT
+    cell. Now the config parses each int8 variant once; the exporters get that object, the subprocesses its
+    serialisation, which reads back to an equal object."""
+    from quantbench.exporters.quantize import QuantSettings
+    from quantbench.harness.sweep.prepare import variant_spec
+
+    calls = []
+    original = QuantSettings.from_dict.__func__
+    monkeypatch.setattr(QuantSettings, "from_dict", classmethod(lambda cls, d: calls.append(d) or original(cls, d)))
+    cfg = parse_config(MIXED)
+    int8 = [v for v in cfg.variants if v.precision == "int8"]
+    assert len(calls) == len(int8)
+    for v in int8:
+        for _ in range(3):
+            spec = variant_spec(v)
+            assert spec.quant is (v.settings if v.builder == "onnx" else None)
+        assert v.quant_settings() is v.settings
+    assert len(calls) == len(int8)
+    for v in int8:  # what a quantize/QAT/sensitivity worker receives, and reads back
+        assert original(QuantSettings, v.settings.to_config()) == v.settings
