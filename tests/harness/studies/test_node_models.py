@@ -143,6 +143,23 @@ def test_scan_numbers_equal_those_of_quantize_static_models_and_of_parallel_lane
                 assert nodes[n].get(key) == base[n].get(key), (other, n, key)
 
 
+def test_a_builder_that_breaks_falls_back_to_quantize_static_files(tmp_path, monkeypatch, capfd) -> None:
+    """An ORT whose quantizer internals moved (the in-memory build raises) still gets its scan, from files."""
+    from quantbench.harness.studies import sensitivity_worker as sw
+    from quantbench.harness.studies.node_models import NodeModels
+
+    def broken(self, **kw):
+        raise AttributeError("module 'qdq_quantizer' has no attribute 'quantize_onnx_initializer'")
+
+    monkeypatch.setattr(NodeModels, "build", broken)
+    job = _fashion_job(tmp_path)
+    workdir, settings, nodes = _prepared(job)
+    build, in_memory = sw._node_builder(workdir, settings, nodes[0])
+    assert in_memory is False
+    assert "failed (AttributeError: module 'qdq_quantizer'" in capfd.readouterr().err
+    assert Path(build(only=[nodes[0]])).is_file()
+
+
 def test_lanes_only_where_cores_are_idle(monkeypatch) -> None:
     """One lane with ORT's default threads (it takes every core) or one node; else as many lanes of ``threads``
     cores as the cores others leave idle, at most four."""
