@@ -243,3 +243,39 @@ def test_without_the_floor_nothing_is_probed(tmp_path, clock):
     assert result.pass_s[:2] == [CALIBRATION_RUN * 4] * 2
     # a reader that does not say how many samples it holds: no total in the progress
     assert seen == [(k, 2, i, None, None) for k in (1, 2) for i in range(1, 5)]
+
+
+# ---- what the ranges carry, and data that changes between the passes --------------------------------------
+
+@pytest.mark.parametrize(("method", "kind"), [("minmax", "MinMax"), ("entropy", "Entropy"), ("percentile", "Percentile"),
+                                              ("distribution", "Distribution"), ("mse", "MinMax")])
+def test_ranges_carry_the_method_quantize_static_is_called_with(tmp_path, method, kind):
+    """ORT's quantize_static refuses a calibration cache written under another method; "mse" ranges reach it
+    as plain ranges (MinMax)."""
+    from onnxruntime.quantization import CalibrationMethod
+    from quantbench.exporters.quantize import QuantSettings, static_quant_kwargs
+
+    x = _outlier_data(300)
+    model = _double(tmp_path / "m.onnx", x.shape[1])
+    result = calibrate(model, CalibrationConfig(method, num_bins=None if method == "minmax" else 512), Reader([x]),
+                       tmp_path, floor=False)
+    assert result.ranges.calibration_method == getattr(CalibrationMethod, kind)
+    wanted = static_quant_kwargs(QuantSettings(calibration=method), tmp_path / "cache.json")["calibrate_method"]
+    assert result.ranges.calibration_method == wanted
+
+
+class _DriftingReader(Reader):
+    """Its second pass reads other data than its first (a reader with random augmentation, say)."""
+
+    def rewind(self) -> None:
+        super().rewind()
+        self.batches = [b * 2 for b in self.batches] if getattr(self, "_read_once", False) else self.batches
+        self._read_once = True
+
+
+def test_data_that_changes_between_the_passes_is_refused_naming_the_tensor(tmp_path):
+    x = _outlier_data(300)
+    model = _double(tmp_path / "m.onnx", x.shape[1])
+    with pytest.raises(ValueError, match=r"^activation 'x' left the range measured in pass 1: calibration passes "
+                                         r"disagree \(non-deterministic model\?\)$"):
+        calibrate(model, CalibrationConfig("entropy", num_bins=512), _DriftingReader([x]), tmp_path, floor=False)
