@@ -247,12 +247,14 @@ def test_without_the_floor_nothing_is_probed(tmp_path, clock):
 
 # ---- what the ranges carry, and data that changes between the passes --------------------------------------
 
-@pytest.mark.parametrize(("method", "kind"), [("minmax", "MinMax"), ("entropy", "Entropy"), ("percentile", "Percentile"),
-                                              ("distribution", "Distribution"), ("mse", "MinMax")])
+@pytest.mark.parametrize(("method", "kind"), [("minmax", "MinMax"), ("entropy", "Entropy"),
+                                              ("percentile", "Percentile"), ("distribution", "Distribution"),
+                                              ("mse", "MinMax")])
 def test_ranges_carry_the_method_quantize_static_is_called_with(tmp_path, method, kind):
     """ORT's quantize_static refuses a calibration cache written under another method; "mse" ranges reach it
     as plain ranges (MinMax)."""
     from onnxruntime.quantization import CalibrationMethod
+
     from quantbench.exporters.quantize import QuantSettings, static_quant_kwargs
 
     x = _outlier_data(300)
