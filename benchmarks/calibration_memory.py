@@ -145,7 +145,8 @@ def run_method(args: argparse.Namespace, method: str, work: Path, cache: Path) -
 
 
 def _counting(row: dict[str, Any]) -> str:
-    return f" (pass 2 counting {row['count_s']:.1f} s)" if row.get("count_s") is not None else ""
+    """Pass 2's numpy binning time (a worker thread beside ORT's runs, so it overlaps the pass's time)."""
+    return f" (pass 2 binning {row['count_s']:.1f} s beside ORT)" if row.get("count_s") is not None else ""
 
 
 def main(argv: list[str] | None = None) -> int:

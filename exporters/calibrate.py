@@ -4,14 +4,15 @@ ORT's histogram calibrators build a histogram per ``collect_data`` call and merg
 by growing the first call's bins, so Entropy/Percentile thresholds changed with the micro-batch
 size and with the batch order (and they keep every activation of a call alive). Here:
 
-1. pass 1 runs a copy of the model whose outputs are the calibrated tensors themselves, written by
-   ONNX Runtime into buffers allocated once (IO binding), and numpy takes each tensor's min and max
-   over all the calibration data; MinMax stops here;
-2. pass 2 (histogram methods) runs the same session again and numpy counts each value in ``num_bins``
-   equal bins over the range fixed by pass 1, with counts equal to ``numpy.histogram``'s bin for bin
-   (:class:`_Histograms`: a float32 estimate of the bin that is checked, per tensor and before any
-   value is counted, to land within one bin of numpy's at every edge, then one comparison with the
-   edge; numpy's own ``histogram`` where that check fails), so each sample only adds integer counts;
+1. pass 1 runs a copy of the model whose only outputs are each calibrated tensor's min and max
+   (Reshape + ReduceMin/ReduceMax inside ONNX Runtime, right after each producer: a few bytes per
+   tensor) over all the calibration data; MinMax stops here;
+2. pass 2 (histogram methods) runs a copy whose outputs are the calibrated tensors themselves, written
+   by ONNX Runtime into buffers allocated once (IO binding), and numpy counts each value in
+   ``num_bins`` equal bins over the range fixed by pass 1, with counts equal to ``numpy.histogram``'s
+   bin for bin (:class:`_Histograms`: a float32 estimate of the bin, checked per tensor before any value
+   is counted to land within one bin of numpy's at every edge, then one comparison with the edge;
+   numpy's own ``histogram`` where that check fails), so each sample only adds integer counts;
 3. ORT's own ``HistogramCollector`` turns those histograms into thresholds, so "Entropy",
    "Percentile" and "Distribution" are ORT's algorithms, on the very histograms ORT's calibrators
    build when one ``collect_data`` call sees all the data (symmetric Percentile bins |x| over
@@ -22,10 +23,11 @@ size and with the batch order (and they keep every activation of a call alive). 
 Every ORT run gets exactly one sample: ORT's convolutions take other code paths for one or two
 samples than for eight (the last bits of the activations differed), so only a fixed run size makes
 each sample's activations, and hence every threshold, independent of how the reader batches.
-Numpy reads one sample's activations in a worker thread while ORT computes the next sample's into a
-second set of buffers (ORT's run releases the GIL), so the passes cost about one forward each plus what
-the counting adds to the cores; the session runs without ORT's CPU memory arena, and the process holds
-the weights and two samples' calibrated activations (one when two would exceed ``PIPELINE_BYTES``).
+The sessions run without ORT's CPU memory arena, pass 1's in node order with each probe right after its
+producer, so one run holds little more than the weights. In pass 2 numpy reads one sample's activations
+in a worker thread while ORT computes the next sample's into a second set of buffers (ORT's run releases
+the GIL): the process holds the weights and two samples' calibrated activations (one when two would
+exceed ``PIPELINE_BYTES``), and the counting overlaps the forward passes where cores are free.
 
 The **floor** of a calibration is what its forward passes cost on their own: the plain FP32 model
 (ORT's default optimisations, the same threads, idle threads sleeping, one sample per run as calibration
@@ -240,16 +242,18 @@ def write_bin_model(model: Any, tensors: list[str], graph_inputs: set[str], hist
     return outputs
 
 
-def write_activation_model(model: Any, tensors: list[str], graph_inputs: set[str], path: Path) -> list[str]:
+def write_activation_model(model: Any, tensors: list[str], graph_inputs: set[str], path: Path,
+                           value_types: dict[str, int] | None = None) -> list[str]:
     """Save a copy of ``model`` whose outputs are ``tensors`` themselves as float32 (a Cast where a tensor is
-    of another float type, an Identity where it is a graph input); returns the output names, in order."""
+    of another float type, an Identity where it is a graph input); returns the output names, in order.
+    ``value_types``: each tensor's element type (default: from ``model``'s value infos)."""
     from onnx import TensorProto, helper
 
     from quantbench.common.onnx_save import save_model
 
+    if value_types is None:
+        value_types = _value_types(model)
     del model.graph.output[:]
-    value_types = {vi.name: vi.type.tensor_type.elem_type for vi in
-                   list(model.graph.value_info) + list(model.graph.input)}
     outputs = []
     for i, t in enumerate(tensors):
         out = t
@@ -263,6 +267,11 @@ def write_activation_model(model: Any, tensors: list[str], graph_inputs: set[str
         outputs.append(out)
     save_model(model, path)
     return outputs
+
+
+def _value_types(model: Any) -> dict[str, int]:
+    return {vi.name: vi.type.tensor_type.elem_type
+            for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
 
 
 def _session(path: Path, threads: int) -> Any:
@@ -516,23 +525,6 @@ def _estimate_is_exact(edges: np.ndarray) -> bool:
                     and np.all(ours(first) >= k) and np.all(ours(last) <= k + 1))
 
 
-class _Ranges:
-    """Running min and max of each tensor (and min |x| with ``absolute``), as the pass-1 consumer."""
-
-    def __init__(self, tensors: list[str], absolute: bool) -> None:
-        self.tensors, self.absolute = tensors, absolute
-        self.lows = {t: np.float32(np.inf) for t in tensors}
-        self.highs = {t: np.float32(-np.inf) for t in tensors}
-        self.abs_lows = {t: np.float32(np.inf) for t in tensors}
-
-    def add(self, arrays: list[np.ndarray]) -> None:
-        for t, x in zip(self.tensors, arrays, strict=True):
-            self.lows[t] = np.minimum(self.lows[t], x.min())  # NaN propagates: caught after the pass
-            self.highs[t] = np.maximum(self.highs[t], x.max())
-            if self.absolute:
-                self.abs_lows[t] = np.minimum(self.abs_lows[t], np.abs(x).min())
-
-
 def _run_pass(k: int, passes: int, runs: _ActivationRuns, reader: Any, consume: Callable[[list[np.ndarray]], None],
               fl: _Floor | None, report: ProgressFn, total: int | None) -> tuple[float, int]:
     """Pass ``k`` of ``passes``: every sample through ``runs``, ``consume`` reading each sample's activations in
@@ -572,6 +564,7 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     once per pass. The result depends on the data and ``config`` only, not on how the reader batches
     or orders the samples. ``progress`` is called after every sample; ``floor`` measures the floor.
     """
+    import onnx
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 
@@ -587,28 +580,44 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     graph_inputs = {i.name for i in model.graph.input} - {i.name for i in model.graph.initializer}
     per_sample = activation_bytes_per_sample(model)
     absolute = method == "percentile" and config.symmetric  # ORT's collect_absolute_value: bins |x|
-    outputs = write_activation_model(model, tensors, graph_inputs, tmp / "calib_activations.onnx")
+    value_types = _value_types(model)
+    range_outputs = write_range_model(model, tensors, graph_inputs, tmp / "calib_range.onnx", abs_min=absolute)
+    per_tensor = len(range_outputs) // len(tensors)
     del model
     total = _total_samples(reader)
     passes_n = 2 if histogram else 1
     fl = _Floor(Path(model_path), config.threads, total) if floor else None
     report = progress or (lambda *_: None)
-    t0 = time.perf_counter()
-    runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads)
-    open_s = time.perf_counter() - t0  # counted in pass 1, as its session
 
-    # Pass 1: exact min and max of every tensor over all the data.
-    stats = _Ranges(tensors, absolute)
-    elapsed, samples = _run_pass(1, passes_n, runs, reader, stats.add, fl, report, total)
+    # Pass 1: exact min and max of every tensor over all the data (reduced inside ORT, right after each
+    # producer while its output is in cache: cheaper than handing every activation to numpy).
+    t0 = time.perf_counter()
+    probe_s = 0.0
+    session = _session(tmp / "calib_range.onnx", config.threads)
+    lows = {t: np.float32(np.inf) for t in tensors}
+    highs = {t: np.float32(-np.inf) for t in tensors}
+    abs_lows = {t: np.float32(np.inf) for t in tensors}
+    samples = 0
+    for feed in _samples(reader):
+        values = session.run(range_outputs, feed)
+        for k, t in enumerate(tensors):
+            lows[t] = np.minimum(lows[t], np.float32(values[per_tensor * k]))  # NaN propagates: caught below
+            highs[t] = np.maximum(highs[t], np.float32(values[per_tensor * k + 1]))
+            if absolute:
+                abs_lows[t] = np.minimum(abs_lows[t], np.float32(values[per_tensor * k + 2]))
+        if fl is not None:
+            probe_s += fl.probe(samples, feed)
+        samples += 1
+        report(1, passes_n, samples, total, fl.per_sample if fl else None)
+    del session
     if samples == 0:
         raise ValueError("calibration reader produced no batches")
-    lows, highs = stats.lows, stats.highs
     bad = [t for t in tensors if not (np.isfinite(lows[t]) and np.isfinite(highs[t]))]
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise ValueError(f"activation '{bad[0]}' has non-finite values (min {lows[bad[0]]}, max {highs[bad[0]]}) "
                          f"on the calibration data{more}")
-    passes = [open_s + elapsed]
+    passes = [time.perf_counter() - t0 - probe_s]
 
     def floor_s() -> float | None:
         per = fl.per_sample if fl else None
@@ -624,9 +633,10 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
 
     # Pass 2: histograms over the ranges fixed by pass 1: the range ORT's collector bins (np.histogram of
     # all the data: |x| over [min|x|, max|x|], x over [-max|x|, max|x|]), or torch's [min, max] for "mse".
+    t0 = time.perf_counter()
     tops = {t: np.float32(max(abs(lows[t]), abs(highs[t]))) for t in tensors}
     if absolute:
-        ranges = {t: (stats.abs_lows[t], tops[t]) for t in tensors}
+        ranges = {t: (abs_lows[t], tops[t]) for t in tensors}
     elif method == "mse":
         ranges = {t: (lows[t], highs[t]) for t in tensors}
     else:
@@ -640,9 +650,13 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
             hists.add_values(t, values)
         count_s[0] += time.perf_counter() - tc
 
+    outputs = write_activation_model(onnx.load(str(model_path)), tensors, graph_inputs, tmp / "calib_activations.onnx",
+                                     value_types)
+    runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads)
+    setup_s = time.perf_counter() - t0
     elapsed, _ = _run_pass(2, passes_n, runs, reader, count, fl, report, total)
     del runs
-    passes.append(elapsed)
+    passes.append(setup_s + elapsed)
 
     t0 = time.perf_counter()
     ranges = _thresholds(method, hists, lows, highs, config)

@@ -144,29 +144,33 @@ def _direct(model_path, samples, tensors):
 
 def test_slow_consumer_still_reads_each_samples_own_activations(tmp_path, monkeypatch):
     """ORT writes the next sample while numpy reads the last: a consumer slower than ORT must not see a
-    buffer being overwritten. Pass 1 records every sample's min/max; they equal a plain session's."""
+    buffer being overwritten. Pass 2 sees every sample's own values (their max per tensor equals a plain
+    session's, sample by sample), in a worker thread, and the thresholds equal a fast consumer's."""
     model = _conv_relu_model(tmp_path / "m.onnx", width=8)
     rng = np.random.default_rng(5)
     samples = [rng.standard_normal((3, 1, 8, 8)).astype(np.float32) * (k + 1) for k in range(4)]
-    seen: list[tuple[float, ...]] = []
-    add = cal._Ranges.add
+    config = CalibrationConfig("entropy", num_bins=128, op_types=("Conv", "Relu"))
+    (tmp_path / "fast").mkdir()
+    fast = calibrate(model, config, _Reader(samples), tmp_path / "fast")
+    seen: list[tuple[str, float]] = []
+    add = cal._Histograms.add_values
     consumers = set()
 
-    def slow_add(self, arrays):
+    def slow_add(self, name, values):
         consumers.add(threading.get_ident())
-        time.sleep(0.02)
-        seen.append(tuple(float(a.max()) for a in arrays))
-        add(self, arrays)
+        time.sleep(0.002)
+        seen.append((name, float(values.max())))
+        add(self, name, values)
 
-    monkeypatch.setattr(cal._Ranges, "add", slow_add)
-    result = calibrate(model, CalibrationConfig("minmax", op_types=("Conv", "Relu")), _Reader(samples), tmp_path)
-    tensors = sorted(result.ranges)
+    monkeypatch.setattr(cal._Histograms, "add_values", slow_add)
+    slow = calibrate(model, config, _Reader(samples), tmp_path)
+    tensors = sorted(slow.ranges)
     values = _direct(model, samples, tensors)
     per_sample = {t: np.split(values[t], 12) for t in tensors}
-    assert seen == [tuple(float(per_sample[t][i].max()) for t in tensors) for i in range(12)]
+    assert seen == [(t, float(per_sample[t][i].max())) for i in range(12) for t in tensors]
     assert threading.get_ident() not in consumers  # numpy read them beside ORT, in a worker
     for t in tensors:
-        assert [float(v) for v in result.ranges[t].range_value] == [float(values[t].min()), float(values[t].max())]
+        assert [float(v) for v in slow.ranges[t].range_value] == [float(v) for v in fast.ranges[t].range_value]
 
 
 @pytest.mark.parametrize("method", ["entropy", "mse", "percentile"])
