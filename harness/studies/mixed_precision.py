@@ -78,7 +78,8 @@ def search(cfg: Any, pm: Any, v: Any, qs: Any, budget: float, ranking: list[str]
            base: dict[str, Any], study: Any, log: Callable[[str], None]) -> None:
     """Greedy search; fills ``study.budget_steps`` (one row per step) and ``study.budget`` (the outcome)."""
     from quantbench.harness.measure.cell import CellSpec, MeasureSettings
-    from quantbench.harness.studies.sensitivity import _now, run_worker_job
+    from quantbench.harness.studies.worker_jobs import now as _now
+    from quantbench.harness.studies.worker_jobs import run_worker_job
     from quantbench.harness.sweep.launch.local import run_worker
 
     if not pm.labels_meaningful:

@@ -123,7 +123,7 @@ def test_one_line(exc, line):
 def test_sensitivity_jobs_restart_after_the_node_that_hangs(tmp_path, monkeypatch):
     """The sensitivity parent's restart rule on this protocol: a worker that timed out after finishing nodes
     goes on where it stopped; a node that alone uses up the timeout is recorded as failed, saying so."""
-    from quantbench.harness.studies.sensitivity import run_worker_job
+    from quantbench.harness.studies.worker_jobs import run_worker_job
 
     real = worker_protocol.run_worker
     monkeypatch.setattr(worker_protocol, "run_worker", lambda module, *a, **kw: real(FAKE, *a, **kw))
@@ -139,7 +139,7 @@ def test_sensitivity_jobs_restart_after_the_node_that_hangs(tmp_path, monkeypatc
 
 
 def test_a_sensitivity_job_that_fails_stops_with_its_one_line(tmp_path, monkeypatch):
-    from quantbench.harness.studies.sensitivity import run_worker_job
+    from quantbench.harness.studies.worker_jobs import run_worker_job
 
     real = worker_protocol.run_worker
     monkeypatch.setattr(worker_protocol, "run_worker", lambda module, *a, **kw: real(FAKE, *a, **kw))
