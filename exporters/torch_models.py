@@ -19,7 +19,7 @@ def build_module(source: Mapping[str, Any] | ModelSource):
     # Random init is seeded, so the ONNX export and the torch baseline get the same weights.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
-        module = _construct(src)
+        module = construct_module(src)
     wf = src.weights_file()
     if wf is not None:
         state = load_state_dict(wf)
@@ -86,7 +86,9 @@ def fit_classifier_to_input(module: Any, input_shape: tuple[int, int, int]) -> b
     return True
 
 
-def _construct(src: ModelSource):
+def construct_module(src: ModelSource):
+    """The source's ``torch.nn.Module`` as its builder makes it: no seed set, no weights file loaded (build_module
+    does both)."""
     import torch
 
     c, h, _ = src.input_shape

@@ -139,7 +139,7 @@ def train(model: str, data: str | Mapping[str, Any], out: Path, settings: TrainS
     import torch
     from quantbench.calibration_data import Preprocess, open_source
 
-    from .torch_models import _construct
+    from .torch_models import construct_module
 
     if threads:
         torch.set_num_threads(threads)
@@ -154,7 +154,7 @@ def train(model: str, data: str | Mapping[str, Any], out: Path, settings: TrainS
     if int(np.max(train_split.labels)) >= source.num_classes:
         raise ValueError(f"labels reach {int(np.max(train_split.labels))} but the data has {source.num_classes} classes")
     torch.manual_seed(settings.seed)
-    module = _construct(spec)
+    module = construct_module(spec)
     total = settings.total_steps(len(train_split))
     log(f"training {spec.name} {list(spec.input_shape)} ({sum(p.numel() for p in module.parameters()):,} parameters) "
         f"on {source.spec}: {len(train_split)} training images, {total} steps of {settings.batch}")

@@ -42,7 +42,7 @@ def _label(r: dict[str, Any], with_device: bool = False) -> str:
     return esc(text + (" ⚠" if timing_flag(r) else ""))
 
 
-def _layout(fig: Any, title: str, height: int) -> None:
+def apply_layout(fig: Any, title: str, height: int) -> None:
     """``title`` is raw text (escaped here); axis titles set by callers are fixed text."""
     fig.update_layout(title=esc(title), height=height, margin={"l": 10, "r": 10, "t": 50, "b": 40},
                       template="plotly_white", legend={"orientation": "h", "y": -0.25})
@@ -67,7 +67,7 @@ def latency_breakdown(rows: list[dict[str, Any]], title: str) -> Any:
                     hovertemplate="%{y}<br>" + esc(name) + ": %{x:.4f} ms<extra></extra>")
     fig.update_layout(barmode="stack", xaxis_title="median ms per batch", yaxis={"autorange": "reversed"},
                       legend_traceorder="normal")
-    _layout(fig, title, max(260, 26 * len(rows) + 120))
+    apply_layout(fig, title, max(260, 26 * len(rows) + 120))
     return fig
 
 
@@ -88,7 +88,7 @@ def accuracy_field(rows: list[dict[str, Any]]) -> tuple[str, str]:
     return "agreement_top1", "top-1 agreement with FP32 %"
 
 
-def _error(values: list[float], cis: list[tuple[float, float] | None], scale: float = 1.0) -> dict[str, Any] | None:
+def error_bars(values: list[float], cis: list[tuple[float, float] | None], scale: float = 1.0) -> dict[str, Any] | None:
     """Asymmetric Plotly error bars from 95% intervals (None when no point has one)."""
     if all(ci is None for ci in cis):
         return None
@@ -132,8 +132,8 @@ def accuracy_vs_latency(rows: list[dict[str, Any]], title: str, by_device: bool 
                         text=[esc(r.get("variant")) if id(r) in on_front or id(r) in picks else "" for r in rs],
                         customdata=[esc(r.get("variant")) for r in rs], textposition="top center",
                         marker={"size": 9}, hovertemplate="%{customdata}<br>p50 %{x:.4f} ms<br>%{y:.2f}%",
-                        error_y=_error(ys, [interval(r, ci_key) for r in rs], 100),
-                        error_x=_error(xs, [interval(r, "compute_p50_ci95") for r in rs]))
+                        error_y=error_bars(ys, [interval(r, ci_key) for r in rs], 100),
+                        error_x=error_bars(xs, [interval(r, "compute_p50_ci95") for r in rs]))
     for key, front in fronts.items():
         if len(front) > 1:
             label = f"Pareto front · {key[0]} · b{key[1]}" if by_device else f"Pareto front · b{key}"
@@ -148,7 +148,7 @@ def accuracy_vs_latency(rows: list[dict[str, Any]], title: str, by_device: bool 
                         hovertemplate="verdict: %{customdata}<br>p50 %{x:.4f} ms<br>%{y:.2f}%")
     fig.update_layout(xaxis_title="compute p50 ms (log)", xaxis_type="log",
                       yaxis_title=axis + " (95% intervals)")
-    _layout(fig, title, 460)
+    apply_layout(fig, title, 460)
     return fig
 
 
@@ -165,7 +165,7 @@ def latency_distribution(rows: list[dict[str, Any]], title: str) -> Any:
         fig.add_box(x=raw, name=_label(r), boxpoints="outliers", orientation="h", showlegend=False,
                     marker={"size": 3})
     fig.update_layout(xaxis_title="compute ms per batch (log)", xaxis_type="log", yaxis={"autorange": "reversed"})
-    _layout(fig, title, max(260, 26 * len(rows) + 120))
+    apply_layout(fig, title, max(260, 26 * len(rows) + 120))
     return fig
 
 
@@ -188,7 +188,7 @@ def cross_device_speedups(model: str, devices: list[str], lines: list[dict[str, 
     fig.add_vline(x=1, line_dash="dot", line_color="#555")
     fig.update_layout(barmode="group", xaxis_title="speedup vs the same device's FP32, same runtime and batch (×)",
                       yaxis={"autorange": "reversed"}, legend_traceorder="normal")
-    _layout(fig, f"{model}: speedup over FP32 on each device", max(280, 22 * len(lines) * len(devices) + 140))
+    apply_layout(fig, f"{model}: speedup over FP32 on each device", max(280, 22 * len(lines) * len(devices) + 140))
     return fig
 
 

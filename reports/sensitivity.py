@@ -13,7 +13,7 @@ from typing import Any
 from quantbench.common.row_file import NOT_JSON, iter_json_lines
 from quantbench.common.row_format import MISSING, fmt, is_number
 
-from .charts import _layout, esc, plotly_js, to_div
+from .charts import apply_layout, esc, plotly_js, to_div
 
 FILE = "sensitivity.jsonl"
 KINDS = ("sensitivity", "sensitivity_summary", "budget_step", "budget")
@@ -91,8 +91,8 @@ def sqnr_bars(study: dict[str, Any], limit: int = 40) -> Any | None:
              "ranked by SQNR with only the node quantized"}.get(summary.get("rank_by"), "most sensitive first")
     if local:
         order = "local scan, ranked by the SQNR of each node's own output"
-    _layout(fig, f"{study['model']} / {study['variant']}: per-node sensitivity, {order}{more}",
-            max(300, 34 * len(nodes) + 140))
+    apply_layout(fig, f"{study['model']} / {study['variant']}: per-node sensitivity, {order}{more}",
+                 max(300, 34 * len(nodes) + 140))
     return fig
 
 
@@ -130,7 +130,7 @@ def budget_path(study: dict[str, Any]) -> Any | None:
             fig.add_hline(y=ref["top1"] * 100 - budget["budget_pts"], line_dash="dash", line_color="#b42318",
                           annotation_text=esc(f"FP32 − {budget['budget_pts']:g} pts"))
     fig.update_layout(xaxis_title="compute p50, ms per batch", yaxis_title="top-1, %")
-    _layout(fig, f"{study['model']} / {study['variant']}: accuracy vs latency while keeping nodes in float "
+    apply_layout(fig, f"{study['model']} / {study['variant']}: accuracy vs latency while keeping nodes in float "
                  f"({budget.get('runtime', '?')}, batch {budget.get('batch', '?')})", 440)
     return fig
 

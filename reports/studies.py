@@ -15,7 +15,7 @@ from typing import Any
 from quantbench.common.row_format import fmt, is_number
 from quantbench.common.row_keys import current_rows
 
-from .charts import _error, _layout, accuracy_field, esc, to_div
+from .charts import accuracy_field, apply_layout, error_bars, esc, to_div
 from .model import device_key, runtime_label
 from .verdict import interval
 
@@ -90,7 +90,7 @@ def calibration_curves(rows: list[dict[str, Any]], key: tuple[str, str, str, Any
         ci_key = "top1_ci95" if metric == "top1" else "agreement_ci95"
         fig.add_scatter(x=[_setting(r, CURVE_X) for r in rs], y=ys, mode="lines+markers",
                         name=esc(name), text=[esc(r.get("variant")) for r in rs],
-                        error_y=_error(ys, [interval(r, ci_key) for r in rs], 100),
+                        error_y=error_bars(ys, [interval(r, ci_key) for r in rs], 100),
                         hovertemplate="%{text}<br>%{x} calibration images: %{y:.2f}%<extra></extra>")
     ref = _fp32(rows, metric)
     if ref is not None:
@@ -98,7 +98,7 @@ def calibration_curves(rows: list[dict[str, Any]], key: tuple[str, str, str, Any
     sizes = sorted({_setting(r, CURVE_X) for r in swept})
     fig.update_layout(xaxis_title="calibration images (calib_samples, log)", yaxis_title=axis,
                       xaxis={"type": "log", "tickvals": sizes, "ticktext": [str(s) for s in sizes]})
-    _layout(fig, _title(key, "accuracy vs calibration-set size"), 440)
+    apply_layout(fig, _title(key, "accuracy vs calibration-set size"), 440)
     return fig
 
 
@@ -136,7 +136,7 @@ def bits_rounding_heatmap(rows: list[dict[str, Any]], key: tuple[str, str, str, 
             + (f" (FP32 {ref * 100:.2f}%)" if ref is not None else ""))
     fig.update_layout(xaxis_title=esc(x_key), yaxis_title="weight_bits", xaxis={"type": "category"},
                       yaxis={"type": "category", "autorange": "reversed"})  # most bits on top
-    _layout(fig, _title(key, what + (f", {extra}" if extra else "")), 120 + 70 * len(ys))
+    apply_layout(fig, _title(key, what + (f", {extra}" if extra else "")), 120 + 70 * len(ys))
     return fig
 
 
