@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from quantbench.runtimes import Artifact, create_runtime  # noqa: E402
+from quantbench.runtimes import Artifact, create_runtime
 
 TOLERANCE = 0.05
 

@@ -19,6 +19,7 @@ def quantize_dynamic_model(fp32_path: Path, out_path: Path, settings: Any) -> li
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from quantbench.common.onnx_save import lower_ir_version
+
     from .quantize import check_exclude_nodes, pre_processed
 
     if settings.mode != "dynamic":

@@ -330,6 +330,7 @@ def run_fashion(out: Path, *, epochs: int = EPOCHS, max_batches: int | None = No
     """QAT fine-tune of the shipped Fashion-MNIST CNN from its FP32 weights; writes ``out`` (QDQ ONNX) and
     ``out`` with suffix ``.json`` (recipe, torch fake-quant accuracy, sha256). Returns the recipe."""
     import torch
+
     from quantbench.calibration_data import Preprocess, open_source
 
     from .registry import ASSETS, resolve_model

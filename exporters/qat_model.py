@@ -180,6 +180,7 @@ def run(source: ModelSource | Mapping[str, Any], settings: Any, data: str | Mapp
     says, and write plain QDQ ONNX to ``out``; returns what ran (steps, loss, seconds, data, layers)."""
     import torch
     import torch.ao.quantization as tq
+
     from quantbench.calibration_data import Preprocess, open_source
 
     from .torch_models import build_module

@@ -411,9 +411,10 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
     from onnxruntime.quantization import quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
+    from quantbench.common.onnx_save import lower_ir_version
+
     from .bitwidth import needs_opset21, plan_grids, tensor_overrides, upgrade_opset
     from .calibrate import calibrate
-    from quantbench.common.onnx_save import lower_ir_version
 
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="qb-quant-") as tmpdir:

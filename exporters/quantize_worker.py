@@ -51,6 +51,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     if "torch" not in sys.modules:
         sys.modules["torch"] = None  # type: ignore[assignment]
     import onnxruntime  # noqa: F401 - import before the baseline so it is not counted
+
     from quantbench.calibration_data import BatchReader, Preprocess, open_source
 
     from .quantize import QuantSettings, quantize_qdq

@@ -137,6 +137,7 @@ def train(model: str, data: str | Mapping[str, Any], out: Path, settings: TrainS
           log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train ``model`` on ``data`` and write the state_dict ``out`` and its ``.json`` recipe; returns the recipe."""
     import torch
+
     from quantbench.calibration_data import Preprocess, open_source
 
     from .torch_models import construct_module

@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 # Running from a source checkout (no install): the subpackages are the sibling folders.
 _here = _Path(__file__).resolve().parent
 if not (_here / "harness").is_dir() and (_here.parent / "harness" / "__init__.py").is_file():
-    __path__.append(str(_here.parent))  # type: ignore[name-defined]  # noqa: F821
+    __path__.append(str(_here.parent))  # type: ignore[name-defined]
 
 # A library does not configure logging; the application (or the CLI) adds handlers.
 logging.getLogger("quantbench").addHandler(logging.NullHandler())

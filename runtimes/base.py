@@ -224,7 +224,7 @@ class Runtime(ABC):
     def _deactivate_impl(self) -> None:
         pass
 
-    def __enter__(self) -> Runtime:  # noqa: PYI034 - Python 3.10 has no typing.Self
+    def __enter__(self) -> Runtime:
         return self
 
     def __exit__(self, *exc: object) -> None:

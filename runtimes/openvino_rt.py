@@ -207,7 +207,7 @@ class OpenVinoRuntime(Runtime):
             for key in READ_BACK:
                 try:
                     props[key] = _plain(self.compiled.get_property(key))
-                except Exception:  # noqa: BLE001, S112 - not every device reports every property
+                except Exception:  # noqa: BLE001 - not every device reports every property
                     continue
         props["precision_requested"] = str(self.options.get("precision", "default"))
         props["static_batch"] = self._compiled_batch

@@ -14,12 +14,25 @@ import numpy as np
 
 from .base import Artifact, Availability, Clock, Runtime, RuntimeFailure, missing_package
 from .cuda_mem import (
-    TENSORRT_MIN_DRIVER, CudaEventClock, begin, complete, cuda_availability, driver_requirement, installed_cuda_major,
-    load_backend, parse_cuda_device,
+    TENSORRT_MIN_DRIVER,
+    CudaEventClock,
+    begin,
+    complete,
+    cuda_availability,
+    driver_requirement,
+    installed_cuda_major,
+    load_backend,
+    parse_cuda_device,
 )
 from .trt_plan import (
-    TENSORRT_DISTS, calibration_cache_key, choose_precision_path, engine_cache_key, fold_int32_bias, int8_qdq_problem,
-    profile_shapes, qdq_problems,
+    TENSORRT_DISTS,
+    calibration_cache_key,
+    choose_precision_path,
+    engine_cache_key,
+    fold_int32_bias,
+    int8_qdq_problem,
+    profile_shapes,
+    qdq_problems,
 )
 
 

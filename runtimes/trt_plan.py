@@ -195,6 +195,7 @@ def fold_int32_bias(src: Path, dst: Path) -> int:
     """
     import onnx
     from onnx import numpy_helper
+
     from quantbench.common.onnx_save import save_model
 
     model = onnx.load(str(src))

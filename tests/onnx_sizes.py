@@ -8,6 +8,7 @@ def onnx_of_size(path: Path, n: int) -> Path:
     """A valid ONNX model (y = Identity(x)) padded with a doc string to exactly ``n`` bytes on disk."""
     import onnx
     from onnx import TensorProto, helper
+
     from quantbench.common.onnx_save import with_lowest_ir_version
 
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",

@@ -297,7 +297,7 @@ def _speedup(spec: CellSpec, rt: Any, x: np.ndarray, m: MeasureSettings) -> dict
         if reference is not None:
             try:
                 reference.deactivate()
-            except Exception:  # noqa: BLE001, S110 - a failed clean-up must not cost the measurement
+            except Exception:  # noqa: BLE001 - a failed clean-up must not cost the measurement
                 pass
 
 

@@ -200,9 +200,8 @@ def _log_data_rules(pm: PreparedModel, log: Callable[[str], None]) -> None:
 def prepare_artifacts(pm: PreparedModel, variants: list[VariantConfig], cache: Path,
                       log: Callable[[str], None]) -> None:
     """Prepare the model (subprocess), then build each variant (errors kept per variant, reported once)."""
-    from quantbench.exporters.artifacts import ArtifactStore, identical_groups
-
     from quantbench.common.progress import labelled
+    from quantbench.exporters.artifacts import ArtifactStore, identical_groups
 
     try:
         prepare_model(pm, cache, log)

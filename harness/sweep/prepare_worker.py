@@ -94,6 +94,7 @@ def _reference(fp32_path: Path, split: Any, preprocess: Any, idx: np.ndarray, pa
     if path.exists():
         return np.load(path)
     import onnxruntime as ort
+
     from quantbench.calibration_data import BatchReader
 
     opts = ort.SessionOptions()

@@ -108,9 +108,8 @@ def target_covers(env: dict[str, Any] | None, device: str, target: str) -> bool:
 
 def node_resources(slots: int = 1) -> dict[str, float]:
     """The resources this machine should advertise: the JSON for ``ray start --resources``."""
-    from quantbench.runtimes import get_runtime_class, list_runtimes
-
     from quantbench.harness.sweep.environment import fingerprint
+    from quantbench.runtimes import get_runtime_class, list_runtimes
 
     env = fingerprint()
     res: dict[str, float] = {SLOT: float(slots), cpu_kind(str(env.get("cpu_model") or "unknown")): 1.0}
@@ -125,7 +124,7 @@ def node_resources(slots: int = 1) -> dict[str, float]:
             if not cls.availability().ok:
                 continue
             devices = cls.devices()
-        except Exception:  # noqa: BLE001, S112 - a broken runtime is simply not advertised
+        except Exception:  # noqa: BLE001 - a broken runtime is simply not advertised
             continue
         for device in devices:
             res[runtime_resource(name, device)] = 1.0

@@ -216,7 +216,7 @@ class _SignalGuard:
     signal still takes the child down if the parent is killed.
     """
 
-    def __enter__(self) -> _SignalGuard:  # noqa: PYI034 - Python 3.10 has no typing.Self
+    def __enter__(self) -> _SignalGuard:
         self.saved: dict[int, Any] = {}
         if threading.current_thread() is not threading.main_thread():
             return self
@@ -295,7 +295,7 @@ def run_contained(cmd: Sequence[str], *, timeout_s: float | None, log_path: Path
                                 env=child_env, cwd=cwd, start_new_session=True,
                                 # The death signal must be armed in the child before exec; the hook only
                                 # calls a C function resolved beforehand, so it takes no lock a thread may hold.
-                                preexec_fn=_make_preexec(os.getpid()))  # noqa: PLW1509
+                                preexec_fn=_make_preexec(os.getpid()))
         pgid = proc.pid  # a new session's leader: its pid is the group id
         with _live_lock:
             _live_groups.add(pgid)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from quantbench.harness.measure.accuracy import holdout_mask, holdout_stats
+
 from quantbench.common.accuracy_stats import (
     images_to_resolve,
     mcnemar_exact_p,
@@ -12,6 +12,7 @@ from quantbench.common.accuracy_stats import (
     significant,
     wilson,
 )
+from quantbench.harness.measure.accuracy import holdout_mask, holdout_stats
 
 # (n images, P(both right), P(only the variant right), P(only FP32 right)): from a large, tight
 # comparison to a small one with a real loss, and one where the variant never wins an image.

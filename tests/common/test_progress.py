@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+
 from quantbench.common import progress as pg
 
 

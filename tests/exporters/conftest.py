@@ -7,6 +7,7 @@ quantized once, and a test that needs a fresh store makes its own ``ArtifactStor
 from __future__ import annotations
 
 import pytest
+
 from quantbench.exporters.artifacts import ArtifactStore
 from quantbench.exporters.registry import resolve_model
 

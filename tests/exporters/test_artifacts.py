@@ -5,9 +5,10 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+from quantbench.common.onnx_save import with_lowest_ir_version
 from quantbench.exporters.artifacts import artifact_sha256, artifact_size, sha256_file
 from quantbench.exporters.onnx_info import onnx_files
-from quantbench.common.onnx_save import with_lowest_ir_version
 
 
 def _model(weights: np.ndarray):

@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
+
 from quantbench.calibration_data import BatchReader, Preprocess, open_source
 from quantbench.exporters.artifacts import VariantSpec
 from quantbench.exporters.bitwidth import (

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from quantbench.exporters.artifacts import ArtifactStore
 from quantbench.exporters.onnx_info import onnx_output_info
 from quantbench.exporters.registry import ASSETS, CIFAR10, resolve_model
@@ -50,6 +51,7 @@ def test_shipped_onnx_is_used_and_outputs_ten_logits(tmp_path):
 def test_shipped_onnx_matches_shipped_weights():
     import onnxruntime as ort
     import torch
+
     from quantbench.exporters.torch_models import build_module
 
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -80,6 +82,7 @@ def _test_subset(per_class: int = 50) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.shared_data
 def test_top1_on_500_real_test_images_matches_the_record():
     import onnxruntime as ort
+
     from quantbench.calibration_data import Preprocess
 
     images, labels = _test_subset()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+
 from quantbench.calibration_data import BatchReader, Preprocess, open_source
 from quantbench.exporters.artifacts import VariantSpec
 from quantbench.exporters.dynamic import integer_ops

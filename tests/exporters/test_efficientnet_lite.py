@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from quantbench.exporters import efficientnet_lite
 from quantbench.exporters.registry import list_models, resolve_model
 
@@ -51,6 +52,7 @@ def test_missing_packages_are_one_line_with_the_install_hint(monkeypatch):
 def test_published_weights_are_loaded_and_the_export_matches_torch(tmp_path):
     import onnxruntime as ort
     import torch
+
     from quantbench.exporters.torch_export import export_onnx
 
     src = resolve_model("efficientnet_lite0")
@@ -73,6 +75,7 @@ def test_published_weights_are_loaded_and_the_export_matches_torch(tmp_path):
 @pytest.mark.ort_cpu
 def test_a_sweep_runs_fp32_and_int8_on_a_generated_val_folder(tmp_path):
     from PIL import Image
+
     from quantbench.harness.cli import main
 
     rng = np.random.default_rng(0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+
 from quantbench.exporters.artifacts import ArtifactStore, VariantSpec
 from quantbench.exporters.registry import list_models, resolve_model
 
@@ -34,6 +35,7 @@ def test_fp16_keeps_float32_io_and_matches(tmp_path):
 def test_export_dynamic_batch_matches_torch(tmp_path):
     import onnxruntime as ort
     import torch
+
     from quantbench.exporters.torch_export import export_onnx
     from quantbench.exporters.torch_models import build_module
 
@@ -53,6 +55,7 @@ def test_export_dynamic_batch_matches_torch(tmp_path):
 def test_shipped_default_matches_its_weights_and_bad_weights_fail(tmp_path):
     import onnxruntime as ort
     import torch
+
     from quantbench.exporters.torch_models import build_module
 
     source = resolve_model("fashion_cnn")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from quantbench.exporters.histogram_mse import (
     DST_BINS,
     l2_range,

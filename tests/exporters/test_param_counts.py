@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
+
 from quantbench.common.onnx_save import save_model
 from quantbench.exporters.param_counts import onnx_param_counts
-
 from tests.exporters.test_train import stripes_npz
 
 
@@ -30,8 +30,9 @@ def test_onnx_counts_take_batchnorm_statistics_as_non_trainable(tmp_path):
 
 @pytest.mark.torch
 def test_torch_counts_split_trainable_frozen_and_buffers():
-    from quantbench.exporters.param_counts import torch_param_counts
     from torch import nn
+
+    from quantbench.exporters.param_counts import torch_param_counts
 
     net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.Linear(8, 2))
     net[2].weight.requires_grad_(False)

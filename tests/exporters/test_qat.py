@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import onnx
 import pytest
+
 from quantbench.calibration_data import Preprocess, open_source
 from quantbench.exporters.registry import ASSETS, resolve_model
 
@@ -31,6 +32,7 @@ def data():
 def trained(data, tmp_path_factory):
     """A QAT model after 8 batches from the shipped weights, and its plain QDQ export."""
     import torch
+
     from quantbench.exporters.qat import export_qdq, finetune, prepare_qat
     from quantbench.exporters.small_cnns import FashionNormalCNN
 
@@ -52,6 +54,7 @@ def _ort_logits(path, x):
 
 def _ort_audit(path, tmp_path):
     import onnxruntime as ort
+
     from quantbench.runtimes.ort_cpu import summarize_optimized_graph
 
     so = ort.SessionOptions()
@@ -90,6 +93,7 @@ def test_export_is_plain_qdq_and_runs_int8_in_ort(trained, tmp_path):
 def test_raw_torch_export_would_run_in_float(trained, data, tmp_path):
     """What to_plain_qdq fixes is real: torch's own export leaves ORT computing in float."""
     import torch
+
     from quantbench.exporters.qat import exportable, qdq_problems
 
     qat, _, _ = trained

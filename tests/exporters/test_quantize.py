@@ -6,6 +6,7 @@ import re
 import numpy as np
 import onnx
 import pytest
+
 from quantbench.calibration_data import BatchReader, Preprocess, open_source
 from quantbench.exporters.artifacts import ArtifactStore, VariantSpec, identical_groups
 from quantbench.exporters.quantize import QuantSettings

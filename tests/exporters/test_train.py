@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from quantbench.exporters.registry import resolve_model
 
 pytestmark = pytest.mark.torch
@@ -29,6 +30,7 @@ def stripes_npz(path: Path, n_train: int = 256, n_test: int = 128, side: int = 1
 
 def test_exact_adaptive_pool_equals_torch_at_sizes_the_exporter_refuses():
     import torch
+
     from quantbench.exporters.adaptive_pool import ExactAdaptiveAvgPool2d
 
     for (h, w), (oh, ow) in [((1, 1), (7, 7)), ((5, 3), (7, 2)), ((10, 10), (7, 7)), ((3, 9), (2, 4))]:
@@ -51,6 +53,7 @@ def pool7_net():
 def test_net_with_non_factor_adaptive_pool_exports_and_matches_torch(tmp_path):
     import onnxruntime as ort
     import torch
+
     from quantbench.exporters.torch_export import export_onnx
 
     src = resolve_model(f"module:{__name__}:pool7_net", input_shape=(1, 10, 10))
@@ -87,6 +90,7 @@ def test_alexnet_too_small_input_is_one_line_error():
 def test_vgg16_exports_at_32x32_and_matches_torch(tmp_path):
     import onnxruntime as ort
     import torch
+
     from quantbench.exporters.torch_export import export_onnx
     from quantbench.exporters.torch_models import build_module
 
@@ -102,6 +106,7 @@ def test_vgg16_exports_at_32x32_and_matches_torch(tmp_path):
 @pytest.mark.slow
 def test_train_cli_learns_and_writes_a_state_dict_the_registry_loads(tmp_path, capsys):
     import torch
+
     from quantbench.exporters.torch_models import build_module
     from quantbench.harness.cli import main
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+
 from quantbench.exporters.quantize import QuantSettings
 from quantbench.exporters.registry import resolve_model
-
 from tests.exporters.test_train import stripes_npz
 
 SIDE = 12
@@ -47,6 +47,7 @@ def _weights(path: Path) -> dict[str, int]:
 
 def _top1(path: Path, data: str, preprocess: dict) -> float:
     import onnxruntime as ort
+
     from quantbench.calibration_data import Preprocess, open_source
 
     ev = open_source(data).evaluation
@@ -85,6 +86,7 @@ def test_qat_of_a_registry_model_quantizes_exactly_the_chosen_layers(trained, tm
 
 def _ort_int8_share(path: Path, tmp_path: Path) -> float:
     import onnxruntime as ort
+
     from quantbench.runtimes.ort_cpu import summarize_optimized_graph
 
     so = ort.SessionOptions()

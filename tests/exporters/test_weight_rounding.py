@@ -11,9 +11,10 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
 from quantbench.calibration_data import BatchReader, Preprocess, open_source
-from quantbench.exporters import weight_rounding as wr
 from quantbench.common.onnx_save import with_lowest_ir_version
+from quantbench.exporters import weight_rounding as wr
 from quantbench.exporters.quantize import QuantSettings, quantize_qdq
 
 pytestmark = pytest.mark.ort_cpu

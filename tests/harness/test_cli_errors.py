@@ -6,7 +6,6 @@ import os
 import pytest
 
 from quantbench.harness.results.store import read_rows
-
 from tests.harness.conftest import run_cli, write_config
 
 FP32 = '[[variants]]\nname = "fp32"\nprecision = "fp32"\n'
@@ -169,6 +168,7 @@ def test_model_input_that_does_not_match_the_data(tmp_path, shared_cache):
     import numpy as np
     import onnx
     from onnx import TensorProto, helper
+
     from quantbench.common.onnx_save import with_lowest_ir_version
 
     w = helper.make_tensor("w", TensorProto.FLOAT, [10, 3 * 32 * 32], np.zeros(10 * 3 * 32 * 32, np.float32))

@@ -4,8 +4,8 @@ file that is not only results stops a run in one line instead of being measured 
 from __future__ import annotations
 
 import pytest
-from quantbench.harness.results.store import read_rows
 
+from quantbench.harness.results.store import read_rows
 from tests.harness.conftest import run_cli, write_config
 from tests.harness.test_cli_run import VARIANTS
 

@@ -6,7 +6,6 @@ import textwrap
 import pytest
 
 from quantbench.harness.config import load_config
-
 from tests.harness.conftest import run_cli, write_config
 
 

@@ -9,8 +9,8 @@ import sys
 import time
 
 import pytest
-from quantbench.harness.results.store import read_rows
 
+from quantbench.harness.results.store import read_rows
 from tests.harness.conftest import ROOT, run_cli, write_config
 
 VARIANTS = """

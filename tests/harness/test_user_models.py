@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from quantbench.harness.config import parse_config
 from quantbench.harness.results.store import read_rows
 from quantbench.harness.sweep.runner import run_sweep
@@ -31,6 +32,7 @@ def label_reading_onnx(path: Path, positions: dict[int, int], n_out: int, side: 
     """An ONNX model (input (N, 1, side, side)) whose logit ``c`` is the pixel at ``positions[c]``."""
     import onnx
     from onnx import TensorProto, helper
+
     from quantbench.common.onnx_save import with_lowest_ir_version
 
     w = np.zeros((n_out, side * side), np.float32)
@@ -320,7 +322,6 @@ def test_sensitivity_says_how_many_images_it_used_and_fits_a_default_calibration
     """Asked for 1000 evaluation and SQNR images where 400 exist, the log says 400; with no calib_samples
     on 200 training images, the study calibrates on those 200 (the default 256 would have failed)."""
     from quantbench.harness.studies.sensitivity import SensitivityOptions, run_study
-
     from tests.harness.studies.test_sensitivity import _build_data, _build_model
 
     model = _build_model(tmp_path / "m.onnx")

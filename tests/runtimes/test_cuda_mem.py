@@ -8,7 +8,12 @@ import pytest
 
 from quantbench.runtimes import RuntimeFailure
 from quantbench.runtimes.cuda_mem import (
-    CudaEventClock, complete, cuda_availability, driver_present, load_backend, parse_cuda_device,
+    CudaEventClock,
+    complete,
+    cuda_availability,
+    driver_present,
+    load_backend,
+    parse_cuda_device,
 )
 
 HAS_CUDA_PYTHON = importlib.util.find_spec("cuda") is not None and importlib.util.find_spec("cuda.bindings") is not None

@@ -8,7 +8,12 @@ import pytest
 
 from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime, get_runtime_class
 from quantbench.runtimes.trt_calibrator import CalibrationFeed
-from quantbench.runtimes.trt_plan import TRT11_CALIBRATOR_REMOVED, PrecisionPlan, choose_precision_path, engine_cache_key
+from quantbench.runtimes.trt_plan import (
+    TRT11_CALIBRATOR_REMOVED,
+    PrecisionPlan,
+    choose_precision_path,
+    engine_cache_key,
+)
 
 from .test_ort_cpu import tiny_model
 

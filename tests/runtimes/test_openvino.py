@@ -5,6 +5,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
 from quantbench.common.onnx_save import with_lowest_ir_version
 from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime
 from quantbench.runtimes.audit import audit_warning

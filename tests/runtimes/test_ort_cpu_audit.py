@@ -5,8 +5,8 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from quantbench.common.onnx_save import with_lowest_ir_version
 
+from quantbench.common.onnx_save import with_lowest_ir_version
 from quantbench.runtimes import Artifact, create_runtime
 from quantbench.runtimes.audit import audit_warning
 from quantbench.runtimes.ort_cpu import summarize_optimized_graph

@@ -192,7 +192,7 @@ class _FakeOrt:
         self.SessionOptions, self.RunOptions, self.OrtValue = _REAL_ORT.SessionOptions, _REAL_ORT.RunOptions, _FakeOrtValue
         self.preloaded = []
 
-    def InferenceSession(self, path, so, providers):  # noqa: N802 - onnxruntime's name
+    def InferenceSession(self, path, so, providers):
         assert self.preloaded, "preload_dlls() must run before the session is created"
         return _FakeSession(path, so, providers, self.drop)
 
@@ -293,12 +293,11 @@ def test_gpu_runtimes_say_which_driver_they_need(monkeypatch):
 def gpu_ort_listing_everything(monkeypatch):
     """An onnxruntime-gpu that lists the TensorRT and CUDA EPs (as every PyPI wheel does) on a machine with a
     driver; returns the list of sonames the loader was asked for, and the set it cannot load."""
+    import importlib.machinery
     import sys
     import types
 
     from quantbench.runtimes import ort_cuda, trt_libs
-
-    import importlib.machinery
 
     fake = types.ModuleType("onnxruntime")
     fake.__spec__ = importlib.machinery.ModuleSpec("onnxruntime", None)

@@ -10,17 +10,21 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from quantbench.common.onnx_save import save_model
-
 from quantbench.calibration_data import BatchReader, Preprocess, open_source
+from quantbench.common.onnx_save import save_model
 from quantbench.runtimes import Artifact, RuntimeFailure, create_runtime, get_runtime_class
-from quantbench.runtimes.trt_calibrator import CalibrationFeed
-from quantbench.runtimes.trt_inspect import summarize_engine_layers
-from quantbench.runtimes.trt_calibrator import calibration_fingerprint
-from quantbench.runtimes.trt_inspect import schema_version, tensor_precision
+from quantbench.runtimes.trt_calibrator import CalibrationFeed, calibration_fingerprint
+from quantbench.runtimes.trt_inspect import schema_version, summarize_engine_layers, tensor_precision
 from quantbench.runtimes.trt_plan import (
-    TRT11_CALIBRATOR_REMOVED, PrecisionPlan, calibration_cache_key, choose_precision_path, engine_cache_key,
-    fold_int32_bias, profile_shapes, qdq_problem, qdq_problems,
+    TRT11_CALIBRATOR_REMOVED,
+    PrecisionPlan,
+    calibration_cache_key,
+    choose_precision_path,
+    engine_cache_key,
+    fold_int32_bias,
+    profile_shapes,
+    qdq_problem,
+    qdq_problems,
 )
 
 from .test_cuda_mem import FakeCuda, spans

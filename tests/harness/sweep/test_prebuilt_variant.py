@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+
 from quantbench.harness.config import ConfigError, dump_toml, parse_config
 
 try:

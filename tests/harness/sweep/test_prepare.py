@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from quantbench.exporters.registry import resolve_model
-from quantbench.harness.sweep.prepare_worker import PrepareProblem, accuracy_plan
-from quantbench.harness.results.store import read_rows
 
+from quantbench.exporters.registry import resolve_model
+from quantbench.harness.results.store import read_rows
+from quantbench.harness.sweep.prepare_worker import PrepareProblem, accuracy_plan
 from tests.harness.conftest import run_cli, write_config
 from tests.harness.sweep.test_runner_signals import HANG_TIMEOUT_S
 from tests.harness.test_user_models import FP32, sweep
@@ -26,6 +26,7 @@ def _onnx_28(path: Path, body: str) -> Path:
     """A (N, 1, 28, 28) -> (N, 10) ONNX model whose middle is ``body``: "nan" or "endless-loop"."""
     import onnx
     from onnx import TensorProto, helper
+
     from quantbench.common.onnx_save import with_lowest_ir_version
 
     w = helper.make_tensor("w", TensorProto.FLOAT, [10, 784], np.zeros(7840, np.float32))

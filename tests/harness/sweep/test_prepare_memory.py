@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+
 from quantbench.exporters.registry import resolve_model
 
 pytestmark = [pytest.mark.torch, pytest.mark.ort_cpu]

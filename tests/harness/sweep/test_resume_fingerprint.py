@@ -6,6 +6,7 @@ import copy
 import types
 
 import pytest
+
 from quantbench.harness.sweep.resume import GROUPS, combine, fingerprint_parts, reuse_decision
 
 ENV = {"host": "node-a", "cpu_model": "Intel(R) Xeon(R) Platinum 8480+", "cpu_flags": ["avx2", "avx512_vnni"],

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from quantbench.harness.config import parse_config
 from quantbench.harness.results.store import read_rows
 from quantbench.harness.sweep.runner import run_sweep
-
 from tests.harness.sweep.test_runner_resume import tiny_npz
 
 pytestmark = [pytest.mark.ort_cpu, pytest.mark.slow]  # a real sweep of 3 cells: ~25 s on a busy 2-core machine
@@ -26,6 +26,7 @@ def conv_stack(path: Path, convs: int) -> Path:
     """input (N, 1, SIDE, SIDE) → Conv 1→CH → ``convs`` × (Conv CH→CH 3×3 + Relu) → global pool → Gemm to 10."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
+
     from quantbench.common.onnx_save import with_lowest_ir_version
 
     rng = np.random.default_rng(0)
