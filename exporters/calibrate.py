@@ -311,7 +311,7 @@ class _ActivationRuns:
 
     @property
     def next_slot(self) -> int | None:
-        """The buffer set the next run writes (None: fresh arrays, the first run of an input shape)."""
+        """The buffer set the next run writes, when known before it runs (None: fresh arrays)."""
         return self.turn if self.buffers else None
 
     def run(self, feed: dict[str, np.ndarray]) -> tuple[list[np.ndarray], int | None]:
@@ -319,19 +319,19 @@ class _ActivationRuns:
         key = tuple((k, v.shape, v.dtype.str) for k, v in feed.items())
         if not self.bound:
             return [a.reshape(-1) for a in self.session.run(self.outputs, feed)], None
-        if key != self.key:  # learn the output shapes from a plain run; later runs reuse buffers of them
+        if key != self.key:  # a plain run gives the output shapes; its arrays become the first buffer set
             arrays = self.session.run(self.outputs, feed)
             self.key = key
             sets = 2 if 2 * sum(a.nbytes for a in arrays) <= PIPELINE_BYTES else 1
-            self.buffers = [[np.empty_like(a) for a in arrays] for _ in range(sets)]
+            self.buffers = [arrays] + [[np.empty_like(a) for a in arrays] for _ in range(sets - 1)]
             self.bindings = []
             for bufs in self.buffers:
                 io = self.session.io_binding()
                 for name, buf in zip(self.outputs, bufs, strict=True):
                     io.bind_output(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
                 self.bindings.append(io)
-            self.turn = 0
-            return [a.reshape(-1) for a in arrays], None
+            self.turn = 1 % sets
+            return [a.reshape(-1) for a in arrays], 0
         slot, io = self.turn, self.bindings[self.turn]
         for name, value in feed.items():
             io.bind_cpu_input(name, np.ascontiguousarray(value))
@@ -544,8 +544,8 @@ def _run_pass(k: int, passes: int, runs: _ActivationRuns, reader: Any, consume: 
             if slot in pending:  # ORT is about to overwrite the buffers the consumer may still read
                 pending.pop(slot).result()
             arrays, slot = runs.run(feed)
-            if slot is None:
-                drain()
+            if slot in pending:  # a new input shape's first set (or fresh arrays): the older job is waited for
+                pending.pop(slot).result()
             pending[slot] = pool.submit(consume, arrays)
             if fl is not None and fl.due(samples):
                 drain()  # the probe runs alone, as the floor's forward would
