@@ -158,7 +158,7 @@ def test_non_finite_activations_name_the_tensor_and_count_the_others(tmp_path):
 
 # ---- what it reports about its cost: a simulated clock ----------------------------------------------------
 
-CALIBRATION_RUN, PLAIN_RUN = 3.0, 1.0
+CALIBRATION_RUN, PLAIN_RUN, FIRST_PLAIN_RUN = 3.0, 1.0, 10.0
 
 
 class _Clock:
@@ -177,7 +177,8 @@ class _Clock:
 @pytest.fixture
 def clock(monkeypatch):
     """A clock that moves only when ONNX Runtime runs a model: CALIBRATION_RUN per run of the calibration's
-    own models, PLAIN_RUN per run of the FP32 model file itself (the floor)."""
+    own models, PLAIN_RUN per run of the FP32 model file itself (the floor), FIRST_PLAIN_RUN for the first
+    run of a session of it (which allocates and plans: no forward time)."""
     import onnxruntime as ort
 
     c = _Clock()
@@ -187,10 +188,12 @@ def clock(monkeypatch):
         def __init__(self, path_or_bytes, *args, **kwargs):
             super().__init__(path_or_bytes, *args, **kwargs)
             self._cost = PLAIN_RUN if str(path_or_bytes) == c.plain else CALIBRATION_RUN
+            self._first = self._cost == PLAIN_RUN
 
         def run(self, *args, **kwargs):
             out = super().run(*args, **kwargs)
-            c.now += self._cost
+            c.now += FIRST_PLAIN_RUN if self._first else self._cost
+            self._first = False
             return out
 
         def run_with_iobinding(self, *args, **kwargs):
@@ -226,6 +229,7 @@ def test_time_floor_and_ratio_on_a_simulated_clock(tmp_path, clock, method, pass
     assert result.pass_s[passes:] == ([0.0] if passes == 2 else [])  # the threshold search runs no model
     assert result.time_s == CALIBRATION_RUN * n * passes
     # fewer samples than FLOOR_PROBES: each is probed once per pass; the floor is a plain run per sample and pass
+    # (the first plain run, which allocates, is not one)
     assert result.floor_probes == n * passes
     assert result.floor_s == PLAIN_RUN * n * passes
     assert result.time_ratio == CALIBRATION_RUN / PLAIN_RUN
@@ -281,3 +285,15 @@ def test_data_that_changes_between_the_passes_is_refused_naming_the_tensor(tmp_p
     with pytest.raises(ValueError, match=r"^activation 'x' left the range measured in pass 1: calibration passes "
                                          r"disagree \(non-deterministic model\?\)$"):
         calibrate(model, CalibrationConfig("entropy", num_bins=512), _DriftingReader([x]), tmp_path, floor=False)
+
+
+def test_the_floor_is_measured_on_a_spread_of_samples(tmp_path, clock):
+    """FLOOR_PROBES (24) probes per pass: of 50 samples every 50 // 24 = 2nd; the others cost the pass nothing."""
+    rng = np.random.default_rng(5)
+    batches = [rng.normal(0, 1, (10, 8)).astype(np.float32) for _ in range(5)]
+    model = _double(tmp_path / "m.onnx", 8)
+    clock.plain = str(model)
+    result = calibrate(model, CalibrationConfig("minmax"), _CountedReader(batches), tmp_path)
+    assert result.samples == 50 and result.floor_probes == 25
+    assert result.pass_s == [CALIBRATION_RUN * 50]
+    assert result.floor_s == PLAIN_RUN * 50 and result.time_ratio == CALIBRATION_RUN / PLAIN_RUN
