@@ -525,6 +525,28 @@ def _estimate_is_exact(edges: np.ndarray) -> bool:
                     and np.all(ours(first) >= k) and np.all(ours(last) <= k + 1))
 
 
+def relu_outputs_from_inputs(relus: dict[str, str], ranges: dict[str, tuple]) -> dict[str, str]:
+    """The Relu outputs (of ``relus``: output -> input) whose histogram follows from their input's: both
+    calibrated over the same range, which holds 0. Binning x and max(x, 0) with the same edges differs only
+    in that every negative value moves to 0's bin, and every bin below 0's holds negative values only."""
+    derived = {}
+    for out, x in relus.items():
+        if out in ranges and x in ranges and x not in relus:  # x binned itself (not a Relu's output)
+            lo, hi = (np.float32(v) for v in ranges[out])
+            if (lo, hi) == tuple(np.float32(v) for v in ranges[x]) and lo <= 0 <= hi:
+                derived[out] = x
+    return derived
+
+
+def relu_counts(counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Histogram of max(x, 0) from the histogram ``counts`` of x over ``edges`` (numpy.histogram's, 0 inside)."""
+    zero = int(np.histogram(np.zeros(1, edges.dtype), len(counts), range=(edges[0], edges[-1]))[0].argmax())
+    out = counts.copy()
+    out[zero] = counts[:zero + 1].sum()
+    out[:zero] = 0
+    return out
+
+
 def _run_pass(k: int, passes: int, runs: _ActivationRuns, reader: Any, consume: Callable[[list[np.ndarray]], None],
               fl: _Floor | None, report: ProgressFn, total: int | None) -> tuple[float, int]:
     """Pass ``k`` of ``passes``: every sample through ``runs``, ``consume`` reading each sample's activations in
@@ -581,6 +603,7 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     per_sample = activation_bytes_per_sample(model)
     absolute = method == "percentile" and config.symmetric  # ORT's collect_absolute_value: bins |x|
     value_types = _value_types(model)
+    relus = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Relu"}
     range_outputs = write_range_model(model, tensors, graph_inputs, tmp / "calib_range.onnx", abs_min=absolute)
     per_tensor = len(range_outputs) // len(tensors)
     del model
@@ -642,20 +665,24 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     else:
         ranges = {t: (-tops[t], tops[t]) for t in tensors}
     hists = _Histograms(ranges, int(config.num_bins), absolute)
+    derived = {} if absolute else relu_outputs_from_inputs(relus, ranges)
+    binned = [t for t in tensors if t not in derived]
     count_s = [0.0]
 
     def count(arrays: list[np.ndarray]) -> None:
         tc = time.perf_counter()
-        for t, values in zip(tensors, arrays, strict=True):
+        for t, values in zip(binned, arrays, strict=True):
             hists.add_values(t, values)
         count_s[0] += time.perf_counter() - tc
 
-    outputs = write_activation_model(onnx.load(str(model_path)), tensors, graph_inputs, tmp / "calib_activations.onnx",
+    outputs = write_activation_model(onnx.load(str(model_path)), binned, graph_inputs, tmp / "calib_activations.onnx",
                                      value_types)
     runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads)
     setup_s = time.perf_counter() - t0
     elapsed, _ = _run_pass(2, passes_n, runs, reader, count, fl, report, total)
     del runs
+    for out, x in derived.items():
+        hists.counts[out] = relu_counts(hists.counts[x], hists.edges[x])
     passes.append(setup_s + elapsed)
 
     t0 = time.perf_counter()

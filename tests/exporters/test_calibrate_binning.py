@@ -167,7 +167,9 @@ def test_slow_consumer_still_reads_each_samples_own_activations(tmp_path, monkey
     tensors = sorted(slow.ranges)
     values = _direct(model, samples, tensors)
     per_sample = {t: np.split(values[t], 12) for t in tensors}
-    assert seen == [(t, float(per_sample[t][i].max())) for i in range(12) for t in tensors]
+    binned = list(dict.fromkeys(name for name, _ in seen))  # a Relu's histogram may follow from its input's
+    assert set(binned) <= set(tensors) and "c1" in binned
+    assert seen == [(t, float(per_sample[t][i].max())) for i in range(12) for t in binned]
     assert threading.get_ident() not in consumers  # numpy read them beside ORT, in a worker
     for t in tensors:
         assert [float(v) for v in slow.ranges[t].range_value] == [float(v) for v in fast.ranges[t].range_value]
@@ -234,3 +236,54 @@ def test_histograms_equal_the_in_graph_bin_models_on_real_data(tmp_path):
             np.testing.assert_array_equal(ours.counts[t], theirs.counts[t], err_msg=t)
             np.testing.assert_array_equal(ours.counts[t], np.histogram(data[t], bins, range=ranges[t])[0], err_msg=t)
         assert all(p is not None for p in ours.fast.values())
+
+
+@pytest.mark.parametrize("low, high, bins", [(-2.5, 2.5, 512), (-1.0, 3.0, 7), (-0.3, 0.3, 2048), (0.0, 1.0, 64)])
+def test_relu_histogram_follows_from_its_inputs(low, high, bins):
+    """max(x, 0) binned over x's range: every negative value (those in 0's own bin too) counts in 0's bin."""
+    rng = np.random.default_rng(bins)
+    edges = np.histogram_bin_edges(np.zeros(0, np.float32), bins, range=(np.float32(low), np.float32(high)))
+    x = np.concatenate([_probe_values(edges, rng), [0.0, -0.0, -1e-30, 1e-30]]).astype(np.float32)
+    x = x[(x >= edges[0]) & (x <= edges[-1])]
+    counts = np.histogram(x, bins, range=(edges[0], edges[-1]))[0]
+    expected = np.histogram(np.maximum(x, np.float32(0)), bins, range=(edges[0], edges[-1]))[0]
+    np.testing.assert_array_equal(cal.relu_counts(counts, edges), expected)
+
+
+def test_only_relus_over_their_inputs_range_are_derived():
+    f = np.float32
+    r = {"y": (f(-2), f(2)), "r": (f(-2), f(2)), "r2": (f(-1), f(1)), "z": (f(1), f(2)), "rz": (f(1), f(2)),
+         "rr": (f(-2), f(2))}
+    relus = {"r": "y", "r2": "y", "rz": "z", "rr": "r", "gone": "y"}
+    assert cal.relu_outputs_from_inputs(relus, r) == {"r": "y"}  # other range, 0 outside, a Relu's Relu, not calibrated
+
+
+@pytest.mark.parametrize("method", ["entropy", "distribution", "percentile", "mse"])
+def test_derived_relu_histograms_give_the_thresholds_of_binning_them(tmp_path, monkeypatch, method):
+    """A net whose Relu output shares its input's range: the thresholds with the Relu's histogram derived
+    equal those with it binned from its own values."""
+    rng = np.random.default_rng(9)
+    # conv1's output reaches further above 0 than below (a positive bias), so max|c1| = max|r1|
+    inits = [numpy_helper.from_array(np.abs(rng.standard_normal((4, 1, 3, 3))).astype(np.float32), "w1"),
+             numpy_helper.from_array(np.array([3.0, 2.0, 1.0, 2.5], np.float32), "b1")]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]), helper.make_node("Mul", ["r1", "r1"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = tmp_path / "m.onnx"
+    save_model(with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])), model)
+    samples = [rng.standard_normal((4, 1, 8, 8)).astype(np.float32) for _ in range(3)]
+    config = CalibrationConfig(method, num_bins=512, percentile=99.9 if method == "percentile" else None,
+                               op_types=("Conv", "Relu", "Mul"))
+    seen = []
+    derive = cal.relu_outputs_from_inputs
+    monkeypatch.setattr(cal, "relu_outputs_from_inputs", lambda *a: seen.append(derive(*a)) or seen[-1])
+    (tmp_path / "d").mkdir()
+    (tmp_path / "b").mkdir()
+    derived = calibrate(model, config, _Reader(samples), tmp_path / "d")
+    if method != "mse":
+        assert seen[-1] == {"r1": "c1"}, "the test net should exercise the derivation"
+    monkeypatch.setattr(cal, "relu_outputs_from_inputs", lambda *a: {})
+    binned = calibrate(model, config, _Reader(samples), tmp_path / "b")
+    for t in binned.ranges:
+        assert [float(v) for v in derived.ranges[t].range_value] == [float(v) for v in binned.ranges[t].range_value], t
