@@ -222,7 +222,9 @@ class Runtime(ABC):
         return np.asarray(outputs, dtype=np.float32)
 
     def _deactivate_impl(self) -> None:
-        pass
+        """Free what ``_activate_impl`` built; optional (not abstract): an adapter that holds nothing
+        beyond its attributes keeps this default."""
+        return
 
     def __enter__(self) -> Runtime:
         return self

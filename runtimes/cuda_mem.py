@@ -93,7 +93,8 @@ def _binding_module() -> str | None:
 def cuda_availability(extra: str, tox_env: str) -> Availability:
     """Why CUDA cannot be used from Python here, or ok."""
     if _binding_module() is None:
-        return Availability(False, "neither cuda-python nor pycuda is installed", f"pip install .[{extra}] / tox -e {tox_env}")
+        return Availability(False, "neither cuda-python nor pycuda is installed",
+                            f"pip install .[{extra}] / tox -e {tox_env}")
     if not driver_present():
         return Availability(False, "no NVIDIA driver/GPU found (libcuda.so.1 cannot be loaded)",
                             "run on a machine with an NVIDIA GPU and driver")

@@ -125,7 +125,8 @@ class OpenVinoRuntime(Runtime):
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises a generic RuntimeError
             raise RuntimeFailure(f"openvino could not read {artifact.path}: {_first_line(exc)}") from None
         if len(self._model.inputs) != 1:
-            raise RuntimeFailure(f"openvino: {artifact.path} has {len(self._model.inputs)} inputs; quantbench feeds one")
+            raise RuntimeFailure(f"openvino: {artifact.path} has {len(self._model.inputs)} inputs; "
+                                 "quantbench feeds one")
         self._Tensor = ov.Tensor
         # pybind's own infer skips the Python wrapper's input dispatch and output copy (~4 µs per
         # call); it is internal API, so fall back to the public one if it moves.
@@ -147,13 +148,14 @@ class OpenVinoRuntime(Runtime):
             shape[0] = batch
             try:
                 model.reshape({model.inputs[0]: shape})
-            except Exception as exc:  # noqa: BLE001
-                raise RuntimeFailure(f"openvino could not reshape the input to batch {batch}: {_first_line(exc)}") from None
+            except Exception as exc:  # noqa: BLE001 - OpenVINO raises a generic RuntimeError
+                raise RuntimeFailure(f"openvino could not reshape the input to batch {batch}: "
+                                     f"{_first_line(exc)}") from None
         self.request = self.compiled = None  # free the previous compilation first
         t0 = time.perf_counter_ns()
         try:
             self.compiled = self._core.compile_model(model, self._ov_device, self._ov_config)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises a generic RuntimeError
             raise RuntimeFailure(f"openvino could not compile for {self._ov_device}: {_first_line(exc)}") from None
         self.compile_ms[batch] = round((time.perf_counter_ns() - t0) / 1e6, 3)
         self.request = self.compiled.create_infer_request()
@@ -193,7 +195,7 @@ class OpenVinoRuntime(Runtime):
                     self.request.infer()
             else:
                 self.request.infer()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises a generic RuntimeError
             raise RuntimeFailure(f"openvino inference failed: {_first_line(exc)}") from None
         return self.request.get_output_tensor()
 

@@ -78,7 +78,8 @@ def _build_problem(provider: str, extra: str, tox_env: str) -> tuple[str, str]:
     cpu, gpu = _dist_installed("onnxruntime"), _dist_installed("onnxruntime-gpu")
     fix = f"pip uninstall -y onnxruntime && pip install .[{extra}] / tox -e {tox_env}"
     if cpu and gpu:
-        return (f"both onnxruntime and onnxruntime-gpu are installed and the CPU build shadows the GPU one (no {provider})",
+        return ("both onnxruntime and onnxruntime-gpu are installed and the CPU build shadows the GPU one "
+                f"(no {provider})",
                 f"pip uninstall -y onnxruntime onnxruntime-gpu && pip install .[{extra}] / tox -e {tox_env}")
     if cpu:
         return f"the installed onnxruntime is the CPU build (no {provider})", fix
@@ -192,7 +193,8 @@ class OrtCudaRuntime(Runtime):
     def _provider_options(self) -> list[tuple[str, dict[str, Any]]]:
         algo = str(self.options.get("cudnn_conv_algo_search", "EXHAUSTIVE")).upper()
         if algo not in CONV_ALGO_SEARCH:
-            raise RuntimeFailure(f"{self.name}: cudnn_conv_algo_search must be EXHAUSTIVE, HEURISTIC or DEFAULT, not '{algo}'")
+            raise RuntimeFailure(f"{self.name}: cudnn_conv_algo_search must be EXHAUSTIVE, HEURISTIC or DEFAULT, "
+                                 f"not '{algo}'")
         opts: dict[str, Any] = {"device_id": str(self.device_index), "cudnn_conv_algo_search": algo}
         if self.options.get("cuda_graph"):
             opts["enable_cuda_graph"] = "1"
@@ -270,7 +272,8 @@ class OrtCudaRuntime(Runtime):
             self._open_events_stream()
             self._preload_cuda_libraries()
             try:
-                self.session = ort.InferenceSession(str(artifact.path), self._session_options(), providers=self._providers())
+                self.session = ort.InferenceSession(str(artifact.path), self._session_options(),
+                                                    providers=self._providers())
             except Exception as exc:  # noqa: BLE001 - ORT raises several types; keep one line
                 raise RuntimeFailure(load_error(self.name, Path(artifact.path), exc, ort.__version__)) from None
             if self.provider not in self.session.get_providers():
@@ -375,7 +378,7 @@ class OrtCudaRuntime(Runtime):
         begin(self._clock)
         try:
             self.session.run_with_iobinding(self.binding, self._run_options)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - ORT raises several types; keep one line
             raise RuntimeFailure(f"{self.name} inference failed: {str(exc).splitlines()[0]}") from None
         if self._stream is not None:
             complete(self._cuda, self._stream, self._clock)
@@ -413,7 +416,8 @@ class OrtCudaRuntime(Runtime):
                 "tf32": self._tf32_allowed(mine),
                 "h2d_host_memory": "pinned" if self._stream is not None else "pageable",
                 "d2h_host_memory": "pinned" if self._stream is not None and self._out is not None else "pageable",
-                "compute_clock": ("host-perf_counter_ns" if self._host_compute or self._stream is None else "cuda-events"),
+                "compute_clock": ("host-perf_counter_ns" if self._host_compute or self._stream is None
+                                  else "cuda-events"),
                 "compute_clock_note": self._host_compute,
                 "clock": self.clock().kind}
 
@@ -482,7 +486,8 @@ def onnxruntime_gpu_cuda_major() -> int | None:
 
 
 def ort_trt_cache_dir(option: str | None) -> Path:
-    """The TensorRT EP engine cache folder: the option, else ``$QUANTBENCH_CACHE/ort-trt`` or ``~/.cache/quantbench/ort-trt``."""
+    """The TensorRT EP engine cache folder: the option, else ``$QUANTBENCH_CACHE/ort-trt`` or
+    ``~/.cache/quantbench/ort-trt``."""
     if option:
         return Path(os.path.expandvars(os.path.expanduser(str(option))))
     return Path(os.environ.get("QUANTBENCH_CACHE") or Path.home() / ".cache" / "quantbench") / "ort-trt"
@@ -531,8 +536,8 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
     def _preload_cuda_libraries(self) -> None:
         super()._preload_cuda_libraries()
         try:  # the tensorrt wheel loads libnvinfer, which the TensorRT EP then finds by soname
-            import tensorrt  # noqa: F401
-        except Exception:  # noqa: BLE001
+            import tensorrt  # noqa: F401 - imported for its side effect
+        except Exception:  # noqa: BLE001 - without it the EP reports the missing library itself
             pass
 
     def _provider_options(self) -> list[tuple[str, dict[str, Any]]]:
@@ -540,7 +545,8 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
         try:
             cache.mkdir(parents=True, exist_ok=True)  # the TensorRT EP does not create parent folders
         except OSError as exc:
-            raise RuntimeFailure(f"{self.name}: cannot create the engine cache folder {cache}: {exc.strerror}") from None
+            raise RuntimeFailure(f"{self.name}: cannot create the engine cache folder {cache}: "
+                                 f"{exc.strerror}") from None
         trt_opts: dict[str, Any] = {
             "device_id": str(self.device_index), "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
             "trt_fp16_enable": "True" if self.options.get("trt_fp16") else "False",
@@ -548,7 +554,8 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
         trt_opts.update(self._profile_shapes())
         cuda_opts: dict[str, Any] = {"device_id": str(self.device_index)}
         if self._stream is not None:
-            trt_opts["user_compute_stream"] = cuda_opts["user_compute_stream"] = str(self._cuda.stream_handle(self._stream))
+            stream = str(self._cuda.stream_handle(self._stream))
+            trt_opts["user_compute_stream"] = cuda_opts["user_compute_stream"] = stream
         return [(self.provider, trt_opts), ("CUDAExecutionProvider", cuda_opts)]
 
     def _host_compute_reason(self, ort_version: str) -> str | None:
@@ -580,5 +587,9 @@ class OrtTensorRTRuntime(OrtCudaRuntime):
         except ValueError:
             return {}
         name = inputs[0].name
-        fmt = lambda shape: f"{name}:" + "x".join(str(d) for d in shape)  # noqa: E731
-        return {"trt_profile_min_shapes": fmt(lo), "trt_profile_opt_shapes": fmt(opt), "trt_profile_max_shapes": fmt(hi)}
+
+        def fmt(shape: tuple[int, ...]) -> str:
+            return f"{name}:" + "x".join(str(d) for d in shape)
+
+        return {"trt_profile_min_shapes": fmt(lo), "trt_profile_opt_shapes": fmt(opt),
+                "trt_profile_max_shapes": fmt(hi)}

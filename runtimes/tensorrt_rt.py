@@ -125,7 +125,7 @@ class TensorRTRuntime(Runtime):
             return Availability(False, "; ".join(a.reason for a in parts),
                                 "; ".join(dict.fromkeys(a.hint for a in parts if a.hint)))
         try:
-            import tensorrt  # noqa: F401
+            import tensorrt  # noqa: F401 - only whether it imports
         except Exception as exc:  # noqa: BLE001 - a CUDA/TensorRT version mismatch fails at import
             return Availability(False, f"tensorrt failed to import ({str(exc).splitlines()[0]})",
                                 "install the TensorRT wheel matching this CUDA version")
@@ -147,7 +147,7 @@ class TensorRTRuntime(Runtime):
             backend = load_backend()
             v.update({"cuda_backend": backend.name, "cuda_driver": backend.driver_version(),
                       "gpu": backend.device_name(0)})
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - the versions are best effort; TensorRT's own is known
             pass
         return v
 
@@ -298,7 +298,8 @@ class TensorRTRuntime(Runtime):
             errors = "; ".join(" ".join(str(parser.get_error(i)).split()) for i in range(parser.num_errors))
             raise RuntimeFailure(f"tensorrt could not parse {onnx_path.name}: {errors or 'unknown error'}")
         if network.num_inputs != 1:
-            raise RuntimeFailure(f"tensorrt adapter runs single-input models; {onnx_path.name} has {network.num_inputs}")
+            raise RuntimeFailure(f"tensorrt adapter runs single-input models; "
+                                 f"{onnx_path.name} has {network.num_inputs}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(self.options.get("workspace_mb", 2048)) << 20)
         if self.options.get("builder_optimization_level") is not None:
@@ -403,7 +404,8 @@ class TensorRTRuntime(Runtime):
             self._load_engine(self.artifact, self.profile_max)
         if inputs.shape != self._shape:
             if inputs.shape[0] > (self.profile_max or 0):
-                raise RuntimeFailure(f"tensorrt engine was built for batch <= {self.profile_max}, got {inputs.shape[0]}")
+                raise RuntimeFailure(f"tensorrt engine was built for batch <= {self.profile_max}, "
+                                     f"got {inputs.shape[0]}")
             self._bind(tuple(inputs.shape))
         # numpy -> pinned staging buffer is host work; the events time only the DMA from pinned memory.
         np.copyto(self.host_in, inputs, casting="same_kind")

@@ -71,7 +71,7 @@ class TorchRuntime(Runtime):
         try:
             if torch.cuda.is_available():
                 devs += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-        except Exception:  # a broken driver must not break discovery
+        except Exception:  # noqa: BLE001 - a broken driver must not break discovery
             pass
         return devs
 

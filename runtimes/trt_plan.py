@@ -54,7 +54,8 @@ def choose_precision_path(trt_major: int, artifact: Artifact, strongly_typed: bo
     if artifact.format != "onnx":
         raise ValueError(f"tensorrt cannot build a '{artifact.format}' artifact")
     if trt_major >= 11:
-        return PrecisionPlan(path, True, (), None, f"TensorRT {trt_major}: strongly typed, precision from the ONNX file")
+        return PrecisionPlan(path, True, (), None,
+                             f"TensorRT {trt_major}: strongly typed, precision from the ONNX file")
     if artifact.precision == "fp16":
         if strongly_typed:
             return PrecisionPlan(path, True, (), None, "TensorRT 10: strongly typed from the fp16 ONNX")

@@ -205,8 +205,9 @@ def make_fake_tensorrt(cuda: Any, version: str = "10.9.0", inspector_json: str |
 
         def set_input_shape(self, name: str, shape: tuple) -> bool:
             lo, _, hi = self.engine.spec["profile"][name]
-            if not all(a <= d <= b for a, d, b in zip(lo, shape, hi)):
-                _log(_Severity.ERROR, f"IExecutionContext::setInputShape: Error Code 3: {name} shape {shape} out of profile")
+            if not all(a <= d <= b for a, d, b in zip(lo, shape, hi, strict=False)):
+                _log(_Severity.ERROR,
+                     f"IExecutionContext::setInputShape: Error Code 3: {name} shape {shape} out of profile")
                 return False
             self.input_shapes[name] = tuple(shape)
             return True
@@ -229,8 +230,9 @@ def make_fake_tensorrt(cuda: Any, version: str = "10.9.0", inspector_json: str |
                 return False
             missing = [n for n in self.engine.names if n not in self.addresses]
             if missing:
-                _log(_Severity.ERROR, "IExecutionContext::enqueueV3: Error Code 3: API Usage Error (Parameter check "
-                                      f"failed, condition: address is set. Address is not set for tensor {missing[0]}.)")
+                _log(_Severity.ERROR,
+                     "IExecutionContext::enqueueV3: Error Code 3: API Usage Error (Parameter check failed, "
+                     f"condition: address is set. Address is not set for tensor {missing[0]}.)")
                 return False
             import onnxruntime as ort
 
@@ -240,7 +242,7 @@ def make_fake_tensorrt(cuda: Any, version: str = "10.9.0", inspector_json: str |
             dtype = np.dtype(_NP[dt])
             x = cuda.mem[self.addresses[name]][:int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape)
             sess = ort.InferenceSession(self.engine.spec["onnx"], providers=["CPUExecutionProvider"])
-            outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {name: x})))
+            outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {name: x}), strict=True))
             for out_name, value in outs.items():
                 odtype = np.dtype(_NP[self.engine.io[out_name][1]])
                 raw = np.ascontiguousarray(value, dtype=odtype).view(np.uint8).reshape(-1)
@@ -256,7 +258,8 @@ def make_fake_tensorrt(cuda: Any, version: str = "10.9.0", inspector_json: str |
             try:
                 return _Engine(json.loads(bytes(data)))
             except ValueError:
-                _log(_Severity.ERROR, "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (magic tag mismatch)")
+                _log(_Severity.ERROR,
+                     "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (magic tag mismatch)")
                 return None
 
     trt.OnnxParser, trt.Builder, trt.Runtime = OnnxParser, Builder, Runtime

@@ -24,7 +24,8 @@ def conv_model(path, seed: int = 0):
              helper.make_node("Relu", ["c2"], ["r2"]),
              helper.make_node("Flatten", ["r2"], ["f"]),
              helper.make_node("Gemm", ["f", "g"], ["logits"], transB=1)]
-    graph = helper.make_graph(nodes, "convnet", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *SHAPE])],
+    graph = helper.make_graph(nodes, "convnet",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *SHAPE])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
     onnx.save(with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])), str(path))
     return path
@@ -206,7 +207,8 @@ def test_audit_warnings():
     assert audit_warning("int8", {"int8_op_share": 0.12, "exec_precision": "mixed"}) == \
         "INT8 row ran mostly in float (int8 share 12%)"
     assert audit_warning("int8", {"int8_op_share": 0.9, "exec_precision": "mixed"}) == ""
-    assert audit_warning("fp32", {"exec_precision": "bf16"}) == "FP32 row ran in bf16 (set precision='f32' for true f32)"
+    assert (audit_warning("fp32", {"exec_precision": "bf16"})
+            == "FP32 row ran in bf16 (set precision='f32' for true f32)")
     assert audit_warning("fp32", {"exec_precision": "fp32", "int8_op_share": 0.0}) == ""
     assert "mixed" in audit_warning("fp32", {"exec_precision": "mixed", "op_precisions": {"bf16": 50, "fp32": 4}})
     assert audit_warning("fp16", {"exec_precision": "fp32"}).startswith("FP16 row ran in fp32")

@@ -18,7 +18,8 @@ def tiny_model(path, rng=None):
     g = rng.standard_normal((10, 4 * 6 * 6)).astype(np.float32)
     nodes = [helper.make_node("Conv", ["input", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
              helper.make_node("Flatten", ["r"], ["f"]), helper.make_node("Gemm", ["f", "g"], ["logits"], transB=1)]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+    graph = helper.make_graph(nodes, "tiny",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
                               [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(g, "g")])
     save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)

@@ -50,7 +50,8 @@ def _save(tmp_path, nodes, inits, name="opt.onnx"):
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4, 4])], inits)
     path = tmp_path / name
-    onnx.save(with_lowest_ir_version(helper.make_model(graph)), str(path))  # an ORT-optimized graph need not pass the checker
+    # an ORT-optimized graph need not pass the checker
+    onnx.save(with_lowest_ir_version(helper.make_model(graph)), str(path))
     return path
 
 

@@ -91,7 +91,7 @@ def test_ort_cuda_matches_ort_cpu(tmp_path, options):
     assert used["clock"] == clock.kind
     if options.get("clock") == "host":
         assert clock.kind == "host-perf_counter_ns"
-    for x, out in zip(batches, outs):
+    for x, out in zip(batches, outs, strict=True):
         np.testing.assert_allclose(out, host_reference(path, x), rtol=1e-3, atol=1e-3)
     assert report["exec_precision"] == "fp32" and "nodes by provider: CUDA" in report["audit_note"]
 
@@ -175,7 +175,8 @@ class _FakeSession:
         return self.binding
 
     def run_with_iobinding(self, binding, run_options=None):
-        _FakeOrt.cuda.timeline.append(("run", run_options.get_run_config_entry("disable_synchronize_execution_providers")))
+        sync = run_options.get_run_config_entry("disable_synchronize_execution_providers")
+        _FakeOrt.cuda.timeline.append(("run", sync))
 
 
 class _FakeOrt:
@@ -189,7 +190,8 @@ class _FakeOrt:
     def __init__(self, cuda):
         _FakeOrt.cuda, _FakeOrt.created, _FakeOrt.sessions = cuda, [], []
         self.drop: set = set()  # providers whose library "fails to load": ORT leaves them out of the session
-        self.SessionOptions, self.RunOptions, self.OrtValue = _REAL_ORT.SessionOptions, _REAL_ORT.RunOptions, _FakeOrtValue
+        self.SessionOptions, self.RunOptions = _REAL_ORT.SessionOptions, _REAL_ORT.RunOptions
+        self.OrtValue = _FakeOrtValue
         self.preloaded = []
 
     def InferenceSession(self, path, so, providers):
@@ -280,7 +282,8 @@ def test_gpu_runtimes_say_which_driver_they_need(monkeypatch):
     monkeypatch.setattr(ort_cuda, "onnxruntime_gpu_cuda_major", lambda: None)
     lines = {name: get_runtime_class(name).requirements() for name in ("ort-cuda", "ort-trt", "tensorrt")}
     assert all("\n" not in line for line in lines.values())
-    assert lines["ort-cuda"].startswith("CUDA 12: NVIDIA driver R525+") and "CUDA 13: NVIDIA driver R580+" in lines["ort-cuda"]
+    assert lines["ort-cuda"].startswith("CUDA 12: NVIDIA driver R525+")
+    assert "CUDA 13: NVIDIA driver R580+" in lines["ort-cuda"]
     for name in ("ort-trt", "tensorrt"):
         assert lines[name].startswith("CUDA 12: NVIDIA driver R535+") and "R580+" in lines[name], lines[name]
     assert "tox -e tensorrt10" in lines["ort-trt"]  # the TensorRT EP links TensorRT 10
@@ -301,7 +304,8 @@ def gpu_ort_listing_everything(monkeypatch):
 
     fake = types.ModuleType("onnxruntime")
     fake.__spec__ = importlib.machinery.ModuleSpec("onnxruntime", None)
-    fake.get_available_providers = lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    fake.get_available_providers = lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                            "CPUExecutionProvider"]
     monkeypatch.setitem(sys.modules, "onnxruntime", fake)
     monkeypatch.setattr(ort_cuda, "nvidia_driver_found", lambda: True)
     asked, unloadable = [], {"libnvinfer.so.10", "libnvonnxparser.so.10"}
@@ -329,7 +333,8 @@ def test_ort_trt_is_available_only_where_tensorrt10_loads(gpu_ort_listing_everyt
     assert "libnvinfer.so.10" in asked and "--extra-index-url https://pypi.nvidia.com" in avail.hint
     assert "tox -e tensorrt10" in avail.hint
     # TensorRT 11 installed instead: named, since the EP does not link it
-    monkeypatch.setattr(trt_libs, "library_files", lambda prefix="libnvinfer.so": [Path("/site/tensorrt_libs/libnvinfer.so.11")])
+    monkeypatch.setattr(trt_libs, "library_files",
+                        lambda prefix="libnvinfer.so": [Path("/site/tensorrt_libs/libnvinfer.so.11")])
     assert "found libnvinfer.so.11, which it does not link" in get_runtime_class("ort-trt").availability().reason
     unloadable.clear()  # TensorRT 10 loads
     assert get_runtime_class("ort-trt").availability().ok
@@ -396,7 +401,8 @@ def test_a_session_that_drops_the_tensorrt_ep_fails_the_cell(tmp_path, fake_ort_
         rt.activate(Artifact("onnx", "fp32", fashion_model(tmp_path / "m.onnx")), batch=2)
     msg = str(err.value)
     assert msg.startswith("ort-trt: TensorrtExecutionProvider failed to initialise, the session fell back to "
-                          "['CUDAExecutionProvider', 'CPUExecutionProvider']") and "libnvinfer.so.10" in msg and "not run on another provider" in msg
+                          "['CUDAExecutionProvider', 'CPUExecutionProvider']")
+    assert "libnvinfer.so.10" in msg and "not run on another provider" in msg
     assert "\n" not in msg
 
 
@@ -419,7 +425,8 @@ def test_compute_is_host_timed_when_the_run_waits_for_the_gpu(tmp_path, fake_ort
     assert (compute != 1_000_000_000) == host_compute
     used = rt.settings_used()
     assert used["compute_clock"] == ("host-perf_counter_ns" if host_compute else "cuda-events")
-    assert used["clock"] == clock.kind == ("cuda-events; compute: host-perf_counter_ns" if host_compute else "cuda-events")
+    assert used["clock"] == clock.kind == ("cuda-events; compute: host-perf_counter_ns" if host_compute
+                                           else "cuda-events")
     assert (used["compute_clock_note"] is not None) == host_compute
     rt.deactivate()
 
@@ -481,7 +488,8 @@ def test_tensorrt_ep_options_profile_the_batch(tmp_path, fake_ort_cuda):
     rt.activate(Artifact("onnx", "fp32", path), batch=8)
     (so, providers), = fake.created
     (trt_name, trt), (cuda_name, _), (cpu_name, _) = providers
-    assert (trt_name, cuda_name, cpu_name) == ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+    assert (trt_name, cuda_name, cpu_name) == ("TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                               "CPUExecutionProvider")
     assert trt["trt_fp16_enable"] == "True" and trt["trt_int8_enable"] == "False"
     assert trt["trt_engine_cache_path"] == str(tmp_path / "c")
     assert (trt["trt_profile_min_shapes"], trt["trt_profile_opt_shapes"], trt["trt_profile_max_shapes"]) == (

@@ -88,7 +88,8 @@ def test_tensorrt10_paths_use_flags_or_calibrators():
     assert (int8.flags, int8.onnx_path, int8.calibrator) == (("INT8",), "/m/int8.onnx", None)
     for art, kind in ((ENTROPY, "entropy"), (MINMAX, "minmax")):
         cal = choose_precision_path(10, art)
-        assert (cal.flags, cal.onnx_path, cal.calibrator, cal.strongly_typed) == (("INT8",), "/m/fp32.onnx", kind, False)
+        assert ((cal.flags, cal.onnx_path, cal.calibrator, cal.strongly_typed)
+                == (("INT8",), "/m/fp32.onnx", kind, False))
     with pytest.raises(ValueError, match="unknown TensorRT calibrator 'percentile'"):
         choose_precision_path(10, Artifact("trt-calibrate", "int8", Path("x"), settings={"calibrator": "percentile"}))
     with pytest.raises(ValueError, match="cannot build a 'torch' artifact"):
@@ -225,7 +226,8 @@ def test_qdq_check_rejects_ort_default_uint8_and_int32_bias(qdq_models):
 @pytest.mark.ort_cpu
 def test_qdq_check_catches_a_nonzero_int8_zero_point(tmp_path):
     w = onnx.numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["d"]),
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["d"]),
              helper.make_node("MatMul", ["d", "w"], ["y"])]
     inits = [w, onnx.numpy_helper.from_array(np.array(0.1, np.float32), "s"),
              onnx.numpy_helper.from_array(np.array(3, np.int8), "zp")]
@@ -265,7 +267,8 @@ def test_engine_layer_precisions_from_short_and_long_format_strings():
     assert report["exec_precision"] == "mixed"
     assert report["int8_op_share"] == pytest.approx(2 / 3, abs=1e-4)  # 2 of 3 convolutions/matrix products
     assert "convolutions/matrix products: int8 2, fp32 1" in report["audit_note"]
-    fp16 = summarize_engine_layers({"Layers": [_layer("CaskConvolution", ["Channel major FP16 format where channel % 8 == 0"],
+    fp16 = summarize_engine_layers({"Layers": [_layer("CaskConvolution",
+                                                      ["Channel major FP16 format where channel % 8 == 0"],
                                                       ["Half"], name="c")]}, "fp16")
     assert fp16["exec_precision"] == "fp16" and fp16["int8_op_share"] == 0.0
 
@@ -426,7 +429,8 @@ def test_calibration_data_changes_the_engine_and_table_keys():
     plan = PrecisionPlan("/a.onnx", False, ("INT8",), "entropy")
     args = ("abc", plan, {}, "10.13.0", "GPU", (9, 0), 16, {"calibrator": "entropy"})
     assert engine_cache_key(*args, calibration=base) != engine_cache_key(*args, calibration=fp(seed=1))
-    assert calibration_cache_key("abc", "entropy", "10.13", {}, base) != calibration_cache_key("abc", "entropy", "10.13", {}, fp(n=48))
+    assert (calibration_cache_key("abc", "entropy", "10.13", {}, base)
+            != calibration_cache_key("abc", "entropy", "10.13", {}, fp(n=48)))
 
 
 def test_profile_shapes_for_dynamic_and_static_batches():
@@ -587,7 +591,8 @@ def test_rejected_input_shape_and_engine_io_dtypes(tmp_path, fake_trt):
     static.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
     save_model(static, tmp_path / "static.onnx")
     rt = _tensorrt(tmp_path, tmp_path / "static.onnx")
-    with pytest.raises(RuntimeFailure, match=r"input shape \(2, 1, 28, 28\) is outside the engine's profile \(batch 4..4\)"):
+    with pytest.raises(RuntimeFailure,
+                       match=r"input shape \(2, 1, 28, 28\) is outside the engine's profile \(batch 4..4\)"):
         rt.stage(np.ones((2, 1, 28, 28), np.float32))
     with pytest.raises(RuntimeFailure, match="built for batch <= 4, got 8"):
         rt.stage(np.ones((8, 1, 28, 28), np.float32))

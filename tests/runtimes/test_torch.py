@@ -21,7 +21,8 @@ def test_torch_baseline_matches_the_shipped_onnx():
         rt.activate(Artifact("torch", "fp32", source=source.to_dict()), batch=3)
         y = rt.fetch(rt.infer(rt.stage(x)))
         assert rt.execution_report()["exec_precision"] == "fp32"
-    ref = ort.InferenceSession(str(ASSETS / "fashion_cnn.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    ref = ort.InferenceSession(str(ASSETS / "fashion_cnn.onnx"),
+                               providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
 
 
