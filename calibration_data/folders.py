@@ -208,7 +208,8 @@ def _first_image(root: Path, files: np.ndarray, what: str) -> tuple[str, tuple[i
             sixteen = im.mode in SIXTEEN_BIT_MODES
             w, h = im.size
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken files
-        raise DataError(f"cannot read image {path} ({what}): {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+        raise DataError(f"cannot read image {path} ({what}): "
+                        f"{str(exc).splitlines()[0] if str(exc) else exc!r}") from None
     return mode, ((h, w) if mode == "L" else (h, w, 3)), sixteen
 
 

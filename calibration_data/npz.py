@@ -20,7 +20,8 @@ def open_npz(path: Path, spec: str | None = None) -> DataSource:
     try:
         arrays = dict(np.load(path, allow_pickle=False))
     except Exception as exc:  # noqa: BLE001 - numpy raises several types for bad files
-        raise DataError(f"{path} is not a readable .npz file: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+        raise DataError(f"{path} is not a readable .npz file: "
+                        f"{str(exc).splitlines()[0] if str(exc) else exc!r}") from None
     keys = arrays.keys()
 
     def split(x: str, y: str, name: str) -> ArraySplit:

@@ -22,8 +22,8 @@ from .idx import DEBIAN_FASHION_MNIST, SHIPPED, open_fashion_mnist, open_idx, re
 from .npz import open_npz
 
 __all__ = ["DEBIAN_FASHION_MNIST", "IMAGE_SUFFIXES", "KINDS", "PATH_KINDS", "SHIPPED", "ArraySplit", "DataError",
-           "DataSource", "FileSplit", "Split", "absolute_path", "absolute_spec", "check_spec", "expand_path", "open_digits", "open_folder", "open_idx", "open_npz", "open_source",
-           "read_idx", "write_idx"]
+           "DataSource", "FileSplit", "Split", "absolute_path", "absolute_spec", "check_spec", "expand_path",
+           "open_digits", "open_folder", "open_idx", "open_npz", "open_source", "read_idx", "write_idx"]
 
 KINDS = ("fashion-mnist", "fashion-mnist-subset", "idx:DIR", "digits", "folder:DIR", "npz:FILE")
 DICT_KEYS = ("spec", "classes", "labels", "class_subset", "restrict_outputs")

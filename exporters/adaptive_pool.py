@@ -11,11 +11,11 @@ class ExactAdaptiveAvgPool2d(nn.Module):
 
     def __init__(self, output_size: tuple[int, int], input_size: tuple[int, int]) -> None:
         super().__init__()
-        for axis, (n_in, n_out) in enumerate(zip(input_size, output_size)):
+        for axis, (n_in, n_out) in enumerate(zip(input_size, output_size, strict=True)):
             starts, ends = bins(n_in, n_out)
             self.register_buffer(f"start{axis}", torch.tensor(starts, dtype=torch.long), persistent=False)
             self.register_buffer(f"end{axis}", torch.tensor(ends, dtype=torch.long), persistent=False)
-            self.register_buffer(f"count{axis}", torch.tensor([e - s for s, e in zip(starts, ends)],
+            self.register_buffer(f"count{axis}", torch.tensor([e - s for s, e in zip(starts, ends, strict=True)],
                                                               dtype=torch.float32), persistent=False)
 
     @staticmethod

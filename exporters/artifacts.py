@@ -135,7 +135,8 @@ class ArtifactStore:
             # The trained builtins ship their ONNX, so benchmark environments need no torch.
             return self._describe(shipped, "fp32", "fp32", source.weights_label(), None)
         if importlib.util.find_spec("torch") is None:
-            raise ValueError(f"exporting {source.name} to ONNX needs torch: pip install .[torch] (or pass a .onnx file)")
+            raise ValueError(f"exporting {source.name} to ONNX needs torch: pip install .[torch] "
+                             "(or pass a .onnx file)")
         key = _key("fp32", source.kind, source.target, list(source.input_shape), source.num_classes, weights_hash,
                    _version("torch"), _version("torchvision"), 17)
         out = self.root / key / "model.onnx"
@@ -173,7 +174,7 @@ class ArtifactStore:
         load_checked(p)
         mine = [onnx_input_info(p)[1:], *[o[1:] for o in onnx_output_info(p)]]
         theirs = [onnx_input_info(fp32.path)[1:], *[o[1:] for o in onnx_output_info(fp32.path)]]
-        if len(mine) != len(theirs) or any(not _same_io(a, b) for a, b in zip(mine, theirs)):
+        if len(mine) != len(theirs) or any(not _same_io(a, b) for a, b in zip(mine, theirs, strict=True)):
             raise ValueError(f"{path}: input/outputs {_io_text(mine)} differ from the model's {_io_text(theirs)}")
         size = artifact_size(p)
         meta = {"notes": [f"prebuilt artifact: {path}"],
@@ -214,7 +215,8 @@ class ArtifactStore:
             # "calib-3": two-pass fixed-range calibration (exporters/calibrate.py) with numpy's exact bin counts
             # and ORT's |x| range for symmetric Percentile; older caches used ORT's calibrators or other bins.
             # "grid-1": weight_bits grids as explicit scales (exporters/bitwidth.py). "round-2": GPTQ/GPFQ weight
-            # rounding (exporters/weight_rounding.py; 8 bits on ORT's own grid, held-out error note); bump when it changes.
+            # rounding (exporters/weight_rounding.py; 8 bits on ORT's own grid, held-out error note); bump when it
+            # changes.
             key = _key("int8", "calib-3", "grid-1", "round-2", fp32.sha256, variant.quant.to_dict(), data, preprocess,
                        _version("onnxruntime"))
         out = self.root / key / "model.onnx"
@@ -260,7 +262,7 @@ class ArtifactStore:
 def _same_io(a: tuple[list[Any], str], b: tuple[list[Any], str]) -> bool:
     (da, ta), (db, tb) = a, b
     return ta == tb and len(da) == len(db) and all(
-        not isinstance(x, int) or not isinstance(y, int) or x == y for x, y in zip(da, db))
+        not isinstance(x, int) or not isinstance(y, int) or x == y for x, y in zip(da, db, strict=True))
 
 
 def _io_text(io: list[tuple[list[Any], str]]) -> str:

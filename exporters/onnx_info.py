@@ -21,7 +21,7 @@ def load_checked(path: Path):
         raise ValueError(f"{path} is not a valid ONNX model (empty graph or no inputs)")
     try:
         onnx.checker.check_model(model)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the checker raises ValidationError and others
         raise ValueError(f"{path} fails the ONNX checker: {str(exc).splitlines()[0]}") from None
     return model
 

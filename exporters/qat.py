@@ -164,7 +164,8 @@ def exportable(qat_model: Any) -> Iterator[tuple[int, int] | None]:
                for h in (m.weight_fake_quant, m.weight_fake_quant.activation_post_process)]
     trained = {h: (int(h.quant_min), int(h.quant_max)) for h in holders}
     if len(set(trained.values())) > 1:
-        raise ValueError(f"QAT export needs one weight integer range for all layers, not {sorted(set(trained.values()))}")
+        raise ValueError("QAT export needs one weight integer range for all layers, "
+                         f"not {sorted(set(trained.values()))}")
     try:
         for h in holders:
             h.quant_min, h.quant_max = (-128, 127) if h.dtype == torch.qint8 else (0, 255)

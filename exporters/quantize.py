@@ -362,14 +362,15 @@ def pre_processed(fp32_path: Path, tmp: Path, notes: list[str]) -> Path:
     pre = tmp / "pre.onnx"
     try:
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - any failure: quantize the original graph, with a note
         notes.append(f"quant_pre_process failed, quantizing the original graph: {str(exc).splitlines()[0]}")
         return Path(fp32_path)
     return pre
 
 
 def static_quant_kwargs(settings: QuantSettings, cache: Path, only: list[str] | None = None,
-                        exclude: list[str] | tuple[str, ...] = (), extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                        exclude: list[str] | tuple[str, ...] = (),
+                        extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """``quantize_static``'s keyword arguments (all but the two paths) for ``settings``, with the ranges
     from the calibration cache ``cache``. ``only``: quantize just these nodes; ``exclude``: keep these in
     float too (added to ``settings.exclude_nodes``); ``extra``: more ``extra_options``."""

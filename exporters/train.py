@@ -153,7 +153,8 @@ def train(model: str, data: str | Mapping[str, Any], out: Path, settings: TrainS
     if len(train_split) == 0:
         raise ValueError(f"data source '{source.spec}' has no training images")
     if int(np.max(train_split.labels)) >= source.num_classes:
-        raise ValueError(f"labels reach {int(np.max(train_split.labels))} but the data has {source.num_classes} classes")
+        raise ValueError(f"labels reach {int(np.max(train_split.labels))} "
+                         f"but the data has {source.num_classes} classes")
     torch.manual_seed(settings.seed)
     module = construct_module(spec)
     total = settings.total_steps(len(train_split))

@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     x_train, y_train, classes = load_split(args.data / "train")
     x_test, y_test, test_classes = load_split(args.data / "test")
     if classes != test_classes or len(classes) != 10:
-        raise SystemExit(f"error: expected the same 10 class folders in train/ and test/, got {classes} / {test_classes}")
+        raise SystemExit("error: expected the same 10 class folders in train/ and test/, "
+                         f"got {classes} / {test_classes}")
     print(f"decoded {len(x_train)} train / {len(x_test)} test images in {time.time() - t0:.0f} s")
 
     pre = Preprocess.from_dict(CIFAR10)

@@ -60,7 +60,8 @@ def round_nearest(w: np.ndarray, h: np.ndarray | None, grid: Grid) -> np.ndarray
     return grid.quantize(w)
 
 
-def round_gptq(w: np.ndarray, h: np.ndarray, grid: Grid, block: int = GPTQ_BLOCK, damp: float = GPTQ_DAMP) -> np.ndarray:
+def round_gptq(w: np.ndarray, h: np.ndarray, grid: Grid, block: int = GPTQ_BLOCK,
+               damp: float = GPTQ_DAMP) -> np.ndarray:
     """GPTQ (Frantar et al. 2022, Algorithm 1): quantize columns in order; after each column, spread its
     error over the columns not yet quantized through the upper Cholesky factor of H⁻¹ (lazy in blocks).
 
@@ -203,7 +204,7 @@ def _conv_pads(x_shape: tuple[int, ...], k_eff: list[int], attrs: dict[str, Any]
     strides = attrs.get("strides") or [1] * spatial
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         begin, end = [], []
-        for n, k, s in zip(x_shape[2:], k_eff, strides):
+        for n, k, s in zip(x_shape[2:], k_eff, strides, strict=True):
             total = max((-(-n // s) - 1) * s + k - n, 0)
             small, big = total // 2, total - total // 2
             begin.append(small if auto == "SAME_UPPER" else big)
@@ -220,12 +221,13 @@ def im2col(x: np.ndarray, kernel: tuple[int, ...], attrs: dict[str, Any]) -> np.
     spatial = len(kernel)
     dil = list(attrs.get("dilations") or [1] * spatial)
     strides = list(attrs.get("strides") or [1] * spatial)
-    k_eff = [d * (k - 1) + 1 for k, d in zip(kernel, dil)]
+    k_eff = [d * (k - 1) + 1 for k, d in zip(kernel, dil, strict=True)]
     pads = _conv_pads(x.shape, k_eff, attrs)
     xp = np.pad(x[0], [(0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)])
     axes = tuple(range(1, spatial + 1))
     view = np.lib.stride_tricks.sliding_window_view(xp, k_eff, axis=axes)  # (C, *out, *k_eff)
-    view = view[(slice(None),) + tuple(slice(None, None, s) for s in strides) + tuple(slice(None, None, d) for d in dil)]
+    view = view[(slice(None),) + tuple(slice(None, None, s) for s in strides)
+                + tuple(slice(None, None, d) for d in dil)]
     c = view.shape[0]
     out = view.shape[1:spatial + 1]
     # (C, *out, *k) -> (*out, C, *k) -> (positions, C·k)
@@ -346,7 +348,7 @@ def collect_grams(model_path: Path, layers: list[Layer], reader: Any, tmp: Path,
         acc = {lay.node: _GramSum(lay.groups, lay.cols) for lay in group}
         samples = 0
         for feed in _samples(reader):
-            values = dict(zip(names, session.run(names, feed))) if session else {}
+            values = dict(zip(names, session.run(names, feed), strict=True)) if session else {}
             values.update(feed)
             for lay in group:
                 acc[lay.node].add(lay.patches(np.asarray(values[lay.x_name], np.float32)))
@@ -496,7 +498,7 @@ def apply_rounding(fp32_path: Path, qdq_path: Path, reader: Any, method: str, qr
         rounded[layer.node] = ints
     if heldout is not None:
         grams, _ = collect_grams(Path(fp32_path), layers, heldout, Path(tmp), budget_mb, threads)
-        for layer, report in zip(layers, reports):
+        for layer, report in zip(layers, reports, strict=True):
             report.heldout_error, report.heldout_error_nearest = layer_errors(
                 layer, rounded.pop(layer.node), grams.pop(layer.node), *ranges[layer.node])
     save_model(qdq, qdq_path)

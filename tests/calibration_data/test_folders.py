@@ -212,7 +212,7 @@ def test_mostly_integer_folder_names_with_odd_ones_stop_with_one_line_naming_the
 def _sixteen_bit_tree(root: Path, images: np.ndarray, labels: np.ndarray, mode: str) -> None:
     """The same grey images written as real files: 8-bit PNG ("L"), 16-bit PNG ("I;16", value * 257),
     big-endian 16-bit TIFF ("I;16B") or 32-bit integer TIFF ("I")."""
-    for i, (im, y) in enumerate(zip(images, labels)):
+    for i, (im, y) in enumerate(zip(images, labels, strict=True)):
         folder = root / str(int(y))
         folder.mkdir(parents=True, exist_ok=True)
         wide = im.astype(np.uint16) * 257

@@ -24,7 +24,7 @@ def test_mixed_sizes_resize_shorter_and_crop_match_pil(interpolation):
     out = pre.apply(images)
     assert out.shape == (5, 3, 32, 32) and out.dtype == np.float32
     resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[interpolation]
-    for got, im, ((h, w), (top, left)) in zip(out, images, CASES.values()):
+    for got, im, ((h, w), (top, left)) in zip(out, images, CASES.values(), strict=True):
         ref = np.asarray(Image.fromarray(im).resize((w, h), resample), dtype=np.float32)[top:top + 32, left:left + 32]
         ref = ((ref / 255 - np.array(mean, np.float32)) / np.array(std, np.float32)).transpose(2, 0, 1)
         np.testing.assert_allclose(got, ref, atol=1e-5)

@@ -52,10 +52,11 @@ def test_idx_round_trip_and_truncation(tmp_path):
 def test_digits_split_does_not_overlap():
     pytest.importorskip("sklearn")
     src = open_source("digits")
-    cal = {x.tobytes() + bytes([y]) for x, y in zip(src.calibration.images, src.calibration.labels)}
+    cal = {x.tobytes() + bytes([y]) for x, y in zip(src.calibration.images, src.calibration.labels, strict=True)}
     assert len(src.calibration) + len(src.evaluation) == 1797
     assert len(src.evaluation) > 500 and src.evaluation.image_shape == (8, 8)
-    overlap = sum(x.tobytes() + bytes([y]) in cal for x, y in zip(src.evaluation.images, src.evaluation.labels))
+    overlap = sum(x.tobytes() + bytes([y]) in cal
+                  for x, y in zip(src.evaluation.images, src.evaluation.labels, strict=True))
     assert overlap < 5  # identical digit images can occur twice in the data set itself, never by index
 
 
@@ -64,7 +65,10 @@ def test_npz_sources(tmp_path):
     x[:, 0, 0] = np.arange(100)
     np.savez(tmp_path / "xy.npz", x=x, y=np.arange(100) % 3)
     src = open_source(f"npz:{tmp_path / 'xy.npz'}")
-    ids = lambda s: {int(img[0, 0]) for img in s.images}  # noqa: E731
+
+    def ids(split):
+        return {int(img[0, 0]) for img in split.images}
+
     assert not ids(src.calibration) & ids(src.evaluation)
     assert len(src.calibration) + len(src.evaluation) == 100 and src.num_classes == 3
     np.savez(tmp_path / "bad.npz", a=x)
@@ -110,7 +114,8 @@ def test_preprocess_values_and_shapes():
     pre = Preprocess.from_dict({"mean": [0.5], "std": [0.25]})
     out = pre.apply(raw)
     np.testing.assert_allclose(out[0, 0], (raw[0] / 255 - 0.5) / 0.25, rtol=1e-6)
-    big = Preprocess.from_dict({"resize": [8, 8], "crop": [6, 6], "channels": 3, "mean": [0.1, 0.2, 0.3], "std": [1, 1, 1]})
+    big = Preprocess.from_dict({"resize": [8, 8], "crop": [6, 6], "channels": 3, "mean": [0.1, 0.2, 0.3],
+                                "std": [1, 1, 1]})
     y = big.apply(raw)
     assert y.shape == (1, 3, 6, 6) == (1, *big.output_shape((2, 2)))
     np.testing.assert_allclose(y[0, 1] - y[0, 0], -0.1, atol=1e-6)  # grey replicated, per-channel mean

@@ -50,7 +50,8 @@ def _weights(path):
 def _fp32_weights(path):
     model = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    return {n.name: inits[n.input[1]] for n in model.graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] in inits}
+    return {n.name: inits[n.input[1]] for n in model.graph.node
+            if n.op_type in ("Conv", "Gemm") and n.input[1] in inits}
 
 
 @pytest.mark.parametrize("bits", [4, 3])

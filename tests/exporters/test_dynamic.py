@@ -82,7 +82,8 @@ def test_settings_record_what_ran():
     assert d["mode"] == "dynamic" and d["per_channel"] is False
     assert all(d[k] is None for k in ("calibration", "calib_samples", "num_bins", "calib_symmetric", "activation_type"))
     assert QuantSettings.from_dict(s.to_config()) == s
-    for bad, match in [({"mode": "dynamic", "calibration": "entropy"}, "calibration does not apply to mode = 'dynamic'"),
+    for bad, match in [({"mode": "dynamic", "calibration": "entropy"},
+                        "calibration does not apply to mode = 'dynamic'"),
                        ({"mode": "dynamic", "calib_samples": 64}, "calib_samples does not apply"),
                        ({"mode": "dynamic", "weight_bits": 4}, "mode = 'dynamic' quantizes weights to 8 bits"),
                        ({"mode": "dynamc"}, "mode must be 'static', 'dynamic' or 'qat'")]:

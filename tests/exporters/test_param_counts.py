@@ -19,7 +19,8 @@ def test_onnx_counts_take_batchnorm_statistics_as_non_trainable(tmp_path):
              helper.make_tensor("shape", TensorProto.INT64, [2], [-1, c])]
     nodes = [helper.make_node("Conv", ["input", "w"], ["a"]),
              helper.make_node("BatchNormalization", ["a", "gamma", "beta", "mean", "var"], ["b"]),
-             helper.make_node("GlobalAveragePool", ["b"], ["g"]), helper.make_node("Reshape", ["g", "shape"], ["logits"])]
+             helper.make_node("GlobalAveragePool", ["b"], ["g"]),
+             helper.make_node("Reshape", ["g", "shape"], ["logits"])]
     graph = helper.make_graph(nodes, "bn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 5, 5])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", c])], inits)
     path = tmp_path / "bn.onnx"

@@ -82,7 +82,8 @@ def test_export_is_plain_qdq_and_runs_int8_in_ort(trained, tmp_path):
     # The four weights are stored as INT8 (not float behind a QuantizeLinear), the biases as INT32.
     matrices = [i for i in model.graph.initializer if len(i.dims) >= 2]
     assert len(matrices) == 4 and all(i.data_type == onnx.TensorProto.INT8 for i in matrices)
-    biases = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT32 and i.name.endswith("bias_quantized")]
+    biases = [i for i in model.graph.initializer
+              if i.data_type == onnx.TensorProto.INT32 and i.name.endswith("bias_quantized")]
     assert len(biases) == 4
     audit = _ort_audit(path, tmp_path)
     assert audit["exec_precision"] == "int8" and audit["int8_op_share"] == 1.0, audit["audit_note"]
@@ -191,7 +192,7 @@ def test_exported_weights_are_torchs_fake_quant_integers_on_the_ptq_grid(trained
     exported = _exported_weight_integers(path)
     assert len(ref) == len(exported) == 4
     total = 0
-    for (name, (q_ref, s_ref)), (q, s) in zip(ref.items(), exported):
+    for (name, (q_ref, s_ref)), (q, s) in zip(ref.items(), exported, strict=True):
         np.testing.assert_array_equal(s, s_ref, err_msg=name)
         assert q.shape == q_ref.shape
         assert int((q != q_ref).sum()) == 0, f"{name}: {(q != q_ref).sum()} of {q.size} integers differ"

@@ -102,7 +102,7 @@ def layer_inputs(tiny):
     sess = _session(model)
     reader = _reader()
     xs = np.concatenate([b["x"] for b in iter(reader.get_next, None)])
-    values = dict(zip(names, sess.run(names, {"x": xs})))
+    values = dict(zip(names, sess.run(names, {"x": xs}), strict=True))
     values["x"] = xs
     return values
 
@@ -333,7 +333,7 @@ def _inputs_of(tiny, reader):
     for name in names:
         model.graph.output.append(helper.make_empty_tensor_value_info(name))
     xs = np.concatenate([b["x"] for b in iter(reader.get_next, None)])
-    values = dict(zip(names, _session(model).run(names, {"x": xs})))
+    values = dict(zip(names, _session(model).run(names, {"x": xs}), strict=True))
     values["x"] = xs
     return values
 
