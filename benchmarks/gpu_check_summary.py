@@ -41,16 +41,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"{'env':6} {'runtime':40} {'variant':16} {'b':>3} {'status':7} {'clock':42} "
           f"{'h2d':>7} {'compute':>8} {'d2h':>7} {'e2e':>8}  ran as")
-    for r in sorted(rows, key=lambda r: (r["_env"], str(r.get("runtime_label") or r.get("runtime")), str(r.get("variant")),
-                                       r.get("batch") or 0)):
+    for r in sorted(rows, key=lambda r: (r["_env"], str(r.get("runtime_label") or r.get("runtime")),
+                                         str(r.get("variant")), r.get("batch") or 0)):
         settings = r.get("runtime_settings") or {}
         ran = r.get("exec_precision") or "?"
         providers = settings.get("providers")
         if providers:
             ran += " on " + ",".join(p.replace("ExecutionProvider", "") for p in providers)
         status = r.get("status", "?")
-        print(f"{r['_env']:6} {str(r.get('runtime_label') or r.get('runtime'))[:40]:40} {str(r.get('variant'))[:16]:16} "
-              f"{r.get('batch') or 0:>3} {status[:7]:7} {str(r.get('clock') or '—')[:42]:42} {_ms(r.get('h2d_p50_ms')):>7} "
+        print(f"{r['_env']:6} {str(r.get('runtime_label') or r.get('runtime'))[:40]:40} "
+              f"{str(r.get('variant'))[:16]:16} {r.get('batch') or 0:>3} {status[:7]:7} "
+              f"{str(r.get('clock') or '—')[:42]:42} {_ms(r.get('h2d_p50_ms')):>7} "
               f"{_ms(r.get('compute_p50_ms')):>8} {_ms(r.get('d2h_p50_ms')):>7} {_ms(r.get('e2e_p50_ms')):>8}  {ran}")
         if status != "ok" and r.get("error"):
             print(f"       error: {str(r['error'])[:150]}")

@@ -131,7 +131,8 @@ def report(found: dict[str, str]) -> tuple[int, int]:
         n = sum(v for s, v in counts.items() if s not in ("skipped", "not checked"))
         k = sum(v for s, v in counts.items() if s in KILLED)
         total_k, total_n = total_k + k, total_n + n
-        rest = ", ".join(f"{v} {s}" for s, v in sorted(counts.items()) if s not in KILLED)  # "not checked": run cut short
+        # "not checked": the run was cut short
+        rest = ", ".join(f"{v} {s}" for s, v in sorted(counts.items()) if s not in KILLED)
         print(f"  {module:28s} {k:4d}/{n:<4d} killed" + (f"  ({rest})" if rest else ""))
     print(f"mutation score: {total_k}/{total_n} killed ({100 * total_k / max(total_n, 1):.1f}%)")
     return total_k, total_n
@@ -140,7 +141,8 @@ def report(found: dict[str, str]) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stage", type=Path, default=ROOT / "build" / "mutation", help="work folder (replaced)")
-    ap.add_argument("--only", action="append", help="mutate only this module (e.g. harness/measure/stats.py); repeatable")
+    ap.add_argument("--only", action="append",
+                    help="mutate only this module (e.g. harness/measure/stats.py); repeatable")
     ap.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
     ap.add_argument("--survivors", action="store_true", help="print the diff of every mutant not killed")
     ap.add_argument("--report-only", action="store_true", help="read the results of the last run in --stage")

@@ -61,7 +61,8 @@ def run_default_sweep(out: Path, args: argparse.Namespace) -> list[dict[str, Any
     if args.eval_samples:
         cfg.run.eval_samples = args.eval_samples
     cfg.validate()
-    run_sweep(cfg, out, log=lambda msg: print(f"    {msg}", flush=True) if msg.startswith(("warning", "error")) else None,
+    run_sweep(cfg, out,
+              log=lambda msg: print(f"    {msg}", flush=True) if msg.startswith(("warning", "error")) else None,
               on_row=lambda r: print(f"    {r['status']:7} {r['variant']} on {r.get('runtime_label')} "
                                      f"batch {r.get('batch')}", flush=True))
     return [r for r in read_current(out).rows if r.get("status") == "ok"]
@@ -129,8 +130,8 @@ def compare(quiet: list[dict[str, Any]], hog: list[dict[str, Any]]) -> tuple[lis
     only_hog = sorted((k for k in hc if k not in qc), key=str)
     same = not differ and not opposite
     lines.append(f"(a) significant conclusions the same in both runs: {'YES' if same else 'NO'}")
-    lines.append(f"    verdicts decided in both: {len(both)}, same pick: {len(both) - len(differ)}; decided only quiet: "
-                 f"{len(set(qv) - set(hv))}, only hog: {len(set(hv) - set(qv))}")
+    lines.append(f"    verdicts decided in both: {len(both)}, same pick: {len(both) - len(differ)}; "
+                 f"decided only quiet: {len(set(qv) - set(hv))}, only hog: {len(set(hv) - set(qv))}")
     for k in differ:
         lines.append(f"      differs {k}: quiet {qv[k]} / hog {hv[k]}")
     lines.append(f"    speed-up comparisons beyond the intervals: quiet {len(qc)}, hog (unflagged rows) {len(hc)}, "
@@ -159,7 +160,8 @@ def compare(quiet: list[dict[str, Any]], hog: list[dict[str, Any]]) -> tuple[lis
     all_inside = [v for v in all_inside if v is not None]
     every = speed_claims(hog, trusted_only=False)
     flipped = [k for k in set(qc) & set(every) if qc[k] != every[k]]
-    lines.append(f"    ignoring the flags: hog-run speed-ups inside the quiet interval {_share(sum(all_inside), len(all_inside))}; "
+    lines.append(f"    ignoring the flags: hog-run speed-ups inside the quiet interval "
+                 f"{_share(sum(all_inside), len(all_inside))}; "
                  f"comparisons beyond the intervals {len(every)}, opposite to the quiet run {len(flipped)}")
     for name, rows in (("quiet", quiet), ("hog", hog)):
         other = [r["interference"]["other_cpu_frac"] for r in rows

@@ -124,7 +124,7 @@ def main() -> int:
     finally:
         adapter.rt.deactivate()
     ratio = statistics.median(ours) / statistics.median(theirs)
-    paired = statistics.median(o / t for o, t in zip(ours, theirs))
+    paired = statistics.median(o / t for o, t in zip(ours, theirs, strict=True))
     best = min(ours) / min(theirs)
     # Other tenants of this machine switch it between fast and slow phases for seconds at a time;
     # the median of per-round (adjacent) ratios cancels that best, so the verdict uses it.

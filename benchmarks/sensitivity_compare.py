@@ -28,7 +28,7 @@ def _job(args: Any, work: Path) -> dict[str, Any]:
     fp32 = Path(args.model).absolute()
     try:  # a registry model's file (exporters/assets/cifar10_cnn.onnx): its preprocessing; else ImageNet's
         pre = dict(resolve_model(fp32.stem).preprocess)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - not a registry model's file: ImageNet's preprocessing
         pre = dict(resolve_model("resnet50", weights="random").preprocess)
     if args.resize:
         pre["resize"] = [args.resize, args.resize]

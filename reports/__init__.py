@@ -12,8 +12,8 @@ from .verdict import DEFAULT_BUDGET_PTS
 def render_html(report: Report, out: Path, budget_pts: float = DEFAULT_BUDGET_PTS) -> Path:
     """One self-contained HTML file (plotly imported lazily); ``budget_pts``: the verdict's accuracy budget."""
     try:
-        import jinja2  # noqa: F401
-        import plotly  # noqa: F401
+        import jinja2  # noqa: F401 - only whether they import
+        import plotly  # noqa: F401 - only whether they import
     except ImportError as exc:
         raise ReportError(f"HTML reports need {exc.name}: pip install .[report] / tox -e report") from None
     from .html import render_html as _render

@@ -70,7 +70,8 @@ def evaluate_outputs(rt: Any, reader: Any, reference: np.ndarray | None,
     else:
         row["top1"] = row["top5"] = None
         if plan.get("top_k"):  # preparation saw valid labels; these are not (should not happen)
-            row["accuracy_note"] = f"labels {int(lb.min())}..{int(lb.max())} fall outside the model's {num_classes} classes"
+            row["accuracy_note"] = (f"labels {int(lb.min())}..{int(lb.max())} "
+                                    f"fall outside the model's {num_classes} classes")
         else:
             row["accuracy_note"] = plan.get("note") or "top-1 not computed"
     if reference is not None:

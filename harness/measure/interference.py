@@ -74,7 +74,8 @@ def between(before: CpuSample, after: CpuSample) -> dict[str, Any]:
     if before.jiffies is None or after.jiffies is None or wall <= 0:
         return out
     hz = _hz()
-    delta = [a - b for a, b in zip(after.jiffies, before.jiffies)]
+    # The kernel's field list, not ours to vouch for: a stray field must not fail the cell's measurement.
+    delta = [a - b for a, b in zip(after.jiffies, before.jiffies, strict=False)]
     busy_s = sum(delta[i] for i in BUSY_FIELDS) / hz
     own_s = after.own_s - before.own_s
     out["other_cpu_frac"] = round(max(0.0, (busy_s - own_s) / wall), 3)

@@ -101,7 +101,8 @@ def _check_preprocess(table: dict[str, Any], label: str, merged: bool) -> None:
     try:
         Preprocess.from_dict(table)
     except DataError as exc:
-        how = f" (your preprocess table merged over the model's defaults gives {toml_repr(table, 160)})" if merged else ""
+        how = (f" (your preprocess table merged over the model's defaults gives {toml_repr(table, 160)})"
+               if merged else "")
         raise ConfigError(f"model '{label}': {first_line(exc)}{how}") from None
 
 
@@ -218,7 +219,8 @@ def prepare_artifacts(pm: PreparedModel, variants: list[VariantConfig], cache: P
             if v.builder == "trt-calibrate" or v.precision == "fp32":
                 pm.artifacts[v.name] = pm.fp32
                 continue
-            if v.quant.get("accuracy_budget") is not None:  # a search, not a build setting (harness/studies/mixed_precision.py)
+            # a search, not a build setting (harness/studies/mixed_precision.py)
+            if v.quant.get("accuracy_budget") is not None:
                 raise ValueError("accuracy_budget is searched by `quantbench sensitivity CONFIG --variant "
                                  f"{v.name}`; it prints the exclude_nodes that meet the budget, for a variant here")
             if v.builder == "prebuilt":  # the user's file (e.g. a QAT export), checked against the model
@@ -239,7 +241,7 @@ def prepare_artifacts(pm: PreparedModel, variants: list[VariantConfig], cache: P
                          if cal.get("time_ratio") and cal.get("time_s") is not None else "")
                 log(f"  {v.name}: {built.size_bytes / 1e3:.0f} kB, quantized in {built.quant_time_s:.1f} s{floor}, "
                     f"peak {built.quant_peak_mem_mb or 0:.0f} MB")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a failed build fails this variant's cells, in one line
             pm.artifact_errors[v.name] = _one_line(exc)
             log(f"error: {pm.label}/{v.name}: {pm.artifact_errors[v.name]}")
     onnx_built = {n: a for n, a in pm.artifacts.items()

@@ -65,7 +65,7 @@ def _sample_shape(split: Any, preprocess: Any, input_name: str) -> tuple[int, ..
 
 def _fits(model_dims: list[Any], data_shape: tuple[int, ...]) -> bool:
     return len(model_dims) == len(data_shape) and all(
-        not (isinstance(a, int) and a > 0) or a == b for a, b in zip(model_dims, data_shape))
+        not (isinstance(a, int) and a > 0) or a == b for a, b in zip(model_dims, data_shape, strict=True))
 
 
 def _raw_chw(split: Any) -> tuple[int, int, int]:
@@ -235,7 +235,7 @@ def prepare(job: dict[str, Any]) -> dict[str, Any]:
             # peak resident memory (MiB) of the export child (None: no export) and of this process
             "peak_rss_mb": {**peaks, "preparation": round(peak_rss_mb(), 1)},
             # images per label of the calibration split: how many a default calib_samples can take
-            "calib_label_counts": {str(int(c)): int(n) for c, n in zip(labels_found, counts)}}
+            "calib_label_counts": {str(int(c)): int(n) for c, n in zip(labels_found, counts, strict=True)}}
 
 
 def accuracy_plan(out_name: str, per_sample: list[Any], float_out: bool, source: Any,

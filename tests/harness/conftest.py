@@ -26,7 +26,8 @@ report = false
 
 def write_config(path: Path, out: Path, variants: str, batches: str = "[1]", eval_samples: int = 200,
                  models: str = '[[models]]\nname = "fashion_cnn"\n') -> Path:
-    path.write_text(FAST_RUN.format(out=out, batches=batches, eval_samples=eval_samples) + "\n" + models + "\n" + variants)
+    path.write_text(FAST_RUN.format(out=out, batches=batches, eval_samples=eval_samples)
+                    + "\n" + models + "\n" + variants)
     return path
 
 

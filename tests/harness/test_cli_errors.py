@@ -78,7 +78,8 @@ BAD_INPUT = [
                  id="cli-min-time-nan"),
     pytest.param({}, ["--min-time", "inf"], "--min-time: run.min_time_s must be a finite number, not inf",
                  id="cli-min-time-inf"),
-    pytest.param({}, ["--min-time", "-1"], "--min-time: run.min_time_s must be a number >= 0", id="cli-min-time-negative"),
+    pytest.param({}, ["--min-time", "-1"], "--min-time: run.min_time_s must be a number >= 0",
+                 id="cli-min-time-negative"),
     pytest.param({}, ["--threads", "-3"], "--threads: run.threads must be an integer >= 0", id="cli-threads-negative"),
     pytest.param({}, ["--eval-samples", "0"], "--eval-samples: run.eval_samples must be an integer >= 1",
                  id="cli-eval-samples-zero"),
@@ -87,7 +88,8 @@ BAD_INPUT = [
     pytest.param({}, ["--weights", "/nonexistent/weights.pt"], "--weights: model 'fashion_cnn': weights file not found",
                  id="cli-weights-missing"),
     pytest.param({}, ["--device", ","], "--device: run.devices is empty", id="cli-devices-empty"),
-    pytest.param({}, ["--batch-sizes", "8,8"], "--batch-sizes: run.batch_sizes lists 8 twice", id="cli-batch-duplicate"),
+    pytest.param({}, ["--batch-sizes", "8,8"], "--batch-sizes: run.batch_sizes lists 8 twice",
+                 id="cli-batch-duplicate"),
     pytest.param({}, ["--runtimes", "ort-cpo"], "did you mean 'ort-cpu'", id="cli-runtime-typo"),
 ]
 

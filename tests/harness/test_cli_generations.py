@@ -22,7 +22,7 @@ def _body(stdout: str) -> list[list[str]]:
         if cells[4] or not rows:
             rows.append(cells)
         else:
-            rows[-1] = [" ".join(filter(None, (a, b))) for a, b in zip(rows[-1], cells)]
+            rows[-1] = [" ".join(filter(None, (a, b))) for a, b in zip(rows[-1], cells, strict=True)]
     return rows
 
 

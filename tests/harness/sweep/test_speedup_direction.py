@@ -34,7 +34,8 @@ def conv_stack(path: Path, convs: int) -> Path:
              numpy_helper.from_array(rng.standard_normal((10, CH)).astype(np.float32), "wf")]
     nodes = [helper.make_node("Conv", ["input", "w0"], ["h0"], pads=[1, 1, 1, 1])]
     for i in range(convs):
-        inits.append(numpy_helper.from_array(rng.standard_normal((CH, CH, 3, 3)).astype(np.float32) * 0.05, f"w{i + 1}"))
+        weights = rng.standard_normal((CH, CH, 3, 3)).astype(np.float32) * 0.05
+        inits.append(numpy_helper.from_array(weights, f"w{i + 1}"))
         nodes += [helper.make_node("Conv", [f"h{i}", f"w{i + 1}"], [f"c{i}"], pads=[1, 1, 1, 1]),
                   helper.make_node("Relu", [f"c{i}"], [f"h{i + 1}"])]
     nodes += [helper.make_node("GlobalAveragePool", [f"h{convs}"], ["g"]),
