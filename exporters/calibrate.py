@@ -54,6 +54,7 @@ HISTOGRAM_METHODS = ("entropy", "percentile", "distribution", "mse")
 NUM_QUANTIZED_BINS = 128  # ORT's Entropy default: the 8-bit target has 128 bins per side
 _CHUNK = 1 << 17  # values binned at once (the chunk and its scratch stay in cache; smaller ones cost more calls)
 PIPELINE_BYTES = 256 << 20  # a second set of activation buffers (ORT runs while numpy reads) only below this
+BINNING_THREADS = 2  # bincount holds the GIL, so more threads add little beyond the ufuncs' share
 FLOOR_PROBES = 24  # samples per pass also run through the plain FP32 model to measure the floor
 # progress(pass_index, passes, samples_done, samples_total or None, floor seconds per sample or None)
 ProgressFn = Callable[[int, int, int, "int | None", "float | None"], None]
@@ -525,6 +526,17 @@ def _estimate_is_exact(edges: np.ndarray) -> bool:
                     and np.all(ours(first) >= k) and np.all(ours(last) <= k + 1))
 
 
+def _balanced_shares(sizes: list[int], parts: int) -> list[list[int]]:
+    """Indices of ``sizes`` in ``parts`` groups of about equal total (largest first, each to the lightest)."""
+    shares: list[list[int]] = [[] for _ in range(max(1, parts))]
+    totals = [0] * len(shares)
+    for k in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        j = totals.index(min(totals))
+        shares[j].append(k)
+        totals[j] += sizes[k]
+    return [s for s in shares if s]
+
+
 def relu_outputs_from_inputs(relus: dict[str, str], ranges: dict[str, tuple]) -> dict[str, str]:
     """The Relu outputs (of ``relus``: output -> input) whose histogram follows from their input's: both
     calibrated over the same range, which holds 0. Binning x and max(x, 0) with the same edges differs only
@@ -668,18 +680,26 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     derived = {} if absolute else relu_outputs_from_inputs(relus, ranges)
     binned = [t for t in tensors if t not in derived]
     count_s = [0.0]
-
-    def count(arrays: list[np.ndarray]) -> None:
-        tc = time.perf_counter()
-        for t, values in zip(binned, arrays, strict=True):
-            hists.add_values(t, values)
-        count_s[0] += time.perf_counter() - tc
-
     outputs = write_activation_model(onnx.load(str(model_path)), binned, graph_inputs, tmp / "calib_activations.onnx",
                                      value_types)
     runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads)
-    setup_s = time.perf_counter() - t0
-    elapsed, _ = _run_pass(2, passes_n, runs, reader, count, fl, report, total)
+    shares: list[list[int]] = []
+    # numpy's ufuncs release the GIL (bincount does not): two threads bin the tensors of a sample, half each
+    with ThreadPoolExecutor(BINNING_THREADS, thread_name_prefix="qb-bins") as binners:
+        def count_share(arrays: list[np.ndarray], share: list[int]) -> None:
+            for k in share:
+                hists.add_values(binned[k], arrays[k])
+
+        def count(arrays: list[np.ndarray]) -> None:
+            tc = time.perf_counter()
+            if not shares:
+                shares.extend(_balanced_shares([a.size for a in arrays], BINNING_THREADS))
+            for job in [binners.submit(count_share, arrays, share) for share in shares]:
+                job.result()
+            count_s[0] += time.perf_counter() - tc
+
+        setup_s = time.perf_counter() - t0
+        elapsed, _ = _run_pass(2, passes_n, runs, reader, count, fl, report, total)
     del runs
     for out, x in derived.items():
         hists.counts[out] = relu_counts(hists.counts[x], hists.edges[x])

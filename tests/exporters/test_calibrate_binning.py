@@ -167,10 +167,12 @@ def test_slow_consumer_still_reads_each_samples_own_activations(tmp_path, monkey
     tensors = sorted(slow.ranges)
     values = _direct(model, samples, tensors)
     per_sample = {t: np.split(values[t], 12) for t in tensors}
-    binned = list(dict.fromkeys(name for name, _ in seen))  # a Relu's histogram may follow from its input's
+    binned = sorted({name for name, _ in seen})  # a Relu's histogram may follow from its input's
     assert set(binned) <= set(tensors) and "c1" in binned
-    assert seen == [(t, float(per_sample[t][i].max())) for i in range(12) for t in binned]
-    assert threading.get_ident() not in consumers  # numpy read them beside ORT, in a worker
+    k = len(binned)  # a sample's tensors (binned by two threads, in any order), then the next sample's
+    assert [sorted(seen[i * k:(i + 1) * k]) for i in range(12)] == \
+        [sorted((t, float(per_sample[t][i].max())) for t in binned) for i in range(12)]
+    assert threading.get_ident() not in consumers  # numpy read them beside ORT, in workers
     for t in tensors:
         assert [float(v) for v in slow.ranges[t].range_value] == [float(v) for v in fast.ranges[t].range_value]
 
@@ -287,3 +289,11 @@ def test_derived_relu_histograms_give_the_thresholds_of_binning_them(tmp_path, m
     binned = calibrate(model, config, _Reader(samples), tmp_path / "b")
     for t in binned.ranges:
         assert [float(v) for v in derived.ranges[t].range_value] == [float(v) for v in binned.ranges[t].range_value], t
+
+
+def test_binning_shares_are_balanced_and_cover_every_tensor():
+    sizes = [802816, 100, 401408, 401408, 2048, 200704, 5]
+    shares = cal._balanced_shares(sizes, 2)
+    assert sorted(k for share in shares for k in share) == list(range(len(sizes)))
+    totals = [sum(sizes[k] for k in share) for share in shares]
+    assert max(totals) - min(totals) <= max(sizes) and cal._balanced_shares([7], 2) == [[0]]
