@@ -1,0 +1,161 @@
+"""What each piece of a calibration pass costs against the floor, per image, measured in one process.
+
+On the graph ``quantbench`` quantizes (ORT's ``quant_pre_process`` of an ONNX file) and the tensors it
+calibrates, runs a few images through, in turn, groups of ``--group`` images each so that all pieces see
+the same load: the floor (the plain FP32 model, ORT's default optimisations), pass 1 (the in-graph
+min/max model), the unoptimised forward alone (the activation model, as ORT's calibrators run it),
+pass 2 (the activation model with numpy's exact binning beside ORT, as ``calibrate`` runs it) and,
+for comparison, the in-graph binning model the earlier pass 2 ran (``--no-old`` leaves it out). Prints
+each piece's CPU seconds (all threads of this process) and wall seconds per image, both over the floor's:
+the CPU ratio survives a busy machine, the wall ratio is what a user waits for on a quiet one.
+
+    python benchmarks/calibration_pieces.py /tmp/resnet50.onnx --data folder:/tmp/cifar10 --resize 224 --images 24
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+def _pieces(model: Path, feeds: list[dict], tmp: Path, method: str, bins: int, old: bool) -> dict[str, Callable]:
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    from quantbench.exporters import calibrate as cal
+    from quantbench.exporters.quantize import QuantSettings, calibration_config
+
+    config = calibration_config(QuantSettings(calibration=method))
+    shaped = load_model_with_shape_infer(model)
+    tensors, _ = cal.tensors_to_calibrate(shaped, config.op_types)
+    inputs = {i.name for i in shaped.graph.input} - {i.name for i in shaped.graph.initializer}
+    relus = {n.output[0]: n.input[0] for n in shaped.graph.node if n.op_type == "Relu"}
+    types = cal._value_types(shaped)
+    range_out = cal.write_range_model(shaped, tensors, inputs, tmp / "range.onnx")
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    plain = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+    ranges_session = cal._session(tmp / "range.onnx", 0)
+    # every image's range, so that pass 2 bins over the same range calibration would use
+    lows, highs = {}, {}
+    for feed in feeds:
+        values = ranges_session.run(range_out, feed)
+        for k, t in enumerate(tensors):
+            lo, hi = values[2 * k], values[2 * k + 1]
+            lows[t], highs[t] = min(lows.get(t, np.inf), float(lo)), max(highs.get(t, -np.inf), float(hi))
+    tops = {t: np.float32(max(abs(lows[t]), abs(highs[t]))) for t in tensors}
+    ranges = {t: (-tops[t], tops[t]) for t in tensors}
+    derived = cal.relu_outputs_from_inputs(relus, ranges)
+    binned = [t for t in tensors if t not in derived]
+    outputs = cal.write_activation_model(onnx.load(str(model)), binned, inputs, tmp / "acts.onnx", types)
+    runs = cal._ActivationRuns(tmp / "acts.onnx", outputs, 0)
+    hists = cal._Histograms(ranges, bins, False)
+    binners = ThreadPoolExecutor(cal.BINNING_THREADS)
+    worker = ThreadPoolExecutor(1)
+    pending: dict[Any, Any] = {}
+    shares: list[list[int]] = []
+
+    def count(arrays: list[np.ndarray]) -> None:
+        if not shares:
+            shares.extend(cal._balanced_shares([a.size for a in arrays], cal.BINNING_THREADS))
+        jobs = [binners.submit(lambda s: [hists.add_values(binned[k], arrays[k]) for k in s], s) for s in shares]
+        for job in jobs:
+            job.result()
+
+    def pass2(feed: dict) -> None:  # as calibrate's _run_pass, without its floor probes
+        slot = runs.next_slot
+        if slot in pending:
+            pending.pop(slot).result()
+        arrays, slot = runs.run(feed)
+        if slot in pending:
+            pending.pop(slot).result()
+        pending[slot] = worker.submit(count, arrays)
+
+    pieces = {"floor (optimised FP32)": lambda f: plain.run(None, f),
+              "pass 1 (in-graph min/max)": lambda f: ranges_session.run(range_out, f),
+              "unoptimised forward alone": lambda f: runs.run(f),
+              "pass 2 (numpy binning)": pass2}
+    if old:
+        old_hists = cal._Histograms(ranges, bins, False)
+        bin_out = cal.write_bin_model(onnx.load(str(model)), tensors, inputs, old_hists, tmp / "bins.onnx")
+        bins_session = cal._session(tmp / "bins.onnx", 0)
+
+        def old_pass2(feed: dict) -> None:
+            for t, b in zip(tensors, bins_session.run(bin_out, feed), strict=True):
+                old_hists.add(t, b)
+
+        pieces["earlier pass 2 (in-graph binning)"] = old_pass2
+
+    def settle() -> None:
+        for job in list(pending.values()):
+            job.result()
+        pending.clear()
+
+    pieces["_settle"] = settle
+    print(f"{len(tensors)} tensors, {len(derived)} Relu histograms derived from their inputs, "
+          f"{sum(a.size for a in runs.run(feeds[0])[0])} values binned per image", flush=True)
+    settle()
+    return pieces
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", help="an FP32 .onnx file (pre-processed here as quantbench does)")
+    ap.add_argument("--data", default="fashion-mnist", help="data spec (default fashion-mnist)")
+    ap.add_argument("--resize", type=int, default=None, help="resize images to N x N")
+    ap.add_argument("--images", type=int, default=24, help="images (default 24)")
+    ap.add_argument("--group", type=int, default=4, help="images per turn of each piece (default 4)")
+    ap.add_argument("--method", default="entropy", help="histogram method whose bins pass 2 counts (default entropy)")
+    ap.add_argument("--no-old", action="store_true", help="leave out the earlier in-graph binning model")
+    args = ap.parse_args(argv)
+    if not Path(args.model).is_file() or args.images < 1:
+        why = f"{args.model} is not a file" if not Path(args.model).is_file() else "--images must be >= 1"
+        print(f"error: {why}", file=sys.stderr)
+        return 2
+    from quantbench.calibration_data import BatchReader, Preprocess, open_source
+    from quantbench.exporters import calibrate as cal
+    from quantbench.exporters.quantize import QuantSettings, pre_processed
+    from quantbench.exporters.registry import resolve_model
+
+    source = resolve_model(args.model)
+    pre = dict(source.preprocess, **({"resize": [args.resize, args.resize]} if args.resize else {}))
+    split = open_source(args.data).calibration
+    reader = BatchReader(split, Preprocess.from_dict(pre), split.select(args.images, seed=0), 32, "input")
+    bins = QuantSettings(calibration=args.method).effective_bins
+    print(f"{Path(args.model).name}: {args.images} images from {args.data}; {os.cpu_count()} CPUs; load average "
+          f"{os.getloadavg()[0]:.1f}; {time.strftime('%Y-%m-%d %H:%M %Z')}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="qb-pieces-") as tmpdir:
+        tmp = Path(tmpdir)
+        model = pre_processed(Path(args.model), tmp, [])
+        feeds = list(cal._samples(reader))
+        pieces = _pieces(model, feeds, tmp, args.method, int(bins), not args.no_old)
+        settle = pieces.pop("_settle")
+        cpu = dict.fromkeys(pieces, 0.0)
+        wall = dict.fromkeys(pieces, 0.0)
+        for start in range(0, len(feeds), args.group):
+            for name, run in pieces.items():
+                c0, w0 = time.process_time(), time.perf_counter()
+                for feed in feeds[start:start + args.group]:
+                    run(feed)
+                settle()
+                cpu[name] += time.process_time() - c0
+                wall[name] += time.perf_counter() - w0
+    floor = next(iter(pieces))
+    for name in pieces:
+        print(f"{name:36s} CPU {cpu[name] / len(feeds) * 1000:7.1f} ms/image ({cpu[name] / cpu[floor]:.2f} x)   "
+              f"wall {wall[name] / len(feeds) * 1000:7.1f} ms/image ({wall[name] / wall[floor]:.2f} x)")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
