@@ -104,7 +104,8 @@ def test_duration():
 def test_the_api_gets_progress_as_log_records(tmp_path, caplog):
     import quantbench
 
-    config = {"run": {"output": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"), "runtimes": ["ort-cpu"], "batch_sizes": [1], "eval_samples": 40,
+    config = {"run": {"output": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"), "runtimes": ["ort-cpu"],
+                      "batch_sizes": [1], "eval_samples": 40,
                       "warmup_iters": 1, "min_iters": 3, "min_time_s": 0.01, "max_time_s": 1.0, "interleave_rounds": 0,
                       "report": False},
               "models": [{"name": "fashion_cnn"}],

@@ -20,13 +20,17 @@ def test_fp16_keeps_float32_io_and_matches(tmp_path):
 
     source = resolve_model("fashion_cnn")
     store = ArtifactStore(tmp_path)
-    fp32, fp16 = store.fp32(source), store.build(source, VariantSpec("fp16", "fp16"), "fashion-mnist", source.preprocess)
+    fp32 = store.fp32(source)
+    fp16 = store.build(source, VariantSpec("fp16", "fp16"), "fashion-mnist", source.preprocess)
     model = onnx.load(str(fp16.path))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert 0.45 < fp16.size_bytes / fp32.size_bytes < 0.55
     x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
-    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+
+    def run(path):
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+
     np.testing.assert_allclose(run(fp16.path), run(fp32.path), atol=0.05)
 
 

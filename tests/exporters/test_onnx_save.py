@@ -46,7 +46,8 @@ def test_lowest_ir_follows_the_opset_not_the_installed_onnx(opset, ir, tmp_path)
 
 def test_unused_and_custom_domains_do_not_raise_it_and_unknown_opsets_keep_it():
     # ORT's quant_pre_process imports ai.onnx.ml 5 (IR 10) and com.microsoft without using them
-    model = helper.make_model(_graph(), opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 5),
+    model = helper.make_model(_graph(), opset_imports=[helper.make_opsetid("", 17),
+                                                       helper.make_opsetid("ai.onnx.ml", 5),
                                                        helper.make_opsetid("com.microsoft", 1)])
     assert lowest_ir_version(model) == 8
     used_ml = helper.make_model(_graph("Normalizer", "ai.onnx.ml"),
@@ -125,7 +126,8 @@ def test_every_onnx_file_a_sweep_writes_has_the_lowest_ir(tmp_path):
     (tmp_path / "sweep.toml").write_text(SWEEP)
     env = {**os.environ, "QUANTBENCH_CACHE": str(tmp_path / "cache")}
     res = subprocess.run([sys.executable, "-c", "import sys; from quantbench.harness.cli import main; sys.exit(main())",
-                          "run", "sweep.toml", "-o", "out", "--no-report"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+                          "run", "sweep.toml", "-o", "out", "--no-report"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     files = sorted(p for p in tmp_path.rglob("*.onnx") if p.name != "sweep.toml")
     assert len(files) >= 5, files  # fp16, int8, int8-w4, int8-gptq, int8-dynamic (fp32 is the shipped file)
@@ -142,7 +144,8 @@ def test_a_model_newer_than_the_runtime_fails_naming_the_limit(tmp_path):
     from quantbench.runtimes.ort_cuda import load_error
 
     text = ("[ONNXRuntimeError] : 1 : FAIL : Load model from /x/m.onnx failed:/onnxruntime_src/onnxruntime/core/graph/"
-            "model.cc:181 onnxruntime::Model::Model(...) Unsupported model IR version: 14, max supported IR version: 13")
+            "model.cc:181 onnxruntime::Model::Model(...) Unsupported model IR version: 14, "
+            "max supported IR version: 13")
     msg = load_error("ort-cuda", Path("/x/m.onnx"), RuntimeError(text), "1.26.0")
     assert msg == ("ort-cuda cannot load m.onnx: its IR version 14 is newer than onnxruntime 1.26.0 reads (IR <= 13); "
                    "re-save it with the lowest IR its opset allows (quantbench.common.onnx_save.lower_ir_version)")

@@ -129,7 +129,8 @@ def test_round_trip_and_recorded_settings():
     assert QuantSettings.from_dict(s.to_config()) == s
     d = s.to_dict()
     # ORT's own Percentile default: a symmetric calibrated range, asymmetric activation quantization.
-    assert (d["num_bins"], d["percentile"], d["calib_symmetric"], d["symmetric_activation"]) == (2048, 99.99, True, False)
+    assert ((d["num_bins"], d["percentile"], d["calib_symmetric"], d["symmetric_activation"])
+            == (2048, 99.99, True, False))
     d = QuantSettings(calibration="percentile", symmetric_activation=False, percentile=99.9).to_dict()
     assert (d["calib_symmetric"], d["symmetric_activation"], d["percentile"]) == (False, False, 99.9)
     d = QuantSettings(calibration="entropy", symmetric_activation=True).to_dict()
@@ -159,7 +160,8 @@ def test_timeout_kills_the_quantization(tmp_path, store, source):
     fp32 = store.fp32(source)
     log = re.escape(str(tmp_path / "quantize.log"))  # the worker's log, beside the artifact it was making
     with pytest.raises(ValueError, match=rf"^quantization timed out after 1 s \(log: {log}\)$"):
-        run_quantize_worker(fp32.path, tmp_path / "slow.onnx", QuantSettings(calibration="entropy", calib_samples=20000),
+        run_quantize_worker(fp32.path, tmp_path / "slow.onnx",
+                            QuantSettings(calibration="entropy", calib_samples=20000),
                             "fashion-mnist", source.preprocess, timeout_s=1)
     assert not (tmp_path / "slow.onnx").exists()
 
@@ -193,6 +195,7 @@ def test_mse_method_settings_are_recorded():
     d = QuantSettings.from_dict({"calibration": "mse"}).to_dict()
     assert d["calibration"] == "mse" and d["num_bins"] == 2048 and d["percentile"] is None
     assert d["calib_symmetric"] is False and d["symmetric_activation"] is False
-    assert QuantSettings(calibration="mse", num_bins=256, symmetric_activation=True).to_dict()["calib_symmetric"] is True
+    mse = QuantSettings(calibration="mse", num_bins=256, symmetric_activation=True)
+    assert mse.to_dict()["calib_symmetric"] is True
     with pytest.raises(ValueError, match="did you mean 'mse'"):
         QuantSettings.from_dict({"calibration": "mes"})

@@ -72,7 +72,8 @@ def test_export_csv_and_report_from_a_real_run(tmp_path, shared_cache):
     out = tmp_path / "out"
     cfg = write_config(tmp_path / "c.toml", out, '[[variants]]\nname = "fp32"\nprecision = "fp32"\n', eval_samples=50)
     assert run_cli("run", str(cfg), cache=shared_cache).returncode == 0
-    assert run_cli("export", str(out / "results.jsonl"), "-o", str(tmp_path / "r.csv"), cache=shared_cache).returncode == 0
+    exported = run_cli("export", str(out / "results.jsonl"), "-o", str(tmp_path / "r.csv"), cache=shared_cache)
+    assert exported.returncode == 0
     assert "compute_p50_ms" in (tmp_path / "r.csv").read_text().splitlines()[0]
     bad = run_cli("export", str(out / "results.jsonl"), "-o", str(tmp_path / "r.xlsx"), cache=shared_cache)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr

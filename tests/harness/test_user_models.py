@@ -157,7 +157,8 @@ def test_a_user_model_that_does_not_fit_the_default_data_fails_once_with_advice(
                        variants=variants, eval_samples=50)
     big_rows = [r for r in rows if r["model"] == "imagenet_like"]
     assert len(big_rows) == 2 and all(r["status"] == "failed" for r in big_rows)
-    assert "does not fit the default data" in big_rows[0]["error"] and 'set dataset = "folder:DIR"' in big_rows[0]["error"]
+    assert "does not fit the default data" in big_rows[0]["error"]
+    assert 'set dataset = "folder:DIR"' in big_rows[0]["error"]
     errors = [m for m in logs if m.startswith("error: ")]
     assert len(errors) == 1 and "imagenet_like" in errors[0] and "1000 classes" in errors[0]
     # A 10-class 1×28×28 user model fits Fashion-MNIST: used, and said so; the builtin keeps its data.

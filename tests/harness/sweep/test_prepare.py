@@ -49,7 +49,8 @@ def _onnx_28(path: Path, body: str) -> Path:
         nodes += [helper.make_node("Flatten", ["input"], ["f"]),
                   helper.make_node("Gemm", ["f", "w", "b"], ["g"], transB=1),
                   helper.make_node("Log", ["g"], ["logits"])]
-    graph = helper.make_graph(nodes, body, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
+    graph = helper.make_graph(nodes, body,
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
     model = with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     onnx.checker.check_model(model)
@@ -107,8 +108,8 @@ def test_data_problems_fail_their_model_once_before_any_cell(tmp_path, shared_ca
     nan = _onnx_28(tmp_path / "nan.onnx", "nan")
     models = (GOOD + f'[[models]]\nname = "fashion_cnn"\nlabel = "nodata"\ndataset = "idx:{empty}"\n'
               f'[[models]]\nname = "{nan}"\ndataset = "fashion-mnist"\n')
-    rows, logs = sweep(tmp_path, shared_cache, models, variants=FP32 + '[[variants]]\nname = "fp16"\nprecision = "fp16"\n',
-                       eval_samples=40)
+    rows, logs = sweep(tmp_path, shared_cache, models,
+                       variants=FP32 + '[[variants]]\nname = "fp16"\nprecision = "fp16"\n', eval_samples=40)
     by_model: dict[str, list[dict]] = {}
     for r in rows:
         by_model.setdefault(r["model"], []).append(r)
