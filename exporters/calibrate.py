@@ -83,7 +83,7 @@ class CalibrationResult:
     pass_s: list[float] = field(default_factory=list)  # each pass without its floor probes, then the thresholds
     floor_s: float | None = None  # FP32 forward time of the passes over the samples (see module docstring)
     floor_probes: int = 0  # plain FP32 runs the floor was measured from
-    count_s: float | None = None  # of pass 2: numpy binning the activations (a worker thread, beside ORT's runs)
+    count_s: float | None = None  # of pass 2: numpy binning the activations (worker threads, beside ORT's runs)
 
     @property
     def time_s(self) -> float:
@@ -562,7 +562,8 @@ def relu_counts(counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
 def _run_pass(k: int, passes: int, runs: _ActivationRuns, reader: Any, consume: Callable[[list[np.ndarray]], None],
               fl: _Floor | None, report: ProgressFn, total: int | None) -> tuple[float, int]:
     """Pass ``k`` of ``passes``: every sample through ``runs``, ``consume`` reading each sample's activations in
-    a worker thread while ORT runs the next; returns (seconds without the floor's probe runs, samples)."""
+    a worker thread while ORT runs the next; returns (seconds without the floor's probe runs, samples).
+    The worker takes samples in order, so waiting for a buffer set's last reader suffices."""
     t0 = time.perf_counter()
     probe_s = 0.0
     samples = 0
