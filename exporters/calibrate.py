@@ -745,8 +745,13 @@ def _thresholds(method: str, hists: _Histograms, lows: dict, highs: dict, config
         else:
             thr = np.array(max(abs(lo), abs(hi)), dtype=np.float32)
             collector.histogram_dict[t] = (counts, hists.edges[t], lo, hi, thr)
-    with contextlib.redirect_stdout(sys.stderr):  # ORT prints progress; stdout belongs to our caller
-        result = collector.compute_collection_result()
+    if method == "entropy":  # ORT's search, its bin merging in numpy (histogram_entropy.py): the same thresholds
+        from .histogram_entropy import entropy_threshold
+
+        result = {t: (*entropy_threshold(h, NUM_QUANTIZED_BINS), *h[:2]) for t, h in collector.histogram_dict.items()}
+    else:
+        with contextlib.redirect_stdout(sys.stderr):  # ORT prints progress; stdout belongs to our caller
+            result = collector.compute_collection_result()
     kind = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
             "distribution": CalibrationMethod.Distribution}[method]
     return TensorsData(kind, result)
