@@ -156,10 +156,10 @@ def test_a_prebuilt_fp32_file_is_not_the_reference():
 
 def test_rows_sort_by_runtime_batch_precision_then_name():
     rows = [dict(_row(1, "b-int8"), runtime_label="z"), dict(_row(2, "a-int8"), batch=8),
-            _row(3, "zz-int8"), _row(4, "aa-int8"), _row(5, "a-half", precision="fp16"), _fp32(6),
+            _row(3, "zz-int8"), _row(4, "aa-int8"), _row(5, "z-half", precision="fp16"), _fp32(6),
             dict(_row(7, "none"), batch=None)]
     (group,) = comparison_groups(Report(rows=rows)).values()
-    assert [r["variant"] for r in group] == ["none", "fp32", "a-half", "aa-int8", "zz-int8", "a-int8", "b-int8"]
+    assert [r["variant"] for r in group] == ["none", "fp32", "z-half", "aa-int8", "zz-int8", "a-int8", "b-int8"]
 
 
 def test_older_generation_rows_are_named_so():
@@ -318,7 +318,7 @@ def test_cross_device_lines_use_each_devices_own_fp32():
             _on("a", 6, "int8-b", compute_p50_ms=0.4, compute_p50_ci95=[0.39, 0.41], speedup_interleaved=1.2,
                 speedup_interleaved_ci95=[1.1, 1.3]),
             _on("b", 7, "int8-b", compute_p50_ms=9.0),
-            _on("a", 8, "fp32", "fp32", runtime_label="a-rt", compute_p50_ms=3.0),  # another runtime: its lines first
+            _on("a", 8, "zz-fp32", "fp32", runtime_label="a-rt", compute_p50_ms=3.0),  # another runtime: first
             _on("solo", 9, "fp32", "fp32", model="a-one-device")]
     tables = cross_device_table(Report(rows=rows))
     assert list(tables) == ["m"]  # a model measured on one device has no cross-device table
@@ -327,7 +327,7 @@ def test_cross_device_lines_use_each_devices_own_fp32():
     assert devices == sorted([da, db])
     # by runtime, batch, then FP32, FP16, the rest, then name
     assert [(ln["variant"], ln["runtime"], ln["batch"]) for ln in lines] == [
-        ("fp32", "a-rt", 1), ("z-fp32", "ort-cpu", 1), ("y-half", "ort-cpu", 1), ("int8", "ort-cpu", 1),
+        ("zz-fp32", "a-rt", 1), ("z-fp32", "ort-cpu", 1), ("y-half", "ort-cpu", 1), ("int8", "ort-cpu", 1),
         ("int8-b", "ort-cpu", 1), ("int8", "ort-cpu", 8)]
     other_rt, fp32, half, int8, int8_b, int8_b8 = lines
     assert set(other_rt["devices"]) == {da} and other_rt["devices"][da]["ref"] is True
