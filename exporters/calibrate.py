@@ -245,9 +245,12 @@ def write_bin_model(model: Any, tensors: list[str], graph_inputs: set[str], hist
 
 def write_activation_model(model: Any, tensors: list[str], graph_inputs: set[str], path: Path,
                            value_types: dict[str, int] | None = None) -> list[str]:
-    """Save a copy of ``model`` whose outputs are ``tensors`` themselves as float32 (a Cast where a tensor is
-    of another float type, an Identity where it is a graph input); returns the output names, in order.
-    ``value_types``: each tensor's element type (default: from ``model``'s value infos)."""
+    """Save a copy of ``model`` whose outputs are ``tensors`` themselves (an Identity where one is a graph
+    input, a Cast to float32 for bfloat16, which numpy lacks); returns the output names, in order.
+    ``value_types``: each tensor's element type (default: from ``model``'s value infos). Float16 and
+    float64 tensors are widened or rounded by numpy: a Cast in the graph would let ORT drop the float16
+    rounding of a node it runs in float32 (the Cast pair it inserts and removes), so the values would not
+    be pass 1's."""
     from onnx import TensorProto, helper
 
     from quantbench.common.onnx_save import save_model
@@ -258,13 +261,14 @@ def write_activation_model(model: Any, tensors: list[str], graph_inputs: set[str
     outputs = []
     for i, t in enumerate(tensors):
         out = t
-        if value_types.get(t, TensorProto.FLOAT) != TensorProto.FLOAT:
-            out = f"qb_act_{i}_f32"
-            model.graph.node.append(helper.make_node("Cast", [t], [out], name=out, to=TensorProto.FLOAT))
+        kind = value_types.get(t, TensorProto.FLOAT)
+        if kind == TensorProto.BFLOAT16:
+            out, kind = f"qb_act_{i}_f32", TensorProto.FLOAT
+            model.graph.node.append(helper.make_node("Cast", [t], [out], name=out, to=kind))
         elif t in graph_inputs:
             out = f"qb_act_{i}"
             model.graph.node.append(helper.make_node("Identity", [t], [out], name=out))
-        model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+        model.graph.output.append(helper.make_tensor_value_info(out, kind, None))
         outputs.append(out)
     save_model(model, path)
     return outputs
@@ -316,7 +320,7 @@ class _ActivationRuns:
         return self.turn if self.buffers else None
 
     def run(self, feed: dict[str, np.ndarray]) -> tuple[list[np.ndarray], int | None]:
-        """The calibrated tensors of ``feed``, flat float32, and the buffer set holding them."""
+        """The calibrated tensors of ``feed``, flat, and the buffer set holding them."""
         key = tuple((k, v.shape, v.dtype.str) for k, v in feed.items())
         if not self.bound:
             return [a.reshape(-1) for a in self.session.run(self.outputs, feed)], None
@@ -436,7 +440,7 @@ class _Histograms:
             counts[-1] += c[n]
 
     def add_values(self, name: str, values: np.ndarray) -> None:
-        """Count ``values`` (float32; their absolute values with ``absolute``) into ``name``'s bins, exactly as
+        """Count ``values`` (as float32; their absolute values with ``absolute``) into ``name``'s bins, exactly as
         ``numpy.histogram`` over the tensor's range would; a value outside the range is an error."""
         flat = values.reshape(-1)
         edges, counts, n = self.edges[name], self.counts[name], self.num_bins
@@ -444,6 +448,8 @@ class _Histograms:
         sc = self._buffers()
         for start in range(0, flat.size, _CHUNK):
             x = flat[start:start + _CHUNK]
+            if x.dtype != np.float32:  # float16 exactly, float64 rounded to nearest, as ORT's Cast
+                x = x.astype(np.float32)
             if self.absolute:
                 x = np.abs(x, out=sc.a[:x.size])
             if not (x.min() >= lo and x.max() <= hi):  # NaN fails too
