@@ -4,7 +4,7 @@ Runs mutmut 3 (configured in pyproject.toml, ``[tool.mutmut]``) over the modules
 there, with the fast tests listed there, and prints the score per module and in total; ``--survivors``
 also prints each surviving mutant's diff (the README lists them with a reason each).
 
-mutmut names a mutant after the file path (``harness/measure/stats.py`` -> ``harness.stats``) and finds the
+mutmut names a mutant after the file path (``harness/measure/stats.py`` -> ``harness.measure.stats``) and finds the
 tests that reach it by the module name they import (``quantbench.harness.measure.stats``); this repository keeps
 the subpackages as top-level folders, so the script stages a copy in the installed layout
 (``quantbench/harness/...``) under ``build/mutation`` and runs mutmut there. Killed means a test failed

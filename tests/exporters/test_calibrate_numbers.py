@@ -145,6 +145,10 @@ def test_non_finite_activations_name_the_tensor_and_count_the_others(tmp_path):
     with pytest.raises(ValueError, match=r"^activation 'y' has non-finite values \(min -inf, max 1\.38\d*\) "
                                          r"on the calibration data$"):
         calibrate(one, CalibrationConfig("minmax"), Reader([x]), tmp_path)
+    two = _model(tmp_path / "two.onnx", [("Log", "x", "y"), ("Neg", "y", "z")], 3)
+    with pytest.raises(ValueError, match=r"^activation 'y' has non-finite values \(min -inf, max 1\.38\d*\) "
+                                         r"on the calibration data \(and 1 more\)$"):
+        calibrate(two, CalibrationConfig("minmax"), Reader([x]), tmp_path)
     three = _model(tmp_path / "three.onnx", [("Log", "x", "y"), ("Mul", "y", "z"), ("Neg", "z", "zz")], 3, {"z": 2.0})
     with pytest.raises(ValueError, match=r"^activation 'y' has non-finite values \(min -inf, max 1\.38\d*\) "
                                          r"on the calibration data \(and 2 more\)$"):
@@ -163,7 +167,7 @@ CALIBRATION_RUN, PLAIN_RUN, FIRST_PLAIN_RUN = 3.0, 1.0, 10.0
 
 class _Clock:
     def __init__(self) -> None:
-        self.now = 0.0
+        self.now = 1000.0  # not 0: a start time that drops out of a difference must not matter
 
     def perf_counter(self) -> float:
         return self.now
@@ -233,6 +237,8 @@ def test_time_floor_and_ratio_on_a_simulated_clock(tmp_path, clock, method, pass
     assert result.floor_probes == n * passes
     assert result.floor_s == PLAIN_RUN * n * passes
     assert result.time_ratio == CALIBRATION_RUN / PLAIN_RUN
+    # pass 2's numpy binning runs no model: none of this clock's time (MinMax has no pass 2)
+    assert result.count_s == (0.0 if passes == 2 else None)
     assert seen == [(k, passes, i, n, PLAIN_RUN) for k in range(1, passes + 1) for i in range(1, n + 1)]
 
 
@@ -297,3 +303,37 @@ def test_the_floor_is_measured_on_a_spread_of_samples(tmp_path, clock):
     assert result.samples == 50 and result.floor_probes == 25
     assert result.pass_s == [CALIBRATION_RUN * 50]
     assert result.floor_s == PLAIN_RUN * 50 and result.time_ratio == CALIBRATION_RUN / PLAIN_RUN
+
+
+def test_minmax_without_the_floor_probes_nothing(tmp_path, clock):
+    x = _outlier_data(300)
+    model = _double(tmp_path / "m.onnx", x.shape[1])
+    clock.plain = str(model)
+    result = calibrate(model, CalibrationConfig("minmax"), Reader([x]), tmp_path, floor=False)
+    assert result.floor_s is None and result.floor_probes == 0 and result.time_ratio is None
+    assert result.pass_s == [CALIBRATION_RUN * 4]
+
+
+def test_an_empty_reader_is_one_line(tmp_path):
+    with pytest.raises(ValueError, match=r"^calibration reader produced no batches$"):
+        calibrate(_double(tmp_path / "m.onnx", 3), CalibrationConfig("minmax"), Reader([]), tmp_path)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_percentile_of_a_relu_output_equals_orts_own_calibrator(tmp_path, symmetric):
+    """A Relu's output is binned like any tensor, |x| for symmetric Percentile (where its histogram cannot be
+    derived from its input's): here min|x| = 0 and max|x| lies on the positive side, so both share a range."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    rng = np.random.default_rng(11)
+    x = np.concatenate([rng.uniform(-3, 5, 5000), [0.0, 5.0]]).astype(np.float32)[None, :]
+    model = _model(tmp_path / "relu.onnx", [("Relu", "x", "y")], x.shape[1])
+    ours = _ranges(calibrate(model, CalibrationConfig("percentile", symmetric=symmetric, num_bins=2048,
+                                                      percentile=99.9), Reader([x]), tmp_path, floor=False))
+    calibrator = create_calibrator(model, None, augmented_model_path=str(tmp_path / "aug.onnx"),
+                                   calibrate_method=CalibrationMethod.Percentile,
+                                   extra_options={"num_bins": 2048, "symmetric": symmetric, "percentile": 99.9})
+    with contextlib.redirect_stdout(io.StringIO()):
+        calibrator.collect_data(Reader([x]))
+        ref = calibrator.compute_data()
+    assert ours == {t: tuple(float(v) for v in ref[t].range_value) for t in ref}
