@@ -43,6 +43,7 @@ def test_torch_counts_split_trainable_frozen_and_buffers():
     assert counts == {"trainable_params": 80 + 16 + 2, "non_trainable_params": 16 + 16, "params_from": "torch"}
 
 
+@pytest.mark.slow  # a whole sweep: 6 s on two quiet cores
 @pytest.mark.torch
 @pytest.mark.ort_cpu
 def test_rows_carry_the_parameter_table_and_the_test_set_wall_time(tmp_path, capsys):

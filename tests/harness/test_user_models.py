@@ -341,6 +341,7 @@ def test_sensitivity_says_how_many_images_it_used_and_fits_a_default_calibration
     assert results[0].summary["variant_settings"]["calib_samples"] == 200
 
 
+@pytest.mark.slow  # a whole sweep: 6 s on two quiet cores
 @pytest.mark.ort_cpu
 def test_sensitivity_that_writes_no_rows_does_not_print_a_rows_path(tmp_path, shared_cache):
     from tests.harness.conftest import run_cli
