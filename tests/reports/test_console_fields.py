@@ -93,3 +93,27 @@ def test_timing_notes_say_what_went_wrong():
     both = _row("a", timing_valid=False, stop_reason="max_time", iterations=None, timing_noisy=True,
                 timing_noisy_reason="")
     assert timing_flag(both) == "timing not valid: stopped at max_time; " + NOISY_NOTE
+
+
+def test_rows_after_a_failed_one_are_listed_and_unmeasured_sizes_are_blank():
+    failed = _row("bad", status="failed", cell_id="bad")
+    ok = _row("ok", size_bytes=None, cell_id="ok")
+    assert [s["variant"] for s in summary_rows([failed, ok])] == ["ok"]
+    assert summary_rows([ok])[0]["size_kb"] is None
+
+
+def test_cells_carry_both_copies_the_top1_interval_and_the_older_generation_mark():
+    gpu = _row("gpu", device="cuda:0", host_memory=False, h2d_p50_ms=0.5, d2h_p50_ms=0.25, top1_ci95=[0.89, 0.91],
+               cell_id="new")
+    old = _row("old", cell_id="old")
+    text = _text_older([gpu, old], older=[old])
+    line = next(ln for ln in text.splitlines() if "│ gpu " in ln)
+    assert line.split("│")[12].strip() == "0.500 / 0.250"
+    assert "90.00% ±1.0" in line  # half of [89, 91] points
+    assert "old (older generation)" in text and "gpu (older generation)" not in text
+
+
+def _text_older(rows: list[dict], older: list[dict]) -> str:
+    console = Console(record=True, width=260, color_system=None)
+    render_console(rows, console, older=older)
+    return console.export_text()
