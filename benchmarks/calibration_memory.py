@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=1000, help="calibration images (default 1000)")
     ap.add_argument("--methods", default="minmax,entropy,percentile,mse", help="comma-separated calibration methods")
     ap.add_argument("--batch", type=int, default=32, help="calibration reader batch (calib_batch)")
-    ap.add_argument("--resize", type=int, default=None, help="resize images to N x N (e.g. 224 for CIFAR-10 into ResNet-50)")
+    ap.add_argument("--resize", type=int, default=None,
+                    help="resize images to N x N (e.g. 224 for CIFAR-10 into ResNet-50)")
     ap.add_argument("--eval-samples", type=int, default=20, help="images the cell evaluates (default 20)")
     ap.add_argument("--threads", type=int, default=0, help="run.threads (0: ONNX Runtime's default)")
     ap.add_argument("--max-rss-mib", type=float, default=1024.0, help="memory goal per process (default 1 GiB)")
@@ -190,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"{method:<11} {row['images_per_s']:6.2f} images/s   calibration {row['calib_time_s']:7.1f} s   "
                   f"floor {row['calib_floor_s']:6.1f} s   ratio {row['calib_time_ratio']:5.2f}   passes "
-                  f"{row['passes_s']} s{_counting(row)}   quantization {row['quant_time_s']:.1f} s   run {row['wall_s']:.0f} s   "
+                  f"{row['passes_s']} s{_counting(row)}   quantization {row['quant_time_s']:.1f} s   "
+                  f"run {row['wall_s']:.0f} s   "
                   f"load {row['load_avg_1m'][0]:.1f} -> {row['load_avg_1m'][1]:.1f}", flush=True)
             print(f"{'':<11} peak RSS MiB: {peaks}", flush=True)
             if row.get("cell_error"):

@@ -46,7 +46,8 @@ def _runtime_options(cfg: Any, runtime: str, log: Callable[[str], None]) -> dict
     options = {}
     for key, value in (cfg.runtime_options.get(runtime) or {}).items():
         if isinstance(value, list):  # a swept option: the search measures one configuration
-            log(f"warning: [runtime_options.{runtime}] {key} is swept; the budget search uses its first value {value[0]!r}")
+            log(f"warning: [runtime_options.{runtime}] {key} is swept; "
+                f"the budget search uses its first value {value[0]!r}")
             value = value[0]
         options[key] = value
     return options
@@ -54,9 +55,8 @@ def _runtime_options(cfg: Any, runtime: str, log: Callable[[str], None]) -> dict
 
 def check_runtime(cfg: Any, runtime: str, device: str) -> None:
     """The search's runtime exists, is available, runs ONNX INT8 on ``device``; else ConfigError (one line)."""
-    from quantbench.runtimes import Artifact, get_runtime_class
-
     from quantbench.harness.config.schema import ConfigError
+    from quantbench.runtimes import Artifact, get_runtime_class
 
     options = _runtime_options(cfg, runtime, lambda _msg: None)
 
@@ -210,5 +210,6 @@ def _message(met: bool, chosen: dict[str, Any] | None, budget: float, limit: int
                 f"McNemar p = {report['drop_p']:.3g}): {report['budget_check']} the budget at 95%")
     if met:
         return f"budget of {budget:g} points met ({rule}){held}"
-    tried = f"up to {limit} of {candidates} node(s) in float" if limit < candidates else f"all {candidates} node(s) tried"
+    tried = (f"up to {limit} of {candidates} node(s) in float" if limit < candidates
+             else f"all {candidates} node(s) tried")
     return f"budget of {budget:g} points NOT met ({tried}); best found ({rule}){held}"

@@ -47,6 +47,7 @@ def build_local_models(full: Path, pre: Path, candidates: list[tuple[str, str]],
     tensor names but renames a graph output it quantizes: that one is found by its producer and position)."""
     import onnx
     from onnx.utils import Extractor
+
     from quantbench.common.onnx_save import save_model
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(full)))  # the extractor needs every tensor's type
@@ -105,6 +106,7 @@ def build_local_models(full: Path, pre: Path, candidates: list[tuple[str, str]],
 
 def _fp32_with_outputs(fp32: Path, tensors: list[str], path: Path) -> None:
     import onnx
+
     from quantbench.common.onnx_save import save_model
 
     model = onnx.load(str(fp32))
@@ -130,10 +132,12 @@ def _session(path: Path, threads: int) -> Any:
 
 
 def local_sqnr(pre: Path, fp32: Path, models: list[LocalModel], x: np.ndarray, batch: int, threads: int,
-               workdir: Path, bytes_per_sample: int, report: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+               workdir: Path, bytes_per_sample: int,
+               report: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """SQNR (dB) of every node's own output on the images ``x``: ``{"nodes": {node: dB or None}, "fp32_pass_s": ..,
-    "fp32_outputs": the FP32 model's outputs, "seconds": ..}``. Activations come from ``pre`` (the graph that was quantized, whose tensor names the small
-    models use); ``fp32_pass_s`` times the FP32 model ``fp32`` on ``x`` at ``batch`` (the study's floor)."""
+    "fp32_outputs": the FP32 model's outputs, "seconds": ..}``. Activations come from ``pre`` (the graph that was
+    quantized, whose tensor names the small models use); ``fp32_pass_s`` times the FP32 model ``fp32`` on ``x``
+    at ``batch`` (the study's floor)."""
     from quantbench.harness.studies.node_quant import run_outputs
 
     t_start = time.perf_counter()
@@ -151,8 +155,8 @@ def local_sqnr(pre: Path, fp32: Path, models: list[LocalModel], x: np.ndarray, b
     noise = np.zeros(len(models))
     signal = np.zeros(len(models))
     for start in range(0, len(x), step):
-        values = dict(zip(needed, big.run(needed, {in_name: x[start:start + step]})))
-        for k, (m, s) in enumerate(zip(models, small)):
+        values = dict(zip(needed, big.run(needed, {in_name: x[start:start + step]}), strict=True))
+        for k, (m, s) in enumerate(zip(models, small, strict=True)):
             out = s.run([m.output], {t: values[src] for t, src in m.inputs.items()})[0]
             ref = values[m.reference]
             diff = np.subtract(ref, out, dtype=np.float32).ravel()

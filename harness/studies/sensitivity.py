@@ -140,7 +140,8 @@ def _settings(v: VariantConfig) -> Any:
     bad = unsupported_settings(qs)
     if bad:
         raise ConfigError(f"variant '{v.name}': sensitivity builds static QDQ models with 8-bit weights; "
-                          f"it cannot reproduce {', '.join(bad)} (leave {'it' if len(bad) == 1 else 'them'} at the default)")
+                          f"it cannot reproduce {', '.join(bad)} "
+                          f"(leave {'it' if len(bad) == 1 else 'them'} at the default)")
     return qs
 
 
@@ -151,11 +152,11 @@ def run_study(cfg: SweepConfig, output: Path, opts: SensitivityOptions, *, model
     Rows are appended to ``output/sensitivity.jsonl`` as each study ends. Raises ConfigError for bad
     input (before anything runs); a model or variant that fails gets a StudyResult with ``error``.
     """
+    from quantbench.common.subproc import signal_guard
+    from quantbench.harness.results.store import append_row
     from quantbench.harness.sweep.environment import fingerprint
     from quantbench.harness.sweep.prepare import cache_dir, fit_calibration, prepare_model, resolve_models
-    from quantbench.harness.results.store import append_row
     from quantbench.harness.sweep.runner import check_output_dir, output_lock
-    from quantbench.common.subproc import signal_guard
 
     opts.validate()
     chosen = _select(cfg, variants)
@@ -195,7 +196,8 @@ def run_study(cfg: SweepConfig, output: Path, opts: SensitivityOptions, *, model
                     qs, fit_note = fit_calibration(settings[v.name], v, pm)  # a default calib_samples fits the data
                     if fit_note:
                         log(f"warning: {pm.label}/{v.name}: {fit_note}")
-                    base = {"sensitivity_schema": SCHEMA_VERSION, "run_id": run_id, "model": pm.label, "variant": v.name,
+                    base = {"sensitivity_schema": SCHEMA_VERSION, "run_id": run_id, "model": pm.label,
+                            "variant": v.name,
                             "variant_settings": qs.to_dict(), "weights": getattr(pm.fp32, "weights", None),
                             "dataset": {**pm.dataset_info, "eval_samples": pm.eval_samples}, "env": env}
                     workdir = state["workdir"] = study_dir(output, cfg, pm, v.name, qs, opts, env)
@@ -209,9 +211,10 @@ def run_study(cfg: SweepConfig, output: Path, opts: SensitivityOptions, *, model
 
                         study.error = one_line(exc)
                         log(f"error: {pm.label}/{v.name}: {study.error}")
-                        study.summary = {**base, "kind": "sensitivity_summary", "status": "failed", "error": study.error,
-                                         "timestamp": _now()}
-                    for row in [*study.rows, study.summary, *study.budget_steps, *([study.budget] if study.budget else [])]:
+                        study.summary = {**base, "kind": "sensitivity_summary", "status": "failed",
+                                         "error": study.error, "timestamp": _now()}
+                    budget = [study.budget] if study.budget else []
+                    for row in [*study.rows, study.summary, *study.budget_steps, *budget]:
                         if row:
                             append_row(output / SENSITIVITY_FILE, row)
                     state["written"] += 1
@@ -309,7 +312,8 @@ def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: Sensi
         a = accuracy.get(n["node"], {})
         q, f = a.get("top1_quant_only"), a.get("top1_float_only")
         n.update({
-            **base, "kind": "sensitivity", "status": "failed" if n.get("error") else "ok", "error": n.get("error") or "",
+            **base, "kind": "sensitivity", "status": "failed" if n.get("error") else "ok",
+            "error": n.get("error") or "",
             "timestamp": _now(), "sqnr_samples": whole.get("sqnr_samples"), "rank_by": opts.rank_by,
             "top1_quant_only": q, "top1_float_only": f, "top1_fp32": fp32_top1,
             "top1_drop_quant_only_pts": _pts(fp32_top1, q), "top1_drop_float_only_pts": _pts(fp32_top1, f),

@@ -7,6 +7,7 @@ import io
 import numpy as np
 import onnx
 import pytest
+
 from quantbench.calibration_data import BatchReader, Preprocess, open_source
 from quantbench.exporters.calibrate import (
     CalibrationConfig,
@@ -74,7 +75,7 @@ def _all_activations(data, tensors):
                               if t not in {o.name for o in model.graph.output} and t != "input")
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = pre.apply(split.read(idx))
-    values = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"input": x})))
+    values = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"input": x}), strict=True))
     values["input"] = x
     return {t: values[t].reshape(-1) for t in tensors}
 
@@ -209,8 +210,9 @@ def test_bin_model_counts_are_numpys_histogram(tmp_path, bins, low, high, absolu
     on the bin edges and one float32 step either side of them."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
-    from quantbench.exporters.calibrate import _Histograms, write_bin_model
+
     from quantbench.common.onnx_save import with_lowest_ir_version
+    from quantbench.exporters.calibrate import _Histograms, write_bin_model
 
     lo, hi = np.float32(low), np.float32(high)
     edges = np.histogram_bin_edges(np.zeros(0, np.float32), bins, range=(lo, hi))

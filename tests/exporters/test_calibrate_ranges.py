@@ -13,8 +13,9 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from quantbench.exporters.calibrate import CalibrationConfig, calibrate
+
 from quantbench.common.onnx_save import save_model
+from quantbench.exporters.calibrate import CalibrationConfig, calibrate
 
 pytestmark = pytest.mark.ort_cpu
 

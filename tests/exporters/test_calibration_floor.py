@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+
 from quantbench.calibration_data import BatchReader, Preprocess, open_source
 from quantbench.exporters.calibrate import CalibrationConfig, calibrate
 from quantbench.exporters.quantize import calibration_cost

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+
 from quantbench.exporters.histogram_entropy import entropy_threshold
 
 pytestmark = pytest.mark.ort_cpu

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from quantbench.harness.measure.accuracy import NonFiniteOutputs, evaluate_outputs
 
+from quantbench.harness.measure.accuracy import NonFiniteOutputs, evaluate_outputs
 from tests.harness.sweep.test_prepare import _onnx_28
 from tests.harness.test_user_models import label_npz, label_reading_onnx
 
@@ -62,7 +62,8 @@ def test_agreement_and_error_against_the_reference(tmp_path):
 def test_non_finite_outputs_fail_the_cell(tmp_path):
     rng = np.random.default_rng(0)
     data = tmp_path / "d.npz"
-    np.savez(data, x_test=rng.integers(0, 255, (6, 28, 28), dtype=np.uint8), y_test=np.arange(6) % 3)  # test-only: 1 held out for calibration
+    # test-only: 1 held out for calibration
+    np.savez(data, x_test=rng.integers(0, 255, (6, 28, 28), dtype=np.uint8), y_test=np.arange(6) % 3)
     model = _onnx_28(tmp_path / "nan.onnx", "nan")
     with pytest.raises(NonFiniteOutputs, match="non-finite outputs .* for 5 of 5"):
         _run(model, f"npz:{data}", {"top_k": True, "num_classes": 10, "note": ""})
@@ -72,6 +73,7 @@ def _gemm_onnx(path: Path, w: np.ndarray, side: int) -> Path:
     """A real ONNX classifier: logits = flattened image @ w.T (input (N, 1, side, side))."""
     import onnx
     from onnx import TensorProto, helper
+
     from quantbench.common.onnx_save import with_lowest_ir_version
 
     graph = helper.make_graph(

@@ -9,6 +9,7 @@ import types
 
 import numpy as np
 import pytest
+
 from quantbench.harness.measure.accuracy import NonFiniteOutputs, evaluate_outputs
 from quantbench.harness.sweep.prepare_worker import accuracy_plan
 

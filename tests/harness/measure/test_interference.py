@@ -11,7 +11,9 @@ import sys
 import time
 
 import pytest
+
 from quantbench.harness.measure import interference
+from quantbench.harness.measure.cell import measure_cell
 from quantbench.harness.measure.interference import (
     CpuSample,
     between,
@@ -19,8 +21,6 @@ from quantbench.harness.measure.interference import (
     noisy_reason,
     timing_verdict,
 )
-from quantbench.harness.measure.cell import measure_cell
-
 from tests.harness.sweep.test_runner_measure import _spec
 from tests.harness.sweep.test_runner_resume import tiny_npz
 
@@ -80,7 +80,8 @@ def test_a_separately_timed_p50_outside_the_interval_is_noisy_even_on_a_quiet_ma
 @pytest.fixture
 def hog():
     """One busy-looping process (it ends itself after 120 s if the test dies); stopped after the test."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 120\nwhile time.time() < end:\n pass"])
+    spin = "import time\nend = time.time() + 120\nwhile time.time() < end:\n pass"
+    proc = subprocess.Popen([sys.executable, "-c", spin])
     time.sleep(0.3)  # let it start spinning
     yield proc
     proc.kill()

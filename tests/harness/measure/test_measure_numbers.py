@@ -11,6 +11,7 @@ import types
 
 import numpy as np
 import pytest
+
 from quantbench.harness.measure import cell as measure
 from quantbench.harness.measure.cell import MeasureSettings, _timed_loop, interleaved_speedup
 

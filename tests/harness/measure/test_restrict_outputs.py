@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+
 from quantbench.calibration_data import DataError, open_source
 from quantbench.harness.measure.accuracy import evaluate_outputs
 

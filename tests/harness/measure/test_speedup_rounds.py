@@ -9,9 +9,9 @@ import types
 
 import numpy as np
 import pytest
+
 from quantbench.harness.measure import cell as measure
 from quantbench.harness.measure.cell import interleaved_speedup
-
 from tests.harness.measure.test_measure_numbers import MS, X8, FakeClock, FakeRuntime
 
 

@@ -2,8 +2,9 @@
 for a median (order statistics, exact binomial ranks) against hand-worked ranks and by simulation."""
 import numpy as np
 import pytest
-from quantbench.harness.results.store import MIN_SAMPLES, STATS
+
 from quantbench.harness.measure.stats import MIN_CI_VALUES, median_ci, p50_ci, summarize
+from quantbench.harness.results.store import MIN_SAMPLES, STATS
 
 
 def test_summarize_matches_numpy_and_keeps_raw():

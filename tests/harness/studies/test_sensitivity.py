@@ -26,6 +26,7 @@ def _build_model(path: Path) -> Path:
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
+
     from quantbench.common.onnx_save import with_lowest_ir_version
 
     rng = np.random.default_rng(0)
@@ -298,8 +299,9 @@ def test_held_out_check_reads_the_interval_against_the_budget() -> None:
 
 @pytest.mark.slow
 def test_per_node_and_whole_model_top1_changes_carry_paired_intervals(budget_study) -> None:
-    from quantbench.reports.console_sensitivity import render_console
     from rich.console import Console
+
+    from quantbench.reports.console_sensitivity import render_console
 
     study, _, _ = budget_study
     first = study.rows[0]  # the outlier layer: quantizing it alone costs > 5 points on 400 images
