@@ -279,7 +279,8 @@ def _value_types(model: Any) -> dict[str, int]:
             for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
 
 
-def _session(path: Path, threads: int) -> Any:
+def calibration_session(path: Path, threads: int) -> Any:
+    """A CPU session for models that output many activations (also weight_rounding's): unoptimised, no arena."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -306,7 +307,7 @@ class _ActivationRuns:
     turn (one when two would exceed ``PIPELINE_BYTES``), so a consumer may read one while ORT writes the next."""
 
     def __init__(self, path: Path, outputs: list[str], threads: int) -> None:
-        self.session = _session(path, threads)
+        self.session = calibration_session(path, threads)
         self.outputs = outputs
         self.key: tuple | None = None
         self.bound = True  # False once a bound run failed: plain runs from then on
@@ -635,7 +636,7 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     # producer while its output is in cache: cheaper than handing every activation to numpy).
     t0 = time.perf_counter()
     probe_s = 0.0
-    session = _session(tmp / "calib_range.onnx", config.threads)
+    session = calibration_session(tmp / "calib_range.onnx", config.threads)
     lows = {t: np.float32(np.inf) for t in tensors}
     highs = {t: np.float32(-np.inf) for t in tensors}
     abs_lows = {t: np.float32(np.inf) for t in tensors}

@@ -328,7 +328,7 @@ def collect_grams(model_path: Path, layers: list[Layer], reader: Any, tmp: Path,
     import onnx
     from onnx import helper
 
-    from .calibrate import _session
+    from .calibrate import calibration_session
 
     grams: dict[str, np.ndarray] = {}
     samples = 0
@@ -343,7 +343,7 @@ def collect_grams(model_path: Path, layers: list[Layer], reader: Any, tmp: Path,
         session = None
         if names:
             save_model(model, path)
-            session = _session(path, threads)
+            session = calibration_session(path, threads)
         del model
         acc = {lay.node: _GramSum(lay.groups, lay.cols) for lay in group}
         samples = 0

@@ -1,4 +1,5 @@
-"""The package's import layers: no circles, and no lower layer importing a higher one.
+"""The package's import layers: no circles, no lower layer importing a higher one, and no module importing
+another's private (underscore) names.
 
 Layers, lowest first: ``quantbench.common`` → ``calibration_data``, ``runtimes`` → ``exporters`` →
 ``reports`` → ``harness`` (the API in ``quantbench/__init__.py`` sits on top). Imports inside functions
@@ -66,6 +67,24 @@ def _graph() -> dict[str, set[str]]:
     return graph
 
 
+def _private_imports(module: str, source: str, is_pkg: bool = False) -> list[str]:
+    """``from <another quantbench module> import _name`` in ``module``'s ``source``, as "module:line name"
+    (an ``import x as _x`` alias is fine: the name imported is public)."""
+    base = module.split(".") if is_pkg else module.split(".")[:-1]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            target = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
+        else:
+            target = node.module or ""
+        if (target == "quantbench" or target.startswith("quantbench.")) and target != module:
+            found += [f"{module}:{node.lineno} {target}.{a.name}" for a in node.names
+                      if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
 def _top(module: str) -> str:
     return module.split(".")[1]
 
@@ -130,6 +149,34 @@ def test_no_lower_layer_imports_a_higher_one():
 def test_the_cycle_finder_finds_a_planted_circle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c"]]
+
+
+def test_no_private_names_imported_across_modules():
+    sources = {"quantbench": (ROOT / "quantbench" / "__init__.py", True)}
+    for package, folder in PACKAGES.items():
+        for path in folder.rglob("*.py"):
+            sources[_module_name(package, path)] = (path, path.name == "__init__.py")
+    assert len(sources) > 50
+    wrong = sorted(hit for module, (path, is_pkg) in sources.items()
+                   for hit in _private_imports(module, path.read_text(), is_pkg))
+    assert wrong == [], ("private names imported from another module (make them public or move them):\n"
+                         + "\n".join(wrong))
+
+
+def test_the_private_import_check_finds_planted_ones():
+    source = ("from quantbench.reports.charts import _layout, esc\n"
+              "import quantbench.reports.charts as _charts\n"
+              "from .calibrate import calibrate_session as _session, __doc__\n"
+              "def f():\n"
+              "    from .calibrate import _session\n"
+              "    from ..common import _helper\n")
+    assert _private_imports("quantbench.exporters.weight_rounding", source) == [
+        "quantbench.exporters.weight_rounding:1 quantbench.reports.charts._layout",
+        "quantbench.exporters.weight_rounding:5 quantbench.exporters.calibrate._session",
+        "quantbench.exporters.weight_rounding:6 quantbench.common._helper"]
+    # In a package's __init__, "." is the package itself.
+    assert _private_imports("quantbench.reports", "from .charts import _error\n", is_pkg=True) == [
+        "quantbench.reports:1 quantbench.reports.charts._error"]
 
 
 def test_readme_layout_names_every_sub_package():

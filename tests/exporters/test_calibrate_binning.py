@@ -229,7 +229,7 @@ def test_histograms_equal_the_in_graph_bin_models_on_real_data(tmp_path):
         theirs = cal._Histograms(ranges, bins, absolute)
         bin_outputs = cal.write_bin_model(onnx.load(str(model_path)), tensors, {"input"}, theirs,
                                           tmp_path / "bins.onnx")
-        sess = cal._session(tmp_path / "bins.onnx", 0)  # unoptimised, as calibration runs it
+        sess = cal.calibration_session(tmp_path / "bins.onnx", 0)  # unoptimised, as calibration runs it
         for feed in cal._samples(reader):
             for t, b in zip(tensors, sess.run(bin_outputs, feed), strict=True):
                 theirs.add(t, b)
