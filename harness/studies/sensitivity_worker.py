@@ -262,7 +262,7 @@ def run_accuracy(job: dict[str, Any], progress: _Progress) -> None:
             q_only = _correct(nq.run_outputs(tmp, x, batch, threads), y)
             nq.quantize(workdir, settings, tmp, exclude=[name])
             f_only = _correct(nq.run_outputs(tmp, x, batch, threads), y)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - one node's failure is its event; the others go on
             progress.emit(event="accuracy", node=name, error=_one_line(exc))
             continue
         progress.emit(event="accuracy", node=name, top1_quant_only=round(float(q_only.mean()), 6),

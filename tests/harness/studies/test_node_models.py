@@ -39,7 +39,7 @@ def _prepared(job: dict) -> tuple[Path, object, list[str]]:
     return Path(job["workdir"]), settings, [name for name, _ in nq.quantized_nodes(full)]
 
 
-def _tiny_job(tiny: dict, workdir: Path, **settings) -> dict:  # noqa: F811
+def _tiny_job(tiny: dict, workdir: Path, **settings) -> dict:  # noqa: F811 - the pytest fixture imported above
     from quantbench.exporters.quantize import QuantSettings
 
     qs = QuantSettings(**{"calibration": "minmax", "calib_samples": 64, "calib_batch": 16, **settings})
@@ -78,7 +78,7 @@ def _big_bias(d: Path) -> dict:
 
 @pytest.mark.parametrize("case", ["fashion-per-channel", "fashion-per-tensor-entropy", "tiny-per-tensor-reduced",
                                   "big-bias"])
-def test_in_memory_models_are_the_ones_quantize_static_writes(case, tiny, tmp_path) -> None:  # noqa: F811
+def test_in_memory_models_are_the_ones_quantize_static_writes(case, tiny, tmp_path) -> None:  # noqa: F811 - the pytest fixture imported above
     import onnx
 
     from quantbench.harness.studies import node_quant as nq

@@ -68,7 +68,7 @@ def _consistent(s):
 
 
 @pytest.mark.slow
-def test_full_scan_rows_carry_the_floor(tiny, tmp_path):  # noqa: F811
+def test_full_scan_rows_carry_the_floor(tiny, tmp_path):  # noqa: F811 - the pytest fixture imported above
     study, _ = _study(tiny, tmp_path / "out", SensitivityOptions(sqnr_samples=64, top=0))
     s = study.summary
     assert s["scan_mode"] == "full"
@@ -82,7 +82,7 @@ def test_full_scan_rows_carry_the_floor(tiny, tmp_path):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_local_scan_is_marked_and_scores_every_node_from_one_pass(tiny, tmp_path):  # noqa: F811
+def test_local_scan_is_marked_and_scores_every_node_from_one_pass(tiny, tmp_path):  # noqa: F811 - the pytest fixture imported above
     study, messages = _study(tiny, tmp_path / "out", SensitivityOptions(sqnr_samples=64, top=0, scan="local"))
     s = study.summary
     assert s["scan_mode"] == "local"
