@@ -1,9 +1,11 @@
 """PyTorch → ONNX export (opset 17, dynamic batch, checked and shape-inferred)."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,7 +36,7 @@ def export_onnx(source: Mapping[str, Any] | ModelSource, out_path: Path, opset: 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(".tmp.onnx")
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), released_folded_weights(module):
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (dummy,), str(tmp), input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
@@ -50,6 +52,42 @@ def export_onnx(source: Mapping[str, Any] | ModelSource, out_path: Path, opset: 
     save_model(onnx.load(str(inferred)), out_path)
     inferred.unlink()
     return out_path
+
+
+@contextlib.contextmanager
+def released_folded_weights(module: Any) -> Iterator[None]:
+    """While the TorchScript exporter runs on ``module``: free each of its weights that the exported graph no
+    longer uses, right after the graph is built.
+
+    Constant folding (BatchNorm into the convolution before it) gives the graph new weights; the module's
+    own convolution and BatchNorm tensors then only wait for the export to end while the exporter writes
+    the model three times more (ModelProto, its bytes in C++ and in Python): ResNet-50's export peaked
+    100 MB higher. The exported bytes are the same. An exporter without the hook used here exports as is.
+    """
+    try:
+        from torch.onnx._internal.torchscript_exporter import utils as ts_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(ts_utils, "_model_to_graph", None)
+    if original is None:
+        yield
+        return
+
+    def model_to_graph(*args: Any, **kwargs: Any) -> Any:
+        graph, params_dict, torch_out = original(*args, **kwargs)
+        used = {t.untyped_storage().data_ptr() for t in params_dict.values() if hasattr(t, "untyped_storage")}
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            if tensor.untyped_storage().data_ptr() not in used and tensor.numel():
+                tensor.data = tensor.data.new_empty(0)
+        release_freed_memory()
+        return graph, params_dict, torch_out
+
+    ts_utils._model_to_graph = model_to_graph
+    try:
+        yield
+    finally:
+        ts_utils._model_to_graph = original
 
 
 def release_freed_memory() -> None:

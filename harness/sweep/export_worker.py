@@ -2,7 +2,7 @@
 
 The preparation worker (:mod:`.prepare_worker`) runs this worker for every model that is not an ONNX file:
 exporting imports torch (about 510 MiB before any model; torchvision's model files alone, see
-:mod:`quantbench.exporters.torchvision_import`; ResNet-50's export peaks at about 1.0 GiB), and in a
+:mod:`quantbench.exporters.torchvision_import`; ResNet-50's export peaks at about 950 MiB), and in a
 process of its own that memory is gone before the FP32 reference runs.
 Its result is ``{"fp32": artifact fields}`` with its peak RSS beside it, or a one-line error
 (:mod:`quantbench.common.worker_protocol`).
