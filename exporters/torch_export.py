@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Mapping
 
+from quantbench.common.memory import release_freed_memory
 from quantbench.common.onnx_save import save_model
 
 from .registry import ModelSource
@@ -88,12 +88,3 @@ def released_folded_weights(module: Any) -> Iterator[None]:
         yield
     finally:
         ts_utils._model_to_graph = original
-
-
-def release_freed_memory() -> None:
-    """Give the heap's freed pages back to the system (glibc keeps them for reuse, so the process's resident
-    size stays at its largest; the exporter's 100 MB buffers are mapped afresh and never reuse them)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
