@@ -70,6 +70,7 @@ class CalibrationConfig:
     percentile: float | None = None
     op_types: tuple[str, ...] | None = None
     threads: int = 0  # ORT intra-op threads; 0 = ORT's default (all cores)
+    optimised: bool = False  # the passes run ORT's default graph optimisations (ORT's calibrators: none)
 
 
 @dataclass
@@ -279,8 +280,9 @@ def _value_types(model: Any) -> dict[str, int]:
             for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
 
 
-def calibration_session(path: Path, threads: int) -> Any:
-    """A CPU session for models that output many activations (also weight_rounding's): unoptimised, no arena."""
+def calibration_session(path: Path, threads: int, optimised: bool = False) -> Any:
+    """A CPU session for models that output many activations (also weight_rounding's): no arena, unoptimised as
+    ORT's calibrators run (``optimised``: ORT's default optimisations, as the FP32 model runs on its own)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -288,7 +290,8 @@ def calibration_session(path: Path, threads: int) -> Any:
     # pre-allocates one block per input shape. Both only cost memory here.
     so.enable_cpu_mem_arena = False
     so.enable_mem_pattern = False
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as ORT's calibrators
+    if not optimised:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as ORT's calibrators
     # With the default order ORT ran every probe after the whole network, so all of a run's
     # activations stayed alive (ResNet-50: 100 MB per sample); priority order follows our node order
     # (probes right after their producer) and holds about 13 MB per sample.
@@ -306,8 +309,8 @@ class _ActivationRuns:
     per input shape (IO binding; fresh buffers cost page faults on every run). Two buffer sets are used in
     turn (one when two would exceed ``PIPELINE_BYTES``), so a consumer may read one while ORT writes the next."""
 
-    def __init__(self, path: Path, outputs: list[str], threads: int) -> None:
-        self.session = calibration_session(path, threads)
+    def __init__(self, path: Path, outputs: list[str], threads: int, optimised: bool = False) -> None:
+        self.session = calibration_session(path, threads, optimised)
         self.outputs = outputs
         self.key: tuple | None = None
         self.bound = True  # False once a bound run failed: plain runs from then on
@@ -636,7 +639,7 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     # producer while its output is in cache: cheaper than handing every activation to numpy).
     t0 = time.perf_counter()
     probe_s = 0.0
-    session = calibration_session(tmp / "calib_range.onnx", config.threads)
+    session = calibration_session(tmp / "calib_range.onnx", config.threads, config.optimised)
     lows = {t: np.float32(np.inf) for t in tensors}
     highs = {t: np.float32(-np.inf) for t in tensors}
     abs_lows = {t: np.float32(np.inf) for t in tensors}
@@ -690,7 +693,7 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     count_s = [0.0]
     outputs = write_activation_model(onnx.load(str(model_path)), binned, graph_inputs, tmp / "calib_activations.onnx",
                                      value_types)
-    runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads)
+    runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads, config.optimised)
     shares: list[list[int]] = []
     # numpy's ufuncs release the GIL (bincount does not): two threads bin the tensors of a sample, half each
     with ThreadPoolExecutor(BINNING_THREADS, thread_name_prefix="qb-bins") as binners:

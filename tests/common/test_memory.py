@@ -16,9 +16,8 @@ def _rss_mib() -> float:
 
 def _glibc() -> bool:
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim
-        return True
-    except (OSError, AttributeError):
+        return hasattr(ctypes.CDLL("libc.so.6"), "malloc_trim")
+    except OSError:
         return False
 
 
