@@ -92,22 +92,24 @@ def _config(args: argparse.Namespace, method: str, out: Path, cache: Path) -> st
     model = str(Path(args.model).absolute()) if args.model.endswith(".onnx") else args.model
     weights = "" if args.model.endswith(".onnx") else 'weights = "random"\n'
     pre = f"preprocess = {{ resize = [{args.resize}, {args.resize}] }}\n" if args.resize else ""
+    name, _, how = method.partition(":")
+    optimised = how == "optimised"
     return (f'[run]\noutput = "{out}"\ncache_dir = "{cache}"\nruntimes = ["ort-cpu"]\nbatch_sizes = [1]\n'
             f"eval_samples = {args.eval_samples}\nwarmup_iters = 2\nmin_iters = 10\nmin_time_s = 0.5\n"
             f"max_time_s = 10.0\nreport = false\nthreads = {args.threads}\n\n"
             f'[[models]]\nname = "{model}"\n{weights}dataset = "{args.data}"\n{pre}\n'
-            f'[[variants]]\nname = "int8-{method}"\ncalibration = "{method}"\ncalib_samples = {args.images}\n'
-            f"calib_batch = {args.batch}\n")
+            f'[[variants]]\nname = "int8-{name}"\ncalibration = "{name}"\ncalib_samples = {args.images}\n'
+            f"calib_batch = {args.batch}\n" + ("calib_optimised = true\n" if optimised else ""))
 
 
-def run_method(args: argparse.Namespace, method: str, work: Path, cache: Path) -> dict[str, Any]:
-    """One ``quantbench run`` of ``method``; returns its figures (or ``error``)."""
-    out = work / method
-    cfg = work / f"{method}.toml"
+def run_method(args: argparse.Namespace, method: str, work: Path, cache: Path, run: int = 0) -> dict[str, Any]:
+    """One ``quantbench run`` of ``method`` (``NAME`` or ``NAME:optimised``); returns its figures (or ``error``)."""
+    out = work / f"{method.replace(':', '-')}-{run}"
+    cfg = work / f"{method.replace(':', '-')}-{run}.toml"
     cfg.write_text(_config(args, method, out, cache))
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    log = work / f"{method}.log"
+    log = work / f"{method.replace(':', '-')}-{run}.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "quantbench.harness.cli", "run", str(cfg)], stdout=fh,
                                 stderr=subprocess.STDOUT)
@@ -156,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="fashion-mnist",
                     help="data spec: fashion-mnist, folder:DIR, idx:DIR, npz:FILE (default fashion-mnist)")
     ap.add_argument("--images", type=int, default=1000, help="calibration images (default 1000)")
-    ap.add_argument("--methods", default="minmax,entropy,percentile,mse", help="comma-separated calibration methods")
+    ap.add_argument("--methods", default="minmax,entropy,percentile,mse",
+                    help="comma-separated calibration methods; METHOD:optimised sets calib_optimised = true")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each method, in turn (default 1): the spread")
     ap.add_argument("--batch", type=int, default=32, help="calibration reader batch (calib_batch)")
     ap.add_argument("--resize", type=int, default=None,
                     help="resize images to N x N (e.g. 224 for CIFAR-10 into ResNet-50)")
@@ -170,10 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     from quantbench.exporters.quantize import METHODS
 
-    bad = [m for m in methods if m not in METHODS]
-    if bad or args.images < 1:
+    bad = [m for m in methods if m.partition(":")[0] not in METHODS or m.partition(":")[2] not in ("", "optimised")]
+    if bad or args.images < 1 or args.repeat < 1:
         print(f"error: unknown method(s) {', '.join(bad)} (known: {', '.join(METHODS)})" if bad
-              else "error: --images must be >= 1", file=sys.stderr)
+              else "error: --images and --repeat must be >= 1", file=sys.stderr)
         return 2
     print(f"{args.model}: {args.images} calibration images from {args.data}; {os.cpu_count()} CPUs; load average "
           f"{os.getloadavg()[0]:.1f}; {time.strftime('%Y-%m-%d %H:%M %Z')}", flush=True)
@@ -181,22 +185,28 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="qb-calib-bench-") as tmpdir:
         work = Path(tmpdir)
         cache = args.cache or work / "cache"
-        for method in methods:
-            row = run_method(args, method, work, cache)
+        for run, method in [(k, m) for k in range(args.repeat) for m in methods]:
+            row = run_method(args, method, work, cache, run)
             rows.append(row)
             peaks = "  ".join(f"{k} {v:.0f}" for k, v in row["peak_rss_mib"].items())
             worst = max([worst, *row["peak_rss_mib"].values()])
             if "error" in row:
-                print(f"{method:<11} error: {row['error']}   peak RSS MiB: {peaks}", flush=True)
+                print(f"{method:<17} error: {row['error']}   peak RSS MiB: {peaks}", flush=True)
                 continue
-            print(f"{method:<11} {row['images_per_s']:6.2f} images/s   calibration {row['calib_time_s']:7.1f} s   "
+            print(f"{method:<17} {row['images_per_s']:6.2f} images/s   calibration {row['calib_time_s']:7.1f} s   "
                   f"floor {row['calib_floor_s']:6.1f} s   ratio {row['calib_time_ratio']:5.2f}   passes "
                   f"{row['passes_s']} s{_counting(row)}   quantization {row['quant_time_s']:.1f} s   "
                   f"run {row['wall_s']:.0f} s   "
                   f"load {row['load_avg_1m'][0]:.1f} -> {row['load_avg_1m'][1]:.1f}", flush=True)
-            print(f"{'':<11} peak RSS MiB: {peaks}", flush=True)
+            print(f"{'':<17} peak RSS MiB: {peaks}", flush=True)
             if row.get("cell_error"):
-                print(f"{'':<11} (its cell failed: {row['cell_error']})", flush=True)
+                print(f"{'':<17} (its cell failed: {row['cell_error']})", flush=True)
+    if args.repeat > 1:
+        for method in methods:
+            ratios = sorted(r["calib_time_ratio"] for r in rows if r["method"] == method and r.get("calib_time_ratio"))
+            if ratios:
+                print(f"{method:<20} calibration / floor over {len(ratios)} runs: median "
+                      f"{ratios[len(ratios) // 2]:.2f}, range {ratios[0]:.2f}-{ratios[-1]:.2f}", flush=True)
     print(json.dumps({"model": args.model, "data": args.data, "images": args.images, "rows": rows}))
     if worst > args.max_rss_mib:
         print(f"FAIL: a process peaked at {worst:.0f} MiB (goal {args.max_rss_mib:.0f} MiB)")
