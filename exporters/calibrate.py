@@ -85,6 +85,7 @@ class CalibrationResult:
     floor_s: float | None = None  # FP32 forward time of the passes over the samples (see module docstring)
     floor_probes: int = 0  # plain FP32 runs the floor was measured from
     count_s: float | None = None  # of pass 2: numpy binning the activations (worker threads, beside ORT's runs)
+    floor_ci95: tuple[float, float] | None = None  # 95% interval of floor_s from its probes' spread
 
     @property
     def time_s(self) -> float:
@@ -95,6 +96,14 @@ class CalibrationResult:
     def time_ratio(self) -> float | None:
         """Calibration time over its floor (None when no floor was measured)."""
         return self.time_s / self.floor_s if self.floor_s else None
+
+    @property
+    def time_ratio_ci95(self) -> tuple[float, float] | None:
+        """95% interval of :attr:`time_ratio`: the calibration's time over the ends of :attr:`floor_ci95` (the floor
+        is estimated from a sample of probe runs; the calibration is timed whole)."""
+        if not self.floor_ci95 or not all(self.floor_ci95):
+            return None
+        return self.time_s / self.floor_ci95[1], self.time_s / self.floor_ci95[0]
 
 
 def tensors_to_calibrate(model: Any, op_types: tuple[str, ...] | list[str] | None) -> tuple[list[str], dict[str, Any]]:
@@ -395,6 +404,16 @@ class _Floor:
     def per_sample(self) -> float | None:
         return sum(self.times) / len(self.times) if self.times else None
 
+    def per_sample_ci95(self, resamples: int = 2000) -> tuple[float, float] | None:
+        """95% percentile-bootstrap interval of :attr:`per_sample` (the probes' mean; forward times are skewed by
+        the machine's load, so no normal approximation); None below two probes. Seeded: reproducible."""
+        if len(self.times) < 2:
+            return None
+        t = np.asarray(self.times)
+        means = t[np.random.default_rng(0).integers(0, t.size, (resamples, t.size))].mean(axis=1)
+        lo, hi = np.quantile(means, [0.025, 0.975])
+        return float(lo), float(hi)
+
 
 def _total_samples(reader: Any) -> int | None:
     indices = getattr(reader, "indices", None)
@@ -669,13 +688,17 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
         per = fl.per_sample if fl else None
         return per * samples * passes_n if per is not None else None
 
+    def floor_ci95() -> tuple[float, float] | None:
+        ci = fl.per_sample_ci95() if fl else None
+        return (ci[0] * samples * passes_n, ci[1] * samples * passes_n) if ci else None
+
     if not histogram:
         if config.symmetric:  # as ORT's MinMaxCalibrater
             pairs = {t: (-m, m) for t in tensors for m in [np.float32(max(abs(lows[t]), abs(highs[t])))]}
         else:
             pairs = {t: (lows[t], highs[t]) for t in tensors}
         return CalibrationResult(TensorsData(CalibrationMethod.MinMax, pairs), len(tensors), samples, per_sample,
-                                 passes, floor_s(), len(fl.times) if fl else 0)
+                                 passes, floor_s(), len(fl.times) if fl else 0, floor_ci95=floor_ci95())
 
     # Pass 2: histograms over the ranges fixed by pass 1: the range ORT's collector bins (np.histogram of
     # all the data: |x| over [min|x|, max|x|], x over [-max|x|, max|x|]), or torch's [min, max] for "mse".
@@ -720,7 +743,7 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     ranges = _thresholds(method, hists, lows, highs, config)
     passes.append(time.perf_counter() - t0)
     return CalibrationResult(ranges, len(tensors), samples, per_sample, passes, floor_s(), len(fl.times) if fl else 0,
-                             count_s[0])
+                             count_s[0], floor_ci95())
 
 
 def _thresholds(method: str, hists: _Histograms, lows: dict, highs: dict, config: CalibrationConfig) -> Any:

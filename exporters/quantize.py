@@ -401,12 +401,14 @@ def static_quant_kwargs(settings: QuantSettings, cache: Path, only: list[str] | 
 
 
 def calibration_cost(result: Any) -> dict[str, Any]:
-    """``time_s`` (calibration alone), ``floor_s`` (FP32 forward time of its passes), ``time_ratio`` and
-    ``floor_probes`` of a :class:`.calibrate.CalibrationResult`, rounded for rows."""
+    """``time_s`` (calibration alone), ``floor_s`` (FP32 forward time of its passes), ``time_ratio`` with its
+    ``time_ratio_ci95`` and ``floor_probes`` of a :class:`.calibrate.CalibrationResult`, rounded for rows."""
     def sig(x: float | None) -> float | None:  # 5 significant digits: a small model's floor is milliseconds
         return float(f"{x:.5g}") if x is not None else None
 
+    ci = getattr(result, "time_ratio_ci95", None)
     return {"time_s": sig(result.time_s), "floor_s": sig(result.floor_s), "time_ratio": sig(result.time_ratio),
+            "time_ratio_ci95": [sig(ci[0]), sig(ci[1])] if ci else None,
             "floor_probes": result.floor_probes, "count_s": sig(getattr(result, "count_s", None))}
 
 

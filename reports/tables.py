@@ -171,6 +171,9 @@ def cell_text(row: dict[str, Any], key: str, spec: str, notes: Footnotes | None 
         text = signed(row["delta"])  # rows without the paired comparison: the plain difference, no interval
     elif key == "speedup" and is_number(row.get("speedup")):
         text = speedup_text(row["row"], row["speedup"])  # with its 95% interval
+    elif key == "calib_ratio" and is_number(row.get("calib_ratio")) and interval(row["row"], "calib_time_ratio_ci95"):
+        lo, hi = interval(row["row"], "calib_time_ratio_ci95")  # type: ignore[misc]
+        text = f"{fmt(row['calib_ratio'], spec)} [{lo:.2f}–{hi:.2f}]"  # the floor's 95% interval, as speedups show it
     else:
         text = fmt(row.get(key), spec)
     # images/s comes from the same separately timed loop as p50: the same doubt applies to it

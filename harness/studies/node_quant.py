@@ -70,7 +70,7 @@ def prepare_graph(fp32: Path, settings: Any, reader: Any, workdir: Path, progres
     cost = calibration_cost(result)
     return {"calibration_s": round(time.perf_counter() - t0, 3), "calib_tensors": result.tensors,
             "calib_samples": result.samples, "calib_time_s": cost["time_s"], "calib_floor_s": cost["floor_s"],
-            "calib_time_ratio": cost["time_ratio"], "notes": notes}
+            "calib_time_ratio": cost["time_ratio"], "calib_time_ratio_ci95": cost["time_ratio_ci95"], "notes": notes}
 
 
 def quantize(workdir: Path, settings: Any, out: Path, only: list[str] | None = None,

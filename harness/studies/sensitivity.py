@@ -342,6 +342,7 @@ def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: Sensi
         **loss_fields("top1_drop_int8", whole_acc.get("paired_int8")),
         "calibration_s": setup.get("calibration_s"), "sqnr_s": round(t_sqnr, 3),
         "calib_floor_s": setup.get("calib_floor_s"), "calib_time_ratio": setup.get("calib_time_ratio"),
+        "calib_time_ratio_ci95": setup.get("calib_time_ratio_ci95"),
         "scan_mode": opts.scan, "scan_time_s": cost["scan_time_s"], "scan_floor_s": cost["scan_floor_s"],
         "scan_time_ratio": cost["scan_time_ratio"], "scan_lanes": cost["scan_lanes"],
         "elapsed_s": round(time.perf_counter() - t_start, 3), "notes": setup.get("notes") or [],

@@ -118,11 +118,12 @@ def sweep_row(run_id: str, key: str, error: str, runtime: str, device: str, env:
 
 
 def calibration_cost(stats: dict[str, Any] | None) -> dict[str, Any]:
-    """Row fields of what calibration cost (``calib_time_s``, ``calib_floor_s``, ``calib_time_ratio``), null
+    """Row fields of what calibration cost (``calib_time_s``, ``calib_floor_s``, ``calib_time_ratio`` and its
+    interval), null
     when nothing was calibrated or the artifact was built before floors were measured."""
     stats = stats or {}
     return {"calib_time_s": stats.get("time_s"), "calib_floor_s": stats.get("floor_s"),
-            "calib_time_ratio": stats.get("time_ratio")}
+            "calib_time_ratio": stats.get("time_ratio"), "calib_time_ratio_ci95": stats.get("time_ratio_ci95")}
 
 
 def calibration_settings(cell: Cell, pm: PreparedModel) -> dict[str, Any] | None:

@@ -156,6 +156,9 @@ class QuantFields(TypedDict, total=False):
         "calibration's floor: the FP32 forward time of its passes over the calibration images, one sample per run, "
         "measured interleaved in the same process", "s", since=3)]
     calib_time_ratio: Annotated[float | None, Doc("calib_time_s / calib_floor_s", "ratio", since=3)]
+    calib_time_ratio_ci95: Annotated[list[float] | None, Doc(
+        "95% interval of calib_time_ratio: calib_time_s over the ends of the floor's percentile-bootstrap interval "
+        "(the floor is the mean of a sample of probe runs); null where no floor was measured", "ratio", since=3)]
     artifact_notes: Annotated[list[str], Doc("notes from building the artifact (e.g. a calibration count fitted to "
                                              "the data)")]
 

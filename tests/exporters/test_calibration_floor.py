@@ -1,6 +1,7 @@
 """Every calibration records its floor (the FP32 forward time of its passes) and its time over that floor."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from quantbench.calibration_data import BatchReader, Preprocess, open_source
@@ -33,10 +34,36 @@ def test_floor_and_ratio_are_recorded_and_consistent(tmp_path, method, passes):
     assert [(k, n, done, total) for k, n, done, total, _ in seen] == \
         [(k, passes, i, N) for k in range(1, passes + 1) for i in range(1, N + 1)]
     assert seen[-1][4] is not None  # the floor per sample, for an ETA
+    # the ratio's interval: the calibration time over the ends of the floor's interval, around the ratio
+    lo, hi = result.floor_ci95
+    assert lo <= result.floor_s <= hi
+    assert result.time_ratio_ci95 == pytest.approx((result.time_s / hi, result.time_s / lo))
+    assert result.time_ratio_ci95[0] <= result.time_ratio <= result.time_ratio_ci95[1]
     cost = calibration_cost(result)
-    assert set(cost) == {"time_s", "floor_s", "time_ratio", "floor_probes", "count_s"}
+    assert set(cost) == {"time_s", "floor_s", "time_ratio", "time_ratio_ci95", "floor_probes", "count_s"}
     assert (cost["count_s"] is None) == (passes == 1)
     assert cost["time_ratio"] == pytest.approx(cost["time_s"] / cost["floor_s"], rel=1e-3)
+    assert cost["time_ratio_ci95"] == pytest.approx(list(result.time_ratio_ci95), rel=1e-3)
+
+
+def test_the_floor_interval_narrows_with_more_probes_and_holds_their_mean():
+    """The floor is the mean of probe runs: its interval is about that mean, and more probes of the same spread
+    give a narrower one (a bootstrap of the mean, not of single runs)."""
+    from quantbench.exporters.calibrate import _Floor
+
+    rng = np.random.default_rng(1)
+    few, many = object.__new__(_Floor), object.__new__(_Floor)
+    few.times = list(0.010 + rng.gamma(2.0, 0.001, 12))
+    many.times = list(0.010 + rng.gamma(2.0, 0.001, 200))
+    for fl in (few, many):
+        lo, hi = fl.per_sample_ci95()
+        assert lo < fl.per_sample < hi
+        assert min(fl.times) < lo and hi < max(fl.times)  # the mean's interval, not the runs' spread
+    width = {k: fl.per_sample_ci95()[1] - fl.per_sample_ci95()[0] for k, fl in (("few", few), ("many", many))}
+    assert width["many"] < width["few"] / 2
+    one = object.__new__(_Floor)
+    one.times = [0.01]
+    assert one.per_sample_ci95() is None
 
 
 def test_floor_can_be_left_out(tmp_path):
@@ -67,7 +94,10 @@ def test_built_artifact_and_row_carry_the_floor(tmp_path):
     row = row_fields(built.calibration)
     assert row["calib_floor_s"] > 0 and row["calib_time_s"] > 0
     assert row["calib_time_ratio"] == pytest.approx(row["calib_time_s"] / row["calib_floor_s"], rel=1e-3)
-    assert row_fields(None) == {"calib_time_s": None, "calib_floor_s": None, "calib_time_ratio": None}
+    lo, hi = row["calib_time_ratio_ci95"]
+    assert lo <= row["calib_time_ratio"] <= hi
+    assert row_fields(None) == {"calib_time_s": None, "calib_floor_s": None, "calib_time_ratio": None,
+                                "calib_time_ratio_ci95": None}
 
 
 def test_report_table_shows_calibration_over_floor():

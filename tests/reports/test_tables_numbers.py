@@ -190,9 +190,11 @@ def test_cells_as_the_report_shows_them():
     fp32 = _fp32(top1_ci95=[0.89, 0.91], throughput_ips=1234.4)
     int8 = _row(1, "int8", top1=0.885, top1_ci95=[0.87, 0.90], speedup_interleaved=2.5,
                 speedup_interleaved_ci95=[2.4, 2.6], size_bytes=250_000, exec_precision="int8", int8_op_share=0.5,
-                audit_warning="half the convs ran in fp32", compute_p50_ms=0.8)  # 2.0 / 0.8 = 2.5x, as interleaved
+                audit_warning="half the convs ran in fp32", compute_p50_ms=0.8,  # 2.0 / 0.8 = 2.5x, as interleaved
+                calib_time_ratio=1.43, calib_time_ratio_ci95=[1.391, 1.472])
     plain = _row(2, "plain", top1=0.8, speedup_interleaved=None, exec_precision="int8", int8_op_share=1.0)
-    g = _group([fp32, int8, plain])
+    older = _row(3, "older", calib_time_ratio=2.5)  # built before the ratio had an interval
+    g = _group([fp32, int8, plain, older])
     text = {v: {k: cell_text(g[v], k, spec) for k, spec in SPEC.items()} for v in g}
     for key in ("delta", "p50_pct", "speedup", "size_pct", "eval_wall_pct"):
         assert text["fp32"][key] == "ref", key
@@ -207,6 +209,7 @@ def test_cells_as_the_report_shows_them():
     assert text["plain"]["top1"] == "80.00" and text["plain"]["delta"] == "−10.00"
     assert text["plain"]["speedup"] == "—" and text["plain"]["ran_as"] == "int8 (100% int8)"
     assert text["plain"]["calib_ratio"] == "—" and text["plain"]["variant"] == "plain"
+    assert text["int8"]["calib_ratio"] == "1.43× [1.39–1.47]" and text["older"]["calib_ratio"] == "2.50×"
 
 
 def test_cells_of_a_row_with_unreliable_timing_are_marked():
