@@ -29,6 +29,12 @@ in a worker thread while ORT computes the next sample's into a second set of buf
 the GIL): the process holds the weights and two samples' calibrated activations (one when two would
 exceed ``PIPELINE_BYTES``), and the counting overlaps the forward passes where cores are free.
 
+The passes run the graph unoptimised, as ORT's calibrators do: ORT's optimised convolutions (fused, in a
+blocked layout) are faster but give other last bits (122 of ResNet-50's 123 calibrated tensors), so only the
+unoptimised graph gives ``quantize_static``'s ranges exactly. ``CalibrationConfig.optimised`` (the variant key
+``calib_optimised``) runs both passes on ORT's default optimisations instead, as the FP32 model runs on its own:
+the ranges then agree with the reference to float rounding, and the forward passes cost what the floor's do.
+
 The **floor** of a calibration is what its forward passes cost on their own: the plain FP32 model
 (ORT's default optimisations, the same threads, idle threads sleeping, one sample per run as calibration
 runs) timed on a spread of the very samples each pass reads, right after the pass has run them
