@@ -88,28 +88,27 @@ class TreeSampler(threading.Thread):
             self.done.wait(self.interval_s)
 
 
-def _config(args: argparse.Namespace, method: str, out: Path, cache: Path) -> str:
+def _config(args: argparse.Namespace, method: str, out: Path, cache: Path, run: int = 0) -> str:
+    """The run's config; repeat ``run`` calibrates on its own images (``calib_seed``), so nothing is reused."""
     model = str(Path(args.model).absolute()) if args.model.endswith(".onnx") else args.model
     weights = "" if args.model.endswith(".onnx") else 'weights = "random"\n'
     pre = f"preprocess = {{ resize = [{args.resize}, {args.resize}] }}\n" if args.resize else ""
-    name, _, how = method.partition(":")
-    optimised = how == "optimised"
     return (f'[run]\noutput = "{out}"\ncache_dir = "{cache}"\nruntimes = ["ort-cpu"]\nbatch_sizes = [1]\n'
             f"eval_samples = {args.eval_samples}\nwarmup_iters = 2\nmin_iters = 10\nmin_time_s = 0.5\n"
             f"max_time_s = 10.0\nreport = false\nthreads = {args.threads}\n\n"
             f'[[models]]\nname = "{model}"\n{weights}dataset = "{args.data}"\n{pre}\n'
-            f'[[variants]]\nname = "int8-{name}"\ncalibration = "{name}"\ncalib_samples = {args.images}\n'
-            f"calib_batch = {args.batch}\n" + ("calib_optimised = true\n" if optimised else ""))
+            f'[[variants]]\nname = "int8-{method}"\ncalibration = "{method}"\ncalib_samples = {args.images}\n'
+            f"calib_batch = {args.batch}\ncalib_seed = {run}\n")
 
 
 def run_method(args: argparse.Namespace, method: str, work: Path, cache: Path, run: int = 0) -> dict[str, Any]:
-    """One ``quantbench run`` of ``method`` (``NAME`` or ``NAME:optimised``); returns its figures (or ``error``)."""
-    out = work / f"{method.replace(':', '-')}-{run}"
-    cfg = work / f"{method.replace(':', '-')}-{run}.toml"
-    cfg.write_text(_config(args, method, out, cache))
+    """Repeat ``run`` of ``method`` as one ``quantbench run``; returns its figures (or ``error``)."""
+    out = work / f"{method}-{run}"
+    cfg = work / f"{method}-{run}.toml"
+    cfg.write_text(_config(args, method, out, cache, run))
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    log = work / f"{method.replace(':', '-')}-{run}.log"
+    log = work / f"{method}-{run}.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "quantbench.harness.cli", "run", str(cfg)], stdout=fh,
                                 stderr=subprocess.STDOUT)
@@ -158,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="fashion-mnist",
                     help="data spec: fashion-mnist, folder:DIR, idx:DIR, npz:FILE (default fashion-mnist)")
     ap.add_argument("--images", type=int, default=1000, help="calibration images (default 1000)")
-    ap.add_argument("--methods", default="minmax,entropy,percentile,mse",
-                    help="comma-separated calibration methods; METHOD:optimised sets calib_optimised = true")
-    ap.add_argument("--repeat", type=int, default=1, help="runs of each method, in turn (default 1): the spread")
+    ap.add_argument("--methods", default="minmax,entropy,percentile,mse", help="comma-separated calibration methods")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs of each method in turn, each on its own images (calib_seed = run; default 1)")
     ap.add_argument("--batch", type=int, default=32, help="calibration reader batch (calib_batch)")
     ap.add_argument("--resize", type=int, default=None,
                     help="resize images to N x N (e.g. 224 for CIFAR-10 into ResNet-50)")
@@ -174,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     from quantbench.exporters.quantize import METHODS
 
-    bad = [m for m in methods if m.partition(":")[0] not in METHODS or m.partition(":")[2] not in ("", "optimised")]
+    bad = [m for m in methods if m not in METHODS]
     if bad or args.images < 1 or args.repeat < 1:
         print(f"error: unknown method(s) {', '.join(bad)} (known: {', '.join(METHODS)})" if bad
               else "error: --images and --repeat must be >= 1", file=sys.stderr)

@@ -44,7 +44,7 @@ def _pieces(model: Path, feeds: list[dict], tmp: Path, method: str, bins: int, o
     so.log_severity_level = 3
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     plain = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
-    ranges_session = cal._session(tmp / "range.onnx", 0)
+    ranges_session = cal.calibration_session(tmp / "range.onnx", 0)
     # every image's range, so that pass 2 bins over the same range calibration would use
     lows, highs = {}, {}
     for feed in feeds:
@@ -87,7 +87,7 @@ def _pieces(model: Path, feeds: list[dict], tmp: Path, method: str, bins: int, o
     if old:
         old_hists = cal._Histograms(ranges, bins, False)
         bin_out = cal.write_bin_model(onnx.load(str(model)), tensors, inputs, old_hists, tmp / "bins.onnx")
-        bins_session = cal._session(tmp / "bins.onnx", 0)
+        bins_session = cal.calibration_session(tmp / "bins.onnx", 0)
 
         def old_pass2(feed: dict) -> None:
             for t, b in zip(tensors, bins_session.run(bin_out, feed), strict=True):

@@ -30,10 +30,11 @@ the GIL): the process holds the weights and two samples' calibrated activations 
 exceed ``PIPELINE_BYTES``), and the counting overlaps the forward passes where cores are free.
 
 The passes run the graph unoptimised, as ORT's calibrators do: ORT's optimised convolutions (fused, in a
-blocked layout) are faster but give other last bits (122 of ResNet-50's 123 calibrated tensors), so only the
-unoptimised graph gives ``quantize_static``'s ranges exactly. ``CalibrationConfig.optimised`` (the variant key
-``calib_optimised``) runs both passes on ORT's default optimisations instead, as the FP32 model runs on its own:
-the ranges then agree with the reference to float rounding, and the forward passes cost what the floor's do.
+blocked layout) give other last bits (122 of ResNet-50's 123 calibrated tensors), so only the unoptimised
+graph gives ``quantize_static``'s ranges exactly. That costs time: ResNet-50's unoptimised forward is about
+1.4 x the optimised one on AVX-512. Running the passes on the optimised graph was tried and won little (1.36 x
+against 1.40 x the floor for pass 1): the probes read tensors the optimiser would fuse away or keep in its
+blocked layout, so it neither fuses them nor avoids a layout copy per probed tensor.
 
 The **floor** of a calibration is what its forward passes cost on their own: the plain FP32 model
 (ORT's default optimisations, the same threads, idle threads sleeping, one sample per run as calibration
@@ -76,7 +77,6 @@ class CalibrationConfig:
     percentile: float | None = None
     op_types: tuple[str, ...] | None = None
     threads: int = 0  # ORT intra-op threads; 0 = ORT's default (all cores)
-    optimised: bool = False  # the passes run ORT's default graph optimisations (ORT's calibrators: none)
 
 
 @dataclass
@@ -295,9 +295,8 @@ def _value_types(model: Any) -> dict[str, int]:
             for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
 
 
-def calibration_session(path: Path, threads: int, optimised: bool = False) -> Any:
-    """A CPU session for models that output many activations (also weight_rounding's): no arena, unoptimised as
-    ORT's calibrators run (``optimised``: ORT's default optimisations, as the FP32 model runs on its own)."""
+def calibration_session(path: Path, threads: int) -> Any:
+    """A CPU session for models that output many activations (also weight_rounding's): unoptimised, no arena."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -305,8 +304,7 @@ def calibration_session(path: Path, threads: int, optimised: bool = False) -> An
     # pre-allocates one block per input shape. Both only cost memory here.
     so.enable_cpu_mem_arena = False
     so.enable_mem_pattern = False
-    if not optimised:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as ORT's calibrators
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as ORT's calibrators
     # With the default order ORT ran every probe after the whole network, so all of a run's
     # activations stayed alive (ResNet-50: 100 MB per sample); priority order follows our node order
     # (probes right after their producer) and holds about 13 MB per sample.
@@ -324,8 +322,8 @@ class _ActivationRuns:
     per input shape (IO binding; fresh buffers cost page faults on every run). Two buffer sets are used in
     turn (one when two would exceed ``PIPELINE_BYTES``), so a consumer may read one while ORT writes the next."""
 
-    def __init__(self, path: Path, outputs: list[str], threads: int, optimised: bool = False) -> None:
-        self.session = calibration_session(path, threads, optimised)
+    def __init__(self, path: Path, outputs: list[str], threads: int) -> None:
+        self.session = calibration_session(path, threads)
         self.outputs = outputs
         self.key: tuple | None = None
         self.bound = True  # False once a bound run failed: plain runs from then on
@@ -664,7 +662,7 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     # producer while its output is in cache: cheaper than handing every activation to numpy).
     t0 = time.perf_counter()
     probe_s = 0.0
-    session = calibration_session(tmp / "calib_range.onnx", config.threads, config.optimised)
+    session = calibration_session(tmp / "calib_range.onnx", config.threads)
     lows = {t: np.float32(np.inf) for t in tensors}
     highs = {t: np.float32(-np.inf) for t in tensors}
     abs_lows = {t: np.float32(np.inf) for t in tensors}
@@ -722,7 +720,7 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     count_s = [0.0]
     outputs = write_activation_model(onnx.load(str(model_path)), binned, graph_inputs, tmp / "calib_activations.onnx",
                                      value_types)
-    runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads, config.optimised)
+    runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads)
     shares: list[list[int]] = []
     # numpy's ufuncs release the GIL (bincount does not): two threads bin the tensors of a sample, half each
     with ThreadPoolExecutor(BINNING_THREADS, thread_name_prefix="qb-bins") as binners:

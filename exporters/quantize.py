@@ -34,7 +34,7 @@ QAT_LR_RANGE = "(0, 1)"  # checked as 0 < qat_lr < 1
 ORT_DEFAULT_RANGE_SYMMETRIC = {"minmax": False, "entropy": False, "percentile": True, "distribution": False,
                                "mse": False}  # mse: torch's default per_tensor_affine
 
-_BOOLS = ("per_channel", "symmetric_weight", "reduce_range", "calib_optimised")
+_BOOLS = ("per_channel", "symmetric_weight", "reduce_range")
 _INTS = ("calib_samples", "calib_batch", "calib_memory_mb", "calib_seed")  # bounds: their declarations (key(ge=…))
 _NAME_LISTS = ("op_types", "exclude_nodes")
 MODES = ("static", "dynamic", "qat")
@@ -42,20 +42,17 @@ MODES = ("static", "dynamic", "qat")
 # neither is given), Adam learning rate, batch and seed of the fine-tuning. Left out of the settings (and so
 # of cache keys and rows) of the other modes.
 QAT_ONLY = ("qat_steps", "qat_epochs", "qat_lr", "qat_batch", "qat_seed")
-# Keys added after results existed: left out of the settings at their default, so those results' settings
-# fingerprints (resume) and artifact keys stay what they were; absent from a row means the default.
-OMITTED_AT_DEFAULT = ("calib_optimised",)
 # What mode = "qat" fake-quantizes as it is (exporters/qat.py's fake quantizers); other values are refused.
 QAT_FIXED = ("calibration", "activation_type", "weight_type", "symmetric_activation", "symmetric_weight",
              "reduce_range", "exclude_nodes", "calib_samples", "calib_seed", "calib_classes", "calib_batch", "num_bins",
-             "percentile", "weight_bits", "weight_rounding", "weight_storage", "calib_optimised")
+             "percentile", "weight_bits", "weight_rounding", "weight_storage")
 WEIGHT_BITS = (8, 4, 3)
 # "int8": ORT's own 8-bit weights; "int4": ORT's INT4 QDQ weights (opset 21) where it covers the op;
 # "simulated": weights rounded to the lower-bit grid but stored as INT8 (accuracy-only study).
 WEIGHT_STORAGES = ("int8", "int4", "simulated")
 # Keys that only mean something when calibrating (mode = "static"); recorded as None for dynamic.
 STATIC_ONLY = ("calibration", "activation_type", "symmetric_activation", "calib_samples", "calib_seed",
-               "calib_classes", "calib_batch", "num_bins", "percentile", "calib_memory_mb", "calib_optimised")
+               "calib_classes", "calib_batch", "num_bins", "percentile", "calib_memory_mb")
 
 
 def known_roundings() -> tuple[str, ...]:
@@ -111,10 +108,6 @@ class QuantSettings:
     percentile: float | None = setting(None, help="percentile method's cut-off", range_text=PERCENTILE_RANGE,
                                        default_text=f"unset: {DEFAULT_PERCENTILE}")
     calib_memory_mb: int = setting(1024, ge=1, help="warn when one calibration sample's activations may exceed this")
-    # ORT's calibrators run the graph unoptimised; its optimised convolutions (fused, blocked layout) are faster but
-    # give other last bits, so the ranges then differ from quantize_static's (exporters/calibrate.py).
-    calib_optimised: bool = setting(False, help="calibrate on ONNX Runtime's optimised graph, as the FP32 model runs: "
-                                    "faster; ranges may differ from quantize_static's in the last bits")
     mode: str = setting("static", help="static (calibrated QDQ), dynamic (ORT quantize_dynamic, no calibration) "
                         "or qat (fine-tuned with fake quantization)")
     weight_bits: int = setting(8, help="Conv/Gemm/MatMul weight bits (activations stay 8-bit)",
@@ -284,8 +277,6 @@ class QuantSettings:
             if self.mode != "qat" and f.name in QAT_ONLY:
                 continue
             value = getattr(self, f.name)
-            if f.name in OMITTED_AT_DEFAULT and value == f.default:
-                continue
             d[f.name] = list(value) if isinstance(value, tuple) else value
         return d
 
@@ -295,7 +286,7 @@ class QuantSettings:
         d = self.to_config()
         d["weight_storage"] = self.resolved_weight_storage
         if self.mode in ("dynamic", "qat"):  # nothing was calibrated: the calibration keys are null, not defaults
-            d.update({key: None for key in STATIC_ONLY if key not in OMITTED_AT_DEFAULT})
+            d.update({key: None for key in STATIC_ONLY})
             d["calib_symmetric"] = None
             if self.mode == "qat":  # the fake quantizers' types (ranges learned in training)
                 d.update({"activation_type": "QUInt8", "symmetric_activation": False})
@@ -344,7 +335,7 @@ def calibration_config(settings: QuantSettings) -> Any:
 
     return CalibrationConfig(method=settings.calibration, symmetric=settings.calib_symmetric,
                              num_bins=settings.effective_bins, percentile=settings.effective_percentile,
-                             op_types=tuple(_calibrated_op_types(settings)), optimised=settings.calib_optimised)
+                             op_types=tuple(_calibrated_op_types(settings)))
 
 
 def check_exclude_nodes(model_path: Path, exclude: tuple[str, ...] | list[str]) -> None:

@@ -193,6 +193,4 @@ def settings_summary(row: dict[str, Any]) -> str:
         parts.append(f"{s['calib_samples']} calib")
     if s.get("calib_classes"):
         parts.append("classes " + ",".join(map(str, s["calib_classes"])))
-    if s.get("calib_optimised"):  # ranges from ORT's optimised graph: not quantize_static's to the last bit
-        parts.append("calibrated optimised")
     return ", ".join(parts)

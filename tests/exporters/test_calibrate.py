@@ -242,38 +242,3 @@ def test_bin_model_counts_are_numpys_histogram(tmp_path, bins, low, high, absolu
     hists.add("x", sess.run(outs, {"x": x[None, :]})[0])
     np.testing.assert_array_equal(hists.counts["x"], ref)
 
-
-@pytest.mark.parametrize("name", ["minmax", "entropy"])
-def test_optimised_calibration_agrees_with_the_reference_to_float_rounding(data, tmp_path, name):
-    """``calib_optimised``: the passes run ORT's optimised graph (other convolution kernels), so the ranges may
-    differ from the reference's in their last bits, never by more; and they still do not depend on batching."""
-    import dataclasses
-
-    reference = _run(data, tmp_path, CONFIGS[name], batch=32)
-    fast = dataclasses.replace(CONFIGS[name], optimised=True)
-    (tmp_path / "fast").mkdir()
-    ours = _run(data, tmp_path / "fast", fast, batch=32)
-    again = _run(data, tmp_path / "fast", fast, batch=7, reverse=True)
-    _same(ours, again)
-    assert sorted(ours) == sorted(reference)
-    for t in reference:
-        np.testing.assert_allclose([float(v) for v in ours[t].range_value],
-                                   [float(v) for v in reference[t].range_value], rtol=1e-4, atol=1e-6, err_msg=t)
-
-
-def test_the_optimised_setting_reaches_the_calibration_sessions(tmp_path):
-    import onnxruntime as ort
-
-    from quantbench.exporters.calibrate import calibration_session
-    from quantbench.exporters.quantize import QuantSettings, calibration_config
-
-    assert calibration_config(QuantSettings()).optimised is False
-    assert calibration_config(QuantSettings(calib_optimised=True)).optimised is True
-    assert QuantSettings(calib_optimised=True).to_dict()["calib_optimised"] is True  # recorded in the rows
-    # left out at its default: results measured before the setting existed keep their fingerprints
-    assert "calib_optimised" not in QuantSettings().to_dict()
-    assert QuantSettings.from_dict(QuantSettings(calib_optimised=True).to_config()).calib_optimised is True
-    levels = {opt: calibration_session(MODEL, 1, opt).get_session_options().graph_optimization_level
-              for opt in (False, True)}
-    level = ort.GraphOptimizationLevel
-    assert levels == {False: level.ORT_DISABLE_ALL, True: level.ORT_ENABLE_ALL}

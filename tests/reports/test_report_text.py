@@ -128,11 +128,3 @@ def test_markdown_escapes_line_breaks_in_names(tmp_path):
     md = render_markdown(build_report([write_rows(tmp_path / "r.jsonl", [row])]))
     assert "two lines" in md and "## m x on " in md
 
-
-def test_the_settings_text_says_when_ranges_came_from_the_optimised_graph():
-    from quantbench.reports.model import settings_summary
-
-    row = {"precision": "int8", "variant_settings": {"calibration": "minmax", "per_channel": True}}
-    assert settings_summary(row) == "minmax, per-channel"
-    row["variant_settings"]["calib_optimised"] = True
-    assert settings_summary(row) == "minmax, per-channel, calibrated optimised"
