@@ -139,10 +139,17 @@ def run_method(args: argparse.Namespace, method: str, work: Path, cache: Path, r
     samples = stats.get("samples") or args.images
     row.update({"images": samples, "quant_time_s": r.get("quant_time_s"), "calib_time_s": r.get("calib_time_s"),
                 "calib_floor_s": r.get("calib_floor_s"), "calib_time_ratio": r.get("calib_time_ratio"),
+                "calib_time_ratio_ci95": r.get("calib_time_ratio_ci95"),
                 "passes_s": stats.get("pass_s"), "floor_probes": stats.get("floor_probes"),
                 "count_s": stats.get("count_s"),
                 "images_per_s": round(samples / r["calib_time_s"], 2) if r.get("calib_time_s") else None})
     return row
+
+
+def _ci(row: dict[str, Any]) -> str:
+    """The ratio's 95% interval (from the floor's probe runs), when the row has one."""
+    ci = row.get("calib_time_ratio_ci95")
+    return f" [{ci[0]:.2f}-{ci[1]:.2f}]" if ci else ""
 
 
 def _counting(row: dict[str, Any]) -> str:
@@ -193,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{method:<17} error: {row['error']}   peak RSS MiB: {peaks}", flush=True)
                 continue
             print(f"{method:<17} {row['images_per_s']:6.2f} images/s   calibration {row['calib_time_s']:7.1f} s   "
-                  f"floor {row['calib_floor_s']:6.1f} s   ratio {row['calib_time_ratio']:5.2f}   passes "
+                  f"floor {row['calib_floor_s']:6.1f} s   ratio {row['calib_time_ratio']:5.2f}{_ci(row)}   passes "
                   f"{row['passes_s']} s{_counting(row)}   quantization {row['quant_time_s']:.1f} s   "
                   f"run {row['wall_s']:.0f} s   "
                   f"load {row['load_avg_1m'][0]:.1f} -> {row['load_avg_1m'][1]:.1f}", flush=True)
