@@ -257,18 +257,26 @@ def run_accuracy(job: dict[str, Any], progress: _Progress) -> None:
         progress.emit(event="whole_accuracy", eval_samples=len(x), top1_fp32=round(float(fp32_right.mean()), 6),
                       top1_int8=round(float(int8_right.mean()), 6), paired_int8=paired_accuracy(fp32_right, int8_right))
     tmp = workdir / "node.onnx"
-    for name in job["nodes"]:
-        if name in skip:
-            continue
+    todo = [name for name in job["nodes"] if name not in skip]
+    build, _ = _node_builder(workdir, settings, todo[0] if todo else None)  # in memory where it is quantize_static's
+
+    def model(**which: Any) -> bytes | Path:
+        built = build(**which)
+        if built is None:  # nothing quantized: the (float) file quantize_static writes, as before
+            nq.quantize(workdir, settings, tmp, **which)
+            return tmp
+        return built
+
+    for name in todo:
         progress.emit(event="start", node=name)
         try:
-            nq.quantize(workdir, settings, tmp, only=[name])
-            q_only = _correct(nq.run_outputs(tmp, x, batch, threads), y)
-            nq.quantize(workdir, settings, tmp, exclude=[name])
-            f_only = _correct(nq.run_outputs(tmp, x, batch, threads), y)
+            q_only = _correct(nq.run_outputs(model(only=[name]), x, batch, threads), y)
+            f_only = _correct(nq.run_outputs(model(exclude=[name]), x, batch, threads), y)
         except Exception as exc:  # noqa: BLE001 - one node's failure is its event; the others go on
             progress.emit(event="accuracy", node=name, error=_one_line(exc))
             continue
+        finally:
+            release_freed_memory()
         progress.emit(event="accuracy", node=name, top1_quant_only=round(float(q_only.mean()), 6),
                       top1_float_only=round(float(f_only.mean()), 6),
                       paired_quant_only=paired_accuracy(fp32_right, q_only),

@@ -182,3 +182,27 @@ def test_lanes_only_where_cores_are_idle(monkeypatch) -> None:
     assert sw._lanes(1, 50, window_s=0) == 1
     busy(None)  # /proc/stat unreadable
     assert sw._lanes(1, 50, window_s=0) == 1
+
+
+@pytest.mark.slow
+def test_per_node_top1_is_the_same_from_in_memory_models_and_quantize_static_files(tmp_path, monkeypatch) -> None:
+    """The accuracy mode builds its per-node models in memory too; its top-1 per node equals that of one
+    quantize_static file per model (forced by a builder that does not match), image for image."""
+    from quantbench.harness.studies import sensitivity_worker as sw
+    from quantbench.harness.studies.node_models import NodeModels
+
+    runs = {}
+    for path in ("in-memory", "quantize_static"):
+        work = tmp_path / path
+        work.mkdir()
+        if path == "quantize_static":
+            monkeypatch.setattr(NodeModels, "matches_quantize_static", lambda self, **kw: False)
+        job = _fashion_job(work)
+        workdir, settings, nodes = _prepared(job)
+        job.update(mode="accuracy", nodes=nodes)  # every quantized node, the pass-through ones included
+        sw.run_accuracy(job, sw._Progress(Path(job["progress"])))
+        events = [json.loads(ln) for ln in (work / "progress.jsonl").read_text().splitlines()]
+        runs[path] = {e["node"]: e for e in events if e.get("event") == "accuracy"}
+        assert len(runs[path]) == len(nodes) and not any("error" in e for e in runs[path].values())
+    assert runs["in-memory"] == runs["quantize_static"]
+    assert all(0 < e["top1_quant_only"] <= 1 and e["paired_float_only"] for e in runs["in-memory"].values())
