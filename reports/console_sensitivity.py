@@ -21,7 +21,7 @@ def _pts(value: Any) -> str:
     return _fmt(-value + 0.0 if is_number(value) else None, "{:+.2f}")
 
 
-def _loss(row: dict[str, Any], prefix: str) -> str:
+def top1_change_text(row: dict[str, Any], prefix: str) -> str:
     """``−0.51 ±0.92``: the top-1 change vs FP32 with half its 95% paired interval; ``≈`` when not significant."""
     text = _pts(row.get(f"{prefix}_pts"))
     ci, p = row.get(f"{prefix}_ci95_pts"), row.get(f"{prefix}_p")
@@ -47,13 +47,13 @@ def node_lines(rows: list[dict[str, Any]], limit: int | None = None) -> list[lis
             continue
         if r.get("scan_mode") == "local":  # one figure per node: its own output's error
             out.append([str(r.get("rank")), str(r.get("node")), str(r.get("op_type")), _sqnr(r, "sqnr_local_db"),
-                        "", _pct(r.get("top1_quant_only")), _loss(r, "top1_drop_quant_only"),
-                        _pct(r.get("top1_float_only")), _loss(r, "top1_drop_float_only")])
+                        "", _pct(r.get("top1_quant_only")), top1_change_text(r, "top1_drop_quant_only"),
+                        _pct(r.get("top1_float_only")), top1_change_text(r, "top1_drop_float_only")])
             continue
         out.append([str(r.get("rank")), str(r.get("node")), str(r.get("op_type")),
                     _sqnr(r, "sqnr_quant_only_db"), _sqnr(r, "sqnr_float_only_db"),
-                    _pct(r.get("top1_quant_only")), _loss(r, "top1_drop_quant_only"),
-                    _pct(r.get("top1_float_only")), _loss(r, "top1_drop_float_only")])
+                    _pct(r.get("top1_quant_only")), top1_change_text(r, "top1_drop_quant_only"),
+                    _pct(r.get("top1_float_only")), top1_change_text(r, "top1_drop_float_only")])
     return out
 
 
@@ -113,7 +113,7 @@ def render_console(results: list[Any], console: Any, limit: int | None = None) -
             f"{s.get('nodes')} quantizable node(s); whole-model INT8 SQNR "
             f"{_num(s.get('sqnr_whole_int8_db'), '.2f')} dB "
             f"on {s.get('sqnr_samples')} images; top-1 FP32 {_pct(s.get('top1_fp32'))}, INT8 {_pct(s.get('top1_int8'))}"
-            f" (Δ {_loss(s, 'top1_drop_int8')} pts) on {s.get('eval_samples') or DASH} images; "
+            f" (Δ {top1_change_text(s, 'top1_drop_int8')} pts) on {s.get('eval_samples') or DASH} images; "
             f"calibration {_num(s.get('calibration_s'), '.1f')} s, "
             f"all nodes {_num(s.get('sqnr_s'), '.0f')} s, total {_num(s.get('elapsed_s'), '.0f')} s", markup=False)
         if s.get("scan_time_ratio") is not None:

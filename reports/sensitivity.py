@@ -14,6 +14,7 @@ from quantbench.common.row_file import NOT_JSON, iter_json_lines
 from quantbench.common.row_format import MISSING, fmt, is_number
 
 from .charts import apply_layout, esc, plotly_js, to_div
+from .console_sensitivity import top1_change_text
 
 FILE = "sensitivity.jsonl"
 KINDS = ("sensitivity", "sensitivity_summary", "budget_step", "budget")
@@ -140,6 +141,14 @@ def _fmt(value: Any, spec: str, scale: float = 1.0) -> str:
     return fmt(value if is_number(value) else None, "{:" + spec + "}", scale=scale)
 
 
+def _top1(node: dict[str, Any], which: str) -> str:
+    """``89.50 (Δ −0.51 ±0.92)``: a per-node top-1 % with its change vs FP32 on the same images and half that
+    change's 95% paired interval (``≈`` when not significant), as the console shows it."""
+    top1 = _fmt(node.get(f"top1_{which}"), ".2f", 100)
+    change = top1_change_text(node, f"top1_drop_{which}")
+    return top1 if change == MISSING else f"{top1} <span class='muted'>(Δ {esc(change)})</span>"
+
+
 def _table(study: dict[str, Any], limit: int = 15) -> str:
     local = (study.get("summary") or {}).get("scan_mode") == "local"
     head = ("<tr><th>rank</th><th class='l'>node</th><th class='l'>op</th>"
@@ -157,8 +166,7 @@ def _table(study: dict[str, Any], limit: int = 15) -> str:
                     f"<td class='l'>{esc(str(n.get('op_type')))}</td>"
                     f"<td>{_fmt(n.get('sqnr_local_db' if local else 'sqnr_quant_only_db'), '.2f')}</td>"
                     f"<td>{'' if local else _fmt(n.get('sqnr_float_only_db'), '.2f')}</td>"
-                    f"<td>{_fmt(n.get('top1_quant_only'), '.2f', 100)}</td>"
-                    f"<td>{_fmt(n.get('top1_float_only'), '.2f', 100)}</td></tr>")
+                    f"<td>{_top1(n, 'quant_only')}</td><td>{_top1(n, 'float_only')}</td></tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
 

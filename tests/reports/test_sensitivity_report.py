@@ -89,3 +89,18 @@ def test_a_byte_order_mark_does_not_cost_the_first_row(tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in _rows()).encode())
     rows, warnings = load_rows([path])
     assert len(rows) == len(_rows()) and warnings == []
+
+
+def test_node_top1_shows_its_change_and_interval_as_the_console_does() -> None:
+    from quantbench.reports.console_sensitivity import top1_change_text
+    from quantbench.reports.sensitivity import section_html
+
+    rows = _rows()
+    rows[0].update(top1_drop_quant_only_pts=0.51, top1_drop_quant_only_ci95_pts=[-0.41, 1.43],
+                   top1_drop_quant_only_p=0.3, top1_drop_float_only_pts=2.0, top1_drop_float_only_ci95_pts=[1.0, 3.0],
+                   top1_drop_float_only_p=0.001)
+    html = section_html(rows)
+    assert "50.00 <span class='muted'>(Δ ≈-0.51 ±0.92)</span>" in html  # not significant: ≈
+    assert "90.00 <span class='muted'>(Δ -2.00 ±1.00)</span>" in html
+    assert top1_change_text(rows[0], "top1_drop_quant_only") == "≈-0.51 ±0.92"
+    assert "<td>—</td>" in html  # the other nodes: no top-1 measured
