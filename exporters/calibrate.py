@@ -50,7 +50,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -416,7 +416,8 @@ class _Floor:
         t = np.asarray(self.times)
         means = t[np.random.default_rng(0).integers(0, t.size, (resamples, t.size))].mean(axis=1)
         lo, hi = np.quantile(means, [0.025, 0.975])
-        return float(lo), float(hi)
+        mean = self.per_sample  # summed otherwise than numpy's means: keep it inside to the last bit
+        return min(float(lo), mean), max(float(hi), mean)
 
 
 def _total_samples(reader: Any) -> int | None:
@@ -436,6 +437,36 @@ def _samples(reader: Any) -> Iterator[dict[str, np.ndarray]]:
         n = len(next(iter(batch.values())))
         for i in range(n):
             yield {k: v[i:i + 1] for k, v in batch.items()}
+
+
+class _Prefetched:
+    """One-sample feeds of ``reader``, in its order, each batch read in a worker thread while the caller runs the
+    previous one's samples: reading and preprocessing images (CIFAR-10 JPEGs resized to 224: 2.9 ms each, 6 % of
+    ResNet-50's forward pass here) overlaps ORT's runs instead of adding to them. :meth:`settle` waits for the
+    read in flight, so a floor probe runs as the plain forward pass would, without it."""
+
+    def __init__(self, reader: Any) -> None:
+        self.reader = reader
+        self._pending: Future | None = None
+
+    def samples(self) -> Iterator[dict[str, np.ndarray]]:
+        self.reader.rewind()
+        with ThreadPoolExecutor(1, thread_name_prefix="qb-read") as pool:
+            self._pending = pool.submit(self.reader.get_next)
+            try:
+                while (batch := self._pending.result()) is not None:  # the reader's error, raised here
+                    self._pending = pool.submit(self.reader.get_next)
+                    n = len(next(iter(batch.values())))
+                    for i in range(n):
+                        yield {k: v[i:i + 1] for k, v in batch.items()}
+            finally:
+                self._pending = None  # leaving the pool waits for a read still in flight
+
+    def settle(self) -> None:
+        """Wait until no read is running (a failed read raises when :meth:`samples` reaches it)."""
+        pending = self._pending
+        if pending is not None:
+            wait([pending])
 
 
 class _Histograms:
@@ -570,6 +601,15 @@ def _balanced_shares(sizes: list[int], parts: int) -> list[list[int]]:
     return [s for s in shares if s]
 
 
+def relu_ranges_from_inputs(relus: dict[str, str], tensors: list[str]) -> dict[str, str]:
+    """The Relu outputs (of ``relus``: output -> input) among ``tensors`` whose min and max follow from their
+    input's, itself calibrated and probed (not another such output): min and max of max(x, 0) are x's clipped at
+    0, exactly, so pass 1 reads 40 % fewer values on ResNet-50 (its 49 Relus)."""
+    wanted = set(tensors)
+    candidates = {out: x for out, x in relus.items() if out in wanted and x in wanted}
+    return {out: x for out, x in candidates.items() if x not in candidates}
+
+
 def relu_outputs_from_inputs(relus: dict[str, str], ranges: dict[str, tuple]) -> dict[str, str]:
     """The Relu outputs (of ``relus``: output -> input) whose histogram follows from their input's: both
     calibrated over the same range, which holds 0. Binning x and max(x, 0) with the same edges differs only
@@ -607,7 +647,8 @@ def _run_pass(k: int, passes: int, runs: _ActivationRuns, reader: Any, consume: 
                 fut.result()  # the consumer's error, raised here
             pending.clear()
 
-        for feed in _samples(reader):
+        data = _Prefetched(reader)
+        for feed in data.samples():
             slot = runs.next_slot
             if slot in pending:  # ORT is about to overwrite the buffers the consumer may still read
                 pending.pop(slot).result()
@@ -617,6 +658,7 @@ def _run_pass(k: int, passes: int, runs: _ActivationRuns, reader: Any, consume: 
             pending[slot] = pool.submit(consume, arrays)
             if fl is not None and fl.due(samples):
                 drain()  # the probe runs alone, as the floor's forward would
+                data.settle()
                 probe_s += fl.probe(samples, feed)
             samples += 1
             report(k, passes, samples, total, fl.per_sample if fl else None)
@@ -650,8 +692,10 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     absolute = method == "percentile" and config.symmetric  # ORT's collect_absolute_value: bins |x|
     value_types = _value_types(model)
     relus = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Relu"}
-    range_outputs = write_range_model(model, tensors, graph_inputs, tmp / "calib_range.onnx", abs_min=absolute)
-    per_tensor = len(range_outputs) // len(tensors)
+    clipped = relu_ranges_from_inputs(relus, tensors) if not absolute else {}
+    probed = [t for t in tensors if t not in clipped]
+    range_outputs = write_range_model(model, probed, graph_inputs, tmp / "calib_range.onnx", abs_min=absolute)
+    per_tensor = len(range_outputs) // len(probed)
     del model
     total = _total_samples(reader)
     passes_n = 2 if histogram else 1
@@ -667,20 +711,25 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     highs = {t: np.float32(-np.inf) for t in tensors}
     abs_lows = {t: np.float32(np.inf) for t in tensors}
     samples = 0
-    for feed in _samples(reader):
+    data = _Prefetched(reader)
+    for feed in data.samples():
         values = session.run(range_outputs, feed)
-        for k, t in enumerate(tensors):
+        for k, t in enumerate(probed):
             lows[t] = np.minimum(lows[t], np.float32(values[per_tensor * k]))  # NaN propagates: caught below
             highs[t] = np.maximum(highs[t], np.float32(values[per_tensor * k + 1]))
             if absolute:
                 abs_lows[t] = np.minimum(abs_lows[t], np.float32(values[per_tensor * k + 2]))
-        if fl is not None:
+        if fl is not None and fl.due(samples):
+            data.settle()  # the probe runs alone, as the floor's forward would
             probe_s += fl.probe(samples, feed)
         samples += 1
         report(1, passes_n, samples, total, fl.per_sample if fl else None)
     del session
     if samples == 0:
         raise ValueError("calibration reader produced no batches")
+    zero = np.float32(0)
+    for out, x in clipped.items():  # min and max of max(x, 0): x's, clipped at 0 (NaN stays NaN)
+        lows[out], highs[out] = np.maximum(lows[x], zero), np.maximum(highs[x], zero)
     bad = [t for t in tensors if not (np.isfinite(lows[t]) and np.isfinite(highs[t]))]
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""

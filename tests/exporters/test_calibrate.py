@@ -242,3 +242,27 @@ def test_bin_model_counts_are_numpys_histogram(tmp_path, bins, low, high, absolu
     hists.add("x", sess.run(outs, {"x": x[None, :]})[0])
     np.testing.assert_array_equal(hists.counts["x"], ref)
 
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_minmax_equals_orts_own_calibrator_with_relu_ranges_derived(data, tmp_path, symmetric):
+    """MinMax ranges are ORT's MinMaxCalibrater's exactly, also for the Relu outputs pass 1 does not probe (their
+    min and max are their input's clipped at 0)."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    from quantbench.exporters.calibrate import relu_ranges_from_inputs
+
+    model = onnx.load(str(MODEL))
+    tensors, _ = tensors_to_calibrate(model, None)
+    relus = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Relu"}
+    assert relu_ranges_from_inputs(relus, tensors)  # the model exercises the derivation
+    calibrator = create_calibrator(MODEL, None, augmented_model_path=str(tmp_path / "aug.onnx"),
+                                   calibrate_method=CalibrationMethod.MinMax, extra_options={"symmetric": symmetric})
+    with contextlib.redirect_stdout(io.StringIO()):
+        calibrator.collect_data(_OneSampleReader(data))
+        ref = calibrator.compute_data()
+    ours = _run(data, tmp_path, CalibrationConfig("minmax", symmetric=symmetric), batch=32)
+    assert sorted(ours) == sorted(ref)
+    for t in ref:
+        assert [float(np.ravel(v)[0]) for v in ours[t].range_value] == \
+               [float(np.ravel(v)[0]) for v in ref[t].range_value], t
