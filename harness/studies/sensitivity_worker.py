@@ -281,7 +281,8 @@ def run_accuracy(job: dict[str, Any], progress: _Progress) -> None:
                       top1_float_only=round(float(f_only.mean()), 6),
                       paired_quant_only=paired_accuracy(fp32_right, q_only),
                       paired_float_only=paired_accuracy(fp32_right, f_only))
-    tmp.unlink(missing_ok=True)
+    for leftover in workdir.glob("node*.onnx*"):  # node.onnx, and a lane's file of a model over 2 GB
+        leftover.unlink(missing_ok=True)
 
 
 def _correct(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -201,6 +201,7 @@ def test_per_node_top1_is_the_same_from_in_memory_models_and_quantize_static_fil
         workdir, settings, nodes = _prepared(job)
         job.update(mode="accuracy", nodes=nodes)  # every quantized node, the pass-through ones included
         sw.run_accuracy(job, sw._Progress(Path(job["progress"])))
+        assert not list(work.glob("node*.onnx*"))  # no per-node file left behind
         events = [json.loads(ln) for ln in (work / "progress.jsonl").read_text().splitlines()]
         runs[path] = {e["node"]: e for e in events if e.get("event") == "accuracy"}
         assert len(runs[path]) == len(nodes) and not any("error" in e for e in runs[path].values())
