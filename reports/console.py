@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from quantbench.common.row_format import MISSING, NA, fmt
-from quantbench.common.row_keys import fp32_references, reference_of
+from quantbench.common.row_keys import device_key, fp32_references, reference_of
 from quantbench.common.row_keys import is_host_device as _host_device
 from quantbench.common.speed_checks import contradiction, separate_ratio, separate_ratio_ci
 from quantbench.reports.verdict import (
@@ -292,7 +292,7 @@ def render_verdict(rows: list[dict[str, Any]], console: Any, budget_pts: float) 
     """The Verdict block at the end of ``quantbench run``: one decision per model × device × batch."""
     from quantbench.reports.verdict import verdict_lines, verdicts
 
-    found = verdicts(rows, lambda r: str(_device(r)), budget_pts)
+    found = verdicts(rows, device_key, budget_pts)  # one machine per verdict, as the reports decide
     if not found:
         return
     console.print("[bold]Verdict[/bold] (fastest variant × runtime whose top-1 loss is not significantly larger "

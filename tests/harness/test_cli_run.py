@@ -33,8 +33,10 @@ def test_run_prints_table_and_writes_complete_rows(tmp_path, shared_cache):
     proc = run_cli("run", str(cfg), cache=shared_cache)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "quantbench results" in proc.stdout and "int8-minmax" in proc.stdout
-    assert "Verdict" in proc.stdout and "fashion_cnn on cpu, batch 1 (accuracy budget 1 point)" in proc.stdout
     rows = read_rows(tmp_path / "out" / "results.jsonl").rows
+    env = rows[0]["env"]  # the verdict names the machine, as the report does
+    heading = f"fashion_cnn on {env['host']} · {env['cpu_model']} (cpu), batch 1 (accuracy budget 1 point)"
+    assert "Verdict" in proc.stdout and " ".join(heading.split()) in " ".join(proc.stdout.split()), proc.stdout
     ok = {r["variant"]: r for r in rows if r["status"] == "ok"}
     assert set(ok) == {"fp32", "int8-minmax"}
     fp32, int8 = ok["fp32"], ok["int8-minmax"]

@@ -140,6 +140,22 @@ def test_console_shows_the_paired_delta_marks_noise_says_how_many_images_and_pri
     assert "Verdict" in text and "use small on ort-cpu" in text and "beyond the budget" in text
 
 
+def test_console_verdict_is_per_machine_as_the_reports_decide(tmp_path):
+    """Rows of two machines with the same device name: the console decides per machine, as the report does,
+    and never names one machine's variant the verdict for the other's."""
+    rows = [_row(0, "fp32", 2.0), _row(1, "a", 1.0, (2.0, 1.9, 2.1)),
+            _row(2, "fp32", 2.0), _row(3, "b", 0.5, (4.0, 3.9, 4.1))]
+    for r, host in zip(rows, ["ha", "ha", "hb", "hb"], strict=True):
+        r["env"] = {**r["env"], "host": host, "cpu_model": "cpu " + host}
+    console = Console(record=True, width=250, color_system=None)
+    render_verdict(rows, console, 1.0)
+    text = console.export_text()
+    assert "m on ha · cpu ha (cpu), batch 1" in text and "m on hb · cpu hb (cpu), batch 1" in text
+    assert "use a on" in text and "use b on" in text
+    assert [(v.device, v.status) for v in verdicts(rows, device_key, 1.0)] == \
+        [("ha · cpu ha (cpu)", "decided"), ("hb · cpu hb (cpu)", "decided")]
+
+
 def test_accuracy_budget_pts_is_a_run_key_with_default_one_point():
     doc = {"models": ["fashion_cnn"], "variants": [{"name": "fp32"}]}
     assert parse_config(doc).run.accuracy_budget_pts == 1.0
