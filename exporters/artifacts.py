@@ -146,20 +146,23 @@ class ArtifactStore:
             export_onnx(source, out)
         return self._describe(out, "fp32", "fp32", source.weights_label(), None)
 
-    def with_param_counts(self, built: BuiltArtifact, source: ModelSource) -> BuiltArtifact:
+    def with_param_counts(self, built: BuiltArtifact, source: ModelSource,
+                          counts: dict[str, Any] | None = None) -> BuiltArtifact:
         """``built`` (an FP32 artifact of ``source``) with the model's trainable / non-trainable parameter counts,
-        from the torch model when there is one (cached beside the artifacts: building it once is enough)."""
+        from the torch model when there is one (cached beside the artifacts: building it once is enough);
+        ``counts``: already counted (before an export that empties its module)."""
         import dataclasses
 
         from .param_counts import model_param_counts
 
-        key = _key("params-1", built.sha256, source.kind, source.target, list(source.input_shape), source.num_classes,
+        # params-2: a cached module: function's counts taken after its export read 0 (stores holding them skip them)
+        key = _key("params-2", built.sha256, source.kind, source.target, list(source.input_shape), source.num_classes,
                    source.weights_label())
         path = self.root / "params" / f"{key}.json"
         if path.is_file():
             counts = json.loads(path.read_text())
         else:
-            counts = model_param_counts(source, built.path)
+            counts = counts or model_param_counts(source, built.path)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(counts))
         return dataclasses.replace(built, **counts)

@@ -77,6 +77,8 @@ def released_folded_weights(module: Any) -> Iterator[None]:
 
     def model_to_graph(*args: Any, **kwargs: Any) -> Any:
         graph, params_dict, torch_out = original(*args, **kwargs)
+        if (args[0] if args else kwargs.get("model")) is not module:  # another model's export: not ours to empty
+            return graph, params_dict, torch_out
         # The module lets go of its tensors (new empty ones in its place, the tensors themselves untouched): what
         # the graph holds (its parameters, tensors baked into it as constants) stays alive through those
         # references, the rest is freed.

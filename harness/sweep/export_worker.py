@@ -33,8 +33,12 @@ def export_fp32(source: Any, store: Any) -> Any:
 
     if source.kind != "callable":
         return store.with_param_counts(store.fp32(source), source)
+    from quantbench.exporters.param_counts import model_param_counts
     from quantbench.exporters.torch_export import export_onnx
 
+    # Counted before the export: the export leaves its module without tensors, and a function that hands out one
+    # cached module (functools.cache, a module-level instance) would give that emptied module to a later count.
+    counts = model_param_counts(source, Path())
     tmp_dir = Path(tempfile.mkdtemp(prefix="export-", dir=store.root))
     try:
         tmp = export_onnx(source, tmp_dir / "model.onnx")
@@ -45,7 +49,7 @@ def export_fp32(source: Any, store: Any) -> Any:
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     built = store.fp32(ModelSource(name=source.name, kind="onnx", target=str(final)))
-    return store.with_param_counts(dataclasses.replace(built, weights=source.weights_label()), source)
+    return store.with_param_counts(dataclasses.replace(built, weights=source.weights_label()), source, counts)
 
 
 def artifact_dict(a: Any) -> dict[str, Any]:

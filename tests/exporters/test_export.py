@@ -128,3 +128,17 @@ def test_export_frees_the_weights_folding_replaced_and_writes_the_same_bytes(mon
     # the exporter holds copies of its own by then (folded, deduplicated): the module's are freed
     assert seen == {"conv": False, "bn": False, "conv2": False}
     assert released == plain
+
+
+@pytest.mark.torch
+def test_export_of_another_model_inside_the_context_leaves_its_module_whole():
+    import io
+
+    import torch
+
+    from quantbench.exporters import torch_export
+
+    ours, other = torch.nn.Conv2d(1, 2, 3), torch.nn.Conv2d(1, 2, 3)
+    with torch_export.released_folded_weights(ours), torch.no_grad():
+        torch.onnx.export(other, (torch.zeros(1, 1, 5, 5),), io.BytesIO(), opset_version=17, dynamo=False)
+    assert ours.weight.numel() == 18 and other.weight.numel() == 18

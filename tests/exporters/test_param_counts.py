@@ -82,3 +82,38 @@ precision = "fp32"
     assert "| trainable | non-trainable |" in header and "test set s" in header
     fp32_line = next(line for line in md.splitlines() if line.startswith("| fp32"))
     assert "| 698 | 32 |" in fp32_line
+
+
+def _conv_bn_net():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3))
+
+
+_CACHED: list = []
+
+
+def cached_conv_bn_net():
+    """A module: function that hands out one cached module (as functools.cache or a module-level instance would)."""
+    if not _CACHED:
+        _CACHED.append(_conv_bn_net())
+    return _CACHED[0]
+
+
+@pytest.mark.torch
+def test_a_module_function_that_caches_its_module_gets_its_real_counts(tmp_path):
+    """The export leaves its module without tensors; the counts are taken before it, so a function returning the
+    same module every time is counted as a fresh one (it read 0 parameters)."""
+    from quantbench.exporters.artifacts import ArtifactStore
+    from quantbench.exporters.param_counts import torch_param_counts
+    from quantbench.exporters.registry import resolve_model
+    from quantbench.harness.sweep.export_worker import export_fp32
+
+    expected = torch_param_counts(_conv_bn_net())
+    assert expected["trainable_params"] == 4 * 9 + 4 + 4 + 4 + 4 * 36 * 3 + 3
+    source = resolve_model(f"module:{__name__}:cached_conv_bn_net", input_shape=(1, 8, 8), num_classes=3)
+    built = export_fp32(source, ArtifactStore(tmp_path))
+    assert (built.trainable_params, built.non_trainable_params) == \
+        (expected["trainable_params"], expected["non_trainable_params"])
