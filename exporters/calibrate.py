@@ -425,18 +425,18 @@ def _total_samples(reader: Any) -> int | None:
     return len(indices) if indices is not None else None
 
 
-def _batches(reader: Any) -> Iterator[dict[str, np.ndarray]]:
-    reader.rewind()
-    while (batch := reader.get_next()) is not None:
-        yield batch
+def _one_sample_feeds(batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    """A batch's samples, each a feed of its own (views, no copies)."""
+    n = len(next(iter(batch.values())))
+    for i in range(n):
+        yield {k: v[i:i + 1] for k, v in batch.items()}
 
 
 def _samples(reader: Any) -> Iterator[dict[str, np.ndarray]]:
-    """One-sample feeds, in the reader's order."""
-    for batch in _batches(reader):
-        n = len(next(iter(batch.values())))
-        for i in range(n):
-            yield {k: v[i:i + 1] for k, v in batch.items()}
+    """One-sample feeds, in the reader's order (read in this thread; calibration's passes use :class:`_Prefetched`)."""
+    reader.rewind()
+    while (batch := reader.get_next()) is not None:
+        yield from _one_sample_feeds(batch)
 
 
 class _Prefetched:
@@ -456,9 +456,7 @@ class _Prefetched:
             try:
                 while (batch := self._pending.result()) is not None:  # the reader's error, raised here
                     self._pending = pool.submit(self.reader.get_next)
-                    n = len(next(iter(batch.values())))
-                    for i in range(n):
-                        yield {k: v[i:i + 1] for k, v in batch.items()}
+                    yield from _one_sample_feeds(batch)
             finally:
                 self._pending = None  # leaving the pool waits for a read still in flight
 

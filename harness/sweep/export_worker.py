@@ -33,12 +33,13 @@ def export_fp32(source: Any, store: Any) -> Any:
 
     if source.kind != "callable":
         return store.with_param_counts(store.fp32(source), source)
-    from quantbench.exporters.param_counts import model_param_counts
+    from quantbench.exporters.param_counts import torch_param_counts
     from quantbench.exporters.torch_export import export_onnx
+    from quantbench.exporters.torch_models import build_module
 
     # Counted before the export: the export leaves its module without tensors, and a function that hands out one
     # cached module (functools.cache, a module-level instance) would give that emptied module to a later count.
-    counts = model_param_counts(source, Path())
+    counts = torch_param_counts(build_module(source))
     tmp_dir = Path(tempfile.mkdtemp(prefix="export-", dir=store.root))
     try:
         tmp = export_onnx(source, tmp_dir / "model.onnx")
