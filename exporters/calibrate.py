@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 HISTOGRAM_METHODS = ("entropy", "percentile", "distribution", "mse")
+GRAPHS = ("optimised", "unoptimised")  # the graph pass 1 runs (see the module docstring)
 NUM_QUANTIZED_BINS = 128  # ORT's Entropy default: the 8-bit target has 128 bins per side
 _CHUNK = 1 << 17  # values binned at once (the chunk and its scratch stay in cache; smaller ones cost more calls)
 PIPELINE_BYTES = 256 << 20  # a second set of activation buffers (ORT runs while numpy reads) only below this
@@ -77,6 +78,8 @@ class CalibrationConfig:
     percentile: float | None = None
     op_types: tuple[str, ...] | None = None
     threads: int = 0  # ORT intra-op threads; 0 = ORT's default (all cores)
+    graph: str = "unoptimised"  # "optimised": MinMax on ORT's optimised kernels (see the module docstring)
+    exclude_nodes: tuple[str, ...] = ()  # nodes the quantizer keeps in float (their Relu/Clip ranges are not adopted)
 
 
 @dataclass
@@ -190,6 +193,112 @@ def write_range_model(model: Any, tensors: list[str], graph_inputs: set[str], pa
     return outputs
 
 
+ADOPTING_OPS = ("Relu", "Clip")  # ORT's quantizer gives their input their output's range (adjust_tensor_ranges)
+# Ops whose output is >= 0 wherever their (first) input is (so is every Concat of such inputs).
+_SIGN_KEEPING = ("MaxPool", "GlobalMaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Identity",
+                 "Squeeze", "Unsqueeze", "Transpose")
+
+
+def adopted_ranges(model: Any, tensors: list[str], config: CalibrationConfig) -> dict[str, str]:
+    """Tensors whose range ORT's quantizer replaces by the range of the Relu/Clip that alone reads them
+    (``adjust_tensor_ranges``; the QDQ quantizer then drops that Relu/Clip): input -> that node's output.
+
+    Only where the replacement is certain whatever the ORT version: the node is quantized (its op type
+    calibrated, not in ``exclude_nodes``), activations are asymmetric, both tensors are calibrated, and
+    neither end is part of a chain of such nodes (ORT adjusts node by node in graph order, so in a chain
+    one input takes a range the next node is about to replace)."""
+    if config.symmetric:
+        return {}
+    wanted = set(tensors)
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    outputs = {o.name for o in model.graph.output}
+    candidates = {}
+    for node in model.graph.node:
+        if (node.op_type in ADOPTING_OPS and node.input and node.output and node.name not in config.exclude_nodes
+                and (config.op_types is None or node.op_type in config.op_types)):
+            x, y = node.input[0], node.output[0]
+            if x in wanted and y in wanted and readers.get(x) == 1 and x not in outputs:
+                candidates[x] = y
+    sources = set(candidates.values())
+    return {x: y for x, y in candidates.items() if y not in candidates and x not in sources}
+
+
+def nonnegative_tensors(model: Any) -> set[str]:
+    """Tensors that are >= 0 for every input: outputs of Relu, of Clip with a constant minimum >= 0, and
+    of sign-keeping ops (pooling, reshaping) and Concat of such tensors."""
+    from onnx import numpy_helper
+
+    consts = {i.name: i for i in model.graph.initializer}
+    out: set[str] = set()
+    for node in model.graph.node:  # graph order is topological
+        if not node.output:
+            continue
+        y, ins = node.output[0], [i for i in node.input if i]
+        if node.op_type == "Relu":
+            out.add(y)
+        elif node.op_type == "Clip":
+            low = None
+            if len(node.input) > 1 and node.input[1] in consts:
+                low = float(numpy_helper.to_array(consts[node.input[1]]).reshape(-1)[0])
+            for a in node.attribute:
+                if a.name == "min":  # opset < 11
+                    low = a.f
+            if low is not None and low >= 0:
+                out.add(y)
+        elif node.op_type in _SIGN_KEEPING and ins and ins[0] in out:
+            out.add(y)
+        elif node.op_type == "Concat" and ins and all(i in out for i in ins):
+            out.add(y)
+    return out
+
+
+def write_fused_range_model(model: Any, tensors: list[str], graph_inputs: set[str], path: Path,
+                            max_only: set[str]) -> list[tuple[str, str | None, str]]:
+    """Save a copy of ``model`` with range probes that let ORT's optimiser keep its fusions and blocked layout
+    (``graph = "optimised"``); returns (tensor, min output or None, max output) per tensor.
+
+    A float tensor of ``max_only`` (>= 0 by construction) of rank >= 3 gets a GlobalMaxPool, which ORT runs in its
+    blocked layout (no copy back to NCHW; its min is 0 for the quantizer, which widens every range to hold 0); the
+    others the Reshape + ReduceMin/ReduceMax of :func:`write_range_model`."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    prefix = "qb_fused"
+    kinds = _value_types(model)
+    ranks = {vi.name: len(vi.type.tensor_type.shape.dim) for vi in
+             list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
+             if vi.type.tensor_type.HasField("shape")}
+    del model.graph.output[:]
+    model.graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), f"{prefix}_flat"))
+    axes_input = _opset(model) >= 18
+    if axes_input:
+        model.graph.initializer.append(numpy_helper.from_array(np.array([0], np.int64), f"{prefix}_axes"))
+    probes: dict[str, list[Any]] = {}
+    plan: list[tuple[str, str | None, str]] = []
+    for i, t in enumerate(tensors):
+        if t in max_only and ranks.get(t, 0) >= 3 and kinds.get(t, TensorProto.FLOAT) == TensorProto.FLOAT:
+            out = f"{prefix}_{i}_gmp"
+            probes[t] = [helper.make_node("GlobalMaxPool", [t], [out], name=out)]
+            model.graph.output.append(helper.make_empty_tensor_value_info(out))
+            plan.append((t, None, out))
+            continue
+        flat = f"{prefix}_{i}_flat"
+        nodes = [helper.make_node("Reshape", [t, f"{prefix}_flat"], [flat], name=flat)]
+        names = []
+        for op in ("ReduceMin", "ReduceMax"):
+            out = f"{prefix}_{i}_{op}"
+            ins = [flat, f"{prefix}_axes"] if axes_input else [flat]
+            nodes.append(helper.make_node(op, ins, [out], name=out, keepdims=0, **({} if axes_input else {"axes": [0]})))
+            model.graph.output.append(helper.make_empty_tensor_value_info(out))
+            names.append(out)
+        probes[t] = nodes
+        plan.append((t, names[0], names[1]))
+    _save_with_probes(model, probes, graph_inputs, path)
+    return plan
+
+
 def write_bin_model(model: Any, tensors: list[str], graph_inputs: set[str], hists: _Histograms,
                     path: Path) -> list[str]:
     """Save a copy of ``model`` whose outputs are, per tensor, each value's bin index (uint16).
@@ -295,8 +404,9 @@ def _value_types(model: Any) -> dict[str, int]:
             for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
 
 
-def calibration_session(path: Path, threads: int) -> Any:
-    """A CPU session for models that output many activations (also weight_rounding's): unoptimised, no arena."""
+def calibration_session(path: Path, threads: int, optimised: bool = False) -> Any:
+    """A CPU session for models that output many activations (also weight_rounding's): no arena, unoptimised
+    (as ORT's calibrators) unless ``optimised`` (ORT's default optimisations, as the model runs on its own)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -304,7 +414,8 @@ def calibration_session(path: Path, threads: int) -> Any:
     # pre-allocates one block per input shape. Both only cost memory here.
     so.enable_cpu_mem_arena = False
     so.enable_mem_pattern = False
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as ORT's calibrators
+    if not optimised:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as ORT's calibrators
     # With the default order ORT ran every probe after the whole network, so all of a run's
     # activations stayed alive (ResNet-50: 100 MB per sample); priority order follows our node order
     # (probes right after their producer) and holds about 13 MB per sample.
@@ -680,6 +791,11 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     histogram = method in HISTOGRAM_METHODS
     if histogram and not 2 <= int(config.num_bins or 0) <= 65535:
         raise ValueError(f"num_bins must be in [2, 65535] for {method} calibration, not {config.num_bins}")
+    if config.graph not in GRAPHS:
+        raise ValueError(f"calibration graph must be one of {', '.join(GRAPHS)}, not {config.graph!r}")
+    if histogram and config.graph == "optimised":
+        raise ValueError(f"graph = 'optimised' calibrates minmax only, not {method} (whose second pass reads every "
+                         "activation: see exporters/calibrate.py)")
     tmp = Path(tmp)
     model = load_model_with_shape_infer(Path(model_path))
     tensors, _ = tensors_to_calibrate(model, config.op_types)
@@ -690,10 +806,26 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     absolute = method == "percentile" and config.symmetric  # ORT's collect_absolute_value: bins |x|
     value_types = _value_types(model)
     relus = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Relu"}
-    clipped = relu_ranges_from_inputs(relus, tensors) if not absolute else {}
-    probed = [t for t in tensors if t not in clipped]
-    range_outputs = write_range_model(model, probed, graph_inputs, tmp / "calib_range.onnx", abs_min=absolute)
-    per_tensor = len(range_outputs) // len(probed)
+    optimised = config.graph == "optimised"
+    if optimised:
+        adopted = adopted_ranges(model, tensors, config)  # input -> the Relu/Clip output whose range it takes
+        clipped: dict[str, str] = {}
+        abs_plan: list[tuple[str, str]] = []
+        probed = [t for t in tensors if t not in adopted]
+        plan = write_fused_range_model(model, probed, graph_inputs, tmp / "calib_range.onnx",
+                                       nonnegative_tensors(model))
+    else:
+        adopted = {}
+        clipped = relu_ranges_from_inputs(relus, tensors) if not absolute else {}
+        probed = [t for t in tensors if t not in clipped]
+        outs = write_range_model(model, probed, graph_inputs, tmp / "calib_range.onnx", abs_min=absolute)
+        per_tensor = len(outs) // len(probed)
+        plan = [(t, outs[per_tensor * k], outs[per_tensor * k + 1]) for k, t in enumerate(probed)]
+        abs_plan = [(t, outs[per_tensor * k + 2]) for k, t in enumerate(probed)] if absolute else []
+    range_outputs = [name for _, low, high in plan for name in ((low, high) if low else (high,))]
+    if absolute:
+        range_outputs += [name for _, name in abs_plan]
+    index = {name: k for k, name in enumerate(range_outputs)}
     del model
     total = _total_samples(reader)
     passes_n = 2 if histogram else 1
@@ -704,19 +836,23 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     # producer while its output is in cache: cheaper than handing every activation to numpy).
     t0 = time.perf_counter()
     probe_s = 0.0
-    session = calibration_session(tmp / "calib_range.onnx", config.threads)
+    session = calibration_session(tmp / "calib_range.onnx", config.threads, optimised=optimised)
     lows = {t: np.float32(np.inf) for t in tensors}
     highs = {t: np.float32(-np.inf) for t in tensors}
     abs_lows = {t: np.float32(np.inf) for t in tensors}
+    zero = np.float32(0)
+    readout = [(t, index[low] if low else None, index[high]) for t, low, high in plan]
+    abs_readout = [(t, index[name]) for t, name in abs_plan] if absolute else []
     samples = 0
     data = _Prefetched(reader)
     for feed in data.samples():
         values = session.run(range_outputs, feed)
-        for k, t in enumerate(probed):
-            lows[t] = np.minimum(lows[t], np.float32(values[per_tensor * k]))  # NaN propagates: caught below
-            highs[t] = np.maximum(highs[t], np.float32(values[per_tensor * k + 1]))
-            if absolute:
-                abs_lows[t] = np.minimum(abs_lows[t], np.float32(values[per_tensor * k + 2]))
+        for t, low, high in readout:  # NaN propagates: caught below
+            lows[t] = np.minimum(lows[t], np.float32(values[low]) if low is not None else zero)
+            # a GlobalMaxPool's per-channel maxima, or a ReduceMax's one value
+            highs[t] = np.maximum(highs[t], np.float32(np.max(values[high])))
+        for t, k in abs_readout:
+            abs_lows[t] = np.minimum(abs_lows[t], np.float32(values[k]))
         if fl is not None and fl.due(samples):
             data.settle()  # the probe runs alone, as the floor's forward would
             probe_s += fl.probe(samples, feed)
@@ -725,9 +861,10 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     del session
     if samples == 0:
         raise ValueError("calibration reader produced no batches")
-    zero = np.float32(0)
     for out, x in clipped.items():  # min and max of max(x, 0): x's, clipped at 0 (NaN stays NaN)
         lows[out], highs[out] = np.maximum(lows[x], zero), np.maximum(highs[x], zero)
+    for x, out in adopted.items():  # the range ORT's quantizer gives x (see adopted_ranges)
+        lows[x], highs[x] = lows[out], highs[out]
     bad = [t for t in tensors if not (np.isfinite(lows[t]) and np.isfinite(highs[t]))]
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""

@@ -45,14 +45,14 @@ QAT_ONLY = ("qat_steps", "qat_epochs", "qat_lr", "qat_batch", "qat_seed")
 # What mode = "qat" fake-quantizes as it is (exporters/qat.py's fake quantizers); other values are refused.
 QAT_FIXED = ("calibration", "activation_type", "weight_type", "symmetric_activation", "symmetric_weight",
              "reduce_range", "exclude_nodes", "calib_samples", "calib_seed", "calib_classes", "calib_batch", "num_bins",
-             "percentile", "weight_bits", "weight_rounding", "weight_storage")
+             "percentile", "weight_bits", "weight_rounding", "weight_storage", "calib_graph")
 WEIGHT_BITS = (8, 4, 3)
 # "int8": ORT's own 8-bit weights; "int4": ORT's INT4 QDQ weights (opset 21) where it covers the op;
 # "simulated": weights rounded to the lower-bit grid but stored as INT8 (accuracy-only study).
 WEIGHT_STORAGES = ("int8", "int4", "simulated")
 # Keys that only mean something when calibrating (mode = "static"); recorded as None for dynamic.
 STATIC_ONLY = ("calibration", "activation_type", "symmetric_activation", "calib_samples", "calib_seed",
-               "calib_classes", "calib_batch", "num_bins", "percentile", "calib_memory_mb")
+               "calib_classes", "calib_batch", "num_bins", "percentile", "calib_memory_mb", "calib_graph")
 
 
 def known_roundings() -> tuple[str, ...]:
@@ -108,6 +108,10 @@ class QuantSettings:
     percentile: float | None = setting(None, help="percentile method's cut-off", range_text=PERCENTILE_RANGE,
                                        default_text=f"unset: {DEFAULT_PERCENTILE}")
     calib_memory_mb: int = setting(1024, ge=1, help="warn when one calibration sample's activations may exceed this")
+    calib_graph: str | None = setting(None, help="graph calibration runs: optimised (ORT's CPU kernels as the model "
+                                      "runs, the ranges ORT's quantizer uses; minmax only) or unoptimised (ORT's "
+                                      "calibrators' graph: their ranges bit for bit)",
+                                      default_text="unset: optimised for minmax, unoptimised for the others")
     mode: str = setting("static", help="static (calibrated QDQ), dynamic (ORT quantize_dynamic, no calibration) "
                         "or qat (fine-tuned with fake quantization)")
     weight_bits: int = setting(8, help="Conv/Gemm/MatMul weight bits (activations stay 8-bit)",
@@ -176,6 +180,14 @@ class QuantSettings:
                 raise ValueError(f"percentile must be a number, not {_kind(self.percentile)}")
             if not (math.isfinite(self.percentile) and 50 < self.percentile <= 100):
                 raise ValueError(f"percentile must be in {PERCENTILE_RANGE}, not {self.percentile}")
+        if self.calib_graph is not None:
+            from .calibrate import GRAPHS
+
+            if self.calib_graph not in GRAPHS:
+                raise ValueError(f"calib_graph must be one of {', '.join(GRAPHS)}, not {_kind(self.calib_graph)}")
+            if self.calib_graph == "optimised" and self.calibration != "minmax":
+                raise ValueError(f"calib_graph = 'optimised' applies to calibration = 'minmax' only, not "
+                                 f"'{self.calibration}' (its second pass reads every activation)")
         if self.accuracy_budget is not None and (
                 isinstance(self.accuracy_budget, bool) or not isinstance(self.accuracy_budget, (int, float))
                 or not math.isfinite(self.accuracy_budget) or self.accuracy_budget < 0):
@@ -256,6 +268,15 @@ class QuantSettings:
         return float(self.percentile) if self.percentile is not None else DEFAULT_PERCENTILE
 
     @property
+    def effective_calib_graph(self) -> str | None:
+        """The graph calibration runs (None for dynamic and QAT, which calibrate nothing)."""
+        if self.mode in ("dynamic", "qat"):
+            return None
+        if self.calib_graph is not None:
+            return self.calib_graph
+        return "optimised" if self.calibration == "minmax" else "unoptimised"
+
+    @property
     def calib_symmetric(self) -> bool:
         """Whether the calibrated range is symmetric around 0 (as run)."""
         if self.symmetric_activation is not None:
@@ -282,17 +303,23 @@ class QuantSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """What was run, for result rows and cache keys: defaults resolved (``num_bins``,
-        ``percentile``, ``symmetric_activation``) plus ``calib_symmetric`` (the range symmetry)."""
+        ``percentile``, ``symmetric_activation``) plus ``calib_symmetric`` (the range symmetry). ``calib_graph``
+        appears when it is "optimised" only: rows from before the key calibrated the unoptimised graph, so their
+        cache keys and fingerprints stay valid where nothing changed."""
         d = self.to_config()
         d["weight_storage"] = self.resolved_weight_storage
         if self.mode in ("dynamic", "qat"):  # nothing was calibrated: the calibration keys are null, not defaults
-            d.update({key: None for key in STATIC_ONLY})
+            d.update({key: None for key in STATIC_ONLY if key != "calib_graph"})  # absent, as before the key
             d["calib_symmetric"] = None
             if self.mode == "qat":  # the fake quantizers' types (ranges learned in training)
                 d.update({"activation_type": "QUInt8", "symmetric_activation": False})
             return d
         d["num_bins"] = self.effective_bins
         d["percentile"] = self.effective_percentile
+        if self.effective_calib_graph == "optimised":  # absent: the unoptimised graph, as every row before the key
+            d["calib_graph"] = "optimised"
+        else:
+            d.pop("calib_graph", None)
         d["symmetric_activation"] = self.activation_symmetric
         d["calib_symmetric"] = self.calib_symmetric
         return d
@@ -335,7 +362,8 @@ def calibration_config(settings: QuantSettings) -> Any:
 
     return CalibrationConfig(method=settings.calibration, symmetric=settings.calib_symmetric,
                              num_bins=settings.effective_bins, percentile=settings.effective_percentile,
-                             op_types=tuple(_calibrated_op_types(settings)))
+                             op_types=tuple(_calibrated_op_types(settings)), graph=settings.effective_calib_graph,
+                             exclude_nodes=tuple(settings.exclude_nodes))
 
 
 def check_exclude_nodes(model_path: Path, exclude: tuple[str, ...] | list[str]) -> None:

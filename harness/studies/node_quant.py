@@ -26,7 +26,8 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # (e.g. a lower weight bit width that quantize_qdq applies after quantize_static).
 SUPPORTED_KEYS = {"calibration", "per_channel", "activation_type", "weight_type", "symmetric_activation",
                   "symmetric_weight", "reduce_range", "op_types", "exclude_nodes", "calib_samples", "calib_seed",
-                  "calib_classes", "calib_batch", "num_bins", "percentile", "calib_memory_mb", "accuracy_budget"}
+                  "calib_classes", "calib_batch", "num_bins", "percentile", "calib_memory_mb", "calib_graph",
+                  "accuracy_budget"}
 
 
 def unsupported_settings(settings: Any) -> list[str]:
