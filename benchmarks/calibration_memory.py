@@ -89,7 +89,9 @@ class TreeSampler(threading.Thread):
 
 
 def _config(args: argparse.Namespace, method: str, out: Path, cache: Path, run: int = 0) -> str:
-    """The run's config; repeat ``run`` calibrates on its own images (``calib_seed``), so nothing is reused."""
+    """The run's config; repeat ``run`` calibrates on its own images (``calib_seed``), so nothing is reused.
+    ``method``: a calibration method, or ``method:graph`` to set ``calib_graph`` too."""
+    name, _, graph = method.partition(":")
     model = str(Path(args.model).absolute()) if args.model.endswith(".onnx") else args.model
     weights = "" if args.model.endswith(".onnx") else 'weights = "random"\n'
     pre = f"preprocess = {{ resize = [{args.resize}, {args.resize}] }}\n" if args.resize else ""
@@ -97,8 +99,8 @@ def _config(args: argparse.Namespace, method: str, out: Path, cache: Path, run: 
             f"eval_samples = {args.eval_samples}\nwarmup_iters = 2\nmin_iters = 10\nmin_time_s = 0.5\n"
             f"max_time_s = 10.0\nreport = false\nthreads = {args.threads}\n\n"
             f'[[models]]\nname = "{model}"\n{weights}dataset = "{args.data}"\n{pre}\n'
-            f'[[variants]]\nname = "int8-{method}"\ncalibration = "{method}"\ncalib_samples = {args.images}\n'
-            f"calib_batch = {args.batch}\ncalib_seed = {run}\n")
+            f'[[variants]]\nname = "int8-{name}"\ncalibration = "{name}"\ncalib_samples = {args.images}\n'
+            f"calib_batch = {args.batch}\ncalib_seed = {run}\n" + (f'calib_graph = "{graph}"\n' if graph else ""))
 
 
 def run_method(args: argparse.Namespace, method: str, work: Path, cache: Path, run: int = 0) -> dict[str, Any]:
@@ -164,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="fashion-mnist",
                     help="data spec: fashion-mnist, folder:DIR, idx:DIR, npz:FILE (default fashion-mnist)")
     ap.add_argument("--images", type=int, default=1000, help="calibration images (default 1000)")
-    ap.add_argument("--methods", default="minmax,entropy,percentile,mse", help="comma-separated calibration methods")
+    ap.add_argument("--methods", default="minmax,entropy,percentile,mse",
+                    help="comma-separated calibration methods, each optionally with :GRAPH (calib_graph), e.g. "
+                    "minmax:unoptimised")
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs of each method in turn, each on its own images (calib_seed = run; default 1)")
     ap.add_argument("--batch", type=int, default=32, help="calibration reader batch (calib_batch)")
@@ -178,11 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout-s", type=float, default=None, help="kill a run that takes longer")
     args = ap.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    from quantbench.exporters.calibrate import GRAPHS
     from quantbench.exporters.quantize import METHODS
 
-    bad = [m for m in methods if m not in METHODS]
+    bad = [m for m in methods if m.partition(":")[0] not in METHODS or m.partition(":")[2] not in ("", *GRAPHS)]
     if bad or args.images < 1 or args.repeat < 1:
-        print(f"error: unknown method(s) {', '.join(bad)} (known: {', '.join(METHODS)})" if bad
+        print(f"error: unknown method(s) {', '.join(bad)} (known: {', '.join(METHODS)}, each optionally :"
+              f"{' or :'.join(GRAPHS)})" if bad
               else "error: --images and --repeat must be >= 1", file=sys.stderr)
         return 2
     print(f"{args.model}: {args.images} calibration images from {args.data}; {os.cpu_count()} CPUs; load average "

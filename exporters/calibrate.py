@@ -29,12 +29,25 @@ in a worker thread while ORT computes the next sample's into a second set of buf
 the GIL): the process holds the weights and two samples' calibrated activations (one when two would
 exceed ``PIPELINE_BYTES``), and the counting overlaps the forward passes where cores are free.
 
-The passes run the graph unoptimised, as ORT's calibrators do: ORT's optimised convolutions (fused, in a
-blocked layout) give other last bits (122 of ResNet-50's 123 calibrated tensors), so only the unoptimised
-graph gives ``quantize_static``'s ranges exactly. That costs time: ResNet-50's unoptimised forward is about
-1.4 x the optimised one on AVX-512. Running the passes on the optimised graph was tried and won little (1.36 x
-against 1.40 x the floor for pass 1): the probes read tensors the optimiser would fuse away or keep in its
-blocked layout, so it neither fuses them nor avoids a layout copy per probed tensor.
+**Which graph.** ``graph = "unoptimised"`` runs the passes as ORT's calibrators do, unoptimised: ORT's optimised
+convolutions (fused, in a blocked layout) give other last bits (122 of ResNet-50's 123 calibrated tensors), so only
+the unoptimised graph gives ``quantize_static``'s ranges bit for bit. That costs time: ResNet-50's unoptimised
+forward is about 1.4 x the optimised one on AVX-512, before any probe. ``graph = "optimised"`` (MinMax only; the
+harness's default for it) runs pass 1 on ORT's optimised graph, with probes that leave the optimiser its fusions
+and blocked layout:
+
+- a tensor that a quantized Relu/Clip alone reads is not probed but given that node's range
+  (:func:`adopted_ranges`): ORT's quantizer replaces its range by the node's output's anyway
+  (``adjust_tensor_ranges``) and then drops the node, so Conv + Relu stays one fused kernel;
+- a tensor that cannot be negative (:func:`nonnegative_tensors`) is probed by a GlobalMaxPool, which ORT runs in
+  its blocked layout, and reports 0 as its minimum: every quantizer widens a range to hold 0, so the scale and
+  zero point are those of its true minimum;
+- the others keep the Reshape + ReduceMin/ReduceMax probes (ORT copies them back to NCHW first).
+
+The ranges ORT's quantizer ends up using are then the deployed kernels' values, equal to the unoptimised graph's
+to float32's last bits (the tests compare the quantized models over six settings), at a fraction of the cost. The
+histogram methods stay on the unoptimised graph: pass 2 reads every activation, so the optimised graph would
+copy each one out of its blocked layout, and both passes must see the very same values.
 
 The **floor** of a calibration is what its forward passes cost on their own: the plain FP32 model
 (ORT's default optimisations, the same threads, idle threads sleeping, one sample per run as calibration

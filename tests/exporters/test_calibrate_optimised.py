@@ -1,0 +1,208 @@
+"""MinMax on ORT's optimised graph (``calib_graph = "optimised"``): the quantized model is the one the
+unoptimised (ORT's calibrators') ranges give, whatever the settings that decide which ranges ORT's quantizer uses.
+
+The model has what the shortcut depends on: a Conv -> Relu whose output two nodes read, a Conv -> Clip(0, 6), a
+Conv into an Add (signed, probed in full), an Add -> Relu -> Relu chain, pooling and a Gemm. Data: scikit-learn's
+8x8 digits (shipped with scikit-learn).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from quantbench.common.onnx_save import save_model
+from quantbench.exporters.calibrate import (
+    CalibrationConfig,
+    adopted_ranges,
+    calibrate,
+    nonnegative_tensors,
+)
+
+pytestmark = pytest.mark.ort_cpu
+
+
+def _model(path: Path) -> Path:
+    rng = np.random.default_rng(7)
+
+    def w(name: str, *shape: int, scale: float = 0.4) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    inits = [w("w1", 8, 1, 3, 3), w("b1", 8), w("w2", 8, 8, 3, 3), w("b2", 8), w("w3", 16, 8, 1, 1), w("b3", 16),
+             w("ws", 16, 8, 1, 1), w("bs", 16), w("wg", 10, 16), w("bg", 10),
+             numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi")]
+    node = helper.make_node
+    nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             node("Relu", ["c1"], ["r1"], name="relu1"),
+             node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             node("Clip", ["c2", "lo", "hi"], ["k2"], name="relu6"),
+             node("Conv", ["k2", "w3", "b3"], ["c3"], name="conv3"),
+             node("Conv", ["r1", "ws", "bs"], ["s"], name="shortcut"),
+             node("Add", ["c3", "s"], ["a"], name="add"),
+             node("Relu", ["a"], ["ra"], name="relu_a"),
+             node("Relu", ["ra"], ["rb"], name="relu_b"),
+             node("MaxPool", ["rb"], ["m"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+             node("GlobalAveragePool", ["m"], ["g"], name="gap"),
+             node("Flatten", ["g"], ["f"], name="flatten"),
+             node("Gemm", ["f", "wg", "bg"], ["logits"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
+    save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def _digits(n: int = 40) -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    x = load_digits().images[:n].astype(np.float32) / 16.0
+    return ((x - 0.3) / 0.4)[:, None]  # normalised as a data set would be: signed inputs
+
+
+class Reader:
+    """ORT's CalibrationDataReader protocol over a list of batches."""
+
+    def __init__(self, batches: list[np.ndarray]) -> None:
+        self.batches, self.i = batches, 0
+
+    def rewind(self) -> None:
+        self.i = 0
+
+    def get_next(self):
+        if self.i >= len(self.batches):
+            return None
+        self.i += 1
+        return {"x": self.batches[self.i - 1]}
+
+
+def _qdq_params(path: Path) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The QDQ model's node op types in order and each Q/DQ node's (scale, zero point) by its input tensor."""
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    params = {n.name: (inits[n.input[1]], inits[n.input[2]]) for n in model.graph.node
+              if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[1] in inits}
+    return [n.op_type for n in model.graph.node], params
+
+
+@pytest.mark.parametrize("extra", [{}, {"per_channel": False}, {"exclude_nodes": ("relu1", "relu6")},
+                                   {"op_types": ("Conv",)}, {"op_types": ("Conv", "Relu", "Add")},
+                                   {"symmetric_activation": True, "activation_type": "QInt8"}],
+                         ids=["default", "per-tensor", "relus-excluded", "conv-only", "conv-relu-add", "symmetric"])
+def test_optimised_minmax_quantizes_as_orts_calibrators_ranges(tmp_path, extra):
+    """Every Q/DQ node gets the zero point and (to float32's last bits) the scale of the unoptimised calibration,
+    and the graphs have the same nodes: the shortcut only skips ranges ORT's quantizer would replace."""
+    from quantbench.exporters.quantize import QuantSettings, quantize_qdq
+
+    model = _model(tmp_path / "m.onnx")
+    x = _digits()
+    built = {}
+    for graph in ("unoptimised", "optimised"):
+        out = tmp_path / f"{graph}.onnx"
+        quantize_qdq(model, out, QuantSettings(calibration="minmax", calib_graph=graph, **extra), Reader([x]))
+        built[graph] = _qdq_params(out)
+    (ops_u, params_u), (ops_o, params_o) = built["unoptimised"], built["optimised"]
+    assert ops_u == ops_o
+    assert params_u.keys() == params_o.keys() and params_u
+    for name, (scale, zero) in params_u.items():
+        np.testing.assert_array_equal(params_o[name][1], zero, err_msg=name)
+        np.testing.assert_allclose(params_o[name][0], scale, rtol=1e-5, err_msg=name)
+
+
+def _config(**kw) -> CalibrationConfig:
+    from quantbench.exporters.quantize import QuantSettings, calibration_config
+
+    return calibration_config(QuantSettings(calibration="minmax", **kw))
+
+
+def test_adopted_ranges_are_those_orts_quantizer_replaces(tmp_path):
+    """A Relu/Clip's sole input takes its output's range; not where that node stays float, where the range is
+    symmetric, where the node's op type is not quantized, nor along a Relu -> Relu chain."""
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    from quantbench.exporters.calibrate import tensors_to_calibrate
+
+    model = load_model_with_shape_infer(_model(tmp_path / "m.onnx"))
+
+    def adopted(**kw) -> dict[str, str]:
+        config = _config(**kw)
+        return adopted_ranges(model, tensors_to_calibrate(model, config.op_types)[0], config)
+
+    # r1 is read twice (not a Relu's sole input: c1 -> r1 still qualifies, r1 itself is not adopted); a -> ra -> rb
+    # is a chain (ORT adjusts ra before rb is known)
+    assert adopted() == {"c1": "r1", "c2": "k2"}
+    assert adopted(exclude_nodes=("relu1",)) == {"c2": "k2"}
+    assert adopted(symmetric_activation=True) == {}
+    assert adopted(op_types=("Conv",)) == {}
+
+
+def test_nonnegative_tensors(tmp_path):
+    model = onnx.load(str(_model(tmp_path / "m.onnx")))
+    assert nonnegative_tensors(model) == {"r1", "k2", "ra", "rb", "m", "g", "f"}
+    for init in model.graph.initializer:
+        if init.name == "lo":
+            init.CopyFrom(numpy_helper.from_array(np.array(-1, np.float32), "lo"))
+    assert "k2" not in nonnegative_tensors(model)
+
+
+def test_optimised_ranges_of_probed_tensors_match_and_adopted_take_their_outputs(tmp_path):
+    """Probed tensors' ranges are the unoptimised calibration's to float32's last bits (a tensor >= 0 reports 0 as
+    its minimum: the quantizer widens every range to hold 0); an adopted input has its Relu/Clip's range."""
+    model = _model(tmp_path / "m.onnx")
+    x = _digits()
+    ranges = {}
+    for graph in ("unoptimised", "optimised"):
+        result = calibrate(model, _config(calib_graph=graph), Reader([x]), tmp_path, floor=False)
+        ranges[graph] = {t: tuple(float(v) for v in result.ranges[t].range_value) for t in result.ranges}
+    exact, fast = ranges["unoptimised"], ranges["optimised"]
+    assert exact.keys() == fast.keys()
+    assert fast["c1"] == fast["r1"] and fast["c2"] == fast["k2"]
+    assert exact["c1"][0] < 0  # the shortcut did change what is recorded for c1
+    for t in ("x", "s", "c3", "a", "ra", "rb", "m", "g", "f", "logits", "r1", "k2"):
+        low = min(exact[t][0], 0.0)  # what the quantizer takes
+        assert fast[t][0] == pytest.approx(low, rel=1e-5, abs=1e-7), t
+        assert fast[t][1] == pytest.approx(exact[t][1], rel=1e-5), t
+
+
+def test_optimised_ranges_do_not_depend_on_batching_or_threads(tmp_path):
+    """Incidental knobs: how the reader batches and how many threads ORT uses leave every range bit-equal."""
+    model = _model(tmp_path / "m.onnx")
+    x = _digits()
+    runs = []
+    for batches, threads in (([x], 1), ([x[:3], x[3:17], x[17:]], 2), ([x[i:i + 1] for i in range(len(x))], 3)):
+        config = CalibrationConfig("minmax", op_types=_config().op_types, graph="optimised", threads=threads)
+        result = calibrate(model, config, Reader(batches), tmp_path, floor=False)
+        runs.append({t: tuple(np.float32(v) for v in result.ranges[t].range_value) for t in result.ranges})
+    assert runs[0] == runs[1] == runs[2]
+
+
+def test_optimised_calibration_measures_its_floor(tmp_path):
+    result = calibrate(_model(tmp_path / "m.onnx"), _config(), Reader([_digits()]), tmp_path)
+    assert result.floor_s and result.floor_probes > 0
+    assert result.time_ratio == pytest.approx(result.time_s / result.floor_s)
+
+
+def test_calib_graph_setting():
+    from quantbench.exporters.quantize import QuantSettings
+
+    assert QuantSettings().to_dict()["calib_graph"] == "optimised"  # minmax's default
+    assert QuantSettings().effective_calib_graph == "optimised"
+    # absent where the unoptimised graph runs (as in rows from before the key): their fingerprints hold
+    assert "calib_graph" not in QuantSettings(calib_graph="unoptimised").to_dict()
+    assert "calib_graph" not in QuantSettings(calibration="entropy").to_dict()
+    assert "calib_graph" not in QuantSettings(mode="dynamic").to_dict()
+    assert _config(calib_graph="unoptimised").graph == "unoptimised"
+    assert _config(exclude_nodes=("relu1",)).exclude_nodes == ("relu1",)
+    with pytest.raises(ValueError, match="'minmax' only"):
+        QuantSettings(calibration="entropy", calib_graph="optimised")
+    with pytest.raises(ValueError, match="calib_graph must be one of optimised, unoptimised"):
+        QuantSettings(calib_graph="fast")
+    with pytest.raises(ValueError, match="does not apply to mode = 'dynamic'"):
+        QuantSettings(mode="dynamic", calib_graph="optimised")
+
+
+def test_calibrate_refuses_the_optimised_graph_for_histograms(tmp_path):
+    with pytest.raises(ValueError, match="minmax only"):
+        calibrate(_model(tmp_path / "m.onnx"), CalibrationConfig("entropy", num_bins=128, graph="optimised"),
+                  Reader([_digits()]), tmp_path)
