@@ -53,13 +53,45 @@ def _swept_keys(raw: dict[str, Any], qkeys: set[str], where: str) -> list[str]:
     return swept
 
 
+# Name prefixes that promise a precision other than FP32 (the default sweep's names and the docs' examples).
+_PRECISION_PREFIXES = ("int8", "int4", "fp16", "bf16", "trt")
+
+
+def default_presets() -> dict[str, dict[str, Any]]:
+    """The embedded default sweep's ``[[variants]]`` tables, by name, as written in ``default.toml``."""
+    from importlib import resources
+
+    from .toml_io import read_toml_text
+
+    text = resources.files("quantbench.harness").joinpath("default.toml").read_text()
+    return {t["name"]: t for t in read_toml_text(text).get("variants", [])}
+
+
+def _bare_table(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """A table that gives only a name: the default sweep's preset of that name (as the API's variant names are),
+    an error where the name promises a precision the table would not get (it would run in FP32), else as is."""
+    name = raw["name"]
+    if set(raw) != {"name"} or not isinstance(name, str):
+        return raw
+    presets = default_presets()
+    if name in presets:
+        return dict(presets[name])
+    if name.strip().lower().startswith(_PRECISION_PREFIXES):
+        raise ConfigError(f"{where}: variant '{name}' gives no precision and no quantization key, so it would run in "
+                          f"FP32: add precision = \"int8\" (or \"fp16\") and its keys, or use a preset name "
+                          f"({', '.join(presets)})", keys="variants.precision")
+    return raw
+
+
 def parse_variant(raw: Any, i: int) -> list[VariantConfig]:
     """One [[variants]] table as :class:`VariantConfig` s; a list value of a quantization key expands it into
     one variant per combination of the listed values (in the order they are given). Values are checked
-    by :meth:`VariantConfig.validate`."""
+    by :meth:`VariantConfig.validate`. A table with only the name of a preset of the default sweep is that
+    preset (``name = "int8-entropy"``)."""
     where = f"variants[{i}]"
     if not isinstance(raw, dict) or "name" not in raw:
         raise ConfigError(f"{where} must be a table with a 'name'")
+    raw = _bare_table(raw, where)
     qkeys = quant_keys()
     check_keys(raw, set(BASE_KEYS) | qkeys, where)
     for key in BASE_KEYS[1:]:

@@ -144,3 +144,23 @@ def test_cli_rows_carry_the_sweep_sizes_and_what_ran(tmp_path, shared_cache):
     assert dyn["variant_settings"]["mode"] == "dynamic" and dyn["variant_settings"]["calibration"] is None
     assert dyn["exec_precision"] == "int8" and dyn["int8_op_share"] == 1.0
     assert dyn["size_bytes"] < 0.3 * fp32["size_bytes"] and dyn["quant_time_s"] > 0
+
+
+def test_a_table_with_only_a_preset_name_is_that_preset():
+    """``name = "int8-entropy"`` alone ran in FP32 under that name (no precision, no quantization key): a table
+    that gives only a preset's name is the default sweep's preset, as the API's variant names are."""
+    cfg = _cfg({"name": "int8-entropy"}, {"name": "fp16"}, {"name": "fp32"})
+    got = {v.name: (v.precision, v.quant.get("calibration")) for v in cfg.variants}
+    assert got == {"int8-entropy": ("int8", "entropy"), "fp16": ("fp16", None), "fp32": ("fp32", None)}
+
+
+@pytest.mark.parametrize("name", ["int8-mine", "INT8", "fp16-small", "trt-int8"])
+def test_a_bare_name_that_promises_another_precision_is_refused(name):
+    with pytest.raises(ConfigError, match=f"variant '{name}' gives no precision and no quantization key, so it "
+                                          "would run in FP32"):
+        _cfg({"name": name})
+
+
+def test_a_bare_plain_name_stays_fp32():
+    (v,) = _cfg({"name": "baseline"}).variants
+    assert v.precision == "fp32" and not v.quant
