@@ -398,7 +398,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
                                 log=lambda msg: console.print(_styled(msg)))
     except KeyboardInterrupt as exc:  # run_study's one line says what was kept
         raise Interrupted(str(exc) or "interrupted") from None
-    render_console(results, console, limit=args.show)
+    render_console(results, console, limit=args.show, errors_shown=True)  # run_study logged each error as it came
     written = any(r.rows or r.summary for r in results)  # a study that failed before it began writes no row
     console.print(f"rows: {out / 'sensitivity.jsonl'} — {time.perf_counter() - t0:.0f} s" if written else
                   f"no rows written — {time.perf_counter() - t0:.0f} s", markup=False)

@@ -82,15 +82,17 @@ def step_lines(steps: list[dict[str, Any]]) -> list[list[str]]:
     return out
 
 
-def render_console(results: list[Any], console: Any, limit: int | None = None) -> None:
-    """Print each study's ranked table, summary and budget path with rich (all text escaped)."""
+def render_console(results: list[Any], console: Any, limit: int | None = None, errors_shown: bool = False) -> None:
+    """Print each study's ranked table, summary and budget path with rich (all text escaped). ``errors_shown``:
+    a failed study's error was printed already (the CLI's log line as it failed): name the study only."""
     from rich.markup import escape
     from rich.table import Table
 
     for st in results:
         title = f"{st.model} / {st.variant}"
         if st.error:
-            console.print(f"[red]error:[/red] {escape(title)}: {escape(st.error)}")
+            console.print(f"[red]failed:[/red] {escape(title)} (error above)" if errors_shown else
+                          f"[red]error:[/red] {escape(title)}: {escape(st.error)}")
             continue
         s = st.summary
         local = s.get("scan_mode") == "local"

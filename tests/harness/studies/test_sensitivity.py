@@ -252,6 +252,23 @@ def test_cli_sensitivity_bad_input_is_one_line(tmp_path, shared_cache, args, exp
 
 
 @pytest.mark.slow
+def test_cli_sensitivity_says_a_failed_studys_error_once(tmp_path, shared_cache) -> None:
+    """Unreadable calibration data fails the study: its one-line error is printed once (it was printed twice: as
+    the study failed and again in the closing summary), the exit is 1 and no rows file is claimed."""
+    data = tmp_path / "data"
+    for label in ("a", "b"):
+        (data / label).mkdir(parents=True)
+        (data / label / "x.jpg").write_text("not a JPEG")
+    models = f'[[models]]\nname = "cifar10_cnn"\ndataset = "folder:{data}"\n'
+    cfg = write_config(tmp_path / "s.toml", tmp_path / "out", '[[variants]]\nname = "int8-minmax"\n', models=models)
+    res = run_cli("sensitivity", str(cfg), "--sqnr-samples", "16", cache=shared_cache)
+    assert res.returncode == 1, res.stderr
+    text = res.stdout + res.stderr
+    assert text.count("cannot identify image file") == 1, text
+    assert "no rows written" in text and "Traceback" not in text
+
+
+@pytest.mark.slow
 def test_run_refuses_to_build_a_budget_variant_as_plain_int8(tmp_path, shared_cache) -> None:
     """`quantbench run` must not measure a plain INT8 model under a variant that promises a budget."""
     out = tmp_path / "out"
