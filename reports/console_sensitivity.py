@@ -82,6 +82,14 @@ def step_lines(steps: list[dict[str, Any]]) -> list[list[str]]:
     return out
 
 
+def ratio_interval(summary: dict[str, Any]) -> str:
+    """`` [1.05–1.14]``: a scan's ``scan_time_ratio_ci95`` as the tables show it, or nothing without one."""
+    ci = summary.get("scan_time_ratio_ci95")
+    if not (isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci)):
+        return ""
+    return f" [{ci[0]:.2f}–{ci[1]:.2f}]"
+
+
 def render_console(results: list[Any], console: Any, limit: int | None = None, errors_shown: bool = False) -> None:
     """Print each study's ranked table, summary and budget path with rich (all text escaped). ``errors_shown``:
     a failed study's error was printed already (the CLI's log line as it failed): name the study only."""
@@ -120,7 +128,7 @@ def render_console(results: list[Any], console: Any, limit: int | None = None, e
             f"all nodes {_num(s.get('sqnr_s'), '.0f')} s, total {_num(s.get('elapsed_s'), '.0f')} s", markup=False)
         if s.get("scan_time_ratio") is not None:
             console.print(f"{s.get('scan_mode') or 'full'} scan {_num(s.get('scan_time_s'), '.1f')} s = "
-                          f"{_num(s.get('scan_time_ratio'), '.2f')} × its floor "
+                          f"{_num(s.get('scan_time_ratio'), '.2f')}{ratio_interval(s)} × its floor "
                           f"({_num(s.get('scan_floor_s'), '.1f')} s of "
                           f"FP32 forward passes on these images)", markup=False, style="dim")
         if s.get("not_quantized_alone"):

@@ -14,7 +14,7 @@ from quantbench.common.row_file import NOT_JSON, iter_json_lines
 from quantbench.common.row_format import MISSING, fmt, is_number
 
 from .charts import apply_layout, esc, plotly_js, to_div
-from .console_sensitivity import top1_change_text
+from .console_sensitivity import ratio_interval, top1_change_text
 
 FILE = "sensitivity.jsonl"
 KINDS = ("sensitivity", "sensitivity_summary", "budget_step", "budget")
@@ -209,7 +209,8 @@ def section_html(rows: list[dict[str, Any]]) -> str:
             f"{_fmt(s.get('sqnr_whole_int8_db'), '.2f')} dB, "
             f"top-1 FP32 {_fmt(s.get('top1_fp32'), '.2f', 100)}% / INT8 {_fmt(s.get('top1_int8'), '.2f', 100)}%; "
             f"{_fmt(s.get('elapsed_s'), '.0f')} s in all"
-            + (f"; {esc(str(s.get('scan_mode') or 'full'))} scan {_fmt(s.get('scan_time_ratio'), '.2f')} × its floor "
+            + (f"; {esc(str(s.get('scan_mode') or 'full'))} scan {_fmt(s.get('scan_time_ratio'), '.2f')}"
+               f"{esc(ratio_interval(s))} × its floor "
                f"(FP32 forward passes, {_fmt(s.get('scan_floor_s'), '.1f')} s)"
                if s.get("scan_time_ratio") is not None else "")
             + ".</p>")

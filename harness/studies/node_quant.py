@@ -141,20 +141,25 @@ def session(path: Path | bytes, threads: int = 0) -> Any:
 
 
 def run_outputs(path: Path | bytes, x: np.ndarray, batch: int, threads: int = 0,
-                times: list[float] | None = None) -> np.ndarray:
+                times: list[float] | None = None, batch_times: list[list[float]] | None = None) -> np.ndarray:
     """The first output of ``path`` (a file or a serialized model) on every sample of ``x`` (float64, one row per
     sample), in batches of ``batch``.
 
     ``times`` gets the seconds of the forward passes alone (after one untimed warm-up run of the first batch;
-    no session creation): a scan's floor."""
+    no session creation): a scan's floor. ``batch_times`` gets ``[images, seconds]`` of each batch's run (the
+    spread of the floor)."""
     sess = session(path, threads)
     name = sess.get_inputs()[0].name
     outs = []
-    if times is not None:
+    timed = times is not None or batch_times is not None
+    if timed:
         sess.run(None, {name: x[:batch]})
     t0 = time.perf_counter()
     for start in range(0, len(x), batch):
+        tb = time.perf_counter()
         out = np.asarray(sess.run(None, {name: x[start:start + batch]})[0])
+        if batch_times is not None:
+            batch_times.append([int(out.shape[0]), time.perf_counter() - tb])
         outs.append(out.reshape(out.shape[0], -1).astype(np.float64))
     if times is not None:
         times.append(time.perf_counter() - t0)

@@ -15,7 +15,8 @@ Every row says which scan made it (``scan_mode``: ``full`` | ``local``). What a 
 floor, the FP32 forward passes it needs over the SQNR images (one pass, ``fp32_pass_s``, timed in the
 worker at the scan's batch without session creation): the summary row's ``scan_time_s``,
 ``scan_floor_s`` (full: 1 + 2 per node measured alone passes; local: 2, FP32 and whole INT8) and ``scan_time_ratio``
-(= time / floor), ``scan_lanes`` (nodes measured at once, when idle cores allowed more than one; the
+(= time / floor) with ``scan_time_ratio_ci95`` (full scans: the FP32 pass is timed batch by batch before the scan
+and again after it, and the interval is a bootstrap of those batches, :func:`floor_unit`), ``scan_lanes`` (nodes measured at once, when idle cores allowed more than one; the
 floor is one lane's), and ``calib_floor_s``/``calib_time_ratio`` of its one calibration; full-scan node
 rows carry ``node_floor_s`` (two passes) and ``node_time_ratio`` (``node_seconds`` / that).
 """
@@ -344,7 +345,8 @@ def _one_study(cfg: SweepConfig, pm: Any, v: VariantConfig, qs: Any, opts: Sensi
         "calib_floor_s": setup.get("calib_floor_s"), "calib_time_ratio": setup.get("calib_time_ratio"),
         "calib_time_ratio_ci95": setup.get("calib_time_ratio_ci95"),
         "scan_mode": opts.scan, "scan_time_s": cost["scan_time_s"], "scan_floor_s": cost["scan_floor_s"],
-        "scan_time_ratio": cost["scan_time_ratio"], "scan_lanes": cost["scan_lanes"],
+        "scan_time_ratio": cost["scan_time_ratio"], "scan_time_ratio_ci95": cost["scan_time_ratio_ci95"],
+        "scan_lanes": cost["scan_lanes"],
         "elapsed_s": round(time.perf_counter() - t_start, 3), "notes": setup.get("notes") or [],
     }
     budget = opts.budget if opts.budget is not None else qs.accuracy_budget
@@ -368,7 +370,7 @@ def scan_cost(events: list[dict[str, Any]], local: bool) -> dict[str, Any]:
     measured at once (idle cores allowing); the floor stays that of one lane.
     """
     whole = next((e for e in events if e.get("event") == "whole"), {})
-    unit = whole.get("fp32_pass_s")
+    unit, unit_ci = floor_unit(whole, [e for e in events if e.get("event") == "floor"])
     if local:
         done = next((e for e in events if e.get("event") == "local"), {})
         time_s, floor = done.get("seconds"), unit * done.get("passes", 1) if unit else None
@@ -382,9 +384,36 @@ def scan_cost(events: list[dict[str, Any]], local: bool) -> dict[str, Any]:
             e.get("seconds") or 0.0 for e in events if e.get("event") == "builder")  # setting up the per-node builds
         floor = unit * (1 + 2 * len(measured)) if unit else None
         lanes = max((e.get("lanes") or 1 for e in loops), default=1)
+    ratio_ci = None
+    if unit_ci and floor and time_s and not local:
+        ratio_ci = [_sig(time_s / (floor * unit_ci[1] / unit)), _sig(time_s / (floor * unit_ci[0] / unit))]
     return {"fp32_pass_s": unit, "scan_time_s": _sig(time_s), "scan_floor_s": _sig(floor),
             "scan_time_ratio": _sig(time_s / floor) if floor and time_s is not None else None,
-            "scan_lanes": 1 if local else lanes}
+            "scan_time_ratio_ci95": ratio_ci, "scan_lanes": 1 if local else lanes}
+
+
+def floor_unit(whole: dict[str, Any], later: list[dict[str, Any]],
+               resamples: int = 2000) -> tuple[float | None, tuple[float, float] | None]:
+    """One FP32 pass over the SQNR images, and its 95% interval, from the batches the worker timed: the pass before
+    the scan (``whole``'s ``fp32_batches``) and the one after it (``floor`` events), pooled per image (a machine
+    busier at the end than at the start widens the interval). The interval is a percentile bootstrap of the
+    batches (seeded: reproducible); None below two batches. Events without batches: ``fp32_pass_s``, no interval."""
+    import numpy as np
+
+    first = whole.get("fp32_batches") or []
+    batches = [b for b in first + [b for e in later for b in e.get("fp32_batches") or []] if b[0] > 0]
+    images = sum(n for n, _ in first)
+    if not first or not images:
+        return whole.get("fp32_pass_s"), None
+    n = np.array([b[0] for b in batches], float)
+    t = np.array([b[1] for b in batches], float)
+    unit = float(t.sum() / n.sum() * images)
+    if len(batches) < 2:
+        return unit, None
+    idx = np.random.default_rng(0).integers(0, len(batches), (resamples, len(batches)))
+    per_image = t[idx].sum(axis=1) / n[idx].sum(axis=1)
+    lo, hi = np.quantile(per_image * images, [0.025, 0.975])
+    return unit, (min(float(lo), unit), max(float(hi), unit))
 
 
 def _sig(x: float | None) -> float | None:

@@ -102,10 +102,11 @@ def run_sensitivity(job: dict[str, Any], progress: _Progress) -> None:
     ref_path = workdir / "ref_sqnr.npy"
     loaded = ref_path.exists()
     passes: list[float] = []  # the unit of the scan's floor: one FP32 forward pass over the SQNR images
+    batches: list[list[float]] = []  # [images, seconds] of that pass's batches: the floor's spread
     if loaded:
         ref = np.load(ref_path)
     else:
-        ref = nq.run_outputs(Path(job["fp32"]), x, batch, threads, times=passes)
+        ref = nq.run_outputs(Path(job["fp32"]), x, batch, threads, times=passes, batch_times=batches)
         tmp = workdir / "ref_sqnr.tmp.npy"  # a kill mid-write must not leave a file a resumed run would trust
         np.save(tmp, ref)
         tmp.replace(ref_path)
@@ -113,12 +114,12 @@ def run_sensitivity(job: dict[str, Any], progress: _Progress) -> None:
     candidates = nq.candidate_nodes(settings, full)
     if "whole" not in skip:
         if loaded:  # a resumed worker read the reference: time one FP32 pass for the floor
-            nq.run_outputs(Path(job["fp32"]), x, batch, threads, times=passes)
+            nq.run_outputs(Path(job["fp32"]), x, batch, threads, times=passes, batch_times=batches)
         fp32_pass_s = passes[-1]
         t0 = time.perf_counter()
         whole_db = nq.sqnr_db(ref, nq.run_outputs(full, x, batch, threads))
         progress.emit(event="whole", sqnr_db=whole_db, candidates=[[n, op] for n, op in candidates],
-                      sqnr_samples=len(x), fp32_pass_s=float(f"{fp32_pass_s:.5g}"),
+                      sqnr_samples=len(x), fp32_pass_s=float(f"{fp32_pass_s:.5g}"), fp32_batches=_rounded(batches),
                       seconds=round(time.perf_counter() - t0, 3))
     from quantbench.common.progress import Reporter
 
@@ -182,8 +183,17 @@ def run_sensitivity(job: dict[str, Any], progress: _Progress) -> None:
         pool.shutdown()
     # the loop's own wall time: with lanes the nodes' seconds overlap (scan_cost uses this for these nodes)
     emit(event="scan", lanes=lanes, nodes=[name for name, _ in todo], seconds=round(time.perf_counter() - t_scan, 3))
+    if todo:  # the floor timed again after the scan (one pass, not scan time): its load, not only the start's
+        end: list[list[float]] = []
+        nq.run_outputs(Path(job["fp32"]), x, batch, threads, batch_times=end)
+        emit(event="floor", fp32_batches=_rounded(end))
     for leftover in workdir.glob("node*.onnx*"):
         leftover.unlink(missing_ok=True)
+
+
+def _rounded(batches: list[list[float]]) -> list[list[float]]:
+    """``[images, seconds]`` pairs with 5 significant digits (events travel as JSON lines)."""
+    return [[int(n), float(f"{t:.5g}")] for n, t in batches]
 
 
 def _lanes(threads: int, nodes: int, window_s: float = 0.5, most: int = 4) -> int:

@@ -47,6 +47,46 @@ def test_scan_time_of_parallel_lanes_is_the_loop_wall_time_not_the_sum_of_overla
     assert cost["scan_time_ratio"] == pytest.approx(cost["scan_time_s"] / (0.5 * 7), rel=1e-3)
 
 
+def _batches(per_image_s: list[float], size: int = 8) -> list[list[float]]:
+    return [[size, t * size] for t in per_image_s]
+
+
+def test_scan_floor_pools_the_batches_timed_before_and_after_the_scan():
+    """The floor's pass is the mean over both timed passes (per image), and the ratio's interval holds the ratio."""
+    before = _batches([0.010, 0.011, 0.009, 0.010])  # 32 images: 0.32 s
+    after = _batches([0.012, 0.013, 0.011, 0.012])  # the machine busier after the scan: 0.384 s
+    events = [{"event": "whole", "fp32_pass_s": 0.32, "fp32_batches": before, "seconds": 0.5},
+              {"event": "node", "node": "a", "alone": True, "seconds": 2.0},
+              {"event": "scan", "lanes": 1, "nodes": ["a"], "seconds": 2.1},
+              {"event": "floor", "fp32_batches": after}]
+    cost = scan_cost(events, local=False)
+    assert cost["fp32_pass_s"] == pytest.approx((0.32 + 0.384) / 2)
+    assert cost["scan_floor_s"] == pytest.approx(3 * (0.32 + 0.384) / 2, rel=1e-4)
+    lo, hi = cost["scan_time_ratio_ci95"]
+    assert lo < cost["scan_time_ratio"] < hi
+    # a floor that is slower makes the ratio smaller: the interval's low end is the slow floor's ratio
+    assert hi <= (0.5 + 2.1) / (3 * 0.32) * 1.001 and lo >= (0.5 + 2.1) / (3 * 0.384) * 0.999
+
+
+def test_scan_interval_widens_with_the_floors_spread_and_needs_batches():
+    steady = _batches([0.010] * 6)
+    noisy = _batches([0.006, 0.014, 0.008, 0.012, 0.010, 0.010])
+
+    def ci(batches):
+        events = [{"event": "whole", "fp32_pass_s": 0.48, "fp32_batches": batches, "seconds": 0.5},
+                  {"event": "node", "node": "a", "alone": True, "seconds": 2.0}]
+        return scan_cost(events, local=False)["scan_time_ratio_ci95"]
+
+    lo, hi = ci(steady)
+    assert hi - lo == pytest.approx(0, abs=1e-6)
+    lo_n, hi_n = ci(noisy)
+    assert hi_n - lo_n > 0.1
+    # events from before batches were recorded: the pass time as given, no interval
+    old = scan_cost([{"event": "whole", "fp32_pass_s": 0.5, "seconds": 0.6},
+                     {"event": "node", "node": "a", "alone": True, "seconds": 2.0}], local=False)
+    assert old["scan_floor_s"] == pytest.approx(1.5) and old["scan_time_ratio_ci95"] is None
+
+
 def test_scan_cost_of_a_local_scan_is_one_pass_and_unknown_without_a_pass_time():
     cost = scan_cost([{"event": "whole", "fp32_pass_s": 0.25}, {"event": "local", "seconds": 1.0, "passes": 2}],
                      local=True)
@@ -63,6 +103,9 @@ def test_local_rows_rank_lowest_own_output_sqnr_first():
 def _consistent(s):
     assert s["scan_floor_s"] > 0 and s["scan_time_s"] > 0
     assert s["scan_time_ratio"] == pytest.approx(s["scan_time_s"] / s["scan_floor_s"], rel=1e-2)
+    if s["scan_mode"] == "full":
+        lo, hi = s["scan_time_ratio_ci95"]
+        assert lo <= s["scan_time_ratio"] <= hi
     assert s["calib_floor_s"] > 0
     assert s["calib_time_ratio"] > 0
 
@@ -129,3 +172,22 @@ def test_tables_show_a_local_scan_as_such():
     assert "2.00 × its floor" in text
     html = section_html([*nodes, summary])
     assert "local SQNR dB" in html and "12.35" in html and "2.00 × its floor" in html
+
+
+def test_tables_show_the_scan_ratio_with_its_interval():
+    import io
+
+    from rich.console import Console
+
+    from quantbench.harness.studies.sensitivity import StudyResult
+    from quantbench.reports.console_sensitivity import render_console
+    from quantbench.reports.sensitivity import section_html
+
+    nodes, summary = _local_rows()
+    summary = {**summary, "scan_mode": "full", "scan_time_ratio": 1.1, "scan_time_ratio_ci95": [1.05, 1.14]}
+    nodes = [{**n, "scan_mode": "full", "sqnr_quant_only_db": n["sqnr_local_db"], "sqnr_local_db": None}
+             for n in nodes]
+    out = io.StringIO()
+    render_console([StudyResult("m", "int8", rows=nodes, summary=summary)], Console(file=out, width=250))
+    assert "1.10 [1.05–1.14] × its floor" in out.getvalue()
+    assert "1.10 [1.05–1.14] × its floor" in section_html([*nodes, summary])
