@@ -183,8 +183,15 @@ def cross_device_speedups(model: str, devices: list[str], lines: list[dict[str, 
     labels = [esc(f"{ln['variant']} · {ln['runtime']} · b{ln['batch']}") for ln in lines]
     fig = go.Figure()
     for dev in devices:
-        xs = [(ln["devices"].get(dev) or {}).get("speedup") for ln in lines]
-        fig.add_bar(y=labels, x=xs, name=esc(dev), orientation="h", hovertemplate="%{y}<br>%{x:.2f}× vs FP32")
+        cells = [ln["devices"].get(dev) or {} for ln in lines]
+        xs = [c.get("speedup") for c in cells]
+        cis = [c.get("speedup_ci95") if c.get("speedup") is not None else None for c in cells]
+        # each bar's 95% interval (the interleaved speedup's), none where it was not measured
+        error = {"type": "data", "symmetric": False, "color": "#333", "thickness": 1.2,
+                 "array": [ci[1] - x if ci else 0 for x, ci in zip(xs, cis, strict=True)],
+                 "arrayminus": [x - ci[0] if ci else 0 for x, ci in zip(xs, cis, strict=True)]}
+        fig.add_bar(y=labels, x=xs, name=esc(dev), orientation="h", error_x=error if any(cis) else None,
+                    hovertemplate="%{y}<br>%{x:.2f}× vs FP32")
     fig.add_vline(x=1, line_dash="dot", line_color="#555")
     fig.update_layout(barmode="group", xaxis_title="speedup vs the same device's FP32, same runtime and batch (×)",
                       yaxis={"autorange": "reversed"}, legend_traceorder="normal")

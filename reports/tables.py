@@ -206,6 +206,8 @@ def cross_device_table(report: Report) -> dict[str, tuple[list[str], list[dict[s
                                           "batch": r.get("batch"), "devices": {}})
             vs = against_reference(r, reference_of(r, ref))
             line["devices"][device_key(r)] = {"p50": r.get("compute_p50_ms"), "speedup": vs["speedup"],
+                                              "speedup_ci95": None if vs["ref"] or vs["speedup"] is None else
+                                              interval(r, "speedup_interleaved_ci95"),
                                               "ref": vs["ref"], "note": vs["notes"]["speedup"], "timing": vs["timing"]}
         order = sorted(lines, key=lambda k: (k[0], k[1], {"fp32": 0, "fp16": 1}.get(k[2], 2), k[3]))
         out[model] = (devices, [lines[k] for k in order])
@@ -213,8 +215,9 @@ def cross_device_table(report: Report) -> dict[str, tuple[list[str], list[dict[s
 
 
 def cross_cell(v: dict[str, Any] | None) -> str:
-    """The "p50 (speedup×)" text for one device in the cross-device table."""
+    """The "p50 (speedup× [95% interval])" text for one device in the cross-device table."""
     if v is None:
         return MISSING
-    ratio = "ref" if v["ref"] else fmt(v["speedup"], "{:.2f}×")
+    ci = v.get("speedup_ci95")
+    ratio = "ref" if v["ref"] else speedup_text({"speedup_interleaved_ci95": list(ci) if ci else None}, v["speedup"])
     return f"{fmt(v['p50'], '{:.3f}')}{' ⚠' if v.get('timing') else ''} ({ratio})"

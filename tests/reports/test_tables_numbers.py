@@ -334,10 +334,14 @@ def test_cross_device_lines_use_each_devices_own_fp32():
         ("int8-b", "ort-cpu", 1), ("int8", "ort-cpu", 8)]
     other_rt, fp32, half, int8, int8_b, int8_b8 = lines
     assert set(other_rt["devices"]) == {da} and other_rt["devices"][da]["ref"] is True
-    assert fp32["devices"][da] == {"p50": 2.0, "speedup": 1.0, "ref": True, "note": "", "timing": ""}
+    assert fp32["devices"][da] == {"p50": 2.0, "speedup": 1.0, "speedup_ci95": None, "ref": True, "note": "",
+                                   "timing": ""}
     assert fp32["devices"][db]["ref"] is True and fp32["devices"][db]["p50"] == 10.0
-    assert int8["devices"][da] == {"p50": 0.5, "speedup": 3.5, "ref": False, "note": "", "timing": ""}
-    assert int8["devices"][db] == {"p50": 8.0, "speedup": None, "ref": False, "note": "FP32 failed", "timing": ""}
+    assert int8["devices"][da] == {"p50": 0.5, "speedup": 3.5, "speedup_ci95": None, "ref": False, "note": "",
+                                   "timing": ""}
+    assert int8["devices"][db] == {"p50": 8.0, "speedup": None, "speedup_ci95": None, "ref": False,
+                                   "note": "FP32 failed", "timing": ""}
+    assert int8_b["devices"][da]["speedup_ci95"] == (1.1, 1.3)
     assert int8_b["devices"][da]["timing"] == DISAGREE_NOTE and int8_b["devices"][db]["p50"] == 9.0
     assert half["devices"][da]["timing"] == NOISY_NOTE and db not in half["devices"]
     assert set(int8_b8["devices"]) == {db}  # batch 8 has no FP32 on b: no "ref" anywhere, its own speedup
@@ -348,6 +352,21 @@ def test_cross_device_lines_use_each_devices_own_fp32():
     assert cross_cell(int8["devices"][db]) == "8.000 (—)"
     assert cross_cell(half["devices"][da]) == "1.000 ⚠ (1.50×)"
     assert cross_cell(half["devices"].get(db)) == "—"
+    assert cross_cell(int8_b["devices"][da]) == "0.400 ⚠ (1.20× [1.10–1.30])"  # the interval, as every table shows it
+
+
+def test_cross_device_chart_draws_each_speedups_interval():
+    from quantbench.reports.charts import cross_device_speedups
+
+    rows = [_on("a", 0, "z-fp32", "fp32", compute_p50_ms=2.0), _on("b", 1, "z-fp32", "fp32", compute_p50_ms=9.0),
+            _on("a", 2, "int8", compute_p50_ms=0.5, speedup_interleaved=3.5, speedup_interleaved_ci95=[3.0, 4.5]),
+            _on("b", 3, "int8", compute_p50_ms=4.0, speedup_interleaved=2.0)]
+    devices, lines = cross_device_table(Report(rows=rows))["m"]
+    fig = cross_device_speedups("m", devices, lines)
+    bars = {bar.name: bar for bar in fig.data}
+    a = bars[device_key(rows[0])].error_x
+    assert list(a.array) == [pytest.approx(1.0)] and list(a.arrayminus) == [pytest.approx(0.5)]
+    assert bars[device_key(rows[1])].error_x.array is None  # no interval measured on b: no error bar drawn
 
 
 def test_cross_device_models_are_listed_in_name_order():
