@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibration_memory import KINDS, TreeSampler
+
 from quantbench.reports.console_sensitivity import ratio_interval
 
 KINDS.setdefault("quantbench.harness.studies.sensitivity_worker", "scan")
@@ -101,12 +102,14 @@ def main(argv: list[str] | None = None) -> int:
             row = {"scan": scan, "nodes": s.get("nodes"), "scan_time_s": s.get("scan_time_s"),
                    "node_passes_s": round(infer, 1) if infer else None,
                    "scan_floor_s": s.get("scan_floor_s"), "scan_time_ratio": s.get("scan_time_ratio"),
-                   "scan_time_ratio_ci95": s.get("scan_time_ratio_ci95"), "scan_lanes": s.get("scan_lanes"), "calib_time_ratio": s.get("calib_time_ratio"),
+                   "scan_time_ratio_ci95": s.get("scan_time_ratio_ci95"), "scan_lanes": s.get("scan_lanes"),
+                   "calib_time_ratio": s.get("calib_time_ratio"),
                    "wall_s": round(wall, 1), "peak_rss_mib": peaks,
                    "load_avg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)]}
             out_rows.append(row)
             print(f"{scan:<6} {row['nodes']} nodes   scan {row['scan_time_s']:.1f} s   floor "
-                  f"{row['scan_floor_s']:.1f} s   ratio {row['scan_time_ratio']:.2f}{ratio_interval(row)}   lanes {row['scan_lanes']}   "
+                  f"{row['scan_floor_s']:.1f} s   ratio {row['scan_time_ratio']:.2f}{ratio_interval(row)}   "
+                  f"lanes {row['scan_lanes']}   "
                   f"calibration ratio {row['calib_time_ratio']}   "
                   + (f"per-node models' passes {infer:.1f} s   " if infer else "") + "command "
                   f"{wall:.0f} s   load {load0:.1f} -> {os.getloadavg()[0]:.1f}\n{'':<6} peak RSS MiB: "

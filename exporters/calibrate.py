@@ -303,7 +303,8 @@ def write_fused_range_model(model: Any, tensors: list[str], graph_inputs: set[st
         for op in ("ReduceMin", "ReduceMax"):
             out = f"{prefix}_{i}_{op}"
             ins = [flat, f"{prefix}_axes"] if axes_input else [flat]
-            nodes.append(helper.make_node(op, ins, [out], name=out, keepdims=0, **({} if axes_input else {"axes": [0]})))
+            kwargs = {} if axes_input else {"axes": [0]}
+            nodes.append(helper.make_node(op, ins, [out], name=out, keepdims=0, **kwargs))
             model.graph.output.append(helper.make_empty_tensor_value_info(out))
             names.append(out)
         probes[t] = nodes
@@ -556,8 +557,9 @@ def _one_sample_feeds(batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.nda
         yield {k: v[i:i + 1] for k, v in batch.items()}
 
 
-def _samples(reader: Any) -> Iterator[dict[str, np.ndarray]]:
-    """One-sample feeds, in the reader's order (read in this thread; calibration's passes use :class:`_Prefetched`)."""
+def one_sample_feeds(reader: Any) -> Iterator[dict[str, np.ndarray]]:
+    """One-sample feeds, in the reader's order (read in this thread; calibration's passes use :class:`_Prefetched`):
+    ORT's kernels round differently for other run sizes, so every pass over calibration data runs one at a time."""
     reader.rewind()
     while (batch := reader.get_next()) is not None:
         yield from _one_sample_feeds(batch)

@@ -15,7 +15,7 @@ values differ: whatever runtime runs one runs the other.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -293,15 +293,6 @@ def find_layers(qdq: Any, fp32: Any) -> tuple[list[Layer], list[str]]:
 # --- Gram matrices from calibration data -------------------------------------------------------------
 
 
-def _samples(reader: Any) -> Iterator[dict[str, np.ndarray]]:
-    """One-sample feeds in the reader's order (ORT's kernels round differently for other run sizes)."""
-    reader.rewind()
-    while (batch := reader.get_next()) is not None:
-        n = len(next(iter(batch.values())))
-        for i in range(n):
-            yield {k: v[i:i + 1] for k, v in batch.items()}
-
-
 def _gram_bytes(layer: Layer) -> int:
     return layer.groups * layer.cols * layer.cols * 8
 
@@ -328,7 +319,7 @@ def collect_grams(model_path: Path, layers: list[Layer], reader: Any, tmp: Path,
     import onnx
     from onnx import helper
 
-    from .calibrate import calibration_session
+    from .calibrate import calibration_session, one_sample_feeds
 
     grams: dict[str, np.ndarray] = {}
     samples = 0
@@ -347,7 +338,7 @@ def collect_grams(model_path: Path, layers: list[Layer], reader: Any, tmp: Path,
         del model
         acc = {lay.node: _GramSum(lay.groups, lay.cols) for lay in group}
         samples = 0
-        for feed in _samples(reader):
+        for feed in one_sample_feeds(reader):
             values = dict(zip(names, session.run(names, feed), strict=True)) if session else {}
             values.update(feed)
             for lay in group:

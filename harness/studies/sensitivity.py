@@ -16,9 +16,10 @@ floor, the FP32 forward passes it needs over the SQNR images (one pass, ``fp32_p
 worker at the scan's batch without session creation): the summary row's ``scan_time_s``,
 ``scan_floor_s`` (full: 1 + 2 per node measured alone passes; local: 2, FP32 and whole INT8) and ``scan_time_ratio``
 (= time / floor) with ``scan_time_ratio_ci95`` (full scans: the FP32 pass is timed batch by batch before the scan
-and again after it, and the interval is a bootstrap of those batches, :func:`floor_unit`), ``scan_lanes`` (nodes measured at once, when idle cores allowed more than one; the
-floor is one lane's), and ``calib_floor_s``/``calib_time_ratio`` of its one calibration; full-scan node
-rows carry ``node_floor_s`` (two passes) and ``node_time_ratio`` (``node_seconds`` / that).
+and again after it, and the interval is a bootstrap of those batches, :func:`floor_unit`), ``scan_lanes``
+(nodes measured at once, when idle cores allowed more than one; the floor is one lane's), and
+``calib_floor_s``/``calib_time_ratio`` of its one calibration; full-scan node rows carry ``node_floor_s``
+(two passes) and ``node_time_ratio`` (``node_seconds`` / that).
 """
 from __future__ import annotations
 

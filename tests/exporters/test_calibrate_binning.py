@@ -214,7 +214,7 @@ def test_histograms_equal_the_in_graph_bin_models_on_real_data(tmp_path):
     outputs = cal.write_activation_model(model, tensors, {"input"}, tmp_path / "acts.onnx")
     runs = cal._ActivationRuns(tmp_path / "acts.onnx", outputs, 0)
     values = {t: [] for t in tensors}
-    for feed in cal._samples(reader):
+    for feed in cal.one_sample_feeds(reader):
         arrays, _ = runs.run(feed)
         for t, v in zip(tensors, arrays, strict=True):
             values[t].append(v.copy())
@@ -230,7 +230,7 @@ def test_histograms_equal_the_in_graph_bin_models_on_real_data(tmp_path):
         bin_outputs = cal.write_bin_model(onnx.load(str(model_path)), tensors, {"input"}, theirs,
                                           tmp_path / "bins.onnx")
         sess = cal.calibration_session(tmp_path / "bins.onnx", 0)  # unoptimised, as calibration runs it
-        for feed in cal._samples(reader):
+        for feed in cal.one_sample_feeds(reader):
             for t, b in zip(tensors, sess.run(bin_outputs, feed), strict=True):
                 theirs.add(t, b)
         for t in tensors:

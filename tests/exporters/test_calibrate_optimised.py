@@ -33,7 +33,8 @@ def _model(path: Path) -> Path:
 
     inits = [w("w1", 8, 1, 3, 3), w("b1", 8), w("w2", 8, 8, 3, 3), w("b2", 8), w("w3", 16, 8, 1, 1), w("b3", 16),
              w("ws", 16, 8, 1, 1), w("bs", 16), w("wg", 10, 16), w("bg", 10),
-             numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi")]
+             numpy_helper.from_array(np.array(0, np.float32), "lo"),
+             numpy_helper.from_array(np.array(6, np.float32), "hi")]
     node = helper.make_node
     nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
              node("Relu", ["c1"], ["r1"], name="relu1"),
