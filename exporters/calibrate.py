@@ -253,15 +253,21 @@ def nonnegative_tensors(model: Any) -> set[str]:
         if node.op_type == "Relu":
             out.add(y)
         elif node.op_type == "Clip":
-            low = None
-            if len(node.input) > 1 and node.input[1] in consts:
-                low = float(numpy_helper.to_array(consts[node.input[1]]).reshape(-1)[0])
+            bounds: list[float | None] = [None, None]  # constant min, max
+            for k in (1, 2):
+                if len(node.input) > k and node.input[k] in consts:
+                    bounds[k - 1] = float(numpy_helper.to_array(consts[node.input[k]]).reshape(-1)[0])
             for a in node.attribute:
-                if a.name == "min":  # opset < 11
-                    low = a.f
-            if low is not None and low >= 0:
+                if a.name in ("min", "max"):  # opset < 11
+                    bounds[a.name == "max"] = a.f
+            low, high = bounds
+            # A max below 0 makes outputs negative (all of them where min > max, as ONNX defines); an unknown one may.
+            unknown_max = len(node.input) > 2 and node.input[2] and high is None
+            if low is not None and low >= 0 and not unknown_max and (high is None or high >= 0):
                 out.add(y)
-        elif node.op_type in _SIGN_KEEPING and ins and ins[0] in out:
+        elif (node.op_type in _SIGN_KEEPING and ins and ins[0] in out
+              and not any(a.name == "dilations" and any(d > 1 for d in a.ints) for a in node.attribute)):
+            # (a dilated pool's window can lie wholly in the padding: ORT's MaxPool then outputs the lowest float)
             out.add(y)
         elif node.op_type == "Concat" and ins and all(i in out for i in ins):
             out.add(y)

@@ -1,0 +1,148 @@
+"""Hostile cases for MinMax on ORT's optimised graph (``calib_graph = "optimised"``): valid models on which the
+shortcuts of :func:`nonnegative_tensors` / :func:`adopted_ranges` could give other ranges than ORT's calibrators.
+
+Each model is built here and run by ONNX Runtime on scikit-learn's 8x8 digits (shipped with scikit-learn).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from quantbench.common.onnx_save import save_model
+from quantbench.exporters.calibrate import nonnegative_tensors
+
+pytestmark = pytest.mark.ort_cpu
+
+node = helper.make_node
+
+
+def _weights(*shapes: tuple[int, ...], seed: int = 5) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal(s) * 0.4).astype(np.float32) for s in shapes]
+
+
+def _save(path: Path, nodes: list, inits: dict[str, np.ndarray], opset: int = 17) -> Path:
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
+    return path
+
+
+def _digits(n: int = 32) -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    x = load_digits().images[:n].astype(np.float32) / 16.0
+    return ((x - 0.3) / 0.4)[:, None]
+
+
+def _inverted_clip(path: Path) -> Path:
+    """Conv -> Clip(min 0.5, max -0.25) -> Conv: ONNX's Clip with min > max outputs max (-0.25) everywhere."""
+    w1, b1, w2, b2 = _weights((4, 1, 3, 3), (4,), (4, 4, 1, 1), (4,))
+    nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1] * 4),
+             node("Clip", ["c1", "lo", "hi"], ["k1"], name="clip1"),
+             node("Conv", ["k1", "w2", "b2"], ["y"], name="conv2")]
+    return _save(path, nodes, {"w1": w1, "b1": b1, "w2": w2, "b2": b2, "lo": 0.5, "hi": -0.25})
+
+
+def _negative_max_clip_opset10(path: Path) -> Path:
+    """Opset-10 Clip with attributes min 0, max -1: every output is -1."""
+    w1, b1, w2, b2 = _weights((4, 1, 3, 3), (4,), (4, 4, 1, 1), (4,))
+    nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1] * 4),
+             node("Clip", ["c1"], ["k1"], name="clip1", min=0.0, max=-1.0),
+             node("Conv", ["k1", "w2", "b2"], ["y"], name="conv2")]
+    return _save(path, nodes, {"w1": w1, "b1": b1, "w2": w2, "b2": b2}, opset=10)
+
+
+def _dilated_maxpool(path: Path) -> Path:
+    """Conv (stride 4: 2x2) -> Relu -> MaxPool(kernel 2, dilation 3, pad 1): the one window's two taps (-1 and 2)
+    both lie in the padding, so ORT's MaxPool outputs the lowest float although its input is >= 0."""
+    w1, b1, w2, b2 = _weights((4, 1, 4, 4), (4,), (4, 4, 1, 1), (4,))
+    nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", strides=[4, 4]),
+             node("Relu", ["c1"], ["r1"], name="relu1"),
+             node("MaxPool", ["r1"], ["m"], name="pool", kernel_shape=[2, 2], dilations=[3, 3], pads=[1, 1, 1, 1]),
+             node("Conv", ["m", "w2", "b2"], ["y"], name="conv2")]
+    return _save(path, nodes, {"w1": w1, "b1": b1, "w2": w2, "b2": b2})
+
+
+BUILDERS = {"inverted-clip": _inverted_clip, "negative-max-clip-opset10": _negative_max_clip_opset10,
+            "dilated-maxpool": _dilated_maxpool}
+
+
+@pytest.mark.parametrize("build", list(BUILDERS.values()), ids=list(BUILDERS))
+def test_nonnegative_tensors_are_nonnegative_when_run(tmp_path, build):
+    """Every tensor :func:`nonnegative_tensors` names is >= 0 when ORT runs the model (its GlobalMaxPool probe
+    reports 0 as the minimum, so a negative value there would change the quantized model)."""
+    import onnxruntime as ort
+
+    model = onnx.load(str(build(tmp_path / "m.onnx")))
+    names = sorted(nonnegative_tensors(model))
+    probe = onnx.load(str(tmp_path / "m.onnx"))
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in names)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    session = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    values = session.run(["y", *names], {"x": _digits()})[1:]
+    negative = {t: float(v.min()) for t, v in zip(names, values, strict=True) if v.min() < 0}
+    assert not negative
+
+
+def test_nonnegative_tensors_still_finds_relus_and_plain_clips(tmp_path):
+    """The checks above keep the shortcut where it holds: a Relu's output, a Clip(0) without max, an undilated
+    MaxPool of a Relu."""
+    model = onnx.load(str(_dilated_maxpool(tmp_path / "m.onnx")))
+    assert nonnegative_tensors(model) == {"r1"}  # the dilated pool's output is not claimed
+    for n in model.graph.node:
+        if n.op_type == "MaxPool":
+            del n.attribute[:]
+            n.attribute.extend([helper.make_attribute("kernel_shape", [2, 2])])
+    assert nonnegative_tensors(model) == {"r1", "m"}
+    clip = onnx.load(str(_inverted_clip(tmp_path / "c.onnx")))
+    clip.graph.node[1].input[2] = ""  # Clip(c1, 0.5): no max
+    assert nonnegative_tensors(clip) == {"k1"}
+
+
+def _qdq_params(path: Path) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    params = {n.name: (inits[n.input[1]], inits[n.input[2]]) for n in model.graph.node
+              if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[1] in inits}
+    return [n.op_type for n in model.graph.node], params
+
+
+class _Reader:
+    def __init__(self, batches: list[np.ndarray]) -> None:
+        self.batches, self.i = batches, 0
+
+    def rewind(self) -> None:
+        self.i = 0
+
+    def get_next(self):
+        if self.i >= len(self.batches):
+            return None
+        self.i += 1
+        return {"x": self.batches[self.i - 1]}
+
+
+@pytest.mark.parametrize("build", [_inverted_clip, _negative_max_clip_opset10], ids=["inverted-clip", "opset10-clip"])
+def test_clip_with_negative_max_quantizes_as_orts_calibrators_ranges(tmp_path, build):
+    """A Clip whose constant max is negative (alone or below its min) outputs negative values: the optimised graph's
+    QDQ model must still have the unoptimised ranges' zero points and scales."""
+    from quantbench.exporters.quantize import QuantSettings, quantize_qdq
+
+    model = build(tmp_path / "m.onnx")
+    built = {}
+    for graph in ("unoptimised", "optimised"):
+        out = tmp_path / f"{graph}.onnx"
+        quantize_qdq(model, out, QuantSettings(calibration="minmax", calib_graph=graph), _Reader([_digits()]))
+        built[graph] = _qdq_params(out)
+    (ops_u, params_u), (ops_o, params_o) = built["unoptimised"], built["optimised"]
+    assert ops_u == ops_o
+    assert params_u.keys() == params_o.keys() and params_u
+    for name, (scale, zero) in params_u.items():
+        np.testing.assert_array_equal(params_o[name][1], zero, err_msg=name)
+        np.testing.assert_allclose(params_o[name][0], scale, rtol=1e-5, err_msg=name)
