@@ -234,3 +234,59 @@ def test_zero_point_at_a_rounding_tie(tmp_path):
         quantize_qdq(tmp_path / "m.onnx", out, QuantSettings(calibration="minmax", calib_graph=graph), _Reader([x]))
         zeros[graph] = {k: int(v[1]) for k, v in _qdq_params(out)[1].items() if k.startswith("y_")}
     assert zeros["optimised"] == zeros["unoptimised"]
+
+
+def _decomposed_layernorm(path: Path) -> Path:
+    """LayerNorm as opset-13 exporters write it (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add), then a
+    MatMul: ORT's optimised graph fuses the LayerNorm into one LayerNormalization kernel where its tensors are not
+    calibrated (op_types = ["MatMul"])."""
+    rng = np.random.default_rng(2)
+    nodes = [node("ReduceMean", ["x"], ["mu"], name="mean", axes=[-1]),
+             node("Sub", ["x", "mu"], ["d"], name="sub"),
+             node("Pow", ["d", "two"], ["d2"], name="pow"),
+             node("ReduceMean", ["d2"], ["var"], name="var", axes=[-1]),
+             node("Add", ["var", "eps"], ["ve"], name="add_eps"),
+             node("Sqrt", ["ve"], ["sd"], name="sqrt"),
+             node("Div", ["d", "sd"], ["n"], name="div"),
+             node("Mul", ["n", "gamma"], ["ng"], name="scale"),
+             node("Add", ["ng", "beta"], ["ln"], name="shift"),
+             node("MatMul", ["ln", "w"], ["y"], name="fc")]
+    inits = {"two": 2.0, "eps": 1e-5, "gamma": 1 + 0.1 * rng.standard_normal(64), "beta": 0.1 * rng.standard_normal(64),
+             "w": 0.2 * rng.standard_normal((64, 32))}
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+@pytest.mark.xfail(strict=True, reason="ORT's fused LayerNormalization (optimised graph) and the decomposed ops "
+                                       "(unoptimised) differ by far more than float32's last bits where a row's mean "
+                                       "dwarfs its spread: calibration reads other values, not the same to rtol 1e-5")
+def test_decomposed_layernorm_with_matmul_only(tmp_path):
+    """Each row has mean 300 and a spread of 0.01 (the 8x8 digits as 64 features): ill-conditioned for a LayerNorm,
+    so the two graphs' kernels give other normalised values, and the MatMul's output range differs."""
+    _compare_layernorm(tmp_path, 300, 0.01)
+
+
+def test_decomposed_layernorm_with_matmul_only_on_well_conditioned_rows(tmp_path):
+    """The same model on the digits as they are (rows of mean ~0, spread ~1): the fused kernel agrees."""
+    _compare_layernorm(tmp_path, 0, 1)
+
+
+def _compare_layernorm(tmp_path: Path, mean: float, spread: float) -> None:
+    from quantbench.exporters.quantize import QuantSettings, quantize_qdq
+
+    model = _decomposed_layernorm(tmp_path / "m.onnx")
+    x = (mean + spread * _digits(64).reshape(64, 1, 64)).astype(np.float32)
+    built = {}
+    for graph in ("unoptimised", "optimised"):
+        out = tmp_path / f"{graph}.onnx"
+        quantize_qdq(model, out, QuantSettings(calibration="minmax", calib_graph=graph, op_types=("MatMul",)),
+                     _Reader([x]))
+        built[graph] = _qdq_params(out)
+    (ops_u, params_u), (ops_o, params_o) = built["unoptimised"], built["optimised"]
+    assert ops_u == ops_o and params_u.keys() == params_o.keys() and params_u
+    for name, (scale, zero) in params_u.items():
+        np.testing.assert_array_equal(params_o[name][1], zero, err_msg=name)
+        np.testing.assert_allclose(params_o[name][0], scale, rtol=1e-5, err_msg=name)
