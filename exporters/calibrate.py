@@ -240,8 +240,8 @@ def adopted_ranges(model: Any, tensors: list[str], config: CalibrationConfig) ->
 
 
 def nonnegative_tensors(model: Any) -> set[str]:
-    """Tensors that are >= 0 for every input: outputs of Relu, of Clip with a constant minimum >= 0, and
-    of sign-keeping ops (pooling, reshaping) and Concat of such tensors."""
+    """Tensors that are >= 0 for every input: outputs of Relu, of Clip with a constant minimum >= 0 and no maximum
+    that is (or may be) negative, and of sign-keeping ops (undilated pooling, reshaping) and Concat of such tensors."""
     from onnx import numpy_helper
 
     consts = {i.name: i for i in model.graph.initializer}
