@@ -202,7 +202,7 @@ def test_zero_point_at_a_rounding_tie(tmp_path):
         out = []
         for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
             so = ort.SessionOptions()
-            so.graph_optimization_level, so.log_severity_level, so.intra_op_num_threads = level, 3, 1
+            so.graph_optimization_level, so.log_severity_level = level, 3
             session = ort.InferenceSession(_conv_model(w, bias).SerializeToString(), so,
                                            providers=["CPUExecutionProvider"])
             out.append(session.run(None, {"x": x})[0])
@@ -233,6 +233,8 @@ def test_zero_point_at_a_rounding_tie(tmp_path):
         out = tmp_path / f"{graph}.onnx"
         quantize_qdq(tmp_path / "m.onnx", out, QuantSettings(calibration="minmax", calib_graph=graph), _Reader([x]))
         zeros[graph] = {k: int(v[1]) for k, v in _qdq_params(out)[1].items() if k.startswith("y_")}
+    if zeros["optimised"] == zeros["unoptimised"]:  # calibration's probes gave other bits than the plain sessions
+        pytest.skip("the tie found with plain sessions does not reproduce through calibration here")
     assert zeros["optimised"] == zeros["unoptimised"]
 
 
@@ -310,6 +312,14 @@ def test_a_vision_transformer_whose_pre_processing_fails_is_quantized_with_a_not
     model = tmp_path / "vit.onnx"
     torch.onnx.export(net, torch.randn(1, 3, 8, 8), str(model), dynamo=False, opset_version=14, input_names=["x"],
                       output_names=["y"], dynamic_axes={"x": {0: "N"}})
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(model), str(tmp_path / "pre.onnx"), skip_symbolic_shape=False)
+        pytest.skip("this ONNX Runtime pre-processes the graph")
+    except Exception as exc:  # noqa: BLE001 - the case under test: any failure without a message
+        if str(exc):
+            pytest.skip(f"pre-processing fails with a message here: {exc}")
     x = np.repeat(_digits(16)[:, :, :, :], 3, axis=1)  # 8x8 digits as three-channel images
     notes = quantize_qdq(model, tmp_path / "q.onnx", QuantSettings(calibration="minmax"), _Reader([x]))
     assert any(n.startswith("quant_pre_process failed") for n in notes)
