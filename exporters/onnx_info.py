@@ -22,7 +22,9 @@ def load_checked(path: Path):
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001 - the checker raises ValidationError and others
-        raise ValueError(f"{path} fails the ONNX checker: {str(exc).splitlines()[0]}") from None
+        from quantbench.common.worker_protocol import one_line
+
+        raise ValueError(f"{path} fails the ONNX checker: {one_line(exc)}") from None
     return model
 
 

@@ -391,7 +391,10 @@ def pre_processed(fp32_path: Path, tmp: Path, notes: list[str]) -> Path:
     try:
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
     except Exception as exc:  # noqa: BLE001 - any failure: quantize the original graph, with a note
-        notes.append(f"quant_pre_process failed, quantizing the original graph: {str(exc).splitlines()[0]}")
+        from quantbench.common.worker_protocol import one_line
+
+        # one_line: an exception without a message (ORT's shape inference asserts bare) crashed here
+        notes.append(f"quant_pre_process failed, quantizing the original graph: {one_line(exc)}")
         return Path(fp32_path)
     return pre
 

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from quantbench.common.worker_protocol import one_line
+
 from .registry import BUILTINS, ModelSource
 
 RANDOM_INIT_SEED = 0
@@ -26,7 +28,7 @@ def build_module(source: Mapping[str, Any] | ModelSource):
         try:
             module.load_state_dict(state)
         except RuntimeError as exc:
-            first = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][1:2] or [str(exc).splitlines()[0]]
+            first = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][1:2] or [one_line(exc)]
             raise ValueError(f"weights {wf.name} do not fit {src.name}: {first[0]}") from None
     return module.eval()
 
@@ -73,7 +75,7 @@ def fit_classifier_to_input(module: Any, input_shape: tuple[int, int, int]) -> b
             c, h, w = features(torch.zeros((1, *input_shape))).shape[1:]
     except RuntimeError as exc:  # e.g. AlexNet's pools shrink a 32×32 input to nothing
         raise ValueError(f"{type(module).__name__} cannot take {input_shape[1]}×{input_shape[2]} inputs: "
-                         f"{str(exc).splitlines()[0]}") from None
+                         f"{one_line(exc)}") from None
     if h >= oh and w >= ow:
         return False
     k = next((i for i, m in enumerate(classifier) if isinstance(m, nn.Linear)), None)

@@ -295,9 +295,6 @@ def _compare_layernorm(tmp_path: Path, mean: float, spread: float) -> None:
 
 
 @pytest.mark.torch
-@pytest.mark.xfail(strict=True, raises=IndexError,
-                   reason="exporters/quantize.py pre_processed: quant_pre_process raises a bare AssertionError on "
-                          "this graph and the note takes str(exc).splitlines()[0] of an empty message")
 def test_a_vision_transformer_whose_pre_processing_fails_is_quantized_with_a_note(tmp_path):
     """torchvision's VisionTransformer (opset 14, dynamic batch): ORT's symbolic shape inference asserts on its patch
     Reshape; quantize_qdq quantizes the original graph and says so in a note (README: pre-processing is an
