@@ -133,6 +133,9 @@ class QuantSettings:
     qat_seed: int = setting(0, help="mode = qat: seed")
 
     def __post_init__(self) -> None:
+        for key in ("op_types", "exclude_nodes", "calib_classes"):  # the Python API's lists, stored as tuples
+            if isinstance(getattr(self, key), list):
+                object.__setattr__(self, key, tuple(getattr(self, key)))
         self._check_bits()
         self._check_qat()
         if not isinstance(self.calibration, str) or self.calibration not in METHODS:

@@ -199,3 +199,11 @@ def test_mse_method_settings_are_recorded():
     assert mse.to_dict()["calib_symmetric"] is True
     with pytest.raises(ValueError, match="did you mean 'mse'"):
         QuantSettings.from_dict({"calibration": "mes"})
+
+
+def test_settings_take_python_lists_as_toml_does():
+    """``QuantSettings(op_types=["Conv"])`` was refused ("must be a list of names ... not list ['Conv']"): the Python
+    API's lists are the TOML tables' lists, stored as tuples (hashable, equal to from_dict's)."""
+    given = QuantSettings(op_types=["Conv"], exclude_nodes=["conv1"], calib_classes=[0, 3])
+    assert given == QuantSettings.from_dict({"op_types": ["Conv"], "exclude_nodes": ["conv1"], "calib_classes": [0, 3]})
+    assert given.op_types == ("Conv",) and hash(given) == hash(QuantSettings.from_dict(given.to_config()))
