@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from quantbench.common.onnx_save import save_model
+from quantbench.common.onnx_save import save_model, with_lowest_ir_version
 from quantbench.exporters.calibrate import nonnegative_tensors
 
 pytestmark = pytest.mark.ort_cpu
@@ -174,7 +174,7 @@ def _conv_model(w: np.ndarray, b: np.ndarray) -> onnx.ModelProto:
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 12, 12])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return with_lowest_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
 
 
 def _zero_point_arg(low: np.float32, high: np.float32) -> float:
