@@ -39,7 +39,8 @@ def _pieces(model: Path, feeds: list[dict], tmp: Path, method: str, bins: int, o
     inputs = {i.name for i in shaped.graph.input} - {i.name for i in shaped.graph.initializer}
     relus = {n.output[0]: n.input[0] for n in shaped.graph.node if n.op_type == "Relu"}
     types = cal._value_types(shaped)
-    range_out = cal.write_range_model(shaped, tensors, inputs, tmp / "range.onnx")
+    range_out = [name for _, low, high, _ in cal.write_range_model(shaped, tensors, inputs, tmp / "range.onnx")
+                 for name in (low, high)]
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")

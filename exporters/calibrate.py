@@ -180,36 +180,56 @@ def _save_with_probes(model: Any, probes: dict[str, list[Any]], graph_inputs: se
     save_model(model, path)
 
 
-def write_range_model(model: Any, tensors: list[str], graph_inputs: set[str], path: Path,
-                      abs_min: bool = False) -> list[str]:
-    """Save a copy of ``model`` whose outputs are the min and max of each tensor (and the min of its
-    absolute values with ``abs_min``); returns the output names, per tensor in that order."""
-    from onnx import helper, numpy_helper
+RangeProbe = tuple[str, "str | None", str, "str | None"]  # tensor, min output, max output, min-|x| output
+
+
+def write_range_model(model: Any, tensors: list[str], graph_inputs: set[str], path: Path, abs_min: bool = False,
+                      max_only: set[str] | frozenset[str] = frozenset()) -> list[RangeProbe]:
+    """Save a copy of ``model`` whose outputs are each tensor's range; returns (tensor, min output or None, max
+    output, min-of-|x| output or None) per tensor.
+
+    A tensor gets a Reshape to one flat axis and ReduceMin/ReduceMax (and Abs + ReduceMin with ``abs_min``). A float
+    tensor of ``max_only`` (>= 0 by construction) of rank >= 3 gets a GlobalMaxPool instead, which ORT's optimised
+    graph runs in its blocked layout (no copy back to NCHW; its min is 0 for the quantizer, which widens every range
+    to hold 0; ``graph = "optimised"``)."""
+    from onnx import TensorProto, helper, numpy_helper
 
     prefix = "qb_calib"
+    kinds = _value_types(model)
+    ranks = {vi.name: len(vi.type.tensor_type.shape.dim) for vi in
+             list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
+             if vi.type.tensor_type.HasField("shape")}
     del model.graph.output[:]
     model.graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), f"{prefix}_flat"))
     axes_input = _opset(model) >= 18
     if axes_input:
         model.graph.initializer.append(numpy_helper.from_array(np.array([0], np.int64), f"{prefix}_axes"))
     probes: dict[str, list[Any]] = {}
-    outputs = []
+    plan: list[RangeProbe] = []
     for i, t in enumerate(tensors):
+        if t in max_only and ranks.get(t, 0) >= 3 and kinds.get(t, TensorProto.FLOAT) == TensorProto.FLOAT:
+            out = f"{prefix}_{i}_gmp"
+            probes[t] = [helper.make_node("GlobalMaxPool", [t], [out], name=out)]
+            model.graph.output.append(helper.make_empty_tensor_value_info(out))
+            plan.append((t, None, out, None))
+            continue
         flat = f"{prefix}_{i}_flat"
         # Reducing a flat view over axis 0 is ORT's fast path (10x faster than reducing every axis).
         nodes = [helper.make_node("Reshape", [t, f"{prefix}_flat"], [flat], name=flat)]
         if abs_min:
             nodes.append(helper.make_node("Abs", [flat], [f"{flat}_abs"], name=f"{flat}_abs"))
+        names = []
         for op, x in (("ReduceMin", flat), ("ReduceMax", flat)) + ((("ReduceMin", f"{flat}_abs"),) if abs_min else ()):
             out = f"{prefix}_{i}_{op}" + ("_abs" if x != flat else "")
             ins = [x, f"{prefix}_axes"] if axes_input else [x]
             kwargs = {} if axes_input else {"axes": [0]}
             nodes.append(helper.make_node(op, ins, [out], name=out, keepdims=0, **kwargs))
             model.graph.output.append(helper.make_empty_tensor_value_info(out))
-            outputs.append(out)
+            names.append(out)
         probes[t] = nodes
+        plan.append((t, names[0], names[1], names[2] if abs_min else None))
     _save_with_probes(model, probes, graph_inputs, path)
-    return outputs
+    return plan
 
 
 ADOPTING_OPS = ("Relu", "Clip")  # ORT's quantizer gives their input their output's range (adjust_tensor_ranges)
@@ -278,51 +298,6 @@ def nonnegative_tensors(model: Any) -> set[str]:
         elif node.op_type == "Concat" and ins and all(i in out for i in ins):
             out.add(y)
     return out
-
-
-def write_fused_range_model(model: Any, tensors: list[str], graph_inputs: set[str], path: Path,
-                            max_only: set[str]) -> list[tuple[str, str | None, str]]:
-    """Save a copy of ``model`` with range probes that let ORT's optimiser keep its fusions and blocked layout
-    (``graph = "optimised"``); returns (tensor, min output or None, max output) per tensor.
-
-    A float tensor of ``max_only`` (>= 0 by construction) of rank >= 3 gets a GlobalMaxPool, which ORT runs in its
-    blocked layout (no copy back to NCHW; its min is 0 for the quantizer, which widens every range to hold 0); the
-    others the Reshape + ReduceMin/ReduceMax of :func:`write_range_model`."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    prefix = "qb_fused"
-    kinds = _value_types(model)
-    ranks = {vi.name: len(vi.type.tensor_type.shape.dim) for vi in
-             list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
-             if vi.type.tensor_type.HasField("shape")}
-    del model.graph.output[:]
-    model.graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), f"{prefix}_flat"))
-    axes_input = _opset(model) >= 18
-    if axes_input:
-        model.graph.initializer.append(numpy_helper.from_array(np.array([0], np.int64), f"{prefix}_axes"))
-    probes: dict[str, list[Any]] = {}
-    plan: list[tuple[str, str | None, str]] = []
-    for i, t in enumerate(tensors):
-        if t in max_only and ranks.get(t, 0) >= 3 and kinds.get(t, TensorProto.FLOAT) == TensorProto.FLOAT:
-            out = f"{prefix}_{i}_gmp"
-            probes[t] = [helper.make_node("GlobalMaxPool", [t], [out], name=out)]
-            model.graph.output.append(helper.make_empty_tensor_value_info(out))
-            plan.append((t, None, out))
-            continue
-        flat = f"{prefix}_{i}_flat"
-        nodes = [helper.make_node("Reshape", [t, f"{prefix}_flat"], [flat], name=flat)]
-        names = []
-        for op in ("ReduceMin", "ReduceMax"):
-            out = f"{prefix}_{i}_{op}"
-            ins = [flat, f"{prefix}_axes"] if axes_input else [flat]
-            kwargs = {} if axes_input else {"axes": [0]}
-            nodes.append(helper.make_node(op, ins, [out], name=out, keepdims=0, **kwargs))
-            model.graph.output.append(helper.make_empty_tensor_value_info(out))
-            names.append(out)
-        probes[t] = nodes
-        plan.append((t, names[0], names[1]))
-    _save_with_probes(model, probes, graph_inputs, path)
-    return plan
 
 
 def write_bin_model(model: Any, tensors: list[str], graph_inputs: set[str], hists: _Histograms,
@@ -837,21 +812,15 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     if optimised:
         adopted = adopted_ranges(model, tensors, config)  # input -> the Relu/Clip output whose range it takes
         clipped: dict[str, str] = {}
-        abs_plan: list[tuple[str, str]] = []
         probed = [t for t in tensors if t not in adopted]
-        plan = write_fused_range_model(model, probed, graph_inputs, tmp / "calib_range.onnx",
-                                       nonnegative_tensors(model))
+        plan = write_range_model(model, probed, graph_inputs, tmp / "calib_range.onnx",
+                                 max_only=nonnegative_tensors(model))
     else:
         adopted = {}
         clipped = relu_ranges_from_inputs(relus, tensors) if not absolute else {}
         probed = [t for t in tensors if t not in clipped]
-        outs = write_range_model(model, probed, graph_inputs, tmp / "calib_range.onnx", abs_min=absolute)
-        per_tensor = len(outs) // len(probed)
-        plan = [(t, outs[per_tensor * k], outs[per_tensor * k + 1]) for k, t in enumerate(probed)]
-        abs_plan = [(t, outs[per_tensor * k + 2]) for k, t in enumerate(probed)] if absolute else []
-    range_outputs = [name for _, low, high in plan for name in ((low, high) if low else (high,))]
-    if absolute:
-        range_outputs += [name for _, name in abs_plan]
+        plan = write_range_model(model, probed, graph_inputs, tmp / "calib_range.onnx", abs_min=absolute)
+    range_outputs = [name for probe in plan for name in probe[1:] if name]
     index = {name: k for k, name in enumerate(range_outputs)}
     del model
     total = _total_samples(reader)
@@ -868,8 +837,8 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     highs = {t: np.float32(-np.inf) for t in tensors}
     abs_lows = {t: np.float32(np.inf) for t in tensors}
     zero = np.float32(0)
-    readout = [(t, index[low] if low else None, index[high]) for t, low, high in plan]
-    abs_readout = [(t, index[name]) for t, name in abs_plan] if absolute else []
+    readout = [(t, index[low] if low else None, index[high]) for t, low, high, _ in plan]
+    abs_readout = [(t, index[abs_low]) for t, _, _, abs_low in plan if abs_low]
     samples = 0
     data = _Prefetched(reader)
     for feed in data.samples():
