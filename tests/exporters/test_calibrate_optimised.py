@@ -21,6 +21,7 @@ from quantbench.exporters.calibrate import (
     calibrate,
     nonnegative_tensors,
 )
+from tests.exporters.test_calibrate_ranges import Reader
 
 pytestmark = pytest.mark.ort_cpu
 
@@ -62,22 +63,6 @@ def _digits(n: int = 40) -> np.ndarray:
     return ((x - 0.3) / 0.4)[:, None]  # normalised as a data set would be: signed inputs
 
 
-class Reader:
-    """ORT's CalibrationDataReader protocol over a list of batches."""
-
-    def __init__(self, batches: list[np.ndarray]) -> None:
-        self.batches, self.i = batches, 0
-
-    def rewind(self) -> None:
-        self.i = 0
-
-    def get_next(self):
-        if self.i >= len(self.batches):
-            return None
-        self.i += 1
-        return {"x": self.batches[self.i - 1]}
-
-
 def _qdq_params(path: Path) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """The QDQ model's node op types in order and each Q/DQ node's (scale, zero point) by its input tensor."""
     model = onnx.load(str(path))
@@ -103,6 +88,12 @@ def test_optimised_minmax_quantizes_as_orts_calibrators_ranges(tmp_path, extra):
         out = tmp_path / f"{graph}.onnx"
         quantize_qdq(model, out, QuantSettings(calibration="minmax", calib_graph=graph, **extra), Reader([x]))
         built[graph] = _qdq_params(out)
+    assert_same_qdq(built)
+
+
+def assert_same_qdq(built: dict[str, tuple[list[str], dict]]) -> None:
+    """The "unoptimised" and "optimised" models of ``built`` (:func:`_qdq_params`): the same nodes and zero points,
+    scales to float32's last bits."""
     (ops_u, params_u), (ops_o, params_o) = built["unoptimised"], built["optimised"]
     assert ops_u == ops_o
     assert params_u.keys() == params_o.keys() and params_u

@@ -14,6 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantbench.common.onnx_save import save_model, with_lowest_ir_version
 from quantbench.exporters.calibrate import nonnegative_tensors
+from tests.exporters.test_calibrate_optimised import _qdq_params, assert_same_qdq
+from tests.exporters.test_calibrate_ranges import Reader
 
 pytestmark = pytest.mark.ort_cpu
 
@@ -106,28 +108,6 @@ def test_nonnegative_tensors_still_finds_relus_and_plain_clips(tmp_path):
     assert nonnegative_tensors(clip) == {"k1"}
 
 
-def _qdq_params(path: Path) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    model = onnx.load(str(path))
-    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    params = {n.name: (inits[n.input[1]], inits[n.input[2]]) for n in model.graph.node
-              if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[1] in inits}
-    return [n.op_type for n in model.graph.node], params
-
-
-class _Reader:
-    def __init__(self, batches: list[np.ndarray]) -> None:
-        self.batches, self.i = batches, 0
-
-    def rewind(self) -> None:
-        self.i = 0
-
-    def get_next(self):
-        if self.i >= len(self.batches):
-            return None
-        self.i += 1
-        return {"x": self.batches[self.i - 1]}
-
-
 @pytest.mark.parametrize("build", [_inverted_clip, _negative_max_clip_opset10], ids=["inverted-clip", "opset10-clip"])
 def test_clip_with_negative_max_quantizes_as_orts_calibrators_ranges(tmp_path, build):
     """A Clip whose constant max is negative (alone or below its min) outputs negative values: the optimised graph's
@@ -138,14 +118,9 @@ def test_clip_with_negative_max_quantizes_as_orts_calibrators_ranges(tmp_path, b
     built = {}
     for graph in ("unoptimised", "optimised"):
         out = tmp_path / f"{graph}.onnx"
-        quantize_qdq(model, out, QuantSettings(calibration="minmax", calib_graph=graph), _Reader([_digits()]))
+        quantize_qdq(model, out, QuantSettings(calibration="minmax", calib_graph=graph), Reader([_digits()]))
         built[graph] = _qdq_params(out)
-    (ops_u, params_u), (ops_o, params_o) = built["unoptimised"], built["optimised"]
-    assert ops_u == ops_o
-    assert params_u.keys() == params_o.keys() and params_u
-    for name, (scale, zero) in params_u.items():
-        np.testing.assert_array_equal(params_o[name][1], zero, err_msg=name)
-        np.testing.assert_allclose(params_o[name][0], scale, rtol=1e-5, err_msg=name)
+    assert_same_qdq(built)
 
 
 def test_overflow_before_a_relu_is_checked_where_its_range_is_used(tmp_path):
@@ -163,8 +138,8 @@ def test_overflow_before_a_relu_is_checked_where_its_range_is_used(tmp_path):
     assert np.isfinite(x).all()
     with pytest.raises(ValueError, match="activation 'c1' has non-finite values"):
         quantize_qdq(model, tmp_path / "u.onnx", QuantSettings(calibration="minmax", calib_graph="unoptimised"),
-                     _Reader([x]))
-    result = calibrate(model, CalibrationConfig("minmax", graph="optimised"), _Reader([x]), tmp_path, floor=False)
+                     Reader([x]))
+    result = calibrate(model, CalibrationConfig("minmax", graph="optimised"), Reader([x]), tmp_path, floor=False)
     ranges = {t: tuple(float(v) for v in result.ranges[t].range_value) for t in result.ranges}
     assert ranges["c1"] == ranges["r1"] == (0.0, 0.0)  # the Relu zeroed every value: its range, finite
 
@@ -230,7 +205,7 @@ def test_zero_point_at_a_rounding_tie_moves_by_one_step_at_most(tmp_path):
     zeros = {}
     for graph in ("unoptimised", "optimised"):
         out = tmp_path / f"{graph}.onnx"
-        quantize_qdq(tmp_path / "m.onnx", out, QuantSettings(calibration="minmax", calib_graph=graph), _Reader([x]))
+        quantize_qdq(tmp_path / "m.onnx", out, QuantSettings(calibration="minmax", calib_graph=graph), Reader([x]))
         zeros[graph] = {k: int(v[1]) for k, v in _qdq_params(out)[1].items() if k.startswith("y_")}
     if zeros["optimised"] == zeros["unoptimised"]:  # calibration's probes gave other bits than the plain sessions
         pytest.skip("the tie found with plain sessions does not reproduce through calibration here")
@@ -273,7 +248,7 @@ def test_ranges_are_those_of_the_model_as_ort_runs_it_where_a_fused_kernel_diffe
 
     model = _decomposed_layernorm(tmp_path / "m.onnx")
     x = (300 + 0.01 * _digits(64).reshape(64, 1, 64)).astype(np.float32)
-    result = calibrate(model, CalibrationConfig("minmax", op_types=("MatMul",), graph="optimised"), _Reader([x]),
+    result = calibrate(model, CalibrationConfig("minmax", op_types=("MatMul",), graph="optimised"), Reader([x]),
                        tmp_path, floor=False)
     exposed = onnx.load(str(model))
     exposed.graph.output.extend([helper.make_empty_tensor_value_info("ln")])
@@ -288,7 +263,7 @@ def test_ranges_are_those_of_the_model_as_ort_runs_it_where_a_fused_kernel_diffe
     for t in ("ln", "y"):
         v = np.concatenate([a.reshape(-1) for a in values[t]])
         assert tuple(np.float32(r) for r in result.ranges[t].range_value) == (v.min(), v.max()), t
-    unoptimised = calibrate(model, CalibrationConfig("minmax", op_types=("MatMul",)), _Reader([x]), tmp_path,
+    unoptimised = calibrate(model, CalibrationConfig("minmax", op_types=("MatMul",)), Reader([x]), tmp_path,
                             floor=False)
     lo_u, hi_u = (float(r) for r in unoptimised.ranges["ln"].range_value)
     lo_o, hi_o = (float(r) for r in result.ranges["ln"].range_value)
@@ -309,13 +284,9 @@ def _compare_layernorm(tmp_path: Path, mean: float, spread: float) -> None:
     for graph in ("unoptimised", "optimised"):
         out = tmp_path / f"{graph}.onnx"
         quantize_qdq(model, out, QuantSettings(calibration="minmax", calib_graph=graph, op_types=("MatMul",)),
-                     _Reader([x]))
+                     Reader([x]))
         built[graph] = _qdq_params(out)
-    (ops_u, params_u), (ops_o, params_o) = built["unoptimised"], built["optimised"]
-    assert ops_u == ops_o and params_u.keys() == params_o.keys() and params_u
-    for name, (scale, zero) in params_u.items():
-        np.testing.assert_array_equal(params_o[name][1], zero, err_msg=name)
-        np.testing.assert_allclose(params_o[name][0], scale, rtol=1e-5, err_msg=name)
+    assert_same_qdq(built)
 
 
 @pytest.mark.torch
@@ -342,6 +313,6 @@ def test_a_vision_transformer_whose_pre_processing_fails_is_quantized_with_a_not
         if str(exc):
             pytest.skip(f"pre-processing fails with a message here: {exc}")
     x = np.repeat(_digits(16)[:, :, :, :], 3, axis=1)  # 8x8 digits as three-channel images
-    notes = quantize_qdq(model, tmp_path / "q.onnx", QuantSettings(calibration="minmax"), _Reader([x]))
+    notes = quantize_qdq(model, tmp_path / "q.onnx", QuantSettings(calibration="minmax"), Reader([x]))
     assert any(n.startswith("quant_pre_process failed") for n in notes)
     assert (tmp_path / "q.onnx").is_file()
