@@ -31,29 +31,35 @@ exceed ``PIPELINE_BYTES``), and the counting overlaps the forward passes where c
 
 **Which graph.** ``graph = "unoptimised"`` runs the passes as ORT's calibrators do, unoptimised: ORT's optimised
 convolutions (fused, in a blocked layout) give other last bits (122 of ResNet-50's 123 calibrated tensors), so only
-the unoptimised graph gives ``quantize_static``'s ranges bit for bit. That costs time: ResNet-50's unoptimised
-forward is about 1.4 x the optimised one on AVX-512, before any probe. ``graph = "optimised"`` (MinMax only; the
-harness's default for it) runs pass 1 on ORT's optimised graph, with probes that leave the optimiser its fusions
-and blocked layout:
+the unoptimised graph gives ``quantize_static``'s ranges (and histograms, hence thresholds) bit for bit. That costs
+time: ResNet-50's unoptimised forward is about 1.4 x the optimised one on AVX-512, before any probe.
+``graph = "optimised"`` (the harness's default for MinMax) runs both passes on ORT's optimised graph and reads only
+what leaves the optimiser its fusions and blocked layout:
 
-- a tensor that a quantized Relu/Clip alone reads is not probed but given that node's range
-  (:func:`adopted_ranges`): ORT's quantizer replaces its range by the node's output's anyway
+- a tensor that a quantized Relu/Clip alone reads is neither probed nor binned but given that node's range, or
+  thresholds (:func:`adopted_ranges`): ORT's quantizer replaces its range by the node's output's anyway
   (``adjust_tensor_ranges``) and then drops the node, so Conv + Relu stays one fused kernel;
-- a tensor that cannot be negative (:func:`nonnegative_tensors`) is probed by a GlobalMaxPool, which ORT runs in
-  its blocked layout, and reports 0 as its minimum: every quantizer widens a range to hold 0, so the scale and
-  zero point are those of its true minimum;
-- the others keep the Reshape + ReduceMin/ReduceMax probes (ORT copies them back to NCHW first).
+- in pass 1 a tensor that cannot be negative (:func:`nonnegative_tensors`) is probed by a GlobalMaxPool, which ORT
+  runs in its blocked layout, and reports 0 as its minimum: every quantizer widens a range to hold 0, so the scale
+  and zero point are those of its true minimum, and Entropy/Distribution/asymmetric Percentile bin over
+  [-max|x|, max|x|] (not for bins of |x| or mse's [min, max], which need the true minimum: those keep the probes);
+- the others keep the Reshape + ReduceMin/ReduceMax probes (ORT copies them back to NCHW first); pass 2's outputs
+  are the tensors pass 1 probed (ORT copies each out of its blocked layout).
 
 The ranges are then those of the FP32 model as ORT runs it by default (tested bit for bit), and the quantized model
 is the unoptimised ranges' one: the same nodes, scales equal to float32's last bits and the same zero points, one
 step apart where a zero point sits on a rounding tie within those last bits (tested over six settings and, by a
-hostile tester, on a dozen torchvision networks). Where the optimiser fuses ops into a kernel of other numerics
-(a LayerNorm written out op by op) and the data is ill-conditioned, the ranges are the fused kernel's, which can
-differ beyond the last bits (1e-3 on rows of mean 300 and spread 0.01). A tensor whose range is adopted is not
-read, so an overflow there (a Conv output at -inf that its Relu zeroes) is not reported: the quantizer does not
-use that range. ResNet-50 at 1,000 images: MinMax 1.20-1.23 x its floor against 1.42-1.48 x unoptimised. The
-histogram methods stay on the unoptimised graph: pass 2 reads every activation, so the optimised graph would
-copy each one out of its blocked layout, and both passes must see the very same values.
+hostile tester, on a dozen torchvision networks; the histogram methods over seven settings). A histogram threshold
+is a bin edge: where values differ in their last bits, one that sits on an edge can move to the next bin, so a
+histogram method's threshold can move by one bin (not seen on the test models). Where the optimiser fuses ops into
+a kernel of other numerics (a LayerNorm written out op by op) and the data is ill-conditioned, the ranges are the
+fused kernel's, which can differ beyond the last bits (1e-3 on rows of mean 300 and spread 0.01). A tensor whose
+range is adopted is not read, so an overflow there (a Conv output at -inf that its Relu zeroes) is not reported:
+the quantizer does not use that range. ResNet-50 at 1,000 images: MinMax 1.20-1.23 x its floor against 1.42-1.48 x
+unoptimised.
+
+Pass 2 counts with numba's compiled kernel where numba is installed (:mod:`.compiled_binning`, about 4 x numpy's
+speed; the same counts), else in numpy.
 
 The **floor** of a calibration is what its forward passes cost on their own: the plain FP32 model
 (ORT's default optimisations, the same threads, idle threads sleeping, one sample per run as calibration
@@ -77,10 +83,12 @@ from typing import Any
 import numpy as np
 
 HISTOGRAM_METHODS = ("entropy", "percentile", "distribution", "mse")
-GRAPHS = ("optimised", "unoptimised")  # the graph pass 1 runs (see the module docstring)
+GRAPHS = ("optimised", "unoptimised")  # the graph the passes run (see the module docstring)
 NUM_QUANTIZED_BINS = 128  # ORT's Entropy default: the 8-bit target has 128 bins per side
 _CHUNK = 1 << 17  # values binned at once (the chunk and its scratch stay in cache; smaller ones cost more calls)
+SPOOL_BYTES = 4 << 30  # pass 1's samples kept on disk for pass 2 up to this (else pass 2 reads the reader again)
 PIPELINE_BYTES = 256 << 20  # a second set of activation buffers (ORT runs while numpy reads) only below this
+BINNING_NICE = 10  # niceness of the binning threads (0: as ORT's)
 BINNING_THREADS = 2  # bincount holds the GIL, so more threads add little beyond the ufuncs' share
 FLOOR_PROBES = 24  # samples per pass also run through the plain FP32 model to measure the floor
 # progress(pass_index, passes, samples_done, samples_total or None, floor seconds per sample or None)
@@ -97,7 +105,7 @@ class CalibrationConfig:
     percentile: float | None = None
     op_types: tuple[str, ...] | None = None
     threads: int = 0  # ORT intra-op threads; 0 = ORT's default (all cores)
-    graph: str = "unoptimised"  # "optimised": MinMax on ORT's optimised kernels (see the module docstring)
+    graph: str = "unoptimised"  # "optimised": on ORT's optimised kernels (see the module docstring)
     exclude_nodes: tuple[str, ...] = ()  # nodes the quantizer keeps in float (their Relu/Clip ranges are not adopted)
 
 
@@ -434,8 +442,8 @@ class _ActivationRuns:
     per input shape (IO binding; fresh buffers cost page faults on every run). Two buffer sets are used in
     turn (one when two would exceed ``PIPELINE_BYTES``), so a consumer may read one while ORT writes the next."""
 
-    def __init__(self, path: Path, outputs: list[str], threads: int) -> None:
-        self.session = calibration_session(path, threads)
+    def __init__(self, path: Path, outputs: list[str], threads: int, optimised: bool = False) -> None:
+        self.session = calibration_session(path, threads, optimised=optimised)
         self.outputs = outputs
         self.key: tuple | None = None
         self.bound = True  # False once a bound run failed: plain runs from then on
@@ -580,6 +588,63 @@ class _Prefetched:
             wait([pending])
 
 
+class _Spool:
+    """Pass 1's one-sample feeds, written as they are read to a file in the calibration's temporary folder, for
+    pass 2 to read back instead of decoding and preprocessing every image again (2.9 ms each for CIFAR-10 JPEGs at
+    224, taken from the two cores ORT's runs use). The file goes through the page cache, not this process's
+    memory. Given up (pass 2 reads the reader again) past ``limit`` bytes or half the free disk."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        import shutil
+
+        self.path = path
+        free = shutil.disk_usage(path.parent).free
+        self.limit = min(limit, free // 2)
+        self.size = 0
+        self.count = 0
+        self._fh: Any = open(path, "wb") if self.limit > 0 else None  # closed by finish/close
+
+    @property
+    def complete(self) -> bool:
+        return self._fh is None and self.count > 0 and self.path.exists()
+
+    def write(self, feed: dict[str, np.ndarray]) -> None:
+        if self._fh is None:
+            return
+        import pickle
+
+        self.size += sum(v.nbytes for v in feed.values())
+        if self.size > self.limit:
+            self.close(drop=True)
+            return
+        pickle.dump({k: np.ascontiguousarray(v) for k, v in feed.items()}, self._fh, protocol=5)
+        self.count += 1
+
+    def finish(self) -> None:
+        """Pass 1 is over: the file is complete."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def close(self, drop: bool = False) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if drop:
+            self.count = 0
+            self.path.unlink(missing_ok=True)
+
+    def samples(self) -> Iterator[dict[str, np.ndarray]]:
+        import pickle
+
+        with open(self.path, "rb") as fh:
+            for _ in range(self.count):
+                yield pickle.load(fh)  # our own file, written by write()
+
+    def settle(self) -> None:
+        """Nothing runs beside the caller (the interface of :class:`_Prefetched`)."""
+
+
 class _Histograms:
     """Counts of each tensor's values (of their absolute values with ``absolute``) in ``num_bins`` equal
     bins over a fixed range per tensor, equal to ``numpy.histogram``'s: adding batches only adds counts."""
@@ -596,6 +661,9 @@ class _Histograms:
             self.counts[t] = np.zeros(num_bins, np.int64)
             self.fast[t] = _bin_params(self.edges[t]) if _estimate_is_exact(self.edges[t]) else None
         self._scratch = threading.local()
+        from .compiled_binning import available
+
+        self.compiled = available()  # numba's kernel (same counts); numpy without it
 
     def add(self, name: str, bins: np.ndarray) -> None:
         """Count ``bins`` (each value's bin index, from the bin model; ``num_bins`` is the range's top value)."""
@@ -614,6 +682,14 @@ class _Histograms:
         flat = values.reshape(-1)
         edges, counts, n = self.edges[name], self.counts[name], self.num_bins
         lo, hi = edges[0], edges[-1]
+        if self.compiled and self.fast[name] is not None and flat.dtype == np.float32:
+            from .compiled_binning import count
+
+            c, outside = count(flat, self.fast[name], hi, n, self.absolute)
+            if outside:
+                raise ValueError(_left_range(name))
+            counts += c
+            return
         sc = self._buffers()
         for start in range(0, flat.size, _CHUNK):
             x = flat[start:start + _CHUNK]
@@ -743,8 +819,19 @@ def relu_counts(counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return out
 
 
-def _run_pass(k: int, passes: int, runs: _ActivationRuns, reader: Any, consume: Callable[[list[np.ndarray]], None],
-              fl: _Floor | None, report: ProgressFn, total: int | None) -> tuple[float, int]:
+def _yielding_thread() -> None:
+    """Lower this thread's scheduling priority (Linux: per thread): binning then takes the cores when ORT's threads
+    wait, instead of slowing ORT's next run, which the counting can lag behind by a sample."""
+    import os
+
+    if BINNING_NICE and hasattr(os, "setpriority"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BINNING_NICE)
+
+
+def _run_pass(k: int, passes: int, runs: _ActivationRuns, data: _Prefetched | _Spool,
+              consume: Callable[[list[np.ndarray]], None], fl: _Floor | None, report: ProgressFn,
+              total: int | None) -> tuple[float, int]:
     """Pass ``k`` of ``passes``: every sample through ``runs``, ``consume`` reading each sample's activations in
     a worker thread while ORT runs the next; returns (seconds without the floor's probe runs, samples).
     The worker takes samples in order, so waiting for a buffer set's last reader suffices."""
@@ -758,7 +845,6 @@ def _run_pass(k: int, passes: int, runs: _ActivationRuns, reader: Any, consume: 
                 fut.result()  # the consumer's error, raised here
             pending.clear()
 
-        data = _Prefetched(reader)
         for feed in data.samples():
             slot = runs.next_slot
             if slot in pending:  # ORT is about to overwrite the buffers the consumer may still read
@@ -795,9 +881,6 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
         raise ValueError(f"num_bins must be in [2, 65535] for {method} calibration, not {config.num_bins}")
     if config.graph not in GRAPHS:
         raise ValueError(f"calibration graph must be one of {', '.join(GRAPHS)}, not {config.graph!r}")
-    if histogram and config.graph == "optimised":
-        raise ValueError(f"graph = 'optimised' calibrates minmax only, not {method} (whose second pass reads every "
-                         "activation: see exporters/calibrate.py)")
     tmp = Path(tmp)
     model = load_model_with_shape_infer(Path(model_path))
     tensors, _ = tensors_to_calibrate(model, config.op_types)
@@ -813,8 +896,11 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
         adopted = adopted_ranges(model, tensors, config)  # input -> the Relu/Clip output whose range it takes
         clipped: dict[str, str] = {}
         probed = [t for t in tensors if t not in adopted]
-        plan = write_range_model(model, probed, graph_inputs, tmp / "calib_range.onnx",
-                                 max_only=nonnegative_tensors(model))
+        # A GlobalMaxPool reports 0 as the minimum: right wherever only max|x| matters or every quantizer widens the
+        # range to hold 0 (MinMax, Entropy, Distribution, asymmetric Percentile); not for |x| bins or mse's [min, max].
+        exact_min = absolute or method == "mse"
+        plan = write_range_model(model, probed, graph_inputs, tmp / "calib_range.onnx", abs_min=absolute,
+                                 max_only=set() if exact_min else nonnegative_tensors(model))
     else:
         adopted = {}
         clipped = relu_ranges_from_inputs(relus, tensors) if not absolute else {}
@@ -841,20 +927,27 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     abs_readout = [(t, index[abs_low]) for t, _, _, abs_low in plan if abs_low]
     samples = 0
     data = _Prefetched(reader)
-    for feed in data.samples():
-        values = session.run(range_outputs, feed)
-        for t, low, high in readout:  # a NaN reaches the finiteness check where ORT's reduction keeps it
-            lows[t] = np.minimum(lows[t], np.float32(values[low]) if low is not None else zero)
-            # a GlobalMaxPool's per-channel maxima, or a ReduceMax's one value
-            highs[t] = np.maximum(highs[t], np.float32(np.max(values[high])))
-        for t, k in abs_readout:
-            abs_lows[t] = np.minimum(abs_lows[t], np.float32(values[k]))
-        if fl is not None and fl.due(samples):
-            data.settle()  # the probe runs alone, as the floor's forward would
-            probe_s += fl.probe(samples, feed)
-        samples += 1
-        report(1, passes_n, samples, total, fl.per_sample if fl else None)
+    spool = _Spool(tmp / "calib_samples.pkl", SPOOL_BYTES if histogram else 0)
+    try:
+        for feed in data.samples():
+            spool.write(feed)
+            values = session.run(range_outputs, feed)
+            for t, low, high in readout:  # a NaN reaches the finiteness check where ORT's reduction keeps it
+                lows[t] = np.minimum(lows[t], np.float32(values[low]) if low is not None else zero)
+                # a GlobalMaxPool's per-channel maxima, or a ReduceMax's one value
+                highs[t] = np.maximum(highs[t], np.float32(np.max(values[high])))
+            for t, k in abs_readout:
+                abs_lows[t] = np.minimum(abs_lows[t], np.float32(values[k]))
+            if fl is not None and fl.due(samples):
+                data.settle()  # the probe runs alone, as the floor's forward would
+                probe_s += fl.probe(samples, feed)
+            samples += 1
+            report(1, passes_n, samples, total, fl.per_sample if fl else None)
+    except BaseException:
+        spool.close(drop=True)
+        raise
     del session
+    spool.finish()
     if samples == 0:
         raise ValueError("calibration reader produced no batches")
     for out, x in clipped.items():  # min and max of max(x, 0): x's, clipped at 0 (NaN stays NaN)
@@ -863,6 +956,7 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
         lows[x], highs[x] = lows[out], highs[out]
     bad = [t for t in tensors if not (np.isfinite(lows[t]) and np.isfinite(highs[t]))]
     if bad:
+        spool.close(drop=True)
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise ValueError(f"activation '{bad[0]}' has non-finite values (min {lows[bad[0]]}, max {highs[bad[0]]}) "
                          f"on the calibration data{more}")
@@ -894,16 +988,21 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
         ranges = {t: (lows[t], highs[t]) for t in tensors}
     else:
         ranges = {t: (-tops[t], tops[t]) for t in tensors}
+    if optimised:  # the tensors pass 1 probed; the adopted ones take their Relu/Clip's thresholds below
+        derived = {}
+        binned = [t for t in tensors if t not in adopted]
+        ranges = {t: r for t, r in ranges.items() if t not in adopted}
+    else:
+        derived = {} if absolute else relu_outputs_from_inputs(relus, ranges)
+        binned = [t for t in tensors if t not in derived]
     hists = _Histograms(ranges, int(config.num_bins), absolute)
-    derived = {} if absolute else relu_outputs_from_inputs(relus, ranges)
-    binned = [t for t in tensors if t not in derived]
     count_s = [0.0]
     outputs = write_activation_model(onnx.load(str(model_path)), binned, graph_inputs, tmp / "calib_activations.onnx",
                                      value_types)
-    runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads)
+    runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads, optimised=optimised)
     shares: list[list[int]] = []
     # numpy's ufuncs release the GIL (bincount does not): two threads bin the tensors of a sample, half each
-    with ThreadPoolExecutor(BINNING_THREADS, thread_name_prefix="qb-bins") as binners:
+    with ThreadPoolExecutor(BINNING_THREADS, thread_name_prefix="qb-bins", initializer=_yielding_thread) as binners:
         def count_share(arrays: list[np.ndarray], share: list[int]) -> None:
             for k in share:
                 hists.add_values(binned[k], arrays[k])
@@ -917,21 +1016,29 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
             count_s[0] += time.perf_counter() - tc
 
         setup_s = time.perf_counter() - t0
-        elapsed, _ = _run_pass(2, passes_n, runs, reader, count, fl, report, total)
+        try:
+            elapsed, _ = _run_pass(2, passes_n, runs, spool if spool.complete else _Prefetched(reader), count, fl,
+                                   report, total)
+        finally:
+            spool.close(drop=True)
     del runs
     for out, x in derived.items():
         hists.counts[out] = relu_counts(hists.counts[x], hists.edges[x])
     passes.append(setup_s + elapsed)
 
     t0 = time.perf_counter()
-    ranges = _thresholds(method, hists, lows, highs, config)
+    ranges = _thresholds(method, hists, lows, highs, config, adopted)
     passes.append(time.perf_counter() - t0)
     return CalibrationResult(ranges, len(tensors), samples, per_sample, passes, floor_s(), len(fl.times) if fl else 0,
                              count_s[0], floor_ci95())
 
 
-def _thresholds(method: str, hists: _Histograms, lows: dict, highs: dict, config: CalibrationConfig) -> Any:
-    """Run ORT's HistogramCollector algorithms (or torch's L2 search for "mse") on the fixed-range histograms."""
+def _thresholds(method: str, hists: _Histograms, lows: dict, highs: dict, config: CalibrationConfig,
+                adopted: dict[str, str] | None = None) -> Any:
+    """Run ORT's HistogramCollector algorithms (or torch's L2 search for "mse") on the fixed-range histograms;
+    each ``adopted`` input (see :func:`adopted_ranges`) takes its Relu/Clip output's result, as ORT's quantizer
+    gives it."""
+    adopted = adopted or {}
     from onnxruntime.quantization.calibrate import (
         CalibrationMethod,
         HistogramCollector,
@@ -948,6 +1055,7 @@ def _thresholds(method: str, hists: _Histograms, lows: dict, highs: dict, config
                 top = np.float32(max(abs(low), abs(high)))
                 low, high = -top, top
             pairs[t] = (low, high)
+        pairs.update({x: pairs[y] for x, y in adopted.items()})
         # ORT takes these as plain ranges (as MinMax's); quantize.py passes the matching method
         return TensorsData(CalibrationMethod.MinMax, pairs)
 
@@ -969,6 +1077,7 @@ def _thresholds(method: str, hists: _Histograms, lows: dict, highs: dict, config
     else:
         with contextlib.redirect_stdout(sys.stderr):  # ORT prints progress; stdout belongs to our caller
             result = collector.compute_collection_result()
+    result.update({x: result[y] for x, y in adopted.items()})
     kind = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
             "distribution": CalibrationMethod.Distribution}[method]
     return TensorsData(kind, result)

@@ -109,7 +109,7 @@ class QuantSettings:
                                        default_text=f"unset: {DEFAULT_PERCENTILE}")
     calib_memory_mb: int = setting(1024, ge=1, help="warn when one calibration sample's activations may exceed this")
     calib_graph: str | None = setting(None, help="graph calibration runs: optimised (ORT's CPU kernels as the model "
-                                      "runs, the ranges ORT's quantizer uses; minmax only) or unoptimised (ORT's "
+                                      "runs, the ranges ORT's quantizer uses) or unoptimised (ORT's "
                                       "calibrators' graph: their ranges bit for bit)",
                                       default_text="unset: optimised for minmax, unoptimised for the others")
     mode: str = setting("static", help="static (calibrated QDQ), dynamic (ORT quantize_dynamic, no calibration) "
@@ -188,9 +188,6 @@ class QuantSettings:
 
             if self.calib_graph not in GRAPHS:
                 raise ValueError(f"calib_graph must be one of {', '.join(GRAPHS)}, not {_kind(self.calib_graph)}")
-            if self.calib_graph == "optimised" and self.calibration != "minmax":
-                raise ValueError(f"calib_graph = 'optimised' applies to calibration = 'minmax' only, not "
-                                 f"'{self.calibration}' (its second pass reads every activation)")
         if self.accuracy_budget is not None and (
                 isinstance(self.accuracy_budget, bool) or not isinstance(self.accuracy_budget, (int, float))
                 or not math.isfinite(self.accuracy_budget) or self.accuracy_budget < 0):

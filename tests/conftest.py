@@ -65,6 +65,7 @@ PROBES = {
     "report": _module("plotly", "pip install .[report] / tox -e report"),
     "browser": _browser,
     "ray": _module("ray", "pip install .[ray] / tox -e ray"),
+    "numba": _module("numba", "pip install .[calibration]"),
     "shared_data": _shared_data,
 }
 

@@ -25,8 +25,21 @@ def _probe_values(edges: np.ndarray, rng: np.random.Generator, size: int = 3000)
     return x[(x >= lo) & (x <= hi)].astype(np.float32)
 
 
+@pytest.fixture(params=[pytest.param("compiled", marks=pytest.mark.numba), "numpy"])
+def counter(request, monkeypatch) -> str:
+    """Each binning test runs with numba's kernel and with numpy's counting (numba absent): the same counts."""
+    from quantbench.exporters import compiled_binning
+
+    if request.param == "numpy":
+        monkeypatch.setattr(compiled_binning, "_kernel", lambda: None)
+    return request.param
+
+
 def _counts(x: np.ndarray, low: float, high: float, bins: int, absolute: bool = False) -> tuple[np.ndarray, bool]:
     hists = cal._Histograms({"x": (np.float32(low), np.float32(high))}, bins, absolute)
+    from quantbench.exporters.compiled_binning import available
+
+    assert hists.compiled == available()
     for part in np.array_split(x, 3):  # several calls add up
         hists.add_values("x", part)
     return hists.counts["x"], hists.fast["x"] is not None
@@ -37,6 +50,7 @@ def _counts(x: np.ndarray, low: float, high: float, bins: int, absolute: bool = 
     (128, 2.0, 2.0),  # an empty range: numpy widens it to +-0.5
     (65535, -1.0, 3.0), (3, -1e-30, 1e-30), (2048, -1e4, 1e4),
 ])
+@pytest.mark.usefixtures("counter")
 def test_counts_equal_numpy_histogram_on_every_edge(bins, low, high):
     edges = np.histogram_bin_edges(np.zeros(0, np.float32), bins, range=(np.float32(low), np.float32(high)))
     x = _probe_values(edges, np.random.default_rng(bins))
@@ -46,6 +60,7 @@ def test_counts_equal_numpy_histogram_on_every_edge(bins, low, high):
     assert fast, "ordinary ranges take the checked float32 estimate"
 
 
+@pytest.mark.usefixtures("counter")
 def test_counts_equal_numpy_histogram_over_random_ranges():
     """Ranges and bin counts drawn at random (wide, narrow, off-centre, huge and tiny magnitudes)."""
     rng = np.random.default_rng(7)
@@ -66,6 +81,7 @@ def test_counts_equal_numpy_histogram_over_random_ranges():
 
 @pytest.mark.parametrize("bins, low, high", [(2048, -1e-38, 1e-38), (128, -1.9718134e-36, -1.9692775e-36),
                                              (7, -5.4e-40, 1.87e-39), (4096, -7.7e-41, -4.2e-41)])
+@pytest.mark.usefixtures("counter")
 def test_tiny_ranges_fall_back_to_numpys_own_binning(bins, low, high):
     """Where the float32 estimate cannot be trusted (subnormal steps, a scale that overflows), numpy.histogram
     itself counts: the same counts."""
@@ -76,6 +92,7 @@ def test_tiny_ranges_fall_back_to_numpys_own_binning(bins, low, high):
     assert not fast
 
 
+@pytest.mark.usefixtures("counter")
 def test_absolute_values_are_binned_over_their_own_range():
     x = np.random.default_rng(3).standard_normal(10000).astype(np.float32)
     a = np.abs(x)
@@ -84,6 +101,7 @@ def test_absolute_values_are_binned_over_their_own_range():
 
 
 @pytest.mark.parametrize("bad", [np.float32(-1.5), np.float32(1.0000001), np.float32(np.nan), np.float32(np.inf)])
+@pytest.mark.usefixtures("counter")
 def test_a_value_outside_the_pass_1_range_is_an_error(bad):
     hists = cal._Histograms({"x": (np.float32(-1), np.float32(1))}, 512, False)
     x = np.linspace(-1, 1, 1000, dtype=np.float32)

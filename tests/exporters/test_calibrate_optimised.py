@@ -186,15 +186,51 @@ def test_calib_graph_setting():
     assert "calib_graph" not in QuantSettings(mode="dynamic").to_dict()
     assert _config(calib_graph="unoptimised").graph == "unoptimised"
     assert _config(exclude_nodes=("relu1",)).exclude_nodes == ("relu1",)
-    with pytest.raises(ValueError, match="'minmax' only"):
-        QuantSettings(calibration="entropy", calib_graph="optimised")
+    assert QuantSettings(calibration="entropy", calib_graph="optimised").to_dict()["calib_graph"] == "optimised"
     with pytest.raises(ValueError, match="calib_graph must be one of optimised, unoptimised"):
         QuantSettings(calib_graph="fast")
     with pytest.raises(ValueError, match="does not apply to mode = 'dynamic'"):
         QuantSettings(mode="dynamic", calib_graph="optimised")
 
 
-def test_calibrate_refuses_the_optimised_graph_for_histograms(tmp_path):
-    with pytest.raises(ValueError, match="minmax only"):
-        calibrate(_model(tmp_path / "m.onnx"), CalibrationConfig("entropy", num_bins=128, graph="optimised"),
-                  Reader([_digits()]), tmp_path)
+HISTOGRAMS = [("entropy", {}), ("entropy", {"exclude_nodes": ("relu1", "relu6")}), ("distribution", {}),
+              ("percentile", {}), ("percentile", {"symmetric_activation": True, "activation_type": "QInt8"}),
+              ("mse", {}), ("entropy", {"op_types": ("Conv",)})]
+
+
+@pytest.mark.parametrize("method, extra", HISTOGRAMS, ids=["entropy", "entropy-relus-excluded", "distribution",
+                                                            "percentile", "percentile-symmetric", "mse", "conv-only"])
+def test_optimised_histograms_quantize_as_orts_calibrators_ranges(tmp_path, method, extra):
+    """Both passes on the optimised graph (adopted tensors neither probed nor binned): the same QDQ model as the
+    unoptimised calibration, whose thresholds are ORT's calibrators' bit for bit."""
+    from quantbench.exporters.quantize import QuantSettings, quantize_qdq
+
+    model = _model(tmp_path / "m.onnx")
+    x = _digits(120)
+    built = {}
+    for graph in ("unoptimised", "optimised"):
+        out = tmp_path / f"{graph}.onnx"
+        quantize_qdq(model, out, QuantSettings(calibration=method, calib_graph=graph, **extra), Reader([x]))
+        built[graph] = _qdq_params(out)
+    assert_same_qdq(built)
+
+
+@pytest.mark.parametrize("graph", ["optimised", "unoptimised"])
+def test_histogram_thresholds_do_not_depend_on_batching_threads_or_numba(tmp_path, monkeypatch, graph):
+    """Incidental knobs: the reader's batches, ORT's threads and whether numba or numpy counts the bins leave every
+    threshold bit-equal."""
+    from quantbench.exporters import compiled_binning
+
+    model = _model(tmp_path / "m.onnx")
+    x = _digits()
+    runs = []
+    for batches, threads, compiled in (([x], 1, True), ([x[:3], x[3:17], x[17:]], 2, False),
+                                       ([x[i:i + 1] for i in range(len(x))], 3, True)):
+        if not compiled:
+            monkeypatch.setattr(compiled_binning, "_kernel", lambda: None)
+        else:
+            monkeypatch.undo()
+        config = CalibrationConfig("entropy", num_bins=512, op_types=_config().op_types, graph=graph, threads=threads)
+        result = calibrate(model, config, Reader(batches), tmp_path, floor=False)
+        runs.append({t: tuple(np.float32(v) for v in result.ranges[t].range_value) for t in result.ranges})
+    assert runs[0] == runs[1] == runs[2]

@@ -1,0 +1,94 @@
+"""Compiled bin counting for calibration's histograms (numba; optional).
+
+:func:`count` gives the counts of :func:`quantbench.exporters.calibrate._fast_counts` (numpy.histogram's bins):
+the same float32 operations in the same order (a product, a sum, truncation, the bin's lower edge ``k * step +
+first``, one comparison), compiled into one loop over a tensor instead of eight numpy passes and a bincount (on
+ResNet-50's activations about 0.5 ns a value against numpy's 2.6 ns on one core here). Each chunk's bin indices are
+computed in a vectorised loop, then counted into eight interleaved tables, so runs of equal values (the zeros after
+a Relu) do not wait on one counter. numba compiles without fast-math: no fused multiply-add, the float32 roundings
+are numpy's. Without numba, calibration counts in numpy: the same counts, slower.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+_BLOCK = 4096  # values whose bin indices are computed before they are counted (stay in L1)
+_STREAMS = 8  # interleaved count tables
+_MAX_CALL = 1 << 30  # values per kernel call (int32 counts per table cannot overflow)
+INSTALL_HINT = "pip install numba (calibration counts histogram bins in numpy without it, about 4x slower)"
+
+
+@lru_cache(maxsize=1)
+def _kernel() -> Any:
+    """The compiled kernel, or None without numba."""
+    try:
+        import numba
+    except ImportError:
+        return None
+
+    @numba.njit(nogil=True, boundscheck=False, error_model="numpy", inline="always")
+    def bins_of(x, absolute, scale, offset, step, lo, hi, top, idx):  # pragma: no cover - compiled
+        bad = 0
+        for j in range(x.size):
+            v = abs(x[j]) if absolute else x[j]
+            t = np.int32(v * scale + offset)  # truncated: the estimate, bin or bin + 1
+            e = np.float32(t) * step + lo  # that bin's lower edge, numpy's float32 edge
+            b = t + np.int32(v >= e)
+            bad += np.int32((v < lo) | (v > hi) | (v != v))
+            idx[j] = min(max(b, np.int32(0)), top)  # in bounds whatever the value (NaN, inf)
+        return bad
+
+    @numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+    def counts_of(x, absolute, scale, offset, step, lo, hi, n, out):  # pragma: no cover - compiled
+        # out: int64[n + 2], indices 0 and n + 1 as in _fast_counts (the caller folds them). Returns the number of
+        # values outside [lo, hi] (NaN included): the caller raises, so their clamped counts are never used.
+        width = n + 2
+        tables = np.zeros(_STREAMS * width, np.int32)
+        idx = np.empty(_BLOCK, np.int32)
+        top = np.int32(n + 1)
+        bad = 0
+        m = x.size
+        for start in range(0, m, _BLOCK):
+            k = min(_BLOCK, m - start)
+            bad += bins_of(x[start:start + k], absolute, scale, offset, step, lo, hi, top, idx)
+            j = 0
+            while j + _STREAMS <= k:
+                for s in range(_STREAMS):
+                    tables[s * width + idx[j + s]] += 1
+                j += _STREAMS
+            while j < k:
+                tables[idx[j]] += 1
+                j += 1
+        for b in range(width):
+            total = 0
+            for s in range(_STREAMS):
+                total += tables[s * width + b]
+            out[b] += total
+        return bad
+
+    return counts_of
+
+
+def available() -> bool:
+    """Whether the compiled kernel can be used (numba importable)."""
+    return _kernel() is not None
+
+
+def count(x: np.ndarray, params: tuple, last: np.float32, n: int, absolute: bool = False) -> tuple[np.ndarray, int]:
+    """(counts of the ``n`` bins, values outside [first, ``last``]) of the float32 values ``x`` (of ``|x|`` with
+    ``absolute``); ``params``: calibrate._bin_params of edges that passed calibrate._estimate_is_exact."""
+    kernel = _kernel()
+    if kernel is None:
+        raise RuntimeError(f"numba is not installed: {INSTALL_HINT}")
+    scale, offset, step, lo = (np.float32(p) for p in params)
+    flat = np.ascontiguousarray(x, np.float32).reshape(-1)
+    out = np.zeros(n + 2, np.int64)
+    bad = 0
+    for start in range(0, flat.size, _MAX_CALL):
+        bad += int(kernel(flat[start:start + _MAX_CALL], bool(absolute), scale, offset, step, lo, np.float32(last),
+                          np.int64(n), out))
+    out[n] += out[n + 1]  # the last bin keeps its right edge
+    return out[1:n + 1], bad
