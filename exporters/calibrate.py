@@ -88,7 +88,6 @@ NUM_QUANTIZED_BINS = 128  # ORT's Entropy default: the 8-bit target has 128 bins
 _CHUNK = 1 << 17  # values binned at once (the chunk and its scratch stay in cache; smaller ones cost more calls)
 SPOOL_BYTES = 4 << 30  # pass 1's samples kept on disk for pass 2 up to this (else pass 2 reads the reader again)
 PIPELINE_BYTES = 256 << 20  # a second set of activation buffers (ORT runs while numpy reads) only below this
-BINNING_NICE = 10  # niceness of the binning threads (0: as ORT's)
 BINNING_THREADS = 2  # bincount holds the GIL, so more threads add little beyond the ufuncs' share
 FLOOR_PROBES = 24  # samples per pass also run through the plain FP32 model to measure the floor
 # progress(pass_index, passes, samples_done, samples_total or None, floor seconds per sample or None)
@@ -819,16 +818,6 @@ def relu_counts(counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return out
 
 
-def _yielding_thread() -> None:
-    """Lower this thread's scheduling priority (Linux: per thread): binning then takes the cores when ORT's threads
-    wait, instead of slowing ORT's next run, which the counting can lag behind by a sample."""
-    import os
-
-    if BINNING_NICE and hasattr(os, "setpriority"):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BINNING_NICE)
-
-
 def _run_pass(k: int, passes: int, runs: _ActivationRuns, data: _Prefetched | _Spool,
               consume: Callable[[list[np.ndarray]], None], fl: _Floor | None, report: ProgressFn,
               total: int | None) -> tuple[float, int]:
@@ -1002,7 +991,7 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads, optimised=optimised)
     shares: list[list[int]] = []
     # numpy's ufuncs release the GIL (bincount does not): two threads bin the tensors of a sample, half each
-    with ThreadPoolExecutor(BINNING_THREADS, thread_name_prefix="qb-bins", initializer=_yielding_thread) as binners:
+    with ThreadPoolExecutor(BINNING_THREADS, thread_name_prefix="qb-bins") as binners:
         def count_share(arrays: list[np.ndarray], share: list[int]) -> None:
             for k in share:
                 hists.add_values(binned[k], arrays[k])
