@@ -106,6 +106,9 @@ class CalibrationConfig:
     threads: int = 0  # ORT intra-op threads; 0 = ORT's default (all cores)
     graph: str = "unoptimised"  # "optimised": on ORT's optimised kernels (see the module docstring)
     exclude_nodes: tuple[str, ...] = ()  # nodes the quantizer keeps in float (their Relu/Clip ranges are not adopted)
+    # ORT's ActivationSymmetric (the quantizer's, not the range's: Percentile's range is symmetric by default while
+    # its activations are not); older ORT quantizers keep Relu/Clip inputs' own ranges with it (see adopted_ranges)
+    activation_symmetric: bool = False
 
 
 @dataclass
@@ -250,10 +253,11 @@ def adopted_ranges(model: Any, tensors: list[str], config: CalibrationConfig) ->
     (``adjust_tensor_ranges``; the QDQ quantizer then drops that Relu/Clip): input -> that node's output.
 
     Only where the replacement is certain whatever the ORT version: the node is quantized (its op type
-    calibrated, not in ``exclude_nodes``), activations are asymmetric, both tensors are calibrated, and
-    neither end is part of a chain of such nodes (ORT adjusts node by node in graph order, so in a chain
-    one input takes a range the next node is about to replace)."""
-    if config.symmetric:
+    calibrated, not in ``exclude_nodes``), the quantizer's activations are asymmetric (older ORT quantizers skipped the
+    adjustment under ``ActivationSymmetric``; the range's own symmetry, Percentile's default, does not matter), both
+    tensors are calibrated, and neither end is part of a chain of such nodes (ORT adjusts node by node in graph
+    order, so in a chain one input takes a range the next node is about to replace)."""
+    if config.activation_symmetric:
         return {}
     wanted = set(tensors)
     readers: dict[str, int] = {}
@@ -653,6 +657,7 @@ class _Histograms:
         self.edges: dict[str, np.ndarray] = {}
         self.counts: dict[str, np.ndarray] = {}
         self.fast: dict[str, tuple | None] = {}  # the checked estimate's parameters (None: numpy.histogram bins)
+        self.minimum = {t: np.float32(np.inf) for t in ranges}  # the smallest value counted (of |x| with absolute)
         empty = np.zeros(0, np.float32)
         for t, (low, high) in ranges.items():
             # numpy.histogram's float32 edges for this range (it widens an empty range to +-0.5)
@@ -663,6 +668,11 @@ class _Histograms:
         from .compiled_binning import available
 
         self.compiled = available()  # numba's kernel (same counts); numpy without it
+
+    def replace(self, other: _Histograms) -> None:
+        """Take ``other``'s tensors (binned again over other ranges) in place of this one's."""
+        for store in ("edges", "counts", "fast", "minimum"):
+            getattr(self, store).update(getattr(other, store))
 
     def add(self, name: str, bins: np.ndarray) -> None:
         """Count ``bins`` (each value's bin index, from the bin model; ``num_bins`` is the range's top value)."""
@@ -684,10 +694,11 @@ class _Histograms:
         if self.compiled and self.fast[name] is not None and flat.dtype == np.float32:
             from .compiled_binning import count
 
-            c, outside = count(flat, self.fast[name], hi, n, self.absolute)
+            c, outside, least = count(flat, self.fast[name], hi, n, self.absolute)
             if outside:
                 raise ValueError(_left_range(name))
             counts += c
+            self.minimum[name] = min(self.minimum[name], least)
             return
         sc = self._buffers()
         for start in range(0, flat.size, _CHUNK):
@@ -696,8 +707,10 @@ class _Histograms:
                 x = x.astype(np.float32)
             if self.absolute:
                 x = np.abs(x, out=sc.a[:x.size])
-            if not (x.min() >= lo and x.max() <= hi):  # NaN fails too
+            least = x.min()
+            if not (least >= lo and x.max() <= hi):  # NaN fails too
                 raise ValueError(_left_range(name))
+            self.minimum[name] = min(self.minimum[name], least)
             if self.fast[name] is not None:
                 counts += _fast_counts(x, n, self.fast[name], sc)
             else:
@@ -852,6 +865,39 @@ def _run_pass(k: int, passes: int, runs: _ActivationRuns, data: _Prefetched | _S
     return time.perf_counter() - t0 - probe_s, samples
 
 
+def _bin_pass(model_path: Path, binned: list[str], hists: _Histograms, graph_inputs: set[str], tmp: Path,
+              value_types: dict[str, int], config: CalibrationConfig, optimised: bool, data: _Prefetched | _Spool,
+              fl: _Floor | None, report: ProgressFn, where: tuple[int, int, int | None]) -> tuple[float, float]:
+    """Count every sample's ``binned`` activations into ``hists``: (seconds without floor probes, seconds the
+    binning threads took beside ORT's runs)."""
+    import onnx
+
+    t0 = time.perf_counter()
+    count_s = [0.0]
+    outputs = write_activation_model(onnx.load(str(model_path)), binned, graph_inputs, tmp / "calib_activations.onnx",
+                                     value_types)
+    runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads, optimised=optimised)
+    shares: list[list[int]] = []
+    # numpy's ufuncs and numba's kernel release the GIL: two threads bin the tensors of a sample, half each
+    with ThreadPoolExecutor(BINNING_THREADS, thread_name_prefix="qb-bins") as binners:
+        def count_share(arrays: list[np.ndarray], share: list[int]) -> None:
+            for k in share:
+                hists.add_values(binned[k], arrays[k])
+
+        def count(arrays: list[np.ndarray]) -> None:
+            tc = time.perf_counter()
+            if not shares:
+                shares.extend(_balanced_shares([a.size for a in arrays], BINNING_THREADS))
+            for job in [binners.submit(count_share, arrays, share) for share in shares]:
+                job.result()
+            count_s[0] += time.perf_counter() - tc
+
+        setup_s = time.perf_counter() - t0
+        elapsed, _ = _run_pass(where[0], where[1], runs, data, count, fl, report, where[2])
+    del runs
+    return setup_s + elapsed, count_s[0]
+
+
 def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Path,
               progress: ProgressFn | None = None, floor: bool = True) -> CalibrationResult:
     """Ranges (ORT ``TensorsData``) of the tensors ORT would calibrate in ``model_path``.
@@ -860,7 +906,6 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     once per pass. The result depends on the data and ``config`` only, not on how the reader batches
     or orders the samples. ``progress`` is called after every sample; ``floor`` measures the floor.
     """
-    import onnx
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 
@@ -885,11 +930,11 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
         adopted = adopted_ranges(model, tensors, config)  # input -> the Relu/Clip output whose range it takes
         clipped: dict[str, str] = {}
         probed = [t for t in tensors if t not in adopted]
-        # A GlobalMaxPool reports 0 as the minimum: right wherever only max|x| matters or every quantizer widens the
-        # range to hold 0 (MinMax, Entropy, Distribution, asymmetric Percentile); not for |x| bins or mse's [min, max].
-        exact_min = absolute or method == "mse"
+        # A GlobalMaxPool gives no minimum: 0 is assumed, which is right wherever only max|x| matters or every
+        # quantizer widens the range to hold 0 (MinMax, Entropy, Distribution, asymmetric Percentile); |x| bins and
+        # mse's [min, max] start at the true minimum, so pass 2 checks it (see _histograms).
         plan = write_range_model(model, probed, graph_inputs, tmp / "calib_range.onnx", abs_min=absolute,
-                                 max_only=set() if exact_min else nonnegative_tensors(model))
+                                 max_only=nonnegative_tensors(model))
     else:
         adopted = {}
         clipped = relu_ranges_from_inputs(relus, tensors) if not absolute else {}
@@ -939,6 +984,9 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     spool.finish()
     if samples == 0:
         raise ValueError("calibration reader produced no batches")
+    assumed_zero = {t for t, low, _, _ in plan if low is None}  # GlobalMaxPool probes: >= 0, minimum taken as 0
+    for t in assumed_zero:
+        abs_lows[t] = zero
     for out, x in clipped.items():  # min and max of max(x, 0): x's, clipped at 0 (NaN stays NaN)
         lows[out], highs[out] = np.maximum(lows[x], zero), np.maximum(highs[x], zero)
     for x, out in adopted.items():  # the range ORT's quantizer gives x (see adopted_ranges)
@@ -970,47 +1018,42 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     # Pass 2: histograms over the ranges fixed by pass 1: the range ORT's collector bins (np.histogram of
     # all the data: |x| over [min|x|, max|x|], x over [-max|x|, max|x|]), or torch's [min, max] for "mse".
     t0 = time.perf_counter()
-    tops = {t: np.float32(max(abs(lows[t]), abs(highs[t]))) for t in tensors}
-    if absolute:
-        ranges = {t: (abs_lows[t], tops[t]) for t in tensors}
-    elif method == "mse":
-        ranges = {t: (lows[t], highs[t]) for t in tensors}
-    else:
-        ranges = {t: (-tops[t], tops[t]) for t in tensors}
+
+    def bin_ranges(names: list[str]) -> dict[str, tuple[np.float32, np.float32]]:
+        tops = {t: np.float32(max(abs(lows[t]), abs(highs[t]))) for t in names}
+        if absolute:
+            return {t: (abs_lows[t], tops[t]) for t in names}
+        if method == "mse":
+            return {t: (lows[t], highs[t]) for t in names}
+        return {t: (-tops[t], tops[t]) for t in names}
+
     if optimised:  # the tensors pass 1 probed; the adopted ones take their Relu/Clip's thresholds below
-        derived = {}
+        derived: dict[str, str] = {}
         binned = [t for t in tensors if t not in adopted]
-        ranges = {t: r for t, r in ranges.items() if t not in adopted}
     else:
-        derived = {} if absolute else relu_outputs_from_inputs(relus, ranges)
+        derived = {} if absolute else relu_outputs_from_inputs(relus, bin_ranges(tensors))
         binned = [t for t in tensors if t not in derived]
-    hists = _Histograms(ranges, int(config.num_bins), absolute)
-    count_s = [0.0]
-    outputs = write_activation_model(onnx.load(str(model_path)), binned, graph_inputs, tmp / "calib_activations.onnx",
-                                     value_types)
-    runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads, optimised=optimised)
-    shares: list[list[int]] = []
-    # numpy's ufuncs release the GIL (bincount does not): two threads bin the tensors of a sample, half each
-    with ThreadPoolExecutor(BINNING_THREADS, thread_name_prefix="qb-bins") as binners:
-        def count_share(arrays: list[np.ndarray], share: list[int]) -> None:
-            for k in share:
-                hists.add_values(binned[k], arrays[k])
-
-        def count(arrays: list[np.ndarray]) -> None:
-            tc = time.perf_counter()
-            if not shares:
-                shares.extend(_balanced_shares([a.size for a in arrays], BINNING_THREADS))
-            for job in [binners.submit(count_share, arrays, share) for share in shares]:
-                job.result()
-            count_s[0] += time.perf_counter() - tc
-
-        setup_s = time.perf_counter() - t0
-        try:
-            elapsed, _ = _run_pass(2, passes_n, runs, spool if spool.complete else _Prefetched(reader), count, fl,
-                                   report, total)
-        finally:
-            spool.close(drop=True)
-    del runs
+    hists = _Histograms(bin_ranges(binned + list(derived)), int(config.num_bins), absolute)
+    setup_s = time.perf_counter() - t0
+    source = spool if spool.complete else None
+    try:
+        elapsed, count_s = _bin_pass(model_path, binned, hists, graph_inputs, tmp, value_types, config, optimised,
+                                     source or _Prefetched(reader), fl, report, (2, passes_n, total))
+        # Where the range starts at the minimum, a tensor pass 1 took as starting at 0 must hold a 0: else (never on
+        # ResNet-50's Relus) its true minimum is known now and it is binned again over its true range.
+        moved = sorted(t for t in assumed_zero & set(binned) if (absolute or method == "mse")
+                       and hists.minimum[t] > 0 and np.isfinite(hists.minimum[t]))
+        if moved:
+            for t in moved:
+                lows[t] = abs_lows[t] = hists.minimum[t]
+            again = _Histograms(bin_ranges(moved), int(config.num_bins), absolute)
+            more_s, more_count = _bin_pass(model_path, moved, again, graph_inputs, tmp, value_types, config,
+                                           optimised, source or _Prefetched(reader), None, report,
+                                           (2, passes_n, total))
+            hists.replace(again)
+            elapsed, count_s = elapsed + more_s, count_s + more_count
+    finally:
+        spool.close(drop=True)
     for out, x in derived.items():
         hists.counts[out] = relu_counts(hists.counts[x], hists.edges[x])
     passes.append(setup_s + elapsed)
@@ -1019,7 +1062,7 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     ranges = _thresholds(method, hists, lows, highs, config, adopted)
     passes.append(time.perf_counter() - t0)
     return CalibrationResult(ranges, len(tensors), samples, per_sample, passes, floor_s(), len(fl.times) if fl else 0,
-                             count_s[0], floor_ci95())
+                             count_s, floor_ci95())
 
 
 def _thresholds(method: str, hists: _Histograms, lows: dict, highs: dict, config: CalibrationConfig,

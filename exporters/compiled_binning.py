@@ -30,8 +30,9 @@ def _kernel() -> Any:
         return None
 
     @numba.njit(nogil=True, boundscheck=False, error_model="numpy", inline="always")
-    def bins_of(x, absolute, scale, offset, step, lo, hi, top, idx):  # pragma: no cover - compiled
+    def bins_of(x, absolute, scale, offset, step, lo, hi, top, idx, least):  # pragma: no cover - compiled
         bad = 0
+        low = least[0]
         for j in range(x.size):
             v = abs(x[j]) if absolute else x[j]
             t = np.int32(v * scale + offset)  # truncated: the estimate, bin or bin + 1
@@ -39,12 +40,15 @@ def _kernel() -> Any:
             b = t + np.int32(v >= e)
             bad += np.int32((v < lo) | (v > hi) | (v != v))
             idx[j] = min(max(b, np.int32(0)), top)  # in bounds whatever the value (NaN, inf)
+            low = v if v < low else low
+        least[0] = low
         return bad
 
     @numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
-    def counts_of(x, absolute, scale, offset, step, lo, hi, n, out):  # pragma: no cover - compiled
-        # out: int64[n + 2], indices 0 and n + 1 as in _fast_counts (the caller folds them). Returns the number of
-        # values outside [lo, hi] (NaN included): the caller raises, so their clamped counts are never used.
+    def counts_of(x, absolute, scale, offset, step, lo, hi, n, out, least):  # pragma: no cover - compiled
+        # out: int64[n + 2], indices 0 and n + 1 as in _fast_counts (the caller folds them); least[0]: lowered to
+        # the smallest value counted. Returns the number of values outside [lo, hi] (NaN included): the caller
+        # raises, so their clamped counts are never used.
         width = n + 2
         tables = np.zeros(_STREAMS * width, np.int32)
         idx = np.empty(_BLOCK, np.int32)
@@ -53,7 +57,7 @@ def _kernel() -> Any:
         m = x.size
         for start in range(0, m, _BLOCK):
             k = min(_BLOCK, m - start)
-            bad += bins_of(x[start:start + k], absolute, scale, offset, step, lo, hi, top, idx)
+            bad += bins_of(x[start:start + k], absolute, scale, offset, step, lo, hi, top, idx, least)
             j = 0
             while j + _STREAMS <= k:
                 for s in range(_STREAMS):
@@ -77,18 +81,21 @@ def available() -> bool:
     return _kernel() is not None
 
 
-def count(x: np.ndarray, params: tuple, last: np.float32, n: int, absolute: bool = False) -> tuple[np.ndarray, int]:
-    """(counts of the ``n`` bins, values outside [first, ``last``]) of the float32 values ``x`` (of ``|x|`` with
-    ``absolute``); ``params``: calibrate._bin_params of edges that passed calibrate._estimate_is_exact."""
+def count(x: np.ndarray, params: tuple, last: np.float32, n: int,
+          absolute: bool = False) -> tuple[np.ndarray, int, np.float32]:
+    """(counts of the ``n`` bins, values outside [first, ``last``], the smallest value) of the float32 values ``x``
+    (of ``|x|`` with ``absolute``; +inf when empty); ``params``: calibrate._bin_params of edges that passed
+    calibrate._estimate_is_exact."""
     kernel = _kernel()
     if kernel is None:
         raise RuntimeError(f"numba is not installed: {INSTALL_HINT}")
     scale, offset, step, lo = (np.float32(p) for p in params)
     flat = np.ascontiguousarray(x, np.float32).reshape(-1)
     out = np.zeros(n + 2, np.int64)
+    least = np.full(1, np.inf, np.float32)
     bad = 0
     for start in range(0, flat.size, _MAX_CALL):
         bad += int(kernel(flat[start:start + _MAX_CALL], bool(absolute), scale, offset, step, lo, np.float32(last),
-                          np.int64(n), out))
+                          np.int64(n), out, least))
     out[n] += out[n + 1]  # the last bin keeps its right edge
-    return out[1:n + 1], bad
+    return out[1:n + 1], bad, least[0]

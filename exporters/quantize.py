@@ -363,7 +363,8 @@ def calibration_config(settings: QuantSettings) -> Any:
     return CalibrationConfig(method=settings.calibration, symmetric=settings.calib_symmetric,
                              num_bins=settings.effective_bins, percentile=settings.effective_percentile,
                              op_types=tuple(_calibrated_op_types(settings)), graph=settings.effective_calib_graph,
-                             exclude_nodes=tuple(settings.exclude_nodes))
+                             exclude_nodes=tuple(settings.exclude_nodes),
+                             activation_symmetric=settings.activation_symmetric)
 
 
 def check_exclude_nodes(model_path: Path, exclude: tuple[str, ...] | list[str]) -> None:

@@ -286,7 +286,25 @@ class _DriftingReader(Reader):
         self._read_once = True
 
 
-def test_data_that_changes_between_the_passes_is_refused_naming_the_tensor(tmp_path):
+def test_pass_2_reads_pass_1s_samples_back_so_a_drifting_reader_cannot_split_them(tmp_path):
+    """Pass 2 bins the very samples pass 1 read (kept on disk between the passes): a reader whose second pass would
+    give other data (random augmentation, say) gives the thresholds of its first pass's data."""
+    x = _outlier_data(300)
+    model = _double(tmp_path / "m.onnx", x.shape[1])
+    config = CalibrationConfig("entropy", num_bins=512)
+    drifting = calibrate(model, config, _DriftingReader([x]), tmp_path, floor=False)
+    steady = calibrate(model, config, Reader([x]), tmp_path, floor=False)
+    assert {t: tuple(r.range_value) for t, r in drifting.ranges.items()} == \
+        {t: tuple(r.range_value) for t, r in steady.ranges.items()}
+    assert not list(tmp_path.glob("calib_samples*")), "the spool is removed"
+
+
+def test_data_that_changes_between_the_passes_is_refused_naming_the_tensor(tmp_path, monkeypatch):
+    """Without the spool (more samples than SPOOL_BYTES, or no disk space) pass 2 reads the reader again: data
+    that changed is refused, naming the tensor."""
+    from quantbench.exporters import calibrate as cal
+
+    monkeypatch.setattr(cal, "SPOOL_BYTES", 0)
     x = _outlier_data(300)
     model = _double(tmp_path / "m.onnx", x.shape[1])
     with pytest.raises(ValueError, match=r"^activation 'x' left the range measured in pass 1: calibration passes "

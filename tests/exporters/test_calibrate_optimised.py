@@ -109,8 +109,8 @@ def _config(**kw) -> CalibrationConfig:
 
 
 def test_adopted_ranges_are_those_orts_quantizer_replaces(tmp_path):
-    """A Relu/Clip's sole input takes its output's range; not where that node stays float, where the range is
-    symmetric, where the node's op type is not quantized, nor along a Relu -> Relu chain."""
+    """A Relu/Clip's sole input takes its output's range; not where that node stays float, where activations are
+    quantized symmetrically, where the node's op type is not quantized, nor along a Relu -> Relu chain."""
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 
     from quantbench.exporters.calibrate import tensors_to_calibrate
@@ -127,6 +127,12 @@ def test_adopted_ranges_are_those_orts_quantizer_replaces(tmp_path):
     assert adopted(exclude_nodes=("relu1",)) == {"c2": "k2"}
     assert adopted(symmetric_activation=True) == {}
     assert adopted(op_types=("Conv",)) == {}
+    # Percentile's range is symmetric by default, its activations are not: ORT's quantizer still adjusts
+    from quantbench.exporters.quantize import QuantSettings, calibration_config
+
+    config = calibration_config(QuantSettings(calibration="percentile"))
+    assert config.symmetric and not config.activation_symmetric
+    assert adopted_ranges(model, tensors_to_calibrate(model, config.op_types)[0], config) == {"c1": "r1", "c2": "k2"}
 
 
 def test_nonnegative_tensors(tmp_path):
@@ -234,3 +240,40 @@ def test_histogram_thresholds_do_not_depend_on_batching_threads_or_numba(tmp_pat
         result = calibrate(model, config, Reader(batches), tmp_path, floor=False)
         runs.append({t: tuple(np.float32(v) for v in result.ranges[t].range_value) for t in result.ranges})
     assert runs[0] == runs[1] == runs[2]
+
+
+def _shifted_relu_model(path: Path) -> Path:
+    """x + 5 -> Relu -> Conv: the Relu's output is >= 0 by construction but never 0 on data in [-1, 1]."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(np.array(5, np.float32), "five"),
+             numpy_helper.from_array((rng.standard_normal((4, 1, 3, 3)) * 0.3).astype(np.float32), "w"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "b")]
+    node = helper.make_node
+    nodes = [node("Add", ["x", "five"], ["s"], name="shift"), node("Relu", ["s"], ["r"], name="relu"),
+             node("Conv", ["r", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])], inits)
+    save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("method, symmetric", [("mse", False), ("percentile", True)])
+def test_a_nonnegative_tensor_without_zeros_is_binned_over_its_true_range(tmp_path, monkeypatch, method, symmetric):
+    """Pass 1 takes a GlobalMaxPool-probed tensor's minimum as 0; where bins start at the minimum (mse's [min, max],
+    Percentile's |x|) pass 2 finds the true one and bins that tensor again: the unoptimised graph's thresholds."""
+    from quantbench.exporters import calibrate as cal
+
+    model = _shifted_relu_model(tmp_path / "m.onnx")
+    x = np.clip(_digits(60), -1, 1)
+    passes = []
+    bin_pass = cal._bin_pass
+    monkeypatch.setattr(cal, "_bin_pass", lambda *a, **k: passes.append(a[1]) or bin_pass(*a, **k))
+    ranges = {}
+    for graph in ("unoptimised", "optimised"):
+        passes.clear()
+        config = CalibrationConfig(method, symmetric=symmetric, num_bins=256, percentile=99.9, graph=graph)
+        result = calibrate(model, config, Reader([x]), tmp_path, floor=False)
+        ranges[graph] = {t: tuple(np.float32(v) for v in result.ranges[t].range_value) for t in result.ranges}
+    assert passes[-1] == ["r"], "the optimised graph bins the Relu's output again over its true range"
+    assert ranges["optimised"]["r"] == ranges["unoptimised"]["r"]
+    assert ranges["optimised"]["r"][0] > 0 if method == "mse" else True

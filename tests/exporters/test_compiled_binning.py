@@ -18,7 +18,7 @@ def _edges(low: float, high: float, bins: int) -> np.ndarray:
     return edges
 
 
-def _count(x: np.ndarray, edges: np.ndarray, absolute: bool = False) -> tuple[np.ndarray, int]:
+def _count(x: np.ndarray, edges: np.ndarray, absolute: bool = False) -> tuple[np.ndarray, int, np.float32]:
     return compiled_binning.count(x, cal._bin_params(edges), edges[-1], len(edges) - 1, absolute)
 
 
@@ -28,18 +28,19 @@ def test_relu_like_data_of_any_length_counts_as_numpy(size):
     x = np.maximum(rng.standard_normal(size), 0).astype(np.float32)  # half zeros, in runs and alone
     x[: size // 3] = 0.0  # a long run of one bin
     edges = _edges(-3.0, 5.5, 512)
-    counts, outside = _count(x, edges)
+    counts, outside, least = _count(x, edges)
     assert outside == 0
     np.testing.assert_array_equal(counts, np.histogram(x, 512, range=(edges[0], edges[-1]))[0])
     assert counts.sum() == size
+    assert least == (x.min() if size else np.inf)
 
 
 def test_absolute_values_count_as_numpy_of_their_absolute_values():
     x = np.random.default_rng(1).standard_normal(20000).astype(np.float32)
     a = np.abs(x)
     edges = _edges(a.min(), a.max(), 2048)
-    counts, outside = _count(x, edges, absolute=True)
-    assert outside == 0
+    counts, outside, least = _count(x, edges, absolute=True)
+    assert outside == 0 and least == a.min()
     np.testing.assert_array_equal(counts, np.histogram(a, 2048, range=(edges[0], edges[-1]))[0])
 
 
@@ -47,9 +48,9 @@ def test_absolute_values_count_as_numpy_of_their_absolute_values():
 def test_values_outside_the_range_are_counted_as_outside_and_nothing_else_moves(bad):
     x = np.linspace(-1, 1, 10001, dtype=np.float32)
     edges = _edges(-1.0, 1.0, 128)
-    clean, _ = _count(x, edges)
+    clean, _, _ = _count(x, edges)
     x[[3, 5000, 9999]] = np.float32(bad)
-    counts, outside = _count(x, edges)
+    counts, outside, _ = _count(x, edges)
     assert outside == 3
     # the in-range values are those of the clean count minus the three replaced (clamped ones land at the ends)
     assert counts.sum() <= clean.sum()
@@ -60,10 +61,11 @@ def test_values_outside_the_range_are_counted_as_outside_and_nothing_else_moves(
 def test_inputs_split_across_kernel_calls_add_up(monkeypatch):
     x = np.random.default_rng(2).uniform(-4, 4, 50001).astype(np.float32)
     edges = _edges(-4.0, 4.0, 300)
-    whole, _ = _count(x, edges)
+    whole, _, low = _count(x, edges)
     monkeypatch.setattr(compiled_binning, "_MAX_CALL", 999)
-    split, _ = _count(x, edges)
+    split, _, split_low = _count(x, edges)
     np.testing.assert_array_equal(split, whole)
+    assert split_low == low == x.min()
     np.testing.assert_array_equal(whole, np.histogram(x, 300, range=(edges[0], edges[-1]))[0])
 
 
