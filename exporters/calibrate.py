@@ -8,11 +8,12 @@ size and with the batch order (and they keep every activation of a call alive). 
    (Reshape + ReduceMin/ReduceMax inside ONNX Runtime, right after each producer: a few bytes per
    tensor) over all the calibration data; MinMax stops here;
 2. pass 2 (histogram methods) runs a copy whose outputs are the calibrated tensors themselves, written
-   by ONNX Runtime into buffers allocated once (IO binding), and numpy counts each value in
-   ``num_bins`` equal bins over the range fixed by pass 1, with counts equal to ``numpy.histogram``'s
-   bin for bin (:class:`_Histograms`: a float32 estimate of the bin, checked per tensor before any value
-   is counted to land within one bin of numpy's at every edge, then one comparison with the edge;
-   numpy's own ``histogram`` where that check fails), so each sample only adds integer counts;
+   by ONNX Runtime into buffers allocated once (IO binding), on the very samples pass 1 read (kept in a
+   file meanwhile, :class:`_Spool`), and each value is counted in ``num_bins`` equal bins over the range
+   fixed by pass 1, with counts equal to ``numpy.histogram``'s bin for bin (:class:`_Histograms`: a float32
+   estimate of the bin, checked per tensor before any value is counted to land within one bin of numpy's at
+   every edge, then one comparison with the edge, in numba's compiled loop or in numpy; numpy's own
+   ``histogram`` where that check fails), so each sample only adds integer counts;
 3. ORT's own ``HistogramCollector`` turns those histograms into thresholds, so "Entropy",
    "Percentile" and "Distribution" are ORT's algorithms, on the very histograms ORT's calibrators
    build when one ``collect_data`` call sees all the data (symmetric Percentile bins |x| over
@@ -33,7 +34,7 @@ exceed ``PIPELINE_BYTES``), and the counting overlaps the forward passes where c
 convolutions (fused, in a blocked layout) give other last bits (122 of ResNet-50's 123 calibrated tensors), so only
 the unoptimised graph gives ``quantize_static``'s ranges (and histograms, hence thresholds) bit for bit. That costs
 time: ResNet-50's unoptimised forward is about 1.4 x the optimised one on AVX-512, before any probe.
-``graph = "optimised"`` (the harness's default for MinMax) runs both passes on ORT's optimised graph and reads only
+``graph = "optimised"`` (the harness's default) runs both passes on ORT's optimised graph and reads only
 what leaves the optimiser its fusions and blocked layout:
 
 - a tensor that a quantized Relu/Clip alone reads is neither probed nor binned but given that node's range, or
@@ -58,7 +59,7 @@ range is adopted is not read, so an overflow there (a Conv output at -inf that i
 the quantizer does not use that range. ResNet-50 at 1,000 images: MinMax 1.20-1.23 x its floor against 1.42-1.48 x
 unoptimised.
 
-Pass 2 counts with numba's compiled kernel where numba is installed (:mod:`.compiled_binning`, about 4 x numpy's
+Pass 2 counts with numba's compiled kernel where numba is installed (:mod:`.compiled_binning`, about 2.7 x numpy's
 speed; the same counts), else in numpy.
 
 The **floor** of a calibration is what its forward passes cost on their own: the plain FP32 model
@@ -668,6 +669,12 @@ class _Histograms:
         from .compiled_binning import available
 
         self.compiled = available()  # numba's kernel (same counts); numpy without it
+        if not self.compiled and ranges:
+            import logging
+
+            from .compiled_binning import INSTALL_HINT
+
+            logging.getLogger(__name__).info("histogram bins counted in numpy: %s", INSTALL_HINT)
 
     def replace(self, other: _Histograms) -> None:
         """Take ``other``'s tensors (binned again over other ranges) in place of this one's."""

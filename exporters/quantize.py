@@ -110,8 +110,8 @@ class QuantSettings:
     calib_memory_mb: int = setting(1024, ge=1, help="warn when one calibration sample's activations may exceed this")
     calib_graph: str | None = setting(None, help="graph calibration runs: optimised (ORT's CPU kernels as the model "
                                       "runs, the ranges ORT's quantizer uses) or unoptimised (ORT's "
-                                      "calibrators' graph: their ranges bit for bit)",
-                                      default_text="unset: optimised for minmax, unoptimised for the others")
+                                      "calibrators' graph: their ranges and thresholds bit for bit)",
+                                      default_text="unset: optimised")
     mode: str = setting("static", help="static (calibrated QDQ), dynamic (ORT quantize_dynamic, no calibration) "
                         "or qat (fine-tuned with fake quantization)")
     weight_bits: int = setting(8, help="Conv/Gemm/MatMul weight bits (activations stay 8-bit)",
@@ -274,7 +274,7 @@ class QuantSettings:
             return None
         if self.calib_graph is not None:
             return self.calib_graph
-        return "optimised" if self.calibration == "minmax" else "unoptimised"
+        return "optimised"
 
     @property
     def calib_symmetric(self) -> bool:

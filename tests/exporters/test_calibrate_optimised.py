@@ -184,11 +184,12 @@ def test_optimised_calibration_measures_its_floor(tmp_path):
 def test_calib_graph_setting():
     from quantbench.exporters.quantize import QuantSettings
 
-    assert QuantSettings().to_dict()["calib_graph"] == "optimised"  # minmax's default
+    assert QuantSettings().to_dict()["calib_graph"] == "optimised"  # the default
     assert QuantSettings().effective_calib_graph == "optimised"
     # absent where the unoptimised graph runs (as in rows from before the key): their fingerprints hold
     assert "calib_graph" not in QuantSettings(calib_graph="unoptimised").to_dict()
-    assert "calib_graph" not in QuantSettings(calibration="entropy").to_dict()
+    assert QuantSettings(calibration="entropy").to_dict()["calib_graph"] == "optimised"  # every method's default
+    assert "calib_graph" not in QuantSettings(calibration="entropy", calib_graph="unoptimised").to_dict()
     assert "calib_graph" not in QuantSettings(mode="dynamic").to_dict()
     assert _config(calib_graph="unoptimised").graph == "unoptimised"
     assert _config(exclude_nodes=("relu1",)).exclude_nodes == ("relu1",)

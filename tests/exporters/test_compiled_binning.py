@@ -72,5 +72,5 @@ def test_inputs_split_across_kernel_calls_add_up(monkeypatch):
 def test_without_numba_count_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(compiled_binning, "_kernel", lambda: None)
     assert not compiled_binning.available()
-    with pytest.raises(RuntimeError, match=r"pip install numba"):
+    with pytest.raises(RuntimeError, match=r"pip install \.\[calibration\]"):
         _count(np.zeros(3, np.float32), _edges(-1.0, 1.0, 8))
