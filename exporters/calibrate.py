@@ -658,7 +658,8 @@ class _Histograms:
         self.edges: dict[str, np.ndarray] = {}
         self.counts: dict[str, np.ndarray] = {}
         self.fast: dict[str, tuple | None] = {}  # the checked estimate's parameters (None: numpy.histogram bins)
-        self.minimum = {t: np.float32(np.inf) for t in ranges}  # the smallest value counted (of |x| with absolute)
+        # the smallest value counted: exact for |x| and for tensors >= 0 (numba's kernel reads it from the bits)
+        self.minimum = {t: np.float32(np.inf) for t in ranges}
         empty = np.zeros(0, np.float32)
         for t, (low, high) in ranges.items():
             # numpy.histogram's float32 edges for this range (it widens an empty range to +-0.5)

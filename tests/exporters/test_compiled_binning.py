@@ -32,7 +32,15 @@ def test_relu_like_data_of_any_length_counts_as_numpy(size):
     assert outside == 0
     np.testing.assert_array_equal(counts, np.histogram(x, 512, range=(edges[0], edges[-1]))[0])
     assert counts.sum() == size
-    assert least == (x.min() if size else np.inf)
+    assert least == (x.min() if size else np.inf)  # values >= 0: the smallest is exact
+
+
+def test_the_smallest_value_of_a_nonnegative_tensor_without_zeros_and_with_negative_zero():
+    x = np.random.default_rng(4).uniform(0.25, 3.0, 9000).astype(np.float32)
+    edges = _edges(0.0, 3.0, 64)
+    assert _count(x, edges)[2] == x.min()
+    x[17] = np.float32(-0.0)  # a Relu may write -0.0: it is 0
+    assert _count(x, edges)[2] == 0.0
 
 
 def test_absolute_values_count_as_numpy_of_their_absolute_values():
@@ -61,12 +69,15 @@ def test_values_outside_the_range_are_counted_as_outside_and_nothing_else_moves(
 def test_inputs_split_across_kernel_calls_add_up(monkeypatch):
     x = np.random.default_rng(2).uniform(-4, 4, 50001).astype(np.float32)
     edges = _edges(-4.0, 4.0, 300)
-    whole, _, low = _count(x, edges)
+    whole, _, _ = _count(x, edges)
     monkeypatch.setattr(compiled_binning, "_MAX_CALL", 999)
-    split, _, split_low = _count(x, edges)
+    split, _, _ = _count(x, edges)
     np.testing.assert_array_equal(split, whole)
-    assert split_low == low == x.min()
     np.testing.assert_array_equal(whole, np.histogram(x, 300, range=(edges[0], edges[-1]))[0])
+    a = np.abs(x)
+    _, _, low = _count(x, _edges(a.min(), a.max(), 300), absolute=True)
+    _, _, split_low = _count(x[::-1], _edges(a.min(), a.max(), 300), absolute=True)
+    assert split_low == low == a.min()
 
 
 def test_without_numba_count_says_how_to_install_it(monkeypatch):
