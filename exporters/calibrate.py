@@ -83,6 +83,8 @@ from typing import Any
 
 import numpy as np
 
+from quantbench.common.memory import release_freed_memory
+
 HISTOGRAM_METHODS = ("entropy", "percentile", "distribution", "mse")
 GRAPHS = ("optimised", "unoptimised")  # the graph the passes run (see the module docstring)
 NUM_QUANTIZED_BINS = 128  # ORT's Entropy default: the 8-bit target has 128 bins per side
@@ -621,7 +623,11 @@ class _Spool:
         if self.size > self.limit:
             self.close(drop=True)
             return
-        pickle.dump({k: np.ascontiguousarray(v) for k, v in feed.items()}, self._fh, protocol=5)
+        try:
+            pickle.dump({k: np.ascontiguousarray(v) for k, v in feed.items()}, self._fh, protocol=5)
+        except OSError:  # a full disk: pass 2 reads the reader again
+            self.close(drop=True)
+            return
         self.count += 1
 
     def finish(self) -> None:
@@ -884,6 +890,7 @@ def _bin_pass(model_path: Path, binned: list[str], hists: _Histograms, graph_inp
     count_s = [0.0]
     outputs = write_activation_model(onnx.load(str(model_path)), binned, graph_inputs, tmp / "calib_activations.onnx",
                                      value_types)
+    release_freed_memory()  # the model's protobuf and its serialised copy, before ORT loads the weights again
     runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads, optimised=optimised)
     shares: list[list[int]] = []
     # numpy's ufuncs and numba's kernel release the GIL: two threads bin the tensors of a sample, half each
@@ -940,7 +947,7 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
         probed = [t for t in tensors if t not in adopted]
         # A GlobalMaxPool gives no minimum: 0 is assumed, which is right wherever only max|x| matters or every
         # quantizer widens the range to hold 0 (MinMax, Entropy, Distribution, asymmetric Percentile); |x| bins and
-        # mse's [min, max] start at the true minimum, so pass 2 checks it (see _histograms).
+        # mse's [min, max] start at the true minimum, so pass 2 checks it (below).
         plan = write_range_model(model, probed, graph_inputs, tmp / "calib_range.onnx", abs_min=absolute,
                                  max_only=nonnegative_tensors(model))
     else:
@@ -989,6 +996,7 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
         spool.close(drop=True)
         raise
     del session
+    release_freed_memory()  # pass 1's session
     spool.finish()
     if samples == 0:
         raise ValueError("calibration reader produced no batches")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from quantbench.common.fields import declared_fields, lower_bound, setting
+from quantbench.common.memory import release_freed_memory
 
 # "mse": the L2 range search of PyTorch's HistogramObserver (exporters/histogram_mse.py); the others are ORT's.
 METHODS = ("minmax", "entropy", "percentile", "distribution", "mse")
@@ -477,6 +478,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
         cache = tmp / "calibration.json"
         save_tensors_data(result.ranges, cache)
         del result
+        release_freed_memory()  # calibration's sessions and buffers, before quantize_static loads the model
         # The grids' scales are the weights' scales; ORT must not widen them for tiny biases.
         extra = ({"TensorQuantOverrides": tensor_overrides(grids), "QDQDisableWeightAdjustForInt32Bias": True}
                  if grids else None)

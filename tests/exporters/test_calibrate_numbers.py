@@ -299,6 +299,25 @@ def test_pass_2_reads_pass_1s_samples_back_so_a_drifting_reader_cannot_split_the
     assert not list(tmp_path.glob("calib_samples*")), "the spool is removed"
 
 
+def test_a_spool_that_cannot_be_written_leaves_the_thresholds_unchanged(tmp_path, monkeypatch):
+    """A full disk while pass 1 keeps its samples: pass 2 reads the reader again, with the same thresholds."""
+    import pickle
+
+    x = _outlier_data(300)
+    model = _double(tmp_path / "m.onnx", x.shape[1])
+    config = CalibrationConfig("entropy", num_bins=512)
+    kept = calibrate(model, config, Reader([x]), tmp_path, floor=False)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pickle, "dump", full_disk)
+    reread = calibrate(model, config, Reader([x]), tmp_path, floor=False)
+    assert {t: tuple(r.range_value) for t, r in reread.ranges.items()} == \
+        {t: tuple(r.range_value) for t, r in kept.ranges.items()}
+    assert not list(tmp_path.glob("calib_samples*"))
+
+
 def test_data_that_changes_between_the_passes_is_refused_naming_the_tensor(tmp_path, monkeypatch):
     """Without the spool (more samples than SPOOL_BYTES, or no disk space) pass 2 reads the reader again: data
     that changed is refused, naming the tensor."""
