@@ -226,19 +226,24 @@ def test_optimised_histograms_quantize_as_orts_calibrators_ranges(tmp_path, meth
 def test_histogram_thresholds_do_not_depend_on_batching_threads_or_numba(tmp_path, monkeypatch, graph):
     """Incidental knobs: the reader's batches, ORT's threads and whether numba or numpy counts the bins leave every
     threshold bit-equal."""
+    from quantbench.exporters import calibrate as cal
     from quantbench.exporters import compiled_binning
 
     model = _model(tmp_path / "m.onnx")
     x = _digits()
+    kernel, count = compiled_binning._kernel, compiled_binning.count
+    calls = []
+    monkeypatch.setattr(compiled_binning, "count", lambda *a, **k: calls.append(1) or count(*a, **k))
     runs = []
     for batches, threads, compiled in (([x], 1, True), ([x[:3], x[3:17], x[17:]], 2, False),
-                                       ([x[i:i + 1] for i in range(len(x))], 3, True)):
-        if not compiled:
-            monkeypatch.setattr(compiled_binning, "_kernel", lambda: None)
-        else:
-            monkeypatch.undo()
+                                       ([x[i:i + 1] for i in range(len(x))], 3, None)):
+        # True: numba counts even this small model's values; False: numba absent; None: the size rule (numpy here)
+        monkeypatch.setattr(compiled_binning, "_kernel", kernel if compiled is not False else (lambda: None))
+        monkeypatch.setattr(cal, "COMPILED_MIN_VALUES", 0 if compiled else 200_000_000)
+        calls.clear()
         config = CalibrationConfig("entropy", num_bins=512, op_types=_config().op_types, graph=graph, threads=threads)
         result = calibrate(model, config, Reader(batches), tmp_path, floor=False)
+        assert bool(calls) == (compiled is True and compiled_binning.available())
         runs.append({t: tuple(np.float32(v) for v in result.ranges[t].range_value) for t in result.ranges})
     assert runs[0] == runs[1] == runs[2]
 
