@@ -50,9 +50,13 @@ what leaves the optimiser its fusions and blocked layout:
 The ranges are then those of the FP32 model as ORT runs it by default (tested bit for bit), and the quantized model
 is the unoptimised ranges' one: the same nodes, scales equal to float32's last bits and the same zero points, one
 step apart where a zero point sits on a rounding tie within those last bits (tested over six settings and, by a
-hostile tester, on a dozen torchvision networks; the histogram methods over seven settings). A histogram threshold
-is a bin edge: where values differ in their last bits, one that sits on an edge can move to the next bin, so a
-histogram method's threshold can move by one bin (not seen on the test models). Where the optimiser fuses ops into
+hostile tester, on a dozen torchvision networks; the histogram methods over seven settings, and by a hostile tester
+on six torchvision networks and hand-built graphs: 222 comparisons). A histogram is counts, and values that differ
+in their last bits can move a count into the next bin: Entropy and Percentile thresholds then stay put or move by a
+bin, but mse's greedy L2 search can land far away (5 of 26 torchvision runs: scales 0.5-2.1 % apart, zero points up
+to 3 steps), as it would for any last-bit change of the activations (another CPU or ORT version); and with a
+symmetric range on uint8 (Percentile's default, Distribution) every zero point sits on the 127.5 tie, so the last
+bits decide 127 or 128 (2-69 tensors per network). Where the optimiser fuses ops into
 a kernel of other numerics (a LayerNorm written out op by op) and the data is ill-conditioned, the ranges are the
 fused kernel's, which can differ beyond the last bits (1e-3 on rows of mean 300 and spread 0.01). A tensor whose
 range is adopted is not read, so an overflow there (a Conv output at -inf that its Relu zeroes) is not reported:
@@ -128,6 +132,7 @@ class CalibrationResult:
     floor_probes: int = 0  # plain FP32 runs the floor was measured from
     count_s: float | None = None  # of pass 2: numpy binning the activations (worker threads, beside ORT's runs)
     floor_ci95: tuple[float, float] | None = None  # 95% interval of floor_s from its probes' spread
+    notes: list[str] = field(default_factory=list)  # what a row should say about this calibration
 
     @property
     def time_s(self) -> float:
@@ -686,6 +691,12 @@ class _Histograms:
 
             logging.getLogger(__name__).info("histogram bins counted in numpy: %s", INSTALL_HINT)
 
+    def drop(self, names: list[str]) -> None:
+        """Forget ``names`` (no longer binned)."""
+        for store in ("edges", "counts", "fast", "minimum"):
+            for t in names:
+                getattr(self, store).pop(t, None)
+
     def replace(self, other: _Histograms) -> None:
         """Take ``other``'s tensors (binned again over other ranges) in place of this one's."""
         for store in ("edges", "counts", "fast", "minimum"):
@@ -1056,7 +1067,10 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     # numba's kernel where the values to count repay importing (and maybe compiling) it: ResNet-50 at 1,000 images
     # counts 16.8 G values, the shipped CNN at 256 images 8 M (numpy's 20 ms against numba's 0.3-1.5 s start)
     compiled = samples * sum(elements.get(t, 1) for t in binned) >= COMPILED_MIN_VALUES
-    hists = _Histograms(bin_ranges(binned + list(derived)), int(config.num_bins), absolute, compiled)
+    wanted, narrow = _split_narrow(bin_ranges(binned + list(derived)), int(config.num_bins))
+    binned = [t for t in binned if t not in narrow]
+    derived = {out: x for out, x in derived.items() if out not in narrow and x not in narrow}
+    hists = _Histograms(wanted, int(config.num_bins), absolute, compiled)
     setup_s = time.perf_counter() - t0
     source = spool if spool.complete else None
     try:
@@ -1069,12 +1083,17 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
         if moved:
             for t in moved:
                 lows[t] = abs_lows[t] = hists.minimum[t]
-            again = _Histograms(bin_ranges(moved), int(config.num_bins), absolute, compiled)
-            more_s, more_count = _bin_pass(model_path, moved, again, graph_inputs, tmp, value_types, config,
-                                           optimised, source or _Prefetched(reader), None, report,
-                                           (2, passes_n, total))
-            hists.replace(again)
-            elapsed, count_s = elapsed + more_s, count_s + more_count
+            again_ranges, more_narrow = _split_narrow(bin_ranges(moved), int(config.num_bins))
+            hists.drop(list(more_narrow))
+            narrow.update(more_narrow)
+            moved = [t for t in moved if t not in more_narrow]
+            again = _Histograms(again_ranges, int(config.num_bins), absolute, compiled)
+            if moved:
+                more_s, more_count = _bin_pass(model_path, moved, again, graph_inputs, tmp, value_types, config,
+                                               optimised, source or _Prefetched(reader), None, report,
+                                               (2, passes_n, total))
+                hists.replace(again)
+                elapsed, count_s = elapsed + more_s, count_s + more_count
     finally:
         spool.close(drop=True)
     for out, x in derived.items():
@@ -1082,18 +1101,44 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     passes.append(setup_s + elapsed)
 
     t0 = time.perf_counter()
-    ranges = _thresholds(method, hists, lows, highs, config, adopted)
+    ranges = _thresholds(method, hists, lows, highs, config, adopted, list(narrow))
     passes.append(time.perf_counter() - t0)
     return CalibrationResult(ranges, len(tensors), samples, per_sample, passes, floor_s(), len(fl.times) if fl else 0,
-                             count_s, floor_ci95())
+                             count_s, floor_ci95(), _narrow_note(narrow, int(config.num_bins)))
+
+
+def _split_narrow(ranges: dict[str, tuple], num_bins: int) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    """(the ranges numpy.histogram can cut into ``num_bins`` bins, the others): a range holding fewer float32 values
+    than bins (a saturated Sigmoid's [0.49999997, 0.5]) makes numpy, hence ORT's calibrators, refuse."""
+    empty = np.zeros(0, np.float32)
+    ok, narrow = {}, {}
+    for t, (low, high) in ranges.items():
+        try:
+            np.histogram_bin_edges(empty, num_bins, range=(np.float32(low), np.float32(high)))
+            ok[t] = (low, high)
+        except ValueError:
+            narrow[t] = (low, high)
+    return ok, narrow
+
+
+def _narrow_note(narrow: dict[str, tuple], num_bins: int) -> list[str]:
+    if not narrow:
+        return []
+    t = sorted(narrow)[0]
+    more = f" and {len(narrow) - 1} more" if len(narrow) > 1 else ""
+    return [f"activation '{t}'{more} spans fewer float32 values than {num_bins} bins ([{narrow[t][0]}, "
+            f"{narrow[t][1]}]): its range is its min and max, as MinMax's"]
 
 
 def _thresholds(method: str, hists: _Histograms, lows: dict, highs: dict, config: CalibrationConfig,
-                adopted: dict[str, str] | None = None) -> Any:
+                adopted: dict[str, str] | None = None, narrow: list[str] | None = None) -> Any:
     """Run ORT's HistogramCollector algorithms (or torch's L2 search for "mse") on the fixed-range histograms;
     each ``adopted`` input (see :func:`adopted_ranges`) takes its Relu/Clip output's result, as ORT's quantizer
-    gives it."""
+    gives it. A ``narrow`` tensor (see :func:`_split_narrow`) is given its min and max, as MinMax would."""
+    from onnxruntime.quantization.calibrate import TensorData
+
     adopted = adopted or {}
+    narrow = narrow or []
     from onnxruntime.quantization.calibrate import (
         CalibrationMethod,
         HistogramCollector,
@@ -1110,6 +1155,9 @@ def _thresholds(method: str, hists: _Histograms, lows: dict, highs: dict, config
                 top = np.float32(max(abs(low), abs(high)))
                 low, high = -top, top
             pairs[t] = (low, high)
+        for t in narrow:
+            top = np.float32(max(abs(lows[t]), abs(highs[t])))
+            pairs[t] = (-top, top) if config.symmetric else (np.float32(lows[t]), np.float32(highs[t]))
         pairs.update({x: pairs[y] for x, y in adopted.items()})
         # ORT takes these as plain ranges (as MinMax's); quantize.py passes the matching method
         return TensorsData(CalibrationMethod.MinMax, pairs)
@@ -1132,6 +1180,8 @@ def _thresholds(method: str, hists: _Histograms, lows: dict, highs: dict, config
     else:
         with contextlib.redirect_stdout(sys.stderr):  # ORT prints progress; stdout belongs to our caller
             result = collector.compute_collection_result()
+    for t in narrow:
+        result[t] = TensorData(lowest=np.float32(lows[t]), highest=np.float32(highs[t]))
     result.update({x: result[y] for x, y in adopted.items()})
     kind = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
             "distribution": CalibrationMethod.Distribution}[method]

@@ -467,6 +467,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, settings: QuantSettings, reade
         if stats is not None and grids:
             stats["weight_grids"] = {g.storage: sum(1 for h in grids if h.storage == g.storage) for g in grids}
         result = calibrate(pre, calibration_config(settings), reader, tmp, progress=progress)
+        notes.extend(result.notes)
         sample_mb = result.bytes_per_sample / 2**20
         if sample_mb > settings.calib_memory_mb:
             notes.append(f"calibration runs one sample at a time, whose activations may take {sample_mb:.0f} MB "

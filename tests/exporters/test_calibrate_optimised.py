@@ -283,3 +283,34 @@ def test_a_nonnegative_tensor_without_zeros_is_binned_over_its_true_range(tmp_pa
     assert passes[-1] == ["r"], "the optimised graph bins the Relu's output again over its true range"
     assert ranges["optimised"]["r"] == ranges["unoptimised"]["r"]
     assert ranges["optimised"]["r"][0] > 0 if method == "mse" else True
+
+
+def _saturated_sigmoid_model(path: Path) -> Path:
+    """Sigmoid(x * 1e-7) -> Conv: the Sigmoid's outputs span a few float32 values around 0.5."""
+    inits = [numpy_helper.from_array(np.array(1e-7, np.float32), "tiny"),
+             numpy_helper.from_array(np.full((2, 1, 3, 3), 0.1, np.float32), "w"),
+             numpy_helper.from_array(np.zeros(2, np.float32), "b")]
+    node = helper.make_node
+    nodes = [node("Mul", ["x", "tiny"], ["m"], name="mul"), node("Sigmoid", ["m"], ["s"], name="sig"),
+             node("Conv", ["s", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 8, 8])], inits)
+    save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("graph", ["optimised", "unoptimised"])
+@pytest.mark.parametrize("method, symmetric", [("mse", False), ("percentile", True)])  # bins over [min, max], |x|
+def test_a_range_too_narrow_for_its_bins_takes_its_min_and_max_with_a_note(tmp_path, graph, method, symmetric):
+    """numpy.histogram (hence ORT's calibrators) refuses 2048 bins over a range of a few float32 values; such a
+    tensor gets its exact min and max (MinMax's range) and the row a note naming it, instead of numpy's bare error."""
+    model = _saturated_sigmoid_model(tmp_path / "m.onnx")
+    x = _digits(30)
+    config = CalibrationConfig(method, symmetric=symmetric, num_bins=2048, percentile=99.99, graph=graph)
+    result = calibrate(model, config, Reader([x]), tmp_path, floor=False)
+    minmax = calibrate(model, CalibrationConfig("minmax", graph="unoptimised"), Reader([x]), tmp_path, floor=False)
+    assert tuple(result.ranges["s"].range_value) == tuple(minmax.ranges["s"].range_value)
+    low, high = (float(v) for v in result.ranges["s"].range_value)
+    assert 0.49 < low < high <= 0.51
+    assert len(result.notes) == 1 and "'s'" in result.notes[0] and "2048 bins" in result.notes[0]
+    assert tuple(result.ranges["y"].range_value) != tuple(minmax.ranges["y"].range_value)  # the others: binned
