@@ -1022,7 +1022,8 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
         lows[out], highs[out] = np.maximum(lows[x], zero), np.maximum(highs[x], zero)
     for x, out in adopted.items():  # the range ORT's quantizer gives x (see adopted_ranges)
         lows[x], highs[x] = lows[out], highs[out]
-    bad = [t for t in tensors if not (np.isfinite(lows[t]) and np.isfinite(highs[t]))]
+    # named by a tensor that was measured (an adopted one only repeats its Relu/Clip's values)
+    bad = [t for t in tensors if t not in adopted and not (np.isfinite(lows[t]) and np.isfinite(highs[t]))]
     if bad:
         spool.close(drop=True)
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""

@@ -316,3 +316,17 @@ def test_a_vision_transformer_whose_pre_processing_fails_is_quantized_with_a_not
     notes = quantize_qdq(model, tmp_path / "q.onnx", QuantSettings(calibration="minmax"), Reader([x]))
     assert any(n.startswith("quant_pre_process failed") for n in notes)
     assert (tmp_path / "q.onnx").is_file()
+
+
+def test_an_overflow_is_named_by_the_tensor_that_was_measured(tmp_path):
+    """The optimised graph measures a Relu's output in place of its input (which only takes its range): an overflow
+    there is reported under the Relu's output, whose values they are, not under the input."""
+    from quantbench.exporters.calibrate import CalibrationConfig, calibrate
+
+    w2, b2 = _weights((4, 4, 1, 1), (4,))
+    nodes = [node("Conv", ["x", "w1"], ["c1"], name="conv1"), node("Relu", ["c1"], ["r1"], name="relu1"),
+             node("Conv", ["r1", "w2", "b2"], ["y"], name="conv2")]
+    model = _save(tmp_path / "m.onnx", nodes, {"w1": np.ones((4, 1, 3, 3)), "w2": w2, "b2": b2})
+    x = (_digits() / 4 + 1) * np.float32(1e38)  # every 3x3 sum overflows to +inf, which the Relu keeps
+    with pytest.raises(ValueError, match=r"^activation 'r1' has non-finite values \(min 0.0, max inf\)"):
+        calibrate(model, CalibrationConfig("minmax", graph="optimised"), Reader([x]), tmp_path, floor=False)
