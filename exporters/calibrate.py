@@ -43,7 +43,8 @@ what leaves the optimiser its fusions and blocked layout:
 - in pass 1 a tensor that cannot be negative (:func:`nonnegative_tensors`) is probed by a GlobalMaxPool, which ORT
   runs in its blocked layout, and reports 0 as its minimum: every quantizer widens a range to hold 0, so the scale
   and zero point are those of its true minimum, and Entropy/Distribution/asymmetric Percentile bin over
-  [-max|x|, max|x|] (not for bins of |x| or mse's [min, max], which need the true minimum: those keep the probes);
+  [-max|x|, max|x|]; bins of |x| and mse's [min, max] start at the true minimum, so pass 2 checks that the tensor
+  holds a 0 and otherwise bins it again over its true range;
 - the others keep the Reshape + ReduceMin/ReduceMax probes (ORT copies them back to NCHW first); pass 2's outputs
   are the tensors pass 1 probed (ORT copies each out of its blocked layout).
 
@@ -130,7 +131,7 @@ class CalibrationResult:
     pass_s: list[float] = field(default_factory=list)  # each pass without its floor probes, then the thresholds
     floor_s: float | None = None  # FP32 forward time of the passes over the samples (see module docstring)
     floor_probes: int = 0  # plain FP32 runs the floor was measured from
-    count_s: float | None = None  # of pass 2: numpy binning the activations (worker threads, beside ORT's runs)
+    count_s: float | None = None  # of pass 2: binning the activations (worker threads, beside ORT's runs)
     floor_ci95: tuple[float, float] | None = None  # 95% interval of floor_s from its probes' spread
     notes: list[str] = field(default_factory=list)  # what a row should say about this calibration
 
@@ -680,26 +681,27 @@ class _Histograms:
             self.counts[t] = np.zeros(num_bins, np.int64)
             self.fast[t] = _bin_params(self.edges[t]) if _estimate_is_exact(self.edges[t]) else None
         self._scratch = threading.local()
-        from .compiled_binning import available
+        from .compiled_binning import INSTALL_HINT, available, count
 
+        self._count = count
         # numba's kernel (same counts) unless told otherwise; numpy without numba
         self.compiled = available() if compiled is None else compiled and available()
         if compiled is not False and not self.compiled and ranges:
             import logging
 
-            from .compiled_binning import INSTALL_HINT
-
             logging.getLogger(__name__).info("histogram bins counted in numpy: %s", INSTALL_HINT)
+
+    _PER_TENSOR = ("edges", "counts", "fast", "minimum")
 
     def drop(self, names: list[str]) -> None:
         """Forget ``names`` (no longer binned)."""
-        for store in ("edges", "counts", "fast", "minimum"):
+        for store in self._PER_TENSOR:
             for t in names:
                 getattr(self, store).pop(t, None)
 
     def replace(self, other: _Histograms) -> None:
         """Take ``other``'s tensors (binned again over other ranges) in place of this one's."""
-        for store in ("edges", "counts", "fast", "minimum"):
+        for store in self._PER_TENSOR:
             getattr(self, store).update(getattr(other, store))
 
     def add(self, name: str, bins: np.ndarray) -> None:
@@ -720,9 +722,7 @@ class _Histograms:
         edges, counts, n = self.edges[name], self.counts[name], self.num_bins
         lo, hi = edges[0], edges[-1]
         if self.compiled and self.fast[name] is not None and flat.dtype == np.float32:
-            from .compiled_binning import count
-
-            c, outside, least = count(flat, self.fast[name], hi, n, self.absolute)
+            c, outside, least = self._count(flat, self.fast[name], hi, n, self.absolute)
             if outside:
                 raise ValueError(_left_range(name))
             counts += c
@@ -1136,15 +1136,15 @@ def _thresholds(method: str, hists: _Histograms, lows: dict, highs: dict, config
     """Run ORT's HistogramCollector algorithms (or torch's L2 search for "mse") on the fixed-range histograms;
     each ``adopted`` input (see :func:`adopted_ranges`) takes its Relu/Clip output's result, as ORT's quantizer
     gives it. A ``narrow`` tensor (see :func:`_split_narrow`) is given its min and max, as MinMax would."""
-    from onnxruntime.quantization.calibrate import TensorData
-
-    adopted = adopted or {}
-    narrow = narrow or []
     from onnxruntime.quantization.calibrate import (
         CalibrationMethod,
         HistogramCollector,
+        TensorData,
         TensorsData,
     )
+
+    adopted = adopted or {}
+    narrow = narrow or []
 
     if method == "mse":
         from .histogram_mse import l2_range

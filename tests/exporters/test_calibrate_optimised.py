@@ -248,19 +248,24 @@ def test_histogram_thresholds_do_not_depend_on_batching_threads_or_numba(tmp_pat
     assert runs[0] == runs[1] == runs[2]
 
 
-def _shifted_relu_model(path: Path) -> Path:
-    """x + 5 -> Relu -> Conv: the Relu's output is >= 0 by construction but never 0 on data in [-1, 1]."""
-    rng = np.random.default_rng(3)
-    inits = [numpy_helper.from_array(np.array(5, np.float32), "five"),
-             numpy_helper.from_array((rng.standard_normal((4, 1, 3, 3)) * 0.3).astype(np.float32), "w"),
-             numpy_helper.from_array(np.zeros(4, np.float32), "b")]
+def _op_then_conv(path: Path, op: str, constant: float, activation: str, out: str, w: np.ndarray) -> Path:
+    """x -> ``op``(x, ``constant``) -> ``activation`` (output ``out``) -> Conv with weights ``w`` -> y."""
+    channels = w.shape[0]
+    inits = [numpy_helper.from_array(np.array(constant, np.float32), "k"), numpy_helper.from_array(w, "w"),
+             numpy_helper.from_array(np.zeros(channels, np.float32), "b")]
     node = helper.make_node
-    nodes = [node("Add", ["x", "five"], ["s"], name="shift"), node("Relu", ["s"], ["r"], name="relu"),
-             node("Conv", ["r", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])]
+    nodes = [node(op, ["x", "k"], ["pre"], name="first"), node(activation, ["pre"], [out], name="act"),
+             node("Conv", [out, "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])], inits)
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", channels, 8, 8])], inits)
     save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
+
+
+def _shifted_relu_model(path: Path) -> Path:
+    """x + 5 -> Relu -> Conv: the Relu's output is >= 0 by construction but never 0 on data in [-1, 1]."""
+    w = (np.random.default_rng(3).standard_normal((4, 1, 3, 3)) * 0.3).astype(np.float32)
+    return _op_then_conv(path, "Add", 5, "Relu", "r", w)
 
 
 @pytest.mark.parametrize("method, symmetric", [("mse", False), ("percentile", True)])
@@ -287,16 +292,7 @@ def test_a_nonnegative_tensor_without_zeros_is_binned_over_its_true_range(tmp_pa
 
 def _saturated_sigmoid_model(path: Path) -> Path:
     """Sigmoid(x * 1e-7) -> Conv: the Sigmoid's outputs span a few float32 values around 0.5."""
-    inits = [numpy_helper.from_array(np.array(1e-7, np.float32), "tiny"),
-             numpy_helper.from_array(np.full((2, 1, 3, 3), 0.1, np.float32), "w"),
-             numpy_helper.from_array(np.zeros(2, np.float32), "b")]
-    node = helper.make_node
-    nodes = [node("Mul", ["x", "tiny"], ["m"], name="mul"), node("Sigmoid", ["m"], ["s"], name="sig"),
-             node("Conv", ["s", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 8, 8])], inits)
-    save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
+    return _op_then_conv(path, "Mul", 1e-7, "Sigmoid", "s", np.full((2, 1, 3, 3), 0.1, np.float32))
 
 
 @pytest.mark.parametrize("graph", ["optimised", "unoptimised"])
