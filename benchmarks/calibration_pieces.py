@@ -1,15 +1,16 @@
 """What each piece of a calibration pass costs against the floor, per image, measured in one process.
 
-On the graph ``quantbench`` quantizes (ORT's ``quant_pre_process`` of an ONNX file) and the tensors it
-calibrates, runs a few images through, in turn, groups of ``--group`` images each so that all pieces see
-the same load: the floor (the plain FP32 model, ORT's default optimisations), pass 1 (the in-graph
-min/max model), the unoptimised forward alone (the activation model, as ORT's calibrators run it),
-pass 2 (the activation model with numpy's exact binning beside ORT, as ``calibrate`` runs it) and,
-for comparison, the in-graph binning model the earlier pass 2 ran (``--no-old`` leaves it out). Prints
-each piece's CPU seconds (all threads of this process) and wall seconds per image, both over the floor's:
-the CPU ratio survives a busy machine, the wall ratio is what a user waits for on a quiet one.
+On the graph ``quantbench`` quantizes (ORT's ``quant_pre_process`` of an ONNX file) and the tensors an optimised
+calibration reads (``calib_graph = "optimised"``, the default: Relu/Clip inputs adopt their node's range), runs a few
+images through, in turn, groups of ``--group`` images each so that all pieces see the same load: the floor (the plain
+FP32 model, ORT's default optimisations), pass 1 (the in-graph min/max probes, read in ORT's blocked layout), pass 2's
+forward alone with its outputs read blocked and with ORT's copies back to NCHW (what reading blocked saves), the
+counting of one image's activations alone (numba's kernel where installed, in calibration's binning threads), and
+pass 2 as ``calibrate`` runs it (the forward, the counting in worker threads beside it). Prints each piece's CPU
+seconds (all threads of this process) and wall seconds per image, both over the floor's: the CPU ratio survives a
+busy machine, the wall ratio is what a user waits for on a quiet one.
 
-    python benchmarks/calibration_pieces.py /tmp/resnet50.onnx --data folder:/tmp/cifar10 --resize 224 --images 24
+    python benchmarks/calibration_pieces.py /tmp/resnet50.onnx --data folder:/tmp/cifar10 --resize 224 --images 32
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 
-def _pieces(model: Path, feeds: list[dict], tmp: Path, method: str, bins: int, old: bool) -> dict[str, Callable]:
+def _pieces(model: Path, feeds: list[dict], tmp: Path, method: str, bins: int) -> dict[str, Callable]:
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
@@ -37,28 +38,32 @@ def _pieces(model: Path, feeds: list[dict], tmp: Path, method: str, bins: int, o
     shaped = load_model_with_shape_infer(model)
     tensors, _ = cal.tensors_to_calibrate(shaped, config.op_types)
     inputs = {i.name for i in shaped.graph.input} - {i.name for i in shaped.graph.initializer}
-    relus = {n.output[0]: n.input[0] for n in shaped.graph.node if n.op_type == "Relu"}
     types = cal._value_types(shaped)
-    range_out = [name for _, low, high, _ in cal.write_range_model(shaped, tensors, inputs, tmp / "range.onnx")
-                 for name in (low, high)]
+    adopted = cal.adopted_ranges(shaped, tensors, config)
+    probed = [t for t in tensors if t not in adopted]
+    plan = cal.write_range_model(shaped, probed, inputs, tmp / "range.onnx", max_only=cal.nonnegative_tensors(shaped))
+    range_out = [name for probe in plan for name in probe[1:] if name]
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     plain = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
-    ranges_session = cal.calibration_session(tmp / "range.onnx", 0)
-    # every image's range, so that pass 2 bins over the same range calibration would use
-    lows, highs = {}, {}
+    ranges_session = cal.calibration_session(tmp / "range.onnx", 0, optimised=True, blocked=True)
+    # every image's range, so that pass 2 bins over the ranges calibration would use
+    tops = dict.fromkeys(probed, np.float32(0))
     for feed in feeds:
-        values = ranges_session.run(range_out, feed)
-        for k, t in enumerate(tensors):
-            lo, hi = values[2 * k], values[2 * k + 1]
-            lows[t], highs[t] = min(lows.get(t, np.inf), float(lo)), max(highs.get(t, -np.inf), float(hi))
-    tops = {t: np.float32(max(abs(lows[t]), abs(highs[t]))) for t in tensors}
-    ranges = {t: (-tops[t], tops[t]) for t in tensors}
-    derived = cal.relu_outputs_from_inputs(relus, ranges)
-    binned = [t for t in tensors if t not in derived]
-    outputs = cal.write_activation_model(onnx.load(str(model)), binned, inputs, tmp / "acts.onnx", types)
-    runs = cal._ActivationRuns(tmp / "acts.onnx", outputs, 0)
+        values = dict(zip(range_out, ranges_session.run(range_out, feed), strict=True))
+        for t, low, high, _ in plan:
+            top = max(abs(float(np.min(values[low]))) if low else 0.0, abs(float(np.max(values[high]))))
+            tops[t] = np.float32(max(tops[t], top))
+    ranges = {t: (-tops[t], tops[t]) for t in probed}
+    outputs = cal.write_activation_model(onnx.load(str(model)), probed, inputs, tmp / "acts.onnx", types)
+    runs = cal._ActivationRuns(tmp / "acts.onnx", outputs, 0, optimised=True)
+    blocked_default = cal.READ_BLOCKED
+    cal.READ_BLOCKED = False
+    try:
+        nchw_runs = cal._ActivationRuns(tmp / "acts.onnx", outputs, 0, optimised=True)
+    finally:
+        cal.READ_BLOCKED = blocked_default
     hists = cal._Histograms(ranges, bins, False)
     binners = ThreadPoolExecutor(cal.BINNING_THREADS)
     worker = ThreadPoolExecutor(1)
@@ -68,7 +73,7 @@ def _pieces(model: Path, feeds: list[dict], tmp: Path, method: str, bins: int, o
     def count(arrays: list[np.ndarray]) -> None:
         if not shares:
             shares.extend(cal._balanced_shares([a.size for a in arrays], cal.BINNING_THREADS))
-        jobs = [binners.submit(lambda s: [hists.add_values(binned[k], arrays[k]) for k in s], s) for s in shares]
+        jobs = [binners.submit(lambda s: [hists.add_values(probed[k], arrays[k]) for k in s], s) for s in shares]
         for job in jobs:
             job.result()
 
@@ -81,20 +86,13 @@ def _pieces(model: Path, feeds: list[dict], tmp: Path, method: str, bins: int, o
             pending.pop(slot).result()
         pending[slot] = worker.submit(count, arrays)
 
+    one_image = [a.copy() for a in runs.run(feeds[0])[0]]
     pieces = {"floor (optimised FP32)": lambda f: plain.run(None, f),
               "pass 1 (in-graph min/max)": lambda f: ranges_session.run(range_out, f),
-              "unoptimised forward alone": lambda f: runs.run(f),
-              "pass 2 (numpy binning)": pass2}
-    if old:
-        old_hists = cal._Histograms(ranges, bins, False)
-        bin_out = cal.write_bin_model(onnx.load(str(model)), tensors, inputs, old_hists, tmp / "bins.onnx")
-        bins_session = cal.calibration_session(tmp / "bins.onnx", 0)
-
-        def old_pass2(feed: dict) -> None:
-            for t, b in zip(tensors, bins_session.run(bin_out, feed), strict=True):
-                old_hists.add(t, b)
-
-        pieces["earlier pass 2 (in-graph binning)"] = old_pass2
+              "pass 2 forward alone (read blocked)": lambda f: runs.run(f),
+              "pass 2 forward alone (NCHW copies)": lambda f: nchw_runs.run(f),
+              "counting alone": lambda f: count(one_image),
+              "pass 2 (forward + counting)": pass2}
 
     def settle() -> None:
         for job in list(pending.values()):
@@ -102,8 +100,8 @@ def _pieces(model: Path, feeds: list[dict], tmp: Path, method: str, bins: int, o
         pending.clear()
 
     pieces["_settle"] = settle
-    print(f"{len(tensors)} tensors, {len(derived)} Relu histograms derived from their inputs, "
-          f"{sum(a.size for a in runs.run(feeds[0])[0])} values binned per image", flush=True)
+    print(f"{len(tensors)} tensors, {len(adopted)} adopting their Relu/Clip's range, "
+          f"{sum(a.size for a in one_image)} values binned per image; numba: {hists.compiled}", flush=True)
     settle()
     return pieces
 
@@ -116,7 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=24, help="images (default 24)")
     ap.add_argument("--group", type=int, default=4, help="images per turn of each piece (default 4)")
     ap.add_argument("--method", default="entropy", help="histogram method whose bins pass 2 counts (default entropy)")
-    ap.add_argument("--no-old", action="store_true", help="leave out the earlier in-graph binning model")
     args = ap.parse_args(argv)
     if not Path(args.model).is_file() or args.images < 1:
         why = f"{args.model} is not a file" if not Path(args.model).is_file() else "--images must be >= 1"
@@ -138,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmpdir)
         model = pre_processed(Path(args.model), tmp, [])
         feeds = list(cal.one_sample_feeds(reader))
-        pieces = _pieces(model, feeds, tmp, args.method, int(bins), not args.no_old)
+        pieces = _pieces(model, feeds, tmp, args.method, int(bins))
         settle = pieces.pop("_settle")
         cpu = dict.fromkeys(pieces, 0.0)
         wall = dict.fromkeys(pieces, 0.0)

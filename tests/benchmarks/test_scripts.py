@@ -28,7 +28,8 @@ def _script(name: str):
 def test_calibration_pieces_prints_every_piece_against_the_floor(capsys):
     assert _script("calibration_pieces").main([str(ASSETS / "fashion_cnn.onnx"), "--images", "4", "--group", "2"]) == 0
     out = capsys.readouterr().out
-    for piece in ("floor", "pass 1", "unoptimised forward alone", "pass 2", "earlier pass 2"):
+    for piece in ("floor", "pass 1", "forward alone (read blocked)", "forward alone (NCHW copies)", "counting alone",
+                  "pass 2 (forward + counting)"):
         assert piece in out, out
     assert "(1.00 x)" in out  # the floor over itself
 
