@@ -698,15 +698,19 @@ class _Spool:
 
 class _Histograms:
     """Counts of each tensor's values (of their absolute values with ``absolute``) in ``num_bins`` equal
-    bins over a fixed range per tensor, equal to ``numpy.histogram``'s: adding batches only adds counts."""
+    bins over a fixed range per tensor, equal to ``numpy.histogram``'s: adding batches only adds counts.
+
+    ``nonnegative``: tensors known to be >= 0, the only ones whose :attr:`minimum` is wanted (numba's kernel then
+    leaves the others' unread) and whose |x| is x (-0.0 and 0.0 share a bin); None: every tensor's minimum."""
 
     def __init__(self, ranges: dict[str, tuple[np.float32, np.float32]], num_bins: int, absolute: bool,
-                 compiled: bool | None = None) -> None:
-        self.num_bins, self.absolute = num_bins, absolute
+                 compiled: bool | None = None, nonnegative: set[str] | frozenset[str] | None = None) -> None:
+        self.num_bins, self.absolute, self.nonnegative = num_bins, absolute, nonnegative
         self.edges: dict[str, np.ndarray] = {}
         self.counts: dict[str, np.ndarray] = {}
         self.fast: dict[str, tuple | None] = {}  # the checked estimate's parameters (None: numpy.histogram bins)
-        # the smallest value counted: exact for |x| and for tensors >= 0 (numba's kernel reads it from the bits)
+        # the smallest value counted: exact for |x| and for tensors >= 0 (numba's kernel reads it from the bits;
+        # with ``nonnegative`` given, only theirs)
         self.minimum = {t: np.float32(np.inf) for t in ranges}
         empty = np.zeros(0, np.float32)
         for t, (low, high) in ranges.items():
@@ -754,7 +758,9 @@ class _Histograms:
         edges, counts, n = self.edges[name], self.counts[name], self.num_bins
         lo, hi = edges[0], edges[-1]
         if self.compiled and self.fast[name] is not None and flat.dtype == np.float32:
-            c, outside, least = self._count(flat, self.fast[name], hi, n, self.absolute)
+            nonneg = self.nonnegative is not None and name in self.nonnegative
+            track = self.nonnegative is None or nonneg
+            c, outside, least = self._count(flat, self.fast[name], hi, n, self.absolute and not nonneg, track)
             if outside:
                 raise ValueError(_left_range(name))
             counts += c
@@ -1103,7 +1109,7 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     wanted, narrow = _split_narrow(bin_ranges(binned + list(derived)), int(config.num_bins))
     binned = [t for t in binned if t not in narrow]
     derived = {out: x for out, x in derived.items() if out not in narrow and x not in narrow}
-    hists = _Histograms(wanted, int(config.num_bins), absolute, compiled)
+    hists = _Histograms(wanted, int(config.num_bins), absolute, compiled, nonnegative=assumed_zero)
     setup_s = time.perf_counter() - t0
     source = spool if spool.complete else None
     try:
@@ -1120,7 +1126,7 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
             hists.drop(list(more_narrow))
             narrow.update(more_narrow)
             moved = [t for t in moved if t not in more_narrow]
-            again = _Histograms(again_ranges, int(config.num_bins), absolute, compiled)
+            again = _Histograms(again_ranges, int(config.num_bins), absolute, compiled, nonnegative=assumed_zero)
             if moved:
                 more_s, more_count = _bin_pass(model_path, moved, again, graph_inputs, tmp, value_types, config,
                                                optimised, source or _Prefetched(reader), None, report,

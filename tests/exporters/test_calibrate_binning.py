@@ -100,6 +100,29 @@ def test_absolute_values_are_binned_over_their_own_range():
     np.testing.assert_array_equal(counts, np.histogram(a, 2048)[0])
 
 
+@pytest.mark.usefixtures("counter")
+def test_a_tensor_known_nonnegative_bins_as_its_absolute_values_and_alone_keeps_its_minimum():
+    """|x| bins of a tensor >= 0 are x's (-0.0 shares 0's bin), counted without taking |x|; only such tensors'
+    smallest values are read when the nonnegative ones are named."""
+    rng = np.random.default_rng(8)
+    x = np.maximum(rng.standard_normal(9000), 0).astype(np.float32)
+    x[::7] = np.float32(-0.0)
+    y = rng.standard_normal(9000).astype(np.float32)
+    top = np.float32(max(x.max(), np.abs(y).max()))
+    ranges = {"x": (np.float32(0), top), "y": (np.float32(np.abs(y).min()), top)}
+    named = cal._Histograms(ranges, 2048, True, nonnegative={"x"})
+    plain = cal._Histograms(ranges, 2048, True)
+    for hists in (named, plain):
+        hists.add_values("x", x)
+        hists.add_values("y", y)
+    for t, values in (("x", np.abs(x)), ("y", np.abs(y))):
+        expected = np.histogram(values, 2048, range=(ranges[t][0], top))[0]
+        np.testing.assert_array_equal(named.counts[t], expected)
+        np.testing.assert_array_equal(plain.counts[t], expected)
+    assert named.minimum["x"] == plain.minimum["x"] == 0.0
+    assert plain.minimum["y"] == np.abs(y).min()
+
+
 @pytest.mark.parametrize("bad", [np.float32(-1.5), np.float32(1.0000001), np.float32(np.nan), np.float32(np.inf)])
 @pytest.mark.usefixtures("counter")
 def test_a_value_outside_the_pass_1_range_is_an_error(bad):

@@ -85,3 +85,13 @@ def test_without_numba_count_says_how_to_install_it(monkeypatch):
     assert not compiled_binning.available()
     with pytest.raises(RuntimeError, match=r"pip install \.\[calibration\]"):
         _count(np.zeros(3, np.float32), _edges(-1.0, 1.0, 8))
+
+
+def test_without_tracking_the_counts_are_the_same_and_no_smallest_value_is_read():
+    x = np.random.default_rng(5).standard_normal(10007).astype(np.float32)
+    edges = _edges(-5.0, 5.0, 256)
+    counts, outside, least = _count(x, edges)
+    assert least == 0  # negative values: a sign bit was read (the smallest is exact only for values >= 0)
+    untracked = compiled_binning.count(x, cal._bin_params(edges), edges[-1], 256, track=False)
+    np.testing.assert_array_equal(untracked[0], counts)
+    assert untracked[1] == outside == 0 and untracked[2] == np.inf
