@@ -25,10 +25,10 @@ Every ORT run gets exactly one sample: ORT's convolutions take other code paths 
 samples than for eight (the last bits of the activations differed), so only a fixed run size makes
 each sample's activations, and hence every threshold, independent of how the reader batches.
 The sessions run without ORT's CPU memory arena, pass 1's in node order with each probe right after its
-producer, so one run holds little more than the weights. In pass 2 numpy reads one sample's activations
-in a worker thread while ORT computes the next sample's into a second set of buffers (ORT's run releases
-the GIL): the process holds the weights and two samples' calibrated activations (one when two would
-exceed ``PIPELINE_BYTES``), and the counting overlaps the forward passes where cores are free.
+producer, so one run holds little more than the weights. In pass 2 worker threads count one sample's
+activations; where cores stay free beside ORT's threads (:func:`counting_beside_forward`) they do so while ORT
+computes the next sample's into a second set of buffers (ORT's run releases the GIL; the process then holds two
+samples' calibrated activations, one when two would exceed ``PIPELINE_BYTES``), else after each forward.
 
 **Which graph.** ``graph = "unoptimised"`` runs the passes as ORT's calibrators do, unoptimised: ORT's optimised
 convolutions (fused, in a blocked layout) give other last bits (122 of ResNet-50's 123 calibrated tensors), so only
@@ -484,12 +484,26 @@ def _session_options(so: Any, threads: int) -> None:
         so.intra_op_num_threads = threads
 
 
+def counting_beside_forward(threads: int) -> bool:
+    """Whether pass 2 counts a sample's activations while ORT computes the next one's, or after each forward: beside
+    it only where cores stay free beside ORT's ``threads`` (0: ORT's default, a thread per core) for the binning
+    threads. Where they do not, counting beside ORT slowed ORT's threads more than it overlapped (ResNet-50,
+    Percentile, 400 images on 2 cores, alternating: pass 2 1.42-1.49 x its floor beside, 1.36-1.40 x after)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return threads > 0 and cores >= threads + BINNING_THREADS
+
+
 class _ActivationRuns:
     """One sample per run of the activation model, its outputs written by ORT into buffers allocated once
-    per input shape (IO binding; fresh buffers cost page faults on every run). Two buffer sets are used in
-    turn (one when two would exceed ``PIPELINE_BYTES``), so a consumer may read one while ORT writes the next."""
+    per input shape (IO binding; fresh buffers cost page faults on every run). With ``pipeline``, two buffer sets
+    are used in turn (one when two would exceed ``PIPELINE_BYTES``), so a consumer may read one while ORT writes the
+    next."""
 
-    def __init__(self, path: Path, outputs: list[str], threads: int, optimised: bool = False) -> None:
+    def __init__(self, path: Path, outputs: list[str], threads: int, optimised: bool = False,
+                 pipeline: bool = True) -> None:
+        self.pipeline = pipeline
         self.session = calibration_session(path, threads, optimised=optimised, blocked=True)
         self.outputs = outputs
         self.key: tuple | None = None
@@ -511,7 +525,7 @@ class _ActivationRuns:
         if key != self.key:  # a plain run gives the output shapes; its arrays become the first buffer set
             arrays = self.session.run(self.outputs, feed)
             self.key = key
-            sets = 2 if 2 * sum(a.nbytes for a in arrays) <= PIPELINE_BYTES else 1
+            sets = 2 if self.pipeline and 2 * sum(a.nbytes for a in arrays) <= PIPELINE_BYTES else 1
             self.buffers = [arrays] + [[np.empty_like(a) for a in arrays] for _ in range(sets - 1)]
             self.bindings = []
             for bufs in self.buffers:
@@ -943,7 +957,8 @@ def _bin_pass(model_path: Path, binned: list[str], hists: _Histograms, graph_inp
     outputs = write_activation_model(onnx.load(str(model_path)), binned, graph_inputs, tmp / "calib_activations.onnx",
                                      value_types)
     release_freed_memory()  # the model's protobuf and its serialised copy, before ORT loads the weights again
-    runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads, optimised=optimised)
+    runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads, optimised=optimised,
+                           pipeline=counting_beside_forward(config.threads))
     shares: list[list[int]] = []
     # numpy's ufuncs and numba's kernel release the GIL: two threads bin the tensors of a sample, half each
     with ThreadPoolExecutor(BINNING_THREADS, thread_name_prefix="qb-bins") as binners:

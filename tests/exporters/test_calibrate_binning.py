@@ -183,10 +183,13 @@ def _direct(model_path, samples, tensors):
     return {t: np.concatenate(v) for t, v in values.items()}
 
 
-def test_slow_consumer_still_reads_each_samples_own_activations(tmp_path, monkeypatch):
-    """ORT writes the next sample while numpy reads the last: a consumer slower than ORT must not see a
-    buffer being overwritten. Pass 2 sees every sample's own values (their max per tensor equals a plain
-    session's, sample by sample), in a worker thread, and the thresholds equal a fast consumer's."""
+@pytest.mark.parametrize("beside", [True, False], ids=["counting-beside-forward", "counting-after-forward"])
+def test_slow_consumer_still_reads_each_samples_own_activations(tmp_path, monkeypatch, beside):
+    """ORT writes the next sample while numpy reads the last (where cores are free): a consumer slower than ORT must
+    not see a buffer being overwritten. Pass 2 sees every sample's own values (their max per tensor equals a plain
+    session's, sample by sample), in a worker thread, and the thresholds equal a fast consumer's, counting beside
+    the forward passes or after each."""
+    monkeypatch.setattr(cal, "counting_beside_forward", lambda threads: beside)
     model = _conv_relu_model(tmp_path / "m.onnx", width=8)
     rng = np.random.default_rng(5)
     samples = [rng.standard_normal((3, 1, 8, 8)).astype(np.float32) * (k + 1) for k in range(4)]
@@ -373,3 +376,24 @@ def test_float16_activations_are_binned_as_pass_1_saw_them(tmp_path):
         width = 2 * max(abs(float(v)) for v in ours.ranges[t].range_value) / 512 + 1e-6
         for a, b in zip(ours.ranges[t].range_value, ref[t].range_value, strict=True):
             assert abs(float(a) - float(b)) <= 2 * width, t
+
+
+def test_counting_goes_beside_the_forward_only_where_cores_are_free(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    assert cal.counting_beside_forward(2)  # 2 ORT threads + 2 binning threads on 4 cores
+    assert not cal.counting_beside_forward(3)
+    assert not cal.counting_beside_forward(0)  # ORT's default: a thread per core
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert not cal.counting_beside_forward(2)
+
+
+def test_without_pipelining_one_buffer_set_is_reused(tmp_path):
+    model = _conv_relu_model(tmp_path / "m.onnx", width=8)
+    outputs = cal.write_activation_model(onnx.load(str(model)), ["c1"], {"x"}, tmp_path / "acts.onnx")
+    x = np.ones((1, 1, 8, 8), np.float32)
+    for pipeline, sets in ((True, 2), (False, 1)):
+        runs = cal._ActivationRuns(tmp_path / "acts.onnx", outputs, 0, pipeline=pipeline)
+        slots = [runs.run({"x": x})[1] for _ in range(4)]
+        assert len(runs.buffers) == sets and set(slots) == set(range(sets))
