@@ -155,8 +155,9 @@ def _ci(row: dict[str, Any]) -> str:
 
 
 def _counting(row: dict[str, Any]) -> str:
-    """Pass 2's numpy binning time (a worker thread beside ORT's runs, so it overlaps the pass's time)."""
-    return f" (pass 2 binning {row['count_s']:.1f} s beside ORT)" if row.get("count_s") is not None else ""
+    """Pass 2's bin counting time (worker threads, beside ORT's runs where cores are free: then it overlaps the pass's
+    time; after each forward elsewhere)."""
+    return f" (pass 2 counting {row['count_s']:.1f} s)" if row.get("count_s") is not None else ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -139,7 +139,7 @@ class CalibrationResult:
     pass_s: list[float] = field(default_factory=list)  # each pass without its floor probes, then the thresholds
     floor_s: float | None = None  # FP32 forward time of the passes over the samples (see module docstring)
     floor_probes: int = 0  # plain FP32 runs the floor was measured from
-    count_s: float | None = None  # of pass 2: binning the activations (worker threads, beside ORT's runs)
+    count_s: float | None = None  # of pass 2: counting the activations (worker threads; see counting_beside_forward)
     floor_ci95: tuple[float, float] | None = None  # 95% interval of floor_s from its probes' spread
     notes: list[str] = field(default_factory=list)  # what a row should say about this calibration
 
@@ -949,7 +949,7 @@ def _bin_pass(model_path: Path, binned: list[str], hists: _Histograms, graph_inp
               value_types: dict[str, int], config: CalibrationConfig, optimised: bool, data: _Prefetched | _Spool,
               fl: _Floor | None, report: ProgressFn, where: tuple[int, int, int | None]) -> tuple[float, float]:
     """Count every sample's ``binned`` activations into ``hists``: (seconds without floor probes, seconds the
-    binning threads took beside ORT's runs)."""
+    binning threads took)."""
     import onnx
 
     t0 = time.perf_counter()
