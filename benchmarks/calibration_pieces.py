@@ -47,7 +47,7 @@ def _pieces(model: Path, feeds: list[dict], tmp: Path, method: str, bins: int) -
     so.log_severity_level = 3
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     plain = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
-    ranges_session = cal.calibration_session(tmp / "range.onnx", 0, optimised=True, blocked=True)
+    ranges_session = cal.calibration_session(tmp / "range.onnx", 0, optimised=True)
     # every image's range, so that pass 2 bins over the ranges calibration would use
     tops = dict.fromkeys(probed, np.float32(0))
     for feed in feeds:

@@ -80,6 +80,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -440,35 +441,35 @@ def _reads_values_only(node: Any) -> bool:
     return bool(node.output) and all(o.startswith(f"{PROBE_PREFIX}_") for o in node.output)
 
 
-def calibration_session(path: Path, threads: int, optimised: bool = False, blocked: bool = False) -> Any:
+def calibration_session(path: Path, threads: int, optimised: bool = False) -> Any:
     """A CPU session for models that output many activations (also weight_rounding's): no arena, unoptimised
-    (as ORT's calibrators) unless ``optimised`` (ORT's default optimisations, as the model runs on its own).
-    With ``blocked`` (and ``optimised``), the graph outputs and probes read their tensors in ORT's blocked layout
-    where :mod:`.blocked_layout` can keep them there: the same values, in another order."""
+    (as ORT's calibrators) unless ``optimised`` (ORT's default optimisations, as the model runs on its own; the graph
+    outputs and probes then read their tensors in ORT's blocked layout where :mod:`.blocked_layout` can keep them
+    there: the same values, in another order)."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    if optimised and blocked and READ_BLOCKED:
+    if optimised and READ_BLOCKED:
         from .blocked_layout import without_reorders
 
         edited = path.with_name(path.stem + "_blocked.onnx")
         try:
             if without_reorders(path, edited, _reads_values_only):
+                so = _session_options(threads)
                 so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # it is the optimised graph
-                _session_options(so, threads)
                 return ort.InferenceSession(str(edited), so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - an optimisation only: ORT's own graph gives the same values
             log.debug("blocked-layout reading unavailable for %s (%s); running ORT's optimised graph", path.name, exc)
-        so = ort.SessionOptions()
-    _session_options(so, threads)
+    so = _session_options(threads)
     if not optimised:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as ORT's calibrators
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def _session_options(so: Any, threads: int) -> None:
+def _session_options(threads: int) -> Any:
+    """Calibration's session options (ORT's default optimisation level)."""
     import onnxruntime as ort
 
+    so = ort.SessionOptions()
     # The arena keeps the largest buffers it ever served for the whole session; the memory pattern
     # pre-allocates one block per input shape. Both only cost memory here.
     so.enable_cpu_mem_arena = False
@@ -482,6 +483,7 @@ def _session_options(so: Any, threads: int) -> None:
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads > 0:
         so.intra_op_num_threads = threads
+    return so
 
 
 def counting_beside_forward(threads: int) -> bool:
@@ -489,8 +491,6 @@ def counting_beside_forward(threads: int) -> bool:
     it only where cores stay free beside ORT's ``threads`` (0: ORT's default, a thread per core) for the binning
     threads. Where they do not, counting beside ORT slowed ORT's threads more than it overlapped (ResNet-50,
     Percentile, 400 images on 2 cores, alternating: pass 2 1.42-1.49 x its floor beside, 1.36-1.40 x after)."""
-    import os
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return threads > 0 and cores >= threads + BINNING_THREADS
 
@@ -504,7 +504,7 @@ class _ActivationRuns:
     def __init__(self, path: Path, outputs: list[str], threads: int, optimised: bool = False,
                  pipeline: bool = True) -> None:
         self.pipeline = pipeline
-        self.session = calibration_session(path, threads, optimised=optimised, blocked=True)
+        self.session = calibration_session(path, threads, optimised=optimised)
         self.outputs = outputs
         self.key: tuple | None = None
         self.bound = True  # False once a bound run failed: plain runs from then on
@@ -1035,7 +1035,7 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     # producer while its output is in cache: cheaper than handing every activation to numpy).
     t0 = time.perf_counter()
     probe_s = 0.0
-    session = calibration_session(tmp / "calib_range.onnx", config.threads, optimised=optimised, blocked=True)
+    session = calibration_session(tmp / "calib_range.onnx", config.threads, optimised=optimised)
     lows = {t: np.float32(np.inf) for t in tensors}
     highs = {t: np.float32(-np.inf) for t in tensors}
     abs_lows = {t: np.float32(np.inf) for t in tensors}

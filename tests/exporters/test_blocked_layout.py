@@ -118,7 +118,7 @@ def test_range_probes_read_blocked_give_the_same_ranges(tmp_path, monkeypatch, c
     for blocked in (True, False):
         monkeypatch.setattr(cal, "READ_BLOCKED", blocked)
         with caplog.at_level(logging.DEBUG, logger=cal.__name__):
-            session = cal.calibration_session(path, 1, optimised=True, blocked=True)
+            session = cal.calibration_session(path, 1, optimised=True)
         assert "blocked-layout reading unavailable" not in caplog.text  # the edited graph did load
         got[blocked] = [session.run(names, feed) for feed in feeds]
     for run_b, run_n in zip(got[True], got[False], strict=True):
