@@ -3,12 +3,13 @@
 On the graph ``quantbench`` quantizes (ORT's ``quant_pre_process`` of an ONNX file) and the tensors an optimised
 calibration reads (``calib_graph = "optimised"``, the default: Relu/Clip inputs adopt their node's range), runs a few
 images through, in turn, groups of ``--group`` images each so that all pieces see the same load: the floor (the plain
-FP32 model, ORT's default optimisations), pass 1 (the in-graph min/max probes, read in ORT's blocked layout), pass 2's
-forward alone with its outputs read blocked and with ORT's copies back to NCHW (what reading blocked saves), the
-counting of one image's activations alone (numba's kernel where installed, in calibration's binning threads), and
-pass 2 as ``calibrate`` runs it (the forward, the counting in worker threads beside it). Prints each piece's CPU
-seconds (all threads of this process) and wall seconds per image, both over the floor's: the CPU ratio survives a
-busy machine, the wall ratio is what a user waits for on a quiet one.
+FP32 model, ORT's default optimisations), pass 1 as calibration runs it (each activation read out, its min, max and
+min |x| found by numba's kernel in the binning threads) and as it runs without numba (the in-graph min/max probes),
+pass 2's forward alone with its outputs read in ORT's blocked layout and with ORT's copies back to NCHW (what reading
+blocked saves), the counting of one image's activations alone (numba's kernel where installed, in calibration's
+binning threads), and pass 2 as ``calibrate`` runs it (the forward, then the counting in worker threads). Prints each
+piece's CPU seconds (all threads of this process) and wall seconds per image, both over the floor's: the CPU ratio
+survives a busy machine, the wall ratio is what a user waits for on a quiet one.
 
     python benchmarks/calibration_pieces.py /tmp/resnet50.onnx --data folder:/tmp/cifar10 --resize 224 --images 32
 """
@@ -77,23 +78,37 @@ def _pieces(model: Path, feeds: list[dict], tmp: Path, method: str, bins: int) -
         for job in jobs:
             job.result()
 
-    def pass2(feed: dict) -> None:  # as calibrate's _run_pass, without its floor probes
-        slot = runs.next_slot
-        if slot in pending:
-            pending.pop(slot).result()
-        arrays, slot = runs.run(feed)
-        if slot in pending:
-            pending.pop(slot).result()
-        pending[slot] = worker.submit(count, arrays)
+    found = [cal.ValueRange() for _ in probed] if hists.compiled else []
+
+    def read_ranges(arrays: list[np.ndarray]) -> None:  # pass 1 read out: numba's min, max and min |x|
+        if not shares:
+            shares.extend(cal._balanced_shares([a.size for a in arrays], cal.BINNING_THREADS))
+        for job in [binners.submit(lambda s: [found[k].add(arrays[k]) for k in s], s) for s in shares]:
+            job.result()
+
+    def as_calibrate_runs(consume: Callable) -> Callable:
+        def one(feed: dict) -> None:  # as calibrate's _run_pass, without its floor probes
+            slot = runs.next_slot
+            if slot in pending:
+                pending.pop(slot).result()
+            arrays, slot = runs.run(feed)
+            if slot in pending:
+                pending.pop(slot).result()
+            pending[slot] = worker.submit(consume, arrays)
+        return one
 
     one_image = [a.copy() for a in runs.run(feeds[0])[0]]
     count(one_image)  # numba's kernel loads (or compiles) on its first call: not part of any piece
+    if found:
+        read_ranges(one_image)
     pieces = {"floor (optimised FP32)": lambda f: plain.run(None, f),
-              "pass 1 (in-graph min/max)": lambda f: ranges_session.run(range_out, f),
-              "pass 2 forward alone (read blocked)": lambda f: runs.run(f),
+              "pass 1 in-graph probes (no numba)": lambda f: ranges_session.run(range_out, f)}
+    if found:
+        pieces["pass 1 read out (numba min/max)"] = as_calibrate_runs(read_ranges)
+    pieces |= {"pass 2 forward alone (read blocked)": lambda f: runs.run(f),
               "pass 2 forward alone (NCHW copies)": lambda f: nchw_runs.run(f),
               "counting alone": lambda f: count(one_image),
-              "pass 2 (forward + counting)": pass2}
+              "pass 2 (forward + counting)": as_calibrate_runs(count)}
 
     def settle() -> None:
         for job in list(pending.values()):

@@ -4,9 +4,12 @@ ORT's histogram calibrators build a histogram per ``collect_data`` call and merg
 by growing the first call's bins, so Entropy/Percentile thresholds changed with the micro-batch
 size and with the batch order (and they keep every activation of a call alive). Here:
 
-1. pass 1 runs a copy of the model whose only outputs are each calibrated tensor's min and max
+1. pass 1 finds each calibrated tensor's min and max (and min |x| for Percentile's |x| bins) over all the
+   calibration data: on the optimised graph with numba installed (and values enough to repay its start,
+   ``COMPILED_MIN_VALUES``) ORT writes the tensors into buffers allocated once and numba's kernel reads each value
+   once (:class:`.compiled_binning.ValueRange`), else a copy of the model outputs only those figures
    (Reshape + ReduceMin/ReduceMax inside ONNX Runtime, right after each producer: a few bytes per
-   tensor) over all the calibration data; MinMax stops here;
+   tensor); MinMax stops here;
 2. pass 2 (histogram methods) runs a copy whose outputs are the calibrated tensors themselves, written
    by ONNX Runtime into buffers allocated once (IO binding), on the very samples pass 1 read (kept in a
    file meanwhile, :class:`_Spool`), and each value is counted in ``num_bins`` equal bins over the range
@@ -40,12 +43,15 @@ what leaves the optimiser its fusions and blocked layout:
 - a tensor that a quantized Relu/Clip alone reads is neither probed nor binned but given that node's range, or
   thresholds (:func:`adopted_ranges`): ORT's quantizer replaces its range by the node's output's anyway
   (``adjust_tensor_ranges``) and then drops the node, so Conv + Relu stays one fused kernel;
-- in pass 1 a tensor that cannot be negative (:func:`nonnegative_tensors`) is probed by a GlobalMaxPool, which ORT
+- read out, pass 1 writes the tensors pass 2 bins, and pass 2 runs on pass 1's session (the model written and
+  optimised once): ResNet-50's pass 1 costs about 1.1 x the plain forward where the probes below cost 1.14-1.18 x
+  (the Abs + ReduceMin that min |x| needs copies each signed tensor);
+- with probes, a tensor that cannot be negative (:func:`nonnegative_tensors`) is probed by a GlobalMaxPool, which ORT
   runs in its blocked layout, and reports 0 as its minimum: every quantizer widens a range to hold 0, so the scale
   and zero point are those of its true minimum, and Entropy/Distribution/asymmetric Percentile bin over
   [-max|x|, max|x|]; bins of |x| and mse's [min, max] start at the true minimum, so pass 2 checks that the tensor
-  holds a 0 and otherwise bins it again over its true range;
-- the others keep the Reshape + ReduceMin/ReduceMax probes; pass 2's outputs are the tensors pass 1 probed;
+  holds a 0 and otherwise bins it again over its true range; the others keep the Reshape + ReduceMin/ReduceMax
+  probes; pass 2's outputs are the tensors pass 1 probed;
 - both passes read each tensor in ORT's blocked layout where its channels fill whole blocks (:mod:`.blocked_layout`:
   ORT's saved optimised graph without its copies back to NCHW, which only the probes and outputs read; a minimum,
   maximum or histogram does not depend on the order of the values): handing ResNet-50's 74 tensors out costs 1.01 x
@@ -95,6 +101,9 @@ import numpy as np
 
 from quantbench.common.memory import release_freed_memory
 
+from .compiled_binning import ValueRange
+from .compiled_binning import available as compiled_available
+
 log = logging.getLogger(__name__)
 
 HISTOGRAM_METHODS = ("entropy", "percentile", "distribution", "mse")
@@ -106,6 +115,7 @@ SPOOL_BYTES = 4 << 30  # pass 1's samples kept on disk for pass 2 up to this (el
 PIPELINE_BYTES = 256 << 20  # a second set of activation buffers (ORT runs while numpy reads) only below this
 BINNING_THREADS = 2  # bincount holds the GIL, so more threads add little beyond the ufuncs' share
 READ_BLOCKED = True  # optimised passes read activations in ORT's blocked layout where they can (.blocked_layout)
+READ_OUT = True  # optimised pass 1 reads activations out to numba where COMPILED_MIN_VALUES says so (see calibrate)
 PROBE_PREFIX = "qb_calib"  # names of pass 1's probe nodes and outputs
 FLOOR_PROBES = 24  # samples per pass also run through the plain FP32 model to measure the floor
 # progress(pass_index, passes, samples_done, samples_total or None, floor seconds per sample or None)
@@ -710,6 +720,21 @@ class _Spool:
         """Nothing runs beside the caller (the interface of :class:`_Prefetched`)."""
 
 
+class _Spooled:
+    """``data``'s samples, each written to ``spool`` as it is read (pass 1 run by :func:`_run_pass`)."""
+
+    def __init__(self, data: _Prefetched, spool: _Spool) -> None:
+        self.data, self.spool = data, spool
+
+    def samples(self) -> Iterator[dict[str, np.ndarray]]:
+        for feed in self.data.samples():
+            self.spool.write(feed)
+            yield feed
+
+    def settle(self) -> None:
+        self.data.settle()
+
+
 class _Histograms:
     """Counts of each tensor's values (of their absolute values with ``absolute``) in ``num_bins`` equal
     bins over a fixed range per tensor, equal to ``numpy.histogram``'s: adding batches only adds counts.
@@ -945,38 +970,104 @@ def _run_pass(k: int, passes: int, runs: _ActivationRuns, data: _Prefetched | _S
     return time.perf_counter() - t0 - probe_s, samples
 
 
+Bounds = tuple[dict[str, np.float32], dict[str, np.float32], dict[str, np.float32]]  # lows, highs, min |x| per tensor
+
+
+def _probe_pass(path: Path, plan: list[RangeProbe], threads: int, optimised: bool, data: _Spooled, fl: _Floor | None,
+                report: ProgressFn, where: tuple[int, int, int | None], bounds: Bounds) -> tuple[float, int]:
+    """Pass 1 on the range model ``path`` (:func:`write_range_model`'s ``plan``: ORT reduces each tensor in the
+    graph, right after its producer); lowers/raises ``bounds``. Returns (seconds the floor's probes took, samples)."""
+    lows, highs, abs_lows = bounds
+    outputs = [name for probe in plan for name in probe[1:] if name]
+    index = {name: k for k, name in enumerate(outputs)}
+    readout = [(t, index[low] if low else None, index[high]) for t, low, high, _ in plan]
+    abs_readout = [(t, index[abs_low]) for t, _, _, abs_low in plan if abs_low]
+    zero = np.float32(0)
+    session = calibration_session(path, threads, optimised=optimised)
+    probe_s, samples = 0.0, 0
+    for feed in data.samples():
+        values = session.run(outputs, feed)
+        for t, low, high in readout:  # a NaN reaches the finiteness check where ORT's reduction keeps it
+            lows[t] = np.minimum(lows[t], np.float32(values[low]) if low is not None else zero)
+            # a GlobalMaxPool's per-channel maxima, or a ReduceMax's one value
+            highs[t] = np.maximum(highs[t], np.float32(np.max(values[high])))
+        for t, k in abs_readout:
+            abs_lows[t] = np.minimum(abs_lows[t], np.float32(values[k]))
+        if fl is not None and fl.due(samples):
+            data.settle()  # the probe runs alone, as the floor's forward would
+            probe_s += fl.probe(samples, feed)
+        samples += 1
+        report(where[0], where[1], samples, where[2], fl.per_sample if fl else None)
+    return probe_s, samples
+
+
+def _read_out_pass(runs: _ActivationRuns, names: list[str], data: _Spooled, fl: _Floor | None, report: ProgressFn,
+                   where: tuple[int, int, int | None], bounds: Bounds) -> tuple[float, int]:
+    """Pass 1 on the activation model ``runs`` (its outputs: ``names``), each tensor's minimum, maximum and minimum
+    |x| read in one go by numba's kernel (:class:`.compiled_binning.ValueRange`); lowers/raises ``bounds``. Returns
+    (seconds the floor's probes took, samples)."""
+    found = [ValueRange() for _ in names]
+    with ThreadPoolExecutor(BINNING_THREADS, thread_name_prefix="qb-ranges") as readers:
+        read = _per_tensor(readers, lambda k, a: found[k].add(a), list(range(len(names))), [0.0])
+        t0 = time.perf_counter()
+        elapsed, samples = _run_pass(where[0], where[1], runs, data, read, fl, report, where[2])
+        probe_s = time.perf_counter() - t0 - elapsed
+    lows, highs, abs_lows = bounds
+    for t, r in zip(names, found, strict=True):
+        lows[t], highs[t], abs_lows[t] = r.bounds
+    return probe_s, samples
+
+
+def _per_tensor(pool: ThreadPoolExecutor, work: Callable[[int, np.ndarray], None], columns: list[int],
+                spent: list[float]) -> Callable[[list[np.ndarray]], None]:
+    """A pass's consumer: ``work(k, arrays[k])`` for each ``k`` of ``columns``, split over ``pool``'s threads in
+    shares of about equal size (numpy's ufuncs and numba's kernels release the GIL); adds its seconds to
+    ``spent[0]``."""
+    shares: list[list[int]] = []
+
+    def share_of(arrays: list[np.ndarray], share: list[int]) -> None:
+        for k in share:
+            work(k, arrays[k])
+
+    def consume(arrays: list[np.ndarray]) -> None:
+        tc = time.perf_counter()
+        if not shares:
+            sizes = [arrays[k].size for k in columns]
+            shares.extend([[columns[i] for i in share] for share in _balanced_shares(sizes, BINNING_THREADS)])
+        for job in [pool.submit(share_of, arrays, share) for share in shares]:
+            job.result()
+        spent[0] += time.perf_counter() - tc
+
+    return consume
+
+
 def _bin_pass(model_path: Path, binned: list[str], hists: _Histograms, graph_inputs: set[str], tmp: Path,
               value_types: dict[str, int], config: CalibrationConfig, optimised: bool, data: _Prefetched | _Spool,
-              fl: _Floor | None, report: ProgressFn, where: tuple[int, int, int | None]) -> tuple[float, float]:
+              fl: _Floor | None, report: ProgressFn, where: tuple[int, int, int | None],
+              runs: tuple[_ActivationRuns, list[str]] | None = None) -> tuple[float, float]:
     """Count every sample's ``binned`` activations into ``hists``: (seconds without floor probes, seconds the
-    binning threads took)."""
+    binning threads took). ``runs``: pass 1's activation runs and the tensors they output (``binned`` among them),
+    else an activation model of ``binned`` is written and loaded."""
     import onnx
 
     t0 = time.perf_counter()
     count_s = [0.0]
-    outputs = write_activation_model(onnx.load(str(model_path)), binned, graph_inputs, tmp / "calib_activations.onnx",
-                                     value_types)
-    release_freed_memory()  # the model's protobuf and its serialised copy, before ORT loads the weights again
-    runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads, optimised=optimised,
-                           pipeline=counting_beside_forward(config.threads))
-    shares: list[list[int]] = []
-    # numpy's ufuncs and numba's kernel release the GIL: two threads bin the tensors of a sample, half each
+    if runs is None:
+        outputs = write_activation_model(onnx.load(str(model_path)), binned, graph_inputs,
+                                         tmp / "calib_activations.onnx", value_types)
+        release_freed_memory()  # the model's protobuf and its serialised copy, before ORT loads the weights again
+        session = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads, optimised=optimised,
+                                  pipeline=counting_beside_forward(config.threads))
+        names = binned
+    else:
+        session, names = runs
+    position = {t: k for k, t in enumerate(names)}
     with ThreadPoolExecutor(BINNING_THREADS, thread_name_prefix="qb-bins") as binners:
-        def count_share(arrays: list[np.ndarray], share: list[int]) -> None:
-            for k in share:
-                hists.add_values(binned[k], arrays[k])
-
-        def count(arrays: list[np.ndarray]) -> None:
-            tc = time.perf_counter()
-            if not shares:
-                shares.extend(_balanced_shares([a.size for a in arrays], BINNING_THREADS))
-            for job in [binners.submit(count_share, arrays, share) for share in shares]:
-                job.result()
-            count_s[0] += time.perf_counter() - tc
-
+        count = _per_tensor(binners, lambda k, a: hists.add_values(names[k], a), [position[t] for t in binned],
+                            count_s)
         setup_s = time.perf_counter() - t0
-        elapsed, _ = _run_pass(where[0], where[1], runs, data, count, fl, report, where[2])
-    del runs
+        elapsed, _ = _run_pass(where[0], where[1], session, data, count, fl, report, where[2])
+    del session
     return setup_s + elapsed, count_s[0]
 
 
@@ -1009,66 +1100,64 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     value_types = _value_types(model)
     relus = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Relu"}
     optimised = config.graph == "optimised"
+    total = _total_samples(reader)
     if optimised:
         adopted = adopted_ranges(model, tensors, config)  # input -> the Relu/Clip output whose range it takes
         clipped: dict[str, str] = {}
         probed = [t for t in tensors if t not in adopted]
-        # A GlobalMaxPool gives no minimum: 0 is assumed, which is right wherever only max|x| matters or every
-        # quantizer widens the range to hold 0 (MinMax, Entropy, Distribution, asymmetric Percentile); |x| bins and
-        # mse's [min, max] start at the true minimum, so pass 2 checks it (below).
-        plan = write_range_model(model, probed, graph_inputs, tmp / "calib_range.onnx", abs_min=absolute,
-                                 max_only=nonnegative_tensors(model))
     else:
         adopted = {}
         clipped = relu_ranges_from_inputs(relus, tensors) if not absolute else {}
         probed = [t for t in tensors if t not in clipped]
-        plan = write_range_model(model, probed, graph_inputs, tmp / "calib_range.onnx", abs_min=absolute)
-    range_outputs = [name for probe in plan for name in probe[1:] if name]
-    index = {name: k for k, name in enumerate(range_outputs)}
-    del model
-    total = _total_samples(reader)
+    # Pass 1 reads every probed tensor out (numba's one-read minimum, maximum and minimum |x|) where pass 2 will read
+    # them anyway and numba repays its start (see COMPILED_MIN_VALUES); else ORT reduces each one in the graph.
+    read_out = (READ_OUT and optimised and compiled_available()  # (an unknown total counts as none)
+                and (total or 0) * sum(elements.get(t, 1) for t in probed) >= COMPILED_MIN_VALUES)
     passes_n = 2 if histogram else 1
+    written = time.perf_counter()  # writing the pass's model is part of its time
+    if read_out:
+        outputs = write_activation_model(model, probed, graph_inputs, tmp / "calib_activations.onnx", value_types)
+    else:
+        # A GlobalMaxPool gives no minimum: 0 is assumed, which is right wherever only max|x| matters or every
+        # quantizer widens the range to hold 0 (MinMax, Entropy, Distribution, asymmetric Percentile); |x| bins and
+        # mse's [min, max] start at the true minimum, so pass 2 checks it (below).
+        plan = write_range_model(model, probed, graph_inputs, tmp / "calib_range.onnx", abs_min=absolute,
+                                 max_only=nonnegative_tensors(model) if optimised else frozenset())
+    del model
+    release_freed_memory()  # the model's protobuf and its serialised copy, before ORT loads the weights again
+    written = time.perf_counter() - written
     fl = _Floor(Path(model_path), config.threads, total) if floor else None
     report = progress or (lambda *_: None)
-
-    # Pass 1: exact min and max of every tensor over all the data (reduced inside ORT, right after each
-    # producer while its output is in cache: cheaper than handing every activation to numpy).
-    t0 = time.perf_counter()
-    probe_s = 0.0
-    session = calibration_session(tmp / "calib_range.onnx", config.threads, optimised=optimised)
     lows = {t: np.float32(np.inf) for t in tensors}
     highs = {t: np.float32(-np.inf) for t in tensors}
     abs_lows = {t: np.float32(np.inf) for t in tensors}
     zero = np.float32(0)
-    readout = [(t, index[low] if low else None, index[high]) for t, low, high, _ in plan]
-    abs_readout = [(t, index[abs_low]) for t, _, _, abs_low in plan if abs_low]
-    samples = 0
     data = _Prefetched(reader)
     spool = _Spool(tmp / "calib_samples.pkl", SPOOL_BYTES if histogram else 0)
+    runs: _ActivationRuns | None = None
+    t0 = time.perf_counter()
     try:
-        for feed in data.samples():
-            spool.write(feed)
-            values = session.run(range_outputs, feed)
-            for t, low, high in readout:  # a NaN reaches the finiteness check where ORT's reduction keeps it
-                lows[t] = np.minimum(lows[t], np.float32(values[low]) if low is not None else zero)
-                # a GlobalMaxPool's per-channel maxima, or a ReduceMax's one value
-                highs[t] = np.maximum(highs[t], np.float32(np.max(values[high])))
-            for t, k in abs_readout:
-                abs_lows[t] = np.minimum(abs_lows[t], np.float32(values[k]))
-            if fl is not None and fl.due(samples):
-                data.settle()  # the probe runs alone, as the floor's forward would
-                probe_s += fl.probe(samples, feed)
-            samples += 1
-            report(1, passes_n, samples, total, fl.per_sample if fl else None)
+        if read_out:
+            runs = _ActivationRuns(tmp / "calib_activations.onnx", outputs, config.threads, optimised=True,
+                                   pipeline=counting_beside_forward(config.threads))
+            probe_s, samples = _read_out_pass(runs, probed, _Spooled(data, spool), fl, report, (1, passes_n, total),
+                                              (lows, highs, abs_lows))
+            assumed_zero: set[str] = set()
+            if not histogram:
+                runs = None
+        else:
+            probe_s, samples = _probe_pass(tmp / "calib_range.onnx", plan, config.threads, optimised,
+                                           _Spooled(data, spool), fl, report, (1, passes_n, total),
+                                           (lows, highs, abs_lows))
+            assumed_zero = {t for t, low, _, _ in plan if low is None}  # GlobalMaxPool probes: >= 0, minimum 0
     except BaseException:
         spool.close(drop=True)
         raise
-    del session
-    release_freed_memory()  # pass 1's session
+    release_freed_memory()  # pass 1's session, or the model's protobuf
     spool.finish()
     if samples == 0:
+        spool.close(drop=True)
         raise ValueError("calibration reader produced no batches")
-    assumed_zero = {t for t, low, _, _ in plan if low is None}  # GlobalMaxPool probes: >= 0, minimum taken as 0
     for t in assumed_zero:
         abs_lows[t] = zero
     for out, x in clipped.items():  # min and max of max(x, 0): x's, clipped at 0 (NaN stays NaN)
@@ -1082,7 +1171,7 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise ValueError(f"activation '{bad[0]}' has non-finite values (min {lows[bad[0]]}, max {highs[bad[0]]}) "
                          f"on the calibration data{more}")
-    passes = [time.perf_counter() - t0 - probe_s]
+    passes = [written + time.perf_counter() - t0 - probe_s]
 
     def floor_s() -> float | None:
         per = fl.per_sample if fl else None
@@ -1129,7 +1218,9 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     source = spool if spool.complete else None
     try:
         elapsed, count_s = _bin_pass(model_path, binned, hists, graph_inputs, tmp, value_types, config, optimised,
-                                     source or _Prefetched(reader), fl, report, (2, passes_n, total))
+                                     source or _Prefetched(reader), fl, report, (2, passes_n, total),
+                                     (runs, probed) if runs is not None else None)
+        runs = None  # its buffers and session, before the thresholds are searched
         # Where the range starts at the minimum, a tensor pass 1 took as starting at 0 must hold a 0: else (never on
         # ResNet-50's Relus) its true minimum is known now and it is binned again over its true range.
         moved = sorted(t for t in assumed_zero & set(binned) if (absolute or method == "mse")

@@ -295,11 +295,19 @@ def _saturated_sigmoid_model(path: Path) -> Path:
     return _op_then_conv(path, "Mul", 1e-7, "Sigmoid", "s", np.full((2, 1, 3, 3), 0.1, np.float32))
 
 
-@pytest.mark.parametrize("graph", ["optimised", "unoptimised"])
+@pytest.mark.parametrize("graph", ["optimised", "optimised-read-out", "unoptimised"])
 @pytest.mark.parametrize("method, symmetric", [("mse", False), ("percentile", True)])  # bins over [min, max], |x|
-def test_a_range_too_narrow_for_its_bins_takes_its_min_and_max_with_a_note(tmp_path, graph, method, symmetric):
+def test_a_range_too_narrow_for_its_bins_takes_its_min_and_max_with_a_note(tmp_path, monkeypatch, graph, method,
+                                                                            symmetric):
     """numpy.histogram (hence ORT's calibrators) refuses 2048 bins over a range of a few float32 values; such a
-    tensor gets its exact min and max (MinMax's range) and the row a note naming it, instead of numpy's bare error."""
+    tensor gets its exact min and max (MinMax's range) and the row a note naming it, instead of numpy's bare error.
+    Read out, pass 2 counts the others from pass 1's outputs, the narrow one among them: the same thresholds."""
+    from quantbench.exporters import calibrate as cal
+
+    if graph.endswith("read-out"):
+        pytest.importorskip("numba")
+        monkeypatch.setattr(cal, "COMPILED_MIN_VALUES", 0)
+        graph = "optimised"
     model = _saturated_sigmoid_model(tmp_path / "m.onnx")
     x = _digits(30)
     config = CalibrationConfig(method, symmetric=symmetric, num_bins=2048, percentile=99.99, graph=graph)
@@ -310,3 +318,72 @@ def test_a_range_too_narrow_for_its_bins_takes_its_min_and_max_with_a_note(tmp_p
     assert 0.49 < low < high <= 0.51
     assert len(result.notes) == 1 and "'s'" in result.notes[0] and "2048 bins" in result.notes[0]
     assert tuple(result.ranges["y"].range_value) != tuple(minmax.ranges["y"].range_value)  # the others: binned
+    monkeypatch.setattr(cal, "COMPILED_MIN_VALUES", 10 ** 18)  # pass 1 probed in the graph, pass 2 its own model
+    again = calibrate(model, config, Reader([x]), tmp_path, floor=False)
+    assert {t: tuple(r.range_value) for t, r in again.ranges.items()} == {t: tuple(r.range_value)
+                                                                          for t, r in result.ranges.items()}
+
+
+ALL_METHODS = [("minmax", False), ("minmax", True), ("entropy", False), ("distribution", False),
+               ("percentile", True), ("percentile", False), ("mse", False)]
+METHOD_IDS = [f"{m}-{'sym' if s else 'asym'}" for m, s in ALL_METHODS]
+
+
+def _ranges_by_pass_one(tmp_path, monkeypatch, model: Path, x: np.ndarray, method: str, symmetric: bool,
+                        bins: int = 512) -> dict[str, dict[str, tuple]]:
+    """Each tensor's range with pass 1 read out to numba and with pass 1 reduced in ORT's graph (probes); asserts
+    the path each run took."""
+    from quantbench.exporters import calibrate as cal
+
+    taken = []
+    for name in ("_read_out_pass", "_probe_pass"):
+        real = getattr(cal, name)
+        monkeypatch.setattr(cal, name, lambda *a, _real=real, _name=name, **k: taken.append(_name) or _real(*a, **k))
+    monkeypatch.setattr(cal, "COMPILED_MIN_VALUES", 0)  # numba even for this small model's values
+    out = {}
+    for how, read_out in (("read-out", True), ("probes", False)):
+        monkeypatch.setattr(cal, "READ_OUT", read_out)
+        taken.clear()
+        config = CalibrationConfig(method, symmetric=symmetric, num_bins=bins, percentile=99.9, graph="optimised",
+                                   op_types=_config().op_types)
+        result = calibrate(model, config, Reader([x]), tmp_path, floor=False)
+        assert taken == ["_read_out_pass" if read_out else "_probe_pass"]
+        out[how] = {t: tuple(np.float32(v) for v in result.ranges[t].range_value) for t in result.ranges}
+    return out
+
+
+@pytest.mark.numba
+@pytest.mark.parametrize("method, symmetric", ALL_METHODS, ids=METHOD_IDS)
+def test_pass_one_read_out_or_reduced_in_the_graph_gives_the_same_ranges(tmp_path, monkeypatch, method, symmetric):
+    """Whether pass 1 reads every tensor out to numba (one read for min, max and min |x|) or ORT reduces each in the
+    graph is an incidental knob: every range is bit-equal, for every method."""
+    pytest.importorskip("numba")
+    ranges = _ranges_by_pass_one(tmp_path, monkeypatch, _model(tmp_path / "m.onnx"), _digits(), method, symmetric)
+    assert ranges["read-out"] == ranges["probes"]
+    assert len(ranges["probes"]) >= 10
+
+
+@pytest.mark.numba
+@pytest.mark.parametrize("method, symmetric", [("mse", False), ("percentile", True)])
+def test_read_out_pass_one_knows_a_nonnegative_tensors_true_minimum_and_bins_once(tmp_path, monkeypatch, method,
+                                                                                   symmetric):
+    """Read out, pass 1 measures the minimum of a Relu's output that is never 0 (a probe would take it as 0), so
+    pass 2 bins it once, over its true range: the unoptimised graph's thresholds."""
+    pytest.importorskip("numba")
+    from quantbench.exporters import calibrate as cal
+
+    model = _shifted_relu_model(tmp_path / "m.onnx")
+    x = np.clip(_digits(60), -1, 1)
+    passes = []
+    bin_pass = cal._bin_pass
+    monkeypatch.setattr(cal, "_bin_pass", lambda *a, **k: passes.append(a[1]) or bin_pass(*a, **k))
+    monkeypatch.setattr(cal, "COMPILED_MIN_VALUES", 0)
+    ranges = {}
+    for graph in ("unoptimised", "optimised"):
+        passes.clear()
+        config = CalibrationConfig(method, symmetric=symmetric, num_bins=256, percentile=99.9, graph=graph)
+        result = calibrate(model, config, Reader([x]), tmp_path, floor=False)
+        ranges[graph] = {t: tuple(np.float32(v) for v in result.ranges[t].range_value) for t in result.ranges}
+    assert len(passes) == 1 and "r" in passes[0]
+    assert ranges["optimised"]["r"] == ranges["unoptimised"]["r"]
+    assert ranges["optimised"] == ranges["unoptimised"] if method == "percentile" else True
