@@ -324,8 +324,8 @@ def test_a_range_too_narrow_for_its_bins_takes_its_min_and_max_with_a_note(tmp_p
                                                                           for t, r in result.ranges.items()}
 
 
-ALL_METHODS = [("minmax", False), ("minmax", True), ("entropy", False), ("distribution", False),
-               ("percentile", True), ("percentile", False), ("mse", False)]
+ALL_METHODS = [("entropy", False), ("distribution", False), ("percentile", True), ("percentile", False),
+               ("mse", False)]
 METHOD_IDS = [f"{m}-{'sym' if s else 'asym'}" for m, s in ALL_METHODS]
 
 
@@ -356,7 +356,8 @@ def _ranges_by_pass_one(tmp_path, monkeypatch, model: Path, x: np.ndarray, metho
 @pytest.mark.parametrize("method, symmetric", ALL_METHODS, ids=METHOD_IDS)
 def test_pass_one_read_out_or_reduced_in_the_graph_gives_the_same_ranges(tmp_path, monkeypatch, method, symmetric):
     """Whether pass 1 reads every tensor out to numba (one read for min, max and min |x|) or ORT reduces each in the
-    graph is an incidental knob: every range is bit-equal, for every method."""
+    graph is an incidental knob: every range is bit-equal, for every histogram method (MinMax always reduces in the
+    graph)."""
     pytest.importorskip("numba")
     ranges = _ranges_by_pass_one(tmp_path, monkeypatch, _model(tmp_path / "m.onnx"), _digits(), method, symmetric)
     assert ranges["read-out"] == ranges["probes"]
@@ -387,3 +388,17 @@ def test_read_out_pass_one_knows_a_nonnegative_tensors_true_minimum_and_bins_onc
     assert len(passes) == 1 and "r" in passes[0]
     assert ranges["optimised"]["r"] == ranges["unoptimised"]["r"]
     assert ranges["optimised"] == ranges["unoptimised"] if method == "percentile" else True
+
+
+def test_minmax_reduces_in_the_graph_even_where_numba_would_repay(tmp_path, monkeypatch):
+    """MinMax has no pass 2 to share pass 1's session with: its pass 1 keeps ORT's in-graph reductions."""
+    from quantbench.exporters import calibrate as cal
+
+    taken = []
+    for name in ("_read_out_pass", "_probe_pass"):
+        real = getattr(cal, name)
+        monkeypatch.setattr(cal, name, lambda *a, _real=real, _name=name, **k: taken.append(_name) or _real(*a, **k))
+    monkeypatch.setattr(cal, "COMPILED_MIN_VALUES", 0)
+    calibrate(_model(tmp_path / "m.onnx"), CalibrationConfig("minmax", graph="optimised"), Reader([_digits()]),
+              tmp_path, floor=False)
+    assert taken == ["_probe_pass"]
