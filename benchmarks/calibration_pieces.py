@@ -42,7 +42,9 @@ def _pieces(model: Path, feeds: list[dict], tmp: Path, method: str, bins: int) -
     types = cal._value_types(shaped)
     adopted = cal.adopted_ranges(shaped, tensors, config)
     probed = [t for t in tensors if t not in adopted]
-    plan = cal.write_range_model(shaped, probed, inputs, tmp / "range.onnx", max_only=cal.nonnegative_tensors(shaped))
+    absolute = method == "percentile" and config.symmetric  # its probes also find min |x| (Abs + ReduceMin)
+    plan = cal.write_range_model(shaped, probed, inputs, tmp / "range.onnx", abs_min=absolute,
+                                 max_only=cal.nonnegative_tensors(shaped))
     range_out = [name for probe in plan for name in probe[1:] if name]
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -56,7 +58,7 @@ def _pieces(model: Path, feeds: list[dict], tmp: Path, method: str, bins: int) -
         for t, low, high, _ in plan:
             top = max(abs(float(np.min(values[low]))) if low else 0.0, abs(float(np.max(values[high]))))
             tops[t] = np.float32(max(tops[t], top))
-    ranges = {t: (-tops[t], tops[t]) for t in probed}
+    ranges = {t: (np.float32(0) if absolute else -tops[t], tops[t]) for t in probed}  # |x| from 0 (about min |x|)
     outputs = cal.write_activation_model(onnx.load(str(model)), probed, inputs, tmp / "acts.onnx", types)
     runs = cal._ActivationRuns(tmp / "acts.onnx", outputs, 0, optimised=True, pipeline=cal.counting_beside_forward(0))
     blocked_default = cal.READ_BLOCKED
@@ -65,7 +67,7 @@ def _pieces(model: Path, feeds: list[dict], tmp: Path, method: str, bins: int) -
         nchw_runs = cal._ActivationRuns(tmp / "acts.onnx", outputs, 0, optimised=True)
     finally:
         cal.READ_BLOCKED = blocked_default
-    hists = cal._Histograms(ranges, bins, False)
+    hists = cal._Histograms(ranges, bins, absolute)
     binners = ThreadPoolExecutor(cal.BINNING_THREADS)
     worker = ThreadPoolExecutor(1)
     pending: dict[Any, Any] = {}
