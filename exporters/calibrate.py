@@ -1113,8 +1113,9 @@ def calibrate(model_path: Path, config: CalibrationConfig, reader: Any, tmp: Pat
     # for pass 2 to run on the same session, where numba repays its start (COMPILED_MIN_VALUES; an unknown total
     # counts as none); else ORT reduces each tensor in the graph. MinMax keeps the reductions: as fast on ResNet-50
     # (1,000 images: 46.6-46.9 s read out, 46.8-47.2 s reduced), and they hold little more than the weights.
-    read_out = (READ_OUT and optimised and histogram and compiled_available()
-                and (total or 0) * sum(elements.get(t, 1) for t in probed) >= COMPILED_MIN_VALUES)
+    read_out = (READ_OUT and optimised and histogram
+                and (total or 0) * sum(elements.get(t, 1) for t in probed) >= COMPILED_MIN_VALUES
+                and compiled_available())  # last: it imports numba
     passes_n = 2 if histogram else 1
     written = time.perf_counter()  # writing the pass's model is part of its time
     if read_out:
