@@ -402,3 +402,25 @@ def test_minmax_reduces_in_the_graph_even_where_numba_would_repay(tmp_path, monk
     calibrate(_model(tmp_path / "m.onnx"), CalibrationConfig("minmax", graph="optimised"), Reader([_digits()]),
               tmp_path, floor=False)
     assert taken == ["_probe_pass"]
+
+
+def test_a_small_histogram_calibration_does_not_import_numba(tmp_path):
+    """Below COMPILED_MIN_VALUES numba's start (0.2-0.3 s, 60 MB) would cost more than it saves: neither pass
+    imports it (a fresh process, so nothing else has)."""
+    import subprocess
+    import sys
+
+    model = _model(tmp_path / "m.onnx")
+    script = ("import sys, numpy as np\n"
+              "from pathlib import Path\n"
+              "from quantbench.exporters.calibrate import CalibrationConfig, calibrate\n"
+              "from tests.exporters.test_calibrate_ranges import Reader\n"
+              "class Known(Reader):\n"
+              "    indices = range(40)\n"
+              "x = np.random.default_rng(0).standard_normal((40, 1, 8, 8)).astype(np.float32)\n"
+              f"calibrate(Path({str(model)!r}), CalibrationConfig('percentile', symmetric=True, num_bins=512, "
+              f"graph='optimised'), Known([x]), Path({str(tmp_path)!r}), floor=False)\n"
+              "print('numba' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2]).stdout
+    assert out.strip().splitlines()[-1] == "False"
