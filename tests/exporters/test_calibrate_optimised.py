@@ -357,7 +357,7 @@ def _ranges_by_pass_one(tmp_path, monkeypatch, model: Path, x: np.ndarray, metho
 def test_pass_one_read_out_or_reduced_in_the_graph_gives_the_same_ranges(tmp_path, monkeypatch, method, symmetric):
     """Whether pass 1 reads every tensor out to numba (one read for min, max and min |x|) or ORT reduces each in the
     graph is an incidental knob: every range is bit-equal, for every histogram method (MinMax always reduces in the
-    graph)."""
+    graph), on a network whose tensors >= 0 all hold a 0 (the next tests: one that does not)."""
     pytest.importorskip("numba")
     ranges = _ranges_by_pass_one(tmp_path, monkeypatch, _model(tmp_path / "m.onnx"), _digits(), method, symmetric)
     assert ranges["read-out"] == ranges["probes"]
@@ -424,3 +424,34 @@ def test_a_small_histogram_calibration_does_not_import_numba(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2]).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.numba
+def test_read_out_gives_a_nonnegative_tensor_its_true_minimum_and_the_same_quantized_model(tmp_path, monkeypatch):
+    """Entropy's threshold stops at the tensor's minimum: the in-graph probes take a tensor >= 0 to start at 0,
+    read out its range starts at its true minimum, as the unoptimised graph's (ORT's calibrators'). Every quantizer
+    widens a range to hold 0, so the quantized models are the same to the last bit."""
+    method = "entropy"
+    pytest.importorskip("numba")
+    from quantbench.exporters import calibrate as cal
+    from quantbench.exporters.quantize import QuantSettings, quantize_qdq
+
+    model = _shifted_relu_model(tmp_path / "m.onnx")
+    x = np.clip(_digits(60), -1, 1)
+    ranges = _ranges_by_pass_one(tmp_path, monkeypatch, model, x, method, False, bins=512)
+    unoptimised = calibrate(model, CalibrationConfig(method, num_bins=512, graph="unoptimised",
+                                                     op_types=_config().op_types), Reader([x]), tmp_path, floor=False)
+    assert ranges["probes"]["r"][0] == 0 < ranges["read-out"]["r"][0]
+    assert ranges["read-out"]["r"] == tuple(np.float32(v) for v in unoptimised.ranges["r"].range_value)
+    assert ranges["read-out"]["pre"] == ranges["read-out"]["r"]  # the Relu's input takes its range (adopted)
+    others = set(ranges["probes"]) - {"r", "pre"}
+    assert others and all(ranges["read-out"][t] == ranges["probes"][t] for t in others)
+    built = {}
+    for how, read_out in (("read-out", True), ("probes", False)):
+        monkeypatch.setattr(cal, "READ_OUT", read_out)
+        out = tmp_path / f"{how}.onnx"
+        quantize_qdq(model, out, QuantSettings(calibration=method, num_bins=512), Reader([x]))
+        built[how] = _qdq_params(out)
+    assert built["read-out"][0] == built["probes"][0]
+    assert {k: (s.tobytes(), z.tobytes()) for k, (s, z) in built["read-out"][1].items()} == \
+        {k: (s.tobytes(), z.tobytes()) for k, (s, z) in built["probes"][1].items()}
