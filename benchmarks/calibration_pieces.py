@@ -71,22 +71,11 @@ def _pieces(model: Path, feeds: list[dict], tmp: Path, method: str, bins: int) -
     binners = ThreadPoolExecutor(cal.BINNING_THREADS)
     worker = ThreadPoolExecutor(1)
     pending: dict[Any, Any] = {}
-    shares: list[list[int]] = []
-
-    def count(arrays: list[np.ndarray]) -> None:
-        if not shares:
-            shares.extend(cal._balanced_shares([a.size for a in arrays], cal.BINNING_THREADS))
-        jobs = [binners.submit(lambda s: [hists.add_values(probed[k], arrays[k]) for k in s], s) for s in shares]
-        for job in jobs:
-            job.result()
-
+    columns = list(range(len(probed)))
+    # calibration's consumers: each tensor's counting, or pass 1's min, max and min |x| (numba), in the binning threads
+    count = cal._per_tensor(binners, lambda k, a: hists.add_values(probed[k], a), columns, [0.0])
     found = [cal.ValueRange() for _ in probed] if hists.compiled else []
-
-    def read_ranges(arrays: list[np.ndarray]) -> None:  # pass 1 read out: numba's min, max and min |x|
-        if not shares:
-            shares.extend(cal._balanced_shares([a.size for a in arrays], cal.BINNING_THREADS))
-        for job in [binners.submit(lambda s: [found[k].add(arrays[k]) for k in s], s) for s in shares]:
-            job.result()
+    read_ranges = cal._per_tensor(binners, lambda k, a: found[k].add(a), columns, [0.0])
 
     def as_calibrate_runs(consume: Callable) -> Callable:
         def one(feed: dict) -> None:  # as calibrate's _run_pass, without its floor probes

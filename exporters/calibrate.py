@@ -1068,7 +1068,6 @@ def _bin_pass(model_path: Path, binned: list[str], hists: _Histograms, graph_inp
                             count_s)
         setup_s = time.perf_counter() - t0
         elapsed, _ = _run_pass(where[0], where[1], session, data, count, fl, report, where[2])
-    del session
     return setup_s + elapsed, count_s[0]
 
 

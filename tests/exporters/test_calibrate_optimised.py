@@ -268,15 +268,15 @@ def _shifted_relu_model(path: Path) -> Path:
     return _op_then_conv(path, "Add", 5, "Relu", "r", w)
 
 
-@pytest.mark.parametrize("method, symmetric", [("mse", False), ("percentile", True)])
-def test_a_nonnegative_tensor_without_zeros_is_binned_over_its_true_range(tmp_path, monkeypatch, method, symmetric):
-    """Pass 1 takes a GlobalMaxPool-probed tensor's minimum as 0; where bins start at the minimum (mse's [min, max],
-    Percentile's |x|) pass 2 finds the true one and bins that tensor again: the unoptimised graph's thresholds."""
+def _shifted_relu_bin_passes(tmp_path, monkeypatch, method: str,
+                             symmetric: bool) -> tuple[list[list[str]], dict[str, dict[str, tuple]]]:
+    """Calibrate :func:`_shifted_relu_model` on each graph: (the tensors each of the optimised graph's pass-2 runs
+    binned, each graph's ranges)."""
     from quantbench.exporters import calibrate as cal
 
     model = _shifted_relu_model(tmp_path / "m.onnx")
     x = np.clip(_digits(60), -1, 1)
-    passes = []
+    passes: list[list[str]] = []
     bin_pass = cal._bin_pass
     monkeypatch.setattr(cal, "_bin_pass", lambda *a, **k: passes.append(a[1]) or bin_pass(*a, **k))
     ranges = {}
@@ -285,6 +285,14 @@ def test_a_nonnegative_tensor_without_zeros_is_binned_over_its_true_range(tmp_pa
         config = CalibrationConfig(method, symmetric=symmetric, num_bins=256, percentile=99.9, graph=graph)
         result = calibrate(model, config, Reader([x]), tmp_path, floor=False)
         ranges[graph] = {t: tuple(np.float32(v) for v in result.ranges[t].range_value) for t in result.ranges}
+    return passes, ranges
+
+
+@pytest.mark.parametrize("method, symmetric", [("mse", False), ("percentile", True)])
+def test_a_nonnegative_tensor_without_zeros_is_binned_over_its_true_range(tmp_path, monkeypatch, method, symmetric):
+    """Pass 1 takes a GlobalMaxPool-probed tensor's minimum as 0; where bins start at the minimum (mse's [min, max],
+    Percentile's |x|) pass 2 finds the true one and bins that tensor again: the unoptimised graph's thresholds."""
+    passes, ranges = _shifted_relu_bin_passes(tmp_path, monkeypatch, method, symmetric)
     assert passes[-1] == ["r"], "the optimised graph bins the Relu's output again over its true range"
     assert ranges["optimised"]["r"] == ranges["unoptimised"]["r"]
     assert ranges["optimised"]["r"][0] > 0 if method == "mse" else True
@@ -373,18 +381,8 @@ def test_read_out_pass_one_knows_a_nonnegative_tensors_true_minimum_and_bins_onc
     pytest.importorskip("numba")
     from quantbench.exporters import calibrate as cal
 
-    model = _shifted_relu_model(tmp_path / "m.onnx")
-    x = np.clip(_digits(60), -1, 1)
-    passes = []
-    bin_pass = cal._bin_pass
-    monkeypatch.setattr(cal, "_bin_pass", lambda *a, **k: passes.append(a[1]) or bin_pass(*a, **k))
     monkeypatch.setattr(cal, "COMPILED_MIN_VALUES", 0)
-    ranges = {}
-    for graph in ("unoptimised", "optimised"):
-        passes.clear()
-        config = CalibrationConfig(method, symmetric=symmetric, num_bins=256, percentile=99.9, graph=graph)
-        result = calibrate(model, config, Reader([x]), tmp_path, floor=False)
-        ranges[graph] = {t: tuple(np.float32(v) for v in result.ranges[t].range_value) for t in result.ranges}
+    passes, ranges = _shifted_relu_bin_passes(tmp_path, monkeypatch, method, symmetric)
     assert len(passes) == 1 and "r" in passes[0]
     assert ranges["optimised"]["r"] == ranges["unoptimised"]["r"]
     assert ranges["optimised"] == ranges["unoptimised"] if method == "percentile" else True
